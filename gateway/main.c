@@ -1,0 +1,313 @@
+// mtlsgw: command dispatch and the `run` supervisor (signals, reload, shutdown).
+#include <ares.h>
+#include <errno.h>
+#include <getopt.h>
+#include <libconfig.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "gateway/http.h"
+#include "gateway/log.h"
+#include "gateway/netutil.h"
+#include "gateway/sesscache.h"
+#include "gateway/tunnel.h"
+#include "gateway/worker.h"
+#include "policy/config.h"
+#include "policy/identity.h"
+#include "resolver/resolver.h"
+
+static const char usage[] =
+    "usage: mtlsgw COMMAND [OPTIONS]\n"
+    "\n"
+    "Commands:\n"
+    "  run -c FILE                      run the gateway in the foreground\n"
+    "  check -c FILE                    validate the config and load every identity; exit 1 on errors\n"
+    "  explain -c FILE HOST[:PORT]      show which rule decides HOST:PORT (default port 443)\n"
+    "  version                          versions of mtlsgw, BoringSSL, c-ares and libconfig\n"
+    "\n"
+    "Signals (run): SIGHUP reloads the config, SIGTERM/SIGINT drain and stop,\n"
+    "SIGUSR1 reopens the access log.\n";
+
+static const char *config_path(int argc, char **argv, int *out_index) {
+    const char *path = NULL;
+    optind = 1;
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
+        if (c == 'c') {
+            path = optarg;
+        } else if (c == 'h') {
+            fputs(usage, stdout);
+            exit(0);
+        } else {
+            fputs(usage, stderr);
+            exit(2);
+        }
+    }
+    *out_index = optind;
+    if (path == NULL) {
+        fprintf(stderr, "mtlsgw %s: -c FILE is required\n", argv[0]);
+        exit(2);
+    }
+    return path;
+}
+
+static pol_config *load_or_report(const char *path) {
+    pol_errors errs;
+    pol_errors_init(&errs);
+    pol_config *cfg = pol_config_load(path, &errs);
+    for (size_t i = 0; i < errs.len; i++) {
+        fprintf(stderr, "%s\n", errs.lines[i]);
+    }
+    pol_errors_free(&errs);
+    return cfg;
+}
+
+static int cmd_version(void) {
+    printf("mtlsgw %s\n", MTLSGW_VERSION);
+    printf("BoringSSL (API version %d, %s)\n", BORINGSSL_API_VERSION, OPENSSL_VERSION_TEXT);
+    printf("c-ares %s\n", ares_version(NULL));
+    printf("libconfig %d.%d.%d\n", LIBCONFIG_VER_MAJOR, LIBCONFIG_VER_MINOR, LIBCONFIG_VER_REVISION);
+    return 0;
+}
+
+static int cmd_check(int argc, char **argv) {
+    int idx;
+    const char *path = config_path(argc, argv, &idx);
+    pol_config *cfg = load_or_report(path);
+    if (cfg == NULL) {
+        return 1;
+    }
+    printf("configuration OK: %zu listeners, %zu identities, %zu rules\n", cfg->num_listeners,
+           cfg->num_identities, cfg->num_rules);
+    pol_config_unref(cfg);
+    return 0;
+}
+
+static int cmd_explain(int argc, char **argv) {
+    int idx;
+    const char *path = config_path(argc, argv, &idx);
+    if (idx >= argc) {
+        fprintf(stderr, "mtlsgw explain: HOST[:PORT] is required\n");
+        return 2;
+    }
+    const char *target = argv[idx];
+    char host[256];
+    uint16_t port;
+    if (!gw_http_parse_authority(target, strlen(target), 443, host, &port)) {
+        fprintf(stderr, "mtlsgw explain: \"%s\" is not HOST, HOST:PORT or [IPv6]:PORT\n", target);
+        return 2;
+    }
+    pol_config *cfg = load_or_report(path);
+    if (cfg == NULL) {
+        return 1;
+    }
+    pol_dest d;
+    if (!pol_dest_init(&d, host, port)) {
+        fprintf(stderr, "mtlsgw explain: \"%s\" is not a valid host name or address\n", host);
+        pol_config_unref(cfg);
+        return 2;
+    }
+    const pol_rule *r = pol_config_lookup(cfg, &d);
+    printf("destination  %s:%u\n", d.host, d.port);
+    if (r == NULL) {
+        printf("rule         none (default deny)\naction       deny\n");
+        pol_config_unref(cfg);
+        return 0;
+    }
+    printf("rule         %s  match \"%s\"\n", r->where, r->match_text);
+    printf("action       %s\n", pol_action_name(r->action));
+    if (r->action != POL_ACTION_DENY) {
+        const char *h = r->upstream_host ? r->upstream_host : d.host;
+        uint16_t p = r->upstream_port ? r->upstream_port : d.port;
+        printf("upstream     %s:%u\n", h, p);
+        if (r->action == POL_ACTION_MTLS) {
+            const char *sni = r->server_name ? r->server_name : h;
+            printf("identity     %s  (%s)\n", r->identity->spec.name, r->identity->subject);
+            printf("server name  %s%s\n", sni, gw_host_is_ip(sni) ? "  (IP: no SNI, checked against IP SANs)" : "");
+        }
+    }
+    pol_config_unref(cfg);
+    return 0;
+}
+
+// ---- run ----
+
+static int open_listeners(const pol_config *cfg, int workers, int *fds) {
+    for (int w = 0; w < workers; w++) {
+        for (size_t i = 0; i < cfg->num_listeners; i++) {
+            const pol_listener *l = &cfg->listeners[i];
+            int fd = gw_listen_socket((const struct sockaddr *)&l->addr, l->addr_len, 1);
+            if (fd < 0) {
+                gw_log(GW_LOG_ERROR, "listener %s: cannot listen on %s: %s", l->name, l->address_text,
+                       strerror(errno));
+                return 0;
+            }
+            fds[(size_t)w * cfg->num_listeners + i] = fd;
+        }
+    }
+    return 1;
+}
+
+static int same_listeners(const pol_config *a, const pol_config *b) {
+    if (a->num_listeners != b->num_listeners) {
+        return 0;
+    }
+    for (size_t i = 0; i < a->num_listeners; i++) {
+        if (strcmp(a->listeners[i].address_text, b->listeners[i].address_text) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void configure_logs(const pol_config *cfg) {
+    if (!gw_log_configure(cfg->log_level, cfg->log_format, cfg->log_access)) {
+        gw_log(GW_LOG_ERROR, "log.access: cannot open %s: %s; access log goes to stderr", cfg->log_access,
+               strerror(errno));
+        gw_log_configure(cfg->log_level, cfg->log_format, "stderr");
+    }
+}
+
+static void raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int cmd_run(int argc, char **argv) {
+    int idx;
+    const char *path = config_path(argc, argv, &idx);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);  // workers inherit the mask; this thread waits
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    pol_config *cfg = load_or_report(path);
+    if (cfg == NULL) {
+        return 1;
+    }
+    configure_logs(cfg);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nworkers = cfg->workers > 0 ? cfg->workers : (ncpu > 0 ? (int)ncpu : 1);
+    int *fds = calloc((size_t)nworkers * cfg->num_listeners, sizeof(int));
+    gw_worker *workers = calloc((size_t)nworkers, sizeof(*workers));
+    if (fds == NULL || workers == NULL || !open_listeners(cfg, nworkers, fds)) {
+        return 1;
+    }
+    for (int i = 0; i < nworkers; i++) {
+        char err[300];
+        if (!gw_worker_init(&workers[i], i, cfg, fds + (size_t)i * cfg->num_listeners, err, sizeof(err))) {
+            gw_log(GW_LOG_ERROR, "worker %d: %s", i, err);
+            return 1;
+        }
+    }
+    for (int i = 0; i < nworkers; i++) {
+        if (!gw_worker_start(&workers[i])) {
+            gw_log(GW_LOG_ERROR, "cannot start worker thread %d", i);
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const pol_listener *l = &cfg->listeners[i];
+        if (l->forward_host) {
+            gw_log(GW_LOG_INFO, "listener %s on %s forwards to %s:%u", l->name, l->address_text, l->forward_host,
+                   l->forward_port);
+        } else {
+            gw_log(GW_LOG_INFO, "listener %s on %s (%s%s%s)", l->name, l->address_text,
+                   l->protocols & POL_PROTO_SOCKS5 ? "socks5 " : "", l->protocols & POL_PROTO_SOCKS4 ? "socks4 " : "",
+                   l->protocols & POL_PROTO_HTTP ? "http" : "");
+        }
+    }
+    gw_log(GW_LOG_INFO, "mtlsgw %s running: %d workers, %zu rules, %zu identities", MTLSGW_VERSION, nworkers,
+           cfg->num_rules, cfg->num_identities);
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig == SIGHUP) {
+            pol_errors errs;
+            pol_errors_init(&errs);
+            pol_config *next = pol_config_load(path, &errs);
+            for (size_t i = 0; i < errs.len; i++) {
+                gw_log(next ? GW_LOG_WARN : GW_LOG_ERROR, "reload: %s", errs.lines[i]);
+            }
+            pol_errors_free(&errs);
+            if (next != NULL && !same_listeners(cfg, next)) {
+                gw_log(GW_LOG_ERROR, "reload: listen addresses changed; that needs a restart. Keeping the old config");
+                pol_config_unref(next);
+                next = NULL;
+            }
+            if (next == NULL) {
+                gw_log(GW_LOG_ERROR, "reload failed: keeping the running configuration");
+                continue;
+            }
+            configure_logs(next);
+            for (int i = 0; i < nworkers; i++) {
+                gw_worker_set_config(&workers[i], next);
+            }
+            pol_config_unref(cfg);
+            cfg = next;
+            gw_log(GW_LOG_INFO, "reloaded %s: %zu rules, %zu identities", path, cfg->num_rules, cfg->num_identities);
+        } else if (sig == SIGUSR1) {
+            gw_log_reopen();
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            gw_log(GW_LOG_INFO, "stopping: draining tunnels for up to %d s", cfg->limits.drain_timeout_s);
+            break;
+        }
+    }
+    for (int i = 0; i < nworkers; i++) {
+        gw_worker_request_stop(&workers[i]);
+    }
+    for (int i = 0; i < nworkers; i++) {
+        gw_worker_join(&workers[i]);
+        gw_worker_free(&workers[i]);
+    }
+    free(workers);
+    free(fds);
+    pol_config_unref(cfg);
+    gw_sesscache_clear();
+    gw_log(GW_LOG_INFO, "stopped");
+    gw_log_shutdown();
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        return cmd_version();
+    }
+    pol_identity_set_ctx_hook(gw_tls_install_callbacks);
+    if (!res_library_init()) {
+        fprintf(stderr, "mtlsgw: c-ares initialisation failed\n");
+        return 1;
+    }
+    int rc;
+    if (strcmp(cmd, "run") == 0) {
+        rc = cmd_run(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "check") == 0) {
+        rc = cmd_check(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "explain") == 0) {
+        rc = cmd_explain(argc - 1, argv + 1);
+    } else {
+        fprintf(stderr, "mtlsgw: unknown command \"%s\"\n\n%s", cmd, usage);
+        rc = 2;
+    }
+    res_library_cleanup();
+    return rc;
+}

@@ -1,0 +1,1081 @@
+#include "gateway/tunnel.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gateway/http.h"
+#include "gateway/log.h"
+#include "gateway/netutil.h"
+#include "gateway/socks.h"
+#include "gateway/upstream.h"
+
+// One value per phase of a tunnel's life.
+typedef enum {
+    T_DETECT,           // waiting for the first byte, which picks the protocol
+    T_SOCKS5_GREETING,  // waiting for VER NMETHODS METHODS
+    T_SOCKS5_REQUEST,   // method chosen, waiting for the CONNECT request
+    T_SOCKS4_REQUEST,   // waiting for the rest of a SOCKS4/4a request
+    T_HTTP_HEAD,        // reading an HTTP request head (CONNECT)
+    T_RESOLVING,        // a DNS query is out
+    T_CONNECTING,       // TCP connect to addrs[next_addr - 1] in progress
+    T_HANDSHAKING,      // TLS client handshake in progress
+    T_CONFIRMING,       // full TLS 1.3 handshake done; waiting for the server's first record
+    T_RELAY,            // success reply queued; bytes flow both ways
+    T_REJECTING,        // error reply queued; flushing it, then closing
+    T_CLOSED,           // closed; freed after the current batch
+} tunnel_state;
+
+typedef enum { P_NONE = 0, P_SOCKS5, P_SOCKS4, P_HTTP_CONNECT, P_FORWARD } tunnel_proto;
+
+static const char *const proto_names[] = {"-", "socks5", "socks4", "http-connect", "forward"};
+
+typedef struct {
+    gw_watcher w;
+    unsigned readable : 1;  // the socket may have bytes (or TLS has decrypted bytes)
+    unsigned writable : 1;  // the socket may take bytes
+    unsigned eof : 1;       // this side will send nothing more
+    unsigned shut : 1;      // we sent FIN / close_notify toward this side
+    unsigned read_wants_write : 1;   // TLS read needs the socket writable
+    unsigned write_wants_read : 1;   // TLS write needs the socket readable
+} side;
+
+struct gw_tunnel {
+    gw_worker *worker;
+    pol_config *cfg;
+    size_t listener_index;
+    tunnel_state state;
+    tunnel_proto proto;
+    gw_err pending;  // answer the request with this error (limits, allow list)
+    side client, up;
+    int client_fd;
+    gw_upstream upstream;
+    gw_buf *to_up;    // read from the client, to be written upstream
+    gw_buf *to_down;  // read from upstream (or our replies), to be written to the client
+    gw_timer timer;   // the current phase's deadline
+    gw_timer resume;  // continues a relay that yielded to other tunnels
+    res_query *query;
+    const pol_rule *rule;
+    pol_dest dest;
+    char connect_host[256];
+    uint16_t connect_port;
+    char server_name[256];
+    res_addr addrs[RES_MAX_ADDRS];
+    size_t num_addrs, next_addr;
+    gw_err last_connect_err;
+    uint64_t t_start, t_phase, last_activity;
+    int64_t dns_ms, connect_ms, handshake_ms;
+    uint64_t up_bytes, down_bytes;
+    char client_text[64], upstream_text[80];
+    char result[40];
+    char reason[600];
+    gw_tunnel *prev, *next;
+};
+
+atomic_int gw_active_tunnels;
+atomic_int gw_rejecting_tunnels;
+
+static void run(gw_tunnel *t);
+static void start_connect(gw_tunnel *t);
+
+gw_tunnel *gw_tunnel_next(gw_tunnel *t) {
+    return t->next;
+}
+
+static const pol_listener *listener_of(const gw_tunnel *t) {
+    return &t->cfg->listeners[t->listener_index];
+}
+
+// ---- closing ----
+
+static void tunnel_free(void *p) {
+    free(p);
+}
+
+static void log_access(gw_tunnel *t) {
+    char dest[300] = "";
+    if (t->dest.host[0] && t->dest.family == AF_INET6) {
+        snprintf(dest, sizeof(dest), "[%s]:%u", t->dest.host, t->dest.port);
+    } else if (t->dest.host[0]) {
+        snprintf(dest, sizeof(dest), "%s:%u", t->dest.host, t->dest.port);
+    }
+    const char *tls = NULL;
+    int resumed = -1;
+    if (t->upstream.ssl != NULL && SSL_is_init_finished(t->upstream.ssl)) {
+        tls = SSL_get_version(t->upstream.ssl);
+        resumed = SSL_session_reused(t->upstream.ssl) ? 1 : 0;
+    }
+    gw_access_record r = {
+        .client = t->client_text,
+        .listener = listener_of(t)->name,
+        .proto = proto_names[t->proto],
+        .dest = dest[0] ? dest : NULL,
+        .rule = t->rule ? t->rule->where : NULL,
+        .action = t->rule ? pol_action_name(t->rule->action) : NULL,
+        .identity = t->rule && t->rule->identity ? t->rule->identity->spec.name : NULL,
+        .upstream = t->upstream_text[0] ? t->upstream_text : NULL,
+        .sni = t->server_name[0] && !gw_host_is_ip(t->server_name) ? t->server_name : NULL,
+        .tls = tls,
+        .resumed = resumed,
+        .dns_ms = t->dns_ms,
+        .connect_ms = t->connect_ms,
+        .handshake_ms = t->handshake_ms,
+        .up_bytes = t->up_bytes,
+        .down_bytes = t->down_bytes,
+        .duration_ms = (int64_t)(gw_loop_now(t->worker->loop) - t->t_start),
+        .result = t->result,
+        .reason = t->reason[0] ? t->reason : NULL,
+    };
+    gw_access_log(&r);
+}
+
+// close_tunnel is the one way out: it logs the access line and releases everything.
+static void close_tunnel(gw_tunnel *t, const char *result, const char *reason) {
+    if (t->state == T_CLOSED) {
+        return;
+    }
+    gw_loop *loop = t->worker->loop;
+    if (result != NULL && (t->result[0] == '\0' || strcmp(t->result, "ok") == 0)) {
+        snprintf(t->result, sizeof(t->result), "%s", result);
+    }
+    if (reason != NULL && t->reason[0] == '\0') {
+        snprintf(t->reason, sizeof(t->reason), "%s", reason);
+    }
+    log_access(t);
+    t->state = T_CLOSED;
+    gw_timer_stop(loop, &t->timer);
+    gw_timer_stop(loop, &t->resume);
+    res_query_detach(t->query);
+    t->query = NULL;
+    gw_watcher_remove(loop, &t->client.w);
+    gw_watcher_remove(loop, &t->up.w);
+    close(t->client_fd);
+    gw_upstream_close(&t->upstream);
+    gw_buf_put(&t->worker->pool, t->to_up);
+    gw_buf_put(&t->worker->pool, t->to_down);
+    t->to_up = t->to_down = NULL;
+    if (t->pending != GW_ERR_NONE) {
+        atomic_fetch_sub(&gw_rejecting_tunnels, 1);
+    } else {
+        atomic_fetch_sub(&gw_active_tunnels, 1);
+    }
+    gw_worker *w = t->worker;
+    if (t->prev) {
+        t->prev->next = t->next;
+    } else {
+        w->tunnels = t->next;
+    }
+    if (t->next) {
+        t->next->prev = t->prev;
+    }
+    w->num_tunnels--;
+    pol_config_unref(t->cfg);
+    t->cfg = NULL;
+    gw_loop_defer_free(loop, tunnel_free, t);
+    gw_worker_tunnel_closed(w);
+}
+
+void gw_tunnel_abort(gw_tunnel *t, const char *reason) {
+    close_tunnel(t, "aborted", reason);
+}
+
+// ---- replies ----
+
+static int queue_down(gw_tunnel *t, const void *p, size_t len) {
+    if (t->to_down == NULL && (t->to_down = gw_buf_get(&t->worker->pool)) == NULL) {
+        return 0;
+    }
+    return gw_buf_append(t->to_down, p, len) == len;
+}
+
+static void queue_http_error(gw_tunnel *t, gw_err err, const char *reason) {
+    const gw_err_info *info = gw_err_describe(err);
+    char details[400];
+    size_t n = 0;
+    for (const char *p = reason; *p && n + 2 < sizeof(details); p++) {
+        if (*p == '"' || *p == '\\') {
+            details[n++] = '\\';
+        }
+        details[n++] = (unsigned char)*p < ' ' ? ' ' : *p;
+    }
+    details[n] = '\0';
+    char head[1024];
+    int len = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n", info->http_status,
+                       gw_http_reason_phrase(info->http_status));
+    if (info->proxy_status != NULL) {
+        len += snprintf(head + len, sizeof(head) - (size_t)len, "Proxy-Status: mtlsgw; error=%s; details=\"%s\"\r\n",
+                        info->proxy_status, details);
+    }
+    if (info->http_status == 407) {
+        len += snprintf(head + len, sizeof(head) - (size_t)len, "Proxy-Authenticate: Basic realm=\"mtlsgw\"\r\n");
+    }
+    len += snprintf(head + len, sizeof(head) - (size_t)len,
+                    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
+                    strlen(reason) + 1, reason);
+    queue_down(t, head, (size_t)len < sizeof(head) ? (size_t)len : sizeof(head) - 1);
+}
+
+// reject answers the client with |err| in its protocol, then closes.
+static void reject(gw_tunnel *t, gw_err err, const char *reason) {
+    const gw_err_info *info = gw_err_describe(err);
+    snprintf(t->result, sizeof(t->result), "%s", info->result);
+    snprintf(t->reason, sizeof(t->reason), "%s", reason);
+    gw_upstream_close(&t->upstream);
+    gw_watcher_remove(t->worker->loop, &t->up.w);
+    res_query_detach(t->query);
+    t->query = NULL;
+    uint8_t reply[32];
+    switch (t->proto) {
+        case P_SOCKS5:
+            queue_down(t, reply, gw_socks5_encode_reply(info->socks5_rep, NULL, reply));
+            break;
+        case P_SOCKS4:
+            queue_down(t, reply, gw_socks4_encode_reply(info->socks4_code, NULL, reply));
+            break;
+        case P_HTTP_CONNECT:
+            queue_http_error(t, err, reason);
+            break;
+        default:
+            break;  // forward listeners and unknown protocols: just close
+    }
+    // Discard what the client sent; keep reading so a close does not become a RST that
+    // destroys the reply before the client reads it.
+    gw_buf_put(&t->worker->pool, t->to_up);
+    t->to_up = NULL;
+    t->state = T_REJECTING;
+    gw_timer_start(t->worker->loop, &t->timer, 2000);
+    if (gw_log_enabled(GW_LOG_DEBUG)) {
+        gw_log(GW_LOG_DEBUG, "%s: %s", t->client_text, reason);
+    }
+}
+
+static void queue_success(gw_tunnel *t) {
+    uint8_t reply[32];
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof(bound);
+    int have = getsockname(t->upstream.fd, (struct sockaddr *)&bound, &bl) == 0;
+    switch (t->proto) {
+        case P_SOCKS5:
+            queue_down(t, reply, gw_socks5_encode_reply(0, have ? (struct sockaddr *)&bound : NULL, reply));
+            break;
+        case P_SOCKS4:
+            queue_down(t, reply, gw_socks4_encode_reply(0x5a, have ? (struct sockaddr *)&bound : NULL, reply));
+            break;
+        case P_HTTP_CONNECT: {
+            static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+            queue_down(t, ok, sizeof(ok) - 1);
+            break;
+        }
+        default:
+            break;
+    }
+}
+
+// ---- timers ----
+
+static void on_timer(gw_loop *loop, gw_timer *timer) {
+    gw_tunnel *t = timer->data;
+    char reason[200];
+    switch (t->state) {
+        case T_DETECT:
+        case T_SOCKS5_GREETING:
+        case T_SOCKS5_REQUEST:
+        case T_SOCKS4_REQUEST:
+        case T_HTTP_HEAD:
+            close_tunnel(t, "client_timeout", "client did not send a complete request in time");
+            break;
+        case T_RESOLVING:
+            reject(t, GW_ERR_DNS_TIMEOUT, "DNS lookup did not finish in time");
+            run(t);
+            break;
+        case T_CONNECTING:
+            snprintf(reason, sizeof(reason), "connect to %s timed out after %d ms", t->upstream_text,
+                     t->cfg->limits.connect_timeout_ms);
+            t->last_connect_err = GW_ERR_CONNECT_TIMEOUT;
+            snprintf(t->reason, sizeof(t->reason), "%s", reason);
+            gw_watcher_remove(loop, &t->up.w);
+            gw_upstream_close(&t->upstream);
+            start_connect(t);
+            break;
+        case T_HANDSHAKING:
+            snprintf(reason, sizeof(reason), "TLS handshake with %s timed out after %d ms", t->upstream_text,
+                     t->cfg->limits.handshake_timeout_ms);
+            reject(t, GW_ERR_HANDSHAKE_TIMEOUT, reason);
+            run(t);
+            break;
+        case T_CONFIRMING:
+            // The server said nothing after the handshake: nothing says it rejected us.
+            t->state = T_RELAY;
+            queue_success(t);
+            t->last_activity = gw_loop_now(loop);
+            gw_timer_start(loop, &t->timer, (uint64_t)t->cfg->limits.idle_timeout_s * 1000);
+            run(t);
+            break;
+        case T_RELAY: {
+            uint64_t idle_ms = (uint64_t)t->cfg->limits.idle_timeout_s * 1000;
+            uint64_t now = gw_loop_now(loop);
+            if (now - t->last_activity >= idle_ms) {
+                close_tunnel(t, "idle_timeout", "no data either way for idle_timeout_s");
+            } else {
+                gw_timer_start(loop, &t->timer, idle_ms - (now - t->last_activity));
+            }
+            break;
+        }
+        case T_REJECTING:
+            close_tunnel(t, NULL, NULL);
+            break;
+        case T_CLOSED:
+            break;
+    }
+}
+
+static void on_resume(gw_loop *loop, gw_timer *timer) {
+    run(timer->data);
+}
+
+// ---- events ----
+
+static void mark(side *s, uint32_t events) {
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        s->readable = 1;
+    }
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+        s->writable = 1;
+    }
+}
+
+static void on_client(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    gw_tunnel *t = w->data;
+    mark(&t->client, events);
+    if ((events & (EPOLLHUP | EPOLLERR)) && t->state >= T_RESOLVING && t->state <= T_CONFIRMING) {
+        close_tunnel(t, "client_closed", "client went away before the tunnel was established");
+        return;
+    }
+    run(t);
+}
+
+static void on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    gw_tunnel *t = w->data;
+    mark(&t->up, events);
+    run(t);
+}
+
+// ---- routing ----
+
+static void on_resolved(void *arg, res_status status, const res_addr *addrs, size_t n) {
+    gw_tunnel *t = arg;
+    t->query = NULL;
+    t->dns_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+    if (status != RES_OK) {
+        char reason[400];
+        snprintf(reason, sizeof(reason), "%s: %s", t->connect_host, res_status_text(status));
+        reject(t, status == RES_TIMEOUT ? GW_ERR_DNS_TIMEOUT : GW_ERR_DNS, reason);
+        run(t);
+        return;
+    }
+    memcpy(t->addrs, addrs, n * sizeof(*addrs));
+    t->num_addrs = n;
+    t->next_addr = 0;
+    t->last_connect_err = GW_ERR_HOST_UNREACHABLE;
+    start_connect(t);
+}
+
+// start_connect tries the next resolved address; when none is left, the last error goes
+// to the client.
+static void start_connect(gw_tunnel *t) {
+    gw_loop *loop = t->worker->loop;
+    while (t->next_addr < t->num_addrs) {
+        const res_addr *a = &t->addrs[t->next_addr++];
+        struct sockaddr_storage ss;
+        socklen_t len = gw_sockaddr_from(&ss, a->family, a->addr, t->connect_port);
+        gw_format_addr((struct sockaddr *)&ss, t->upstream_text, sizeof(t->upstream_text));
+        t->reason[0] = '\0';
+        gw_err err = gw_upstream_connect(&t->upstream, (struct sockaddr *)&ss, len, t->reason, sizeof(t->reason));
+        if (err != GW_ERR_NONE) {
+            t->last_connect_err = err;
+            continue;
+        }
+        t->state = T_CONNECTING;
+        t->t_phase = gw_monotonic_ms();
+        t->up = (side){0};
+        gw_watcher_init(&t->up.w, t->upstream.fd, on_upstream, t);
+        if (!gw_watcher_set(loop, &t->up.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+            gw_upstream_close(&t->upstream);
+            t->last_connect_err = GW_ERR_INTERNAL;
+            continue;
+        }
+        gw_timer_start(loop, &t->timer, (uint64_t)t->cfg->limits.connect_timeout_ms);
+        return;
+    }
+    char reason[700];
+    snprintf(reason, sizeof(reason), "%s", t->reason[0] ? t->reason : "no address to connect to");
+    reject(t, t->last_connect_err, reason);
+    run(t);
+}
+
+// route decides what to do with the destination the client asked for.
+static void route(gw_tunnel *t, const char *host, uint16_t port) {
+    char reason[600];
+    if (!pol_dest_init(&t->dest, host, port)) {
+        snprintf(t->dest.host, sizeof(t->dest.host), "%s", host);
+        snprintf(reason, sizeof(reason), "\"%s\" is not a valid host name or address", host);
+        reject(t, GW_ERR_BAD_REQUEST, reason);
+        return;
+    }
+    if (t->pending != GW_ERR_NONE) {
+        reject(t, t->pending,
+               t->pending == GW_ERR_LIMIT ? "max_connections reached" : "client address is not in the allow list");
+        return;
+    }
+    t->rule = pol_config_lookup(t->cfg, &t->dest);
+    char dest[300];
+    if (t->dest.family == AF_INET6) {
+        snprintf(dest, sizeof(dest), "[%s]:%u", t->dest.host, port);
+    } else {
+        snprintf(dest, sizeof(dest), "%s:%u", t->dest.host, port);
+    }
+    if (t->rule == NULL) {
+        snprintf(reason, sizeof(reason), "no rule matches %s (default deny)", dest);
+        reject(t, GW_ERR_NO_RULE, reason);
+        return;
+    }
+    if (t->rule->action == POL_ACTION_DENY) {
+        snprintf(reason, sizeof(reason), "%s denied by rule %s", dest, t->rule->where);
+        reject(t, GW_ERR_DENIED, reason);
+        return;
+    }
+    const pol_rule *r = t->rule;
+    snprintf(t->connect_host, sizeof(t->connect_host), "%s", r->upstream_host ? r->upstream_host : t->dest.host);
+    t->connect_port = r->upstream_port ? r->upstream_port : port;
+    snprintf(t->server_name, sizeof(t->server_name), "%s", r->server_name ? r->server_name : t->connect_host);
+    t->state = T_RESOLVING;
+    t->t_phase = gw_monotonic_ms();
+    // The DNS timeout is c-ares' own; this timer is only a backstop.
+    gw_timer_start(t->worker->loop, &t->timer,
+                   (uint64_t)t->cfg->resolver.timeout_ms * (uint64_t)t->cfg->resolver.tries * 2 + 1000);
+    t->query = res_resolve(t->worker->resolver, t->connect_host, on_resolved, t);
+}
+
+static void established(gw_tunnel *t) {
+    gw_loop *loop = t->worker->loop;
+    t->state = T_RELAY;
+    queue_success(t);
+    t->last_activity = gw_loop_now(loop);
+    gw_timer_start(loop, &t->timer, (uint64_t)t->cfg->limits.idle_timeout_s * 1000);
+}
+
+// ---- request parsing ----
+
+// read_request reads what the client sent so far into to_up. Returns 0 if the tunnel
+// closed (EOF or error before a complete request).
+static int read_request(gw_tunnel *t) {
+    if (!t->client.readable) {
+        return 1;
+    }
+    if (t->to_up == NULL && (t->to_up = gw_buf_get(&t->worker->pool)) == NULL) {
+        close_tunnel(t, "internal_error", "out of memory");
+        return 0;
+    }
+    while (gw_buf_room(t->to_up) > 0) {
+        ssize_t n = read(t->client_fd, t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
+        if (n > 0) {
+            t->to_up->end += (uint32_t)n;
+            continue;
+        }
+        if (n == 0) {
+            close_tunnel(t, "client_closed", "client closed before sending a complete request");
+            return 0;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno == EAGAIN) {
+            t->client.readable = 0;
+            return 1;
+        }
+        close_tunnel(t, "client_error", strerror(errno));
+        return 0;
+    }
+    return 1;
+}
+
+static void consume(gw_tunnel *t, size_t n) {
+    t->to_up->start += (uint32_t)n;
+}
+
+static void parse_request(gw_tunnel *t) {
+    gw_buf *b = t->to_up;
+    const uint8_t *p = b->data + b->start;
+    size_t len = gw_buf_len(b);
+    size_t used = 0;
+    gw_socks_request req;
+    char user[256], pass[256];
+    (void)pass;
+    if (t->state == T_DETECT) {
+        if (len == 0) {
+            return;
+        }
+        unsigned protos = listener_of(t)->protocols;
+        if (p[0] == 5 && (protos & POL_PROTO_SOCKS5)) {
+            t->proto = P_SOCKS5;
+            t->state = T_SOCKS5_GREETING;
+        } else if (p[0] == 4 && (protos & POL_PROTO_SOCKS4)) {
+            t->proto = P_SOCKS4;
+            t->state = T_SOCKS4_REQUEST;
+        } else if (protos & POL_PROTO_HTTP) {
+            t->proto = P_HTTP_CONNECT;
+            t->state = T_HTTP_HEAD;
+        } else {
+            char reason[120];
+            snprintf(reason, sizeof(reason), "first byte 0x%02x is no protocol enabled on listener %s", p[0],
+                     listener_of(t)->name);
+            reject(t, GW_ERR_BAD_REQUEST, reason);
+            return;
+        }
+    }
+    switch (t->state) {
+        case T_SOCKS5_GREETING: {
+            uint32_t methods = 0;
+            gw_socks_status st = gw_socks5_parse_greeting(p, len, &used, &methods);
+            if (st == GW_SOCKS_NEED_MORE) {
+                return;
+            }
+            if (st != GW_SOCKS_OK) {
+                t->proto = P_NONE;  // no reply format fits a broken greeting
+                reject(t, GW_ERR_BAD_REQUEST, "malformed SOCKS5 greeting");
+                return;
+            }
+            consume(t, used);
+            if (!(methods & (1u << GW_SOCKS5_METHOD_NONE))) {
+                uint8_t no[2] = {5, GW_SOCKS5_METHOD_UNACCEPTABLE};
+                t->proto = P_NONE;
+                reject(t, GW_ERR_AUTH, "SOCKS5 client offered no acceptable authentication method");
+                queue_down(t, no, 2);
+                return;
+            }
+            uint8_t ok[2] = {5, GW_SOCKS5_METHOD_NONE};
+            queue_down(t, ok, 2);
+            t->state = T_SOCKS5_REQUEST;
+            parse_request(t);
+            return;
+        }
+        case T_SOCKS5_REQUEST: {
+            gw_socks_status st = gw_socks5_parse_request(p, len, &used, &req);
+            switch (st) {
+                case GW_SOCKS_NEED_MORE:
+                    return;
+                case GW_SOCKS_OK:
+                    consume(t, used);
+                    route(t, req.host, req.port);
+                    return;
+                case GW_SOCKS_ERR_COMMAND: {
+                    char reason[80];
+                    snprintf(reason, sizeof(reason), "SOCKS5 command 0x%02x is not supported (only CONNECT)",
+                             req.command);
+                    reject(t, GW_ERR_BAD_COMMAND, reason);
+                    return;
+                }
+                case GW_SOCKS_ERR_ADDRESS_TYPE:
+                    reject(t, GW_ERR_BAD_ADDRESS_TYPE, "SOCKS5 address type is not IPv4, domain or IPv6");
+                    return;
+                case GW_SOCKS_ERR_NAME:
+                    reject(t, GW_ERR_BAD_REQUEST, "SOCKS5 destination is not a valid host name");
+                    return;
+                default:
+                    reject(t, GW_ERR_BAD_REQUEST, "malformed SOCKS5 request");
+                    return;
+            }
+        }
+        case T_SOCKS4_REQUEST: {
+            gw_socks_status st = gw_socks4_parse_request(p, len, &used, &req, user);
+            if (st == GW_SOCKS_NEED_MORE) {
+                return;
+            }
+            if (st == GW_SOCKS_OK) {
+                consume(t, used);
+                route(t, req.host, req.port);
+            } else if (st == GW_SOCKS_ERR_COMMAND) {
+                reject(t, GW_ERR_BAD_COMMAND, "SOCKS4 command is not supported (only CONNECT)");
+            } else {
+                reject(t, GW_ERR_BAD_REQUEST, "malformed SOCKS4 request");
+            }
+            return;
+        }
+        case T_HTTP_HEAD: {
+            gw_http_request hr;
+            size_t limit = (size_t)t->cfg->limits.header_max;
+            gw_http_status st = gw_http_parse_request((const char *)p, len, &hr);
+            if (st == GW_HTTP_NEED_MORE) {
+                if (len >= limit || gw_buf_room(b) == 0) {
+                    reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is larger than header_max");
+                }
+                return;
+            }
+            if (st == GW_HTTP_ERR_TOO_LARGE || (st == GW_HTTP_OK && hr.head_len > limit)) {
+                reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is larger than header_max");
+                return;
+            }
+            if (st != GW_HTTP_OK) {
+                reject(t, GW_ERR_BAD_REQUEST,
+                       st == GW_HTTP_ERR_VERSION ? "only HTTP/1.0 and HTTP/1.1 are supported" : "malformed HTTP request");
+                return;
+            }
+            consume(t, hr.head_len);
+            if (!gw_http_token_eq(hr.method, hr.method_len, "CONNECT")) {
+                char reason[200];
+                snprintf(reason, sizeof(reason), "method %.*s is not supported by this proxy; use CONNECT",
+                         (int)(hr.method_len > 20 ? 20 : hr.method_len), hr.method);
+                reject(t, GW_ERR_BAD_COMMAND, reason);
+                return;
+            }
+            char host[256];
+            uint16_t port;
+            if (!gw_http_parse_authority(hr.target, hr.target_len, 0, host, &port)) {
+                reject(t, GW_ERR_BAD_REQUEST, "CONNECT target must be host:port");
+                return;
+            }
+            route(t, host, port);
+            return;
+        }
+        default:
+            return;
+    }
+}
+
+// ---- TLS phases ----
+
+static void start_tls(gw_tunnel *t) {
+    const pol_rule *r = t->rule;
+    char key[600];
+    snprintf(key, sizeof(key), "%llu|%s|%s", (unsigned long long)r->identity->generation, t->upstream_text,
+             t->server_name);
+    if (!gw_upstream_tls_begin(&t->upstream, r->identity, t->server_name, key)) {
+        reject(t, GW_ERR_INTERNAL, "cannot create a TLS connection");
+        return;
+    }
+    t->state = T_HANDSHAKING;
+    t->t_phase = gw_monotonic_ms();
+    gw_timer_start(t->worker->loop, &t->timer, (uint64_t)t->cfg->limits.handshake_timeout_ms);
+}
+
+static void step_connecting(gw_tunnel *t) {
+    if (!t->up.writable) {
+        return;
+    }
+    char reason[300];
+    gw_err err = gw_upstream_connect_result(&t->upstream, reason, sizeof(reason));
+    if (err != GW_ERR_NONE) {
+        snprintf(t->reason, sizeof(t->reason), "%s %s", t->upstream_text, reason);
+        t->last_connect_err = err;
+        gw_watcher_remove(t->worker->loop, &t->up.w);
+        gw_upstream_close(&t->upstream);
+        start_connect(t);
+        return;
+    }
+    t->reason[0] = '\0';
+    t->connect_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+    if (t->rule->action == POL_ACTION_MTLS) {
+        start_tls(t);
+    } else {
+        established(t);
+    }
+}
+
+static void step_tls(gw_tunnel *t) {
+    gw_err err = GW_ERR_NONE;
+    char reason[600];
+    gw_step st = t->state == T_HANDSHAKING ? gw_upstream_tls_step(&t->upstream, &err, reason, sizeof(reason))
+                                           : gw_upstream_confirm_step(&t->upstream, &err, reason, sizeof(reason));
+    switch (st) {
+        case GW_STEP_WANT_READ:
+            t->up.readable = 0;
+            return;
+        case GW_STEP_WANT_WRITE:
+            t->up.writable = 0;
+            return;
+        case GW_STEP_FAILED:
+            reject(t, err, reason);
+            return;
+        case GW_STEP_DONE:
+            break;
+    }
+    if (t->state == T_HANDSHAKING) {
+        t->handshake_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+        if (t->cfg->limits.confirm_ms > 0 && gw_upstream_needs_confirm(&t->upstream)) {
+            t->state = T_CONFIRMING;
+            gw_timer_start(t->worker->loop, &t->timer, (uint64_t)t->cfg->limits.confirm_ms);
+            step_tls(t);
+            return;
+        }
+    }
+    established(t);
+}
+
+// ---- relay ----
+
+static int up_can_read(const gw_tunnel *t) {
+    return t->up.readable || (t->up.read_wants_write && t->up.writable);
+}
+
+static int up_can_write(const gw_tunnel *t) {
+    return t->up.writable || (t->up.write_wants_read && t->up.readable);
+}
+
+// Reads from the client into to_up. Returns 1 on progress, -1 if the tunnel closed.
+static int relay_client_read(gw_tunnel *t) {
+    if (t->client.eof || !t->client.readable) {
+        return 0;
+    }
+    if (t->to_up == NULL && (t->to_up = gw_buf_get(&t->worker->pool)) == NULL) {
+        return 0;
+    }
+    size_t room = gw_buf_room(t->to_up);
+    if (room == 0) {
+        return 0;
+    }
+    ssize_t n = read(t->client_fd, t->to_up->data + t->to_up->end, room);
+    if (n > 0) {
+        t->to_up->end += (uint32_t)n;
+        t->last_activity = gw_loop_now(t->worker->loop);
+        return 1;
+    }
+    if (n == 0) {
+        t->client.eof = 1;
+        return 1;
+    }
+    if (errno == EAGAIN || errno == EINTR) {
+        t->client.readable = errno == EINTR;
+        return 0;
+    }
+    close_tunnel(t, "client_reset", strerror(errno));
+    return -1;
+}
+
+static int relay_up_write(gw_tunnel *t) {
+    size_t len = gw_buf_len(t->to_up);
+    if (len == 0 || !up_can_write(t)) {
+        return 0;
+    }
+    const uint8_t *p = t->to_up->data + t->to_up->start;
+    ssize_t n;
+    if (t->upstream.ssl != NULL) {
+        int r = SSL_write(t->upstream.ssl, p, (int)len);
+        if (r <= 0) {
+            int e = SSL_get_error(t->upstream.ssl, r);
+            if (e == SSL_ERROR_WANT_WRITE) {
+                t->up.writable = 0;
+                t->up.write_wants_read = 0;
+                return 0;
+            }
+            if (e == SSL_ERROR_WANT_READ) {
+                t->up.write_wants_read = 1;
+                t->up.readable = 0;
+                return 0;
+            }
+            char reason[300];
+            uint32_t code = ERR_peek_error();
+            snprintf(reason, sizeof(reason), "TLS write to upstream failed: %s",
+                     code ? ERR_reason_error_string(code) : strerror(errno));
+            ERR_clear_error();
+            close_tunnel(t, "upstream_error", reason);
+            return -1;
+        }
+        t->up.write_wants_read = 0;
+        n = r;
+    } else {
+        n = send(t->upstream.fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                t->up.writable = errno == EINTR;
+                return 0;
+            }
+            close_tunnel(t, "upstream_reset", strerror(errno));
+            return -1;
+        }
+    }
+    t->to_up->start += (uint32_t)n;
+    t->up_bytes += (uint64_t)n;
+    t->last_activity = gw_loop_now(t->worker->loop);
+    if (gw_buf_len(t->to_up) == 0) {
+        gw_buf_put(&t->worker->pool, t->to_up);
+        t->to_up = NULL;
+    }
+    return 1;
+}
+
+static int relay_up_read(gw_tunnel *t) {
+    if (t->up.eof || !up_can_read(t)) {
+        return 0;
+    }
+    if (t->to_down == NULL && (t->to_down = gw_buf_get(&t->worker->pool)) == NULL) {
+        return 0;
+    }
+    size_t room = gw_buf_room(t->to_down);
+    if (room == 0) {
+        return 0;
+    }
+    uint8_t *p = t->to_down->data + t->to_down->end;
+    ssize_t n;
+    if (t->upstream.ssl != NULL) {
+        int r = SSL_read(t->upstream.ssl, p, (int)room);
+        if (r <= 0) {
+            int e = SSL_get_error(t->upstream.ssl, r);
+            if (e == SSL_ERROR_WANT_READ) {
+                t->up.readable = 0;
+                t->up.read_wants_write = 0;
+                return 0;
+            }
+            if (e == SSL_ERROR_WANT_WRITE) {
+                t->up.read_wants_write = 1;
+                t->up.writable = 0;
+                return 0;
+            }
+            if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && r == 0)) {
+                t->up.eof = 1;  // close_notify, or a plain EOF
+                ERR_clear_error();
+                return 1;
+            }
+            char reason[300];
+            uint32_t code = ERR_peek_error();
+            if (t->upstream.alert >= 0) {
+                snprintf(reason, sizeof(reason), "upstream sent TLS alert %s", gw_tls_alert_name(t->upstream.alert));
+            } else {
+                snprintf(reason, sizeof(reason), "TLS read from upstream failed: %s",
+                         code ? ERR_reason_error_string(code) : strerror(errno));
+            }
+            ERR_clear_error();
+            close_tunnel(t, "upstream_error", reason);
+            return -1;
+        }
+        t->up.read_wants_write = 0;
+        n = r;
+    } else {
+        n = read(t->upstream.fd, p, room);
+        if (n == 0) {
+            t->up.eof = 1;
+            return 1;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                t->up.readable = errno == EINTR;
+                return 0;
+            }
+            close_tunnel(t, "upstream_reset", strerror(errno));
+            return -1;
+        }
+    }
+    t->to_down->end += (uint32_t)n;
+    t->last_activity = gw_loop_now(t->worker->loop);
+    return 1;
+}
+
+static int relay_client_write(gw_tunnel *t) {
+    size_t len = gw_buf_len(t->to_down);
+    if (len == 0 || !t->client.writable) {
+        return 0;
+    }
+    ssize_t n = send(t->client_fd, t->to_down->data + t->to_down->start, len, MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) {
+            t->client.writable = errno == EINTR;
+            return 0;
+        }
+        close_tunnel(t, t->state == T_RELAY ? "client_reset" : NULL, strerror(errno));
+        return -1;
+    }
+    t->to_down->start += (uint32_t)n;
+    if (t->state == T_RELAY) {
+        t->down_bytes += (uint64_t)n;
+    }
+    t->last_activity = gw_loop_now(t->worker->loop);
+    if (gw_buf_len(t->to_down) == 0) {
+        gw_buf_put(&t->worker->pool, t->to_down);
+        t->to_down = NULL;
+    }
+    return 1;
+}
+
+// shut_upstream passes the client's EOF on: close_notify over TLS, then FIN.
+static void shut_upstream(gw_tunnel *t) {
+    if (t->upstream.ssl != NULL) {
+        int r = SSL_shutdown(t->upstream.ssl);
+        if (r < 0) {
+            int e = SSL_get_error(t->upstream.ssl, r);
+            ERR_clear_error();
+            if (e == SSL_ERROR_WANT_WRITE) {
+                t->up.writable = 0;
+                return;  // retried when writable
+            }
+        }
+    }
+    shutdown(t->upstream.fd, SHUT_WR);
+    t->up.shut = 1;
+}
+
+static void relay(gw_tunnel *t) {
+    int progress, rounds = 0;
+    do {
+        progress = 0;
+        int r;
+        if ((r = relay_client_read(t)) < 0 || (progress |= r, (r = relay_up_write(t)) < 0)) {
+            return;
+        }
+        progress |= r;
+        if ((r = relay_up_read(t)) < 0 || (progress |= r, (r = relay_client_write(t)) < 0)) {
+            return;
+        }
+        progress |= r;
+        if (t->client.eof && gw_buf_len(t->to_up) == 0 && !t->up.shut) {
+            shut_upstream(t);
+        }
+        if (t->up.eof && gw_buf_len(t->to_down) == 0 && !t->client.shut) {
+            shutdown(t->client_fd, SHUT_WR);
+            t->client.shut = 1;
+        }
+        if (t->client.eof && t->up.eof && t->up.shut && t->client.shut) {
+            close_tunnel(t, "ok", NULL);
+            return;
+        }
+    } while (progress && ++rounds < 16);
+    if (progress) {
+        // Let other tunnels run; continue right after this batch.
+        gw_timer_start(t->worker->loop, &t->resume, 0);
+    }
+}
+
+static void flush_rejection(gw_tunnel *t) {
+    if (relay_client_write(t) < 0) {
+        return;
+    }
+    while (gw_buf_len(t->to_down) > 0 && t->client.writable) {
+        if (relay_client_write(t) <= 0) {
+            break;
+        }
+    }
+    if (gw_buf_len(t->to_down) > 0) {
+        return;
+    }
+    if (!t->client.shut) {
+        shutdown(t->client_fd, SHUT_WR);
+        t->client.shut = 1;
+    }
+    // Drain until the client closes (or the timer ends it).
+    char sink[4096];
+    while (t->client.readable) {
+        ssize_t n = read(t->client_fd, sink, sizeof(sink));
+        if (n > 0) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            t->client.readable = errno == EINTR;
+            return;
+        }
+        close_tunnel(t, NULL, NULL);
+        return;
+    }
+}
+
+static void run(gw_tunnel *t) {
+    switch (t->state) {
+        case T_DETECT:
+        case T_SOCKS5_GREETING:
+        case T_SOCKS5_REQUEST:
+        case T_SOCKS4_REQUEST:
+        case T_HTTP_HEAD:
+            if (!read_request(t)) {
+                return;
+            }
+            parse_request(t);
+            if (t->state == T_REJECTING) {
+                flush_rejection(t);
+            } else if (t->state != T_CLOSED && t->state < T_RESOLVING) {
+                relay_client_write(t);  // SOCKS5 method selection
+            } else if (t->state == T_RELAY) {
+                relay(t);
+            }
+            return;
+        case T_RESOLVING:
+            return;
+        case T_CONNECTING:
+            step_connecting(t);
+            break;
+        case T_HANDSHAKING:
+        case T_CONFIRMING:
+            step_tls(t);
+            break;
+        case T_RELAY:
+            relay(t);
+            return;
+        case T_REJECTING:
+            flush_rejection(t);
+            return;
+        case T_CLOSED:
+            return;
+    }
+    // A phase may have moved on: run the next one with the same readiness.
+    if (t->state == T_RELAY) {
+        relay(t);
+    } else if (t->state == T_REJECTING) {
+        flush_rejection(t);
+    } else if (t->state == T_HANDSHAKING && (t->up.readable || t->up.writable)) {
+        step_tls(t);
+        if (t->state == T_RELAY) {
+            relay(t);
+        } else if (t->state == T_REJECTING) {
+            flush_rejection(t);
+        }
+    }
+}
+
+void gw_tunnel_accept(gw_worker *w, int fd, const struct sockaddr *peer, size_t listener_index, gw_err pending) {
+    gw_tunnel *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        close(fd);
+        return;
+    }
+    if (pending != GW_ERR_NONE) {
+        atomic_fetch_add(&gw_rejecting_tunnels, 1);
+    } else {
+        atomic_fetch_add(&gw_active_tunnels, 1);
+    }
+    t->worker = w;
+    t->cfg = pol_config_ref(w->cfg);
+    t->listener_index = listener_index;
+    t->pending = pending;
+    t->client_fd = fd;
+    gw_upstream_init(&t->upstream);
+    t->dns_ms = t->connect_ms = t->handshake_ms = -1;
+    t->t_start = gw_loop_now(w->loop);
+    gw_format_addr(peer, t->client_text, sizeof(t->client_text));
+    gw_timer_init(&t->timer, on_timer, t);
+    gw_timer_init(&t->resume, on_resume, t);
+    gw_watcher_init(&t->client.w, fd, on_client, t);
+    gw_watcher_init(&t->up.w, -1, on_upstream, t);
+    t->next = w->tunnels;
+    if (w->tunnels) {
+        w->tunnels->prev = t;
+    }
+    w->tunnels = t;
+    w->num_tunnels++;
+    if (!gw_watcher_set(w->loop, &t->client.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+        close_tunnel(t, "internal_error", strerror(errno));
+        return;
+    }
+    const pol_listener *l = listener_of(t);
+    if (l->forward_host != NULL) {
+        t->proto = P_FORWARD;
+        route(t, l->forward_host, l->forward_port);
+        if (t->state == T_REJECTING) {
+            // Nothing to answer in a plain TCP stream: close at once.
+            close_tunnel(t, NULL, NULL);
+        }
+        return;
+    }
+    t->state = T_DETECT;
+    gw_timer_start(w->loop, &t->timer, (uint64_t)t->cfg->limits.handshake_timeout_ms);
+}

@@ -1,0 +1,250 @@
+#include "gateway/upstream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gateway/netutil.h"
+#include "gateway/sesscache.h"
+#include "gateway/tunnel.h"
+
+void gw_upstream_init(gw_upstream *u) {
+    memset(u, 0, sizeof(*u));
+    u->fd = -1;
+    u->alert = -1;
+}
+
+void gw_upstream_close(gw_upstream *u) {
+    if (u->ssl != NULL) {
+        SSL_free(u->ssl);
+        u->ssl = NULL;
+    }
+    if (u->fd >= 0) {
+        close(u->fd);
+        u->fd = -1;
+    }
+}
+
+static gw_err errno_to_err(int e) {
+    switch (e) {
+        case ECONNREFUSED: return GW_ERR_REFUSED;
+        case ENETUNREACH:
+        case ENETDOWN: return GW_ERR_NET_UNREACHABLE;
+        case EHOSTUNREACH:
+        case EHOSTDOWN:
+        case EADDRNOTAVAIL: return GW_ERR_HOST_UNREACHABLE;
+        case ETIMEDOUT: return GW_ERR_CONNECT_TIMEOUT;
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM: return GW_ERR_INTERNAL;
+        default: return GW_ERR_HOST_UNREACHABLE;
+    }
+}
+
+gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason,
+                           size_t reason_len) {
+    char addr[80];
+    gw_format_addr(sa, addr, sizeof(addr));
+    u->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (u->fd < 0) {
+        snprintf(reason, reason_len, "cannot open a socket to %s: %s", addr, strerror(errno));
+        return errno_to_err(errno);
+    }
+    int one = 1;
+    setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(u->fd, sa, len) == 0 || errno == EINPROGRESS) {
+        return GW_ERR_NONE;
+    }
+    int e = errno;
+    snprintf(reason, reason_len, "connect to %s: %s", addr, strerror(e));
+    close(u->fd);
+    u->fd = -1;
+    return errno_to_err(e);
+}
+
+gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_len) {
+    int e = 0;
+    socklen_t l = sizeof(e);
+    if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &e, &l) != 0) {
+        e = errno;
+    }
+    if (e == 0) {
+        return GW_ERR_NONE;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char addr[80] = "upstream";
+    if (getpeername(u->fd, (struct sockaddr *)&ss, &sl) == 0) {
+        gw_format_addr((struct sockaddr *)&ss, addr, sizeof(addr));
+    }
+    snprintf(reason, reason_len, "connect: %s", strerror(e));
+    return errno_to_err(e);
+}
+
+// ---- TLS ----
+
+static int on_new_session(SSL *ssl, SSL_SESSION *session) {
+    gw_upstream *u = SSL_get_app_data(ssl);
+    if (u == NULL) {
+        return 0;
+    }
+    u->ticket_seen = 1;
+    gw_sesscache_put(u->sess_key, session);
+    return 1;  // we keep the reference
+}
+
+static void on_info(const SSL *ssl, int where, int ret) {
+    if (!(where & SSL_CB_READ_ALERT)) {
+        return;
+    }
+    gw_upstream *u = SSL_get_app_data(ssl);
+    int level = (ret >> 8) & 0xff, desc = ret & 0xff;
+    // close_notify is a warning-level alert and not a failure.
+    if (u != NULL && level == SSL3_AL_FATAL) {
+        u->alert = desc;
+    }
+}
+
+static int on_cert_request(SSL *ssl, void *arg) {
+    gw_upstream *u = SSL_get_app_data(ssl);
+    if (u != NULL) {
+        u->cert_requested = 1;
+    }
+    return 1;
+}
+
+void gw_tls_install_callbacks(SSL_CTX *ctx) {
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    SSL_CTX_set_info_callback(ctx, on_info);
+    SSL_CTX_set_cert_cb(ctx, on_cert_request, NULL);
+}
+
+int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *server_name,
+                          const char *sess_key) {
+    u->identity = id;
+    u->ssl = SSL_new(id->ctx);
+    if (u->ssl == NULL || !SSL_set_fd(u->ssl, u->fd)) {
+        return 0;
+    }
+    SSL_set_app_data(u->ssl, u);
+    SSL_set_ex_data(u->ssl, pol_verify_ex_index(), &u->verify);
+    SSL_set_connect_state(u->ssl);
+    snprintf(u->verify.expected, sizeof(u->verify.expected), "%s", server_name);
+    snprintf(u->sess_key, sizeof(u->sess_key), "%s", sess_key);
+    if (!gw_host_is_ip(server_name) && !SSL_set_tlsext_host_name(u->ssl, server_name)) {
+        return 0;
+    }
+    if (!pol_set_verify_name(u->ssl, server_name)) {
+        return 0;
+    }
+    SSL_SESSION *s = gw_sesscache_take(sess_key);
+    if (s != NULL) {
+        SSL_set_session(u->ssl, s);
+        SSL_SESSION_free(s);
+    }
+    return 1;
+}
+
+const char *gw_tls_alert_name(int alert) {
+    switch (alert) {
+        case 0: return "close_notify";
+        case 10: return "unexpected_message";
+        case 20: return "bad_record_mac";
+        case 22: return "record_overflow";
+        case 40: return "handshake_failure";
+        case 42: return "bad_certificate";
+        case 43: return "unsupported_certificate";
+        case 44: return "certificate_revoked";
+        case 45: return "certificate_expired";
+        case 46: return "certificate_unknown";
+        case 47: return "illegal_parameter";
+        case 48: return "unknown_ca";
+        case 49: return "access_denied";
+        case 50: return "decode_error";
+        case 51: return "decrypt_error";
+        case 70: return "protocol_version";
+        case 71: return "insufficient_security";
+        case 80: return "internal_error";
+        case 86: return "inappropriate_fallback";
+        case 90: return "user_canceled";
+        case 109: return "missing_extension";
+        case 110: return "unsupported_extension";
+        case 112: return "unrecognized_name";
+        case 116: return "certificate_required";
+        case 120: return "no_application_protocol";
+        default: return "unknown_alert";
+    }
+}
+
+// classify turns a failed SSL call into an error and words.
+static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *out_err, char *reason,
+                        size_t reason_len) {
+    int e = SSL_get_error(u->ssl, ret);
+    if (e == SSL_ERROR_WANT_READ) {
+        return GW_STEP_WANT_READ;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        return GW_STEP_WANT_WRITE;
+    }
+    const char *who = u->identity ? u->identity->spec.name : "?";
+    if (u->verify.failed) {
+        *out_err = GW_ERR_TLS_CERTIFICATE;
+        snprintf(reason, reason_len, "upstream certificate rejected: %s", u->verify.reason);
+    } else if (u->alert >= 0) {
+        *out_err = GW_ERR_TLS_ALERT;
+        if (u->cert_requested) {
+            snprintf(reason, reason_len, "upstream rejected client certificate of identity \"%s\" (TLS alert %s)",
+                     who, gw_tls_alert_name(u->alert));
+        } else {
+            snprintf(reason, reason_len, "upstream sent TLS alert %s", gw_tls_alert_name(u->alert));
+        }
+    } else if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+        *out_err = GW_ERR_TLS_TERMINATED;
+        if (during_handshake) {
+            snprintf(reason, reason_len, "upstream closed the connection during the TLS handshake%s%s",
+                     ret < 0 && errno ? ": " : "", ret < 0 && errno ? strerror(errno) : "");
+        } else {
+            snprintf(reason, reason_len,
+                     "upstream closed right after the handshake: our certificate was probably rejected "
+                     "(identity \"%s\")", who);
+        }
+    } else {
+        *out_err = GW_ERR_TLS_PROTOCOL;
+        uint32_t code = ERR_peek_error();
+        const char *r = code ? ERR_reason_error_string(code) : NULL;
+        snprintf(reason, reason_len, "TLS %s failed: %s", during_handshake ? "handshake" : "connection",
+                 r ? r : strerror(errno));
+    }
+    ERR_clear_error();
+    return GW_STEP_FAILED;
+}
+
+gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {
+    int ret = SSL_do_handshake(u->ssl);
+    if (ret == 1) {
+        return GW_STEP_DONE;
+    }
+    return classify(u, ret, 1, out_err, reason, reason_len);
+}
+
+int gw_upstream_needs_confirm(const gw_upstream *u) {
+    return !SSL_session_reused(u->ssl) && u->cert_requested && SSL_version(u->ssl) >= TLS1_3_VERSION &&
+           !u->ticket_seen;
+}
+
+gw_step gw_upstream_confirm_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {
+    if (u->ticket_seen) {
+        return GW_STEP_DONE;
+    }
+    uint8_t b;
+    int ret = SSL_peek(u->ssl, &b, 1);
+    if (ret > 0 || u->ticket_seen) {
+        return GW_STEP_DONE;
+    }
+    return classify(u, ret, 0, out_err, reason, reason_len);
+}

@@ -1,0 +1,59 @@
+// upstream: the tunnel's connection to the remote side: non-blocking TCP connect and the
+// mutual-TLS client handshake with an identity, with every failure turned into a
+// gw_err and a reason in words.
+#ifndef MTLSGW_UPSTREAM_H
+#define MTLSGW_UPSTREAM_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "gateway/errors.h"
+#include "policy/identity.h"
+
+typedef struct {
+    int fd;
+    SSL *ssl;
+    const pol_identity *identity;
+    pol_verify_result verify;
+    int alert;           // fatal alert received from the server, -1 if none
+    int cert_requested;  // the server sent a CertificateRequest
+    int ticket_seen;     // a session arrived through the new-session callback
+    char sess_key[600];  // session cache key
+} gw_upstream;
+
+typedef enum {
+    GW_STEP_DONE = 0,
+    GW_STEP_WANT_READ,
+    GW_STEP_WANT_WRITE,
+    GW_STEP_FAILED,
+} gw_step;
+
+void gw_upstream_init(gw_upstream *u);
+// gw_upstream_close frees the SSL (no close_notify) and closes the socket.
+void gw_upstream_close(gw_upstream *u);
+
+// gw_upstream_connect starts a non-blocking connect to |sa|. Returns GW_ERR_NONE when the
+// connect is under way (or done), else the error; |reason| gets words.
+gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason,
+                           size_t reason_len);
+// gw_upstream_connect_result reads the outcome of the connect once the socket is writable.
+gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_len);
+
+// gw_upstream_tls_begin creates the SSL for |id|: SNI (none for an IP literal), the name
+// to verify, and a cached session for |sess_key| if there is one.
+int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *server_name,
+                          const char *sess_key);
+// gw_upstream_tls_step advances the handshake.
+gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
+// gw_upstream_needs_confirm says whether the server may still reject our certificate after
+// the handshake looks complete (full TLS 1.3 handshake in which we sent a certificate).
+int gw_upstream_needs_confirm(const gw_upstream *u);
+// gw_upstream_confirm_step looks for the server's first record after the handshake
+// without consuming application data: DONE once a ticket or data arrived.
+gw_step gw_upstream_confirm_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
+
+// gw_tls_alert_name returns the RFC 8446 name of an alert ("unknown_ca").
+const char *gw_tls_alert_name(int alert);
+
+#endif

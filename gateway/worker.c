@@ -1,0 +1,147 @@
+#include "gateway/worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "gateway/listener.h"
+#include "gateway/log.h"
+#include "gateway/tunnel.h"
+
+static void stop_now(gw_worker *w) {
+    while (w->tunnels != NULL) {
+        gw_tunnel_abort(w->tunnels, "gateway stopping: drain_timeout_s passed");
+    }
+    gw_loop_stop(w->loop);
+}
+
+static void on_drain_timeout(gw_loop *loop, gw_timer *t) {
+    stop_now(t->data);
+}
+
+static void begin_drain(gw_worker *w) {
+    if (w->draining) {
+        return;
+    }
+    w->draining = 1;
+    for (size_t i = 0; i < w->num_listeners; i++) {
+        gw_listener_stop(&w->listeners[i]);
+    }
+    if (w->num_tunnels == 0) {
+        gw_loop_stop(w->loop);
+        return;
+    }
+    gw_timer_start(w->loop, &w->drain_timer, (uint64_t)w->cfg->limits.drain_timeout_s * 1000);
+}
+
+static void on_event(gw_loop *loop, gw_watcher *watcher, uint32_t events) {
+    gw_worker *w = watcher->data;
+    uint64_t v;
+    while (read(w->event_fd, &v, sizeof(v)) > 0) {
+    }
+    pol_config *next = atomic_exchange(&w->next_cfg, NULL);
+    if (next != NULL) {
+        pol_config_unref(w->cfg);
+        w->cfg = next;
+    }
+    if (atomic_load(&w->stop_requested)) {
+        begin_drain(w);
+    }
+}
+
+void gw_worker_tunnel_closed(gw_worker *w) {
+    if (w->draining && w->num_tunnels == 0) {
+        gw_loop_stop(w->loop);
+    }
+}
+
+int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_fds, char *err, size_t err_len) {
+    memset(w, 0, sizeof(*w));
+    w->index = index;
+    w->event_fd = -1;
+    w->loop = gw_loop_new();
+    if (w->loop == NULL) {
+        snprintf(err, err_len, "epoll: %s", strerror(errno));
+        return 0;
+    }
+    w->cfg = pol_config_ref(cfg);
+    w->resolver = res_resolver_new(w->loop, cfg, err, err_len);
+    if (w->resolver == NULL) {
+        return 0;
+    }
+    gw_buf_pool_init(&w->pool, 256);
+    w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->event_fd < 0) {
+        snprintf(err, err_len, "eventfd: %s", strerror(errno));
+        return 0;
+    }
+    gw_watcher_init(&w->event_w, w->event_fd, on_event, w);
+    gw_watcher_set(w->loop, &w->event_w, EPOLLIN);
+    gw_timer_init(&w->drain_timer, on_drain_timeout, w);
+    w->num_listeners = cfg->num_listeners;
+    w->listeners = calloc(cfg->num_listeners, sizeof(*w->listeners));
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        gw_listener_start(&w->listeners[i], w, listen_fds[i], i);
+    }
+    return 1;
+}
+
+static void *worker_main(void *arg) {
+    gw_worker *w = arg;
+    gw_loop_run(w->loop);
+    return NULL;
+}
+
+int gw_worker_start(gw_worker *w) {
+    return pthread_create(&w->thread, NULL, worker_main, w) == 0;
+}
+
+static void wake(gw_worker *w) {
+    uint64_t one = 1;
+    if (write(w->event_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+        gw_log(GW_LOG_ERROR, "worker %d: cannot wake: %s", w->index, strerror(errno));
+    }
+}
+
+void gw_worker_request_stop(gw_worker *w) {
+    atomic_store(&w->stop_requested, 1);
+    wake(w);
+}
+
+void gw_worker_set_config(gw_worker *w, pol_config *cfg) {
+    pol_config *old = atomic_exchange(&w->next_cfg, pol_config_ref(cfg));
+    pol_config_unref(old);
+    wake(w);
+}
+
+void gw_worker_join(gw_worker *w) {
+    pthread_join(w->thread, NULL);
+}
+
+void gw_worker_free(gw_worker *w) {
+    if (w->loop != NULL) {
+        while (w->tunnels != NULL) {
+            gw_tunnel_abort(w->tunnels, "gateway stopping");
+        }
+        for (size_t i = 0; i < w->num_listeners; i++) {
+            gw_listener_stop(&w->listeners[i]);
+        }
+        gw_watcher_remove(w->loop, &w->event_w);
+        gw_timer_stop(w->loop, &w->drain_timer);
+    }
+    res_resolver_free(w->resolver);
+    gw_loop_free(w->loop);  // runs the deferred frees of closed tunnels
+    gw_buf_pool_clear(&w->pool);
+    free(w->listeners);
+    if (w->event_fd >= 0) {
+        close(w->event_fd);
+    }
+    pol_config_unref(atomic_exchange(&w->next_cfg, NULL));
+    pol_config_unref(w->cfg);
+    memset(w, 0, sizeof(*w));
+}

@@ -1,0 +1,69 @@
+// worker: one thread with its own loop, listening sockets (SO_REUSEPORT), resolver,
+// buffer pool and tunnels. Workers share only the config snapshot (read-only, refcounted),
+// the TLS session cache and a few atomic counters.
+#ifndef MTLSGW_WORKER_H
+#define MTLSGW_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "gateway/buffer.h"
+#include "gateway/loop.h"
+#include "policy/config.h"
+#include "resolver/resolver.h"
+
+typedef struct gw_tunnel gw_tunnel;
+typedef struct gw_worker gw_worker;
+
+typedef struct {
+    gw_watcher w;
+    gw_worker *worker;
+    size_t index;  // into the config's listeners
+    gw_timer pause_timer;
+    int paused;
+} gw_listener;
+
+struct gw_worker {
+    int index;
+    pthread_t thread;
+    gw_loop *loop;
+    pol_config *cfg;  // this worker's reference to the current snapshot
+    _Atomic(pol_config *) next_cfg;  // a reloaded snapshot, taken on the next wake-up
+    res_resolver *resolver;
+    gw_buf_pool pool;
+    gw_listener *listeners;
+    size_t num_listeners;
+    int event_fd;  // wakes the loop for commands from the main thread
+    gw_watcher event_w;
+    atomic_int stop_requested;
+    int draining;
+    gw_timer drain_timer;
+    gw_tunnel *tunnels;  // open tunnels, for draining and shutdown
+    size_t num_tunnels;
+};
+
+// Tunnels open in the whole process (for max_connections), and those over the limit that
+// are only being answered with an error.
+extern atomic_int gw_active_tunnels;
+extern atomic_int gw_rejecting_tunnels;
+
+// gw_worker_init prepares |w| with |listen_fds| (one per config listener, owned by the
+// worker from now on). Returns 1, or 0 with a reason in |err|.
+int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_fds, char *err,
+                   size_t err_len);
+// gw_worker_start runs the worker's loop in a new thread.
+int gw_worker_start(gw_worker *w);
+// gw_worker_request_stop: stop accepting, let tunnels finish for drain_timeout_s, then
+// end the loop. Safe from any thread.
+void gw_worker_request_stop(gw_worker *w);
+// gw_worker_set_config hands |cfg| (a new reference is taken) to the worker: new tunnels
+// use it, running tunnels keep theirs. Safe from any thread.
+void gw_worker_set_config(gw_worker *w, pol_config *cfg);
+void gw_worker_join(gw_worker *w);
+void gw_worker_free(gw_worker *w);
+
+// gw_worker_tunnel_closed is called by a tunnel that is going away.
+void gw_worker_tunnel_closed(gw_worker *w);
+
+#endif

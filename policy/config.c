@@ -1,0 +1,894 @@
+#include "policy/config.h"
+
+#include <arpa/inet.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gateway/http.h"
+#include "policy/identity.h"
+
+static atomic_ullong g_generation;
+
+void pol_errors_init(pol_errors *errs) {
+    memset(errs, 0, sizeof(*errs));
+}
+
+void pol_errors_free(pol_errors *errs) {
+    for (size_t i = 0; i < errs->len; i++) {
+        free(errs->lines[i]);
+    }
+    free(errs->lines);
+    memset(errs, 0, sizeof(*errs));
+}
+
+void pol_errors_add(pol_errors *errs, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (errs->len == errs->cap) {
+        size_t cap = errs->cap ? errs->cap * 2 : 8;
+        char **lines = realloc(errs->lines, cap * sizeof(*lines));
+        if (lines == NULL) {
+            return;
+        }
+        errs->lines = lines;
+        errs->cap = cap;
+    }
+    char *line = strdup(buf);
+    if (line == NULL) {
+        return;
+    }
+    errs->lines[errs->len++] = line;
+    if (strstr(buf, ": warning: ") != NULL || strncmp(buf, "warning: ", 9) == 0) {
+        errs->warnings++;
+    }
+}
+
+size_t pol_errors_count_fatal(const pol_errors *errs) {
+    return errs->len - errs->warnings;
+}
+
+const char *pol_action_name(pol_action a) {
+    switch (a) {
+        case POL_ACTION_DIRECT: return "direct";
+        case POL_ACTION_MTLS: return "mtls";
+        default: return "deny";
+    }
+}
+
+int pol_parse_socket_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len) {
+    char host[256];
+    uint16_t port;
+    if (!gw_http_parse_authority(s, strlen(s), 0, host, &port)) {
+        return 0;
+    }
+    memset(out, 0, sizeof(*out));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        *out_len = sizeof(*s4);
+        return 1;
+    }
+    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        *out_len = sizeof(*s6);
+        return 1;
+    }
+    return 0;
+}
+
+// ---- loading context ----
+
+typedef struct {
+    pol_config *cfg;
+    pol_errors *errs;
+    const char *file;
+} loader;
+
+static int line_of(const config_setting_t *s) {
+    return s ? (int)config_setting_source_line(s) : 0;
+}
+
+static void problem(loader *ld, const config_setting_t *s, const char *setting, const char *fmt,
+                    ...) __attribute__((format(printf, 4, 5)));
+static void problem(loader *ld, const config_setting_t *s, const char *setting, const char *fmt,
+                    ...) {
+    char msg[800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    pol_errors_add(ld->errs, "%s:%d: %s: %s", ld->file, line_of(s), setting, msg);
+}
+
+static const char *type_name(int type) {
+    switch (type) {
+        case CONFIG_TYPE_GROUP: return "a group { }";
+        case CONFIG_TYPE_INT:
+        case CONFIG_TYPE_INT64: return "an integer";
+        case CONFIG_TYPE_FLOAT: return "a number";
+        case CONFIG_TYPE_STRING: return "a string";
+        case CONFIG_TYPE_BOOL: return "true/false";
+        case CONFIG_TYPE_ARRAY: return "an array [ ]";
+        case CONFIG_TYPE_LIST: return "a list ( )";
+        default: return "a value";
+    }
+}
+
+// check_members rejects settings of |group| not named in |known| (NULL-terminated).
+static void check_members(loader *ld, const config_setting_t *group, const char *prefix,
+                          const char *const *known) {
+    int n = config_setting_length(group);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+        const char *name = config_setting_name(m);
+        int ok = 0;
+        for (const char *const *k = known; *k; k++) {
+            if (name && strcmp(name, *k) == 0) {
+                ok = 1;
+            }
+        }
+        if (!ok) {
+            char list[512] = "";
+            for (const char *const *k = known; *k; k++) {
+                strncat(list, *k, sizeof(list) - strlen(list) - 3);
+                if (k[1]) {
+                    strncat(list, ", ", sizeof(list) - strlen(list) - 1);
+                }
+            }
+            problem(ld, m, prefix[0] ? prefix : "(top level)", "unknown setting \"%s\"; expected one of: %s",
+                    name ? name : "?", list);
+        }
+    }
+}
+
+static void setting_path(char *out, size_t cap, const char *prefix, const char *key) {
+    snprintf(out, cap, "%s%s%s", prefix, prefix[0] ? "." : "", key);
+}
+
+// get_string: 1 found (|*out| set), 0 absent, -1 wrong type (reported).
+static int get_string(loader *ld, const config_setting_t *group, const char *prefix, const char *key,
+                      const char **out) {
+    const config_setting_t *s = config_setting_get_member(group, key);
+    if (s == NULL) {
+        return 0;
+    }
+    char path[256];
+    setting_path(path, sizeof(path), prefix, key);
+    if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+        problem(ld, s, path, "expected a string in double quotes, found %s",
+                type_name(config_setting_type(s)));
+        return -1;
+    }
+    *out = config_setting_get_string(s);
+    return 1;
+}
+
+static int get_int(loader *ld, const config_setting_t *group, const char *prefix, const char *key,
+                   long long lo, long long hi, int *out) {
+    const config_setting_t *s = config_setting_get_member(group, key);
+    if (s == NULL) {
+        return 0;
+    }
+    char path[256];
+    setting_path(path, sizeof(path), prefix, key);
+    int t = config_setting_type(s);
+    if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
+        problem(ld, s, path, "expected an integer from %lld to %lld, found %s", lo, hi, type_name(t));
+        return -1;
+    }
+    long long v = config_setting_get_int64(s);
+    if (v < lo || v > hi) {
+        problem(ld, s, path, "expected an integer from %lld to %lld, found %lld", lo, hi, v);
+        return -1;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+static const config_setting_t *get_aggregate(loader *ld, const config_setting_t *group,
+                                             const char *prefix, const char *key, int want_group,
+                                             int *bad) {
+    const config_setting_t *s = config_setting_get_member(group, key);
+    if (s == NULL) {
+        return NULL;
+    }
+    char path[256];
+    setting_path(path, sizeof(path), prefix, key);
+    int t = config_setting_type(s);
+    int ok = want_group ? t == CONFIG_TYPE_GROUP : (t == CONFIG_TYPE_LIST || t == CONFIG_TYPE_ARRAY);
+    if (!ok) {
+        problem(ld, s, path, "expected %s, found %s",
+                want_group ? "a group { ... }" : "a list ( ... ) or array [ ... ]", type_name(t));
+        *bad = 1;
+        return NULL;
+    }
+    return s;
+}
+
+static char *resolve_path(loader *ld, const char *p) {
+    if (p[0] == '/') {
+        return strdup(p);
+    }
+    size_t n = strlen(ld->cfg->dir) + strlen(p) + 2;
+    char *out = malloc(n);
+    if (out != NULL) {
+        snprintf(out, n, "%s/%s", ld->cfg->dir, p);
+    }
+    return out;
+}
+
+static char *where_of(loader *ld, const config_setting_t *s) {
+    char buf[PATH_MAX + 16];
+    snprintf(buf, sizeof(buf), "%s:%d", ld->file, line_of(s));
+    return strdup(buf);
+}
+
+// ---- sections ----
+
+static void load_listeners(loader *ld, const config_setting_t *root) {
+    int bad = 0;
+    const config_setting_t *list = get_aggregate(ld, root, "", "listen", 0, &bad);
+    if (list == NULL) {
+        if (!bad) {
+            problem(ld, root, "listen", "at least one listener is required, e.g. listen = ( { name = "
+                                        "\"proxy\"; address = \"127.0.0.1:1080\"; } );");
+        }
+        return;
+    }
+    int n = config_setting_length(list);
+    if (n == 0) {
+        problem(ld, list, "listen", "at least one listener is required");
+        return;
+    }
+    pol_config *cfg = ld->cfg;
+    cfg->listeners = calloc((size_t)n, sizeof(*cfg->listeners));
+    static const char *const known[] = {"name", "address", "protocols", "forward", NULL};
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        char prefix[64];
+        snprintf(prefix, sizeof(prefix), "listen[%d]", i);
+        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+            problem(ld, g, prefix, "expected a group { name = ...; address = ...; }");
+            continue;
+        }
+        check_members(ld, g, prefix, known);
+        pol_listener *l = &cfg->listeners[cfg->num_listeners++];
+        const char *name = NULL, *address = NULL, *forward = NULL;
+        char path[96];
+        if (get_string(ld, g, prefix, "name", &name) == 0) {
+            setting_path(path, sizeof(path), prefix, "name");
+            problem(ld, g, path, "required: a name for logs and metrics, e.g. \"proxy\"");
+        }
+        if (name != NULL) {
+            for (size_t j = 0; j + 1 < cfg->num_listeners; j++) {
+                if (cfg->listeners[j].name && strcmp(cfg->listeners[j].name, name) == 0) {
+                    setting_path(path, sizeof(path), prefix, "name");
+                    problem(ld, g, path, "\"%s\" is already the name of listen[%zu]", name, j);
+                }
+            }
+            l->name = strdup(name);
+        }
+        setting_path(path, sizeof(path), prefix, "address");
+        int r = get_string(ld, g, prefix, "address", &address);
+        if (r == 0) {
+            problem(ld, g, path, "required: \"IP:port\", e.g. \"127.0.0.1:1080\"");
+        } else if (r == 1) {
+            if (!pol_parse_socket_address(address, &l->addr, &l->addr_len)) {
+                problem(ld, config_setting_get_member(g, "address"), path,
+                        "expected \"IPv4:port\" or \"[IPv6]:port\", found \"%s\"", address);
+            }
+            l->address_text = strdup(address);
+        }
+        r = get_string(ld, g, prefix, "forward", &forward);
+        if (r == 1) {
+            char host[256];
+            setting_path(path, sizeof(path), prefix, "forward");
+            if (!gw_http_parse_authority(forward, strlen(forward), 0, host, &l->forward_port)) {
+                problem(ld, config_setting_get_member(g, "forward"), path,
+                        "expected \"host:port\" of the fixed destination, found \"%s\"", forward);
+            } else {
+                l->forward_host = strdup(host);
+            }
+        }
+        const config_setting_t *protos = config_setting_get_member(g, "protocols");
+        setting_path(path, sizeof(path), prefix, "protocols");
+        if (protos != NULL && forward != NULL) {
+            problem(ld, protos, path, "a forward listener speaks no proxy protocol; remove it");
+        } else if (protos != NULL) {
+            int t = config_setting_type(protos);
+            if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
+                problem(ld, protos, path, "expected an array like [\"socks5\", \"socks4\", \"http\"]");
+            }
+            for (int j = 0; j < config_setting_length(protos); j++) {
+                const config_setting_t *e = config_setting_get_elem(protos, (unsigned)j);
+                const char *v = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "";
+                if (strcmp(v, "socks5") == 0) {
+                    l->protocols |= POL_PROTO_SOCKS5;
+                } else if (strcmp(v, "socks4") == 0) {
+                    l->protocols |= POL_PROTO_SOCKS4;
+                } else if (strcmp(v, "http") == 0) {
+                    l->protocols |= POL_PROTO_HTTP;
+                } else {
+                    problem(ld, e, path, "expected \"socks5\", \"socks4\" or \"http\", found \"%s\"", v);
+                }
+            }
+            if (l->protocols == 0 && config_setting_length(protos) == 0) {
+                problem(ld, protos, path, "expected at least one of \"socks5\", \"socks4\", \"http\"");
+            }
+        } else if (forward == NULL) {
+            l->protocols = POL_PROTO_SOCKS5 | POL_PROTO_SOCKS4 | POL_PROTO_HTTP;
+        }
+    }
+}
+
+static void load_resolver(loader *ld, const config_setting_t *root) {
+    pol_config *cfg = ld->cfg;
+    cfg->resolver.timeout_ms = 2000;
+    cfg->resolver.tries = 2;
+    cfg->resolver.cache_max_ttl = 300;
+    int bad = 0;
+    const config_setting_t *g = get_aggregate(ld, root, "", "resolver", 1, &bad);
+    if (g == NULL) {
+        return;
+    }
+    static const char *const known[] = {"servers", "timeout_ms", "tries", "cache_max_ttl", "hosts", NULL};
+    check_members(ld, g, "resolver", known);
+    get_int(ld, g, "resolver", "timeout_ms", 10, 60000, &cfg->resolver.timeout_ms);
+    get_int(ld, g, "resolver", "tries", 1, 10, &cfg->resolver.tries);
+    get_int(ld, g, "resolver", "cache_max_ttl", 0, 86400, &cfg->resolver.cache_max_ttl);
+    const config_setting_t *servers = get_aggregate(ld, g, "resolver", "servers", 0, &bad);
+    if (servers != NULL && config_setting_length(servers) > 0) {
+        char csv[2048] = "";
+        for (int i = 0; i < config_setting_length(servers); i++) {
+            const config_setting_t *e = config_setting_get_elem(servers, (unsigned)i);
+            const char *v = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : NULL;
+            struct sockaddr_storage ss;
+            socklen_t sl;
+            char with_port[300];
+            int ok = v != NULL && strlen(v) < 256;
+            if (ok) {
+                // "ip" alone means port 53.
+                struct in6_addr a6;
+                struct in_addr a4;
+                if (inet_pton(AF_INET, v, &a4) == 1) {
+                    snprintf(with_port, sizeof(with_port), "%s:53", v);
+                } else if (inet_pton(AF_INET6, v, &a6) == 1) {
+                    snprintf(with_port, sizeof(with_port), "[%s]:53", v);
+                } else {
+                    snprintf(with_port, sizeof(with_port), "%s", v);
+                }
+                ok = pol_parse_socket_address(with_port, &ss, &sl);
+            }
+            if (!ok) {
+                problem(ld, e, "resolver.servers", "expected \"IP\" or \"IP:port\" of a DNS server, found %s%s%s",
+                        v ? "\"" : "", v ? v : "a non-string", v ? "\"" : "");
+                continue;
+            }
+            if (csv[0]) {
+                strncat(csv, ",", sizeof(csv) - strlen(csv) - 1);
+            }
+            strncat(csv, with_port, sizeof(csv) - strlen(csv) - 1);
+        }
+        cfg->resolver.servers_csv = strdup(csv);
+    }
+    const config_setting_t *hosts = get_aggregate(ld, g, "resolver", "hosts", 0, &bad);
+    if (hosts != NULL) {
+        int n = config_setting_length(hosts);
+        cfg->resolver.hosts = calloc((size_t)n + 1, sizeof(*cfg->resolver.hosts));
+        static const char *const hknown[] = {"name", "address", NULL};
+        for (int i = 0; i < n; i++) {
+            const config_setting_t *h = config_setting_get_elem(hosts, (unsigned)i);
+            char prefix[64];
+            snprintf(prefix, sizeof(prefix), "resolver.hosts[%d]", i);
+            if (config_setting_type(h) != CONFIG_TYPE_GROUP) {
+                problem(ld, h, prefix, "expected { name = \"...\"; address = \"IP\"; }");
+                continue;
+            }
+            check_members(ld, h, prefix, hknown);
+            const char *name = NULL, *addr = NULL;
+            char path[96];
+            pol_dest d;
+            if (get_string(ld, h, prefix, "name", &name) != 1 || !pol_dest_init(&d, name, 1) || d.family != 0) {
+                setting_path(path, sizeof(path), prefix, "name");
+                problem(ld, h, path, "expected a host name");
+                continue;
+            }
+            pol_dest a;
+            if (get_string(ld, h, prefix, "address", &addr) != 1 || !pol_dest_init(&a, addr, 1) || a.family == 0) {
+                setting_path(path, sizeof(path), prefix, "address");
+                problem(ld, h, path, "expected an IPv4 or IPv6 address");
+                continue;
+            }
+            pol_host_entry *e = &cfg->resolver.hosts[cfg->resolver.num_hosts++];
+            e->name = strdup(d.host);
+            e->family = a.family;
+            memcpy(e->addr, a.addr, 16);
+        }
+    }
+}
+
+static void load_identities(loader *ld, const config_setting_t *root) {
+    int bad = 0;
+    const config_setting_t *list = get_aggregate(ld, root, "", "identities", 0, &bad);
+    if (list == NULL) {
+        return;
+    }
+    pol_config *cfg = ld->cfg;
+    int n = config_setting_length(list);
+    cfg->identities = calloc((size_t)n + 1, sizeof(*cfg->identities));
+    static const char *const known[] = {"name", "certificate", "key", "key_password_file", "pkcs12",
+                                        "pkcs12_password_file", "trust", "crl", "verify_depth",
+                                        "tls_min", "tls_max", "ciphers", "pin_sha256", NULL};
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        char prefix[300];
+        snprintf(prefix, sizeof(prefix), "identities[%d]", i);
+        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+            problem(ld, g, prefix, "expected a group { name = ...; certificate = ...; ... }");
+            continue;
+        }
+        const char *name = NULL;
+        if (get_string(ld, g, prefix, "name", &name) != 1) {
+            problem(ld, g, prefix, "name: required, e.g. name = \"ops\";");
+            continue;
+        }
+        snprintf(prefix, sizeof(prefix), "identities.%s", name);
+        check_members(ld, g, prefix, known);
+        int dup = 0;
+        for (size_t j = 0; j < cfg->num_identities; j++) {
+            dup |= strcmp(cfg->identities[j]->spec.name, name) == 0;
+        }
+        if (dup) {
+            problem(ld, g, prefix, "another identity is already named \"%s\"", name);
+            continue;
+        }
+        pol_identity_spec spec;
+        memset(&spec, 0, sizeof(spec));
+        spec.verify_depth = 4;
+        spec.tls_min = TLS1_2_VERSION;
+        spec.tls_max = TLS1_3_VERSION;
+        int errors_before = (int)pol_errors_count_fatal(ld->errs);
+        struct {
+            const char *key;
+            char **dst;
+        } files[] = {{"certificate", &spec.certificate}, {"key", &spec.key},
+                     {"key_password_file", &spec.key_password_file}, {"pkcs12", &spec.pkcs12},
+                     {"pkcs12_password_file", &spec.pkcs12_password_file}, {"trust", &spec.trust},
+                     {"crl", &spec.crl}};
+        for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+            const char *v;
+            if (get_string(ld, g, prefix, files[f].key, &v) == 1) {
+                *files[f].dst = resolve_path(ld, v);
+            }
+        }
+        char path[400];
+        if (spec.pkcs12 == NULL && (spec.certificate == NULL || spec.key == NULL)) {
+            problem(ld, g, prefix, "needs certificate and key (PEM), or pkcs12");
+        }
+        if (spec.pkcs12 != NULL && (spec.certificate != NULL || spec.key != NULL)) {
+            problem(ld, g, prefix, "give either pkcs12 or certificate + key, not both");
+        }
+        if (spec.trust == NULL) {
+            setting_path(path, sizeof(path), prefix, "trust");
+            problem(ld, g, path, "required: a PEM file of the CAs that sign the servers' certificates");
+        }
+        get_int(ld, g, prefix, "verify_depth", 1, 16, &spec.verify_depth);
+        const char *v;
+        if (get_string(ld, g, prefix, "tls_min", &v) == 1 && !(spec.tls_min = pol_tls_version_parse(v))) {
+            setting_path(path, sizeof(path), prefix, "tls_min");
+            problem(ld, config_setting_get_member(g, "tls_min"), path, "expected \"1.2\" or \"1.3\", found \"%s\"", v);
+        }
+        if (get_string(ld, g, prefix, "tls_max", &v) == 1 && !(spec.tls_max = pol_tls_version_parse(v))) {
+            setting_path(path, sizeof(path), prefix, "tls_max");
+            problem(ld, config_setting_get_member(g, "tls_max"), path, "expected \"1.2\" or \"1.3\", found \"%s\"", v);
+        }
+        if (spec.tls_min && spec.tls_max && spec.tls_min > spec.tls_max) {
+            problem(ld, g, prefix, "tls_min is above tls_max");
+        }
+        if (get_string(ld, g, prefix, "ciphers", &v) == 1 && v[0]) {
+            spec.ciphers = strdup(v);
+        }
+        const config_setting_t *pins = get_aggregate(ld, g, prefix, "pin_sha256", 0, &bad);
+        if (pins != NULL && config_setting_length(pins) > 0) {
+            int np = config_setting_length(pins);
+            spec.pins = calloc((size_t)np, 32);
+            for (int j = 0; j < np; j++) {
+                const config_setting_t *e = config_setting_get_elem(pins, (unsigned)j);
+                const char *b64 = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "";
+                size_t out_len = 0;
+                uint8_t out[64];
+                if (!EVP_DecodeBase64(out, &out_len, sizeof(out), (const uint8_t *)b64, strlen(b64)) ||
+                    out_len != 32) {
+                    setting_path(path, sizeof(path), prefix, "pin_sha256");
+                    problem(ld, e, path, "expected base64 of a 32-byte SHA-256 of the server's public key "
+                                         "(openssl x509 -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)");
+                    continue;
+                }
+                memcpy(spec.pins[spec.num_pins++], out, 32);
+            }
+        }
+        spec.name = strdup(name);
+        spec.where = where_of(ld, g);
+        if ((int)pol_errors_count_fatal(ld->errs) != errors_before) {
+            pol_identity_spec_free(&spec);
+            continue;
+        }
+        char err[700];
+        pol_identity *id = pol_identity_load(&spec, err, sizeof(err));
+        if (id == NULL) {
+            problem(ld, g, prefix, "%s", err);
+            pol_identity_spec_free(&spec);
+            continue;
+        }
+        cfg->identities[cfg->num_identities++] = id;
+        const char *keyfile = id->spec.key ? id->spec.key : id->spec.pkcs12;
+        if (pol_identity_key_mode_problem(keyfile, err, sizeof(err))) {
+            problem(ld, g, prefix, "warning: %s", err);
+        }
+    }
+}
+
+static pol_identity *find_identity(pol_config *cfg, const char *name) {
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        if (strcmp(cfg->identities[i]->spec.name, name) == 0) {
+            return cfg->identities[i];
+        }
+    }
+    return NULL;
+}
+
+static void load_rules(loader *ld, const config_setting_t *root, int identities_bad) {
+    int bad = 0;
+    const config_setting_t *list = get_aggregate(ld, root, "", "rules", 0, &bad);
+    pol_config *cfg = ld->cfg;
+    cfg->index = pol_index_new();
+    if (list == NULL) {
+        return;  // no rules: everything is denied
+    }
+    int n = config_setting_length(list);
+    cfg->rules = calloc((size_t)n + 1, sizeof(*cfg->rules));
+    static const char *const known[] = {"match", "action", "identity", "upstream", "upstream_port",
+                                        "server_name", NULL};
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        char prefix[64], path[96];
+        snprintf(prefix, sizeof(prefix), "rules[%d]", i);
+        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+            problem(ld, g, prefix, "expected a group { match = \"...\"; ... }");
+            continue;
+        }
+        check_members(ld, g, prefix, known);
+        int before = (int)pol_errors_count_fatal(ld->errs);
+        pol_rule r;
+        memset(&r, 0, sizeof(r));
+        const char *match = NULL, *action = NULL, *identity = NULL, *upstream = NULL, *sni = NULL;
+        setting_path(path, sizeof(path), prefix, "match");
+        if (get_string(ld, g, prefix, "match", &match) == 0) {
+            problem(ld, g, path, "required: host, *.suffix, *, IP or CIDR, optionally with :port");
+        } else if (match != NULL) {
+            char err[300];
+            if (!pol_match_parse(match, &r.match, err, sizeof(err))) {
+                problem(ld, config_setting_get_member(g, "match"), path, "expected %s", err);
+            }
+        }
+        int has_identity = get_string(ld, g, prefix, "identity", &identity) == 1;
+        r.action = has_identity ? POL_ACTION_MTLS : POL_ACTION_DENY;
+        setting_path(path, sizeof(path), prefix, "action");
+        if (get_string(ld, g, prefix, "action", &action) == 1) {
+            if (strcmp(action, "mtls") == 0) {
+                r.action = POL_ACTION_MTLS;
+            } else if (strcmp(action, "direct") == 0) {
+                r.action = POL_ACTION_DIRECT;
+            } else if (strcmp(action, "deny") == 0) {
+                r.action = POL_ACTION_DENY;
+            } else {
+                problem(ld, config_setting_get_member(g, "action"), path,
+                        "expected \"mtls\", \"direct\" or \"deny\", found \"%s\"", action);
+            }
+        } else if (!has_identity) {
+            problem(ld, g, path, "required: set identity = \"...\" for mTLS, or action = \"direct\" or \"deny\"");
+        }
+        setting_path(path, sizeof(path), prefix, "identity");
+        if (r.action == POL_ACTION_MTLS && !has_identity) {
+            problem(ld, g, path, "required for action \"mtls\"");
+        } else if (r.action != POL_ACTION_MTLS && has_identity) {
+            problem(ld, config_setting_get_member(g, "identity"), path, "only used by action \"mtls\"");
+        } else if (has_identity) {
+            r.identity = find_identity(cfg, identity);
+            if (r.identity == NULL && !identities_bad) {
+                problem(ld, config_setting_get_member(g, "identity"), path,
+                        "no identity is named \"%s\" (see identities)", identity);
+            } else if (r.identity == NULL) {
+                // the identity exists but failed to load: reported there already
+                int known_name = 0;
+                const config_setting_t *ids = config_setting_get_member(root, "identities");
+                for (int j = 0; ids && j < config_setting_length(ids); j++) {
+                    const char *nm;
+                    if (config_setting_lookup_string(config_setting_get_elem(ids, (unsigned)j), "name", &nm) &&
+                        strcmp(nm, identity) == 0) {
+                        known_name = 1;
+                    }
+                }
+                if (!known_name) {
+                    problem(ld, config_setting_get_member(g, "identity"), path,
+                            "no identity is named \"%s\" (see identities)", identity);
+                } else {
+                    pol_errors_add(ld->errs, "%s:%d: %s: identity \"%s\" did not load (see above)", ld->file,
+                                   line_of(g), path, identity);
+                }
+            }
+        }
+        setting_path(path, sizeof(path), prefix, "upstream");
+        int has_upstream = get_string(ld, g, prefix, "upstream", &upstream) == 1;
+        if (has_upstream) {
+            char host[256];
+            if (!gw_http_parse_authority(upstream, strlen(upstream), 0, host, &r.upstream_port)) {
+                problem(ld, config_setting_get_member(g, "upstream"), path,
+                        "expected \"host:port\" or \"[IPv6]:port\", found \"%s\"", upstream);
+            } else {
+                r.upstream_host = strdup(host);
+            }
+        }
+        int port = 0;
+        if (get_int(ld, g, prefix, "upstream_port", 1, 65535, &port) == 1) {
+            if (has_upstream) {
+                setting_path(path, sizeof(path), prefix, "upstream_port");
+                problem(ld, config_setting_get_member(g, "upstream_port"), path,
+                        "give the port inside upstream = \"host:port\" instead");
+            }
+            r.upstream_port = (uint16_t)port;
+        }
+        if (get_string(ld, g, prefix, "server_name", &sni) == 1) {
+            pol_dest d;
+            setting_path(path, sizeof(path), prefix, "server_name");
+            if (!pol_dest_init(&d, sni, 1)) {
+                problem(ld, config_setting_get_member(g, "server_name"), path,
+                        "expected a host name or IP address, found \"%s\"", sni);
+            } else if (r.action != POL_ACTION_MTLS) {
+                problem(ld, config_setting_get_member(g, "server_name"), path, "only used by action \"mtls\"");
+            } else {
+                r.server_name = strdup(d.host);
+            }
+        }
+        if (r.action == POL_ACTION_DENY && (has_upstream || port)) {
+            problem(ld, g, prefix, "a deny rule takes no upstream");
+        }
+        r.where = where_of(ld, g);
+        r.match_text = strdup(match ? match : "");
+        if ((int)pol_errors_count_fatal(ld->errs) != before) {
+            free(r.where);
+            free(r.match_text);
+            free(r.upstream_host);
+            free(r.server_name);
+            continue;
+        }
+        cfg->rules[cfg->num_rules] = r;
+        pol_index_add(cfg->index, &r.match, (uint32_t)cfg->num_rules);
+        cfg->num_rules++;
+    }
+}
+
+static void load_limits(loader *ld, const config_setting_t *root) {
+    pol_config *cfg = ld->cfg;
+    cfg->limits.max_connections = 20000;
+    cfg->limits.connect_timeout_ms = 5000;
+    cfg->limits.handshake_timeout_ms = 10000;
+    cfg->limits.confirm_ms = 200;
+    cfg->limits.idle_timeout_s = 900;
+    cfg->limits.header_max = 16384;
+    cfg->limits.drain_timeout_s = 30;
+    int bad = 0;
+    const config_setting_t *g = get_aggregate(ld, root, "", "limits", 1, &bad);
+    if (g == NULL) {
+        return;
+    }
+    static const char *const known[] = {"max_connections", "connect_timeout_ms", "handshake_timeout_ms",
+                                        "confirm_ms", "idle_timeout_s", "header_max", "drain_timeout_s", NULL};
+    check_members(ld, g, "limits", known);
+    get_int(ld, g, "limits", "max_connections", 1, 10000000, &cfg->limits.max_connections);
+    get_int(ld, g, "limits", "connect_timeout_ms", 10, 600000, &cfg->limits.connect_timeout_ms);
+    get_int(ld, g, "limits", "handshake_timeout_ms", 10, 600000, &cfg->limits.handshake_timeout_ms);
+    get_int(ld, g, "limits", "confirm_ms", 0, 60000, &cfg->limits.confirm_ms);
+    get_int(ld, g, "limits", "idle_timeout_s", 1, 7 * 86400, &cfg->limits.idle_timeout_s);
+    get_int(ld, g, "limits", "header_max", 1024, 1048576, &cfg->limits.header_max);
+    get_int(ld, g, "limits", "drain_timeout_s", 0, 86400, &cfg->limits.drain_timeout_s);
+}
+
+static void load_allow(loader *ld, const config_setting_t *root) {
+    pol_config *cfg = ld->cfg;
+    int bad = 0;
+    const config_setting_t *list = get_aggregate(ld, root, "", "allow", 0, &bad);
+    static const char *const loopback[] = {"127.0.0.0/8", "::1/128"};
+    int n = list ? config_setting_length(list) : 2;
+    cfg->allow = calloc((size_t)n + 1, sizeof(*cfg->allow));
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = list ? config_setting_get_elem(list, (unsigned)i) : NULL;
+        const char *v = list ? (config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "")
+                             : loopback[i];
+        pol_match m;
+        char err[300];
+        // A CIDR pattern without port is exactly what allow takes.
+        if (!pol_match_parse(v, &m, err, sizeof(err)) || m.kind != POL_MATCH_CIDR || m.port_lo != 1 ||
+            m.port_hi != 65535) {
+            problem(ld, e ? e : list, "allow", "expected an IP address or CIDR like \"127.0.0.0/8\", found \"%s\"", v);
+            continue;
+        }
+        pol_cidr *c = &cfg->allow[cfg->num_allow++];
+        c->family = m.family;
+        memcpy(c->addr, m.addr, 16);
+        c->prefix_len = m.prefix_len;
+    }
+}
+
+static void load_log(loader *ld, const config_setting_t *root) {
+    pol_config *cfg = ld->cfg;
+    cfg->log_level = GW_LOG_INFO;
+    cfg->log_format = GW_LOG_TEXT;
+    const char *access = "stderr";
+    int bad = 0;
+    const config_setting_t *g = get_aggregate(ld, root, "", "log", 1, &bad);
+    if (g != NULL) {
+        static const char *const known[] = {"level", "format", "access", NULL};
+        check_members(ld, g, "log", known);
+        const char *v;
+        if (get_string(ld, g, "log", "level", &v) == 1 && !gw_log_parse_level(v, &cfg->log_level)) {
+            problem(ld, config_setting_get_member(g, "level"), "log.level",
+                    "expected \"error\", \"warn\", \"info\" or \"debug\", found \"%s\"", v);
+        }
+        if (get_string(ld, g, "log", "format", &v) == 1) {
+            if (strcmp(v, "json") == 0) {
+                cfg->log_format = GW_LOG_JSON;
+            } else if (strcmp(v, "text") != 0) {
+                problem(ld, config_setting_get_member(g, "format"), "log.format",
+                        "expected \"text\" (logfmt) or \"json\", found \"%s\"", v);
+            }
+        }
+        get_string(ld, g, "log", "access", &access);
+    }
+    if (strcmp(access, "stderr") == 0 || strcmp(access, "stdout") == 0 || strcmp(access, "off") == 0) {
+        cfg->log_access = strdup(access);
+    } else {
+        cfg->log_access = resolve_path(ld, access);
+    }
+}
+
+static const char *const top_known[] = {"workers", "listen", "resolver", "identities", "rules",
+                                        "limits", "allow", "log", NULL};
+
+pol_config *pol_config_load(const char *path, pol_errors *errs) {
+    config_t lc;
+    config_init(&lc);
+    if (!config_read_file(&lc, path)) {
+        if (config_error_type(&lc) == CONFIG_ERR_FILE_IO) {
+            pol_errors_add(errs, "%s:0: cannot read the file: %m", path);
+        } else {
+            pol_errors_add(errs, "%s:%d: syntax error: %s", config_error_file(&lc) ? config_error_file(&lc) : path,
+                           config_error_line(&lc), config_error_text(&lc));
+        }
+        config_destroy(&lc);
+        return NULL;
+    }
+    pol_config *cfg = calloc(1, sizeof(*cfg));
+    atomic_init(&cfg->refs, 1);
+    cfg->path = strdup(path);
+    char *slash = strrchr(cfg->path, '/');
+    cfg->dir = slash ? strndup(cfg->path, (size_t)(slash - cfg->path)) : strdup(".");
+    if (cfg->dir[0] == '\0') {
+        free(cfg->dir);
+        cfg->dir = strdup("/");
+    }
+    loader ld = {cfg, errs, path};
+    const config_setting_t *root = config_root_setting(&lc);
+    size_t before = pol_errors_count_fatal(errs);
+    check_members(&ld, root, "", top_known);
+    cfg->workers = 0;
+    get_int(&ld, root, "", "workers", 0, 256, &cfg->workers);
+    load_listeners(&ld, root);
+    load_resolver(&ld, root);
+    size_t before_ids = pol_errors_count_fatal(errs);
+    load_identities(&ld, root);
+    load_rules(&ld, root, pol_errors_count_fatal(errs) != before_ids);
+    load_limits(&ld, root);
+    load_allow(&ld, root);
+    load_log(&ld, root);
+    config_destroy(&lc);
+    if (pol_errors_count_fatal(errs) != before) {
+        pol_config_unref(cfg);
+        return NULL;
+    }
+    cfg->generation = atomic_fetch_add(&g_generation, 1) + 1;
+    return cfg;
+}
+
+pol_config *pol_config_ref(pol_config *cfg) {
+    atomic_fetch_add(&cfg->refs, 1);
+    return cfg;
+}
+
+void pol_config_unref(pol_config *cfg) {
+    if (cfg == NULL || atomic_fetch_sub(&cfg->refs, 1) != 1) {
+        return;
+    }
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        free(cfg->listeners[i].name);
+        free(cfg->listeners[i].address_text);
+        free(cfg->listeners[i].forward_host);
+    }
+    free(cfg->listeners);
+    free(cfg->resolver.servers_csv);
+    for (size_t i = 0; i < cfg->resolver.num_hosts; i++) {
+        free(cfg->resolver.hosts[i].name);
+    }
+    free(cfg->resolver.hosts);
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        pol_identity_free(cfg->identities[i]);
+    }
+    free(cfg->identities);
+    for (size_t i = 0; i < cfg->num_rules; i++) {
+        free(cfg->rules[i].match_text);
+        free(cfg->rules[i].upstream_host);
+        free(cfg->rules[i].server_name);
+        free(cfg->rules[i].where);
+    }
+    free(cfg->rules);
+    pol_index_free(cfg->index);
+    free(cfg->allow);
+    free(cfg->users_file);
+    free(cfg->admin_address_text);
+    free(cfg->log_access);
+    free(cfg->user);
+    free(cfg->path);
+    free(cfg->dir);
+    free(cfg);
+}
+
+const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d) {
+    long i = pol_index_lookup(cfg->index, d);
+    return i < 0 ? NULL : &cfg->rules[i];
+}
+
+int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa) {
+    pol_dest d;
+    memset(&d, 0, sizeof(d));
+    if (sa->sa_family == AF_INET) {
+        d.family = AF_INET;
+        memcpy(d.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        d.family = AF_INET6;
+        memcpy(d.addr, &s6->sin6_addr, 16);
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            d.family = AF_INET;
+            memcpy(d.addr, d.addr + 12, 4);
+        }
+    } else {
+        return sa->sa_family == AF_UNIX;
+    }
+    d.port = 1;
+    for (size_t i = 0; i < cfg->num_allow; i++) {
+        pol_match m;
+        memset(&m, 0, sizeof(m));
+        m.kind = POL_MATCH_CIDR;
+        m.family = cfg->allow[i].family;
+        memcpy(m.addr, cfg->allow[i].addr, 16);
+        m.prefix_len = cfg->allow[i].prefix_len;
+        m.port_lo = 1;
+        m.port_hi = 65535;
+        if (pol_match_test(&m, &d)) {
+            return 1;
+        }
+    }
+    return 0;
+}

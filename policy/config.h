@@ -1,0 +1,127 @@
+// config: loading and validating mtlsgw.conf (libconfig syntax) into an immutable,
+// reference-counted snapshot. Two passes: libconfig parses the syntax, then every
+// setting is checked for meaning; each problem becomes "file:line: setting: what was
+// expected", and all of them are collected before giving up. `mtlsgw check` and `run`
+// call exactly this code.
+#ifndef MTLSGW_CONFIG_H
+#define MTLSGW_CONFIG_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "gateway/log.h"
+#include "policy/match.h"
+#include "policy/rules.h"
+
+typedef struct pol_identity pol_identity;
+
+typedef enum { POL_ACTION_DENY = 0, POL_ACTION_DIRECT, POL_ACTION_MTLS } pol_action;
+
+// Listener protocol bits.
+#define POL_PROTO_SOCKS5 1u
+#define POL_PROTO_SOCKS4 2u
+#define POL_PROTO_HTTP 4u
+
+typedef struct {
+    pol_match match;
+    char *match_text;
+    pol_action action;
+    pol_identity *identity;  // set for POL_ACTION_MTLS
+    char *upstream_host;     // NULL: connect to the destination
+    uint16_t upstream_port;  // with upstream_host: its port; alone: replaces the destination's
+    char *server_name;       // NULL: the host connected to
+    char *where;             // "file:line" of the rule
+} pol_rule;
+
+typedef struct {
+    char *name;
+    char *address_text;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    unsigned protocols;  // POL_PROTO_* bits, 0 for a forward listener
+    char *forward_host;  // forward listener: fixed destination
+    uint16_t forward_port;
+} pol_listener;
+
+typedef struct {
+    char *name;  // normalised
+    int family;
+    uint8_t addr[16];
+} pol_host_entry;
+
+typedef struct {
+    int family;
+    uint8_t addr[16];
+    int prefix_len;
+} pol_cidr;
+
+typedef struct pol_config {
+    atomic_int refs;
+    uint64_t generation;  // increases with every successful load in this process
+    char *path;
+    char *dir;  // folder of the config file: base for relative paths
+    int workers;
+    pol_listener *listeners;
+    size_t num_listeners;
+    struct {
+        char *servers_csv;  // "ip:port,..." for ares_set_servers_ports_csv, NULL: resolv.conf
+        int timeout_ms, tries, cache_max_ttl;
+        pol_host_entry *hosts;
+        size_t num_hosts;
+    } resolver;
+    pol_identity **identities;
+    size_t num_identities;
+    pol_rule *rules;
+    size_t num_rules;
+    pol_index *index;
+    struct {
+        int max_connections, connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s,
+            header_max, drain_timeout_s;
+    } limits;
+    pol_cidr *allow;
+    size_t num_allow;
+    char *users_file;
+    char *admin_address_text;
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_addr_len;
+    gw_log_level log_level;
+    gw_log_format log_format;
+    char *log_access;
+    char *user;  // drop to this user when started as root
+} pol_config;
+
+// Collected problems, each "file:line: setting: message".
+typedef struct {
+    char **lines;
+    size_t len, cap;
+    size_t warnings;  // lines that start with "warning:" do not fail a load
+} pol_errors;
+
+void pol_errors_init(pol_errors *errs);
+void pol_errors_free(pol_errors *errs);
+void pol_errors_add(pol_errors *errs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+size_t pol_errors_count_fatal(const pol_errors *errs);
+
+// pol_config_load reads and validates |path| and loads every identity. Returns a snapshot
+// with one reference, or NULL with the reasons in |errs|. Warnings (for example a key file
+// readable by others) are added to |errs| even on success.
+pol_config *pol_config_load(const char *path, pol_errors *errs);
+
+pol_config *pol_config_ref(pol_config *cfg);
+void pol_config_unref(pol_config *cfg);
+
+// pol_config_lookup returns the rule that decides |d| or NULL (default deny).
+const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d);
+
+// pol_config_allows says whether a client at |sa| may use the proxy (the `allow` list).
+int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa);
+
+// pol_parse_socket_address parses "IPv4:port" or "[IPv6]:port" into |out|.
+int pol_parse_socket_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len);
+
+// pol_action_name returns "deny", "direct" or "mtls".
+const char *pol_action_name(pol_action a);
+
+#endif

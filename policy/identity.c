@@ -1,0 +1,471 @@
+#include "policy/identity.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/pkcs8.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void (*g_ctx_hook)(SSL_CTX *ctx);
+static atomic_ullong g_identity_generation;
+static int g_verify_index = -1;
+static pthread_once_t g_verify_once = PTHREAD_ONCE_INIT;
+
+static void init_verify_index(void) {
+    g_verify_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+int pol_verify_ex_index(void) {
+    pthread_once(&g_verify_once, init_verify_index);
+    return g_verify_index;
+}
+
+void pol_identity_set_ctx_hook(void (*hook)(SSL_CTX *ctx)) {
+    g_ctx_hook = hook;
+}
+
+uint16_t pol_tls_version_parse(const char *s) {
+    if (strcmp(s, "1.2") == 0) {
+        return TLS1_2_VERSION;
+    }
+    if (strcmp(s, "1.3") == 0) {
+        return TLS1_3_VERSION;
+    }
+    return 0;
+}
+
+// last_ssl_error formats the most recent library error in words and clears the queue.
+static const char *last_ssl_error(char *buf, size_t len) {
+    uint32_t e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(buf, len, "%s", r ? r : "unknown error");
+    for (char *p = buf; *p; p++) {
+        *p = *p == '_' ? ' ' : (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+    }
+    ERR_clear_error();
+    return buf;
+}
+
+static int readable(const char *setting, const char *path, char *err, size_t err_len) {
+    if (access(path, R_OK) != 0) {
+        snprintf(err, err_len, "%s: %s: %s", setting, path, strerror(errno));
+        return 0;
+    }
+    return 1;
+}
+
+static int read_password(const char *setting, const char *path, char *out, size_t cap, char *err,
+                         size_t err_len) {
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        snprintf(err, err_len, "%s: %s: %s", setting, path, strerror(errno));
+        return 0;
+    }
+    if (fgets(out, (int)cap, f) == NULL) {
+        out[0] = '\0';
+    }
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return 1;
+}
+
+static int password_cb(char *buf, int size, int rwflag, void *u) {
+    const char *pass = u;
+    if (pass == NULL) {
+        return -1;  // encrypted key without key_password_file
+    }
+    size_t n = strlen(pass);
+    if ((int)n > size) {
+        return -1;
+    }
+    memcpy(buf, pass, n);
+    return (int)n;
+}
+
+static time_t asn1_to_time(const ASN1_TIME *t) {
+    int days = 0, secs = 0;
+    if (!ASN1_TIME_diff(&days, &secs, NULL, t)) {
+        return 0;
+    }
+    return time(NULL) + (time_t)days * 86400 + secs;
+}
+
+static void describe_key(EVP_PKEY *key, char *out, size_t len) {
+    switch (EVP_PKEY_id(key)) {
+        case EVP_PKEY_RSA:
+            snprintf(out, len, "rsa-%d", EVP_PKEY_bits(key));
+            break;
+        case EVP_PKEY_EC: {
+            int nid = EC_GROUP_get_curve_name(EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(key)));
+            snprintf(out, len, "%s", nid == NID_X9_62_prime256v1 ? "ec-p256"
+                                     : nid == NID_secp384r1      ? "ec-p384"
+                                     : nid == NID_secp521r1      ? "ec-p521"
+                                                                 : "ec");
+            break;
+        }
+        case EVP_PKEY_ED25519:
+            snprintf(out, len, "ed25519");
+            break;
+        default:
+            snprintf(out, len, "other");
+    }
+}
+
+// ---- verification during the handshake ----
+
+static void names_of(X509 *cert, char *out, size_t len) {
+    out[0] = '\0';
+    GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    size_t n = 0;
+    for (size_t i = 0; sans && i < sk_GENERAL_NAME_num(sans) && n + 2 < len; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        char item[300] = "";
+        if (g->type == GEN_DNS) {
+            snprintf(item, sizeof(item), "%.*s", ASN1_STRING_length(g->d.dNSName),
+                     (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+        } else if (g->type == GEN_IPADD) {
+            int l = ASN1_STRING_length(g->d.iPAddress);
+            char ip[64] = "?";
+            inet_ntop(l == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.iPAddress), ip, sizeof(ip));
+            snprintf(item, sizeof(item), "%s", ip);
+        } else {
+            continue;
+        }
+        n += (size_t)snprintf(out + n, len - n, "%s%s", n ? ", " : "", item);
+    }
+    GENERAL_NAMES_free(sans);
+    if (n == 0) {
+        X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, out, (int)len);
+        if (out[0] == '\0') {
+            snprintf(out, len, "no name");
+        }
+    }
+}
+
+static int spki_sha256(X509 *cert, uint8_t out[32]) {
+    uint8_t *der = NULL;
+    int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+    if (len <= 0) {
+        return 0;
+    }
+    SHA256(der, (size_t)len, out);
+    OPENSSL_free(der);
+    return 1;
+}
+
+static void describe_failure(X509_STORE_CTX *store_ctx, const pol_identity *id, pol_verify_result *res) {
+    long e = X509_STORE_CTX_get_error(store_ctx);
+    res->failed = 1;
+    res->x509_error = e;
+    X509 *cur = X509_STORE_CTX_get_current_cert(store_ctx);
+    X509 *leaf = X509_STORE_CTX_get0_cert(store_ctx);
+    char subject[200] = "", names[200];
+    if (cur != NULL) {
+        X509_NAME_oneline(X509_get_subject_name(cur), subject, sizeof(subject));
+    }
+    if (e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        names_of(leaf, names, sizeof(names));
+        snprintf(res->reason, sizeof(res->reason), "certificate is for %s, not %s", names,
+                 res->expected[0] ? res->expected : "the requested name");
+    } else if (e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY || e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT ||
+               e == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT || e == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN) {
+        char issuer[200] = "";
+        if (cur != NULL) {
+            X509_NAME_oneline(X509_get_issuer_name(cur), issuer, sizeof(issuer));
+        }
+        snprintf(res->reason, sizeof(res->reason), "%s: issuer %s is not in the trust of identity \"%s\"",
+                 X509_verify_cert_error_string(e), issuer, id->spec.name);
+    } else if (e == X509_V_ERR_CERT_REVOKED) {
+        snprintf(res->reason, sizeof(res->reason), "certificate revoked: %s is in the CRL of identity \"%s\"",
+                 subject, id->spec.name);
+    } else {
+        snprintf(res->reason, sizeof(res->reason), "%s: %s", X509_verify_cert_error_string(e), subject);
+    }
+}
+
+static int verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
+    const pol_identity *id = arg;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    pol_verify_result *res = ssl ? SSL_get_ex_data(ssl, pol_verify_ex_index()) : NULL;
+    if (X509_verify_cert(store_ctx) != 1) {
+        if (res != NULL) {
+            describe_failure(store_ctx, id, res);
+        }
+        return 0;
+    }
+    if (id->spec.num_pins == 0) {
+        return 1;
+    }
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(store_ctx);
+    for (size_t i = 0; chain && i < sk_X509_num(chain); i++) {
+        uint8_t h[32];
+        if (!spki_sha256(sk_X509_value(chain, i), h)) {
+            continue;
+        }
+        for (size_t p = 0; p < id->spec.num_pins; p++) {
+            if (memcmp(h, id->spec.pins[p], 32) == 0) {
+                return 1;
+            }
+        }
+    }
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    if (res != NULL) {
+        res->failed = 1;
+        res->x509_error = 0;
+        snprintf(res->reason, sizeof(res->reason),
+                 "no key in the server's chain matches pin_sha256 of identity \"%s\"", id->spec.name);
+    }
+    return 0;
+}
+
+int pol_set_verify_name(SSL *ssl, const char *name) {
+    X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
+    struct in6_addr a;
+    if (inet_pton(AF_INET, name, &a) == 1 || inet_pton(AF_INET6, name, &a) == 1) {
+        return X509_VERIFY_PARAM_set1_ip_asc(param, name);
+    }
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    return X509_VERIFY_PARAM_set1_host(param, name, strlen(name));
+}
+
+// ---- loading ----
+
+static int load_pem_objects(SSL_CTX *ctx, const char *path, const char *setting, int want_crl,
+                            char *err, size_t err_len) {
+    if (!readable(setting, path, err, err_len)) {
+        return 0;
+    }
+    BIO *bio = BIO_new_file(path, "r");
+    STACK_OF(X509_INFO) *infos = bio ? PEM_X509_INFO_read_bio(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    if (infos == NULL) {
+        char e[200];
+        snprintf(err, err_len, "%s: %s: not a PEM file (%s)", setting, path, last_ssl_error(e, sizeof(e)));
+        return 0;
+    }
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    int count = 0;
+    for (size_t i = 0; i < sk_X509_INFO_num(infos); i++) {
+        X509_INFO *info = sk_X509_INFO_value(infos, i);
+        if (!want_crl && info->x509 != NULL && X509_STORE_add_cert(store, info->x509)) {
+            count++;
+        }
+        if (want_crl && info->crl != NULL && X509_STORE_add_crl(store, info->crl)) {
+            count++;
+        }
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    ERR_clear_error();
+    if (count == 0) {
+        snprintf(err, err_len, "%s: %s: holds no %s", setting, path,
+                 want_crl ? "CRL (-----BEGIN X509 CRL-----)" : "certificate (-----BEGIN CERTIFICATE-----)");
+        return 0;
+    }
+    return 1;
+}
+
+static int load_pem_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, size_t err_len) {
+    char e[200];
+    if (!readable("certificate", spec->certificate, err, err_len) ||
+        !readable("key", spec->key, err, err_len)) {
+        return 0;
+    }
+    if (!SSL_CTX_use_certificate_chain_file(ctx, spec->certificate)) {
+        snprintf(err, err_len, "certificate: %s: not a PEM certificate chain (%s)", spec->certificate,
+                 last_ssl_error(e, sizeof(e)));
+        return 0;
+    }
+    char pass[1024];
+    int have_pass = 0;
+    if (spec->key_password_file != NULL) {
+        if (!read_password("key_password_file", spec->key_password_file, pass, sizeof(pass), err, err_len)) {
+            return 0;
+        }
+        have_pass = 1;
+    }
+    BIO *bio = BIO_new_file(spec->key, "r");
+    EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, password_cb, have_pass ? pass : NULL) : NULL;
+    BIO_free(bio);
+    OPENSSL_cleanse(pass, sizeof(pass));
+    if (key == NULL) {
+        uint32_t code = ERR_peek_last_error();
+        int lib = ERR_GET_LIB(code), reason = ERR_GET_REASON(code);
+        if (!have_pass && lib == ERR_LIB_PEM && reason == PEM_R_BAD_PASSWORD_READ) {
+            snprintf(err, err_len, "key: %s: the key is encrypted; set key_password_file", spec->key);
+        } else if (have_pass && (reason == PEM_R_BAD_DECRYPT || lib == ERR_LIB_CIPHER || lib == ERR_LIB_PKCS8 ||
+                                 reason == PEM_R_BAD_PASSWORD_READ)) {
+            snprintf(err, err_len, "key_password_file: wrong password for %s", spec->key);
+        } else {
+            snprintf(err, err_len, "key: %s: not a PEM private key (%s)", spec->key, last_ssl_error(e, sizeof(e)));
+        }
+        ERR_clear_error();
+        return 0;
+    }
+    int ok = SSL_CTX_use_PrivateKey(ctx, key) && SSL_CTX_check_private_key(ctx);
+    EVP_PKEY_free(key);
+    if (!ok) {
+        snprintf(err, err_len, "key: %s does not match the certificate in %s", spec->key, spec->certificate);
+        ERR_clear_error();
+        return 0;
+    }
+    return 1;
+}
+
+static int load_pkcs12_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, size_t err_len) {
+    char e[200];
+    if (!readable("pkcs12", spec->pkcs12, err, err_len)) {
+        return 0;
+    }
+    char pass[1024] = "";
+    if (spec->pkcs12_password_file != NULL &&
+        !read_password("pkcs12_password_file", spec->pkcs12_password_file, pass, sizeof(pass), err, err_len)) {
+        return 0;
+    }
+    BIO *bio = BIO_new_file(spec->pkcs12, "rb");
+    PKCS12 *p12 = bio ? d2i_PKCS12_bio(bio, NULL) : NULL;
+    BIO_free(bio);
+    if (p12 == NULL) {
+        snprintf(err, err_len, "pkcs12: %s: not a PKCS#12 file (%s)", spec->pkcs12, last_ssl_error(e, sizeof(e)));
+        OPENSSL_cleanse(pass, sizeof(pass));
+        return 0;
+    }
+    EVP_PKEY *key = NULL;
+    X509 *cert = NULL;
+    STACK_OF(X509) *ca = NULL;
+    int ok = PKCS12_parse(p12, pass, &key, &cert, &ca);
+    PKCS12_free(p12);
+    OPENSSL_cleanse(pass, sizeof(pass));
+    if (!ok || key == NULL || cert == NULL) {
+        uint32_t code = ERR_peek_last_error();
+        if (ERR_GET_REASON(code) == PKCS8_R_INCORRECT_PASSWORD) {
+            snprintf(err, err_len, "pkcs12_password_file: wrong password for %s", spec->pkcs12);
+        } else {
+            snprintf(err, err_len, "pkcs12: %s: %s", spec->pkcs12,
+                     ok ? "holds no key and certificate" : last_ssl_error(e, sizeof(e)));
+        }
+        ERR_clear_error();
+        EVP_PKEY_free(key);
+        X509_free(cert);
+        sk_X509_pop_free(ca, X509_free);
+        return 0;
+    }
+    ok = SSL_CTX_use_certificate(ctx, cert) && SSL_CTX_use_PrivateKey(ctx, key) && SSL_CTX_check_private_key(ctx);
+    for (size_t i = 0; ok && ca && i < sk_X509_num(ca); i++) {
+        ok = SSL_CTX_add1_chain_cert(ctx, sk_X509_value(ca, i));
+    }
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    sk_X509_pop_free(ca, X509_free);
+    if (!ok) {
+        snprintf(err, err_len, "pkcs12: %s: key and certificate do not match (%s)", spec->pkcs12,
+                 last_ssl_error(e, sizeof(e)));
+        return 0;
+    }
+    return 1;
+}
+
+pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_len) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+    pol_identity *id = calloc(1, sizeof(*id));
+    if (ctx == NULL || id == NULL) {
+        snprintf(err, err_len, "out of memory");
+        SSL_CTX_free(ctx);
+        free(id);
+        return NULL;
+    }
+    char e[200];
+    int ok = SSL_CTX_set_min_proto_version(ctx, spec->tls_min) && SSL_CTX_set_max_proto_version(ctx, spec->tls_max);
+    if (ok && spec->ciphers != NULL && !SSL_CTX_set_strict_cipher_list(ctx, spec->ciphers)) {
+        snprintf(err, err_len, "ciphers: \"%s\" is not a valid cipher list (%s)", spec->ciphers,
+                 last_ssl_error(e, sizeof(e)));
+        ok = 0;
+    } else if (ok) {
+        ok = spec->pkcs12 ? load_pkcs12_identity(ctx, spec, err, err_len)
+                          : load_pem_identity(ctx, spec, err, err_len);
+    }
+    ok = ok && load_pem_objects(ctx, spec->trust, "trust", 0, err, err_len);
+    if (ok && spec->crl != NULL) {
+        ok = load_pem_objects(ctx, spec->crl, "crl", 1, err, err_len);
+        if (ok) {
+            X509_STORE_set_flags(SSL_CTX_get_cert_store(ctx), X509_V_FLAG_CRL_CHECK);
+        }
+    }
+    if (!ok) {
+        SSL_CTX_free(ctx);
+        free(id);
+        return NULL;
+    }
+    id->spec = *spec;
+    memset(spec, 0, sizeof(*spec));
+    id->ctx = ctx;
+    id->generation = atomic_fetch_add(&g_identity_generation, 1) + 1;
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify_depth(ctx, id->spec.verify_depth);
+    SSL_CTX_set_cert_verify_callback(ctx, verify_cb, id);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    // Partial writes and moving buffers: the relay writes from ring buffers.
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    X509 *leaf = SSL_CTX_get0_certificate(ctx);
+    if (leaf != NULL) {
+        id->leaf = leaf;
+        X509_NAME_oneline(X509_get_subject_name(leaf), id->subject, sizeof(id->subject));
+        X509_NAME_oneline(X509_get_issuer_name(leaf), id->issuer, sizeof(id->issuer));
+        id->not_before = asn1_to_time(X509_get0_notBefore(leaf));
+        id->not_after = asn1_to_time(X509_get0_notAfter(leaf));
+        EVP_PKEY *pub = X509_get_pubkey(leaf);
+        if (pub != NULL) {
+            describe_key(pub, id->key_type, sizeof(id->key_type));
+            EVP_PKEY_free(pub);
+        }
+    }
+    if (g_ctx_hook != NULL) {
+        g_ctx_hook(ctx);
+    }
+    return id;
+}
+
+void pol_identity_spec_free(pol_identity_spec *spec) {
+    free(spec->name);
+    free(spec->where);
+    free(spec->certificate);
+    free(spec->key);
+    free(spec->key_password_file);
+    free(spec->pkcs12);
+    free(spec->pkcs12_password_file);
+    free(spec->trust);
+    free(spec->crl);
+    free(spec->ciphers);
+    free(spec->pins);
+    memset(spec, 0, sizeof(*spec));
+}
+
+void pol_identity_free(pol_identity *id) {
+    if (id == NULL) {
+        return;
+    }
+    SSL_CTX_free(id->ctx);
+    pol_identity_spec_free(&id->spec);
+    free(id);
+}
+
+int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len) {
+    struct stat st;
+    if (path == NULL || stat(path, &st) != 0) {
+        return 0;
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        snprintf(out, out_len, "private key file %s has mode %04o: readable by others; chmod 600 it",
+                 path, (unsigned)(st.st_mode & 07777));
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,69 @@
+// identity: client identities (certificate chain + key + trust settings), each loaded
+// once into a BoringSSL SSL_CTX that verifies the server during the handshake: chain,
+// CRL, name and SPKI pins are checked when the server's Certificate arrives, before our
+// own certificate is sent.
+#ifndef MTLSGW_IDENTITY_H
+#define MTLSGW_IDENTITY_H
+
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <time.h>
+
+typedef struct {
+    char *name;
+    char *where;  // "file:line"
+    char *certificate, *key, *key_password_file, *pkcs12, *pkcs12_password_file, *trust, *crl;
+    int verify_depth;
+    uint16_t tls_min, tls_max;  // TLS1_2_VERSION...
+    char *ciphers;
+    uint8_t (*pins)[32];
+    size_t num_pins;
+} pol_identity_spec;
+
+struct pol_identity {
+    pol_identity_spec spec;
+    SSL_CTX *ctx;
+    uint64_t generation;  // unique per load in this process: part of session cache keys
+    X509 *leaf;
+    time_t not_before, not_after;
+    char subject[256], issuer[256];
+    char key_type[32];
+};
+typedef struct pol_identity pol_identity;
+
+// What verification found, for error messages. A tunnel points the SSL's ex_data slot
+// (pol_verify_ex_index) at one of these before the handshake.
+typedef struct {
+    int failed;
+    long x509_error;    // X509_V_ERR_*, or 0 for a pin mismatch
+    char expected[256]; // the name the certificate must carry (set by the caller)
+    char reason[700];   // in words
+} pol_verify_result;
+
+int pol_verify_ex_index(void);
+
+// pol_identity_set_ctx_hook registers a function called on every new SSL_CTX (the
+// gateway installs its session and alert callbacks there).
+void pol_identity_set_ctx_hook(void (*hook)(SSL_CTX *ctx));
+
+// pol_identity_load builds the SSL_CTX for |spec|. On success the identity takes over
+// |spec|'s strings (and |spec| is zeroed); on failure |spec| is untouched, NULL is
+// returned and the reason (naming the setting and file) is written into |err|.
+pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_len);
+// pol_identity_free frees |id| and everything it owns (NULL is fine).
+void pol_identity_free(pol_identity *id);
+// pol_identity_spec_free frees the strings of a spec that was not loaded.
+void pol_identity_spec_free(pol_identity_spec *spec);
+
+// pol_identity_key_mode_problem: if |path| is readable by group or others, writes a
+// warning into |out| and returns 1.
+int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len);
+
+// pol_set_verify_name configures |ssl| to require |name| (a DNS name, or an IP literal
+// checked against IP SANs) in the server certificate.
+int pol_set_verify_name(SSL *ssl, const char *name);
+
+// pol_tls_version_parse turns "1.2"/"1.3" into TLS1_2_VERSION/TLS1_3_VERSION (0: bad).
+uint16_t pol_tls_version_parse(const char *s);
+
+#endif
