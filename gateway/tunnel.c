@@ -65,6 +65,7 @@ struct gw_tunnel {
     char connect_host[256];
     uint16_t connect_port;
     char server_name[256];
+    int confirm_grace;  // a session ticket arrived while confirming
     res_addr addrs[RES_MAX_ADDRS];
     size_t num_addrs, next_addr;
     gw_err last_connect_err;
@@ -82,6 +83,7 @@ atomic_int gw_rejecting_tunnels;
 
 static void run(gw_tunnel *t);
 static void start_connect(gw_tunnel *t);
+static void established(gw_tunnel *t);
 
 gw_tunnel *gw_tunnel_next(gw_tunnel *t) {
     return t->next;
@@ -310,10 +312,7 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
             break;
         case T_CONFIRMING:
             // The server said nothing after the handshake: nothing says it rejected us.
-            t->state = T_RELAY;
-            queue_success(t);
-            t->last_activity = gw_loop_now(loop);
-            gw_timer_start(loop, &t->timer, (uint64_t)t->cfg->limits.idle_timeout_s * 1000);
+            established(t);
             run(t);
             break;
         case T_RELAY: {
@@ -463,6 +462,7 @@ static void route(gw_tunnel *t, const char *host, uint16_t port) {
 
 static void established(gw_tunnel *t) {
     gw_loop *loop = t->worker->loop;
+    gw_upstream_confirm(&t->upstream);
     t->state = T_RELAY;
     queue_success(t);
     t->last_activity = gw_loop_now(loop);
@@ -510,6 +510,9 @@ static void consume(gw_tunnel *t, size_t n) {
 
 static void parse_request(gw_tunnel *t) {
     gw_buf *b = t->to_up;
+    if (b == NULL) {
+        return;  // nothing read yet
+    }
     const uint8_t *p = b->data + b->start;
     size_t len = gw_buf_len(b);
     size_t used = 0;
@@ -694,6 +697,14 @@ static void step_tls(gw_tunnel *t) {
     switch (st) {
         case GW_STEP_WANT_READ:
             t->up.readable = 0;
+            if (t->state == T_CONFIRMING && t->upstream.ticket_seen && !t->confirm_grace) {
+                // OpenSSL-based servers such as nginx send their tickets before they look
+                // at our certificate, and close right after: a ticket shortens the wait to
+                // a grace period instead of ending it.
+                t->confirm_grace = 1;
+                uint64_t grace = (uint64_t)t->cfg->limits.confirm_ms / 4;
+                gw_timer_start(t->worker->loop, &t->timer, grace ? grace : 1);
+            }
             return;
         case GW_STEP_WANT_WRITE:
             t->up.writable = 0;

@@ -19,6 +19,10 @@ void gw_upstream_init(gw_upstream *u) {
 }
 
 void gw_upstream_close(gw_upstream *u) {
+    for (size_t i = 0; i < u->num_held; i++) {
+        SSL_SESSION_free(u->held[i]);
+    }
+    u->num_held = 0;
     if (u->ssl != NULL) {
         SSL_free(u->ssl);
         u->ssl = NULL;
@@ -94,8 +98,22 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session) {
         return 0;
     }
     u->ticket_seen = 1;
-    gw_sesscache_put(u->sess_key, session);
-    return 1;  // we keep the reference
+    if (u->confirmed) {
+        gw_sesscache_put(u->sess_key, session);
+    } else if (u->num_held < sizeof(u->held) / sizeof(u->held[0])) {
+        u->held[u->num_held++] = session;
+    } else {
+        SSL_SESSION_free(session);
+    }
+    return 1;  // we own the reference
+}
+
+void gw_upstream_confirm(gw_upstream *u) {
+    u->confirmed = 1;
+    for (size_t i = 0; i < u->num_held; i++) {
+        gw_sesscache_put(u->sess_key, u->held[i]);
+    }
+    u->num_held = 0;
 }
 
 static void on_info(const SSL *ssl, int where, int ret) {
@@ -233,17 +251,13 @@ gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size
 }
 
 int gw_upstream_needs_confirm(const gw_upstream *u) {
-    return !SSL_session_reused(u->ssl) && u->cert_requested && SSL_version(u->ssl) >= TLS1_3_VERSION &&
-           !u->ticket_seen;
+    return !SSL_session_reused(u->ssl) && u->cert_requested && SSL_version(u->ssl) >= TLS1_3_VERSION;
 }
 
 gw_step gw_upstream_confirm_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {
-    if (u->ticket_seen) {
-        return GW_STEP_DONE;
-    }
     uint8_t b;
     int ret = SSL_peek(u->ssl, &b, 1);
-    if (ret > 0 || u->ticket_seen) {
+    if (ret > 0) {
         return GW_STEP_DONE;
     }
     return classify(u, ret, 0, out_err, reason, reason_len);

@@ -19,6 +19,9 @@ typedef struct {
     int alert;           // fatal alert received from the server, -1 if none
     int cert_requested;  // the server sent a CertificateRequest
     int ticket_seen;     // a session arrived through the new-session callback
+    int confirmed;       // the server accepted us: sessions may go to the cache
+    SSL_SESSION *held[4];  // sessions that arrived before confirmation
+    size_t num_held;
     char sess_key[600];  // session cache key
 } gw_upstream;
 
@@ -49,9 +52,15 @@ gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size
 // gw_upstream_needs_confirm says whether the server may still reject our certificate after
 // the handshake looks complete (full TLS 1.3 handshake in which we sent a certificate).
 int gw_upstream_needs_confirm(const gw_upstream *u);
-// gw_upstream_confirm_step looks for the server's first record after the handshake
-// without consuming application data: DONE once a ticket or data arrived.
+// gw_upstream_confirm_step looks at what the server sent after the handshake without
+// consuming application data: DONE once data arrived, FAILED on an alert or a close,
+// WANT_READ otherwise (session tickets are processed; see ticket_seen).
 gw_step gw_upstream_confirm_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
+
+// gw_upstream_confirm marks the tunnel accepted by the server and moves the sessions
+// held back so far into the shared cache (a rejected tunnel's sessions are never cached,
+// or the next connection would resume into the same rejection).
+void gw_upstream_confirm(gw_upstream *u);
 
 // gw_tls_alert_name returns the RFC 8446 name of an alert ("unknown_ca").
 const char *gw_tls_alert_name(int alert);

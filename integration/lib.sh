@@ -1,0 +1,324 @@
+# Shared helper for mtlsgw integration tests: real nginx, redis, dnsmasq, curl and
+# proxychains4 on free loopback ports, a test PKI made with the openssl CLI, and the
+# gateway itself. Every process started here is stopped by its PID on exit.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+MTLSGW=${MTLSGW:-$ROOT/build/mtlsgw}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtlsgw-it.XXXXXX")
+PIDS=()
+FAILS=0
+PASSES=0
+TEST_NAME=$(basename "$0" .sh)
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP_WORK:-0}" = 1 ] || [ "$FAILS" -gt 0 ]; then
+        echo "work dir kept: $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() {  # wait_port PORT [PID]
+    for _ in $(seq 100); do
+        if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); s.connect(('127.0.0.1',$1))" 2>/dev/null; then
+            return 0
+        fi
+        if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
+            echo "process $2 died before listening on $1" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+pass() { PASSES=$((PASSES + 1)); echo "ok - $*"; }
+fail() { FAILS=$((FAILS + 1)); echo "not ok - $*"; }
+
+# check DESCRIPTION COMMAND...: passes when the command succeeds.
+check() {
+    local what=$1; shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+
+# expect_eq DESCRIPTION EXPECTED ACTUAL
+expect_eq() {
+    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1: expected [$2], got [$3]"; fi
+}
+
+# expect_contains DESCRIPTION NEEDLE HAYSTACK
+expect_contains() {
+    case "$3" in
+        *"$2"*) pass "$1" ;;
+        *) fail "$1: [$2] not found in: $3" ;;
+    esac
+}
+
+finish() {
+    echo "$TEST_NAME: $PASSES passed, $FAILS failed"
+    [ "$FAILS" -eq 0 ]
+}
+
+# ---- PKI ----
+# make_pki: root CA -> intermediate CA -> server certificates; client certificates from a
+# client CA; an unrelated "rogue" CA; an expired server certificate; a CRL.
+make_pki() {
+    local d=$WORK/pki
+    mkdir -p "$d"
+    (
+        cd "$d"
+        ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; chmod 600 "$1"; }
+        cat > ca.cnf <<'CNF'
+[ ca ]
+default_ca = int
+[ int ]
+dir = .
+database = index.txt
+new_certs_dir = newcerts
+serial = serial
+crlnumber = crlnumber
+default_md = sha256
+policy = any
+copy_extensions = copy
+default_crl_days = 30
+unique_subject = no
+[ any ]
+commonName = supplied
+[ v3_ca ]
+basicConstraints = critical, CA:true
+keyUsage = critical, keyCertSign, cRLSign
+[ v3_server ]
+basicConstraints = CA:false
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+[ v3_client ]
+basicConstraints = CA:false
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+CNF
+        mkdir -p newcerts; : > index.txt; echo 1000 > serial; echo 1000 > crlnumber
+        # Server side: root -> intermediate -> servers.
+        ec root.key
+        openssl req -x509 -new -key root.key -subj "/CN=DC2 Root CA" -days 3650 -out root.crt \
+            -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+        ec int.key
+        openssl req -new -key int.key -subj "/CN=DC2 Intermediate CA" -out int.csr 2>/dev/null
+        openssl x509 -req -in int.csr -CA root.crt -CAkey root.key -CAcreateserial -days 3650 \
+            -extfile ca.cnf -extensions v3_ca -out int.crt 2>/dev/null
+        server() {  # server NAME SAN [startdate enddate]
+            ec "$1.key"
+            openssl req -new -key "$1.key" -subj "/CN=$1" -addext "subjectAltName=$2" -out "$1.csr" 2>/dev/null
+            if [ -n "${3:-}" ]; then
+                openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -extensions v3_server \
+                    -startdate "$3" -enddate "$4" -in "$1.csr" -out "$1.crt" 2>/dev/null
+            else
+                openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -extensions v3_server \
+                    -days 365 -in "$1.csr" -out "$1.crt" 2>/dev/null
+            fi
+            openssl x509 -in "$1.crt" -out "$1.leaf.pem"
+            cat "$1.leaf.pem" int.crt > "$1.chain.crt"
+        }
+        server orders "DNS:orders.dc2.test,DNS:*.dc2.test,IP:127.0.0.1"
+        server redis "DNS:redis.dc2.test"
+        server config "DNS:config.example.com"
+        server revoked "DNS:revoked.dc2.test"
+        server expired "DNS:expired.dc2.test" 20200101000000Z 20210101000000Z
+        openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -revoke revoked.crt 2>/dev/null
+        openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -gencrl -out int.crl 2>/dev/null
+        cat root.crt > server-trust.crt
+        cat int.crt root.crt > server-trust-full.crt
+        # Client side: a client CA that nginx trusts, and a rogue CA it does not.
+        ec client-ca.key
+        openssl req -x509 -new -key client-ca.key -subj "/CN=Client CA" -days 3650 -out client-ca.crt \
+            -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+        ec rogue-ca.key
+        openssl req -x509 -new -key rogue-ca.key -subj "/CN=Rogue CA" -days 3650 -out rogue-ca.crt \
+            -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+        client() {  # client NAME CA
+            ec "$1.key"
+            openssl req -new -key "$1.key" -subj "/O=mtlsgw-test/CN=$1" -out "$1.csr" 2>/dev/null
+            openssl x509 -req -in "$1.csr" -CA "$2.crt" -CAkey "$2.key" -CAcreateserial -days 365 \
+                -extfile ca.cnf -extensions v3_client -out "$1.crt" 2>/dev/null
+        }
+        client ops client-ca
+        client billing client-ca
+        client intruder rogue-ca
+        # A self-signed server that nobody trusts.
+        ec untrusted.key
+        openssl req -x509 -new -key untrusted.key -subj "/CN=untrusted.dc2.test" -days 365 \
+            -addext "subjectAltName=DNS:untrusted.dc2.test" -out untrusted.crt 2>/dev/null
+    )
+    PKI=$d
+}
+
+# ---- servers ----
+
+start_dnsmasq() {  # start_dnsmasq NAME=IP...
+    DNS_PORT=$(free_port)
+    local args=() rec
+    for rec in "$@"; do args+=("--host-record=${rec%%=*},${rec#*=}"); done
+    dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-daemon --user=root \
+        --listen-address=127.0.0.1 --bind-interfaces --port="$DNS_PORT" \
+        --log-facility="$WORK/dnsmasq.log" --pid-file="$WORK/dnsmasq.pid" "${args[@]}" \
+        > "$WORK/dnsmasq.out" 2>&1 &
+    PIDS+=($!)
+    DNS_PID=$!
+    for _ in $(seq 50); do
+        if python3 - "$DNS_PORT" <<'PY' 2>/dev/null; then return 0; fi
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)
+# a minimal query for "." NS; any answer means dnsmasq is up
+s.sendto(bytes.fromhex("12340100000100000000000000000200 01".replace(" ", "")), ("127.0.0.1", int(sys.argv[1])))
+s.recv(512)
+PY
+        sleep 0.1
+    done
+    echo "dnsmasq did not start" >&2; cat "$WORK/dnsmasq.out" >&2; return 1
+}
+
+start_redis() {
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$WORK" --logfile "$WORK/redis.log" > /dev/null 2>&1 &
+    PIDS+=($!)
+    wait_port "$REDIS_PORT" $!
+}
+
+start_backend() {  # a small HTTP backend that echoes what nginx tells it
+    BACKEND_PORT=$(free_port)
+    python3 "$HERE/backend.py" "$BACKEND_PORT" > "$WORK/backend.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$BACKEND_PORT" $!
+}
+
+# start_nginx: the remote mTLS terminator. HTTPS servers (ssl_verify_client on) that
+# answer with the client's certificate subject and whether the session was reused, and a
+# stream server in front of redis.
+start_nginx() {
+    NGX_HTTPS=$(free_port); NGX_REDIS=$(free_port); NGX_TLS12=$(free_port)
+    NGX_EXPIRED=$(free_port); NGX_REVOKED=$(free_port); NGX_UNTRUSTED=$(free_port)
+    mkdir -p "$WORK/nginx/logs"
+    cat > "$WORK/nginx/nginx.conf" <<NGX
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log $WORK/nginx/logs/access.log;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    ssl_client_certificate $PKI/client-ca.crt;
+    ssl_verify_client on;
+    ssl_session_cache shared:S:1m;
+    ssl_session_tickets on;
+    map \$ssl_client_verify \$mtls_ok { SUCCESS 1; default 0; }
+    server {
+        listen 127.0.0.1:$NGX_HTTPS ssl;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_certificate $PKI/orders.chain.crt;
+        ssl_certificate_key $PKI/orders.key;
+        location /rejected-by-nginx { return 403; }
+        location / {
+            proxy_pass http://127.0.0.1:$BACKEND_PORT;
+            proxy_set_header X-Client-DN \$ssl_client_s_dn;
+            proxy_set_header X-Client-Serial \$ssl_client_serial;
+            proxy_set_header X-Session-Reused \$ssl_session_reused;
+            proxy_set_header X-TLS \$ssl_protocol;
+            proxy_set_header Host \$host;
+            proxy_http_version 1.1;
+            proxy_request_buffering off;
+            proxy_buffering off;
+        }
+    }
+    server {
+        listen 127.0.0.1:$NGX_TLS12 ssl;
+        ssl_protocols TLSv1.2;
+        ssl_certificate $PKI/orders.chain.crt;
+        ssl_certificate_key $PKI/orders.key;
+        location / { return 200 "dn=\$ssl_client_s_dn reused=\$ssl_session_reused proto=\$ssl_protocol\n"; }
+    }
+    server {
+        listen 127.0.0.1:$NGX_EXPIRED ssl;
+        ssl_certificate $PKI/expired.chain.crt;
+        ssl_certificate_key $PKI/expired.key;
+        location / { return 200 "reached expired\n"; }
+    }
+    server {
+        listen 127.0.0.1:$NGX_REVOKED ssl;
+        ssl_certificate $PKI/revoked.chain.crt;
+        ssl_certificate_key $PKI/revoked.key;
+        location / { return 200 "reached revoked\n"; }
+    }
+    server {
+        listen 127.0.0.1:$NGX_UNTRUSTED ssl;
+        ssl_certificate $PKI/untrusted.crt;
+        ssl_certificate_key $PKI/untrusted.key;
+        location / { return 200 "reached untrusted\n"; }
+    }
+}
+stream {
+    log_format mtls '\$remote_addr dn="\$ssl_client_s_dn" reused=\$ssl_session_reused \$status';
+    access_log $WORK/nginx/logs/stream.log mtls;
+    server {
+        listen 127.0.0.1:$NGX_REDIS ssl;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_certificate $PKI/redis.chain.crt;
+        ssl_certificate_key $PKI/redis.key;
+        ssl_client_certificate $PKI/client-ca.crt;
+        ssl_verify_client on;
+        ssl_session_cache shared:T:1m;
+        proxy_pass 127.0.0.1:$REDIS_PORT;
+    }
+}
+NGX
+    nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' > "$WORK/nginx/out.log" 2>&1 &
+    PIDS+=($!)
+    NGINX_PID=$!
+    wait_port "$NGX_HTTPS" $NGINX_PID
+    wait_port "$NGX_REDIS" $NGINX_PID
+}
+
+# start_gw CONFIG: run the gateway; its access log and errors go to $WORK/gw.log.
+start_gw() {
+    GW_CONF=$1
+    "$MTLSGW" run -c "$GW_CONF" >> "$WORK/gw.log" 2>&1 &
+    GW_PID=$!
+    PIDS+=($GW_PID)
+    wait_port "$GW_PORT" $GW_PID
+}
+
+gw_alive() { kill -0 "$GW_PID" 2>/dev/null; }
+
+# proxychains_conf FILE PORT TYPE: a proxychains4 config using the gateway.
+proxychains_conf() {
+    cat > "$1" <<PC
+strict_chain
+proxy_dns
+remote_dns_subnet 224
+tcp_read_time_out 15000
+tcp_connect_time_out 8000
+localnet 127.0.0.0/255.0.0.0
+[ProxyList]
+${3:-socks5} 127.0.0.1 $2
+PC
+}
