@@ -121,7 +121,7 @@ static void log_access(gw_tunnel *t) {
         .action = t->rule ? pol_action_name(t->rule->action) : NULL,
         .identity = t->rule && t->rule->identity ? t->rule->identity->spec.name : NULL,
         .upstream = t->upstream_text[0] ? t->upstream_text : NULL,
-        .sni = t->server_name[0] && !gw_host_is_ip(t->server_name) ? t->server_name : NULL,
+        .sni = t->rule && t->rule->action == POL_ACTION_MTLS && !gw_host_is_ip(t->server_name) ? t->server_name : NULL,
         .tls = tls,
         .resumed = resumed,
         .dns_ms = t->dns_ms,
@@ -197,6 +197,10 @@ static int queue_down(gw_tunnel *t, const void *p, size_t len) {
 
 static void queue_http_error(gw_tunnel *t, gw_err err, const char *reason) {
     const gw_err_info *info = gw_err_describe(err);
+    const char *proxy_status = info->proxy_status;
+    if ((err == GW_ERR_DENIED || err == GW_ERR_NO_RULE) && t->dest.family == 0) {
+        proxy_status = "http_request_denied";  // a name, not an IP, was refused
+    }
     char details[400];
     size_t n = 0;
     for (const char *p = reason; *p && n + 2 < sizeof(details); p++) {
@@ -209,9 +213,9 @@ static void queue_http_error(gw_tunnel *t, gw_err err, const char *reason) {
     char head[1024];
     int len = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n", info->http_status,
                        gw_http_reason_phrase(info->http_status));
-    if (info->proxy_status != NULL) {
+    if (proxy_status != NULL) {
         len += snprintf(head + len, sizeof(head) - (size_t)len, "Proxy-Status: mtlsgw; error=%s; details=\"%s\"\r\n",
-                        info->proxy_status, details);
+                        proxy_status, details);
     }
     if (info->http_status == 407) {
         len += snprintf(head + len, sizeof(head) - (size_t)len, "Proxy-Authenticate: Basic realm=\"mtlsgw\"\r\n");
@@ -474,7 +478,7 @@ static void established(gw_tunnel *t) {
 // read_request reads what the client sent so far into to_up. Returns 0 if the tunnel
 // closed (EOF or error before a complete request).
 static int read_request(gw_tunnel *t) {
-    if (!t->client.readable) {
+    if (!t->client.readable || t->client.eof) {
         return 1;
     }
     if (t->to_up == NULL && (t->to_up = gw_buf_get(&t->worker->pool)) == NULL) {
@@ -488,8 +492,10 @@ static int read_request(gw_tunnel *t) {
             continue;
         }
         if (n == 0) {
-            close_tunnel(t, "client_closed", "client closed before sending a complete request");
-            return 0;
+            // The request may be complete: parse it first (a client may half-close).
+            t->client.eof = 1;
+            t->client.readable = 0;
+            return 1;
         }
         if (errno == EINTR) {
             continue;
@@ -1002,6 +1008,10 @@ static void run(gw_tunnel *t) {
                 return;
             }
             parse_request(t);
+            if (t->client.eof && t->state < T_RESOLVING) {
+                close_tunnel(t, "client_closed", "client closed before sending a complete request");
+                return;
+            }
             if (t->state == T_REJECTING) {
                 flush_rejection(t);
             } else if (t->state != T_CLOSED && t->state < T_RESOLVING) {
