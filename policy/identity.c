@@ -78,6 +78,20 @@ static int read_password(const char *setting, const char *path, char *out, size_
     return 1;
 }
 
+static int file_mentions(const char *path, const char *word) {
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        return 0;
+    }
+    char line[256];
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f) != NULL) {
+        found = strstr(line, word) != NULL;
+    }
+    fclose(f);
+    return found;
+}
+
 static int password_cb(char *buf, int size, int rwflag, void *u) {
     const char *pass = u;
     if (pass == NULL) {
@@ -297,12 +311,12 @@ static int load_pem_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *
     BIO_free(bio);
     OPENSSL_cleanse(pass, sizeof(pass));
     if (key == NULL) {
-        uint32_t code = ERR_peek_last_error();
-        int lib = ERR_GET_LIB(code), reason = ERR_GET_REASON(code);
-        if (!have_pass && lib == ERR_LIB_PEM && reason == PEM_R_BAD_PASSWORD_READ) {
+        // A wrong password shows up as any of several decoding errors; the file itself
+        // says whether it is encrypted.
+        int encrypted = file_mentions(spec->key, "ENCRYPTED");
+        if (!have_pass && encrypted) {
             snprintf(err, err_len, "key: %s: the key is encrypted; set key_password_file", spec->key);
-        } else if (have_pass && (reason == PEM_R_BAD_DECRYPT || lib == ERR_LIB_CIPHER || lib == ERR_LIB_PKCS8 ||
-                                 reason == PEM_R_BAD_PASSWORD_READ)) {
+        } else if (have_pass && encrypted) {
             snprintf(err, err_len, "key_password_file: wrong password for %s", spec->key);
         } else {
             snprintf(err, err_len, "key: %s: not a PEM private key (%s)", spec->key, last_ssl_error(e, sizeof(e)));

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# TLS session reuse: 50 sequential tunnels against TLS 1.3 and TLS 1.2 nginx terminators
+# resume (nginx's $ssl_session_reused), and a session of one identity is never offered
+# for another identity on the same upstream and server name.
+source "$(dirname "$0")/lib.sh"
+
+make_pki
+start_backend
+start_redis
+start_nginx
+GW_PORT=$(free_port)
+cat > "$WORK/gw.conf" <<CONF
+workers = 2;
+listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
+identities = (
+  { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; },
+  { name = "billing"; certificate = "$PKI/billing.crt"; key = "$PKI/billing.key"; trust = "$PKI/server-trust.crt"; }
+);
+rules = (
+  { match = "tls13.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_HTTPS"; server_name = "orders.dc2.test"; },
+  { match = "tls12.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_TLS12"; server_name = "orders.dc2.test"; },
+  { match = "a.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_TLS12"; server_name = "orders.dc2.test"; },
+  { match = "b.test"; identity = "billing"; upstream = "127.0.0.1:$NGX_TLS12"; server_name = "orders.dc2.test"; }
+);
+CONF
+start_gw "$WORK/gw.conf"
+
+count_reused() {  # count_reused HOST N
+    local n=0 i out
+    for i in $(seq "$2"); do
+        out=$(curl -s -m 10 -p -x "http://127.0.0.1:$GW_PORT" "http://$1:443/r$i")
+        case "$out" in *"reused=r"*) n=$((n + 1)) ;; esac
+    done
+    echo "$n"
+}
+# The first tunnel is a full handshake; of the 50 after it, at least 99 % must resume.
+count_reused tls13.test 1 > /dev/null
+r13=$(count_reused tls13.test 50)
+[ "$r13" -ge 50 ] && pass "TLS 1.3: $r13/50 tunnels resumed" || fail "TLS 1.3: only $r13/50 tunnels resumed"
+count_reused tls12.test 1 > /dev/null
+r12=$(count_reused tls12.test 50)
+[ "$r12" -ge 50 ] && pass "TLS 1.2: $r12/50 tunnels resumed" || fail "TLS 1.2: only $r12/50 tunnels resumed"
+expect_contains "access log shows resumed=1" "resumed=1" "$(cat "$WORK/gw.log")"
+
+# Alternate identities on the same upstream and server name: each must always be seen
+# as itself (a resumed session carries the identity it was made with).
+bad=0
+for i in $(seq 10); do
+    a=$(curl -s -m 10 -p -x "http://127.0.0.1:$GW_PORT" "http://a.test:443/")
+    b=$(curl -s -m 10 -p -x "http://127.0.0.1:$GW_PORT" "http://b.test:443/")
+    case "$a" in *"dn=CN=ops,"*) ;; *) bad=$((bad + 1)) ;; esac
+    case "$b" in *"dn=CN=billing,"*) ;; *) bad=$((bad + 1)) ;; esac
+done
+expect_eq "20 alternating tunnels: every one presented its own identity" "0" "$bad"
+expect_contains "and identity b resumed its own sessions" "reused=r" "$b"
+finish
