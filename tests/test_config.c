@@ -1,0 +1,117 @@
+// config loading: every problem as file:line: setting: what was expected, all of them
+// reported, defaults when settings are absent.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "policy/config.h"
+
+static char path[64];
+
+static pol_config *load(const char *text, pol_errors *errs) {
+    snprintf(path, sizeof(path), "/tmp/mtlsgw-unit-%d.conf", (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    pol_errors_init(errs);
+    pol_config *cfg = pol_config_load(path, errs);
+    unlink(path);
+    return cfg;
+}
+
+static int has(const pol_errors *errs, const char *line_suffix) {
+    char want[512];
+    snprintf(want, sizeof(want), "%s:%s", path, line_suffix);
+    for (size_t i = 0; i < errs->len; i++) {
+        if (strcmp(errs->lines[i], want) == 0) {
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < errs->len; i++) {
+        fprintf(stderr, "  got: %s\n", errs->lines[i]);
+    }
+    fprintf(stderr, "  want: %s\n", want);
+    return 0;
+}
+
+static void minimal_and_defaults(void **state) {
+    pol_errors errs;
+    pol_config *cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+                           "rules = ( { match = \"*.example.org\"; action = \"direct\"; } );\n",
+                           &errs);
+    assert_non_null(cfg);
+    assert_int_equal(errs.len, 0);
+    assert_int_equal(cfg->listeners[0].protocols, POL_PROTO_SOCKS5 | POL_PROTO_SOCKS4 | POL_PROTO_HTTP);
+    assert_int_equal(cfg->limits.max_connections, 20000);
+    assert_int_equal(cfg->limits.confirm_ms, 200);
+    assert_int_equal(cfg->resolver.timeout_ms, 2000);
+    assert_int_equal(cfg->num_allow, 2);  // loopback only by default
+    pol_dest d;
+    pol_dest_init(&d, "a.example.org", 80);
+    assert_non_null(pol_config_lookup(cfg, &d));
+    pol_dest_init(&d, "example.com", 80);
+    assert_null(pol_config_lookup(cfg, &d));  // default deny
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
+}
+
+static void every_error_with_line(void **state) {
+    pol_errors errs;
+    pol_config *cfg = load("workers = \"two\";\n"
+                           "listen = ( { name = \"p\"; address = \"localhost:1080\"; protocols = [\"socks6\"]; } );\n"
+                           "limits = { max_connections = 0; header_mx = 1; };\n"
+                           "rules = (\n"
+                           "  { match = \"a.test\"; action = \"allow\"; },\n"
+                           "  { match = \"b.test\"; identity = \"nobody\"; },\n"
+                           "  { match = \"c.test\"; action = \"direct\"; upstream = \"c.test\"; }\n"
+                           ");\n"
+                           "resolver = { servers = [ \"dns.example\" ]; };\n"
+                           "allow = [ \"everyone\" ];\n"
+                           "log = { level = \"loud\"; };\n",
+                           &errs);
+    assert_null(cfg);
+    assert_true(has(&errs, "1: workers: expected an integer from 0 to 256, found a string"));
+    assert_true(has(&errs, "2: listen[0].address: expected \"IPv4:port\" or \"[IPv6]:port\", found \"localhost:1080\""));
+    assert_true(has(&errs, "2: listen[0].protocols: expected \"socks5\", \"socks4\" or \"http\", found \"socks6\""));
+    assert_true(has(&errs, "3: limits.max_connections: expected an integer from 1 to 10000000, found 0"));
+    assert_true(has(&errs, "3: limits: unknown setting \"header_mx\"; expected one of: max_connections, "
+                           "connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s, header_max, "
+                           "drain_timeout_s"));
+    assert_true(has(&errs, "5: rules[0].action: expected \"mtls\", \"direct\" or \"deny\", found \"allow\""));
+    assert_true(has(&errs, "6: rules[1].identity: no identity is named \"nobody\" (see identities)"));
+    assert_true(has(&errs, "7: rules[2].upstream: expected \"host:port\" or \"[IPv6]:port\", found \"c.test\""));
+    assert_true(has(&errs, "9: resolver.servers: expected \"IP\" or \"IP:port\" of a DNS server, found \"dns.example\""));
+    assert_true(has(&errs, "10: allow: expected an IP address or CIDR like \"127.0.0.0/8\", found \"everyone\""));
+    assert_true(has(&errs, "11: log.level: expected \"error\", \"warn\", \"info\" or \"debug\", found \"loud\""));
+    pol_errors_free(&errs);
+}
+
+static void syntax_error(void **state) {
+    pol_errors errs;
+    pol_config *cfg = load("listen = (\n  { name = \"p\" address = ; }\n);\n", &errs);
+    assert_null(cfg);
+    assert_int_equal(errs.len, 1);
+    assert_non_null(strstr(errs.lines[0], ":2: syntax error"));
+    pol_errors_free(&errs);
+}
+
+static void missing_listen(void **state) {
+    pol_errors errs;
+    pol_config *cfg = load("rules = ();\n", &errs);
+    assert_null(cfg);
+    assert_non_null(strstr(errs.lines[0], "listen: at least one listener is required"));
+    pol_errors_free(&errs);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(minimal_and_defaults), cmocka_unit_test(every_error_with_line),
+                                       cmocka_unit_test(syntax_error), cmocka_unit_test(missing_listen)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
