@@ -8,6 +8,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 MTLSGW=${MTLSGW:-$ROOT/build/mtlsgw}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtlsgw-it.XXXXXX")
 PIDS=()
+GW_PIDS=()
 FAILS=0
 PASSES=0
 TEST_NAME=$(basename "$0" .sh)
@@ -70,7 +71,24 @@ expect_contains() {
     esac
 }
 
+# stop_gateways: SIGTERM every gateway, wait for a clean exit, and fail on any sanitizer
+# report (ASan/UBSan/LSan builds print them at exit).
+stop_gateways() {
+    local pid
+    for pid in "${GW_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || continue
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    done
+    if cat "$WORK"/gw*.log 2>/dev/null | grep -qE "Sanitizer|runtime error:"; then
+        fail "sanitizer report in the gateway's log"
+        grep -hE -A20 "Sanitizer|runtime error:" "$WORK"/gw*.log | head -60
+    else
+        pass "gateway stopped cleanly on SIGTERM, no sanitizer report"
+    fi
+}
+
 finish() {
+    stop_gateways
     echo "$TEST_NAME: $PASSES passed, $FAILS failed"
     [ "$FAILS" -eq 0 ]
 }
@@ -304,6 +322,7 @@ start_gw() {
     "$MTLSGW" run -c "$GW_CONF" >> "$WORK/gw.log" 2>&1 &
     GW_PID=$!
     PIDS+=($GW_PID)
+    GW_PIDS+=($GW_PID)
     wait_port "$GW_PORT" $GW_PID
 }
 

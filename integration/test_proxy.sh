@@ -138,7 +138,7 @@ expect_contains "plain GET on the proxy port: 405 with Proxy-Status" "Proxy-Stat
 GW2_PORT=$(free_port)
 sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$GW2_PORT/" -e "s/127.0.0.1:$DNS_PORT/127.0.0.1:$MUTE_DNS/" "$WORK/gw.conf" > "$WORK/gw2.conf"
 "$MTLSGW" run -c "$WORK/gw2.conf" >> "$WORK/gw2.log" 2>&1 &
-PIDS+=($!); wait_port "$GW2_PORT" $!
+PIDS+=($!); GW_PIDS+=($!); wait_port "$GW2_PORT" $!
 expect_eq "DNS timeout: SOCKS5 0x04" "rep=4" "$(python3 "$HERE/socks_probe.py" "$GW2_PORT" web.dc1.test "$BACKEND_PORT")"
 h=$(printf 'CONNECT web.dc1.test:%s HTTP/1.1\r\n\r\n' "$BACKEND_PORT" | python3 "$HERE/raw.py" "$GW2_PORT" | tr -d '\r')
 expect_contains "DNS timeout: 504 dns_timeout" "504 Gateway Timeout" "$h"
@@ -203,6 +203,44 @@ print(line.decode() == hashlib.sha256(payload).hexdigest(), len(rest))
 PY
 )
 expect_eq "half-close: upstream got all bytes and EOF, client got the full answer" "True 1048576" "$out"
+
+# max_connections and allow: a third gateway with room for one tunnel, and one that only
+# allows 10.0.0.0/8.
+GW3_PORT=$(free_port)
+sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$GW3_PORT/" -e "s/connect_timeout_ms = 500;/connect_timeout_ms = 500; max_connections = 1;/" \
+    "$WORK/gw.conf" > "$WORK/gw3.conf"
+"$MTLSGW" run -c "$WORK/gw3.conf" >> "$WORK/gw3.log" 2>&1 &
+PIDS+=($!); GW_PIDS+=($!); wait_port "$GW3_PORT" $!
+out=$(python3 - "$GW3_PORT" "$ECHO_PORT" <<'PY'
+import socket, sys, time
+gw = int(sys.argv[1])
+hold = socket.create_connection(("127.0.0.1", gw), timeout=10)   # the one allowed tunnel
+hold.sendall(b"CONNECT echo.dc1.test:7 HTTP/1.1\r\n\r\n")
+assert hold.recv(100).startswith(b"HTTP/1.1 200")
+s = socket.create_connection(("127.0.0.1", gw), timeout=10)
+s.sendall(b"\x05\x01\x00\x05\x01\x00\x03\x0cecho.dc1.test\x00\x07"[:0] + b"\x05\x01\x00")
+s.recv(2)
+s.sendall(b"\x05\x01\x00\x03\x0decho.dc1.test\x00\x07")
+r1 = s.recv(10)[1]
+h = socket.create_connection(("127.0.0.1", gw), timeout=10)
+h.sendall(b"CONNECT echo.dc1.test:7 HTTP/1.1\r\n\r\n")
+r2 = h.recv(300).split(b"\r\n")
+status = r2[0].decode()
+ps = [l for l in r2 if l.startswith(b"Proxy-Status")]
+hold.close(); time.sleep(0.3)
+again = socket.create_connection(("127.0.0.1", gw), timeout=10)
+again.sendall(b"CONNECT echo.dc1.test:7 HTTP/1.1\r\n\r\n")
+ok = again.recv(100).startswith(b"HTTP/1.1 200")
+print(r1, status, b"connection_limit_reached" in ps[0] if ps else False, ok)
+PY
+)
+expect_eq "max_connections: SOCKS5 0x01, 503 connection_limit_reached, recovery" "1 HTTP/1.1 503 Service Unavailable True True" "$out"
+GW4_PORT=$(free_port)
+sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$GW4_PORT/" "$WORK/gw.conf" > "$WORK/gw4.conf"
+echo 'allow = [ "10.0.0.0/8" ];' >> "$WORK/gw4.conf"
+"$MTLSGW" run -c "$WORK/gw4.conf" >> "$WORK/gw4.log" 2>&1 &
+PIDS+=($!); GW_PIDS+=($!); wait_port "$GW4_PORT" $!
+expect_eq "allow list: a client outside it gets SOCKS5 0x02" "rep=2" "$(python3 "$HERE/socks_probe.py" "$GW4_PORT" web.dc1.test "$BACKEND_PORT")"
 
 check "gateway still running" gw_alive
 expect_contains "access log records denied tunnels with the rule" "result=denied reason=\"secret.dc1.test:80 denied by rule $WORK/gw.conf:" "$(cat "$WORK/gw.log")"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages mtlsgw builds with and tests against (only what is missing).
+set -euo pipefail
+PKGS="build-essential cmake pkg-config android-libboringssl-dev libc-ares-dev libconfig-dev libcmocka-dev
+      nginx libnginx-mod-stream redis-server redis-tools proxychains4 dnsmasq-base curl openssl python3"
+missing=()
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    echo "installing: ${missing[*]}"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
