@@ -523,8 +523,7 @@ static void parse_request(gw_tunnel *t) {
     size_t len = gw_buf_len(b);
     size_t used = 0;
     gw_socks_request req;
-    char user[256], pass[256];
-    (void)pass;
+    char user[256];
     if (t->state == T_DETECT) {
         if (len == 0) {
             return;

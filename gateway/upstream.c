@@ -80,12 +80,6 @@ gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_le
     if (e == 0) {
         return GW_ERR_NONE;
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    char addr[80] = "upstream";
-    if (getpeername(u->fd, (struct sockaddr *)&ss, &sl) == 0) {
-        gw_format_addr((struct sockaddr *)&ss, addr, sizeof(addr));
-    }
     snprintf(reason, reason_len, "connect: %s", strerror(e));
     return errno_to_err(e);
 }
