@@ -25,6 +25,8 @@ static const gw_err_info infos[GW_ERR_COUNT] = {
     [GW_ERR_AUTH] = {0x01, 0x5d, 407, NULL, "auth_failed"},
     [GW_ERR_LIMIT] = {0x01, 0x5b, 503, "connection_limit_reached", "limit"},
     [GW_ERR_INTERNAL] = {0x01, 0x5b, 500, "proxy_internal_error", "internal_error"},
+    [GW_ERR_UPSTREAM_HTTP] = {0x01, 0x5b, 502, "http_protocol_error", "upstream_http_error"},
+    [GW_ERR_UPSTREAM_CLOSED] = {0x01, 0x5b, 502, "http_response_incomplete", "upstream_closed"},
 };
 
 const gw_err_info *gw_err_describe(gw_err err) {

@@ -28,6 +28,8 @@ typedef enum {
     GW_ERR_AUTH,             // proxy authentication failed
     GW_ERR_LIMIT,            // max_connections reached
     GW_ERR_INTERNAL,         // out of memory, descriptors, ...
+    GW_ERR_UPSTREAM_HTTP,    // http_proxy: the origin's response is malformed
+    GW_ERR_UPSTREAM_CLOSED,  // http_proxy: the origin closed before its response was complete
     GW_ERR_COUNT
 } gw_err;
 

@@ -267,6 +267,10 @@ void gw_access_log(const gw_access_record *r) {
     n = put_num(line, n, cap, "up_bytes", (int64_t)r->up_bytes, json);
     n = put_num(line, n, cap, "down_bytes", (int64_t)r->down_bytes, json);
     n = put_num(line, n, cap, "duration_ms", r->duration_ms, json);
+    if (r->method != NULL) {
+        n = put_str(line, n, cap, "method", r->method, json);
+        n = put_num(line, n, cap, "status", r->status > 0 ? r->status : -1, json);
+    }
     n = put_str(line, n, cap, "result", r->result, json);
     n = put_str(line, n, cap, "reason", r->reason, json);
     if (json) {

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "gateway/h1.h"
 #include "gateway/http.h"
 #include "gateway/log.h"
 #include "gateway/netutil.h"
@@ -27,13 +28,18 @@ typedef enum {
     T_HANDSHAKING,      // TLS client handshake in progress
     T_CONFIRMING,       // full TLS 1.3 handshake done; waiting for the server's first record
     T_RELAY,            // success reply queued; bytes flow both ways
+    T_HTTP_FORWARD,     // http_proxy requests: messages framed and rewritten both ways
     T_REJECTING,        // error reply queued; flushing it, then closing
     T_CLOSED,           // closed; freed after the current batch
 } tunnel_state;
 
-typedef enum { P_NONE = 0, P_SOCKS5, P_SOCKS4, P_HTTP_CONNECT, P_FORWARD } tunnel_proto;
+typedef enum { P_NONE = 0, P_SOCKS5, P_SOCKS4, P_HTTP_CONNECT, P_FORWARD, P_HTTP_FORWARD } tunnel_proto;
 
-static const char *const proto_names[] = {"-", "socks5", "socks4", "http-connect", "forward"};
+static const char *const proto_names[] = {"-", "socks5", "socks4", "http-connect", "forward", "http"};
+
+// HTTP forward proxy: where the current request and its response are.
+enum { RQ_HEAD, RQ_BODY, RQ_DONE };           // waiting for a head / passing its body / sent
+enum { RS_IDLE, RS_HEAD, RS_BODY, RS_DONE };  // none expected / awaiting head / body / done
 
 typedef struct {
     gw_watcher w;
@@ -43,6 +49,7 @@ typedef struct {
     unsigned shut : 1;      // we sent FIN / close_notify toward this side
     unsigned read_wants_write : 1;   // TLS read needs the socket writable
     unsigned write_wants_read : 1;   // TLS write needs the socket readable
+    unsigned truncated : 1;          // upstream EOF without close_notify
 } side;
 
 struct gw_tunnel {
@@ -75,6 +82,21 @@ struct gw_tunnel {
     char client_text[64], upstream_text[80];
     char result[40];
     char reason[600];
+    // HTTP forward proxy (P_HTTP_FORWARD): raw bytes from each side are parsed, framed and
+    // rewritten into the buffer toward the other side.
+    gw_buf *from_client, *from_up;
+    size_t head_scanned, resp_scanned;  // how far each was searched for a complete head
+    uint8_t req_phase, resp_phase;
+    gw_body req_body, resp_body;
+    gw_chunked req_chunks, resp_chunks;
+    int client_minor;
+    unsigned client_keepalive : 1;  // the client keeps its connection after this exchange
+    unsigned up_keepalive : 1;      // so does the upstream
+    unsigned req_is_head : 1;
+    unsigned resp_sent : 1;   // part of this response went toward the client
+    unsigned http_idle : 1;   // between requests: nothing to log if the connection ends
+    char method[24];
+    int status;
     gw_tunnel *prev, *next;
 };
 
@@ -84,6 +106,9 @@ atomic_int gw_rejecting_tunnels;
 static void run(gw_tunnel *t);
 static void start_connect(gw_tunnel *t);
 static void established(gw_tunnel *t);
+static void upstream_failed(gw_tunnel *t, const char *result, const char *reason);
+static void http_start_request(gw_tunnel *t, const gw_http_request *hr);
+static void http_run(gw_tunnel *t);
 
 gw_tunnel *gw_tunnel_next(gw_tunnel *t) {
     return t->next;
@@ -132,6 +157,8 @@ static void log_access(gw_tunnel *t) {
         .duration_ms = (int64_t)(gw_loop_now(t->worker->loop) - t->t_start),
         .result = t->result,
         .reason = t->reason[0] ? t->reason : NULL,
+        .method = t->proto == P_HTTP_FORWARD && t->method[0] ? t->method : NULL,
+        .status = t->proto == P_HTTP_FORWARD ? t->status : 0,
     };
     gw_access_log(&r);
 }
@@ -148,7 +175,9 @@ static void close_tunnel(gw_tunnel *t, const char *result, const char *reason) {
     if (reason != NULL && t->reason[0] == '\0') {
         snprintf(t->reason, sizeof(t->reason), "%s", reason);
     }
-    log_access(t);
+    if (!(t->proto == P_HTTP_FORWARD && t->http_idle)) {
+        log_access(t);
+    }
     t->state = T_CLOSED;
     gw_timer_stop(loop, &t->timer);
     gw_timer_stop(loop, &t->resume);
@@ -160,7 +189,9 @@ static void close_tunnel(gw_tunnel *t, const char *result, const char *reason) {
     gw_upstream_close(&t->upstream);
     gw_buf_put(&t->worker->pool, t->to_up);
     gw_buf_put(&t->worker->pool, t->to_down);
-    t->to_up = t->to_down = NULL;
+    gw_buf_put(&t->worker->pool, t->from_client);
+    gw_buf_put(&t->worker->pool, t->from_up);
+    t->to_up = t->to_down = t->from_client = t->from_up = NULL;
     if (t->pending != GW_ERR_NONE) {
         atomic_fetch_sub(&gw_rejecting_tunnels, 1);
     } else {
@@ -184,6 +215,15 @@ static void close_tunnel(gw_tunnel *t, const char *result, const char *reason) {
 
 void gw_tunnel_abort(gw_tunnel *t, const char *reason) {
     close_tunnel(t, "aborted", reason);
+}
+
+void gw_tunnel_drain(gw_tunnel *t) {
+    // An HTTP client connection between requests has nothing in flight: close it now.
+    // Others finish; responses from now on say Connection: close.
+    if (t->state == T_HTTP_FORWARD && t->http_idle && gw_buf_len(t->to_down) == 0 &&
+        gw_buf_len(t->from_client) == 0) {
+        close_tunnel(t, "ok", NULL);
+    }
 }
 
 // ---- replies ----
@@ -229,6 +269,7 @@ static void queue_http_error(gw_tunnel *t, gw_err err, const char *reason) {
 // reject answers the client with |err| in its protocol, then closes.
 static void reject(gw_tunnel *t, gw_err err, const char *reason) {
     const gw_err_info *info = gw_err_describe(err);
+    t->status = info->http_status;
     snprintf(t->result, sizeof(t->result), "%s", info->result);
     snprintf(t->reason, sizeof(t->reason), "%s", reason);
     gw_upstream_close(&t->upstream);
@@ -244,6 +285,7 @@ static void reject(gw_tunnel *t, gw_err err, const char *reason) {
             queue_down(t, reply, gw_socks4_encode_reply(info->socks4_code, NULL, reply));
             break;
         case P_HTTP_CONNECT:
+        case P_HTTP_FORWARD:
             queue_http_error(t, err, reason);
             break;
         default:
@@ -252,7 +294,10 @@ static void reject(gw_tunnel *t, gw_err err, const char *reason) {
     // Discard what the client sent; keep reading so a close does not become a RST that
     // destroys the reply before the client reads it.
     gw_buf_put(&t->worker->pool, t->to_up);
-    t->to_up = NULL;
+    gw_buf_put(&t->worker->pool, t->from_client);
+    gw_buf_put(&t->worker->pool, t->from_up);
+    t->to_up = t->from_client = t->from_up = NULL;
+    t->http_idle = 0;
     t->state = T_REJECTING;
     gw_timer_start(t->worker->loop, &t->timer, 2000);
     if (gw_log_enabled(GW_LOG_DEBUG)) {
@@ -319,7 +364,8 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
             established(t);
             run(t);
             break;
-        case T_RELAY: {
+        case T_RELAY:
+        case T_HTTP_FORWARD: {
             uint64_t idle_ms = (uint64_t)t->cfg->limits.idle_timeout_s * 1000;
             uint64_t now = gw_loop_now(loop);
             if (now - t->last_activity >= idle_ms) {
@@ -467,6 +513,12 @@ static void route(gw_tunnel *t, const char *host, uint16_t port) {
 static void established(gw_tunnel *t) {
     gw_loop *loop = t->worker->loop;
     gw_upstream_confirm(&t->upstream);
+    if (t->proto == P_HTTP_FORWARD) {
+        t->state = T_HTTP_FORWARD;  // the request waiting in to_up goes out now
+        t->last_activity = gw_loop_now(loop);
+        gw_timer_start(loop, &t->timer, (uint64_t)t->cfg->limits.idle_timeout_s * 1000);
+        return;
+    }
     t->state = T_RELAY;
     queue_success(t);
     t->last_activity = gw_loop_now(loop);
@@ -512,6 +564,43 @@ static int read_request(gw_tunnel *t) {
 
 static void consume(gw_tunnel *t, size_t n) {
     t->to_up->start += (uint32_t)n;
+}
+
+// take_request_head parses the request head at the start of |b| (to_up or from_client).
+// Returns 1 with |hr| filled, 0 if more bytes are needed, -1 if the client was answered
+// with an error.
+static int take_request_head(gw_tunnel *t, gw_buf *b, gw_http_request *hr) {
+    const uint8_t *p = b->data + b->start;
+    size_t len = gw_buf_len(b);
+    size_t limit = (size_t)t->cfg->limits.header_max;
+    // Parse only once a head may be complete (short beginnings are parsed at once so that
+    // a client speaking something else is refused early).
+    if (len > 256 && !gw_h1_head_complete(p, len, &t->head_scanned)) {
+        if (len >= limit || gw_buf_room(b) == 0) {
+            reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is larger than header_max");
+            return -1;
+        }
+        return 0;
+    }
+    gw_http_status st = gw_http_parse_request((const char *)p, len, hr);
+    if (st == GW_HTTP_NEED_MORE) {
+        if (len >= limit || gw_buf_room(b) == 0) {
+            reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is larger than header_max");
+            return -1;
+        }
+        return 0;
+    }
+    if (st == GW_HTTP_ERR_TOO_LARGE || (st == GW_HTTP_OK && hr->head_len > limit)) {
+        reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is larger than header_max");
+        return -1;
+    }
+    if (st != GW_HTTP_OK) {
+        reject(t, GW_ERR_BAD_REQUEST,
+               st == GW_HTTP_ERR_VERSION ? "only HTTP/1.0 and HTTP/1.1 are supported" : "malformed HTTP request");
+        return -1;
+    }
+    t->head_scanned = 0;
+    return 1;
 }
 
 static void parse_request(gw_tunnel *t) {
@@ -616,31 +705,20 @@ static void parse_request(gw_tunnel *t) {
         }
         case T_HTTP_HEAD: {
             gw_http_request hr;
-            size_t limit = (size_t)t->cfg->limits.header_max;
-            gw_http_status st = gw_http_parse_request((const char *)p, len, &hr);
-            if (st == GW_HTTP_NEED_MORE) {
-                if (len >= limit || gw_buf_room(b) == 0) {
-                    reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is larger than header_max");
-                }
+            int r = take_request_head(t, b, &hr);
+            if (r <= 0) {
                 return;
             }
-            if (st == GW_HTTP_ERR_TOO_LARGE || (st == GW_HTTP_OK && hr.head_len > limit)) {
-                reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is larger than header_max");
-                return;
-            }
-            if (st != GW_HTTP_OK) {
-                reject(t, GW_ERR_BAD_REQUEST,
-                       st == GW_HTTP_ERR_VERSION ? "only HTTP/1.0 and HTTP/1.1 are supported" : "malformed HTTP request");
+            if (!gw_http_token_eq(hr.method, hr.method_len, "CONNECT")) {
+                // An http_proxy request: the forward proxy takes over this connection.
+                t->proto = P_HTTP_FORWARD;
+                t->from_client = t->to_up;
+                t->to_up = NULL;
+                t->state = T_HTTP_FORWARD;
+                http_start_request(t, &hr);
                 return;
             }
             consume(t, hr.head_len);
-            if (!gw_http_token_eq(hr.method, hr.method_len, "CONNECT")) {
-                char reason[200];
-                snprintf(reason, sizeof(reason), "method %.*s is not supported by this proxy; use CONNECT",
-                         (int)(hr.method_len > 20 ? 20 : hr.method_len), hr.method);
-                reject(t, GW_ERR_BAD_COMMAND, reason);
-                return;
-            }
             char host[256];
             uint16_t port;
             if (!gw_http_parse_authority(hr.target, hr.target_len, 0, host, &port)) {
@@ -742,21 +820,23 @@ static int up_can_write(const gw_tunnel *t) {
     return t->up.writable || (t->up.write_wants_read && t->up.readable);
 }
 
-// Reads from the client into to_up. Returns 1 on progress, -1 if the tunnel closed.
-static int relay_client_read(gw_tunnel *t) {
+// Reads from the client into *|dst| (to_up, or from_client for HTTP). Returns 1 on
+// progress, -1 if the tunnel closed.
+static int client_read(gw_tunnel *t, gw_buf **dst) {
     if (t->client.eof || !t->client.readable) {
         return 0;
     }
-    if (t->to_up == NULL && (t->to_up = gw_buf_get(&t->worker->pool)) == NULL) {
+    if (*dst == NULL && (*dst = gw_buf_get(&t->worker->pool)) == NULL) {
         return 0;
     }
-    size_t room = gw_buf_room(t->to_up);
+    gw_buf *b = *dst;
+    size_t room = gw_buf_room(b);
     if (room == 0) {
         return 0;
     }
-    ssize_t n = read(t->client_fd, t->to_up->data + t->to_up->end, room);
+    ssize_t n = read(t->client_fd, b->data + b->end, room);
     if (n > 0) {
-        t->to_up->end += (uint32_t)n;
+        b->end += (uint32_t)n;
         t->last_activity = gw_loop_now(t->worker->loop);
         return 1;
     }
@@ -798,7 +878,7 @@ static int relay_up_write(gw_tunnel *t) {
             snprintf(reason, sizeof(reason), "TLS write to upstream failed: %s",
                      code ? ERR_reason_error_string(code) : strerror(errno));
             ERR_clear_error();
-            close_tunnel(t, "upstream_error", reason);
+            upstream_failed(t, "upstream_error", reason);
             return -1;
         }
         t->up.write_wants_read = 0;
@@ -810,12 +890,14 @@ static int relay_up_write(gw_tunnel *t) {
                 t->up.writable = errno == EINTR;
                 return 0;
             }
-            close_tunnel(t, "upstream_reset", strerror(errno));
+            upstream_failed(t, "upstream_reset", strerror(errno));
             return -1;
         }
     }
     t->to_up->start += (uint32_t)n;
-    t->up_bytes += (uint64_t)n;
+    if (t->proto != P_HTTP_FORWARD) {
+        t->up_bytes += (uint64_t)n;  // HTTP counts the bytes of each request as it frames them
+    }
     t->last_activity = gw_loop_now(t->worker->loop);
     if (gw_buf_len(t->to_up) == 0) {
         gw_buf_put(&t->worker->pool, t->to_up);
@@ -824,18 +906,20 @@ static int relay_up_write(gw_tunnel *t) {
     return 1;
 }
 
-static int relay_up_read(gw_tunnel *t) {
+// Reads from upstream into *|dst| (to_down, or from_up for HTTP).
+static int up_read(gw_tunnel *t, gw_buf **dst) {
     if (t->up.eof || !up_can_read(t)) {
         return 0;
     }
-    if (t->to_down == NULL && (t->to_down = gw_buf_get(&t->worker->pool)) == NULL) {
+    if (*dst == NULL && (*dst = gw_buf_get(&t->worker->pool)) == NULL) {
         return 0;
     }
-    size_t room = gw_buf_room(t->to_down);
+    gw_buf *b = *dst;
+    size_t room = gw_buf_room(b);
     if (room == 0) {
         return 0;
     }
-    uint8_t *p = t->to_down->data + t->to_down->end;
+    uint8_t *p = b->data + b->end;
     ssize_t n;
     if (t->upstream.ssl != NULL) {
         int r = SSL_read(t->upstream.ssl, p, (int)room);
@@ -853,6 +937,7 @@ static int relay_up_read(gw_tunnel *t) {
             }
             if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && r == 0)) {
                 t->up.eof = 1;  // close_notify, or a plain EOF
+                t->up.truncated = e != SSL_ERROR_ZERO_RETURN;
                 ERR_clear_error();
                 return 1;
             }
@@ -865,7 +950,7 @@ static int relay_up_read(gw_tunnel *t) {
                          code ? ERR_reason_error_string(code) : strerror(errno));
             }
             ERR_clear_error();
-            close_tunnel(t, "upstream_error", reason);
+            upstream_failed(t, "upstream_error", reason);
             return -1;
         }
         t->up.read_wants_write = 0;
@@ -881,11 +966,11 @@ static int relay_up_read(gw_tunnel *t) {
                 t->up.readable = errno == EINTR;
                 return 0;
             }
-            close_tunnel(t, "upstream_reset", strerror(errno));
+            upstream_failed(t, "upstream_reset", strerror(errno));
             return -1;
         }
     }
-    t->to_down->end += (uint32_t)n;
+    b->end += (uint32_t)n;
     t->last_activity = gw_loop_now(t->worker->loop);
     return 1;
 }
@@ -938,11 +1023,11 @@ static void relay(gw_tunnel *t) {
     do {
         progress = 0;
         int r;
-        if ((r = relay_client_read(t)) < 0 || (progress |= r, (r = relay_up_write(t)) < 0)) {
+        if ((r = client_read(t, &t->to_up)) < 0 || (progress |= r, (r = relay_up_write(t)) < 0)) {
             return;
         }
         progress |= r;
-        if ((r = relay_up_read(t)) < 0 || (progress |= r, (r = relay_client_write(t)) < 0)) {
+        if ((r = up_read(t, &t->to_down)) < 0 || (progress |= r, (r = relay_client_write(t)) < 0)) {
             return;
         }
         progress |= r;
@@ -996,6 +1081,411 @@ static void flush_rejection(gw_tunnel *t) {
     }
 }
 
+// ---- HTTP forward proxy (http_proxy clients) ----
+//
+// A client connection carries one request after another. Each request head is checked,
+// rewritten to origin-form into to_up and its body passed on as its framing says; each
+// response head is rewritten into to_down and its body passed back. The upstream stays
+// open for the next request to the same destination; another destination gets its own.
+
+static void reset_client(gw_tunnel *t, const char *result, const char *reason) {
+    // After part of a response went out, a FIN would let the client take a cut-off body
+    // for a complete one: a RST cannot be mistaken.
+    struct linger lg = {1, 0};
+    setsockopt(t->client_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close_tunnel(t, result, reason);
+}
+
+// drop_upstream closes the upstream connection; the client connection stays for its
+// next request.
+static void drop_upstream(gw_tunnel *t) {
+    gw_watcher_remove(t->worker->loop, &t->up.w);
+    gw_upstream_close(&t->upstream);
+    t->up = (side){0};
+    gw_watcher_init(&t->up.w, -1, on_upstream, t);
+    gw_buf_put(&t->worker->pool, t->from_up);
+    gw_buf_put(&t->worker->pool, t->to_up);
+    t->from_up = t->to_up = NULL;
+    t->resp_scanned = 0;
+}
+
+static void upstream_failed(gw_tunnel *t, const char *result, const char *reason) {
+    if (t->proto != P_HTTP_FORWARD) {
+        close_tunnel(t, result, reason);
+    } else if (t->resp_phase == RS_IDLE) {
+        drop_upstream(t);  // a kept-alive upstream went away between requests
+    } else if (!t->resp_sent) {
+        reject(t, GW_ERR_UPSTREAM_CLOSED, reason);
+    } else {
+        reset_client(t, result, reason);
+    }
+}
+
+static void upstream_http_error(gw_tunnel *t, const char *reason) {
+    if (t->resp_sent) {
+        reset_client(t, "upstream_http_error", reason);
+    } else {
+        reject(t, GW_ERR_UPSTREAM_HTTP, reason);
+    }
+}
+
+// move_framed passes bytes of one message body from *|src| to *|dst|: no further than
+// the framing in |body| / |chunks| says the body goes. Sets *|out_done| at the body's
+// end. Returns the bytes moved, or -1 if a chunked body is malformed.
+static long move_framed(gw_tunnel *t, gw_buf **src, gw_buf **dst, gw_body *body, gw_chunked *chunks,
+                        int *out_done) {
+    *out_done = 0;
+    gw_buf *s = *src;
+    size_t avail = gw_buf_len(s);
+    if (avail == 0) {
+        return 0;
+    }
+    if (*dst == NULL && (*dst = gw_buf_get(&t->worker->pool)) == NULL) {
+        return 0;
+    }
+    size_t room = gw_buf_room(*dst);
+    size_t n = avail < room ? avail : room;
+    if (n == 0) {
+        return 0;
+    }
+    const uint8_t *p = s->data + s->start;
+    if (body->kind == GW_BODY_LENGTH) {
+        if (n > body->length) {
+            n = (size_t)body->length;
+        }
+        body->length -= n;
+        *out_done = body->length == 0;
+    } else if (body->kind == GW_BODY_CHUNKED) {
+        long k = gw_chunked_scan(chunks, p, n, out_done);
+        if (k < 0) {
+            return -1;
+        }
+        n = (size_t)k;
+    }
+    if (n == avail && gw_buf_len(*dst) == 0) {
+        // All of it is body: hand the buffer over instead of copying.
+        gw_buf *empty = *dst;
+        *dst = s;
+        gw_buf_put(&t->worker->pool, empty);
+        *src = NULL;
+    } else {
+        gw_buf_append(*dst, p, n);
+        s->start += (uint32_t)n;
+        if (gw_buf_len(s) == 0) {
+            gw_buf_put(&t->worker->pool, s);
+            *src = NULL;
+        }
+    }
+    return (long)n;
+}
+
+static int http_move_request_body(gw_tunnel *t) {
+    if (t->req_phase != RQ_BODY) {
+        return 0;
+    }
+    int done;
+    long n = move_framed(t, &t->from_client, &t->to_up, &t->req_body, &t->req_chunks, &done);
+    if (n < 0) {
+        if (t->resp_sent) {
+            reset_client(t, "bad_request", "malformed chunked request body");
+        } else {
+            reject(t, GW_ERR_BAD_REQUEST, "malformed chunked request body");
+        }
+        return 0;
+    }
+    t->up_bytes += (uint64_t)n;
+    if (done) {
+        t->req_phase = RQ_DONE;
+    }
+    return n > 0 || done;
+}
+
+// http_start_request takes the request head |hr| at the start of from_client: checks it,
+// keeps the current upstream if it goes to the same destination (else routes anew), and
+// writes the head in origin-form into to_up. On failure the client gets its error.
+static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
+    t->http_idle = 0;
+    t->t_start = gw_loop_now(t->worker->loop);
+    t->up_bytes = t->down_bytes = 0;
+    t->dns_ms = t->connect_ms = t->handshake_ms = -1;
+    t->result[0] = t->reason[0] = '\0';
+    t->status = 0;
+    t->req_phase = RQ_HEAD;
+    t->resp_phase = RS_HEAD;  // from here on, a failure is this request's
+    t->resp_sent = 0;
+    snprintf(t->method, sizeof(t->method), "%.*s", (int)(hr->method_len > 20 ? 20 : hr->method_len), hr->method);
+    if (gw_http_token_eq(hr->method, hr->method_len, "CONNECT")) {
+        reject(t, GW_ERR_BAD_REQUEST, "CONNECT after a forwarded request is not supported: open a new connection");
+        return;
+    }
+    char scheme[8], host[256];
+    uint16_t port;
+    const char *path;
+    size_t path_len;
+    if (!gw_http_parse_absolute_uri(hr->target, hr->target_len, scheme, host, &port, &path, &path_len)) {
+        reject(t, GW_ERR_BAD_REQUEST,
+               hr->target_len > 0 && hr->target[0] == '/'
+                   ? "this is a proxy: the request target must be an absolute http:// URI"
+                   : "request target is not a valid http:// URI");
+        return;
+    }
+    if (strcmp(scheme, "https") == 0) {
+        reject(t, GW_ERR_BAD_REQUEST, "https:// URLs go through CONNECT: set https_proxy for them");
+        return;
+    }
+    size_t hosts = 0;
+    for (size_t i = 0; i < hr->num_headers; i++) {
+        hosts += gw_http_token_eq(hr->headers[i].name, hr->headers[i].name_len, "Host");
+    }
+    if (hosts > 1 || (hosts == 0 && hr->minor_version == 1)) {
+        reject(t, GW_ERR_BAD_REQUEST,
+               hosts ? "request has more than one Host header" : "HTTP/1.1 request without a Host header");
+        return;
+    }
+    const char *framing = gw_h1_request_body(hr, &t->req_body);
+    if (framing != NULL) {
+        reject(t, GW_ERR_BAD_REQUEST, framing);
+        return;
+    }
+    pol_dest d;
+    if (!pol_dest_init(&d, host, port)) {
+        reject(t, GW_ERR_BAD_REQUEST, "request target is not a valid host name or address");
+        return;
+    }
+    int reuse = t->upstream.fd >= 0 && d.port == t->dest.port && strcmp(d.host, t->dest.host) == 0;
+    if (!reuse && t->upstream.fd >= 0) {
+        drop_upstream(t);
+    }
+    t->client_minor = hr->minor_version;
+    t->client_keepalive = gw_h1_keep_alive(hr->headers, hr->num_headers, hr->minor_version);
+    t->up_keepalive = 1;
+    t->req_is_head = gw_http_token_eq(hr->method, hr->method_len, "HEAD");
+    if (t->to_up == NULL && (t->to_up = gw_buf_get(&t->worker->pool)) == NULL) {
+        reject(t, GW_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    const char *authority = hr->target + strlen(scheme) + 3;
+    size_t n = gw_h1_write_request(hr, path, path_len, authority, (size_t)(path - authority), !t->client_keepalive,
+                                   (char *)t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
+    if (n == 0) {
+        reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is too large once rewritten for the origin");
+        return;
+    }
+    t->to_up->end += (uint32_t)n;
+    t->up_bytes += n;
+    t->from_client->start += (uint32_t)hr->head_len;
+    t->req_phase = t->req_body.kind == GW_BODY_NONE ? RQ_DONE : RQ_BODY;
+    gw_chunked_init(&t->req_chunks);
+    // The body bytes already here are checked before anything goes upstream.
+    http_move_request_body(t);
+    if (t->state != T_HTTP_FORWARD || reuse) {
+        return;
+    }
+    route(t, host, port);
+}
+
+// http_take_response reads a response head from from_up and writes it for the client
+// into to_down. Returns 1 on progress.
+static int http_take_response(gw_tunnel *t) {
+    gw_buf *b = t->from_up;
+    size_t len = gw_buf_len(b);
+    if (len == 0 || gw_buf_len(t->to_down) > 0) {
+        return 0;
+    }
+    const uint8_t *p = b->data + b->start;
+    gw_http_response hr;
+    gw_http_status st = GW_HTTP_NEED_MORE;
+    if (gw_h1_head_complete(p, len, &t->resp_scanned)) {
+        st = gw_http_parse_response((const char *)p, len, &hr);
+    }
+    if (st == GW_HTTP_NEED_MORE) {
+        if (gw_buf_room(b) == 0) {
+            upstream_http_error(t, "upstream response head is larger than 16 KiB");
+        }
+        return 0;
+    }
+    t->resp_scanned = 0;
+    if (st != GW_HTTP_OK) {
+        upstream_http_error(t, "upstream sent a malformed response head");
+        return 0;
+    }
+    if (hr.status == 101) {
+        upstream_http_error(t, "upstream switched protocols (101), which a forwarded request cannot carry");
+        return 0;
+    }
+    if (hr.status < 200) {
+        // 100 Continue and the like: HTTP/1.1 clients get them; the final head follows.
+        if (t->client_minor == 1 && queue_down(t, p, hr.head_len)) {
+            t->down_bytes += hr.head_len;
+        }
+        b->start += (uint32_t)hr.head_len;
+        return 1;
+    }
+    const char *framing = gw_h1_response_body(&hr, t->req_is_head, &t->resp_body);
+    if (framing != NULL) {
+        upstream_http_error(t, framing);
+        return 0;
+    }
+    // A response that ends with the close, or one that came before its request was
+    // sent whole, ends both connections after it.
+    int clean = t->resp_body.kind != GW_BODY_CLOSE && t->req_phase == RQ_DONE;
+    t->up_keepalive = clean && gw_h1_keep_alive(hr.headers, hr.num_headers, hr.minor_version);
+    t->client_keepalive = t->client_keepalive && clean && !t->worker->draining;
+    if (t->to_down == NULL && (t->to_down = gw_buf_get(&t->worker->pool)) == NULL) {
+        return 0;
+    }
+    size_t n = gw_h1_write_response(&hr, t->client_minor, t->client_keepalive, (char *)t->to_down->data + t->to_down->end,
+                                    gw_buf_room(t->to_down));
+    if (n == 0) {
+        upstream_http_error(t, "upstream response head is too large");
+        return 0;
+    }
+    t->to_down->end += (uint32_t)n;
+    t->down_bytes += n;
+    t->status = hr.status;
+    t->resp_sent = 1;
+    b->start += (uint32_t)hr.head_len;
+    t->resp_phase = t->resp_body.kind == GW_BODY_NONE ? RS_DONE : RS_BODY;
+    gw_chunked_init(&t->resp_chunks);
+    return 1;
+}
+
+static int http_move_response_body(gw_tunnel *t) {
+    if (t->resp_phase != RS_BODY) {
+        return 0;
+    }
+    int done;
+    long n = move_framed(t, &t->from_up, &t->to_down, &t->resp_body, &t->resp_chunks, &done);
+    if (n < 0) {
+        reset_client(t, "upstream_http_error", "upstream sent a malformed chunked body");
+        return 0;
+    }
+    t->down_bytes += (uint64_t)n;
+    if (done) {
+        t->resp_phase = RS_DONE;
+    }
+    return n > 0 || done;
+}
+
+// http_upstream_eof handles the upstream's EOF once its bytes were taken.
+static void http_upstream_eof(gw_tunnel *t) {
+    switch (t->resp_phase) {
+        case RS_IDLE:
+            drop_upstream(t);
+            return;
+        case RS_DONE:
+            t->up_keepalive = 0;
+            return;
+        case RS_HEAD:
+            reject(t, GW_ERR_UPSTREAM_CLOSED, "upstream closed the connection before sending a response");
+            return;
+        default:
+            break;
+    }
+    if (t->resp_body.kind == GW_BODY_CLOSE && !t->up.truncated) {
+        t->resp_phase = RS_DONE;  // the close ends this response
+        t->up_keepalive = 0;
+        return;
+    }
+    reset_client(t, "upstream_closed",
+                 t->resp_body.kind == GW_BODY_CLOSE
+                     ? "upstream closed without TLS close_notify: the response may be cut off"
+                     : "upstream closed in the middle of the response body");
+}
+
+// http_exchange_done logs the finished exchange and readies the connection for the
+// next request, or closes it once the response is flushed.
+static void http_exchange_done(gw_tunnel *t) {
+    snprintf(t->result, sizeof(t->result), "ok");
+    log_access(t);
+    t->result[0] = t->reason[0] = '\0';
+    t->req_phase = RQ_HEAD;
+    t->resp_phase = RS_IDLE;
+    t->http_idle = 1;
+    if (!t->up_keepalive && t->upstream.fd >= 0) {
+        drop_upstream(t);
+    }
+    if (!t->client_keepalive) {
+        // Flush, FIN, then wait for the client's close (as after an error reply).
+        drop_upstream(t);
+        gw_buf_put(&t->worker->pool, t->from_client);
+        t->from_client = NULL;
+        t->state = T_REJECTING;
+        gw_timer_start(t->worker->loop, &t->timer, (uint64_t)t->cfg->limits.idle_timeout_s * 1000);
+    }
+}
+
+static void http_relay(gw_tunnel *t) {
+    int progress, rounds = 0;
+#define STEP(expr)                          \
+    do {                                    \
+        progress |= (expr) > 0;             \
+        if (t->state != T_HTTP_FORWARD) {   \
+            return;                         \
+        }                                   \
+    } while (0)
+    do {
+        progress = 0;
+        STEP(client_read(t, &t->from_client));
+        if (t->req_phase == RQ_HEAD && t->resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
+            gw_buf_len(t->from_client) > 0) {
+            gw_http_request hr;
+            t->http_idle = 0;
+            int r = take_request_head(t, t->from_client, &hr);
+            if (r > 0) {
+                http_start_request(t, &hr);
+            }
+            STEP(r);
+        }
+        // A client that half-closed still gets the answers to every request it sent.
+        if (t->client.eof && t->req_phase == RQ_BODY && gw_buf_len(t->from_client) == 0) {
+            close_tunnel(t, "client_closed", "client closed in the middle of the request body");
+            return;
+        }
+        if (t->client.eof && t->req_phase == RQ_HEAD && t->resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
+            gw_buf_len(t->to_down) == 0) {
+            if (gw_buf_len(t->from_client) > 0) {
+                close_tunnel(t, "client_closed", "client closed before sending a complete request");
+            } else {
+                close_tunnel(t, "ok", NULL);
+            }
+            return;
+        }
+        STEP(http_move_request_body(t));
+        if (t->upstream.fd >= 0) {
+            STEP(relay_up_write(t));
+            STEP(up_read(t, &t->from_up));
+        }
+        if (t->resp_phase == RS_HEAD) {
+            STEP(http_take_response(t));
+        }
+        STEP(http_move_response_body(t));
+        if (t->resp_phase == RS_IDLE && gw_buf_len(t->from_up) > 0) {
+            drop_upstream(t);  // bytes nobody asked for: this connection is not to be trusted
+        }
+        STEP(relay_client_write(t));
+        if (t->up.eof && t->upstream.fd >= 0 && (gw_buf_len(t->from_up) == 0 || t->resp_phase == RS_IDLE)) {
+            http_upstream_eof(t);
+            STEP(1);
+        }
+        if (t->req_phase == RQ_DONE && t->resp_phase == RS_DONE) {
+            http_exchange_done(t);
+            STEP(1);
+        }
+    } while (progress && ++rounds < 16);
+#undef STEP
+    if (progress) {
+        gw_timer_start(t->worker->loop, &t->resume, 0);
+    }
+}
+
+static void http_run(gw_tunnel *t) {
+    http_relay(t);
+    if (t->state == T_REJECTING) {
+        flush_rejection(t);
+    }
+}
+
 static void run(gw_tunnel *t) {
     switch (t->state) {
         case T_DETECT:
@@ -1017,6 +1507,8 @@ static void run(gw_tunnel *t) {
                 relay_client_write(t);  // SOCKS5 method selection
             } else if (t->state == T_RELAY) {
                 relay(t);
+            } else if (t->state == T_HTTP_FORWARD) {
+                http_run(t);
             }
             return;
         case T_RESOLVING:
@@ -1031,6 +1523,9 @@ static void run(gw_tunnel *t) {
         case T_RELAY:
             relay(t);
             return;
+        case T_HTTP_FORWARD:
+            http_run(t);
+            return;
         case T_REJECTING:
             flush_rejection(t);
             return;
@@ -1038,17 +1533,15 @@ static void run(gw_tunnel *t) {
             return;
     }
     // A phase may have moved on: run the next one with the same readiness.
+    if (t->state == T_HANDSHAKING && (t->up.readable || t->up.writable)) {
+        step_tls(t);
+    }
     if (t->state == T_RELAY) {
         relay(t);
+    } else if (t->state == T_HTTP_FORWARD) {
+        http_run(t);
     } else if (t->state == T_REJECTING) {
         flush_rejection(t);
-    } else if (t->state == T_HANDSHAKING && (t->up.readable || t->up.writable)) {
-        step_tls(t);
-        if (t->state == T_RELAY) {
-            relay(t);
-        } else if (t->state == T_REJECTING) {
-            flush_rejection(t);
-        }
     }
 }
 

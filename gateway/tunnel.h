@@ -18,6 +18,10 @@ void gw_tunnel_accept(gw_worker *w, int fd, const struct sockaddr *peer, size_t 
 // gw_tunnel_abort closes |t| at once (shutdown after the drain timeout).
 void gw_tunnel_abort(gw_tunnel *t, const char *reason);
 
+// gw_tunnel_drain closes |t| if it is idle (an HTTP client connection between requests);
+// called on every tunnel when the gateway begins to stop.
+void gw_tunnel_drain(gw_tunnel *t);
+
 // gw_tunnel_next returns the next tunnel in the worker's list.
 gw_tunnel *gw_tunnel_next(gw_tunnel *t);
 

@@ -32,6 +32,10 @@ static void begin_drain(gw_worker *w) {
     for (size_t i = 0; i < w->num_listeners; i++) {
         gw_listener_stop(&w->listeners[i]);
     }
+    for (gw_tunnel *t = w->tunnels, *next; t != NULL; t = next) {
+        next = gw_tunnel_next(t);
+        gw_tunnel_drain(t);
+    }
     if (w->num_tunnels == 0) {
         gw_loop_stop(w->loop);
         return;

@@ -31,24 +31,40 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk[:k])
                 n -= k
             return
-        info = "dn=%s serial=%s reused=%s tls=%s host=%s path=%s\n" % (
+        info = "dn=%s serial=%s reused=%s tls=%s host=%s path=%s conn=%s\n" % (
             self.headers.get("X-Client-DN", "-"), self.headers.get("X-Client-Serial", "-"),
             self.headers.get("X-Session-Reused", "-"), self.headers.get("X-TLS", "-"),
-            self.headers.get("Host", "-"), self.path)
+            self.headers.get("Host", "-"), self.path, self.headers.get("X-Conn", "-"))
         self._send(info.encode())
 
     do_HEAD = do_GET
 
     def do_POST(self):
-        n = int(self.headers.get("Content-Length", "0"))
         h = hashlib.sha256()
-        while n > 0:
-            b = self.rfile.read(min(n, 65536))
-            if not b:
-                break
-            h.update(b)
-            n -= len(b)
-        self._send(("sha256=%s\n" % h.hexdigest()).encode())
+        total = 0
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                b = self.rfile.read(size)
+                h.update(b)
+                total += len(b)
+                self.rfile.readline()
+        else:
+            n = int(self.headers.get("Content-Length", "0"))
+            while n > 0:
+                b = self.rfile.read(min(n, 65536))
+                if not b:
+                    break
+                h.update(b)
+                total += len(b)
+                n -= len(b)
+        self._send(("sha256=%s bytes=%d te=%s conn=%s\n" % (
+            h.hexdigest(), total, self.headers.get("Transfer-Encoding", "-"),
+            self.headers.get("X-Conn", "-"))).encode())
 
 
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()

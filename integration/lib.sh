@@ -249,6 +249,7 @@ http {
     ssl_verify_client on;
     ssl_session_cache shared:S:1m;
     ssl_session_tickets on;
+    client_max_body_size 0;
     map \$ssl_client_verify \$mtls_ok { SUCCESS 1; default 0; }
     server {
         listen 127.0.0.1:$NGX_HTTPS ssl;
@@ -262,6 +263,7 @@ http {
             proxy_set_header X-Client-Serial \$ssl_client_serial;
             proxy_set_header X-Session-Reused \$ssl_session_reused;
             proxy_set_header X-TLS \$ssl_protocol;
+            proxy_set_header X-Conn \$connection;
             proxy_set_header Host \$host;
             proxy_http_version 1.1;
             proxy_request_buffering off;

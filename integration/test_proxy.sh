@@ -131,8 +131,9 @@ expect_eq "SOCKS4 BIND: 0x5b" "0x5b" "$(python3 -c "
 import socket
 s=socket.create_connection(('127.0.0.1',$GW_PORT),timeout=10)
 s.sendall(b'\x04\x02\x00\x50\x7f\x00\x00\x01u\x00'); r=s.recv(8); print('0x%02x' % r[1])")"
-h=$(printf 'GET http://web.dc1.test/ HTTP/1.1\r\nHost: web.dc1.test\r\n\r\n' | python3 "$HERE/raw.py" "$GW_PORT" | tr -d '\r')
-expect_contains "plain GET on the proxy port: 405 with Proxy-Status" "Proxy-Status: mtlsgw; error=http_request_error" "$h"
+h=$(printf 'GET / HTTP/1.1\r\nHost: web.dc1.test\r\n\r\n' | python3 "$HERE/raw.py" "$GW_PORT" | tr -d '\r')
+expect_contains "origin-form GET on the proxy port: 400 with Proxy-Status" "Proxy-Status: mtlsgw; error=http_request_error" "$h"
+expect_contains "origin-form GET on the proxy port: says an absolute URI is needed" "absolute http:// URI" "$h"
 
 # DNS timeout needs a resolver that never answers: a second gateway pointed at it.
 GW2_PORT=$(free_port)
