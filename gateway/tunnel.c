@@ -1096,6 +1096,14 @@ static void reset_client(gw_tunnel *t, const char *result, const char *reason) {
     close_tunnel(t, result, reason);
 }
 
+// release_if_empty returns an emptied buffer to the pool: an idle connection holds none.
+static void release_if_empty(gw_tunnel *t, gw_buf **b) {
+    if (*b != NULL && gw_buf_len(*b) == 0) {
+        gw_buf_put(&t->worker->pool, *b);
+        *b = NULL;
+    }
+}
+
 // drop_upstream closes the upstream connection; the client connection stays for its
 // next request.
 static void drop_upstream(gw_tunnel *t) {
@@ -1252,6 +1260,16 @@ static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
         reject(t, GW_ERR_BAD_REQUEST, "request target is not a valid host name or address");
         return;
     }
+    if (t->cfg != t->worker->cfg) {
+        // Reloaded since the last request: each request is routed like a new tunnel, with
+        // the current rules and identities (listeners are the same in every snapshot).
+        if (t->upstream.fd >= 0) {
+            drop_upstream(t);
+        }
+        t->rule = NULL;  // it belonged to the old snapshot
+        pol_config_unref(t->cfg);
+        t->cfg = pol_config_ref(t->worker->cfg);
+    }
     int reuse = t->upstream.fd >= 0 && d.port == t->dest.port && strcmp(d.host, t->dest.host) == 0;
     if (!reuse && t->upstream.fd >= 0) {
         drop_upstream(t);
@@ -1274,6 +1292,7 @@ static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->to_up->end += (uint32_t)n;
     t->up_bytes += n;
     t->from_client->start += (uint32_t)hr->head_len;
+    release_if_empty(t, &t->from_client);
     t->req_phase = t->req_body.kind == GW_BODY_NONE ? RQ_DONE : RQ_BODY;
     gw_chunked_init(&t->req_chunks);
     // The body bytes already here are checked before anything goes upstream.
@@ -1319,6 +1338,7 @@ static int http_take_response(gw_tunnel *t) {
             t->down_bytes += hr.head_len;
         }
         b->start += (uint32_t)hr.head_len;
+        release_if_empty(t, &t->from_up);
         return 1;
     }
     const char *framing = gw_h1_response_body(&hr, t->req_is_head, &t->resp_body);
@@ -1345,6 +1365,7 @@ static int http_take_response(gw_tunnel *t) {
     t->status = hr.status;
     t->resp_sent = 1;
     b->start += (uint32_t)hr.head_len;
+    release_if_empty(t, &t->from_up);
     t->resp_phase = t->resp_body.kind == GW_BODY_NONE ? RS_DONE : RS_BODY;
     gw_chunked_init(&t->resp_chunks);
     return 1;

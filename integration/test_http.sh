@@ -71,7 +71,7 @@ rules = (
   { match = "raw.dc1.test:80"; action = "direct"; upstream_port = $RAW_PORT; },
   { match = "secret.dc2.test"; action = "deny"; }
 );
-limits = { header_max = 4096; };
+limits = { header_max = 4096; drain_timeout_s = 60; };
 CONF
 start_gw "$WORK/gw.conf"
 wait_port "$FWD_PORT" "$GW_PID"
@@ -225,5 +225,53 @@ expect_contains "access log: refused request logged with its status" "method=POS
 check "gateway alive after all of it" gw_alive
 out=$(hc http://orders.dc2.test/still-serving)
 expect_contains "still serving" "path=/still-serving" "$out"
+
+# ---- a reload applies to the next request on a kept-alive connection ----
+cp "$WORK/gw.conf" "$WORK/gw-orig.conf"
+sed 's/{ match = "orders.dc2.test:80"; identity = "ops"; upstream_port = [0-9]*; },/{ match = "orders.dc2.test:80"; action = "deny"; },/' \
+    "$WORK/gw-orig.conf" > "$WORK/gw-deny.conf"
+out=$(python3 - "$GW_PORT" "$GW_PID" "$WORK" <<'PY'
+import http.client, os, shutil, signal, sys, time
+port, pid, work = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+c.request("GET", "http://orders.dc2.test/before-reload", headers={"Host": "orders.dc2.test"})
+r = c.getresponse(); r.read(); print("first", r.status)
+shutil.copy(work + "/gw-deny.conf", work + "/gw.conf")
+os.kill(pid, signal.SIGHUP)
+for _ in range(100):
+    if "reloaded" in open(work + "/gw.log").read():
+        break
+    time.sleep(0.1)
+time.sleep(0.5)
+c.request("GET", "http://orders.dc2.test/after-reload", headers={"Host": "orders.dc2.test"})
+r = c.getresponse(); print("second", r.status, r.getheader("Proxy-Status"))
+PY
+)
+expect_contains "keep-alive connection: the request before a reload is served" "first 200" "$out"
+expect_contains "keep-alive connection: the next request after it follows the new rules" "second 403" "$out"
+cp "$WORK/gw-orig.conf" "$WORK/gw.conf"
+kill -HUP "$GW_PID"
+for _ in $(seq 100); do [ "$(grep -c reloaded "$WORK/gw.log")" -ge 2 ] && break; sleep 0.1; done
+sleep 0.5
+out=$(hc http://orders.dc2.test/after-second-reload)
+expect_contains "reloaded back: served again" "path=/after-second-reload" "$out"
+
+# ---- stopping closes idle keep-alive connections at once (drain_timeout_s is 60) ----
+python3 - "$GW_PORT" > "$WORK/idle.out" <<'PY' &
+import http.client, sys, time
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
+c.request("GET", "http://orders.dc2.test/then-idle", headers={"Host": "orders.dc2.test"})
+r = c.getresponse(); r.read(); print("idle", r.status, flush=True)
+t0 = time.time()
+print("eof" if c.sock.recv(1) == b"" else "data", flush=True)
+PY
+IDLE_PID=$!
+PIDS+=($IDLE_PID)
+for _ in $(seq 100); do grep -q idle "$WORK/idle.out" && break; sleep 0.1; done
+kill -TERM "$GW_PID"
+for _ in $(seq 100); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done
+check "SIGTERM: the gateway exits without waiting for idle keep-alive clients" bash -c "! kill -0 $GW_PID 2>/dev/null"
+wait "$IDLE_PID" || true
+expect_eq "SIGTERM: the idle keep-alive client sees the connection closed" "idle 200 eof" "$(tr '\n' ' ' < "$WORK/idle.out" | sed 's/ $//')"
 
 finish
