@@ -31,7 +31,11 @@ static const char usage[] =
     "  version                          versions of mtlsgw, BoringSSL, c-ares and libconfig\n"
     "\n"
     "Signals (run): SIGHUP reloads the config, SIGTERM/SIGINT drain and stop,\n"
-    "SIGUSR1 reopens the access log.\n";
+    "SIGUSR1 reopens the access log.\n"
+    "\n"
+    "Clients: SOCKS5, SOCKS4a, HTTP CONNECT and http_proxy requests on a proxy listener\n"
+    "(e.g. http_proxy=http://127.0.0.1:1080 curl http://orders.dc2.test/), or any TCP\n"
+    "client on a forward listener.\n";
 
 static const char *config_path(int argc, char **argv, int *out_index) {
     const char *path = NULL;

@@ -895,9 +895,7 @@ static int relay_up_write(gw_tunnel *t) {
         }
     }
     t->to_up->start += (uint32_t)n;
-    if (t->proto != P_HTTP_FORWARD) {
-        t->up_bytes += (uint64_t)n;  // HTTP counts the bytes of each request as it frames them
-    }
+    t->up_bytes += (uint64_t)n;
     t->last_activity = gw_loop_now(t->worker->loop);
     if (gw_buf_len(t->to_up) == 0) {
         gw_buf_put(&t->worker->pool, t->to_up);
@@ -1201,7 +1199,6 @@ static int http_move_request_body(gw_tunnel *t) {
         }
         return 0;
     }
-    t->up_bytes += (uint64_t)n;
     if (done) {
         t->req_phase = RQ_DONE;
     }
@@ -1290,7 +1287,6 @@ static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
         return;
     }
     t->to_up->end += (uint32_t)n;
-    t->up_bytes += n;
     t->from_client->start += (uint32_t)hr->head_len;
     release_if_empty(t, &t->from_client);
     t->req_phase = t->req_body.kind == GW_BODY_NONE ? RQ_DONE : RQ_BODY;
