@@ -11,6 +11,7 @@
 
 #include "gateway/listener.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/tunnel.h"
 
 #define ACCEPTS_PER_EVENT 64
@@ -66,6 +67,7 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
             pause_listener(l);
             return;
         }
+        gw_metrics_accepted(l->index);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         gw_tunnel_accept(wk, fd, (struct sockaddr *)&peer, l->index, pending);

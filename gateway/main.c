@@ -9,9 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "gateway/admin.h"
+#include "gateway/commands.h"
 #include "gateway/http.h"
+#include "gateway/metrics.h"
 #include "gateway/log.h"
 #include "gateway/netutil.h"
 #include "gateway/sesscache.h"
@@ -22,57 +27,47 @@
 #include "resolver/resolver.h"
 
 static const char usage[] =
-    "usage: mtlsgw COMMAND [OPTIONS]\n"
+    "usage: mtlsgw COMMAND [OPTIONS]   (mtlsgw COMMAND --help for each)\n"
     "\n"
     "Commands:\n"
-    "  run -c FILE                      run the gateway in the foreground\n"
-    "  check -c FILE                    validate the config and load every identity; exit 1 on errors\n"
-    "  explain -c FILE HOST[:PORT]      show which rule decides HOST:PORT (default port 443)\n"
-    "  version                          versions of mtlsgw, BoringSSL, c-ares and libconfig\n"
+    "  run -c FILE                          run the gateway in the foreground\n"
+    "  check -c FILE                        validate the config and load every identity; exit 1 on errors\n"
+    "  explain -c FILE HOST[:PORT] [--connect]\n"
+    "                                       which rule decides HOST:PORT (default port 443); --connect\n"
+    "                                       also resolves, connects and handshakes twice\n"
+    "  identity list -c FILE [--json]       identities: subject, SANs, key, expiry, rules using them\n"
+    "  identity check -c FILE [NAME] [--warn-days N] [--strict]\n"
+    "                                       key, chain, expiry, trust, key file mode; exit 1 on problems\n"
+    "  identity new NAME --subject \"/CN=..\" [--san ..] [--key TYPE] --out DIR\n"
+    "                                       new private key (mode 0600) and a CSR for your CA\n"
+    "  version                              versions of mtlsgw, BoringSSL, c-ares and libconfig\n"
     "\n"
     "Signals (run): SIGHUP reloads the config, SIGTERM/SIGINT drain and stop,\n"
-    "SIGUSR1 reopens the access log.\n"
+    "SIGUSR1 reopens the access log. Changed identity files are reloaded without a signal.\n"
     "\n"
     "Clients: SOCKS5, SOCKS4a, HTTP CONNECT and http_proxy requests on a proxy listener\n"
     "(e.g. http_proxy=http://127.0.0.1:1080 curl http://orders.dc2.test/), or any TCP\n"
     "client on a forward listener.\n";
 
-static const char *config_path(int argc, char **argv, int *out_index) {
-    const char *path = NULL;
-    optind = 1;
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
-        if (c == 'c') {
-            path = optarg;
-        } else if (c == 'h') {
-            fputs(usage, stdout);
-            exit(0);
-        } else {
-            fputs(usage, stderr);
-            exit(2);
-        }
-    }
-    *out_index = optind;
-    if (path == NULL) {
-        fprintf(stderr, "mtlsgw %s: -c FILE is required\n", argv[0]);
-        exit(2);
-    }
-    return path;
-}
+static const char run_usage[] =
+    "usage: mtlsgw run -c FILE\n\n"
+    "Runs the gateway in the foreground (systemd Type=simple). SIGHUP reloads the config and\n"
+    "identities (a bad config is refused and the running one kept), SIGTERM/SIGINT stop\n"
+    "accepting and drain tunnels for up to limits.drain_timeout_s, SIGUSR1 reopens the access\n"
+    "log. Identity files (certificate, key, trust, CRL) are polled every second and reloaded\n"
+    "once a change has settled.\n";
 
-static pol_config *load_or_report(const char *path) {
-    pol_errors errs;
-    pol_errors_init(&errs);
-    pol_config *cfg = pol_config_load(path, &errs);
-    for (size_t i = 0; i < errs.len; i++) {
-        fprintf(stderr, "%s\n", errs.lines[i]);
-    }
-    pol_errors_free(&errs);
-    return cfg;
-}
+static const char check_usage[] =
+    "usage: mtlsgw check -c FILE\n\n"
+    "Loads FILE with the code `run` uses, identities included. Prints \"configuration OK\" or\n"
+    "every problem as file:line: setting: what was expected, and exits 1.\n";
+
+static const char explain_usage[] =
+    "usage: mtlsgw explain -c FILE HOST[:PORT] [--connect]\n\n"
+    "Shows the rule (file:line) deciding HOST:PORT (default port 443), its action, identity,\n"
+    "upstream and server name. With --connect it also resolves the upstream, connects and\n"
+    "handshakes twice: the server chain, TLS version and cipher, whether the server accepted\n"
+    "our certificate, and whether the second handshake resumed. Exit 1 if that fails.\n";
 
 static int cmd_version(void) {
     printf("mtlsgw %s\n", MTLSGW_VERSION);
@@ -83,9 +78,14 @@ static int cmd_version(void) {
 }
 
 static int cmd_check(int argc, char **argv) {
-    int idx;
-    const char *path = config_path(argc, argv, &idx);
-    pol_config *cfg = load_or_report(path);
+    gw_cmd_opts o;
+    gw_cmd_parse(argc, argv, GW_OPT_CONFIG, check_usage, &o);
+    if (o.num_args > 0) {
+        fprintf(stderr, "mtlsgw check: unexpected argument \"%s\"\n\n%s", o.args[0], check_usage);
+        return 2;
+    }
+    const char *path = o.config;
+    pol_config *cfg = gw_load_or_report(path);
     if (cfg == NULL) {
         return 1;
     }
@@ -96,20 +96,21 @@ static int cmd_check(int argc, char **argv) {
 }
 
 static int cmd_explain(int argc, char **argv) {
-    int idx;
-    const char *path = config_path(argc, argv, &idx);
-    if (idx >= argc) {
-        fprintf(stderr, "mtlsgw explain: HOST[:PORT] is required\n");
+    gw_cmd_opts o;
+    gw_cmd_parse(argc, argv, GW_OPT_CONFIG | GW_OPT_CONNECT, explain_usage, &o);
+    if (o.num_args != 1) {
+        fprintf(stderr, "mtlsgw explain: one HOST[:PORT] is required\n\n%s", explain_usage);
         return 2;
     }
-    const char *target = argv[idx];
+    const char *path = o.config;
+    const char *target = o.args[0];
     char host[256];
     uint16_t port;
     if (!gw_http_parse_authority(target, strlen(target), 443, host, &port)) {
         fprintf(stderr, "mtlsgw explain: \"%s\" is not HOST, HOST:PORT or [IPv6]:PORT\n", target);
         return 2;
     }
-    pol_config *cfg = load_or_report(path);
+    pol_config *cfg = gw_load_or_report(path);
     if (cfg == NULL) {
         return 1;
     }
@@ -138,8 +139,12 @@ static int cmd_explain(int argc, char **argv) {
             printf("server name  %s%s\n", sni, gw_host_is_ip(sni) ? "  (IP: no SNI, checked against IP SANs)" : "");
         }
     }
+    int rc = 0;
+    if (o.connect && r->action != POL_ACTION_DENY) {
+        rc = gw_explain_connect(cfg, r, d.host, d.port);
+    }
     pol_config_unref(cfg);
-    return 0;
+    return rc;
 }
 
 // ---- run ----
@@ -188,9 +193,86 @@ static void raise_nofile(void) {
     }
 }
 
+// ---- reload and identity file watching ----
+
+// identity_files_signature sums up (device, inode, size, mtime) of every file the
+// identities of |cfg| are loaded from: a rename or a rewrite in place changes it.
+static uint64_t identity_files_signature(const pol_config *cfg) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        const pol_identity_spec *sp = &cfg->identities[i]->spec;
+        const char *files[] = {sp->certificate, sp->key, sp->key_password_file, sp->pkcs12,
+                               sp->pkcs12_password_file, sp->trust, sp->crl};
+        for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+            struct stat st;
+            if (files[f] == NULL) {
+                continue;
+            }
+            if (stat(files[f], &st) != 0) {
+                memset(&st, 0, sizeof(st));
+            }
+            uint64_t v[] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
+                            (uint64_t)st.st_mtim.tv_sec, (uint64_t)st.st_mtim.tv_nsec};
+            for (size_t k = 0; k < 5; k++) {
+                h = (h ^ v[k]) * 1099511628211ull;
+            }
+        }
+    }
+    return h;
+}
+
+static void assign_metrics_slots(pol_config *cfg) {
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        cfg->identities[i]->metrics_slot = gw_metrics_identity_slot(cfg->identities[i]->spec.name);
+    }
+}
+
+// reload loads |path| into a new snapshot and hands it to the workers and the admin
+// endpoint. Returns the snapshot now running (the old one if the new one failed).
+static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers, int nworkers, const char *why) {
+    pol_errors errs;
+    pol_errors_init(&errs);
+    pol_config *next = pol_config_load(path, &errs);
+    for (size_t i = 0; i < errs.len; i++) {
+        gw_log(next ? GW_LOG_WARN : GW_LOG_ERROR, "reload: %s", errs.lines[i]);
+    }
+    pol_errors_free(&errs);
+    if (next != NULL && !same_listeners(cfg, next)) {
+        gw_log(GW_LOG_ERROR, "reload: listen addresses changed; that needs a restart. Keeping the old config");
+        pol_config_unref(next);
+        next = NULL;
+    }
+    if (next == NULL) {
+        gw_log(GW_LOG_ERROR, "reload (%s) failed: keeping the running configuration", why);
+        gw_metrics_reload(0);
+        return cfg;
+    }
+    if ((next->admin_address_text == NULL) != (cfg->admin_address_text == NULL) ||
+        (next->admin_address_text && strcmp(next->admin_address_text, cfg->admin_address_text) != 0)) {
+        gw_log(GW_LOG_WARN, "reload: admin.address changed; that takes a restart (still serving on %s)",
+               cfg->admin_address_text ? cfg->admin_address_text : "none");
+    }
+    assign_metrics_slots(next);
+    configure_logs(next);
+    for (int i = 0; i < nworkers; i++) {
+        gw_worker_set_config(&workers[i], next);
+    }
+    gw_admin_set_config(next);
+    pol_config_unref(cfg);
+    gw_metrics_reload(1);
+    gw_log(GW_LOG_INFO, "reloaded %s (%s): %zu rules, %zu identities", path, why, next->num_rules,
+           next->num_identities);
+    return next;
+}
+
 static int cmd_run(int argc, char **argv) {
-    int idx;
-    const char *path = config_path(argc, argv, &idx);
+    gw_cmd_opts o;
+    gw_cmd_parse(argc, argv, GW_OPT_CONFIG, run_usage, &o);
+    if (o.num_args > 0) {
+        fprintf(stderr, "mtlsgw run: unexpected argument \"%s\"\n\n%s", o.args[0], run_usage);
+        return 2;
+    }
+    const char *path = o.config;
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
@@ -200,11 +282,12 @@ static int cmd_run(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);  // workers inherit the mask; this thread waits
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    pol_config *cfg = load_or_report(path);
+    pol_config *cfg = gw_load_or_report(path);
     if (cfg == NULL) {
         return 1;
     }
     configure_logs(cfg);
+    assign_metrics_slots(cfg);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nworkers = cfg->workers > 0 ? cfg->workers : (ncpu > 0 ? (int)ncpu : 1);
     int *fds = calloc((size_t)nworkers * cfg->num_listeners, sizeof(int));
@@ -236,38 +319,40 @@ static int cmd_run(int argc, char **argv) {
                    l->protocols & POL_PROTO_HTTP ? "http" : "");
         }
     }
+    if (cfg->admin_address_text != NULL) {
+        if (!gw_admin_start(cfg)) {
+            gw_log(GW_LOG_ERROR, "admin: cannot listen on %s: %s", cfg->admin_address_text, strerror(errno));
+            return 1;
+        }
+        gw_log(GW_LOG_INFO, "admin endpoint on http://%s/ (/metrics /healthz /identities)", cfg->admin_address_text);
+    }
     gw_log(GW_LOG_INFO, "mtlsgw %s running: %d workers, %zu rules, %zu identities", MTLSGW_VERSION, nworkers,
            cfg->num_rules, cfg->num_identities);
+    // Identity files are polled every second; a change is loaded once it has held still
+    // for one poll, so a pair being written is not caught halfway. A pair that does not
+    // load (half-written, mismatched) keeps the running one until the files change again.
+    uint64_t seen = identity_files_signature(cfg), loaded = seen;
+    const struct timespec tick = {1, 0};
     for (;;) {
-        int sig = sigwaitinfo(&set, NULL);
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig < 0) {
+            uint64_t now = identity_files_signature(cfg);
+            if (now != seen) {
+                seen = now;
+            } else if (now != loaded) {
+                loaded = now;
+                cfg = reload(path, cfg, workers, nworkers, "identity files changed");
+            }
+            continue;
+        }
         if (sig == SIGHUP) {
-            pol_errors errs;
-            pol_errors_init(&errs);
-            pol_config *next = pol_config_load(path, &errs);
-            for (size_t i = 0; i < errs.len; i++) {
-                gw_log(next ? GW_LOG_WARN : GW_LOG_ERROR, "reload: %s", errs.lines[i]);
-            }
-            pol_errors_free(&errs);
-            if (next != NULL && !same_listeners(cfg, next)) {
-                gw_log(GW_LOG_ERROR, "reload: listen addresses changed; that needs a restart. Keeping the old config");
-                pol_config_unref(next);
-                next = NULL;
-            }
-            if (next == NULL) {
-                gw_log(GW_LOG_ERROR, "reload failed: keeping the running configuration");
-                continue;
-            }
-            configure_logs(next);
-            for (int i = 0; i < nworkers; i++) {
-                gw_worker_set_config(&workers[i], next);
-            }
-            pol_config_unref(cfg);
-            cfg = next;
-            gw_log(GW_LOG_INFO, "reloaded %s: %zu rules, %zu identities", path, cfg->num_rules, cfg->num_identities);
+            cfg = reload(path, cfg, workers, nworkers, "SIGHUP");
+            seen = loaded = identity_files_signature(cfg);
         } else if (sig == SIGUSR1) {
             gw_log_reopen();
         } else if (sig == SIGTERM || sig == SIGINT) {
             gw_log(GW_LOG_INFO, "stopping: draining tunnels for up to %d s", cfg->limits.drain_timeout_s);
+            gw_admin_set_draining();
             break;
         }
     }
@@ -280,6 +365,7 @@ static int cmd_run(int argc, char **argv) {
     }
     free(workers);
     free(fds);
+    gw_admin_stop();
     pol_config_unref(cfg);
     gw_sesscache_clear();
     gw_log(GW_LOG_INFO, "stopped");
@@ -308,6 +394,8 @@ int main(int argc, char **argv) {
         rc = cmd_check(argc - 1, argv + 1);
     } else if (strcmp(cmd, "explain") == 0) {
         rc = cmd_explain(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "identity") == 0) {
+        rc = gw_cmd_identity(argc - 1, argv + 1);
     } else {
         fprintf(stderr, "mtlsgw: unknown command \"%s\"\n\n%s", cmd, usage);
         rc = 2;

@@ -7,11 +7,13 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/h1.h"
 #include "gateway/http.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/netutil.h"
 #include "gateway/socks.h"
 #include "gateway/upstream.h"
@@ -77,6 +79,7 @@ struct gw_tunnel {
     size_t num_addrs, next_addr;
     gw_err last_connect_err;
     uint64_t t_start, t_phase, last_activity;
+    uint64_t hs_start_us;
     int64_t dns_ms, connect_ms, handshake_ms;
     uint64_t up_bytes, down_bytes;
     char client_text[64], upstream_text[80];
@@ -109,6 +112,12 @@ static void established(gw_tunnel *t);
 static void upstream_failed(gw_tunnel *t, const char *result, const char *reason);
 static void http_start_request(gw_tunnel *t, const gw_http_request *hr);
 static void http_run(gw_tunnel *t);
+
+static uint64_t monotonic_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 gw_tunnel *gw_tunnel_next(gw_tunnel *t) {
     return t->next;
@@ -161,6 +170,7 @@ static void log_access(gw_tunnel *t) {
         .status = t->proto == P_HTTP_FORWARD ? t->status : 0,
     };
     gw_access_log(&r);
+    gw_metrics_tunnel_done(t->rule ? (int)t->rule->action : -1, t->result, t->up_bytes, t->down_bytes);
 }
 
 // close_tunnel is the one way out: it logs the access line and releases everything.
@@ -420,6 +430,9 @@ static void on_resolved(void *arg, res_status status, const res_addr *addrs, siz
     gw_tunnel *t = arg;
     t->query = NULL;
     t->dns_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+    gw_metrics_dns(status == RES_OK ? GW_DNS_OK
+                   : status == RES_NOT_FOUND ? GW_DNS_NOT_FOUND
+                   : status == RES_TIMEOUT ? GW_DNS_TIMEOUT : GW_DNS_FAILED);
     if (status != RES_OK) {
         char reason[400];
         snprintf(reason, sizeof(reason), "%s: %s", t->connect_host, res_status_text(status));
@@ -746,6 +759,7 @@ static void start_tls(gw_tunnel *t) {
     }
     t->state = T_HANDSHAKING;
     t->t_phase = gw_monotonic_ms();
+    t->hs_start_us = monotonic_us();
     gw_timer_start(t->worker->loop, &t->timer, (uint64_t)t->cfg->limits.handshake_timeout_ms);
 }
 
@@ -800,6 +814,8 @@ static void step_tls(gw_tunnel *t) {
     }
     if (t->state == T_HANDSHAKING) {
         t->handshake_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+        gw_metrics_handshake(t->rule->identity->metrics_slot, SSL_session_reused(t->upstream.ssl),
+                             monotonic_us() - t->hs_start_us);
         if (t->cfg->limits.confirm_ms > 0 && gw_upstream_needs_confirm(&t->upstream)) {
             t->state = T_CONFIRMING;
             gw_timer_start(t->worker->loop, &t->timer, (uint64_t)t->cfg->limits.confirm_ms);

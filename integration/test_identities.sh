@@ -68,7 +68,7 @@ identities = ( { name = \"ops\"; certificate = \"$P/ops.crt\"; key = \"$P/ops.ke
 expect_contains "trust file without certificates" "holds no certificate" "$out"
 out=$(bad typo "$L
 rules = ( { match = \"a.test\"; acton = \"direct\"; } );")
-expect_contains "typo'd setting" "typo.conf:2: rules[0]: unknown setting \"acton\"" "$out"
+expect_contains "typo'd setting" "typo.conf:2: rules[0].acton: unknown setting; did you mean \"action\"?" "$out"
 out=$(bad syntax "$L
 rules = ( { match = \"a.test\"; action = ; } );")
 expect_contains "syntax error with line" "syntax.conf:2: syntax error" "$out"

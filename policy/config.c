@@ -128,6 +128,30 @@ static const char *type_name(int type) {
 }
 
 // check_members rejects settings of |group| not named in |known| (NULL-terminated).
+static void setting_path(char *out, size_t cap, const char *prefix, const char *key);
+
+// edit_distance is the Levenshtein distance of two short names (capped at 32 bytes).
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 32 || lb > 32) {
+        return 99;
+    }
+    size_t prev[33], cur[33];
+    for (size_t j = 0; j <= lb; j++) {
+        prev[j] = j;
+    }
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        memcpy(prev, cur, sizeof(prev));
+    }
+    return prev[lb];
+}
+
 static void check_members(loader *ld, const config_setting_t *group, const char *prefix,
                           const char *const *known) {
     int n = config_setting_length(group);
@@ -148,8 +172,22 @@ static void check_members(loader *ld, const config_setting_t *group, const char 
                     strncat(list, ", ", sizeof(list) - strlen(list) - 1);
                 }
             }
-            problem(ld, m, prefix[0] ? prefix : "(top level)", "unknown setting \"%s\"; expected one of: %s",
-                    name ? name : "?", list);
+            char path[256];
+            setting_path(path, sizeof(path), prefix, name ? name : "?");
+            const char *best = NULL;
+            size_t best_d = 3;  // suggest only close misspellings
+            for (const char *const *k = known; name && *k; k++) {
+                size_t d = edit_distance(name, *k);
+                if (d < best_d) {
+                    best_d = d;
+                    best = *k;
+                }
+            }
+            if (best != NULL) {
+                problem(ld, m, path, "unknown setting; did you mean \"%s\"? (expected one of: %s)", best, list);
+            } else {
+                problem(ld, m, path, "unknown setting; expected one of: %s", list);
+            }
         }
     }
 }
@@ -765,8 +803,28 @@ static void load_log(loader *ld, const config_setting_t *root) {
     }
 }
 
+static void load_admin(loader *ld, const config_setting_t *root) {
+    pol_config *cfg = ld->cfg;
+    int bad = 0;
+    const config_setting_t *g = get_aggregate(ld, root, "", "admin", 1, &bad);
+    if (g == NULL) {
+        return;
+    }
+    static const char *const known[] = {"address", NULL};
+    check_members(ld, g, "admin", known);
+    const char *v;
+    if (get_string(ld, g, "admin", "address", &v) == 1) {
+        if (!pol_parse_socket_address(v, &cfg->admin_addr, &cfg->admin_addr_len)) {
+            problem(ld, config_setting_get_member(g, "address"), "admin.address",
+                    "expected \"IPv4:port\" or \"[IPv6]:port\", found \"%s\"", v);
+        } else {
+            cfg->admin_address_text = strdup(v);
+        }
+    }
+}
+
 static const char *const top_known[] = {"workers", "listen", "resolver", "identities", "rules",
-                                        "limits", "allow", "log", NULL};
+                                        "limits", "allow", "log", "admin", NULL};
 
 pol_config *pol_config_load(const char *path, pol_errors *errs) {
     config_t lc;
@@ -804,6 +862,7 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     load_limits(&ld, root);
     load_allow(&ld, root);
     load_log(&ld, root);
+    load_admin(&ld, root);
     config_destroy(&lc);
     if (pol_errors_count_fatal(errs) != before) {
         pol_config_unref(cfg);

@@ -1,7 +1,9 @@
 #include "policy/identity.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs8.h>
@@ -422,6 +424,7 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
     memset(spec, 0, sizeof(*spec));
     id->ctx = ctx;
     id->generation = atomic_fetch_add(&g_identity_generation, 1) + 1;
+    id->metrics_slot = -1;
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set_verify_depth(ctx, id->spec.verify_depth);
     SSL_CTX_set_cert_verify_callback(ctx, verify_cb, id);
@@ -435,6 +438,14 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
         X509_NAME_oneline(X509_get_issuer_name(leaf), id->issuer, sizeof(id->issuer));
         id->not_before = asn1_to_time(X509_get0_notBefore(leaf));
         id->not_after = asn1_to_time(X509_get0_notAfter(leaf));
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(leaf), NULL);
+        char *hex = bn ? BN_bn2hex(bn) : NULL;
+        snprintf(id->serial, sizeof(id->serial), "%s", hex ? hex : "?");
+        for (char *c = id->serial; *c; c++) {
+            *c = (char)toupper((unsigned char)*c);  // as nginx's $ssl_client_serial shows it
+        }
+        OPENSSL_free(hex);
+        BN_free(bn);
         EVP_PKEY *pub = X509_get_pubkey(leaf);
         if (pub != NULL) {
             describe_key(pub, id->key_type, sizeof(id->key_type));

@@ -28,6 +28,8 @@ struct pol_identity {
     time_t not_before, not_after;
     char subject[256], issuer[256];
     char key_type[32];
+    char serial[80];   // hex, as nginx's $ssl_client_serial shows it
+    int metrics_slot;  // set by the gateway (gw_metrics_identity_slot); -1: none
 };
 typedef struct pol_identity pol_identity;
 

@@ -1,0 +1,21 @@
+// admin: the operators' HTTP endpoint (admin.address): /metrics (Prometheus text),
+// /healthz and /identities (JSON). A thread of its own with blocking sockets, one request
+// per connection: it never touches the workers' loops.
+#ifndef MTLSGW_ADMIN_H
+#define MTLSGW_ADMIN_H
+
+#include <sys/socket.h>
+
+#include "policy/config.h"
+
+// gw_admin_start listens on |cfg|'s admin address and serves from a new thread. Returns
+// 1, or 0 with errno set.
+int gw_admin_start(pol_config *cfg);
+// gw_admin_set_config makes the admin pages describe |cfg| (after a reload).
+void gw_admin_set_config(pol_config *cfg);
+// gw_admin_set_draining makes /healthz answer 503 (the gateway is stopping).
+void gw_admin_set_draining(void);
+// gw_admin_stop stops the thread and closes the socket.
+void gw_admin_stop(void);
+
+#endif

@@ -1,0 +1,99 @@
+#include "gateway/report.h"
+
+#include <arpa/inet.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *gw_identity_status(const pol_identity *id, time_t now, int warn_days) {
+    if (now >= id->not_after) {
+        return "expired";
+    }
+    if (now < id->not_before) {
+        return "not_yet_valid";
+    }
+    time_t left = id->not_after - now, life = id->not_after - id->not_before;
+    if (left < (time_t)warn_days * 86400 || (life < 42 * 86400 && left < life / 3)) {
+        return "expiring";
+    }
+    return "ok";
+}
+
+void gw_identity_sans(const pol_identity *id, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    GENERAL_NAMES *gens = X509_get_ext_d2i(id->leaf, NID_subject_alt_name, NULL, NULL);
+    for (size_t i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
+        char one[300] = "";
+        const ASN1_STRING *s = NULL;
+        const char *kind = NULL;
+        if (gn->type == GEN_DNS) {
+            s = gn->d.dNSName, kind = "DNS";
+        } else if (gn->type == GEN_EMAIL) {
+            s = gn->d.rfc822Name, kind = "email";
+        } else if (gn->type == GEN_URI) {
+            s = gn->d.uniformResourceIdentifier, kind = "URI";
+        } else if (gn->type == GEN_IPADD) {
+            char ip[INET6_ADDRSTRLEN] = "?";
+            int len = ASN1_STRING_length(gn->d.iPAddress);
+            const unsigned char *p = ASN1_STRING_get0_data(gn->d.iPAddress);
+            if (len == 4 || len == 16) {
+                inet_ntop(len == 4 ? AF_INET : AF_INET6, p, ip, sizeof(ip));
+            }
+            snprintf(one, sizeof(one), "IP:%s", ip);
+        }
+        if (s != NULL) {
+            snprintf(one, sizeof(one), "%s:%.*s", kind, ASN1_STRING_length(s), (const char *)ASN1_STRING_get0_data(s));
+        }
+        if (one[0] != '\0' && n + strlen(one) + 3 < cap) {
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", one);
+        }
+    }
+    GENERAL_NAMES_free(gens);
+}
+
+void gw_format_utc(time_t t, char *out, size_t cap) {
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int warn_days) {
+    gw_strbuf_printf(b, "[");
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        const pol_identity *id = cfg->identities[i];
+        char sans[1024], nb[40], na[40];
+        gw_identity_sans(id, sans, sizeof(sans));
+        gw_format_utc(id->not_before, nb, sizeof(nb));
+        gw_format_utc(id->not_after, na, sizeof(na));
+        gw_strbuf_printf(b, "%s\n  {\"name\": ", i ? "," : "");
+        gw_strbuf_json(b, id->spec.name);
+        gw_strbuf_printf(b, ", \"where\": ");
+        gw_strbuf_json(b, id->spec.where);
+        gw_strbuf_printf(b, ", \"subject\": ");
+        gw_strbuf_json(b, id->subject);
+        gw_strbuf_printf(b, ", \"issuer\": ");
+        gw_strbuf_json(b, id->issuer);
+        gw_strbuf_printf(b, ", \"sans\": ");
+        gw_strbuf_json(b, sans);
+        gw_strbuf_printf(b, ", \"key_type\": ");
+        gw_strbuf_json(b, id->key_type);
+        gw_strbuf_printf(b, ", \"serial\": ");
+        gw_strbuf_json(b, id->serial);
+        gw_strbuf_printf(b, ", \"not_before\": \"%s\", \"not_after\": \"%s\", \"not_after_unix\": %lld", nb, na,
+                         (long long)id->not_after);
+        gw_strbuf_printf(b, ", \"days_left\": %.1f, \"status\": \"%s\", \"rules\": [",
+                         (double)(id->not_after - now) / 86400.0, gw_identity_status(id, now, warn_days));
+        int first = 1;
+        for (size_t r = 0; r < cfg->num_rules; r++) {
+            if (cfg->rules[r].identity == id) {
+                gw_strbuf_printf(b, "%s", first ? "" : ", ");
+                gw_strbuf_json(b, cfg->rules[r].where);
+                first = 0;
+            }
+        }
+        gw_strbuf_printf(b, "]}");
+    }
+    gw_strbuf_printf(b, "%s]\n", cfg->num_identities ? "\n" : "");
+}
