@@ -343,10 +343,14 @@ expect_contains "rotation: reloads logged as identity changes" "(identity files 
 expect_eq "rotation: /identities shows the current serial" "$(serial_of "$PKI/rot2.crt")" \
     "$(admin /identities | python3 -c 'import json,sys; print([i["serial"] for i in json.load(sys.stdin) if i["name"] == "ops"][0])')"
 
-kill -TERM "$GW_PID"
-for _ in $(seq 20); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/healthz" 2>/dev/null)" = 000 ] && break
-    sleep 0.1
+
+# ---- the systemd unit ----
+sed "s|/usr/local/bin/mtlsgw|$MTLSGW|g" "$ROOT/etc/mtlsgw.service" > "$WORK/mtlsgw.service"
+out=$(systemd-analyze verify "$WORK/mtlsgw.service" 2>&1) && rc=0 || rc=$?
+expect_eq "systemd unit: systemd-analyze verify finds nothing ($out)" "0 " "$rc $out"
+unit=$(cat "$ROOT/etc/mtlsgw.service")
+for d in "NoNewPrivileges=yes" "ProtectSystem=strict" "PrivateTmp=yes" "User=mtlsgw" "CapabilityBoundingSet=" \
+    "ExecReload=/bin/kill -HUP \$MAINPID" "ExecStartPre=/usr/local/bin/mtlsgw check"; do
+    expect_contains "systemd unit: $d" "$d" "$unit"
 done
-check "gateway alive until stopped" true
 finish
