@@ -160,9 +160,13 @@ static void *admin_main(void *arg) {
     return NULL;
 }
 
-int gw_admin_start(pol_config *cfg) {
+int gw_admin_bind(const pol_config *cfg) {
     g_admin.fd = gw_listen_socket((const struct sockaddr *)&cfg->admin_addr, cfg->admin_addr_len, 0);
-    if (g_admin.fd < 0) {
+    return g_admin.fd >= 0;
+}
+
+int gw_admin_start(pol_config *cfg) {
+    if (g_admin.fd < 0 && !gw_admin_bind(cfg)) {
         return 0;
     }
     gw_admin_set_config(cfg);

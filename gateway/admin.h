@@ -8,8 +8,10 @@
 
 #include "policy/config.h"
 
-// gw_admin_start listens on |cfg|'s admin address and serves from a new thread. Returns
-// 1, or 0 with errno set.
+// gw_admin_bind opens the listening socket on |cfg|'s admin address (before privileges
+// are dropped). Returns 1, or 0 with errno set.
+int gw_admin_bind(const pol_config *cfg);
+// gw_admin_start serves from a new thread (binding first if gw_admin_bind was not called).
 int gw_admin_start(pol_config *cfg);
 // gw_admin_set_config makes the admin pages describe |cfg| (after a reload).
 void gw_admin_set_config(pol_config *cfg);

@@ -7,6 +7,7 @@
 #include <openssl/ec_key.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/mem.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
@@ -24,6 +25,7 @@
 #include "gateway/sesscache.h"
 #include "gateway/upstream.h"
 #include "policy/identity.h"
+#include "policy/users.h"
 #include "resolver/resolver.h"
 
 // ---- options ----
@@ -443,6 +445,56 @@ int gw_cmd_identity(int argc, char **argv) {
     int rc = list ? identity_list(cfg, &o) : identity_check(cfg, &o, o.num_args ? o.args[0] : NULL);
     pol_config_unref(cfg);
     return rc;
+}
+
+// ---- passwd ----
+
+static const char passwd_usage[] =
+    "usage: mtlsgw passwd NAME\n\n"
+    "Reads a password (from the terminal without echo, or the first line of stdin) and prints\n"
+    "the auth.users_file line for NAME: NAME:sha256:SALT:HASH. Append it to the users file\n"
+    "(mode 0600) and reload.\n";
+
+int gw_cmd_passwd(int argc, char **argv) {
+    gw_cmd_opts o;
+    gw_cmd_parse(argc, argv, 0, passwd_usage, &o);
+    if (o.num_args != 1) {
+        fprintf(stderr, "mtlsgw passwd: one NAME is required\n\n%s", passwd_usage);
+        return 2;
+    }
+    char pass[512];
+    size_t len = 0;
+    if (isatty(STDIN_FILENO)) {
+        char *p = getpass("password: ");
+        if (p == NULL) {
+            return 1;
+        }
+        len = strlen(p);
+        if (len >= sizeof(pass)) {
+            len = sizeof(pass) - 1;
+        }
+        memcpy(pass, p, len);
+        OPENSSL_cleanse(p, strlen(p));
+    } else {
+        if (fgets(pass, sizeof(pass), stdin) == NULL) {
+            fprintf(stderr, "mtlsgw passwd: no password on stdin\n");
+            return 1;
+        }
+        len = strcspn(pass, "\r\n");
+    }
+    if (len == 0) {
+        fprintf(stderr, "mtlsgw passwd: the password is empty\n");
+        return 1;
+    }
+    char line[1024];
+    int ok = pol_users_make_line(o.args[0], pass, len, line, sizeof(line));
+    OPENSSL_cleanse(pass, sizeof(pass));
+    if (!ok) {
+        fprintf(stderr, "mtlsgw passwd: \"%s\" is not a valid user name (1 to 255 bytes, no spaces or ':')\n", o.args[0]);
+        return 2;
+    }
+    fputs(line, stdout);
+    return 0;
 }
 
 // ---- explain --connect ----

@@ -33,6 +33,7 @@ void gw_cmd_parse(int argc, char **argv, unsigned allowed, const char *usage, gw
 pol_config *gw_load_or_report(const char *path);
 
 int gw_cmd_identity(int argc, char **argv);
+int gw_cmd_passwd(int argc, char **argv);
 
 // gw_explain_connect resolves, connects and handshakes twice to the upstream of rule |r|
 // for |host|:|port| and prints what it saw. Returns the exit status (0: the server

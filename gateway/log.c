@@ -251,6 +251,9 @@ void gw_access_log(const gw_access_record *r) {
     }
     n = put_str(line, n, cap, "ts", ts, json);
     n = put_str(line, n, cap, "client", r->client, json);
+    if (r->user != NULL) {
+        n = put_str(line, n, cap, "user", r->user, json);
+    }
     n = put_str(line, n, cap, "listener", r->listener, json);
     n = put_str(line, n, cap, "proto", r->proto, json);
     n = put_str(line, n, cap, "dest", r->dest, json);

@@ -30,6 +30,7 @@ typedef struct {
     int resumed;  // -1: no TLS
     int64_t dns_ms, connect_ms, handshake_ms, duration_ms;
     uint64_t up_bytes, down_bytes;
+    const char *user;    // the authenticated proxy user (NULL: the key is left out)
     const char *method;  // http_proxy requests only (NULL: the keys are left out)
     int status;
 } gw_access_record;

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -40,6 +42,7 @@ static const char usage[] =
     "                                       key, chain, expiry, trust, key file mode; exit 1 on problems\n"
     "  identity new NAME --subject \"/CN=..\" [--san ..] [--key TYPE] --out DIR\n"
     "                                       new private key (mode 0600) and a CSR for your CA\n"
+    "  passwd NAME                          a line for auth.users_file (password from stdin)\n"
     "  version                              versions of mtlsgw, BoringSSL, c-ares and libconfig\n"
     "\n"
     "Signals (run): SIGHUP reloads the config, SIGTERM/SIGINT drain and stop,\n"
@@ -265,6 +268,34 @@ static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers,
     return next;
 }
 
+// drop_privileges switches to the configured `user` once the listeners are bound, when
+// started as root. Everything read later (reloads, rotated identities, the users file)
+// must be readable by that user.
+static int drop_privileges(const pol_config *cfg) {
+    if (geteuid() != 0) {
+        return 1;
+    }
+    if (cfg->user == NULL) {
+        gw_log(GW_LOG_WARN, "running as root: set `user` to drop privileges once the listeners are bound");
+        return 1;
+    }
+    struct passwd *pw = getpwnam(cfg->user);
+    if (pw == NULL) {
+        gw_log(GW_LOG_ERROR, "user: no such user \"%s\"", cfg->user);
+        return 0;
+    }
+    if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+        gw_log(GW_LOG_ERROR, "user: cannot switch to %s: %s", cfg->user, strerror(errno));
+        return 0;
+    }
+    if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+        gw_log(GW_LOG_ERROR, "user: switched to %s but could become root again; stopping", cfg->user);
+        return 0;
+    }
+    gw_log(GW_LOG_INFO, "running as user %s (uid %u, gid %u)", cfg->user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+    return 1;
+}
+
 static int cmd_run(int argc, char **argv) {
     gw_cmd_opts o;
     gw_cmd_parse(argc, argv, GW_OPT_CONFIG, run_usage, &o);
@@ -295,6 +326,13 @@ static int cmd_run(int argc, char **argv) {
     if (fds == NULL || workers == NULL || !open_listeners(cfg, nworkers, fds)) {
         return 1;
     }
+    if (cfg->admin_address_text != NULL && !gw_admin_bind(cfg)) {
+        gw_log(GW_LOG_ERROR, "admin: cannot listen on %s: %s", cfg->admin_address_text, strerror(errno));
+        return 1;
+    }
+    if (!drop_privileges(cfg)) {
+        return 1;
+    }
     for (int i = 0; i < nworkers; i++) {
         char err[300];
         if (!gw_worker_init(&workers[i], i, cfg, fds + (size_t)i * cfg->num_listeners, err, sizeof(err))) {
@@ -321,7 +359,7 @@ static int cmd_run(int argc, char **argv) {
     }
     if (cfg->admin_address_text != NULL) {
         if (!gw_admin_start(cfg)) {
-            gw_log(GW_LOG_ERROR, "admin: cannot listen on %s: %s", cfg->admin_address_text, strerror(errno));
+            gw_log(GW_LOG_ERROR, "admin: cannot start its thread");
             return 1;
         }
         gw_log(GW_LOG_INFO, "admin endpoint on http://%s/ (/metrics /healthz /identities)", cfg->admin_address_text);
@@ -396,6 +434,8 @@ int main(int argc, char **argv) {
         rc = cmd_explain(argc - 1, argv + 1);
     } else if (strcmp(cmd, "identity") == 0) {
         rc = gw_cmd_identity(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "passwd") == 0) {
+        rc = gw_cmd_passwd(argc - 1, argv + 1);
     } else {
         fprintf(stderr, "mtlsgw: unknown command \"%s\"\n\n%s", cmd, usage);
         rc = 2;

@@ -1,10 +1,13 @@
 #include "gateway/tunnel.h"
 
 #include <errno.h>
+#include <openssl/base64.h>
 #include <openssl/err.h>
+#include <openssl/mem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -17,12 +20,14 @@
 #include "gateway/netutil.h"
 #include "gateway/socks.h"
 #include "gateway/upstream.h"
+#include "policy/users.h"
 
 // One value per phase of a tunnel's life.
 typedef enum {
     T_DETECT,           // waiting for the first byte, which picks the protocol
     T_SOCKS5_GREETING,  // waiting for VER NMETHODS METHODS
-    T_SOCKS5_REQUEST,   // method chosen, waiting for the CONNECT request
+    T_SOCKS5_AUTH,      // username/password method chosen, waiting for RFC 1929 credentials
+    T_SOCKS5_REQUEST,   // method chosen (and credentials accepted), waiting for the CONNECT request
     T_SOCKS4_REQUEST,   // waiting for the rest of a SOCKS4/4a request
     T_HTTP_HEAD,        // reading an HTTP request head (CONNECT)
     T_RESOLVING,        // a DNS query is out
@@ -100,6 +105,7 @@ struct gw_tunnel {
     unsigned http_idle : 1;   // between requests: nothing to log if the connection ends
     char method[24];
     int status;
+    char user[64];  // the authenticated proxy user, for the access log
     gw_tunnel *prev, *next;
 };
 
@@ -107,6 +113,7 @@ atomic_int gw_active_tunnels;
 atomic_int gw_rejecting_tunnels;
 
 static void run(gw_tunnel *t);
+static void flush_rejection(gw_tunnel *t);
 static void start_connect(gw_tunnel *t);
 static void established(gw_tunnel *t);
 static void upstream_failed(gw_tunnel *t, const char *result, const char *reason);
@@ -167,6 +174,7 @@ static void log_access(gw_tunnel *t) {
         .result = t->result,
         .reason = t->reason[0] ? t->reason : NULL,
         .method = t->proto == P_HTTP_FORWARD && t->method[0] ? t->method : NULL,
+        .user = t->user[0] ? t->user : NULL,
         .status = t->proto == P_HTTP_FORWARD ? t->status : 0,
     };
     gw_access_log(&r);
@@ -345,6 +353,7 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
     switch (t->state) {
         case T_DETECT:
         case T_SOCKS5_GREETING:
+        case T_SOCKS5_AUTH:
         case T_SOCKS5_REQUEST:
         case T_SOCKS4_REQUEST:
         case T_HTTP_HEAD:
@@ -408,9 +417,41 @@ static void mark(side *s, uint32_t events) {
     }
 }
 
+static int socket_error(int fd) {
+    int e = 0;
+    socklen_t l = sizeof(e);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l);
+    return e;
+}
+
+// abort_socket makes the coming close() send a RST: one side's reset is passed on as a
+// reset, so the other side cannot take a cut-off stream for a complete one.
+static void abort_socket(int fd) {
+    struct linger lg = {1, 0};
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+}
+
+// client_failed ends a tunnel whose client connection broke (reset, error).
+static void client_failed(gw_tunnel *t, const char *reason) {
+    abort_socket(t->upstream.fd);
+    close_tunnel(t, "client_reset", reason);
+}
+
 static void on_client(gw_loop *loop, gw_watcher *w, uint32_t events) {
     gw_tunnel *t = w->data;
     mark(&t->client, events);
+    if ((events & EPOLLERR) && (t->state == T_RELAY || t->state == T_HTTP_FORWARD || t->state == T_REJECTING)) {
+        // A reset is noticed even while backpressure keeps us from reading this side.
+        int e = socket_error(t->client_fd);
+        if (t->state == T_REJECTING) {
+            close_tunnel(t, NULL, NULL);
+        } else {
+            client_failed(t, e ? strerror(e) : "connection reset");
+        }
+        return;
+    }
     if ((events & (EPOLLHUP | EPOLLERR)) && t->state >= T_RESOLVING && t->state <= T_CONFIRMING) {
         close_tunnel(t, "client_closed", "client went away before the tunnel was established");
         return;
@@ -421,6 +462,16 @@ static void on_client(gw_loop *loop, gw_watcher *w, uint32_t events) {
 static void on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events) {
     gw_tunnel *t = w->data;
     mark(&t->up, events);
+    if ((events & EPOLLERR) && (t->state == T_RELAY || t->state == T_HTTP_FORWARD)) {
+        int e = socket_error(t->upstream.fd);
+        upstream_failed(t, "upstream_reset", e ? strerror(e) : "connection reset");
+        if (t->state == T_REJECTING) {
+            flush_rejection(t);
+        } else if (t->state == T_HTTP_FORWARD) {
+            run(t);
+        }
+        return;
+    }
     run(t);
 }
 
@@ -579,6 +630,54 @@ static void consume(gw_tunnel *t, size_t n) {
     t->to_up->start += (uint32_t)n;
 }
 
+// http_authorized checks Proxy-Authorization: Basic when auth.users_file is set. On
+// failure the client gets 407 with Proxy-Authenticate and 0 is returned.
+static int http_authorized(gw_tunnel *t, const gw_http_request *hr) {
+    if (t->cfg->users == NULL) {
+        return 1;
+    }
+    const gw_http_header *h = gw_http_find_header(hr->headers, hr->num_headers, "Proxy-Authorization");
+    if (h == NULL) {
+        reject(t, GW_ERR_AUTH, "proxy authentication required (Proxy-Authorization: Basic)");
+        return 0;
+    }
+    uint8_t decoded[600];
+    size_t n = 0;
+    const char *v = h->value;
+    size_t vl = h->value_len;
+    int ok = vl > 6 && strncasecmp(v, "Basic ", 6) == 0;
+    if (ok) {
+        v += 6, vl -= 6;
+        while (vl > 0 && *v == ' ') {
+            v++, vl--;
+        }
+        ok = EVP_DecodedLength(&n, vl) && n <= sizeof(decoded) &&
+             EVP_DecodeBase64(decoded, &n, sizeof(decoded), (const uint8_t *)v, vl);
+    }
+    const uint8_t *colon = ok ? memchr(decoded, ':', n) : NULL;
+    char name[64] = "";
+    if (colon != NULL) {
+        size_t nl = (size_t)(colon - decoded);
+        snprintf(name, sizeof(name), "%.*s", (int)(nl < sizeof(name) - 1 ? nl : sizeof(name) - 1), (const char *)decoded);
+        ok = pol_users_check(t->cfg->users, (const char *)decoded, nl, (const char *)colon + 1, n - nl - 1);
+    } else {
+        ok = 0;
+    }
+    OPENSSL_cleanse(decoded, sizeof(decoded));
+    if (!ok) {
+        char reason[200];
+        for (char *c = name; *c; c++) {
+            *c = (unsigned char)*c < ' ' || *c == '"' ? '?' : *c;
+        }
+        snprintf(reason, sizeof(reason), colon ? "proxy authentication failed for user \"%s\""
+                                               : "malformed Proxy-Authorization (expected Basic credentials)%s", name);
+        reject(t, GW_ERR_AUTH, reason);
+        return 0;
+    }
+    snprintf(t->user, sizeof(t->user), "%s", name);
+    return 1;
+}
+
 // take_request_head parses the request head at the start of |b| (to_up or from_client).
 // Returns 1 with |hr| filled, 0 if more bytes are needed, -1 if the client was answered
 // with an error.
@@ -661,15 +760,45 @@ static void parse_request(gw_tunnel *t) {
                 return;
             }
             consume(t, used);
-            if (!(methods & (1u << GW_SOCKS5_METHOD_NONE))) {
+            uint8_t want = t->cfg->users ? GW_SOCKS5_METHOD_USERPASS : GW_SOCKS5_METHOD_NONE;
+            if (!(methods & (1u << want))) {
                 uint8_t no[2] = {5, GW_SOCKS5_METHOD_UNACCEPTABLE};
                 t->proto = P_NONE;
-                reject(t, GW_ERR_AUTH, "SOCKS5 client offered no acceptable authentication method");
+                reject(t, GW_ERR_AUTH,
+                       t->cfg->users ? "proxy authentication required: the SOCKS5 client offered no username/password"
+                                     : "SOCKS5 client offered no acceptable authentication method");
                 queue_down(t, no, 2);
                 return;
             }
-            uint8_t ok[2] = {5, GW_SOCKS5_METHOD_NONE};
+            uint8_t ok[2] = {5, want};
             queue_down(t, ok, 2);
+            t->state = t->cfg->users ? T_SOCKS5_AUTH : T_SOCKS5_REQUEST;
+            parse_request(t);
+            return;
+        }
+        case T_SOCKS5_AUTH: {
+            char name[256] = "", pass[256] = "";
+            gw_socks_status st = gw_socks5_parse_userpass(p, len, &used, name, pass);
+            if (st == GW_SOCKS_NEED_MORE) {
+                return;
+            }
+            int ok = st == GW_SOCKS_OK && pol_users_check(t->cfg->users, name, strlen(name), pass, strlen(pass));
+            OPENSSL_cleanse(pass, sizeof(pass));
+            if (!ok) {
+                uint8_t no[2] = {1, 1};
+                char reason[400];
+                snprintf(reason, sizeof(reason), st == GW_SOCKS_OK ? "proxy authentication failed for user \"%.64s\""
+                                                                   : "malformed SOCKS5 username/password request",
+                         name);
+                t->proto = P_NONE;
+                reject(t, GW_ERR_AUTH, reason);
+                queue_down(t, no, 2);
+                return;
+            }
+            consume(t, used);
+            snprintf(t->user, sizeof(t->user), "%s", name);
+            uint8_t yes[2] = {1, 0};
+            queue_down(t, yes, 2);
             t->state = T_SOCKS5_REQUEST;
             parse_request(t);
             return;
@@ -706,6 +835,10 @@ static void parse_request(gw_tunnel *t) {
             if (st == GW_SOCKS_NEED_MORE) {
                 return;
             }
+            if (t->cfg->users != NULL) {
+                reject(t, GW_ERR_AUTH, "proxy authentication required: SOCKS4 carries no password (use SOCKS5 or HTTP)");
+                return;
+            }
             if (st == GW_SOCKS_OK) {
                 consume(t, used);
                 route(t, req.host, req.port);
@@ -729,6 +862,9 @@ static void parse_request(gw_tunnel *t) {
                 t->to_up = NULL;
                 t->state = T_HTTP_FORWARD;
                 http_start_request(t, &hr);
+                return;
+            }
+            if (!http_authorized(t, &hr)) {
                 return;
             }
             consume(t, hr.head_len);
@@ -864,7 +1000,7 @@ static int client_read(gw_tunnel *t, gw_buf **dst) {
         t->client.readable = errno == EINTR;
         return 0;
     }
-    close_tunnel(t, "client_reset", strerror(errno));
+    client_failed(t, strerror(errno));
     return -1;
 }
 
@@ -1000,7 +1136,11 @@ static int relay_client_write(gw_tunnel *t) {
             t->client.writable = errno == EINTR;
             return 0;
         }
-        close_tunnel(t, t->state == T_RELAY ? "client_reset" : NULL, strerror(errno));
+        if (t->state == T_RELAY || t->state == T_HTTP_FORWARD) {
+            client_failed(t, strerror(errno));
+        } else {
+            close_tunnel(t, NULL, strerror(errno));
+        }
         return -1;
     }
     t->to_down->start += (uint32_t)n;
@@ -1133,7 +1273,7 @@ static void drop_upstream(gw_tunnel *t) {
 
 static void upstream_failed(gw_tunnel *t, const char *result, const char *reason) {
     if (t->proto != P_HTTP_FORWARD) {
-        close_tunnel(t, result, reason);
+        reset_client(t, result, reason);
     } else if (t->resp_phase == RS_IDLE) {
         drop_upstream(t);  // a kept-alive upstream went away between requests
     } else if (!t->resp_sent) {
@@ -1235,6 +1375,9 @@ static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->resp_phase = RS_HEAD;  // from here on, a failure is this request's
     t->resp_sent = 0;
     snprintf(t->method, sizeof(t->method), "%.*s", (int)(hr->method_len > 20 ? 20 : hr->method_len), hr->method);
+    if (!http_authorized(t, hr)) {
+        return;
+    }
     if (gw_http_token_eq(hr->method, hr->method_len, "CONNECT")) {
         reject(t, GW_ERR_BAD_REQUEST, "CONNECT after a forwarded request is not supported: open a new connection");
         return;
@@ -1523,6 +1666,7 @@ static void run(gw_tunnel *t) {
     switch (t->state) {
         case T_DETECT:
         case T_SOCKS5_GREETING:
+        case T_SOCKS5_AUTH:
         case T_SOCKS5_REQUEST:
         case T_SOCKS4_REQUEST:
         case T_HTTP_HEAD:

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <libconfig.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include "gateway/buffer.h"
 #include "gateway/http.h"
 #include "policy/identity.h"
+#include "policy/users.h"
 
 static atomic_ullong g_generation;
 
@@ -823,8 +825,43 @@ static void load_admin(loader *ld, const config_setting_t *root) {
     }
 }
 
+static void users_problem(void *arg, const char *msg) {
+    pol_errors_add(((loader *)arg)->errs, "%s", msg);
+}
+
+static void load_auth(loader *ld, const config_setting_t *root) {
+    pol_config *cfg = ld->cfg;
+    int bad = 0;
+    const config_setting_t *g = get_aggregate(ld, root, "", "auth", 1, &bad);
+    if (g == NULL) {
+        return;
+    }
+    static const char *const known[] = {"users_file", NULL};
+    check_members(ld, g, "auth", known);
+    const char *v;
+    if (get_string(ld, g, "auth", "users_file", &v) != 1) {
+        problem(ld, g, "auth.users_file", "expected the path of a users file (lines made by: mtlsgw passwd NAME)");
+        return;
+    }
+    cfg->users_file = resolve_path(ld, v);
+    size_t before = pol_errors_count_fatal(ld->errs);
+    cfg->users = pol_users_load(cfg->users_file, users_problem, ld);
+    if (cfg->users == NULL && pol_errors_count_fatal(ld->errs) == before) {
+        problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file", "cannot load %s", cfg->users_file);
+    } else if (cfg->users != NULL && cfg->users->num_users == 0) {
+        problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
+                "%s has no users: nobody could use the proxy", cfg->users_file);
+    }
+    struct stat st;
+    if (cfg->users != NULL && stat(cfg->users_file, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
+        problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
+                "warning: %s has mode %04o: readable by others; chmod 600 it", cfg->users_file,
+                (unsigned)(st.st_mode & 07777));
+    }
+}
+
 static const char *const top_known[] = {"workers", "listen", "resolver", "identities", "rules",
-                                        "limits", "allow", "log", "admin", NULL};
+                                        "limits", "allow", "log", "admin", "auth", "user", NULL};
 
 pol_config *pol_config_load(const char *path, pol_errors *errs) {
     config_t lc;
@@ -863,6 +900,15 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     load_allow(&ld, root);
     load_log(&ld, root);
     load_admin(&ld, root);
+    load_auth(&ld, root);
+    const char *user;
+    if (get_string(&ld, root, "", "user", &user) == 1) {
+        if (user[0] == '\0') {
+            problem(&ld, config_setting_get_member(root, "user"), "user", "expected a user name to run as");
+        } else {
+            cfg->user = strdup(user);
+        }
+    }
     config_destroy(&lc);
     if (pol_errors_count_fatal(errs) != before) {
         pol_config_unref(cfg);
@@ -906,6 +952,7 @@ void pol_config_unref(pol_config *cfg) {
     pol_index_free(cfg->index);
     free(cfg->allow);
     free(cfg->users_file);
+    pol_users_free(cfg->users);
     free(cfg->admin_address_text);
     free(cfg->log_access);
     free(cfg->user);

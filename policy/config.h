@@ -83,6 +83,7 @@ typedef struct pol_config {
     pol_cidr *allow;
     size_t num_allow;
     char *users_file;
+    struct pol_users *users;  // auth.users_file loaded; NULL: no proxy authentication
     char *admin_address_text;
     struct sockaddr_storage admin_addr;
     socklen_t admin_addr_len;
