@@ -105,7 +105,7 @@ struct gw_tunnel {
     unsigned http_idle : 1;   // between requests: nothing to log if the connection ends
     char method[24];
     int status;
-    char user[64];  // the authenticated proxy user, for the access log
+    const char *user;  // the authenticated proxy user (owned by cfg->users), for the access log
     gw_tunnel *prev, *next;
 };
 
@@ -174,7 +174,7 @@ static void log_access(gw_tunnel *t) {
         .result = t->result,
         .reason = t->reason[0] ? t->reason : NULL,
         .method = t->proto == P_HTTP_FORWARD && t->method[0] ? t->method : NULL,
-        .user = t->user[0] ? t->user : NULL,
+        .user = t->user,
         .status = t->proto == P_HTTP_FORWARD ? t->status : 0,
     };
     gw_access_log(&r);
@@ -655,11 +655,13 @@ static int http_authorized(gw_tunnel *t, const gw_http_request *hr) {
              EVP_DecodeBase64(decoded, &n, sizeof(decoded), (const uint8_t *)v, vl);
     }
     const uint8_t *colon = ok ? memchr(decoded, ':', n) : NULL;
+    const char *user = NULL;
     char name[64] = "";
     if (colon != NULL) {
         size_t nl = (size_t)(colon - decoded);
         snprintf(name, sizeof(name), "%.*s", (int)(nl < sizeof(name) - 1 ? nl : sizeof(name) - 1), (const char *)decoded);
-        ok = pol_users_check(t->cfg->users, (const char *)decoded, nl, (const char *)colon + 1, n - nl - 1);
+        user = pol_users_check(t->cfg->users, (const char *)decoded, nl, (const char *)colon + 1, n - nl - 1);
+        ok = user != NULL;
     } else {
         ok = 0;
     }
@@ -674,7 +676,7 @@ static int http_authorized(gw_tunnel *t, const gw_http_request *hr) {
         reject(t, GW_ERR_AUTH, reason);
         return 0;
     }
-    snprintf(t->user, sizeof(t->user), "%s", name);
+    t->user = user;
     return 1;
 }
 
@@ -782,7 +784,8 @@ static void parse_request(gw_tunnel *t) {
             if (st == GW_SOCKS_NEED_MORE) {
                 return;
             }
-            int ok = st == GW_SOCKS_OK && pol_users_check(t->cfg->users, name, strlen(name), pass, strlen(pass));
+            const char *who = st == GW_SOCKS_OK ? pol_users_check(t->cfg->users, name, strlen(name), pass, strlen(pass)) : NULL;
+            int ok = who != NULL;
             OPENSSL_cleanse(pass, sizeof(pass));
             if (!ok) {
                 uint8_t no[2] = {1, 1};
@@ -796,7 +799,7 @@ static void parse_request(gw_tunnel *t) {
                 return;
             }
             consume(t, used);
-            snprintf(t->user, sizeof(t->user), "%s", name);
+            t->user = who;
             uint8_t yes[2] = {1, 0};
             queue_down(t, yes, 2);
             t->state = T_SOCKS5_REQUEST;
@@ -1375,6 +1378,17 @@ static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->resp_phase = RS_HEAD;  // from here on, a failure is this request's
     t->resp_sent = 0;
     snprintf(t->method, sizeof(t->method), "%.*s", (int)(hr->method_len > 20 ? 20 : hr->method_len), hr->method);
+    if (t->cfg != t->worker->cfg) {
+        // Reloaded since the last request: each request is routed like a new tunnel, with
+        // the current rules, identities and users (listeners are the same in every snapshot).
+        if (t->upstream.fd >= 0) {
+            drop_upstream(t);
+        }
+        t->rule = NULL;  // it and t->user belonged to the old snapshot
+        t->user = NULL;
+        pol_config_unref(t->cfg);
+        t->cfg = pol_config_ref(t->worker->cfg);
+    }
     if (!http_authorized(t, hr)) {
         return;
     }
@@ -1415,16 +1429,6 @@ static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     if (!pol_dest_init(&d, host, port)) {
         reject(t, GW_ERR_BAD_REQUEST, "request target is not a valid host name or address");
         return;
-    }
-    if (t->cfg != t->worker->cfg) {
-        // Reloaded since the last request: each request is routed like a new tunnel, with
-        // the current rules and identities (listeners are the same in every snapshot).
-        if (t->upstream.fd >= 0) {
-            drop_upstream(t);
-        }
-        t->rule = NULL;  // it belonged to the old snapshot
-        pol_config_unref(t->cfg);
-        t->cfg = pol_config_ref(t->worker->cfg);
     }
     int reuse = t->upstream.fd >= 0 && d.port == t->dest.port && strcmp(d.host, t->dest.host) == 0;
     if (!reuse && t->upstream.fd >= 0) {

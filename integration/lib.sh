@@ -12,6 +12,15 @@ GW_PIDS=()
 FAILS=0
 PASSES=0
 TEST_NAME=$(basename "$0" .sh)
+# MTLSGW_VALGRIND=1 runs the gateways started by start_gw under valgrind's memcheck;
+# stop_gateways then fails on any memory error or definitely lost block.
+GW_WRAP=()
+WAIT_TRIES=100  # tenths of a second to wait for a port or an exit
+if [ "${MTLSGW_VALGRIND:-0}" = 1 ]; then
+    GW_WRAP=(valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite
+             --track-fds=no --num-callers=30 --log-file="$WORK/valgrind.%p.log")
+    WAIT_TRIES=600
+fi
 
 cleanup() {
     local pid
@@ -35,7 +44,7 @@ free_port() {
 }
 
 wait_port() {  # wait_port PORT [PID]
-    for _ in $(seq 100); do
+    for _ in $(seq "$WAIT_TRIES"); do
         if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); s.connect(('127.0.0.1',$1))" 2>/dev/null; then
             return 0
         fi
@@ -77,7 +86,7 @@ stop_gateways() {
     local pid
     for pid in "${GW_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || continue
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq "$WAIT_TRIES"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     done
     if cat "$WORK"/gw*.log 2>/dev/null | grep -qE "Sanitizer|runtime error:"; then
         fail "sanitizer report in the gateway's log"
@@ -85,6 +94,22 @@ stop_gateways() {
     else
         pass "gateway stopped cleanly on SIGTERM, no sanitizer report"
     fi
+    local vg
+    for vg in "$WORK"/valgrind.*.log; do
+        [ -e "$vg" ] || continue
+        local lost errors
+        lost=$(awk '/definitely lost:/ {gsub(",", "", $4); print $4}' "$vg")
+        errors=$(awk '/ERROR SUMMARY:/ {print $4}' "$vg")
+        if [ -z "$errors" ]; then
+            fail "valgrind: $vg has no summary (the gateway did not exit)"
+        elif [ "${lost:-0}" = 0 ] && [ "$errors" = 0 ]; then
+            pass "valgrind: no memory errors, 0 bytes definitely lost ($(grep -o 'total heap usage.*' "$vg"))"
+        else
+            fail "valgrind: ${lost:-0} bytes definitely lost, $errors errors"
+            sed -n '/HEAP SUMMARY/,$p' "$vg" | head -80
+            grep -B2 -A30 "Invalid\|uninitialised" "$vg" | head -80
+        fi
+    done
 }
 
 finish() {
@@ -321,7 +346,7 @@ NGX
 # start_gw CONFIG: run the gateway; its access log and errors go to $WORK/gw.log.
 start_gw() {
     GW_CONF=$1
-    "$MTLSGW" run -c "$GW_CONF" >> "$WORK/gw.log" 2>&1 &
+    "${GW_WRAP[@]}" "$MTLSGW" run -c "$GW_CONF" >> "$WORK/gw.log" 2>&1 &
     GW_PID=$!
     PIDS+=($GW_PID)
     GW_PIDS+=($GW_PID)

@@ -120,6 +120,17 @@ check "Proxy-Authorization never reaches the backend" bash -c "! grep -qi 'Ym9i'
 # ---- abuse: baseline first ----
 fds() { ls "/proc/$GW_PID/fd" | wc -l; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$GW_PID/status"; }
+# memory_near_baseline WHAT: RSS within 16 MiB of the baseline. An ASan build keeps freed
+# memory in its quarantine, so there the figure is printed but not judged (the leak
+# checks of that build cover it); the normal build judges it.
+memory_near_baseline() {
+    local rss; rss=$(rss_kb)
+    if ldd "$MTLSGW" | grep -q libasan; then
+        echo "# $1: RSS $rss kB vs $BASE_RSS kB (ASan build: its quarantine holds freed memory; not judged here)"
+    else
+        check "$1: memory near baseline ($rss kB vs $BASE_RSS kB, within 16 MiB)" [ "$rss" -lt $((BASE_RSS + 16384)) ]
+    fi
+}
 settle_fds() {  # wait until the descriptor count is back at BASE_FDS (5 s at most)
     for _ in $(seq 50); do [ "$(fds)" -le "$BASE_FDS" ] && break; sleep 0.1; done
     fds
@@ -176,9 +187,7 @@ for i in range(10000):
 PY
 expect_contains "10,000 connections churned: still serving" "path=/after-churn" "$(good after-churn)"
 expect_eq "after churn: descriptors back to baseline" "$BASE_FDS" "$(settle_fds)"
-rss=$(rss_kb)
-echo "# after churn: RSS $rss kB (baseline $BASE_RSS kB)"
-check "after churn: memory near baseline (${rss} kB vs ${BASE_RSS} kB, within 16 MiB)" [ "$rss" -lt $((BASE_RSS + 16384)) ]
+memory_near_baseline "after churn"
 
 # Client RST and upstream RST in the middle of a stream.
 (python3 - "$GW_PORT" "$PASS_ALICE" <<'PY'
@@ -257,8 +266,7 @@ check "DNS server gone: answered within the resolver's timeout, not hung ($(( $(
 
 check "after all abuse: the gateway is alive" gw_alive
 expect_contains "after all abuse: still serving" "path=/final" "$(good final)"
-rss=$(rss_kb)
-check "after all abuse: memory near baseline (${rss} kB vs ${BASE_RSS} kB)" [ "$rss" -lt $((BASE_RSS + 16384)) ]
+memory_near_baseline "after all abuse"
 
 # ---- secure defaults ----
 # TLS below 1.2 cannot be configured.

@@ -125,11 +125,11 @@ void pol_users_free(pol_users *u) {
     free(u);
 }
 
-int pol_users_check(const pol_users *u, const char *name, size_t name_len, const char *pass, size_t pass_len) {
+const char *pol_users_check(const pol_users *u, const char *name, size_t name_len, const char *pass, size_t pass_len) {
     // Every user is compared; the password is hashed with the matching user's salt, or
     // the last user's when none matches, so the time says nothing about either.
     if (u == NULL || u->num_users == 0) {
-        return 0;
+        return NULL;
     }
     const pol_user *match = &u->users[u->num_users - 1];
     unsigned found = 0;
@@ -149,7 +149,7 @@ int pol_users_check(const pol_users *u, const char *name, size_t name_len, const
     digest(match->salt, match->salt_len, pass, pass_len, d);
     int ok = CRYPTO_memcmp(d, match->hash, sizeof(d)) == 0;
     OPENSSL_cleanse(d, sizeof(d));
-    return (int)(found & (unsigned)ok);
+    return (found & (unsigned)ok) ? match->name : NULL;
 }
 
 int pol_users_make_line(const char *name, const char *pass, size_t pass_len, char *out, size_t cap) {

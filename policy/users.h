@@ -26,8 +26,9 @@ pol_users *pol_users_load(const char *path, void (*problem)(void *arg, const cha
 void pol_users_free(pol_users *u);
 
 // pol_users_check says whether |name| / |pass| is a valid pair, in time that depends on
-// neither whether the name exists nor where the password differs.
-int pol_users_check(const pol_users *u, const char *name, size_t name_len, const char *pass, size_t pass_len);
+// neither whether the name exists nor where the password differs. Returns the user's name
+// (owned by |u|, NUL-terminated), or NULL.
+const char *pol_users_check(const pol_users *u, const char *name, size_t name_len, const char *pass, size_t pass_len);
 
 // pol_users_make_line writes "NAME:sha256:SALT:HASH\n" for |pass| with a fresh random
 // salt into |out|. Returns 1, or 0 if |name| is not a valid user name.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every test: unit and integration tests on a normal build, then again on an
-# AddressSanitizer + UndefinedBehaviorSanitizer build.
+# AddressSanitizer + UndefinedBehaviorSanitizer build; the main integration scripts once
+# more with the gateway under valgrind (memory errors, definitely lost blocks); then each
+# libFuzzer harness for a bounded time (FUZZ_SECONDS, default 20).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/integration/deps.sh"
@@ -14,4 +16,18 @@ for variant in build build-asan; do
     (cd "$ROOT/$variant" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
         ctest --output-on-failure) || status=1
 done
+
+echo "=== valgrind (integration: mtls, resumption, http, ops)"
+vg_pass=0 vg_fail=0
+for t in mtls resumption http ops; do
+    if MTLSGW_VALGRIND=1 MTLSGW="$ROOT/build/mtlsgw" bash "$ROOT/integration/test_$t.sh" > "$ROOT/build/valgrind_$t.log" 2>&1; then
+        vg_pass=$((vg_pass + 1)); grep -E "^ok - valgrind|passed," "$ROOT/build/valgrind_$t.log"
+    else
+        vg_fail=$((vg_fail + 1)); status=1; grep -E "not ok|valgrind" "$ROOT/build/valgrind_$t.log" | head -40
+    fi
+done
+echo "valgrind: $vg_pass passed, $vg_fail failed"
+
+echo "=== fuzz (${FUZZ_SECONDS:-20} s per harness)"
+bash "$ROOT/tests/fuzz/run.sh" "${FUZZ_SECONDS:-20}" || status=1
 exit $status

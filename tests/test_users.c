@@ -44,17 +44,17 @@ static void made_lines_verify(void **state) {
     assert_non_null(u);
     assert_int_equal(num_problems, 0);
     assert_int_equal(u->num_users, 2);
-    assert_true(pol_users_check(u, "alice", 5, "s3cret", 6));
-    assert_true(pol_users_check(u, "bob", 3, "hunter2", 7));
-    assert_false(pol_users_check(u, "alice", 5, "hunter2", 7));  // another user's password
-    assert_false(pol_users_check(u, "alice", 5, "s3cre", 5));    // a prefix
-    assert_false(pol_users_check(u, "alice", 5, "s3cret!", 7));  // longer
-    assert_false(pol_users_check(u, "alic", 4, "s3cret", 6));    // a prefix of the name
-    assert_false(pol_users_check(u, "carol", 5, "s3cret", 6));   // nobody
-    assert_false(pol_users_check(u, "", 0, "", 0));
+    assert_non_null(pol_users_check(u, "alice", 5, "s3cret", 6));
+    assert_string_equal(pol_users_check(u, "bob", 3, "hunter2", 7), "bob");
+    assert_null(pol_users_check(u, "alice", 5, "hunter2", 7));  // another user's password
+    assert_null(pol_users_check(u, "alice", 5, "s3cre", 5));    // a prefix
+    assert_null(pol_users_check(u, "alice", 5, "s3cret!", 7));  // longer
+    assert_null(pol_users_check(u, "alic", 4, "s3cret", 6));    // a prefix of the name
+    assert_null(pol_users_check(u, "carol", 5, "s3cret", 6));   // nobody
+    assert_null(pol_users_check(u, "", 0, "", 0));
     char long_name[400];
     memset(long_name, 'a', sizeof(long_name));
-    assert_false(pol_users_check(u, long_name, sizeof(long_name), "s3cret", 6));
+    assert_null(pol_users_check(u, long_name, sizeof(long_name), "s3cret", 6));
     pol_users_free(u);
 }
 
