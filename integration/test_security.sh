@@ -115,6 +115,15 @@ expect_eq "proxychains4 with SOCKS5 credentials + redis-cli" "PONG" "$out"
 log=$(cat "$WORK/gw.log")
 expect_contains "access log names the user" "user=alice" "$log"
 expect_contains "failed authentication is logged with the user name" 'proxy authentication failed for user \"alice\"' "$log"
+# The users file is reread on reload: a user added, SIGHUP, and the new user gets in.
+code=$(http_proxy="http://carol:carol-pw@127.0.0.1:$GW_PORT" curl -s -m 10 -o /dev/null -w '%{http_code}' http://orders.dc2.test/carol)
+expect_eq "a user not yet in the file: 407" "407" "$code"
+echo "carol-pw" | "$MTLSGW" passwd carol >> "$WORK/users"
+reloads=$(grep -c "reloaded" "$WORK/gw.log" || true)
+kill -HUP "$GW_PID"
+for _ in $(seq 50); do [ "$(grep -c "reloaded" "$WORK/gw.log" || true)" -gt "$reloads" ] && break; sleep 0.1; done
+out=$(http_proxy="http://carol:carol-pw@127.0.0.1:$GW_PORT" curl -s -m 10 http://orders.dc2.test/carol)
+expect_contains "user added to the file + SIGHUP: served" "path=/carol" "$out"
 check "Proxy-Authorization never reaches the backend" bash -c "! grep -qi 'Ym9i' '$WORK/backend.log'"
 
 # ---- abuse: baseline first ----
@@ -361,6 +370,6 @@ expect_contains "started as root without user: a warning says so" "running as ro
 KEY_LINE=$(sed -n 2p "$PKI/ops.key")
 B64_ALICE=$(printf 'alice:%s' "$PASS_ALICE" | base64)
 check "no private key material, password or credentials in any log" bash -c "
-    ! cat '$WORK'/gw*.log | grep -qF -e 'PRIVATE KEY' -e '$KEY_LINE' -e '$PASS_ALICE' -e 'bob-pw-0815' -e '$B64_ALICE'"
+    ! cat '$WORK'/gw*.log | grep -qF -e 'PRIVATE KEY' -e '$KEY_LINE' -e '$PASS_ALICE' -e 'bob-pw-0815' -e 'carol-pw' -e '$B64_ALICE'"
 
 finish
