@@ -17,11 +17,26 @@ void gw_buf_pool_clear(gw_buf_pool *pool) {
     pool->free_count = 0;
 }
 
+size_t gw_buf_pool_trim(gw_buf_pool *pool) {
+    size_t n = pool->low_free < pool->free_count ? pool->low_free : pool->free_count;
+    for (size_t i = 0; i < n; i++) {
+        gw_buf *b = pool->free_list;
+        pool->free_list = b->next_free;
+        free(b);
+    }
+    pool->free_count -= n;
+    pool->low_free = pool->free_count;
+    return n;
+}
+
 gw_buf *gw_buf_get(gw_buf_pool *pool) {
     gw_buf *b = pool->free_list;
     if (b != NULL) {
         pool->free_list = b->next_free;
         pool->free_count--;
+        if (pool->free_count < pool->low_free) {
+            pool->low_free = pool->free_count;
+        }
     } else {
         b = malloc(sizeof(*b));
         if (b == NULL) {

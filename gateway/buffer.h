@@ -17,11 +17,17 @@ typedef struct gw_buf {
 typedef struct {
     gw_buf *free_list;
     size_t free_count, max_free;
+    size_t low_free;  // the fewest free buffers since the last trim
     size_t in_use;
 } gw_buf_pool;
 
 void gw_buf_pool_init(gw_buf_pool *pool, size_t max_free);
 void gw_buf_pool_clear(gw_buf_pool *pool);
+
+// gw_buf_pool_trim frees the buffers that stayed unused since the previous call (the low
+// water mark of the free list), so a burst's buffers go back to the system once the
+// burst is over. Returns how many were freed. Called once a second by the worker.
+size_t gw_buf_pool_trim(gw_buf_pool *pool);
 
 // gw_buf_get returns an empty buffer or NULL when out of memory.
 gw_buf *gw_buf_get(gw_buf_pool *pool);

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <time.h>
 
-#define SESSIONS_PER_KEY 4
+#define SESSIONS_PER_KEY 64  // TLS 1.3 tickets are used once: enough for a burst of new tunnels
 
 typedef struct entry {
     struct entry *next;  // insertion order, oldest first

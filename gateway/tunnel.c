@@ -576,7 +576,9 @@ static void route(gw_tunnel *t, const char *host, uint16_t port) {
 
 static void established(gw_tunnel *t) {
     gw_loop *loop = t->worker->loop;
-    gw_upstream_confirm(&t->upstream);
+    if (!(t->proto == P_FORWARD && t->upstream.ssl != NULL && gw_upstream_needs_confirm(&t->upstream))) {
+        gw_upstream_confirm(&t->upstream);
+    }
     if (t->proto == P_HTTP_FORWARD) {
         t->state = T_HTTP_FORWARD;  // the request waiting in to_up goes out now
         t->last_activity = gw_loop_now(loop);
@@ -955,7 +957,10 @@ static void step_tls(gw_tunnel *t) {
         t->handshake_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
         gw_metrics_handshake(t->rule->identity->metrics_slot, SSL_session_reused(t->upstream.ssl),
                              monotonic_us() - t->hs_start_us);
-        if (t->cfg->limits.confirm_ms > 0 && gw_upstream_needs_confirm(&t->upstream)) {
+        // A forward listener has no reply to hold back: its client's bytes go out at once
+        // (the server is verified; if it rejects us the client sees the close). The
+        // sessions of such a handshake are cached only once the server's data arrives.
+        if (t->cfg->limits.confirm_ms > 0 && gw_upstream_needs_confirm(&t->upstream) && t->proto != P_FORWARD) {
             t->state = T_CONFIRMING;
             gw_timer_start(t->worker->loop, &t->timer, (uint64_t)t->cfg->limits.confirm_ms);
             step_tls(t);
@@ -1088,6 +1093,13 @@ static int up_read(gw_tunnel *t, gw_buf **dst) {
                 t->up.writable = 0;
                 return 0;
             }
+            if (!t->upstream.confirmed && t->proto == P_FORWARD) {
+                // The server ended a forward tunnel before sending anything: it rejected us.
+                char why[600];
+                gw_err err = gw_upstream_read_failure(&t->upstream, r, why, sizeof(why));
+                upstream_failed(t, gw_err_describe(err)->result, why);
+                return -1;
+            }
             if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && r == 0)) {
                 t->up.eof = 1;  // close_notify, or a plain EOF
                 t->up.truncated = e != SSL_ERROR_ZERO_RETURN;
@@ -1107,6 +1119,9 @@ static int up_read(gw_tunnel *t, gw_buf **dst) {
             return -1;
         }
         t->up.read_wants_write = 0;
+        if (!t->upstream.confirmed) {
+            gw_upstream_confirm(&t->upstream);  // the server's first data: it accepted us
+        }
         n = r;
     } else {
         n = read(t->upstream.fd, p, room);

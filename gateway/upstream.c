@@ -145,6 +145,7 @@ int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *se
     }
     SSL_set_app_data(u->ssl, u);
     SSL_set_ex_data(u->ssl, pol_verify_ex_index(), &u->verify);
+    SSL_set_shed_handshake_config(u->ssl, 1);  // an established tunnel keeps less memory
     SSL_set_connect_state(u->ssl);
     snprintf(u->verify.expected, sizeof(u->verify.expected), "%s", server_name);
     snprintf(u->sess_key, sizeof(u->sess_key), "%s", sess_key);
@@ -246,6 +247,12 @@ gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size
 
 int gw_upstream_needs_confirm(const gw_upstream *u) {
     return !SSL_session_reused(u->ssl) && u->cert_requested && SSL_version(u->ssl) >= TLS1_3_VERSION;
+}
+
+gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t reason_len) {
+    gw_err err = GW_ERR_TLS_PROTOCOL;
+    classify(u, ret, 0, &err, reason, reason_len);
+    return err;
 }
 
 gw_step gw_upstream_confirm_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {

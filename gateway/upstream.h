@@ -43,6 +43,11 @@ gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t 
 // gw_upstream_connect_result reads the outcome of the connect once the socket is writable.
 gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_len);
 
+// gw_upstream_read_failure explains a failed SSL_read (|ret|) on a tunnel the server has
+// not yet accepted (a forward listener's, which does not wait for that): its alert, or its
+// close right after the handshake, in the words of the confirm step. Returns the error.
+gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t reason_len);
+
 // gw_upstream_tls_begin creates the SSL for |id|: SNI (none for an IP literal), the name
 // to verify, and a cached session for |sess_key| if there is one.
 int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *server_name,

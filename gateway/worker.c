@@ -1,6 +1,7 @@
 #include "gateway/worker.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,14 @@ static void stop_now(gw_worker *w) {
 
 static void on_drain_timeout(gw_loop *loop, gw_timer *t) {
     stop_now(t->data);
+}
+
+static void on_trim(gw_loop *loop, gw_timer *t) {
+    gw_worker *w = t->data;
+    if (gw_buf_pool_trim(&w->pool) > 0) {
+        malloc_trim(0);  // freed 16 KiB chunks sit amid the heap: hand their pages back
+    }
+    gw_timer_start(loop, t, 1000);
 }
 
 static void begin_drain(gw_worker *w) {
@@ -87,6 +96,8 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
     gw_watcher_init(&w->event_w, w->event_fd, on_event, w);
     gw_watcher_set(w->loop, &w->event_w, EPOLLIN);
     gw_timer_init(&w->drain_timer, on_drain_timeout, w);
+    gw_timer_init(&w->trim_timer, on_trim, w);
+    gw_timer_start(w->loop, &w->trim_timer, 1000);
     w->num_listeners = cfg->num_listeners;
     w->listeners = calloc(cfg->num_listeners, sizeof(*w->listeners));
     for (size_t i = 0; i < cfg->num_listeners; i++) {
@@ -137,6 +148,7 @@ void gw_worker_free(gw_worker *w) {
         }
         gw_watcher_remove(w->loop, &w->event_w);
         gw_timer_stop(w->loop, &w->drain_timer);
+        gw_timer_stop(w->loop, &w->trim_timer);
     }
     res_resolver_free(w->resolver);
     gw_loop_free(w->loop);  // runs the deferred frees of closed tunnels

@@ -39,6 +39,7 @@ struct gw_worker {
     atomic_int stop_requested;
     int draining;
     gw_timer drain_timer;
+    gw_timer trim_timer;  // gives idle pool buffers back, once a second
     gw_tunnel *tunnels;  // open tunnels, for draining and shutdown
     size_t num_tunnels;
 };

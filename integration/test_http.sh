@@ -49,12 +49,13 @@ PY
 PIDS+=($!)
 wait_port "$RAW_PORT" $!
 
-GW_PORT=$(free_port); FWD_PORT=$(free_port)
+GW_PORT=$(free_port); FWD_PORT=$(free_port); ROGUE_FWD=$(free_port)
 cat > "$WORK/gw.conf" <<CONF
 workers = 2;
 listen = (
   { name = "proxy"; address = "127.0.0.1:$GW_PORT"; },
-  { name = "redis-dc2"; address = "127.0.0.1:$FWD_PORT"; forward = "redis.dc2.test:6379"; }
+  { name = "redis-dc2"; address = "127.0.0.1:$FWD_PORT"; forward = "redis.dc2.test:6379"; },
+  { name = "rogue-fwd"; address = "127.0.0.1:$ROGUE_FWD"; forward = "rogue.dc2.test:6379"; }
 );
 resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
 identities = (
@@ -68,6 +69,7 @@ rules = (
   { match = "billing.dc2.test:80"; identity = "billing"; upstream_port = $NGX_HTTPS; },
   { match = "rogue.dc2.test:80"; identity = "intruder"; upstream = "127.0.0.1:$NGX_HTTPS"; server_name = "orders.dc2.test"; },
   { match = "redis.dc2.test:6379"; identity = "ops"; upstream_port = $NGX_REDIS; },
+  { match = "rogue.dc2.test:6379"; identity = "intruder"; upstream = "127.0.0.1:$NGX_REDIS"; server_name = "redis.dc2.test"; },
   { match = "raw.dc1.test:80"; action = "direct"; upstream_port = $RAW_PORT; },
   { match = "secret.dc2.test"; action = "deny"; }
 );
@@ -216,6 +218,21 @@ out=$(redis-cli -p "$FWD_PORT" PING)
 expect_eq "forward listener: plain redis-cli PING through nginx stream mTLS" "PONG" "$out"
 out=$(redis-cli -p "$FWD_PORT" SET http-test forwarded && redis-cli -p "$FWD_PORT" GET http-test)
 expect_contains "forward listener: SET then GET" "forwarded" "$out"
+# A forward listener does not wait for the server to accept our certificate (it has no
+# reply to hold back): a rejected identity shows as a closed connection and in the log.
+out=$(redis-cli -p "$ROGUE_FWD" PING 2>&1 || true)
+check "forward listener, identity nginx rejects: no PONG (got: $out)" bash -c "[ '$out' != PONG ]"
+sleep 0.3
+rej=$(grep 'listener=rogue-fwd' "$WORK/gw.log" || true)
+check "forward listener, rejected identity: logged as rejected by the server ($rej)" \
+    bash -c "echo '$rej' | grep -qE 'result=(connection_terminated|tls_alert_received)'"
+expect_contains "forward listener, rejected identity: the log names the identity" 'identity \"intruder\"' "$rej"
+redis-cli -p "$ROGUE_FWD" PING > /dev/null 2>&1 || true
+sleep 0.3
+rej2=$(grep 'listener=rogue-fwd' "$WORK/gw.log" | tail -1)
+expect_contains "forward listener, rejected identity: its session was not cached (no resumption next time)" "resumed=0" "$rej2"
+out=$(redis-cli -p "$FWD_PORT" PING)
+expect_eq "forward listener: the good identity still works after a rejected one" "PONG" "$out"
 
 # ---- the access log ----
 log=$(cat "$WORK/gw.log")

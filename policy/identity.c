@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/pkcs8.h>
+#include <openssl/pool.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -389,7 +390,18 @@ static int load_pkcs12_identity(SSL_CTX *ctx, const pol_identity_spec *spec, cha
     return 1;
 }
 
+// One pool of certificate buffers for every identity and load: the servers' chains that
+// every tunnel and cached session holds are stored once. It lives as long as the process
+// (BoringSSL requires it to outlive every SSL_CTX, SSL and SSL_SESSION).
+static CRYPTO_BUFFER_POOL *g_cert_pool;
+static pthread_once_t g_cert_pool_once = PTHREAD_ONCE_INIT;
+
+static void cert_pool_init(void) {
+    g_cert_pool = CRYPTO_BUFFER_POOL_new();
+}
+
 pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_len) {
+    pthread_once(&g_cert_pool_once, cert_pool_init);
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
     pol_identity *id = calloc(1, sizeof(*id));
     if (ctx == NULL || id == NULL) {
@@ -429,6 +441,9 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
     SSL_CTX_set_verify_depth(ctx, id->spec.verify_depth);
     SSL_CTX_set_cert_verify_callback(ctx, verify_cb, id);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    if (g_cert_pool != NULL) {
+        SSL_CTX_set0_buffer_pool(ctx, g_cert_pool);
+    }
     // Partial writes and moving buffers: the relay writes from ring buffers.
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     X509 *leaf = SSL_CTX_get0_certificate(ctx);
