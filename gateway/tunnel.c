@@ -114,6 +114,7 @@ atomic_int gw_rejecting_tunnels;
 
 static void run(gw_tunnel *t);
 static void flush_rejection(gw_tunnel *t);
+static void release_if_empty(gw_tunnel *t, gw_buf **b);
 static void start_connect(gw_tunnel *t);
 static void established(gw_tunnel *t);
 static void upstream_failed(gw_tunnel *t, const char *result, const char *reason);
@@ -1002,10 +1003,12 @@ static int client_read(gw_tunnel *t, gw_buf **dst) {
     }
     if (n == 0) {
         t->client.eof = 1;
+        release_if_empty(t, dst);
         return 1;
     }
     if (errno == EAGAIN || errno == EINTR) {
         t->client.readable = errno == EINTR;
+        release_if_empty(t, dst);  // an idle tunnel holds no buffer
         return 0;
     }
     client_failed(t, strerror(errno));
@@ -1086,11 +1089,13 @@ static int up_read(gw_tunnel *t, gw_buf **dst) {
             if (e == SSL_ERROR_WANT_READ) {
                 t->up.readable = 0;
                 t->up.read_wants_write = 0;
+                release_if_empty(t, dst);  // an idle tunnel holds no buffer
                 return 0;
             }
             if (e == SSL_ERROR_WANT_WRITE) {
                 t->up.read_wants_write = 1;
                 t->up.writable = 0;
+                release_if_empty(t, dst);
                 return 0;
             }
             if (!t->upstream.confirmed && t->proto == P_FORWARD) {
@@ -1104,6 +1109,7 @@ static int up_read(gw_tunnel *t, gw_buf **dst) {
                 t->up.eof = 1;  // close_notify, or a plain EOF
                 t->up.truncated = e != SSL_ERROR_ZERO_RETURN;
                 ERR_clear_error();
+                release_if_empty(t, dst);
                 return 1;
             }
             char reason[300];
@@ -1127,11 +1133,13 @@ static int up_read(gw_tunnel *t, gw_buf **dst) {
         n = read(t->upstream.fd, p, room);
         if (n == 0) {
             t->up.eof = 1;
+            release_if_empty(t, dst);
             return 1;
         }
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 t->up.readable = errno == EINTR;
+                release_if_empty(t, dst);
                 return 0;
             }
             upstream_failed(t, "upstream_reset", strerror(errno));

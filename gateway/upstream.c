@@ -4,7 +4,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/sha.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -18,7 +20,18 @@ void gw_upstream_init(gw_upstream *u) {
     u->alert = -1;
 }
 
+static void free_verify(gw_upstream *u) {
+    if (u->verify != NULL) {
+        if (u->ssl != NULL) {
+            SSL_set_ex_data(u->ssl, pol_verify_ex_index(), NULL);
+        }
+        free(u->verify);
+        u->verify = NULL;
+    }
+}
+
 void gw_upstream_close(gw_upstream *u) {
+    free_verify(u);
     for (size_t i = 0; i < u->num_held; i++) {
         SSL_SESSION_free(u->held[i]);
     }
@@ -144,18 +157,28 @@ int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *se
         return 0;
     }
     SSL_set_app_data(u->ssl, u);
-    SSL_set_ex_data(u->ssl, pol_verify_ex_index(), &u->verify);
+    u->verify = calloc(1, sizeof(*u->verify));
+    if (u->verify == NULL) {
+        return 0;
+    }
+    SSL_set_ex_data(u->ssl, pol_verify_ex_index(), u->verify);
     SSL_set_shed_handshake_config(u->ssl, 1);  // an established tunnel keeps less memory
     SSL_set_connect_state(u->ssl);
-    snprintf(u->verify.expected, sizeof(u->verify.expected), "%s", server_name);
-    snprintf(u->sess_key, sizeof(u->sess_key), "%s", sess_key);
+    snprintf(u->verify->expected, sizeof(u->verify->expected), "%s", server_name);
+    // The key names identity, upstream and server name in full; a digest of it keeps every
+    // tunnel small and tells them apart just as well.
+    uint8_t digest[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)sess_key, strlen(sess_key), digest);
+    for (size_t i = 0; i < sizeof(digest); i++) {
+        snprintf(u->sess_key + 2 * i, 3, "%02x", digest[i]);
+    }
     if (!gw_host_is_ip(server_name) && !SSL_set_tlsext_host_name(u->ssl, server_name)) {
         return 0;
     }
     if (!pol_set_verify_name(u->ssl, server_name)) {
         return 0;
     }
-    SSL_SESSION *s = gw_sesscache_take(sess_key);
+    SSL_SESSION *s = gw_sesscache_take(u->sess_key);
     if (s != NULL) {
         SSL_set_session(u->ssl, s);
         SSL_SESSION_free(s);
@@ -205,9 +228,9 @@ static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *o
         return GW_STEP_WANT_WRITE;
     }
     const char *who = u->identity ? u->identity->spec.name : "?";
-    if (u->verify.failed) {
+    if (u->verify != NULL && u->verify->failed) {
         *out_err = GW_ERR_TLS_CERTIFICATE;
-        snprintf(reason, reason_len, "upstream certificate rejected: %s", u->verify.reason);
+        snprintf(reason, reason_len, "upstream certificate rejected: %s", u->verify->reason);
     } else if (u->alert >= 0) {
         *out_err = GW_ERR_TLS_ALERT;
         if (u->cert_requested) {
@@ -240,6 +263,7 @@ static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *o
 gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {
     int ret = SSL_do_handshake(u->ssl);
     if (ret == 1) {
+        free_verify(u);  // verified; no renegotiation will verify again
         return GW_STEP_DONE;
     }
     return classify(u, ret, 1, out_err, reason, reason_len);

@@ -15,14 +15,14 @@ typedef struct {
     int fd;
     SSL *ssl;
     const pol_identity *identity;
-    pol_verify_result verify;
+    pol_verify_result *verify;  // during the handshake only: what verification found
     int alert;           // fatal alert received from the server, -1 if none
     int cert_requested;  // the server sent a CertificateRequest
     int ticket_seen;     // a session arrived through the new-session callback
     int confirmed;       // the server accepted us: sessions may go to the cache
     SSL_SESSION *held[4];  // sessions that arrived before confirmation
     size_t num_held;
-    char sess_key[600];  // session cache key
+    char sess_key[65];   // session cache key: hex SHA-256 of (identity, upstream, name)
 } gw_upstream;
 
 typedef enum {
