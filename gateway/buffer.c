@@ -1,7 +1,10 @@
 #include "gateway/buffer.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+_Atomic long gw_buffers_in_use, gw_buffers_free;
 
 void gw_buf_pool_init(gw_buf_pool *pool, size_t max_free) {
     memset(pool, 0, sizeof(*pool));
@@ -14,6 +17,7 @@ void gw_buf_pool_clear(gw_buf_pool *pool) {
         pool->free_list = b->next_free;
         free(b);
     }
+    atomic_fetch_sub_explicit(&gw_buffers_free, (long)pool->free_count, memory_order_relaxed);
     pool->free_count = 0;
 }
 
@@ -26,6 +30,7 @@ size_t gw_buf_pool_trim(gw_buf_pool *pool) {
     }
     pool->free_count -= n;
     pool->low_free = pool->free_count;
+    atomic_fetch_sub_explicit(&gw_buffers_free, (long)n, memory_order_relaxed);
     return n;
 }
 
@@ -37,6 +42,7 @@ gw_buf *gw_buf_get(gw_buf_pool *pool) {
         if (pool->free_count < pool->low_free) {
             pool->low_free = pool->free_count;
         }
+        atomic_fetch_sub_explicit(&gw_buffers_free, 1, memory_order_relaxed);
     } else {
         b = malloc(sizeof(*b));
         if (b == NULL) {
@@ -46,6 +52,7 @@ gw_buf *gw_buf_get(gw_buf_pool *pool) {
     b->next_free = NULL;
     b->start = b->end = 0;
     pool->in_use++;
+    atomic_fetch_add_explicit(&gw_buffers_in_use, 1, memory_order_relaxed);
     return b;
 }
 
@@ -54,6 +61,7 @@ void gw_buf_put(gw_buf_pool *pool, gw_buf *b) {
         return;
     }
     pool->in_use--;
+    atomic_fetch_sub_explicit(&gw_buffers_in_use, 1, memory_order_relaxed);
     if (pool->free_count >= pool->max_free) {
         free(b);
         return;
@@ -61,6 +69,7 @@ void gw_buf_put(gw_buf_pool *pool, gw_buf *b) {
     b->next_free = pool->free_list;
     pool->free_list = b;
     pool->free_count++;
+    atomic_fetch_add_explicit(&gw_buffers_free, 1, memory_order_relaxed);
 }
 
 size_t gw_buf_room(gw_buf *b) {

@@ -14,6 +14,9 @@ typedef struct gw_buf {
     uint8_t data[GW_BUF_SIZE];
 } gw_buf;
 
+// Relay buffers held by tunnels and kept free, in all workers (for /metrics).
+extern _Atomic long gw_buffers_in_use, gw_buffers_free;
+
 typedef struct {
     gw_buf *free_list;
     size_t free_count, max_free;

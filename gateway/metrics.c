@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "gateway/buffer.h"
+
 #include "policy/identity.h"
 
 // Results a tunnel can end with (the access log's `result`); anything else is "other".
@@ -178,6 +180,10 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
     }
     gw_strbuf_printf(&b, "# HELP mtlsgw_tunnels_active Tunnels open now.\n# TYPE mtlsgw_tunnels_active gauge\n"
                          "mtlsgw_tunnels_active %d\n", active);
+    gw_strbuf_printf(&b, "# HELP mtlsgw_relay_buffers 16 KiB relay buffers held by tunnels (in_use) and kept for reuse (free).\n"
+                         "# TYPE mtlsgw_relay_buffers gauge\nmtlsgw_relay_buffers{state=\"in_use\"} %ld\n"
+                         "mtlsgw_relay_buffers{state=\"free\"} %ld\n",
+                     atomic_load(&gw_buffers_in_use), atomic_load(&gw_buffers_free));
     gw_strbuf_printf(&b, "# HELP mtlsgw_tunnels_total Finished tunnels (and http_proxy requests), per action and result.\n"
                          "# TYPE mtlsgw_tunnels_total counter\n");
     static const char *const actions[NUM_ACTIONS] = {"deny", "direct", "mtls", "none"};

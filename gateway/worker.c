@@ -108,6 +108,9 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
 
 static void *worker_main(void *arg) {
     gw_worker *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "mtlsgw-w%d", w->index);
+    pthread_setname_np(pthread_self(), name);  // one line per worker in top -H, /proc/PID/task
     gw_loop_run(w->loop);
     return NULL;
 }

@@ -218,7 +218,7 @@ start_dnsmasq() {  # start_dnsmasq NAME=IP...
     for rec in "$@"; do args+=("--host-record=${rec%%=*},${rec#*=}"); done
     dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-daemon --user=root \
         --listen-address=127.0.0.1 --bind-interfaces --port="$DNS_PORT" \
-        --log-facility="$WORK/dnsmasq.log" --pid-file="$WORK/dnsmasq.pid" "${args[@]}" \
+        --log-queries --log-facility="$WORK/dnsmasq.log" --pid-file="$WORK/dnsmasq.pid" "${args[@]}" \
         > "$WORK/dnsmasq.out" 2>&1 &
     PIDS+=($!)
     DNS_PID=$!
@@ -260,9 +260,10 @@ start_nginx() {
     cat > "$WORK/nginx/nginx.conf" <<NGX
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes 1;
+worker_rlimit_nofile ${NGX_WORKER_CONNECTIONS:-1024};
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/logs/error.log info;
-events { worker_connections 1024; }
+events { worker_connections ${NGX_WORKER_CONNECTIONS:-1024}; }
 http {
     access_log $WORK/nginx/logs/access.log;
     client_body_temp_path $WORK/nginx/body;
@@ -282,6 +283,7 @@ http {
         ssl_certificate $PKI/orders.chain.crt;
         ssl_certificate_key $PKI/orders.key;
         location /rejected-by-nginx { return 403; }
+        location /fixed { keepalive_requests 1000; return 200 "dn=\$ssl_client_s_dn reused=\$ssl_session_reused\n"; }
         location / {
             proxy_pass http://127.0.0.1:$BACKEND_PORT;
             proxy_set_header X-Client-DN \$ssl_client_s_dn;

@@ -25,13 +25,22 @@ typedef struct sock_watch {
     gw_watcher w;
 } sock_watch;
 
-struct res_query {
+// One c-ares lookup per name in flight; every caller asking for that name meanwhile waits
+// on it (a burst of tunnels to one new name sends one query, not hundreds).
+typedef struct lookup {
     res_resolver *r;
+    struct res_query *waiters;
+    int in_call, done;
+    struct lookup *prev, *next;  // outstanding lookups
+    char name[];
+} lookup;
+
+// A caller's handle: one waiter on a lookup.
+struct res_query {
     res_callback cb;
     void *arg;
-    int detached, in_call, done;
-    struct res_query *prev, *next;  // outstanding queries
-    char name[];
+    int detached, done;
+    struct res_query *next;  // the lookup's other waiters
 };
 
 struct res_resolver {
@@ -44,7 +53,7 @@ struct res_resolver {
     uint32_t cache_max_ttl;
     pol_host_entry *hosts;  // copied from the config
     size_t num_hosts;
-    res_query *queries;
+    lookup *lookups;
     int freeing;
 };
 
@@ -162,10 +171,12 @@ void res_resolver_free(res_resolver *r) {
         return;
     }
     r->freeing = 1;
-    for (res_query *q = r->queries; q != NULL; q = q->next) {
-        q->detached = 1;
+    for (lookup *l = r->lookups; l != NULL; l = l->next) {
+        for (res_query *q = l->waiters; q != NULL; q = q->next) {
+            q->detached = 1;
+        }
     }
-    ares_destroy(r->channel);  // runs the callbacks with ARES_EDESTRUCTION: they free queries
+    ares_destroy(r->channel);  // runs the callbacks with ARES_EDESTRUCTION: they free lookups
     gw_timer_stop(r->loop, &r->timer);
     while (r->socks != NULL) {
         sock_watch *s = r->socks;
@@ -236,20 +247,29 @@ static void cache_put(res_resolver *r, const char *name, const res_addr *addrs, 
     r->cache_len++;
 }
 
-static void unlink_query(res_query *q) {
-    if (q->prev) {
-        q->prev->next = q->next;
+static void unlink_lookup(lookup *l) {
+    if (l->prev) {
+        l->prev->next = l->next;
     } else {
-        q->r->queries = q->next;
+        l->r->lookups = l->next;
     }
-    if (q->next) {
-        q->next->prev = q->prev;
+    if (l->next) {
+        l->next->prev = l->prev;
     }
 }
 
+static lookup *find_lookup(res_resolver *r, const char *name) {
+    for (lookup *l = r->lookups; l != NULL; l = l->next) {
+        if (strcmp(l->name, name) == 0) {
+            return l;
+        }
+    }
+    return NULL;
+}
+
 static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *ai) {
-    res_query *q = arg;
-    res_resolver *r = q->r;
+    lookup *l = arg;
+    res_resolver *r = l->r;
     res_addr addrs[RES_MAX_ADDRS];
     size_t n = 0;
     uint32_t ttl = UINT32_MAX;
@@ -281,26 +301,37 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
         ares_freeaddrinfo(ai);
     }
     if (!r->freeing) {
-        unlink_query(q);
+        unlink_lookup(l);
     }
-    if (!q->detached) {
-        res_status st = RES_OK;
-        if (status == ARES_ENOTFOUND || status == ARES_ENODATA || (status == ARES_SUCCESS && n == 0)) {
-            st = RES_NOT_FOUND;
-        } else if (status == ARES_ETIMEOUT) {
-            st = RES_TIMEOUT;
-        } else if (status != ARES_SUCCESS) {
-            st = RES_FAILED;
-        }
-        if (st == RES_OK) {
-            cache_put(r, q->name, addrs, n, ttl == UINT32_MAX ? 0 : ttl);
-        }
-        q->cb(q->arg, st, addrs, n);
+    res_status st = RES_OK;
+    if (status == ARES_ENOTFOUND || status == ARES_ENODATA || (status == ARES_SUCCESS && n == 0)) {
+        st = RES_NOT_FOUND;
+    } else if (status == ARES_ETIMEOUT) {
+        st = RES_TIMEOUT;
+    } else if (status != ARES_SUCCESS) {
+        st = RES_FAILED;
     }
-    if (q->in_call) {
-        q->done = 1;  // res_resolve frees it
+    if (st == RES_OK && !r->freeing) {
+        cache_put(r, l->name, addrs, n, ttl == UINT32_MAX ? 0 : ttl);
+    }
+    // A callback may close its tunnel, which detaches only its own waiter: take each
+    // waiter off the list before calling it.
+    while (l->waiters != NULL) {
+        res_query *q = l->waiters;
+        l->waiters = q->next;
+        if (!q->detached) {
+            q->cb(q->arg, st, addrs, n);
+        }
+        if (l->in_call) {
+            q->done = 1;  // the caller of res_resolve is still inside it: it frees q
+        } else {
+            free(q);
+        }
+    }
+    if (l->in_call) {
+        l->done = 1;
     } else {
-        free(q);
+        free(l);
     }
 }
 
@@ -335,30 +366,44 @@ res_query *res_resolve(res_resolver *r, const char *name, res_callback cb, void 
         cb(arg, RES_OK, addrs, e->n);
         return NULL;
     }
-    size_t len = strlen(name);
-    res_query *q = calloc(1, sizeof(*q) + len + 1);
+    res_query *q = calloc(1, sizeof(*q));
     if (q == NULL) {
         cb(arg, RES_FAILED, NULL, 0);
         return NULL;
     }
-    memcpy(q->name, name, len + 1);
-    q->r = r;
     q->cb = cb;
     q->arg = arg;
-    q->next = r->queries;
-    if (r->queries) {
-        r->queries->prev = q;
+    lookup *l = find_lookup(r, name);
+    if (l != NULL) {
+        q->next = l->waiters;  // the same name is being looked up: wait for that answer
+        l->waiters = q;
+        return q;
     }
-    r->queries = q;
+    size_t len = strlen(name);
+    l = calloc(1, sizeof(*l) + len + 1);
+    if (l == NULL) {
+        free(q);
+        cb(arg, RES_FAILED, NULL, 0);
+        return NULL;
+    }
+    memcpy(l->name, name, len + 1);
+    l->r = r;
+    l->waiters = q;
+    l->next = r->lookups;
+    if (r->lookups) {
+        r->lookups->prev = l;
+    }
+    r->lookups = l;
     struct ares_addrinfo_hints hints;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
-    q->in_call = 1;
-    ares_getaddrinfo(r->channel, name, NULL, &hints, on_addrinfo, q);
-    q->in_call = 0;
-    if (q->done) {
+    l->in_call = 1;
+    ares_getaddrinfo(r->channel, name, NULL, &hints, on_addrinfo, l);
+    l->in_call = 0;
+    if (l->done) {  // answered during the call: the callback has run
         free(q);
+        free(l);
         return NULL;
     }
     rearm_timer(r);

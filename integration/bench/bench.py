@@ -72,9 +72,9 @@ def wait_port(port, p, tries=100):
             return
         except OSError:
             if p is not None and p.poll() is not None:
-                raise SystemExit("process %s died before listening on %d" % (p.args[0], port))
+                raise RuntimeError("%s exited before listening on %d (see %s/*.out)" % (p.args[0], port, WORK))
             time.sleep(0.1)
-    raise SystemExit("nothing listens on %d" % port)
+    raise RuntimeError("nothing listens on %d" % port)
 
 
 def tree(pid):
@@ -127,10 +127,23 @@ def to_us(v):
 
 
 def wrk(port, close):
+    """wrk once; a run whose output cannot be read (wrk itself failed) is tried once more."""
+    try:
+        return wrk_once(port, close)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        log("wrk failed, once more:", e)
+        time.sleep(2)
+        return wrk_once(port, close)
+
+
+def wrk_once(port, close):
     args = ["wrk", "-t1", "-c%d" % CONC, "-d%ds" % SECS, "--latency", "http://127.0.0.1:%d/" % port]
     if close:
         args[1:1] = ["-H", "Connection: close"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=SECS + 30).stdout
+    run = subprocess.run(args, capture_output=True, text=True, timeout=SECS + 30)
+    out = run.stdout
+    if not re.search(r"Requests/sec:\s+([\d.]+)", out) or not re.search(r"99%\s+(\S+)", out):
+        raise RuntimeError("wrk printed no result: %s %s" % (out[-300:], run.stderr[-300:]))
     r = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     r["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
     r["p50"] = to_us(re.search(r"50%\s+(\S+)", out).group(1))
@@ -282,7 +295,7 @@ def gw_haproxy(threads):
         with open(conf, "w") as f:
             f.write("""global
     nbthread {t}
-    maxconn 30000
+    maxconn 9900
     ssl-default-server-options ssl-min-ver TLSv1.2
 defaults
     mode tcp
@@ -465,8 +478,11 @@ def main():
         try:
             results[key] = measure_row(key, fn)
         except Exception as e:  # a gateway that fails is reported, not hidden
-            log(key, "failed:", repr(e))
-            results[key] = {"failed": repr(e)}
+            import traceback
+            log(key, "failed:", repr(e), traceback.format_exc().replace("\n", " | "))
+            results[key] = {"failed": str(e)}
+            for p in list(PROCS)[3:]:  # the remote side (backend, iperf3, terminator) stays
+                stop(p)
     for p in list(PROCS):
         stop(p)
     uname = os.uname()

@@ -4,12 +4,12 @@
 //   loadgen close HOST:PORT SECONDS CONCURRENCY [--socks5 NAME:PORT]
 //       new connection per request ("Connection: close"); prints
 //       "requests N errors E p50_us P p99_us Q"
-//   loadgen hold HOST:PORT COUNT [--socks5 NAME:PORT] [--from IP[,IP...]]
+//   loadgen hold HOST:PORT COUNT [--socks5 NAME:PORT] [--from IP[,IP...]] [--path /P]
 //       opens COUNT connections, one keep-alive request each ("established N"), then a
 //       second request on every one while all are open ("exchanged N errors E"), then
 //       holds them until standard input closes.
 //
-// Each request is "GET / HTTP/1.1" for Host bench.test; a reply must start with
+// Each request is "GET / HTTP/1.1" (or --path) for Host bench.test (or the SOCKS5 name); a reply must start with
 // "HTTP/1.1 200" and is read to its Content-Length (hold) or to EOF (close).
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,8 +46,7 @@ static uint16_t g_socks_port;
 static int g_close_mode, g_ep;
 static struct in_addr g_from[16];
 static int g_num_from;
-static const char req_close[] = "GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n";
-static const char req_keep[] = "GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n";
+static char req_close[512], req_keep[512];
 
 static uint64_t now_us(void) {
     struct timespec ts;
@@ -349,8 +348,8 @@ static int run_hold(int count) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: loadgen close HOST:PORT SECONDS CONCURRENCY [--socks5 NAME:PORT]\n"
-                        "       loadgen hold HOST:PORT COUNT [--socks5 NAME:PORT] [--from IP,...]\n");
+        fprintf(stderr, "usage: loadgen close HOST:PORT SECONDS CONCURRENCY [--socks5 NAME:PORT] [--path /P]\n"
+                        "       loadgen hold HOST:PORT COUNT [--socks5 NAME:PORT] [--from IP,...] [--path /P]\n");
         return 2;
     }
     char host[64];
@@ -362,8 +361,13 @@ int main(int argc, char **argv) {
     g_target.sin_family = AF_INET;
     g_target.sin_port = htons(port);
     int first_opt = strcmp(argv[1], "close") == 0 ? 5 : 4;
+    const char *path = "/";
     for (int i = first_opt; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--socks5") == 0 && parse_hostport(argv[i + 1], g_socks_host, sizeof(g_socks_host), &g_socks_port)) {
+            continue;
+        }
+        if (strcmp(argv[i], "--path") == 0 && argv[i + 1][0] == '/') {
+            path = argv[i + 1];
             continue;
         }
         if (strcmp(argv[i], "--from") == 0) {
@@ -375,6 +379,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "loadgen: bad option %s\n", argv[i]);
         return 2;
     }
+    char host_header[256] = "bench.test";
+    if (g_socks_port != 0) {
+        snprintf(host_header, sizeof(host_header), "%s", g_socks_host);
+    }
+    snprintf(req_close, sizeof(req_close), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host_header);
+    snprintf(req_keep, sizeof(req_keep), "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host_header);
     signal(SIGPIPE, SIG_IGN);
     g_ep = epoll_create1(EPOLL_CLOEXEC);
     if (strcmp(argv[1], "close") == 0 && argc >= 5) {
