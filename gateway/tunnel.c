@@ -1,6 +1,7 @@
 #include "gateway/tunnel.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <openssl/base64.h>
 #include <openssl/err.h>
 #include <openssl/mem.h>
@@ -89,7 +90,7 @@ struct gw_tunnel {
     uint64_t up_bytes, down_bytes;
     char client_text[64], upstream_text[80];
     char result[40];
-    char reason[600];
+    char *reason;  // why it failed, in words (allocated when first set: most tunnels need none)
     // HTTP forward proxy (P_HTTP_FORWARD): raw bytes from each side are parsed, framed and
     // rewritten into the buffer toward the other side.
     gw_buf *from_client, *from_up;
@@ -138,7 +139,31 @@ static const pol_listener *listener_of(const gw_tunnel *t) {
 // ---- closing ----
 
 static void tunnel_free(void *p) {
+    free(((gw_tunnel *)p)->reason);
     free(p);
+}
+
+#define REASON_MAX 600
+
+static void set_reason(gw_tunnel *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_reason(gw_tunnel *t, const char *fmt, ...) {
+    if (t->reason == NULL && (t->reason = malloc(REASON_MAX)) == NULL) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->reason, REASON_MAX, fmt, ap);
+    va_end(ap);
+}
+
+static void clear_reason(gw_tunnel *t) {
+    if (t->reason != NULL) {
+        t->reason[0] = '\0';
+    }
+}
+
+static const char *reason_of(const gw_tunnel *t) {
+    return t->reason != NULL && t->reason[0] ? t->reason : NULL;
 }
 
 static void log_access(gw_tunnel *t) {
@@ -173,7 +198,7 @@ static void log_access(gw_tunnel *t) {
         .down_bytes = t->down_bytes,
         .duration_ms = (int64_t)(gw_loop_now(t->worker->loop) - t->t_start),
         .result = t->result,
-        .reason = t->reason[0] ? t->reason : NULL,
+        .reason = reason_of(t),
         .method = t->proto == P_HTTP_FORWARD && t->method[0] ? t->method : NULL,
         .user = t->user,
         .status = t->proto == P_HTTP_FORWARD ? t->status : 0,
@@ -191,8 +216,8 @@ static void close_tunnel(gw_tunnel *t, const char *result, const char *reason) {
     if (result != NULL && (t->result[0] == '\0' || strcmp(t->result, "ok") == 0)) {
         snprintf(t->result, sizeof(t->result), "%s", result);
     }
-    if (reason != NULL && t->reason[0] == '\0') {
-        snprintf(t->reason, sizeof(t->reason), "%s", reason);
+    if (reason != NULL && reason_of(t) == NULL) {
+        set_reason(t, "%s", reason);
     }
     if (!(t->proto == P_HTTP_FORWARD && t->http_idle)) {
         log_access(t);
@@ -290,7 +315,7 @@ static void reject(gw_tunnel *t, gw_err err, const char *reason) {
     const gw_err_info *info = gw_err_describe(err);
     t->status = info->http_status;
     snprintf(t->result, sizeof(t->result), "%s", info->result);
-    snprintf(t->reason, sizeof(t->reason), "%s", reason);
+    set_reason(t, "%s", reason);
     gw_upstream_close(&t->upstream);
     gw_watcher_remove(t->worker->loop, &t->up.w);
     res_query_detach(t->query);
@@ -368,7 +393,7 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
             snprintf(reason, sizeof(reason), "connect to %s timed out after %d ms", t->upstream_text,
                      t->cfg->limits.connect_timeout_ms);
             t->last_connect_err = GW_ERR_CONNECT_TIMEOUT;
-            snprintf(t->reason, sizeof(t->reason), "%s", reason);
+            set_reason(t, "%s", reason);
             gw_watcher_remove(loop, &t->up.w);
             gw_upstream_close(&t->upstream);
             start_connect(t);
@@ -508,9 +533,11 @@ static void start_connect(gw_tunnel *t) {
         struct sockaddr_storage ss;
         socklen_t len = gw_sockaddr_from(&ss, a->family, a->addr, t->connect_port);
         gw_format_addr((struct sockaddr *)&ss, t->upstream_text, sizeof(t->upstream_text));
-        t->reason[0] = '\0';
-        gw_err err = gw_upstream_connect(&t->upstream, (struct sockaddr *)&ss, len, t->reason, sizeof(t->reason));
+        clear_reason(t);
+        char why[REASON_MAX];
+        gw_err err = gw_upstream_connect(&t->upstream, (struct sockaddr *)&ss, len, why, sizeof(why));
         if (err != GW_ERR_NONE) {
+            set_reason(t, "%s", why);
             t->last_connect_err = err;
             continue;
         }
@@ -527,7 +554,7 @@ static void start_connect(gw_tunnel *t) {
         return;
     }
     char reason[700];
-    snprintf(reason, sizeof(reason), "%s", t->reason[0] ? t->reason : "no address to connect to");
+    snprintf(reason, sizeof(reason), "%s", reason_of(t) ? t->reason : "no address to connect to");
     reject(t, t->last_connect_err, reason);
     run(t);
 }
@@ -912,14 +939,14 @@ static void step_connecting(gw_tunnel *t) {
     char reason[300];
     gw_err err = gw_upstream_connect_result(&t->upstream, reason, sizeof(reason));
     if (err != GW_ERR_NONE) {
-        snprintf(t->reason, sizeof(t->reason), "%s %s", t->upstream_text, reason);
+        set_reason(t, "%s %s", t->upstream_text, reason);
         t->last_connect_err = err;
         gw_watcher_remove(t->worker->loop, &t->up.w);
         gw_upstream_close(&t->upstream);
         start_connect(t);
         return;
     }
-    t->reason[0] = '\0';
+    clear_reason(t);
     t->connect_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
     if (t->rule->action == POL_ACTION_MTLS) {
         start_tls(t);
@@ -1395,7 +1422,8 @@ static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->t_start = gw_loop_now(t->worker->loop);
     t->up_bytes = t->down_bytes = 0;
     t->dns_ms = t->connect_ms = t->handshake_ms = -1;
-    t->result[0] = t->reason[0] = '\0';
+    t->result[0] = '\0';
+    clear_reason(t);
     t->status = 0;
     t->req_phase = RQ_HEAD;
     t->resp_phase = RS_HEAD;  // from here on, a failure is this request's
@@ -1601,7 +1629,8 @@ static void http_upstream_eof(gw_tunnel *t) {
 static void http_exchange_done(gw_tunnel *t) {
     snprintf(t->result, sizeof(t->result), "ok");
     log_access(t);
-    t->result[0] = t->reason[0] = '\0';
+    t->result[0] = '\0';
+    clear_reason(t);
     t->req_phase = RQ_HEAD;
     t->resp_phase = RS_IDLE;
     t->http_idle = 1;

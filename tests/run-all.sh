@@ -6,15 +6,20 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/integration/deps.sh"
-status=0
+status=0 stages_ok=0 stages_failed=0
+stage() {  # stage RESULT: count a stage as passed (0) or failed
+    if [ "$1" -eq 0 ]; then stages_ok=$((stages_ok + 1)); else stages_failed=$((stages_failed + 1)); status=1; fi
+}
 for variant in build build-asan; do
     flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
     [ "$variant" = build-asan ] && flags=(-DCMAKE_BUILD_TYPE=Debug -DMTLSGW_SANITIZE=ON)
     echo "=== $variant"
     cmake -S "$ROOT" -B "$ROOT/$variant" "${flags[@]}" > /dev/null
     cmake --build "$ROOT/$variant" -j "$(nproc)"
+    rc=0
     (cd "$ROOT/$variant" && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-        ctest --output-on-failure) || status=1
+        ctest --output-on-failure) || rc=1
+    stage $rc
 done
 
 echo "=== valgrind (integration: mtls, resumption, http, ops)"
@@ -23,11 +28,17 @@ for t in mtls resumption http ops; do
     if MTLSGW_VALGRIND=1 MTLSGW="$ROOT/build/mtlsgw" bash "$ROOT/integration/test_$t.sh" > "$ROOT/build/valgrind_$t.log" 2>&1; then
         vg_pass=$((vg_pass + 1)); grep -E "^ok - valgrind|passed," "$ROOT/build/valgrind_$t.log"
     else
-        vg_fail=$((vg_fail + 1)); status=1; grep -E "not ok|valgrind" "$ROOT/build/valgrind_$t.log" | head -40
+        vg_fail=$((vg_fail + 1)); grep -E "not ok|valgrind" "$ROOT/build/valgrind_$t.log" | head -40
     fi
 done
 echo "valgrind: $vg_pass passed, $vg_fail failed"
+stage $vg_fail
 
 echo "=== fuzz (${FUZZ_SECONDS:-20} s per harness)"
-bash "$ROOT/tests/fuzz/run.sh" "${FUZZ_SECONDS:-20}" || status=1
+rc=0
+bash "$ROOT/tests/fuzz/run.sh" "${FUZZ_SECONDS:-20}" || rc=1
+stage $rc
+echo
+echo "stages: unit + integration; the same on ASan+UBSan; valgrind; fuzz"
+echo "run-all: $stages_ok passed, $stages_failed failed"
 exit $status

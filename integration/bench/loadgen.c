@@ -268,6 +268,12 @@ static int run_close(int seconds, int concurrency) {
     qsort(lat, nlat, sizeof(uint64_t), cmp_u64);
     printf("requests %zu errors %ld p50_us %llu p99_us %llu\n", nlat, errors,
            (unsigned long long)(nlat ? lat[nlat / 2] : 0), (unsigned long long)(nlat ? lat[nlat * 99 / 100] : 0));
+    fflush(stdout);
+    for (int i = 0; i < concurrency; i++) {
+        conn_close(&cs[i]);
+    }
+    free(cs);
+    free(lat);
     return 0;
 }
 
@@ -343,6 +349,8 @@ static int run_hold(int count) {
         conn_close(&cs[i]);
     }
     printf("still_open %d\n", ok);
+    fflush(stdout);
+    free(cs);
     return 0;
 }
 

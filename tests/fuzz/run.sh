@@ -14,7 +14,7 @@ B=$ROOT/build-fuzz
 cmake -S "$ROOT" -B "$B" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DMTLSGW_FUZZ=ON \
     -DMTLSGW_TESTS=OFF > /dev/null
 cmake --build "$B" -j "$(nproc)" --target $(printf 'fuzz_%s ' "${TARGETS[@]}") > /dev/null
-status=0
+status=0 passed=0 failed=0
 for t in "${TARGETS[@]}"; do
     mkdir -p "$B/corpus/$t" "$B/crashes/$t"
     echo "=== fuzz_$t for ${SECONDS_EACH}s"
@@ -24,10 +24,12 @@ for t in "${TARGETS[@]}"; do
         "$B/corpus/$t" "$ROOT/tests/fuzz/corpus/$t" > "$B/fuzz_$t.log" 2>&1; then
         grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$B/fuzz_$t.log" | tr '\n' ' '; echo
         echo "ok - fuzz_$t: no crash, leak or sanitizer report"
+        passed=$((passed + 1))
     else
-        status=1
+        status=1 failed=$((failed + 1))
         tail -40 "$B/fuzz_$t.log"
         echo "not ok - fuzz_$t: see $B/crashes/$t/"
     fi
 done
+echo "fuzz: $passed passed, $failed failed"
 exit $status
