@@ -563,7 +563,7 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!gw_upstream_tls_begin(&u, r->identity, sni, key)) {
+    if (!gw_upstream_tls_begin(&u, r->identity, sni, key, NULL)) {
         printf("tls          FAILED: cannot create a TLS connection\n");
         gw_upstream_close(&u);
         return 0;

@@ -1,10 +1,10 @@
 #include "gateway/tunnel.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <openssl/base64.h>
 #include <openssl/err.h>
 #include <openssl/mem.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -922,7 +922,7 @@ static void start_tls(gw_tunnel *t) {
     char key[600];
     snprintf(key, sizeof(key), "%llu|%s|%s", (unsigned long long)r->identity->generation, t->upstream_text,
              t->server_name);
-    if (!gw_upstream_tls_begin(&t->upstream, r->identity, t->server_name, key)) {
+    if (!gw_upstream_tls_begin(&t->upstream, r->identity, t->server_name, key, &t->worker->pool)) {
         reject(t, GW_ERR_INTERNAL, "cannot create a TLS connection");
         return;
     }

@@ -5,9 +5,11 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "gateway/netutil.h"
@@ -99,6 +101,110 @@ gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_le
 
 // ---- TLS ----
 
+// The read-ahead BIO. BoringSSL reads a record's 5-byte header and then its body, each
+// with its own read(); this BIO reads whatever the socket has (up to a pool buffer) and
+// serves both from it. The buffer is held only while it has bytes: an idle tunnel keeps
+// none. Writes go straight to the socket.
+typedef struct {
+    int fd;
+    gw_buf_pool *pool;
+    gw_buf *buf;
+} ra_bio;
+
+static int ra_read(BIO *bio, char *out, int len) {
+    ra_bio *ra = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    if (len <= 0) {
+        return 0;
+    }
+    if (ra->buf == NULL) {
+        if ((size_t)len >= GW_BUF_SIZE) {
+            ssize_t n = read(ra->fd, out, (size_t)len);  // as large as a buffer: no copy
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                BIO_set_retry_read(bio);
+            }
+            return (int)n;
+        }
+        if ((ra->buf = gw_buf_get(ra->pool)) == NULL) {
+            errno = ENOMEM;
+            return -1;
+        }
+        ssize_t n = read(ra->fd, ra->buf->data, GW_BUF_SIZE);
+        if (n <= 0) {
+            int e = errno;
+            gw_buf_put(ra->pool, ra->buf);
+            ra->buf = NULL;
+            errno = e;
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                BIO_set_retry_read(bio);
+            }
+            return (int)n;
+        }
+        ra->buf->end = (uint32_t)n;
+    }
+    size_t n = gw_buf_len(ra->buf) < (size_t)len ? gw_buf_len(ra->buf) : (size_t)len;
+    memcpy(out, ra->buf->data + ra->buf->start, n);
+    ra->buf->start += (uint32_t)n;
+    if (gw_buf_len(ra->buf) == 0) {
+        gw_buf_put(ra->pool, ra->buf);
+        ra->buf = NULL;
+    }
+    return (int)n;
+}
+
+static int ra_write(BIO *bio, const char *in, int len) {
+    ra_bio *ra = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    ssize_t n = send(ra->fd, in, (size_t)len, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        BIO_set_retry_write(bio);
+    }
+    return (int)n;
+}
+
+static long ra_ctrl(BIO *bio, int cmd, long larg, void *parg) {
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int ra_destroy(BIO *bio) {
+    ra_bio *ra = BIO_get_data(bio);
+    if (ra != NULL) {
+        gw_buf_put(ra->pool, ra->buf);
+        free(ra);
+        BIO_set_data(bio, NULL);
+    }
+    return 1;
+}
+
+static BIO_METHOD *g_ra_method;
+static pthread_once_t g_ra_once = PTHREAD_ONCE_INIT;
+
+static void ra_method_init(void) {
+    BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "mtlsgw read-ahead socket");
+    if (m != NULL && BIO_meth_set_read(m, ra_read) && BIO_meth_set_write(m, ra_write) &&
+        BIO_meth_set_ctrl(m, ra_ctrl) && BIO_meth_set_destroy(m, ra_destroy)) {
+        g_ra_method = m;  // lives as long as the process
+    } else {
+        BIO_meth_free(m);
+    }
+}
+
+// ra_bio_new wraps |fd| (not owned) reading ahead into buffers of |pool|, or NULL.
+static BIO *ra_bio_new(int fd, gw_buf_pool *pool) {
+    pthread_once(&g_ra_once, ra_method_init);
+    ra_bio *ra = g_ra_method ? calloc(1, sizeof(*ra)) : NULL;
+    BIO *bio = ra ? BIO_new(g_ra_method) : NULL;
+    if (bio == NULL) {
+        free(ra);
+        return NULL;
+    }
+    ra->fd = fd;
+    ra->pool = pool;
+    BIO_set_data(bio, ra);
+    BIO_set_init(bio, 1);
+    return bio;
+}
+
 static int on_new_session(SSL *ssl, SSL_SESSION *session) {
     gw_upstream *u = SSL_get_app_data(ssl);
     if (u == NULL) {
@@ -150,10 +256,19 @@ void gw_tls_install_callbacks(SSL_CTX *ctx) {
 }
 
 int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *server_name,
-                          const char *sess_key) {
+                          const char *sess_key, gw_buf_pool *pool) {
     u->identity = id;
     u->ssl = SSL_new(id->ctx);
-    if (u->ssl == NULL || !SSL_set_fd(u->ssl, u->fd)) {
+    if (u->ssl == NULL) {
+        return 0;
+    }
+    if (pool != NULL) {
+        BIO *bio = ra_bio_new(u->fd, pool);
+        if (bio == NULL) {
+            return 0;
+        }
+        SSL_set_bio(u->ssl, bio, bio);  // the SSL owns it (one reference for both)
+    } else if (!SSL_set_fd(u->ssl, u->fd)) {
         return 0;
     }
     SSL_set_app_data(u->ssl, u);

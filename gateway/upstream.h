@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "gateway/buffer.h"
 #include "gateway/errors.h"
 #include "policy/identity.h"
 
@@ -49,9 +50,11 @@ gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_le
 gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t reason_len);
 
 // gw_upstream_tls_begin creates the SSL for |id|: SNI (none for an IP literal), the name
-// to verify, and a cached session for |sess_key| if there is one.
+// to verify, and a cached session for |sess_key| if there is one. With |pool| (the
+// worker's), the socket is read ahead through a pool buffer: one read() per TLS record
+// instead of two (header, then body), the buffer given back as soon as it is empty.
 int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *server_name,
-                          const char *sess_key);
+                          const char *sess_key, gw_buf_pool *pool);
 // gw_upstream_tls_step advances the handshake.
 gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
 // gw_upstream_needs_confirm says whether the server may still reject our certificate after

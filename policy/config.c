@@ -743,7 +743,7 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     get_int(ld, g, "limits", "handshake_timeout_ms", 10, 600000, &cfg->limits.handshake_timeout_ms);
     get_int(ld, g, "limits", "confirm_ms", 0, 60000, &cfg->limits.confirm_ms);
     get_int(ld, g, "limits", "idle_timeout_s", 1, 7 * 86400, &cfg->limits.idle_timeout_s);
-    get_int(ld, g, "limits", "header_max", 1024, GW_BUF_SIZE, &cfg->limits.header_max);
+    get_int(ld, g, "limits", "header_max", 1024, GW_HEADER_MAX, &cfg->limits.header_max);
     get_int(ld, g, "limits", "drain_timeout_s", 0, 86400, &cfg->limits.drain_timeout_s);
 }
 

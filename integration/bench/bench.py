@@ -122,8 +122,10 @@ def rss_kb(pids):
 
 
 def to_us(v):
-    m = re.match(r"([\d.]+)(us|ms|s)", v)
-    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    if m is None:
+        raise RuntimeError("wrk latency %r not understood" % v)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[m.group(2)]
 
 
 def wrk(port, close):
@@ -142,12 +144,13 @@ def wrk_once(port, close):
         args[1:1] = ["-H", "Connection: close"]
     run = subprocess.run(args, capture_output=True, text=True, timeout=SECS + 30)
     out = run.stdout
-    if not re.search(r"Requests/sec:\s+([\d.]+)", out) or not re.search(r"99%\s+(\S+)", out):
+    if not re.search(r"Requests/sec:\s+([\d.]+)", out) or not re.search(r"^\s+99%\s+(\S+)", out, re.M):
         raise RuntimeError("wrk printed no result: %s %s" % (out[-300:], run.stderr[-300:]))
     r = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     r["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
-    r["p50"] = to_us(re.search(r"50%\s+(\S+)", out).group(1))
-    r["p99"] = to_us(re.search(r"99%\s+(\S+)", out).group(1))
+    # The "Latency Distribution" lines ("     50%  251.00us"), not a "+/- Stdev" like 90.50%.
+    r["p50"] = to_us(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    r["p99"] = to_us(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     r["errors"] = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
