@@ -367,60 +367,66 @@ ROWS = [
 ]
 
 
-def measure_row(key, fn):
+def start_row(key, fn):
+    """Starts a row's gateway and warms it up: sessions into the caches, buffers into the pools."""
     p, h, i, socks = fn()
-    pids = tree(p.pid) if p else []
-    socks_row = key == "mtlsgw-socks5"
-    tls = key not in ("relay", "direct")
-    # Warm up: sessions into the caches, buffers into the pools.
-    if socks_row:
-        subprocess.run([LOADGEN, "close", "127.0.0.1:%d" % SOCKS_PORT(p, key), "1", "4", "--socks5", socks],
+    row = {"key": key, "p": p, "h": h, "i": i, "socks": socks, "pids": tree(p.pid) if p else [],
+           "socks_row": key == "mtlsgw-socks5", "tls": key not in ("relay", "direct")}
+    if row["socks_row"]:
+        row["sp"] = SOCKS_PORT(p, key)
+        subprocess.run([LOADGEN, "close", "127.0.0.1:%d" % row["sp"], "1", "4", "--socks5", socks],
                        capture_output=True, timeout=30)
     else:
         subprocess.run(["wrk", "-t1", "-c4", "-d1s", "http://127.0.0.1:%d/" % h], capture_output=True, timeout=30)
-    runs = []
-    for _ in range(RUNS):
-        r = {}
-        off = term_log_size()
-        c0 = cpu_s(pids)
-        new = loadgen_close(SOCKS_PORT(p, key), socks) if socks_row else wrk(h, True)
-        c1 = cpu_s(pids)
-        r["new_rps"], r["new_err"] = new["rps"], new["errors"]
-        r["cpu_per_tunnel_us"] = (c1 - c0) / max(new["requests"], 1) * 1e6 if pids else float("nan")
-        r["resumed"], r["handshakes"] = term_reused(off) if tls else (float("nan"), 0)
-        if key == "mtlsgw-1w":
-            # The same client as the SOCKS5 row, for the SOCKS5-vs-forward comparison.
-            c0 = cpu_s(pids)
-            lg = loadgen_close(h, None)
-            r["lg_cpu_per_tunnel_us"] = (cpu_s(pids) - c0) / max(lg["requests"], 1) * 1e6
-            r["lg_rps"] = lg["rps"]
-        if socks_row:
-            r["lg_cpu_per_tunnel_us"], r["lg_rps"] = r["cpu_per_tunnel_us"], r["new_rps"]
-        if not socks_row:
-            c0 = cpu_s(pids)
-            ka = wrk(h, False)
-            r["ka_rps"], r["p50_us"], r["p99_us"], r["ka_err"] = ka["rps"], ka["p50"], ka["p99"], ka["errors"]
-            r["cpu_per_req_us"] = (cpu_s(pids) - c0) / max(ka["requests"], 1) * 1e6 if pids else float("nan")
-            gb = 0.0
-            c0 = cpu_s(pids)
-            up = iperf(i, False)
-            down = iperf(i, True)
-            cpu = cpu_s(pids) - c0
-            gb = (up["bytes"] + down["bytes"]) / 1e9
-            r["up_gbps"], r["down_gbps"] = up["gbps"], down["gbps"]
-            r["cpu_per_gb_s"] = cpu / gb if pids else float("nan")
-        runs.append(r)
-        log(key, {k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()})
-    med = {k: statistics.median([r[k] for r in runs if k in r]) for k in runs[0]}
-    # Idle tunnels: memory per tunnel once COUNT are open and idle (each did two requests).
-    for n in HOLDS:
-        if not pids:
-            break
-        med["hold_%d" % n] = hold(pids, h if not socks_row else SOCKS_PORT(p, key), socks if socks_row else None, n)
-    if p:
-        stop(p)
+    return row
+
+
+def stop_row(row):
+    if row["p"]:
+        stop(row["p"])
     time.sleep(1)
-    return med
+
+
+def measure_once(row):
+    key, pids, h, i, socks = row["key"], row["pids"], row["h"], row["i"], row["socks"]
+    r = {}
+    off = term_log_size()
+    c0 = cpu_s(pids)
+    new = loadgen_close(row["sp"], socks) if row["socks_row"] else wrk(h, True)
+    c1 = cpu_s(pids)
+    r["new_rps"], r["new_err"] = new["rps"], new["errors"]
+    r["cpu_per_tunnel_us"] = (c1 - c0) / max(new["requests"], 1) * 1e6 if pids else float("nan")
+    r["resumed"], r["handshakes"] = term_reused(off) if row["tls"] else (float("nan"), 0)
+    if key == "mtlsgw-1w":
+        # The same client as the SOCKS5 row, for the SOCKS5-vs-forward comparison.
+        c0 = cpu_s(pids)
+        lg = loadgen_close(h, None)
+        r["lg_cpu_per_tunnel_us"] = (cpu_s(pids) - c0) / max(lg["requests"], 1) * 1e6
+        r["lg_rps"] = lg["rps"]
+    if row["socks_row"]:
+        r["lg_cpu_per_tunnel_us"], r["lg_rps"] = r["cpu_per_tunnel_us"], r["new_rps"]
+        return r
+    c0 = cpu_s(pids)
+    ka = wrk(h, False)
+    r["ka_rps"], r["p50_us"], r["p99_us"], r["ka_err"] = ka["rps"], ka["p50"], ka["p99"], ka["errors"]
+    r["cpu_per_req_us"] = (cpu_s(pids) - c0) / max(ka["requests"], 1) * 1e6 if pids else float("nan")
+    c0 = cpu_s(pids)
+    up = iperf(i, False)
+    down = iperf(i, True)
+    cpu = cpu_s(pids) - c0
+    r["up_gbps"], r["down_gbps"] = up["gbps"], down["gbps"]
+    r["cpu_per_gb_s"] = cpu / ((up["bytes"] + down["bytes"]) / 1e9) if pids else float("nan")
+    return r
+
+
+def measure_holds(row):
+    """Idle tunnels: memory per tunnel once COUNT are open and idle (each did two requests)."""
+    out = {}
+    port = row["sp"] if row["socks_row"] else row["h"]
+    for n in HOLDS:
+        if row["pids"]:
+            out["hold_%d" % n] = hold(row["pids"], port, row["socks"] if row["socks_row"] else None, n)
+    return out
 
 
 _socks_ports = {}
@@ -471,21 +477,59 @@ def fmt(v, nd=0):
     return ("{:,.%df}" % nd).format(v)
 
 
+def run_guarded(key, failed, what):
+    """Runs what(); a gateway that fails is reported in the table, not hidden."""
+    try:
+        return what()
+    except Exception as e:
+        import traceback
+        log(key, "failed:", repr(e), traceback.format_exc().replace("\n", " | "))
+        failed[key] = str(e)
+        for p in list(PROCS)[3:]:  # the remote side (backend, iperf3, terminator) stays
+            stop(p)
+        return None
+
+
 def main():
     start_remote()
+    rows = [(key, fn) for key, _, fn in ROWS if not ONLY or key in ONLY]
+    runs, failed = {key: [] for key, _ in rows}, {}
+    # Rounds, not rows one after the other: each round measures every gateway once, so a
+    # busy minute on this shared machine spreads over all of them instead of one.
+    for rnd in range(RUNS):
+        for key, fn in rows:
+            if key in failed:
+                continue
+            log("=== round %d: %s" % (rnd + 1, key))
+
+            def once():
+                row = start_row(key, fn)
+                try:
+                    return measure_once(row)
+                finally:
+                    stop_row(row)
+            r = run_guarded(key, failed, once)
+            if r is not None:
+                runs[key].append(r)
+                log(key, {k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()})
     results = {}
-    for key, _, fn in ROWS:
-        if ONLY and key not in ONLY:
+    for key, fn in rows:
+        if key in failed or not runs[key]:
+            results[key] = {"failed": failed.get(key, "no run")}
             continue
-        log("===", key)
-        try:
-            results[key] = measure_row(key, fn)
-        except Exception as e:  # a gateway that fails is reported, not hidden
-            import traceback
-            log(key, "failed:", repr(e), traceback.format_exc().replace("\n", " | "))
-            results[key] = {"failed": str(e)}
-            for p in list(PROCS)[3:]:  # the remote side (backend, iperf3, terminator) stays
-                stop(p)
+        results[key] = {k: statistics.median([r[k] for r in runs[key] if k in r]) for k in runs[key][0]}
+        if HOLDS and key != "direct":
+            log("=== idle tunnels: %s" % key)
+
+            def holds():
+                row = start_row(key, fn)
+                try:
+                    return measure_holds(row)
+                finally:
+                    stop_row(row)
+            h = run_guarded(key, failed, holds)
+            if h is not None:
+                results[key].update(h)
     for p in list(PROCS):
         stop(p)
     uname = os.uname()
@@ -495,7 +539,7 @@ def main():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    print("Run %s on %s (%s, %d cores), kernel %s; %d runs of %d s each, medians; %d connections of load."
+    print("Run %s on %s (%s, %d cores), kernel %s; medians of %d rounds (every gateway once a round) of %d s per workload; %d connections of load."
           % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), uname.nodename, cpu, os.cpu_count(),
              uname.release, RUNS, SECS, CONC))
     print()
