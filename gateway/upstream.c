@@ -163,7 +163,18 @@ static int ra_write(BIO *bio, const char *in, int len) {
 }
 
 static long ra_ctrl(BIO *bio, int cmd, long larg, void *parg) {
-    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+    ra_bio *ra = BIO_get_data(bio);
+    switch (cmd) {
+        case BIO_CTRL_FLUSH:
+            return 1;
+        case BIO_C_GET_FD:  // SSL_get_fd and friends still see the socket
+            if (parg != NULL) {
+                *(int *)parg = ra->fd;
+            }
+            return ra->fd;
+        default:
+            return 0;
+    }
 }
 
 static int ra_destroy(BIO *bio) {
