@@ -88,11 +88,11 @@ def tree(pid):
                 kids.setdefault(ppid, []).append(int(d))
             except OSError:
                 pass
-    out, todo = [], [pid]
-    while todo:
-        x = todo.pop()
+    out, stack = [], [pid]
+    while stack:
+        x = stack.pop()
         out.append(x)
-        todo.extend(kids.get(x, []))
+        stack.extend(kids.get(x, []))
     return out
 
 
