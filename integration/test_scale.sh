@@ -5,6 +5,7 @@
 # workers must have carried them, and everything must be given back once they close.
 # (How fast is the benchmark's business, not this test's.)
 source "$(dirname "$0")/lib.sh"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # two descriptors per tunnel, and then some
 LOADGEN=${LOADGEN:-$(dirname "$MTLSGW")/integration/mtlsgw_loadgen}
 N=${SCALE_TUNNELS:-2000}
 

@@ -70,6 +70,19 @@ rules = (
 auth = { users_file = "$WORK/users"; };
 limits = { handshake_timeout_ms = 3000; idle_timeout_s = 60; };
 CONF
+# The users file is checked like a key: readable by others is reported, a bad line is an
+# error with its file:line, and `check` says so before the gateway ever runs.
+chmod 644 "$WORK/users"
+out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1 || true)
+expect_contains "users file readable by others: reported by check" "auth.users_file: warning: $WORK/users has mode 0644" "$out"
+chmod 600 "$WORK/users"
+{ cat "$WORK/users"; echo "mallory:plaintext-password"; } > "$WORK/users-bad"; chmod 600 "$WORK/users-bad"
+sed "s|users_file = \"$WORK/users\"|users_file = \"$WORK/users-bad\"|" "$WORK/gw.conf" > "$WORK/gw-badusers.conf"
+set +e; out=$("$MTLSGW" check -c "$WORK/gw-badusers.conf" 2>&1); rc=$?; set -e
+expect_eq "users file with a bad line: check exits 1" "1" "$rc"
+expect_contains "users file with a bad line: file:line and what is expected" "$WORK/users-bad:3: expected NAME:sha256:SALT:HASH" "$out"
+check "users file with a bad line: the password on it is not echoed" bash -c "! echo '$out' | grep -q plaintext-password"
+
 start_gw "$WORK/gw.conf"
 
 # ---- proxy authentication ----
