@@ -27,8 +27,10 @@ static void on_drain_timeout(gw_loop *loop, gw_timer *t) {
 
 static void on_trim(gw_loop *loop, gw_timer *t) {
     gw_worker *w = t->data;
-    if (gw_buf_pool_trim(&w->pool) > 0) {
-        malloc_trim(0);  // freed 16 KiB chunks sit amid the heap: hand their pages back
+    // Freed 16 KiB chunks sit amid the heap; malloc_trim hands their pages back. It walks
+    // the heap, so only when it is worth it (256 KiB or more freed).
+    if (gw_buf_pool_trim(&w->pool) >= 16) {
+        malloc_trim(0);
     }
     gw_timer_start(loop, t, 1000);
 }
