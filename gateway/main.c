@@ -58,7 +58,10 @@ static const char run_usage[] =
     "identities (a bad config is refused and the running one kept), SIGTERM/SIGINT stop\n"
     "accepting and drain tunnels for up to limits.drain_timeout_s, SIGUSR1 reopens the access\n"
     "log. Identity files (certificate, key, trust, CRL) are polled every second and reloaded\n"
-    "once a change has settled.\n";
+    "once a change has settled.\n\n"
+    "Started as root, it switches to the config's `user` once the listeners are bound. With\n"
+    "auth.users_file set, clients must authenticate (SOCKS5 username/password or\n"
+    "Proxy-Authorization: Basic; lines made by `mtlsgw passwd NAME`).\n";
 
 static const char check_usage[] =
     "usage: mtlsgw check -c FILE\n\n"
