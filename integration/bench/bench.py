@@ -477,6 +477,15 @@ def fmt(v, nd=0):
     return ("{:,.%df}" % nd).format(v)
 
 
+def with_row(key, fn, measure):
+    """Starts the row's gateway, measures it, and stops it whatever happens."""
+    row = start_row(key, fn)
+    try:
+        return measure(row)
+    finally:
+        stop_row(row)
+
+
 def run_guarded(key, failed, what):
     """Runs what(); a gateway that fails is reported in the table, not hidden."""
     try:
@@ -501,14 +510,7 @@ def main():
             if key in failed:
                 continue
             log("=== round %d: %s" % (rnd + 1, key))
-
-            def once():
-                row = start_row(key, fn)
-                try:
-                    return measure_once(row)
-                finally:
-                    stop_row(row)
-            r = run_guarded(key, failed, once)
+            r = run_guarded(key, failed, lambda: with_row(key, fn, measure_once))
             if r is not None:
                 runs[key].append(r)
                 log(key, {k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()})
@@ -520,14 +522,7 @@ def main():
         results[key] = {k: statistics.median([r[k] for r in runs[key] if k in r]) for k in runs[key][0]}
         if HOLDS and key != "direct":
             log("=== idle tunnels: %s" % key)
-
-            def holds():
-                row = start_row(key, fn)
-                try:
-                    return measure_holds(row)
-                finally:
-                    stop_row(row)
-            h = run_guarded(key, failed, holds)
+            h = run_guarded(key, failed, lambda: with_row(key, fn, measure_holds))
             if h is not None:
                 results[key].update(h)
     for p in list(PROCS):
