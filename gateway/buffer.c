@@ -17,8 +17,16 @@ void gw_buf_pool_clear(gw_buf_pool *pool) {
         pool->free_list = b->next_free;
         free(b);
     }
-    atomic_fetch_sub_explicit(&gw_buffers_free, (long)pool->free_count, memory_order_relaxed);
     pool->free_count = 0;
+    gw_buf_pool_publish(pool);
+}
+
+void gw_buf_pool_publish(gw_buf_pool *pool) {
+    long in_use = (long)pool->in_use, free_count = (long)pool->free_count;
+    atomic_fetch_add_explicit(&gw_buffers_in_use, in_use - pool->published_in_use, memory_order_relaxed);
+    atomic_fetch_add_explicit(&gw_buffers_free, free_count - pool->published_free, memory_order_relaxed);
+    pool->published_in_use = in_use;
+    pool->published_free = free_count;
 }
 
 size_t gw_buf_pool_trim(gw_buf_pool *pool) {
@@ -30,7 +38,6 @@ size_t gw_buf_pool_trim(gw_buf_pool *pool) {
     }
     pool->free_count -= n;
     pool->low_free = pool->free_count;
-    atomic_fetch_sub_explicit(&gw_buffers_free, (long)n, memory_order_relaxed);
     return n;
 }
 
@@ -42,7 +49,6 @@ gw_buf *gw_buf_get(gw_buf_pool *pool) {
         if (pool->free_count < pool->low_free) {
             pool->low_free = pool->free_count;
         }
-        atomic_fetch_sub_explicit(&gw_buffers_free, 1, memory_order_relaxed);
     } else {
         b = malloc(sizeof(*b));
         if (b == NULL) {
@@ -52,7 +58,6 @@ gw_buf *gw_buf_get(gw_buf_pool *pool) {
     b->next_free = NULL;
     b->start = b->end = 0;
     pool->in_use++;
-    atomic_fetch_add_explicit(&gw_buffers_in_use, 1, memory_order_relaxed);
     return b;
 }
 
@@ -61,7 +66,6 @@ void gw_buf_put(gw_buf_pool *pool, gw_buf *b) {
         return;
     }
     pool->in_use--;
-    atomic_fetch_sub_explicit(&gw_buffers_in_use, 1, memory_order_relaxed);
     if (pool->free_count >= pool->max_free) {
         free(b);
         return;
@@ -69,7 +73,6 @@ void gw_buf_put(gw_buf_pool *pool, gw_buf *b) {
     b->next_free = pool->free_list;
     pool->free_list = b;
     pool->free_count++;
-    atomic_fetch_add_explicit(&gw_buffers_free, 1, memory_order_relaxed);
 }
 
 size_t gw_buf_room(gw_buf *b) {

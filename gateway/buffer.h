@@ -18,7 +18,8 @@ typedef struct gw_buf {
     uint8_t data[GW_BUF_SIZE];
 } gw_buf;
 
-// Relay buffers held by tunnels and kept free, in all workers (for /metrics).
+// Relay buffers held by tunnels and kept free, in all workers (for /metrics), as each
+// worker last published them: the relay itself touches no shared counter.
 extern _Atomic long gw_buffers_in_use, gw_buffers_free;
 
 typedef struct {
@@ -26,6 +27,7 @@ typedef struct {
     size_t free_count, max_free;
     size_t low_free;  // the fewest free buffers since the last trim
     size_t in_use;
+    long published_in_use, published_free;  // what gw_buf_pool_publish last added
 } gw_buf_pool;
 
 void gw_buf_pool_init(gw_buf_pool *pool, size_t max_free);
@@ -35,6 +37,10 @@ void gw_buf_pool_clear(gw_buf_pool *pool);
 // water mark of the free list), so a burst's buffers go back to the system once the
 // burst is over. Returns how many were freed. Called once a second by the worker.
 size_t gw_buf_pool_trim(gw_buf_pool *pool);
+
+// gw_buf_pool_publish adds the change in |pool|'s counts since its last call to the
+// process-wide gauges above (the worker calls it once a second, after trimming).
+void gw_buf_pool_publish(gw_buf_pool *pool);
 
 // gw_buf_get returns an empty buffer or NULL when out of memory.
 gw_buf *gw_buf_get(gw_buf_pool *pool);

@@ -32,6 +32,7 @@ static void on_trim(gw_loop *loop, gw_timer *t) {
     if (gw_buf_pool_trim(&w->pool) >= 16) {
         malloc_trim(0);
     }
+    gw_buf_pool_publish(&w->pool);
     gw_timer_start(loop, t, 1000);
 }
 

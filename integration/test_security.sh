@@ -377,6 +377,11 @@ expect_contains "dropped: still serves over mTLS" "path=/as-nobody" \
 kill -HUP "$GW6_PID"
 for _ in $(seq 50); do grep -q "reloaded" "$WORK/gw6.log" && break; sleep 0.1; done
 expect_contains "dropped: reload reads the files as nobody" "reloaded $WORK/nobody/gw.conf (SIGHUP)" "$(cat "$WORK/gw6.log")"
+sed 's/^user = "nobody";/user = "no-such-user-mtlsgw";/' "$WORK/nobody/gw.conf" > "$WORK/nouser.conf"
+set +e; out=$("$MTLSGW" check -c "$WORK/nouser.conf" 2>&1); rc=$?; set -e
+expect_eq "user that does not exist: check exits 1" "1" "$rc"
+expect_contains "user that does not exist: file:line: setting: what is wrong" \
+    "nouser.conf:2: user: no such user \"no-such-user-mtlsgw\" on this system" "$out"
 expect_contains "started as root without user: a warning says so" "running as root: set \`user\`" "$(cat "$WORK/gw.log")"
 
 # ---- no secrets in any log ----

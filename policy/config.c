@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -905,6 +906,9 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     if (get_string(&ld, root, "", "user", &user) == 1) {
         if (user[0] == '\0') {
             problem(&ld, config_setting_get_member(root, "user"), "user", "expected a user name to run as");
+        } else if (getpwnam(user) == NULL) {
+            // Found now, so that `check` says it, not a failed start as root.
+            problem(&ld, config_setting_get_member(root, "user"), "user", "no such user \"%s\" on this system", user);
         } else {
             cfg->user = strdup(user);
         }
