@@ -153,6 +153,15 @@ static int chain_problem(const pol_identity *id, char *out, size_t cap) {
     return 0;
 }
 
+// print_problem prints one finding of pol_identity_file_problems: a secret readable by
+// others is a problem, a CRL that will fail handshakes a warning. |arg| counts warnings.
+static void print_problem(void *arg, pol_problem_kind kind, const char *msg) {
+    printf("  %s  %s\n", kind == POL_PROBLEM_CRL ? "WARNING" : "PROBLEM", msg);
+    if (kind == POL_PROBLEM_CRL) {
+        (*(int *)arg)++;
+    }
+}
+
 static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const char *only) {
     time_t now = time(NULL);
     int problems = 0, warnings = 0, found = 0;
@@ -191,13 +200,20 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
             printf("  ok       chain in order\n");
         }
         printf("  ok       trust %s loaded\n", id->spec.trust);
-        const char *keyfile = id->spec.key ? id->spec.key : id->spec.pkcs12;
-        if (pol_identity_key_mode_problem(keyfile, msg, sizeof(msg))) {
-            printf("  PROBLEM  %s\n", msg);
-            p++;
-        } else if (keyfile != NULL) {
-            printf("  ok       %s is not readable by group or others\n", keyfile);
+        if (id->spec.crl != NULL) {
+            char nu[40];
+            gw_format_utc(id->crl_next_update, nu, sizeof(nu));
+            printf("  ok       crl %s loaded (checked for every CA in the chain)%s%s\n", id->spec.crl,
+                   id->crl_next_update ? ", next update " : "", id->crl_next_update ? nu : "");
         }
+        const char *keyfile = id->spec.key ? id->spec.key : id->spec.pkcs12;
+        int crl_warnings = 0;
+        int reported = (int)pol_identity_file_problems(id, now, print_problem, &crl_warnings);
+        if (reported == crl_warnings && keyfile != NULL) {
+            printf("  ok       %s and its password file are not readable by group or others\n", keyfile);
+        }
+        p += reported - crl_warnings;
+        w += crl_warnings;
         problems += p;
         warnings += w;
     }

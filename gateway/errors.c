@@ -6,6 +6,7 @@ static const gw_err_info infos[GW_ERR_COUNT] = {
     [GW_ERR_NONE] = {0x00, 0x5a, 200, NULL, "ok"},
     [GW_ERR_DENIED] = {0x02, 0x5b, 403, "destination_ip_prohibited", "denied"},
     [GW_ERR_NO_RULE] = {0x02, 0x5b, 403, "destination_ip_prohibited", "denied"},
+    [GW_ERR_ADDRESS_DENIED] = {0x02, 0x5b, 403, "destination_ip_prohibited", "denied"},
     [GW_ERR_NOT_ALLOWED] = {0x02, 0x5b, 403, "http_request_denied", "not_allowed"},
     [GW_ERR_DNS] = {0x04, 0x5b, 502, "dns_error", "dns_error"},
     [GW_ERR_DNS_TIMEOUT] = {0x04, 0x5b, 504, "dns_timeout", "dns_timeout"},

@@ -10,6 +10,7 @@ typedef enum {
     GW_ERR_DENIED,           // a deny rule matched
     GW_ERR_NO_RULE,          // no rule matched: default deny
     GW_ERR_NOT_ALLOWED,      // client address not in `allow`
+    GW_ERR_ADDRESS_DENIED,   // every address to connect to is in deny_addresses
     GW_ERR_DNS,              // no such name / no address
     GW_ERR_DNS_TIMEOUT,
     GW_ERR_REFUSED,          // TCP RST on connect

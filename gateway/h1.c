@@ -368,6 +368,12 @@ static int is_hop_by_hop(const char *name, size_t len) {
     return 0;
 }
 
+// is_proxy_header: every Proxy-* header is meant for the proxy, and a bare "Proxy" header
+// would become HTTP_PROXY in a CGI-style origin (httpoxy): none of them goes on.
+static int is_proxy_header(const char *name, size_t len) {
+    return gw_http_token_eq(name, len, "Proxy") || (len >= 6 && strncasecmp(name, "Proxy-", 6) == 0);
+}
+
 // named_in_connection says whether a Connection header lists this header as hop-by-hop.
 // The framing headers and Host stay whatever a client lists: dropping them on request
 // would change how the next hop reads the message.
@@ -414,7 +420,7 @@ size_t gw_h1_write_request(const gw_http_request *req, const char *path, size_t 
     size_t n = req->num_headers;
     for (size_t i = 0; i < n; i++) {
         if (gw_http_token_eq(h[i].name, h[i].name_len, "Host") || is_hop_by_hop(h[i].name, h[i].name_len) ||
-            named_in_connection(h, n, h[i].name, h[i].name_len)) {
+            is_proxy_header(h[i].name, h[i].name_len) || named_in_connection(h, n, h[i].name, h[i].name_len)) {
             continue;
         }
         put_header(&w, &h[i]);

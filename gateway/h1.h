@@ -61,7 +61,8 @@ long gw_chunked_scan(gw_chunked *c, const uint8_t *p, size_t len, int *out_done)
 // gw_h1_write_request writes the head of |req| for the origin server: the request line
 // with |path| (origin-form; "" becomes "/"), "Host: |authority|", then every header
 // except Host, the hop-by-hop ones (Connection, Keep-Alive, Proxy-Connection, TE, Upgrade,
-// Proxy-Authorization, Proxy-Authenticate, Trailer) and those named in Connection;
+// Proxy-Authorization, Proxy-Authenticate, Trailer), every other Proxy-* header and a
+// bare Proxy header (httpoxy), and those named in Connection;
 // "Connection: close" when |close| is set. Returns the head's length, or 0 if it does
 // not fit in |cap| bytes.
 size_t gw_h1_write_request(const gw_http_request *req, const char *path, size_t path_len,

@@ -233,6 +233,21 @@ static void assign_metrics_slots(pol_config *cfg) {
     }
 }
 
+// apply_session_cache sizes the session cache for |cfg| and forgets the sessions of every
+// identity generation it no longer has (a replaced identity's sessions are never offered).
+static void apply_session_cache(const pol_config *cfg) {
+    gw_sesscache_set_limit((size_t)cfg->limits.session_cache_size);
+    uint64_t *gens = calloc(cfg->num_identities + 1, sizeof(*gens));
+    if (gens == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        gens[i] = cfg->identities[i]->generation;
+    }
+    gw_sesscache_purge(gens, cfg->num_identities);
+    free(gens);
+}
+
 // reload loads |path| into a new snapshot and hands it to the workers and the admin
 // endpoint. Returns the snapshot now running (the old one if the new one failed).
 static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers, int nworkers, const char *why) {
@@ -260,6 +275,7 @@ static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers,
     }
     assign_metrics_slots(next);
     configure_logs(next);
+    apply_session_cache(next);
     for (int i = 0; i < nworkers; i++) {
         gw_worker_set_config(&workers[i], next);
     }
@@ -322,6 +338,7 @@ static int cmd_run(int argc, char **argv) {
     }
     configure_logs(cfg);
     assign_metrics_slots(cfg);
+    gw_sesscache_set_limit((size_t)cfg->limits.session_cache_size);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nworkers = cfg->workers > 0 ? cfg->workers : (ncpu > 0 ? (int)ncpu : 1);
     int *fds = calloc((size_t)nworkers * cfg->num_listeners, sizeof(int));

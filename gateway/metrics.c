@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "gateway/buffer.h"
+#include "gateway/sesscache.h"
 
 #include "policy/identity.h"
 
@@ -243,6 +244,24 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
         label_value(&b, cfg->identities[i]->spec.name);
         gw_strbuf_printf(&b, "\"} %lld\n", (long long)cfg->identities[i]->not_after);
     }
+    gw_strbuf_printf(&b, "# HELP mtlsgw_identity_crl_next_update_seconds Earliest nextUpdate of the CRLs of each "
+                         "identity with a crl (Unix time); past it, handshakes fail until a fresh CRL is loaded.\n"
+                         "# TYPE mtlsgw_identity_crl_next_update_seconds gauge\n");
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        if (cfg->identities[i]->crl_next_update == 0) {
+            continue;
+        }
+        gw_strbuf_printf(&b, "mtlsgw_identity_crl_next_update_seconds{identity=\"");
+        label_value(&b, cfg->identities[i]->spec.name);
+        gw_strbuf_printf(&b, "\"} %lld\n", (long long)cfg->identities[i]->crl_next_update);
+    }
+    size_t keys = 0, sessions = 0;
+    gw_sesscache_stats(&keys, &sessions);
+    gw_strbuf_printf(&b, "# HELP mtlsgw_session_cache_keys Keys (identity, upstream, server name) in the TLS session cache.\n"
+                         "# TYPE mtlsgw_session_cache_keys gauge\nmtlsgw_session_cache_keys %zu\n"
+                         "# HELP mtlsgw_session_cache_sessions TLS sessions held in the cache.\n"
+                         "# TYPE mtlsgw_session_cache_sessions gauge\nmtlsgw_session_cache_sessions %zu\n",
+                     keys, sessions);
     if (b.failed) {
         free(b.p);
         return NULL;

@@ -15,6 +15,12 @@ void gw_format_addr(const struct sockaddr *sa, char *out, size_t len) {
         snprintf(out, len, "%s:%u", ip, ntohs(s4->sin_port));
     } else if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            // An IPv4 client of a dual-stack listener is the IPv4 address it is.
+            inet_ntop(AF_INET, s6->sin6_addr.s6_addr + 12, ip, sizeof(ip));
+            snprintf(out, len, "%s:%u", ip, ntohs(s6->sin6_port));
+            return;
+        }
         inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
         snprintf(out, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
     } else {

@@ -6,7 +6,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-// gw_format_addr writes "ip:port" or "[ip6]:port" for |sa| into |out|.
+// gw_format_addr writes "ip:port" or "[ip6]:port" for |sa| into |out| (an IPv4-mapped
+// IPv6 address as the IPv4 address).
 void gw_format_addr(const struct sockaddr *sa, char *out, size_t len);
 // gw_sockaddr_from writes a sockaddr for |family|/|addr|/|port| and returns its length.
 socklen_t gw_sockaddr_from(struct sockaddr_storage *out, int family, const uint8_t *addr, uint16_t port);

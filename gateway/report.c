@@ -1,7 +1,5 @@
 #include "gateway/report.h"
 
-#include <arpa/inet.h>
-#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,37 +18,7 @@ const char *gw_identity_status(const pol_identity *id, time_t now, int warn_days
 }
 
 void gw_identity_sans(const pol_identity *id, char *out, size_t cap) {
-    size_t n = 0;
-    out[0] = '\0';
-    GENERAL_NAMES *gens = X509_get_ext_d2i(id->leaf, NID_subject_alt_name, NULL, NULL);
-    for (size_t i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
-        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(gens, i);
-        char one[300] = "";
-        const ASN1_STRING *s = NULL;
-        const char *kind = NULL;
-        if (gn->type == GEN_DNS) {
-            s = gn->d.dNSName, kind = "DNS";
-        } else if (gn->type == GEN_EMAIL) {
-            s = gn->d.rfc822Name, kind = "email";
-        } else if (gn->type == GEN_URI) {
-            s = gn->d.uniformResourceIdentifier, kind = "URI";
-        } else if (gn->type == GEN_IPADD) {
-            char ip[INET6_ADDRSTRLEN] = "?";
-            int len = ASN1_STRING_length(gn->d.iPAddress);
-            const unsigned char *p = ASN1_STRING_get0_data(gn->d.iPAddress);
-            if (len == 4 || len == 16) {
-                inet_ntop(len == 4 ? AF_INET : AF_INET6, p, ip, sizeof(ip));
-            }
-            snprintf(one, sizeof(one), "IP:%s", ip);
-        }
-        if (s != NULL) {
-            snprintf(one, sizeof(one), "%s:%.*s", kind, ASN1_STRING_length(s), (const char *)ASN1_STRING_get0_data(s));
-        }
-        if (one[0] != '\0' && n + strlen(one) + 3 < cap) {
-            n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", one);
-        }
-    }
-    GENERAL_NAMES_free(gens);
+    pol_cert_sans(id->leaf, 1, out, cap);
 }
 
 void gw_format_utc(time_t t, char *out, size_t cap) {

@@ -8,13 +8,22 @@
 #include <openssl/ssl.h>
 #include <stddef.h>
 
-// gw_sesscache_init sets the maximum number of keys (oldest dropped first).
-void gw_sesscache_init(size_t max_keys);
+#include <stdint.h>
+
+// gw_sesscache_set_limit caps the sessions held in all (limits.session_cache_size); over
+// it, the least recently used keys are dropped with their sessions.
+void gw_sesscache_set_limit(size_t max_sessions);
 void gw_sesscache_clear(void);
+// gw_sesscache_purge drops every key whose identity generation is not in |generations|
+// (after a reload: sessions of replaced identities are never offered again).
+void gw_sesscache_purge(const uint64_t *generations, size_t n);
+// gw_sesscache_stats reads how many keys and sessions the cache holds.
+void gw_sesscache_stats(size_t *out_keys, size_t *out_sessions);
 
 // gw_sesscache_take returns a session for |key| (the caller owns one reference) or NULL.
 SSL_SESSION *gw_sesscache_take(const char *key);
-// gw_sesscache_put stores |session| under |key|, taking over the caller's reference.
-void gw_sesscache_put(const char *key, SSL_SESSION *session);
+// gw_sesscache_put stores |session| under |key| for the identity of |generation|, taking
+// over the caller's reference.
+void gw_sesscache_put(const char *key, uint64_t generation, SSL_SESSION *session);
 
 #endif

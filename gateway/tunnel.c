@@ -1,6 +1,9 @@
 #include "gateway/tunnel.h"
 
+#include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <openssl/base64.h>
 #include <openssl/err.h>
 #include <openssl/mem.h>
@@ -279,22 +282,31 @@ static int queue_down(gw_tunnel *t, const void *p, size_t len) {
     return gw_buf_append(t->to_down, p, len) == len;
 }
 
+// queue_http_error queues the error response for |err|. |reason| is the tunnel's reason,
+// which set_reason caps at REASON_MAX: the one cap that makes the reply fit, so its
+// Content-Length is always the length of the body sent.
 static void queue_http_error(gw_tunnel *t, gw_err err, const char *reason) {
     const gw_err_info *info = gw_err_describe(err);
     const char *proxy_status = info->proxy_status;
     if ((err == GW_ERR_DENIED || err == GW_ERR_NO_RULE) && t->dest.family == 0) {
         proxy_status = "http_request_denied";  // a name, not an IP, was refused
     }
-    char details[400];
+    char body[REASON_MAX + 1];
+    size_t body_len = 0;
+    char details[2 * REASON_MAX];
     size_t n = 0;
-    for (const char *p = reason; *p && n + 2 < sizeof(details); p++) {
-        if (*p == '"' || *p == '\\') {
+    for (const char *p = reason; *p && body_len < REASON_MAX - 1; p++) {
+        char c = (unsigned char)*p < ' ' || *p == 0x7f ? ' ' : *p;
+        body[body_len++] = c;
+        if (c == '"' || c == '\\') {
             details[n++] = '\\';
         }
-        details[n++] = (unsigned char)*p < ' ' ? ' ' : *p;
+        details[n++] = c;
     }
+    body[body_len++] = '\n';
+    body[body_len] = '\0';
     details[n] = '\0';
-    char head[1024];
+    char head[3 * REASON_MAX + 512];
     int len = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n", info->http_status,
                        gw_http_reason_phrase(info->http_status));
     if (proxy_status != NULL) {
@@ -305,9 +317,10 @@ static void queue_http_error(gw_tunnel *t, gw_err err, const char *reason) {
         len += snprintf(head + len, sizeof(head) - (size_t)len, "Proxy-Authenticate: Basic realm=\"mtlsgw\"\r\n");
     }
     len += snprintf(head + len, sizeof(head) - (size_t)len,
-                    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s\n",
-                    strlen(reason) + 1, reason);
-    queue_down(t, head, (size_t)len < sizeof(head) ? (size_t)len : sizeof(head) - 1);
+                    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                    body_len, body);
+    assert((size_t)len < sizeof(head));
+    queue_down(t, head, (size_t)len);
 }
 
 // reject answers the client with |err| in its protocol, then closes.
@@ -330,7 +343,7 @@ static void reject(gw_tunnel *t, gw_err err, const char *reason) {
             break;
         case P_HTTP_CONNECT:
         case P_HTTP_FORWARD:
-            queue_http_error(t, err, reason);
+            queue_http_error(t, err, reason_of(t) ? t->reason : reason);
             break;
         default:
             break;  // forward listeners and unknown protocols: just close
@@ -517,8 +530,37 @@ static void on_resolved(void *arg, res_status status, const res_addr *addrs, siz
         run(t);
         return;
     }
-    memcpy(t->addrs, addrs, n * sizeof(*addrs));
-    t->num_addrs = n;
+    // Every address is checked before any is tried: rules decided on the name the client
+    // asked for, deny_addresses decides on where that name leads.
+    t->num_addrs = 0;
+    const pol_cidr *denied = NULL;
+    char denied_text[INET6_ADDRSTRLEN] = "";
+    for (size_t i = 0; i < n; i++) {
+        res_addr a = addrs[i];
+        if (a.family == AF_INET6 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a.addr)) {
+            memmove(a.addr, a.addr + 12, 4);
+            memset(a.addr + 4, 0, 12);
+            a.family = AF_INET;
+        }
+        const pol_cidr *c = pol_config_denied_address(t->cfg, a.family, a.addr);
+        if (c != NULL) {
+            if (denied == NULL) {
+                denied = c;
+                inet_ntop(a.family, a.addr, denied_text, sizeof(denied_text));
+            }
+            continue;
+        }
+        t->addrs[t->num_addrs++] = a;
+    }
+    if (t->num_addrs == 0 && denied != NULL) {
+        char reason[600];
+        snprintf(reason, sizeof(reason), "%s%s%s is in deny_addresses (%s): the gateway does not connect there",
+                 strcmp(t->connect_host, denied_text) == 0 ? "" : t->connect_host,
+                 strcmp(t->connect_host, denied_text) == 0 ? "" : " resolves to ", denied_text, denied->text);
+        reject(t, GW_ERR_ADDRESS_DENIED, reason);
+        run(t);
+        return;
+    }
     t->next_addr = 0;
     t->last_connect_err = GW_ERR_HOST_UNREACHABLE;
     start_connect(t);
@@ -559,6 +601,18 @@ static void start_connect(gw_tunnel *t) {
     run(t);
 }
 
+// refuse_unadmitted answers a client that was not admitted at accept (outside `allow`,
+// or over max_connections) with that error and returns 1. It runs before any credential
+// is looked at, so such a client can never find out whether a password is right.
+static int refuse_unadmitted(gw_tunnel *t) {
+    if (t->pending == GW_ERR_NONE) {
+        return 0;
+    }
+    reject(t, t->pending,
+           t->pending == GW_ERR_LIMIT ? "max_connections reached" : "client address is not in the allow list");
+    return 1;
+}
+
 // route decides what to do with the destination the client asked for.
 static void route(gw_tunnel *t, const char *host, uint16_t port) {
     char reason[600];
@@ -568,9 +622,7 @@ static void route(gw_tunnel *t, const char *host, uint16_t port) {
         reject(t, GW_ERR_BAD_REQUEST, reason);
         return;
     }
-    if (t->pending != GW_ERR_NONE) {
-        reject(t, t->pending,
-               t->pending == GW_ERR_LIMIT ? "max_connections reached" : "client address is not in the allow list");
+    if (refuse_unadmitted(t)) {
         return;
     }
     t->rule = pol_config_lookup(t->cfg, &t->dest);
@@ -793,6 +845,11 @@ static void parse_request(gw_tunnel *t) {
             }
             consume(t, used);
             uint8_t want = t->cfg->users ? GW_SOCKS5_METHOD_USERPASS : GW_SOCKS5_METHOD_NONE;
+            if (t->pending != GW_ERR_NONE) {
+                // Not admitted: no credentials are asked for or checked; the request that
+                // follows gets the refusal (0x02, or 0x01 over max_connections).
+                want = methods & (1u << GW_SOCKS5_METHOD_NONE) ? GW_SOCKS5_METHOD_NONE : GW_SOCKS5_METHOD_USERPASS;
+            }
             if (!(methods & (1u << want))) {
                 uint8_t no[2] = {5, GW_SOCKS5_METHOD_UNACCEPTABLE};
                 t->proto = P_NONE;
@@ -804,7 +861,7 @@ static void parse_request(gw_tunnel *t) {
             }
             uint8_t ok[2] = {5, want};
             queue_down(t, ok, 2);
-            t->state = t->cfg->users ? T_SOCKS5_AUTH : T_SOCKS5_REQUEST;
+            t->state = want == GW_SOCKS5_METHOD_USERPASS ? T_SOCKS5_AUTH : T_SOCKS5_REQUEST;
             parse_request(t);
             return;
         }
@@ -814,8 +871,14 @@ static void parse_request(gw_tunnel *t) {
             if (st == GW_SOCKS_NEED_MORE) {
                 return;
             }
-            const char *who = st == GW_SOCKS_OK ? pol_users_check(t->cfg->users, name, strlen(name), pass, strlen(pass)) : NULL;
-            int ok = who != NULL;
+            const char *who = NULL;
+            int ok;
+            if (t->pending != GW_ERR_NONE) {
+                ok = st == GW_SOCKS_OK;  // not checked: any credentials get the same answer
+            } else {
+                who = st == GW_SOCKS_OK ? pol_users_check(t->cfg->users, name, strlen(name), pass, strlen(pass)) : NULL;
+                ok = who != NULL;
+            }
             OPENSSL_cleanse(pass, sizeof(pass));
             if (!ok) {
                 uint8_t no[2] = {1, 1};
@@ -868,6 +931,9 @@ static void parse_request(gw_tunnel *t) {
             if (st == GW_SOCKS_NEED_MORE) {
                 return;
             }
+            if (refuse_unadmitted(t)) {
+                return;
+            }
             if (t->cfg->users != NULL) {
                 reject(t, GW_ERR_AUTH, "proxy authentication required: SOCKS4 carries no password (use SOCKS5 or HTTP)");
                 return;
@@ -897,7 +963,7 @@ static void parse_request(gw_tunnel *t) {
                 http_start_request(t, &hr);
                 return;
             }
-            if (!http_authorized(t, &hr)) {
+            if (refuse_unadmitted(t) || !http_authorized(t, &hr)) {
                 return;
             }
             consume(t, hr.head_len);
@@ -1440,7 +1506,7 @@ static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
         pol_config_unref(t->cfg);
         t->cfg = pol_config_ref(t->worker->cfg);
     }
-    if (!http_authorized(t, hr)) {
+    if (refuse_unadmitted(t) || !http_authorized(t, hr)) {
         return;
     }
     if (gw_http_token_eq(hr->method, hr->method_len, "CONNECT")) {

@@ -223,7 +223,7 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session) {
     }
     u->ticket_seen = 1;
     if (u->confirmed) {
-        gw_sesscache_put(u->sess_key, session);
+        gw_sesscache_put(u->sess_key, u->identity->generation, session);
     } else if (u->num_held < sizeof(u->held) / sizeof(u->held[0])) {
         u->held[u->num_held++] = session;
     } else {
@@ -235,7 +235,7 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session) {
 void gw_upstream_confirm(gw_upstream *u) {
     u->confirmed = 1;
     for (size_t i = 0; i < u->num_held; i++) {
-        gw_sesscache_put(u->sess_key, u->held[i]);
+        gw_sesscache_put(u->sess_key, u->identity->generation, u->held[i]);
     }
     u->num_held = 0;
 }

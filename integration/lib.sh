@@ -141,6 +141,17 @@ policy = any
 copy_extensions = copy
 default_crl_days = 30
 unique_subject = no
+[ root ]
+dir = .
+database = root-index.txt
+new_certs_dir = newcerts
+serial = root-serial
+crlnumber = root-crlnumber
+default_md = sha256
+policy = any
+copy_extensions = none
+default_crl_days = 30
+unique_subject = no
 [ any ]
 commonName = supplied
 [ v3_ca ]
@@ -156,6 +167,7 @@ keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
 CNF
         mkdir -p newcerts; : > index.txt; echo 1000 > serial; echo 1000 > crlnumber
+        : > root-index.txt; echo 2000 > root-serial; echo 2000 > root-crlnumber
         # Server side: root -> intermediate -> servers.
         ec root.key
         openssl req -x509 -new -key root.key -subj "/CN=DC2 Root CA" -days 3650 -out root.crt \
@@ -184,6 +196,42 @@ CNF
         server expired "DNS:expired.dc2.test" 20200101000000Z 20210101000000Z
         openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -revoke revoked.crt 2>/dev/null
         openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -gencrl -out int.crl 2>/dev/null
+        # A second intermediate that the root revokes, with a server under it; the root's
+        # CRL; crls.pem covers every CA of the chains (with crl set, each needs one).
+        ec int2.key
+        openssl req -new -key int2.key -subj "/CN=DC2 Revoked Intermediate CA" -out int2.csr 2>/dev/null
+        openssl ca -batch -config ca.cnf -name root -cert root.crt -keyfile root.key -extensions v3_ca \
+            -days 3650 -in int2.csr -out int2.crt 2>/dev/null
+        ec underrevoked.key
+        openssl req -new -key underrevoked.key -subj "/CN=underrevoked.dc2.test" \
+            -addext "subjectAltName=DNS:underrevoked.dc2.test" -out underrevoked.csr 2>/dev/null
+        openssl x509 -req -in underrevoked.csr -CA int2.crt -CAkey int2.key -CAcreateserial -days 365 \
+            -extfile ca.cnf -extensions v3_server -copy_extensions copy -out underrevoked.crt 2>/dev/null
+        cat underrevoked.crt int2.crt > underrevoked.chain.crt
+        openssl ca -batch -config ca.cnf -name root -cert root.crt -keyfile root.key -revoke int2.crt 2>/dev/null
+        openssl ca -batch -config ca.cnf -name root -cert root.crt -keyfile root.key -gencrl -out root.crl 2>/dev/null
+        cat int.crl root.crl > crls.pem
+        # int2's own CRL (empty): with it, the chain under int2 is fully covered and only the
+        # root's revocation of int2 can fail it.
+        openssl ca -batch -config ca.cnf -cert int2.crt -keyfile int2.key -gencrl -out int2.crl 2>/dev/null
+        cat int.crl int2.crl root.crl > crls-all.pem
+        # An intermediate CRL whose nextUpdate has passed.
+        openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -gencrl -crl_lastupdate 20200101000000Z \
+            -crl_nextupdate 20200201000000Z -out int-expired.crl 2>/dev/null
+        cat int-expired.crl root.crl > crls-expired.pem
+        # A server certificate with no subjectAltName (its CN is the name), and one whose
+        # SAN list holds a 1-byte iPAddress after its DNS name.
+        ec cnonly.key
+        openssl req -new -key cnonly.key -subj "/CN=cnonly.dc2.test" -out cnonly.csr 2>/dev/null
+        openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -extensions v3_server -days 365 \
+            -in cnonly.csr -out cnonly.crt 2>/dev/null
+        openssl x509 -in cnonly.crt | cat - int.crt > cnonly.chain.crt
+        ec badip.key
+        openssl req -new -key badip.key -subj "/CN=badip.dc2.test" -out badip.csr 2>/dev/null
+        printf '[ badip ]\nbasicConstraints = CA:false\nextendedKeyUsage = serverAuth\nsubjectAltName = DER:3013820e62616469702e6463322e746573748701ff\n' > badip.ext
+        openssl x509 -req -in badip.csr -CA int.crt -CAkey int.key -CAcreateserial -days 365 \
+            -extfile badip.ext -extensions badip -out badip.crt 2>/dev/null
+        cat badip.crt int.crt > badip.chain.crt
         cat root.crt > server-trust.crt
         cat int.crt root.crt > server-trust-full.crt
         # Client side: a client CA that nginx trusts, and a rogue CA it does not.

@@ -28,7 +28,7 @@ listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
 resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
 identities = (
   { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt";
-    crl = "$PKI/int.crl"; verify_depth = 2; },
+    crl = "$PKI/crls.pem"; verify_depth = 2; },
   { name = "billing"; certificate = "$PKI/billing.crt"; key = "$PKI/billing.key"; trust = "$PKI/server-trust.crt"; },
   { name = "intruder"; certificate = "$PKI/intruder.crt"; key = "$PKI/intruder.key"; trust = "$PKI/server-trust.crt"; }
 );

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <libconfig.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -461,6 +462,17 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
     }
 }
 
+typedef struct {
+    loader *ld;
+    const config_setting_t *where;
+    const char *prefix;
+} identity_warning_ctx;
+
+static void identity_warning(void *arg, pol_problem_kind kind, const char *msg) {
+    identity_warning_ctx *c = arg;
+    problem(c->ld, c->where, c->prefix, "warning: %s", msg);
+}
+
 static void load_identities(loader *ld, const config_setting_t *root) {
     int bad = 0;
     const config_setting_t *list = get_aggregate(ld, root, "", "identities", 0, &bad);
@@ -575,10 +587,8 @@ static void load_identities(loader *ld, const config_setting_t *root) {
             continue;
         }
         cfg->identities[cfg->num_identities++] = id;
-        const char *keyfile = id->spec.key ? id->spec.key : id->spec.pkcs12;
-        if (pol_identity_key_mode_problem(keyfile, err, sizeof(err))) {
-            problem(ld, g, prefix, "warning: %s", err);
-        }
+        identity_warning_ctx wc = {ld, g, prefix};
+        pol_identity_file_problems(id, time(NULL), identity_warning, &wc);
     }
 }
 
@@ -731,13 +741,15 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     cfg->limits.idle_timeout_s = 900;
     cfg->limits.header_max = 16384;
     cfg->limits.drain_timeout_s = 30;
+    cfg->limits.session_cache_size = 8192;
     int bad = 0;
     const config_setting_t *g = get_aggregate(ld, root, "", "limits", 1, &bad);
     if (g == NULL) {
         return;
     }
     static const char *const known[] = {"max_connections", "connect_timeout_ms", "handshake_timeout_ms",
-                                        "confirm_ms", "idle_timeout_s", "header_max", "drain_timeout_s", NULL};
+                                        "confirm_ms", "idle_timeout_s", "header_max", "drain_timeout_s",
+                                        "session_cache_size", NULL};
     check_members(ld, g, "limits", known);
     get_int(ld, g, "limits", "max_connections", 1, 10000000, &cfg->limits.max_connections);
     get_int(ld, g, "limits", "connect_timeout_ms", 10, 600000, &cfg->limits.connect_timeout_ms);
@@ -746,31 +758,60 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     get_int(ld, g, "limits", "idle_timeout_s", 1, 7 * 86400, &cfg->limits.idle_timeout_s);
     get_int(ld, g, "limits", "header_max", 1024, GW_HEADER_MAX, &cfg->limits.header_max);
     get_int(ld, g, "limits", "drain_timeout_s", 0, 86400, &cfg->limits.drain_timeout_s);
+    get_int(ld, g, "limits", "session_cache_size", 1, 1000000, &cfg->limits.session_cache_size);
 }
 
-static void load_allow(loader *ld, const config_setting_t *root) {
-    pol_config *cfg = ld->cfg;
+// load_cidr_list reads the list of IP addresses / CIDRs |name| of |root| into |out|, or
+// |defaults| (|num_defaults| of them) when the setting is absent.
+static void load_cidr_list(loader *ld, const config_setting_t *root, const char *name, const char *const *defaults,
+                           int num_defaults, pol_cidr **out, size_t *out_len) {
     int bad = 0;
-    const config_setting_t *list = get_aggregate(ld, root, "", "allow", 0, &bad);
-    static const char *const loopback[] = {"127.0.0.0/8", "::1/128"};
-    int n = list ? config_setting_length(list) : 2;
-    cfg->allow = calloc((size_t)n + 1, sizeof(*cfg->allow));
+    const config_setting_t *list = get_aggregate(ld, root, "", name, 0, &bad);
+    int n = list ? config_setting_length(list) : num_defaults;
+    *out = calloc((size_t)n + 1, sizeof(**out));
+    *out_len = 0;
     for (int i = 0; i < n; i++) {
         const config_setting_t *e = list ? config_setting_get_elem(list, (unsigned)i) : NULL;
         const char *v = list ? (config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "")
-                             : loopback[i];
+                             : defaults[i];
         pol_match m;
         char err[300];
-        // A CIDR pattern without port is exactly what allow takes.
+        // A CIDR pattern without port is exactly what these lists take.
         if (!pol_match_parse(v, &m, err, sizeof(err)) || m.kind != POL_MATCH_CIDR || m.port_lo != 1 ||
             m.port_hi != 65535) {
-            problem(ld, e ? e : list, "allow", "expected an IP address or CIDR like \"127.0.0.0/8\", found \"%s\"", v);
+            problem(ld, e ? e : list, name, "expected an IP address or CIDR like \"127.0.0.0/8\", found \"%s\"", v);
             continue;
         }
-        pol_cidr *c = &cfg->allow[cfg->num_allow++];
+        pol_cidr *c = &(*out)[(*out_len)++];
         c->family = m.family;
         memcpy(c->addr, m.addr, 16);
         c->prefix_len = m.prefix_len;
+        c->text = strdup(v);
+    }
+}
+
+static void load_allow(loader *ld, const config_setting_t *root) {
+    static const char *const loopback[] = {"127.0.0.0/8", "::1/128"};
+    load_cidr_list(ld, root, "allow", loopback, 2, &ld->cfg->allow, &ld->cfg->num_allow);
+}
+
+// load_deny_addresses: addresses never connected to, whatever name or rule led there.
+// An upstream literal inside the list could never be reached: a config error.
+static void load_deny_addresses(loader *ld, const config_setting_t *root) {
+    static const char *const fenced[] = {"0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10"};
+    pol_config *cfg = ld->cfg;
+    load_cidr_list(ld, root, "deny_addresses", fenced, 4, &cfg->deny_addresses, &cfg->num_deny_addresses);
+    for (size_t i = 0; i < cfg->num_rules; i++) {
+        const pol_rule *r = &cfg->rules[i];
+        pol_dest d;
+        if (r->upstream_host == NULL || !pol_dest_init(&d, r->upstream_host, 1) || d.family == 0) {
+            continue;
+        }
+        const pol_cidr *c = pol_config_denied_address(cfg, d.family, d.addr);
+        if (c != NULL) {
+            pol_errors_add(ld->errs, "%s: upstream: %s is in deny_addresses (%s): the gateway never connects there",
+                           r->where, r->upstream_host, c->text);
+        }
     }
 }
 
@@ -862,7 +903,8 @@ static void load_auth(loader *ld, const config_setting_t *root) {
 }
 
 static const char *const top_known[] = {"workers", "listen", "resolver", "identities", "rules",
-                                        "limits", "allow", "log", "admin", "auth", "user", NULL};
+                                        "limits", "allow", "deny_addresses", "log", "admin", "auth", "user",
+                                        NULL};
 
 pol_config *pol_config_load(const char *path, pol_errors *errs) {
     config_t lc;
@@ -899,6 +941,7 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     load_rules(&ld, root, pol_errors_count_fatal(errs) != before_ids);
     load_limits(&ld, root);
     load_allow(&ld, root);
+    load_deny_addresses(&ld, root);
     load_log(&ld, root);
     load_admin(&ld, root);
     load_auth(&ld, root);
@@ -954,7 +997,14 @@ void pol_config_unref(pol_config *cfg) {
     }
     free(cfg->rules);
     pol_index_free(cfg->index);
+    for (size_t i = 0; i < cfg->num_allow; i++) {
+        free(cfg->allow[i].text);
+    }
     free(cfg->allow);
+    for (size_t i = 0; i < cfg->num_deny_addresses; i++) {
+        free(cfg->deny_addresses[i].text);
+    }
+    free(cfg->deny_addresses);
     free(cfg->users_file);
     pol_users_free(cfg->users);
     free(cfg->admin_address_text);
@@ -970,36 +1020,65 @@ const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d) {
     return i < 0 ? NULL : &cfg->rules[i];
 }
 
+static int cidr_contains(const pol_cidr *c, int family, const uint8_t *addr) {
+    if (c->family != family) {
+        return 0;
+    }
+    size_t full = (size_t)c->prefix_len / 8;
+    if (memcmp(c->addr, addr, full) != 0) {
+        return 0;
+    }
+    int rest = c->prefix_len % 8;
+    if (rest == 0) {
+        return 1;
+    }
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (addr[full] & mask) == (c->addr[full] & mask);
+}
+
+// unmap turns an IPv4-mapped IPv6 address into the IPv4 address it is.
+static int unmap(int family, const uint8_t *addr, uint8_t out[16]) {
+    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    memset(out, 0, 16);
+    if (family == AF_INET6 && memcmp(addr, prefix, 12) == 0) {
+        memcpy(out, addr + 12, 4);
+        return AF_INET;
+    }
+    memcpy(out, addr, family == AF_INET ? 4 : 16);
+    return family;
+}
+
 int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa) {
-    pol_dest d;
-    memset(&d, 0, sizeof(d));
+    uint8_t a[16];
+    int family;
     if (sa->sa_family == AF_INET) {
-        d.family = AF_INET;
-        memcpy(d.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        family = unmap(AF_INET, (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr, a);
     } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-        d.family = AF_INET6;
-        memcpy(d.addr, &s6->sin6_addr, 16);
-        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-            d.family = AF_INET;
-            memcpy(d.addr, d.addr + 12, 4);
-        }
+        family = unmap(AF_INET6, (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr, a);
     } else {
         return sa->sa_family == AF_UNIX;
     }
-    d.port = 1;
     for (size_t i = 0; i < cfg->num_allow; i++) {
-        pol_match m;
-        memset(&m, 0, sizeof(m));
-        m.kind = POL_MATCH_CIDR;
-        m.family = cfg->allow[i].family;
-        memcpy(m.addr, cfg->allow[i].addr, 16);
-        m.prefix_len = cfg->allow[i].prefix_len;
-        m.port_lo = 1;
-        m.port_hi = 65535;
-        if (pol_match_test(&m, &d)) {
+        if (cidr_contains(&cfg->allow[i], family, a)) {
             return 1;
         }
     }
     return 0;
+}
+
+const pol_cidr *pol_config_denied_address(const pol_config *cfg, int family, const uint8_t *addr) {
+    static const pol_cidr unspecified[] = {{AF_INET, {0}, 32, "0.0.0.0"}, {AF_INET6, {0}, 128, "::"}};
+    uint8_t a[16];
+    family = unmap(family, addr, a);
+    for (size_t i = 0; i < 2; i++) {
+        if (cidr_contains(&unspecified[i], family, a)) {
+            return &unspecified[i];  // Linux connects it to this host: never, whatever the list says
+        }
+    }
+    for (size_t i = 0; i < cfg->num_deny_addresses; i++) {
+        if (cidr_contains(&cfg->deny_addresses[i], family, a)) {
+            return &cfg->deny_addresses[i];
+        }
+    }
+    return NULL;
 }

@@ -55,6 +55,7 @@ typedef struct {
     int family;
     uint8_t addr[16];
     int prefix_len;
+    char *text;  // as written in the config
 } pol_cidr;
 
 typedef struct pol_config {
@@ -79,9 +80,12 @@ typedef struct pol_config {
     struct {
         int max_connections, connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s,
             header_max, drain_timeout_s;
+        int session_cache_size;  // TLS sessions cached in all (least recently used keys go first)
     } limits;
     pol_cidr *allow;
     size_t num_allow;
+    pol_cidr *deny_addresses;  // never connected to, after DNS (DESIGN: deny_addresses)
+    size_t num_deny_addresses;
     char *users_file;
     struct pol_users *users;  // auth.users_file loaded; NULL: no proxy authentication
     char *admin_address_text;
@@ -118,6 +122,12 @@ const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d);
 
 // pol_config_allows says whether a client at |sa| may use the proxy (the `allow` list).
 int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa);
+
+// pol_config_denied_address says whether the gateway must not connect to |addr| (of
+// |family|; IPv4-mapped IPv6 counts as IPv4): the entry of deny_addresses that covers it,
+// or a static entry for 0.0.0.0 and ::, which are refused even when the list is empty.
+// NULL: allowed.
+const pol_cidr *pol_config_denied_address(const pol_config *cfg, int family, const uint8_t *addr);
 
 // pol_parse_socket_address parses "IPv4:port" or "[IPv6]:port" into |out|.
 int pol_parse_socket_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len);

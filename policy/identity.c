@@ -139,32 +139,118 @@ static void describe_key(EVP_PKEY *key, char *out, size_t len) {
 
 // ---- verification during the handshake ----
 
-static void names_of(X509 *cert, char *out, size_t len) {
+// One formatter for a certificate's subject alternative names, used by verification
+// errors and by reports. An iPAddress of any length other than 4 or 16 bytes is not an
+// address: it is shown as "IP:?" (typed) or skipped, never read past its length.
+size_t pol_cert_sans(X509 *cert, int typed, char *out, size_t cap) {
+    if (cap == 0) {
+        return 0;
+    }
     out[0] = '\0';
-    GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    size_t n = 0;
-    for (size_t i = 0; sans && i < sk_GENERAL_NAME_num(sans) && n + 2 < len; i++) {
+    GENERAL_NAMES *sans = cert ? X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL) : NULL;
+    size_t n = 0, count = 0;
+    for (size_t i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
         char item[300] = "";
+        const ASN1_STRING *s = NULL;
+        const char *kind = NULL;
         if (g->type == GEN_DNS) {
-            snprintf(item, sizeof(item), "%.*s", ASN1_STRING_length(g->d.dNSName),
-                     (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+            s = g->d.dNSName, kind = "DNS";
+        } else if (g->type == GEN_URI && typed) {
+            s = g->d.uniformResourceIdentifier, kind = "URI";
+        } else if (g->type == GEN_EMAIL && typed) {
+            s = g->d.rfc822Name, kind = "email";
         } else if (g->type == GEN_IPADD) {
             int l = ASN1_STRING_length(g->d.iPAddress);
-            char ip[64] = "?";
-            inet_ntop(l == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.iPAddress), ip, sizeof(ip));
-            snprintf(item, sizeof(item), "%s", ip);
+            char ip[INET6_ADDRSTRLEN] = "?";
+            if (l == 4 || l == 16) {
+                inet_ntop(l == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(g->d.iPAddress), ip, sizeof(ip));
+            } else if (!typed) {
+                continue;  // not an address: nothing it could match
+            }
+            snprintf(item, sizeof(item), "%s%s", typed ? "IP:" : "", ip);
         } else {
             continue;
         }
-        n += (size_t)snprintf(out + n, len - n, "%s%s", n ? ", " : "", item);
+        if (s != NULL) {
+            // Names are shown as printable ASCII only: a hostile certificate's bytes do not
+            // reach a log line or a header as they are.
+            int l = ASN1_STRING_length(s);
+            const unsigned char *d = ASN1_STRING_get0_data(s);
+            size_t k = (size_t)snprintf(item, sizeof(item), "%s%s", typed ? kind : "", typed ? ":" : "");
+            for (int j = 0; j < l && k + 1 < sizeof(item); j++) {
+                item[k++] = d[j] >= 0x20 && d[j] < 0x7f && d[j] != '"' && d[j] != '\\' ? (char)d[j] : '?';
+            }
+            item[k] = '\0';
+        }
+        size_t il = strlen(item);
+        if (n + il + 3 >= cap) {
+            break;
+        }
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", item);
+        count++;
     }
     GENERAL_NAMES_free(sans);
-    if (n == 0) {
-        X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, out, (int)len);
-        if (out[0] == '\0') {
-            snprintf(out, len, "no name");
+    return count;
+}
+
+static void name_text(X509_NAME *name, char *out, size_t cap) {
+    out[0] = '\0';
+    if (name != NULL) {
+        X509_NAME_oneline(name, out, (int)cap);
+    }
+    for (char *p = out; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f || *p == '"' || *p == '\\') {
+            *p = '?';
         }
+    }
+}
+
+void pol_verify_describe(long e, X509 *cur, X509 *leaf, const char *identity, const char *expected, char *out,
+                         size_t cap) {
+    char subject[256], issuer[256], names[300];
+    name_text(cur ? X509_get_subject_name(cur) : NULL, subject, sizeof(subject));
+    name_text(cur ? X509_get_issuer_name(cur) : NULL, issuer, sizeof(issuer));
+    const char *want = expected && expected[0] ? expected : "the requested name";
+    switch (e) {
+        case X509_V_ERR_HOSTNAME_MISMATCH:
+        case X509_V_ERR_IP_ADDRESS_MISMATCH:
+            if (pol_cert_sans(leaf, 0, names, sizeof(names)) > 0) {
+                snprintf(out, cap, "certificate is for %s, not %s", names, want);
+            } else {
+                char leaf_subject[256];
+                name_text(leaf ? X509_get_subject_name(leaf) : NULL, leaf_subject, sizeof(leaf_subject));
+                snprintf(out, cap,
+                         "certificate has no DNS or IP subjectAltName, so it is for no name (its subject %s is "
+                         "never used as a name), not %s",
+                         leaf_subject[0] ? leaf_subject : "-", want);
+            }
+            break;
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+        case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+            snprintf(out, cap, "%s: issuer %s is not in the trust of identity \"%s\"", X509_verify_cert_error_string(e),
+                     issuer, identity);
+            break;
+        case X509_V_ERR_CERT_REVOKED:
+            snprintf(out, cap, "certificate revoked: %s is in the CRL of identity \"%s\"", subject, identity);
+            break;
+        case X509_V_ERR_UNABLE_TO_GET_CRL:
+            snprintf(out, cap,
+                     "no CRL from %s in the crl file of identity \"%s\" (needed to check %s): with crl set, "
+                     "every CA in the server's chain needs a CRL",
+                     issuer, identity, subject);
+            break;
+        case X509_V_ERR_CRL_HAS_EXPIRED:
+            snprintf(out, cap, "the CRL from %s in the crl file of identity \"%s\" is past its nextUpdate: "
+                     "fetch a new one", issuer, identity);
+            break;
+        case X509_V_ERR_CRL_NOT_YET_VALID:
+            snprintf(out, cap, "the CRL from %s in the crl file of identity \"%s\" is not valid yet", issuer, identity);
+            break;
+        default:
+            snprintf(out, cap, "%s: %s", X509_verify_cert_error_string(e), subject);
     }
 }
 
@@ -183,30 +269,8 @@ static void describe_failure(X509_STORE_CTX *store_ctx, const pol_identity *id, 
     long e = X509_STORE_CTX_get_error(store_ctx);
     res->failed = 1;
     res->x509_error = e;
-    X509 *cur = X509_STORE_CTX_get_current_cert(store_ctx);
-    X509 *leaf = X509_STORE_CTX_get0_cert(store_ctx);
-    char subject[200] = "", names[200];
-    if (cur != NULL) {
-        X509_NAME_oneline(X509_get_subject_name(cur), subject, sizeof(subject));
-    }
-    if (e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-        names_of(leaf, names, sizeof(names));
-        snprintf(res->reason, sizeof(res->reason), "certificate is for %s, not %s", names,
-                 res->expected[0] ? res->expected : "the requested name");
-    } else if (e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY || e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT ||
-               e == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT || e == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN) {
-        char issuer[200] = "";
-        if (cur != NULL) {
-            X509_NAME_oneline(X509_get_issuer_name(cur), issuer, sizeof(issuer));
-        }
-        snprintf(res->reason, sizeof(res->reason), "%s: issuer %s is not in the trust of identity \"%s\"",
-                 X509_verify_cert_error_string(e), issuer, id->spec.name);
-    } else if (e == X509_V_ERR_CERT_REVOKED) {
-        snprintf(res->reason, sizeof(res->reason), "certificate revoked: %s is in the CRL of identity \"%s\"",
-                 subject, id->spec.name);
-    } else {
-        snprintf(res->reason, sizeof(res->reason), "%s: %s", X509_verify_cert_error_string(e), subject);
-    }
+    pol_verify_describe(e, X509_STORE_CTX_get_current_cert(store_ctx), X509_STORE_CTX_get0_cert(store_ctx),
+                        id->spec.name, res->expected, res->reason, sizeof(res->reason));
 }
 
 static int verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
@@ -250,14 +314,17 @@ int pol_set_verify_name(SSL *ssl, const char *name) {
     if (inet_pton(AF_INET, name, &a) == 1 || inet_pton(AF_INET6, name, &a) == 1) {
         return X509_VERIFY_PARAM_set1_ip_asc(param, name);
     }
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    // The name must be in a DNS subjectAltName: the subject CN is never a fallback.
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS | X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
     return X509_VERIFY_PARAM_set1_host(param, name, strlen(name));
 }
 
 // ---- loading ----
 
+// load_pem_objects adds the certificates (or CRLs) of |path| to |ctx|'s store. With
+// |keep|, the parsed objects are handed to the caller (who frees them) instead of freed.
 static int load_pem_objects(SSL_CTX *ctx, const char *path, const char *setting, int want_crl,
-                            char *err, size_t err_len) {
+                            STACK_OF(X509_INFO) **keep, char *err, size_t err_len) {
     if (!readable(setting, path, err, err_len)) {
         return 0;
     }
@@ -280,8 +347,12 @@ static int load_pem_objects(SSL_CTX *ctx, const char *path, const char *setting,
             count++;
         }
     }
-    sk_X509_INFO_pop_free(infos, X509_INFO_free);
     ERR_clear_error();
+    if (count > 0 && keep != NULL) {
+        *keep = infos;
+    } else {
+        sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    }
     if (count == 0) {
         snprintf(err, err_len, "%s: %s: holds no %s", setting, path,
                  want_crl ? "CRL (-----BEGIN X509 CRL-----)" : "certificate (-----BEGIN CERTIFICATE-----)");
@@ -390,6 +461,56 @@ static int load_pkcs12_identity(SSL_CTX *ctx, const pol_identity_spec *spec, cha
     return 1;
 }
 
+// note_crl_coverage records the earliest nextUpdate of the CRLs and the trusted CAs that
+// no CRL comes from (each would fail every handshake through it).
+static int note_crl_coverage(pol_identity *id, STACK_OF(X509_INFO) *trust, STACK_OF(X509_INFO) *crls) {
+    for (size_t i = 0; i < sk_X509_INFO_num(crls); i++) {
+        X509_CRL *crl = sk_X509_INFO_value(crls, i)->crl;
+        const ASN1_TIME *next = crl ? X509_CRL_get0_nextUpdate(crl) : NULL;
+        if (next != NULL) {
+            time_t t = asn1_to_time(next);
+            if (id->crl_next_update == 0 || t < id->crl_next_update) {
+                id->crl_next_update = t;
+            }
+        }
+    }
+    for (size_t i = 0; i < sk_X509_INFO_num(trust); i++) {
+        X509 *ca = sk_X509_INFO_value(trust, i)->x509;
+        if (ca == NULL) {
+            continue;
+        }
+        int covered = 0;
+        for (size_t j = 0; j < sk_X509_INFO_num(crls) && !covered; j++) {
+            X509_CRL *crl = sk_X509_INFO_value(crls, j)->crl;
+            covered = crl != NULL && X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(ca)) == 0;
+        }
+        if (covered) {
+            continue;
+        }
+        char subject[256];
+        name_text(X509_get_subject_name(ca), subject, sizeof(subject));
+        char **grown = realloc(id->crl_uncovered, (id->num_crl_uncovered + 1) * sizeof(*grown));
+        if (grown == NULL) {
+            return 0;
+        }
+        id->crl_uncovered = grown;
+        if ((grown[id->num_crl_uncovered] = strdup(subject)) == NULL) {
+            return 0;
+        }
+        id->num_crl_uncovered++;
+    }
+    return 1;
+}
+
+static void free_crl_notes(pol_identity *id) {
+    for (size_t i = 0; i < id->num_crl_uncovered; i++) {
+        free(id->crl_uncovered[i]);
+    }
+    free(id->crl_uncovered);
+    id->crl_uncovered = NULL;
+    id->num_crl_uncovered = 0;
+}
+
 // One pool of certificate buffers for every identity and load: the servers' chains that
 // every tunnel and cached session holds are stored once. It lives as long as the process
 // (BoringSSL requires it to outlive every SSL_CTX, SSL and SSL_SESSION).
@@ -420,15 +541,26 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
         ok = spec->pkcs12 ? load_pkcs12_identity(ctx, spec, err, err_len)
                           : load_pem_identity(ctx, spec, err, err_len);
     }
-    ok = ok && load_pem_objects(ctx, spec->trust, "trust", 0, err, err_len);
+    STACK_OF(X509_INFO) *trust = NULL, *crls = NULL;
+    ok = ok && load_pem_objects(ctx, spec->trust, "trust", 0, &trust, err, err_len);
     if (ok && spec->crl != NULL) {
-        ok = load_pem_objects(ctx, spec->crl, "crl", 1, err, err_len);
+        ok = load_pem_objects(ctx, spec->crl, "crl", 1, &crls, err, err_len);
         if (ok) {
-            X509_STORE_set_flags(SSL_CTX_get_cert_store(ctx), X509_V_FLAG_CRL_CHECK);
+            // Every certificate of the chain is checked against its issuer's CRL, the
+            // intermediates too (as nginx's proxy_ssl_crl does): a revoked intermediate
+            // is refused, and a CA without a CRL in the file fails the handshake.
+            X509_STORE_set_flags(SSL_CTX_get_cert_store(ctx), X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+            ok = note_crl_coverage(id, trust, crls);
+            if (!ok) {
+                snprintf(err, err_len, "out of memory");
+            }
         }
     }
+    sk_X509_INFO_pop_free(trust, X509_INFO_free);
+    sk_X509_INFO_pop_free(crls, X509_INFO_free);
     if (!ok) {
         SSL_CTX_free(ctx);
+        free_crl_notes(id);
         free(id);
         return NULL;
     }
@@ -494,18 +626,58 @@ void pol_identity_free(pol_identity *id) {
     }
     SSL_CTX_free(id->ctx);
     pol_identity_spec_free(&id->spec);
+    free_crl_notes(id);
     free(id);
 }
 
-int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len) {
+static int mode_problem(const char *what, const char *path, char *out, size_t out_len) {
     struct stat st;
     if (path == NULL || stat(path, &st) != 0) {
         return 0;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        snprintf(out, out_len, "private key file %s has mode %04o: readable by others; chmod 600 it",
-                 path, (unsigned)(st.st_mode & 07777));
+        snprintf(out, out_len, "%s %s has mode %04o: readable by others; chmod 600 it", what, path,
+                 (unsigned)(st.st_mode & 07777));
         return 1;
     }
     return 0;
+}
+
+int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len) {
+    return mode_problem("private key file", path, out, out_len);
+}
+
+size_t pol_identity_file_problems(const pol_identity *id, time_t now,
+                                  void (*cb)(void *arg, pol_problem_kind kind, const char *msg), void *arg) {
+    const pol_identity_spec *sp = &id->spec;
+    const struct {
+        const char *what, *path;
+    } secrets[] = {{"private key file", sp->key ? sp->key : sp->pkcs12},
+                   {"key_password_file", sp->key_password_file},
+                   {"pkcs12_password_file", sp->pkcs12_password_file}};
+    char msg[700];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
+        if (mode_problem(secrets[i].what, secrets[i].path, msg, sizeof(msg))) {
+            cb(arg, POL_PROBLEM_SECRET_MODE, msg);
+            n++;
+        }
+    }
+    if (sp->crl == NULL) {
+        return n;
+    }
+    for (size_t i = 0; i < id->num_crl_uncovered; i++) {
+        snprintf(msg, sizeof(msg),
+                 "crl: no CRL from trusted CA %s in %s: with crl set every CA in a server's chain needs one, "
+                 "so every handshake through this CA fails", id->crl_uncovered[i], sp->crl);
+        cb(arg, POL_PROBLEM_CRL, msg);
+        n++;
+    }
+    if (id->crl_next_update != 0 && id->crl_next_update <= now) {
+        snprintf(msg, sizeof(msg), "crl: a CRL in %s is past its nextUpdate: every handshake it covers fails until "
+                 "a fresh CRL is in place", sp->crl);
+        cb(arg, POL_PROBLEM_CRL, msg);
+        n++;
+    }
+    return n;
 }

@@ -30,6 +30,9 @@ struct pol_identity {
     char key_type[32];
     char serial[80];   // hex, as nginx's $ssl_client_serial shows it
     int metrics_slot;  // set by the gateway (gw_metrics_identity_slot); -1: none
+    time_t crl_next_update;   // earliest nextUpdate of the CRLs in spec.crl; 0: no CRL
+    char **crl_uncovered;     // subjects of CAs in spec.trust that no CRL comes from
+    size_t num_crl_uncovered;
 };
 typedef struct pol_identity pol_identity;
 
@@ -60,6 +63,27 @@ void pol_identity_spec_free(pol_identity_spec *spec);
 // pol_identity_key_mode_problem: if |path| is readable by group or others, writes a
 // warning into |out| and returns 1.
 int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len);
+
+// pol_identity_file_problems reports, through |cb| (one message each), what an operator
+// must fix about |id|'s files: a key, key_password_file or pkcs12_password_file readable
+// by group or others; with a crl, each trusted CA no CRL comes from, and a CRL past its
+// nextUpdate at |now|. Returns how many it reported.
+typedef enum { POL_PROBLEM_SECRET_MODE, POL_PROBLEM_CRL } pol_problem_kind;
+size_t pol_identity_file_problems(const pol_identity *id, time_t now,
+                                  void (*cb)(void *arg, pol_problem_kind kind, const char *msg), void *arg);
+
+// pol_cert_sans writes the subject alternative names of |cert| into |out| (|cap| bytes):
+// "DNS:a, IP:b, URI:c" with |typed|, else the DNS names and IP addresses alone ("a, b").
+// Bytes outside printable ASCII are shown as '?'; an iPAddress that is not 4 or 16 bytes
+// long is "IP:?" (typed) or left out. Returns how many names it wrote.
+size_t pol_cert_sans(X509 *cert, int typed, char *out, size_t cap);
+
+// pol_verify_describe puts verification error |x509_error| in words for the client and
+// the access log: |cur| is the certificate it is about, |leaf| the server's, |identity|
+// the identity whose settings failed it, |expected| the name required. Any of the
+// certificates may be NULL or arbitrary (a hostile server's); |out| is always terminated.
+void pol_verify_describe(long x509_error, X509 *cur, X509 *leaf, const char *identity, const char *expected,
+                         char *out, size_t cap);
 
 // pol_set_verify_name configures |ssl| to require |name| (a DNS name, or an IP literal
 // checked against IP SANs) in the server certificate.

@@ -210,6 +210,16 @@ int pol_dest_init(pol_dest *out, const char *host, uint16_t port) {
         return 1;
     }
     if (inet_pton(AF_INET6, host, out->addr) == 1) {
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(out->addr, v4mapped, 12) == 0) {
+            // ::ffff:a.b.c.d is the IPv4 address a.b.c.d: for rules, deny_addresses and
+            // the log alike, so that an address form cannot pass an IPv4 rule.
+            memmove(out->addr, out->addr + 12, 4);
+            memset(out->addr + 4, 0, 12);
+            out->family = AF_INET;
+            inet_ntop(AF_INET, out->addr, out->host, sizeof(out->host));
+            return 1;
+        }
         out->family = AF_INET6;
         inet_ntop(AF_INET6, out->addr, out->host, sizeof(out->host));
         return 1;

@@ -188,6 +188,10 @@ static void rewrite_request(void **state) {
         "Keep-Alive: 5\r\n"
         "TE: trailers\r\n"
         "Upgrade: h2c\r\n"
+        "Proxy: http://evil.example:8080\r\n"
+        "proxy-status: forged\r\n"
+        "Proxy-Foo: 1\r\n"
+        "Proxyish: stays\r\n"
         "Content-Length: 3\r\n"
         "X-End: 2\r\n\r\n";
     gw_http_request r = parse_req(in);
@@ -201,6 +205,7 @@ static void rewrite_request(void **state) {
     assert_string_equal(out,
                         "POST /a/b?c=d HTTP/1.1\r\n"
                         "Host: Orders.dc2.test:8080\r\n"
+                        "Proxyish: stays\r\n"
                         "Content-Length: 3\r\n"
                         "X-End: 2\r\n\r\n");
     n = gw_h1_write_request(&r, "", 0, "a", 1, 1, out, sizeof(out));
