@@ -22,6 +22,7 @@
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/netutil.h"
+#include "gateway/passcheck.h"
 #include "gateway/socks.h"
 #include "gateway/upstream.h"
 #include "policy/users.h"
@@ -51,6 +52,10 @@ static const char *const proto_names[] = {"-", "socks5", "socks4", "http-connect
 // HTTP forward proxy: where the current request and its response are.
 enum { RQ_HEAD, RQ_BODY, RQ_DONE };           // waiting for a head / passing its body / sent
 enum { RS_IDLE, RS_HEAD, RS_BODY, RS_DONE };  // none expected / awaiting head / body / done
+
+// Where a password check stands. A check runs off the loop; meanwhile the request stays
+// in its buffer, and once the answer came it is parsed again and the answer taken.
+enum { AUTH_NONE = 0, AUTH_PENDING, AUTH_GRANTED, AUTH_DENIED };
 
 typedef struct {
     gw_watcher w;
@@ -110,6 +115,9 @@ struct gw_tunnel {
     char method[24];
     int status;
     const char *user;  // the authenticated proxy user (owned by cfg->users), for the access log
+    gw_passcheck_job *auth_job;  // a password check under way (off the loop)
+    uint8_t auth_state;          // AUTH_*: what the last check said, for the re-parse after it
+    const char *auth_user;       // the user that check was for
     gw_tunnel *prev, *next;
 };
 
@@ -230,6 +238,8 @@ static void close_tunnel(gw_tunnel *t, const char *result, const char *reason) {
     gw_timer_stop(loop, &t->resume);
     res_query_detach(t->query);
     t->query = NULL;
+    gw_passcheck_cancel(t->auth_job);
+    t->auth_job = NULL;
     gw_watcher_remove(loop, &t->client.w);
     gw_watcher_remove(loop, &t->up.w);
     close(t->client_fd);
@@ -712,8 +722,52 @@ static void consume(gw_tunnel *t, size_t n) {
     t->to_up->start += (uint32_t)n;
 }
 
-// http_authorized checks Proxy-Authorization: Basic when auth.users_file is set. On
-// failure the client gets 407 with Proxy-Authenticate and 0 is returned.
+static void on_passcheck(void *arg, int ok) {
+    gw_tunnel *t = arg;
+    t->auth_job = NULL;
+    t->auth_state = ok ? AUTH_GRANTED : AUTH_DENIED;
+    run(t);
+}
+
+// check_credentials says whether |name| / |pass| is a proxy user: 1 yes (t->user set), 0
+// no, -1 the answer is being worked out off the loop (the caller stops; the request is
+// parsed again when it comes), -2 refused for now (too many checks waiting: the client
+// got 503).
+static int check_credentials(gw_tunnel *t, const char *name, size_t name_len, const char *pass, size_t pass_len) {
+    switch (t->auth_state) {
+        case AUTH_PENDING:
+            return -1;
+        case AUTH_GRANTED:
+            t->auth_state = AUTH_NONE;
+            t->user = t->auth_user;
+            return 1;
+        case AUTH_DENIED:
+            t->auth_state = AUTH_NONE;
+            return 0;
+        default:
+            break;
+    }
+    const char *user = NULL;
+    switch (gw_passcheck_start(t->worker->passcheck, t->cfg->users, name, name_len, pass, pass_len, on_passcheck, t,
+                               &user, &t->auth_job)) {
+        case GW_PASS_OK:
+            t->user = user;
+            return 1;
+        case GW_PASS_PENDING:
+            t->auth_state = AUTH_PENDING;
+            t->auth_user = user;
+            return -1;
+        case GW_PASS_BUSY:
+            t->proto = t->proto == P_SOCKS5 ? P_NONE : t->proto;  // no SOCKS5 reply fits mid-authentication
+            reject(t, GW_ERR_LIMIT, "too many proxy password checks waiting; try again");
+            return -2;
+        default:
+            return 0;
+    }
+}
+
+// http_authorized checks Proxy-Authorization: Basic when auth.users_file is set: 1 yes;
+// 0 no (the client got 407 with Proxy-Authenticate, or 503); -1 the check is under way.
 static int http_authorized(gw_tunnel *t, const gw_http_request *hr) {
     if (t->cfg->users == NULL) {
         return 1;
@@ -737,17 +791,18 @@ static int http_authorized(gw_tunnel *t, const gw_http_request *hr) {
              EVP_DecodeBase64(decoded, &n, sizeof(decoded), (const uint8_t *)v, vl);
     }
     const uint8_t *colon = ok ? memchr(decoded, ':', n) : NULL;
-    const char *user = NULL;
     char name[64] = "";
     if (colon != NULL) {
         size_t nl = (size_t)(colon - decoded);
         snprintf(name, sizeof(name), "%.*s", (int)(nl < sizeof(name) - 1 ? nl : sizeof(name) - 1), (const char *)decoded);
-        user = pol_users_check(t->cfg->users, (const char *)decoded, nl, (const char *)colon + 1, n - nl - 1);
-        ok = user != NULL;
+        ok = check_credentials(t, (const char *)decoded, nl, (const char *)colon + 1, n - nl - 1);
     } else {
         ok = 0;
     }
     OPENSSL_cleanse(decoded, sizeof(decoded));
+    if (ok < 0) {
+        return ok == -1 ? -1 : 0;
+    }
     if (!ok) {
         char reason[200];
         for (char *c = name; *c; c++) {
@@ -758,7 +813,6 @@ static int http_authorized(gw_tunnel *t, const gw_http_request *hr) {
         reject(t, GW_ERR_AUTH, reason);
         return 0;
     }
-    t->user = user;
     return 1;
 }
 
@@ -871,15 +925,21 @@ static void parse_request(gw_tunnel *t) {
             if (st == GW_SOCKS_NEED_MORE) {
                 return;
             }
-            const char *who = NULL;
             int ok;
             if (t->pending != GW_ERR_NONE) {
                 ok = st == GW_SOCKS_OK;  // not checked: any credentials get the same answer
             } else {
-                who = st == GW_SOCKS_OK ? pol_users_check(t->cfg->users, name, strlen(name), pass, strlen(pass)) : NULL;
-                ok = who != NULL;
+                ok = st == GW_SOCKS_OK ? check_credentials(t, name, strlen(name), pass, strlen(pass)) : 0;
             }
             OPENSSL_cleanse(pass, sizeof(pass));
+            if (ok == -1) {
+                return;  // being checked: the request is parsed again with the answer
+            }
+            if (ok == -2) {
+                uint8_t no[2] = {1, 1};  // refused for now (503 in the log): RFC 1929 has one failure
+                queue_down(t, no, 2);
+                return;
+            }
             if (!ok) {
                 uint8_t no[2] = {1, 1};
                 char reason[400];
@@ -892,7 +952,6 @@ static void parse_request(gw_tunnel *t) {
                 return;
             }
             consume(t, used);
-            t->user = who;
             uint8_t yes[2] = {1, 0};
             queue_down(t, yes, 2);
             t->state = T_SOCKS5_REQUEST;
@@ -963,7 +1022,7 @@ static void parse_request(gw_tunnel *t) {
                 http_start_request(t, &hr);
                 return;
             }
-            if (refuse_unadmitted(t) || !http_authorized(t, &hr)) {
+            if (refuse_unadmitted(t) || http_authorized(t, &hr) != 1) {
                 return;
             }
             consume(t, hr.head_len);
@@ -1503,10 +1562,19 @@ static void http_start_request(gw_tunnel *t, const gw_http_request *hr) {
         }
         t->rule = NULL;  // it and t->user belonged to the old snapshot
         t->user = NULL;
+        t->auth_state = AUTH_NONE;  // so did a check's answer: the new users file decides
         pol_config_unref(t->cfg);
         t->cfg = pol_config_ref(t->worker->cfg);
     }
-    if (refuse_unadmitted(t) || !http_authorized(t, hr)) {
+    if (refuse_unadmitted(t)) {
+        return;
+    }
+    int authorized = http_authorized(t, hr);
+    if (authorized < 0) {
+        t->resp_phase = RS_IDLE;  // the head stays in from_client, taken again after the check
+        return;
+    }
+    if (!authorized) {
         return;
     }
     if (gw_http_token_eq(hr->method, hr->method_len, "CONNECT")) {
@@ -1726,7 +1794,7 @@ static void http_relay(gw_tunnel *t) {
         progress = 0;
         STEP(client_read(t, &t->from_client));
         if (t->req_phase == RQ_HEAD && t->resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
-            gw_buf_len(t->from_client) > 0) {
+            gw_buf_len(t->from_client) > 0 && t->auth_job == NULL) {
             gw_http_request hr;
             t->http_idle = 0;
             int r = take_request_head(t, t->from_client, &hr);

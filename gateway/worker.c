@@ -90,6 +90,11 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
     if (w->resolver == NULL) {
         return 0;
     }
+    w->passcheck = gw_passcheck_new(w->loop);
+    if (w->passcheck == NULL) {
+        snprintf(err, err_len, "password checks: %s", strerror(errno));
+        return 0;
+    }
     gw_buf_pool_init(&w->pool, 256);
     w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->event_fd < 0) {
@@ -157,6 +162,7 @@ void gw_worker_free(gw_worker *w) {
         gw_timer_stop(w->loop, &w->trim_timer);
     }
     res_resolver_free(w->resolver);
+    gw_passcheck_free(w->passcheck);  // after the tunnels: none waits on a check any more
     gw_loop_free(w->loop);  // runs the deferred frees of closed tunnels
     gw_buf_pool_clear(&w->pool);
     free(w->listeners);

@@ -10,6 +10,7 @@
 
 #include "gateway/buffer.h"
 #include "gateway/loop.h"
+#include "gateway/passcheck.h"
 #include "policy/config.h"
 #include "resolver/resolver.h"
 
@@ -31,6 +32,7 @@ struct gw_worker {
     pol_config *cfg;  // this worker's reference to the current snapshot
     _Atomic(pol_config *) next_cfg;  // a reloaded snapshot, taken on the next wake-up
     res_resolver *resolver;
+    gw_passcheck *passcheck;  // proxy passwords, checked off this loop
     gw_buf_pool pool;
     gw_listener *listeners;
     size_t num_listeners;

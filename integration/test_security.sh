@@ -80,7 +80,7 @@ chmod 600 "$WORK/users"
 sed "s|users_file = \"$WORK/users\"|users_file = \"$WORK/users-bad\"|" "$WORK/gw.conf" > "$WORK/gw-badusers.conf"
 set +e; out=$("$MTLSGW" check -c "$WORK/gw-badusers.conf" 2>&1); rc=$?; set -e
 expect_eq "users file with a bad line: check exits 1" "1" "$rc"
-expect_contains "users file with a bad line: file:line and what is expected" "$WORK/users-bad:3: expected NAME:sha256:SALT:HASH" "$out"
+expect_contains "users file with a bad line: file:line and what is expected" "$WORK/users-bad:3: expected NAME:scrypt:N:r:p:SALT:HASH" "$out"
 check "users file with a bad line: the password on it is not echoed" bash -c "! echo '$out' | grep -q plaintext-password"
 
 start_gw "$WORK/gw.conf"

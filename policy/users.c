@@ -1,5 +1,6 @@
 #include "policy/users.h"
 
+#include <openssl/evp.h>
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -48,6 +49,59 @@ static void digest(const uint8_t *salt, size_t salt_len, const char *pass, size_
     SHA256_Final(out, &c);
 }
 
+// parse_u64 reads a decimal field of |len| bytes.
+static int parse_u64(const char *s, size_t len, uint64_t *out) {
+    if (len == 0 || len > 10) {
+        return 0;
+    }
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+// parse_line reads "NAME:sha256:SALT:HASH" or "NAME:scrypt:N:r:p:SALT:HASH" at |p| into
+// |user| (name not copied). Returns 0 if the line is not one of them.
+static int parse_line(const char *p, pol_user *user) {
+    const char *f[7];
+    size_t nf = 0;
+    f[nf++] = p;
+    for (const char *c = p; *c && nf < 7; c++) {
+        if (*c == ':') {
+            f[nf++] = c + 1;
+        }
+    }
+    size_t len[7];
+    for (size_t i = 0; i < nf; i++) {
+        len[i] = (i + 1 < nf ? (size_t)(f[i + 1] - f[i] - 1) : strlen(f[i]));
+    }
+    size_t hash_len = 0;
+    if (nf == 4 && len[1] == 6 && strncmp(f[1], "sha256", 6) == 0 && strchr(f[3], ':') == NULL) {
+        user->kind = POL_HASH_SHA256;
+        return valid_name(p, len[0]) && unhex(f[2], len[2], user->salt, sizeof(user->salt), &user->salt_len) &&
+               unhex(f[3], len[3], user->hash, sizeof(user->hash), &hash_len) && hash_len == 32;
+    }
+    if (nf == 7 && len[1] == 6 && strncmp(f[1], "scrypt", 6) == 0 && strchr(f[6], ':') == NULL) {
+        user->kind = POL_HASH_SCRYPT;
+        if (!valid_name(p, len[0]) || !parse_u64(f[2], len[2], &user->n) || !parse_u64(f[3], len[3], &user->r) ||
+            !parse_u64(f[4], len[4], &user->p) ||
+            !unhex(f[5], len[5], user->salt, sizeof(user->salt), &user->salt_len) ||
+            !unhex(f[6], len[6], user->hash, sizeof(user->hash), &hash_len) || hash_len != 32) {
+            return 0;
+        }
+        // A power of two from 2^10, memory (128 * N * r * p bytes) within the cap: a
+        // hostile or mistyped line cannot make every check allocate gigabytes.
+        return user->n >= 1024 && (user->n & (user->n - 1)) == 0 && user->r >= 1 && user->r <= 32 &&
+               user->p >= 1 && user->p <= 16 && 128 * user->n * user->r * user->p <= POL_SCRYPT_MAX_MEM;
+    }
+    return 0;
+}
+
 pol_users *pol_users_load(const char *path, void (*problem)(void *arg, const char *msg), void *arg) {
     FILE *f = fopen(path, "r");
     char msg[600];
@@ -71,20 +125,25 @@ pol_users *pol_users_load(const char *path, void (*problem)(void *arg, const cha
         if (*p == '\0' || *p == '#') {
             continue;
         }
-        char *f1 = strchr(p, ':'), *f2 = f1 ? strchr(f1 + 1, ':') : NULL, *f3 = f2 ? strchr(f2 + 1, ':') : NULL;
         pol_user user = {0};
-        size_t hash_len = 0;
-        if (f1 == NULL || f2 == NULL || f3 == NULL || !valid_name(p, (size_t)(f1 - p)) ||
-            (size_t)(f2 - f1 - 1) != 6 || strncmp(f1 + 1, "sha256", 6) != 0 ||
-            !unhex(f2 + 1, (size_t)(f3 - f2 - 1), user.salt, sizeof(user.salt), &user.salt_len) ||
-            !unhex(f3 + 1, strlen(f3 + 1), user.hash, sizeof(user.hash), &hash_len) || hash_len != 32) {
-            snprintf(msg, sizeof(msg), "%s:%d: expected NAME:sha256:SALT:HASH (make the line with: mtlsgw passwd NAME)",
-                     path, lineno);
+        if (!parse_line(p, &user)) {
+            snprintf(msg, sizeof(msg),
+                     "%s:%d: expected NAME:scrypt:N:r:p:SALT:HASH, N a power of two from 1024, at most %u MiB "
+                     "(make the line with: mtlsgw passwd NAME)",
+                     path, lineno, POL_SCRYPT_MAX_MEM >> 20);
             problem(arg, msg);
             bad = 1;
             continue;
         }
-        user.name_len = (size_t)(f1 - p);
+        user.name_len = strcspn(p, ":");
+        if (user.kind == POL_HASH_SHA256) {
+            snprintf(msg, sizeof(msg),
+                     "%s:%d: warning: user \"%.*s\" has an unsalted-speed sha256 hash that a stolen file gives up "
+                     "quickly; make a new line with: mtlsgw passwd %.*s",
+                     path, lineno, (int)user.name_len, p, (int)user.name_len, p);
+            problem(arg, msg);
+            u->num_legacy++;
+        }
         for (size_t i = 0; i < u->num_users; i++) {
             if (u->users[i].name_len == user.name_len && memcmp(u->users[i].name, p, user.name_len) == 0) {
                 snprintf(msg, sizeof(msg), "%s:%d: user \"%.*s\" is listed twice", path, lineno, (int)user.name_len, p);
@@ -125,31 +184,55 @@ void pol_users_free(pol_users *u) {
     free(u);
 }
 
-const char *pol_users_check(const pol_users *u, const char *name, size_t name_len, const char *pass, size_t pass_len) {
-    // Every user is compared; the password is hashed with the matching user's salt, or
-    // the last user's when none matches, so the time says nothing about either.
+const pol_user *pol_users_find(const pol_users *u, const char *name, size_t name_len, int *out_found) {
+    // Every user is compared; with no match, the last user stands in, so the time says
+    // nothing about whether the name exists.
+    *out_found = 0;
     if (u == NULL || u->num_users == 0) {
         return NULL;
     }
     const pol_user *match = &u->users[u->num_users - 1];
     unsigned found = 0;
+    uint8_t b[256] = {0};
+    memcpy(b, name, name_len <= 255 ? name_len : 255);
     for (size_t i = 0; i < u->num_users; i++) {
         const pol_user *c = &u->users[i];
         unsigned same = c->name_len == name_len && name_len <= 255;
-        uint8_t a[256] = {0}, b[256] = {0};
+        uint8_t a[256] = {0};
         memcpy(a, c->name, c->name_len);
-        memcpy(b, name, name_len <= 255 ? name_len : 255);
         same &= CRYPTO_memcmp(a, b, sizeof(a)) == 0;
         if (same) {
             match = c;
         }
         found |= same;
     }
+    *out_found = (int)found;
+    return match;
+}
+
+int pol_user_verify(const pol_user *user, const char *pass, size_t pass_len) {
     uint8_t d[32];
-    digest(match->salt, match->salt_len, pass, pass_len, d);
-    int ok = CRYPTO_memcmp(d, match->hash, sizeof(d)) == 0;
+    int ok;
+    if (user->kind == POL_HASH_SCRYPT) {
+        ok = EVP_PBE_scrypt(pass, pass_len, user->salt, user->salt_len, user->n, user->r, user->p,
+                            POL_SCRYPT_MAX_MEM + (1u << 20), d, sizeof(d)) == 1;
+    } else {
+        digest(user->salt, user->salt_len, pass, pass_len, d);
+        ok = 1;
+    }
+    ok = ok && CRYPTO_memcmp(d, user->hash, sizeof(d)) == 0;
     OPENSSL_cleanse(d, sizeof(d));
-    return (found & (unsigned)ok) ? match->name : NULL;
+    return ok;
+}
+
+const char *pol_users_check(const pol_users *u, const char *name, size_t name_len, const char *pass, size_t pass_len) {
+    int found = 0;
+    const pol_user *match = pol_users_find(u, name, name_len, &found);
+    if (match == NULL) {
+        return NULL;
+    }
+    int ok = pol_user_verify(match, pass, pass_len);
+    return found && ok ? match->name : NULL;
 }
 
 int pol_users_make_line(const char *name, const char *pass, size_t pass_len, char *out, size_t cap) {
@@ -158,8 +241,11 @@ int pol_users_make_line(const char *name, const char *pass, size_t pass_len, cha
     }
     uint8_t salt[16], d[32];
     RAND_bytes(salt, sizeof(salt));
-    digest(salt, sizeof(salt), pass, pass_len, d);
-    size_t n = (size_t)snprintf(out, cap, "%s:sha256:", name);
+    if (!EVP_PBE_scrypt(pass, pass_len, salt, sizeof(salt), POL_SCRYPT_N, POL_SCRYPT_R, POL_SCRYPT_P,
+                        POL_SCRYPT_MAX_MEM, d, sizeof(d))) {
+        return 0;
+    }
+    size_t n = (size_t)snprintf(out, cap, "%s:scrypt:%u:%u:%u:", name, POL_SCRYPT_N, POL_SCRYPT_R, POL_SCRYPT_P);
     for (size_t i = 0; i < sizeof(salt) && n + 3 < cap; i++) {
         n += (size_t)snprintf(out + n, cap - n, "%02x", salt[i]);
     }

@@ -10,6 +10,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <openssl/sha.h>
+
 #include "policy/users.h"
 
 static char path[64];
@@ -85,12 +87,59 @@ static void bad_lines_reported(void **state) {
     assert_null(load(text));
     assert_int_equal(num_problems, 3);
     char want[200];
-    snprintf(want, sizeof(want), "%s:2: expected NAME:sha256:SALT:HASH", path);
+    snprintf(want, sizeof(want), "%s:2: expected NAME:scrypt:N:r:p:SALT:HASH", path);
     assert_memory_equal(problems[0], want, strlen(want));
-    snprintf(want, sizeof(want), "%s:3: expected NAME:sha256:SALT:HASH", path);
+    snprintf(want, sizeof(want), "%s:3: expected NAME:scrypt:N:r:p:SALT:HASH", path);
     assert_memory_equal(problems[1], want, strlen(want));
     snprintf(want, sizeof(want), "%s:4: user \"alice\" is listed twice", path);
     assert_string_equal(problems[2], want);
+}
+
+static void scrypt_lines(void **state) {
+    char a[1024];
+    assert_true(pol_users_make_line("alice", "pw", 2, a, sizeof(a)));
+    assert_memory_equal(a, "alice:scrypt:32768:8:1:", 23);
+    // Parameters that would make every check allocate too much, N not a power of two, or
+    // too small, are refused at load.
+    const char *bad[] = {
+        "dave:scrypt:1048576:8:16:00112233:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+        "dave:scrypt:30000:8:1:00112233:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+        "dave:scrypt:512:8:1:00112233:00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+        "dave:scrypt:32768:8:1:00112233:0011\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_null(load(bad[i]));
+        assert_int_equal(num_problems, 1);
+    }
+    // A legacy sha256 line (salt "00", password "pw") still verifies, with a warning.
+    uint8_t d[32];
+    char legacy[300];
+    {
+        const uint8_t salt = 0;
+        uint8_t in[3] = {salt, 'p', 'w'};
+        SHA256(in, 3, d);
+    }
+    size_t n = (size_t)snprintf(legacy, sizeof(legacy), "old:sha256:00:");
+    for (size_t i = 0; i < 32; i++) {
+        n += (size_t)snprintf(legacy + n, sizeof(legacy) - n, "%02x", d[i]);
+    }
+    snprintf(legacy + n, sizeof(legacy) - n, "\n");
+    char text[2000];
+    snprintf(text, sizeof(text), "%s%s", a, legacy);
+    pol_users *u = load(text);
+    assert_non_null(u);
+    assert_int_equal(num_problems, 1);
+    assert_non_null(strstr(problems[0], ":2: warning: user \"old\""));
+    assert_non_null(strstr(problems[0], "mtlsgw passwd old"));
+    assert_int_equal(u->num_legacy, 1);
+    assert_string_equal(pol_users_check(u, "old", 3, "pw", 2), "old");
+    assert_null(pol_users_check(u, "old", 3, "px", 2));
+    int found = 1;
+    const pol_user *stand_in = pol_users_find(u, "nobody", 6, &found);
+    assert_false(found);
+    assert_non_null(stand_in);  // an unknown name is verified against someone
+    assert_string_equal(pol_users_check(u, "alice", 5, "pw", 2), "alice");
+    pol_users_free(u);
 }
 
 static void missing_file_reported(void **state) {
@@ -106,6 +155,7 @@ int main(void) {
         cmocka_unit_test(same_password_different_salt),
         cmocka_unit_test(invalid_names_refused),
         cmocka_unit_test(bad_lines_reported),
+        cmocka_unit_test(scrypt_lines),
         cmocka_unit_test(missing_file_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
