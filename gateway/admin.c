@@ -1,32 +1,40 @@
 #include "gateway/admin.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "gateway/errors.h"
 #include "gateway/http.h"
+#include "gateway/loop.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/netutil.h"
 #include "gateway/report.h"
 #include "gateway/worker.h"
 
+typedef struct admin_conn admin_conn;
+
 static struct {
-    int fd;
+    int fd, wake_fd;
     pthread_t thread;
     int running;
     atomic_int stop, draining;
     pthread_mutex_t lock;  // guards cfg
     pol_config *cfg;
-} g_admin = {.fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+    gw_loop *loop;  // the admin thread's own
+    gw_watcher listen_w, wake_w;
+    admin_conn *conns;
+    int num_conns;
+} g_admin = {.fd = -1, .wake_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
 
 static pol_config *current_config(void) {
     pthread_mutex_lock(&g_admin.lock);
@@ -48,114 +56,216 @@ void gw_admin_set_draining(void) {
     atomic_store(&g_admin.draining, 1);
 }
 
-static void write_all(int fd, const char *p, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            return;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
+// ---- one admin connection ----
+//
+// Non-blocking on the admin thread's own loop: a slow client holds only its own slot,
+// for at most ADMIN_DEADLINE_MS from accept to the last byte of the answer.
+
+#define ADMIN_MAX_CONNS 32
+#define ADMIN_DEADLINE_MS 5000
+#define ADMIN_REQUEST_MAX 8192
+
+typedef struct admin_conn {
+    gw_watcher w;
+    gw_timer deadline;
+    char in[ADMIN_REQUEST_MAX];
+    size_t in_len;
+    char *out;  // the whole response, once the request is complete
+    size_t out_len, out_sent;
+    struct admin_conn *prev, *next;
+} admin_conn;
+
+static void conn_free(void *p) {
+    admin_conn *c = p;
+    free(c->out);
+    free(c);
 }
 
-static void respond(int fd, int status, const char *type, const char *body, int head_only) {
-    char head[256];
+static void conn_close(admin_conn *c) {
+    gw_watcher_remove(g_admin.loop, &c->w);
+    gw_timer_stop(g_admin.loop, &c->deadline);
+    close(c->w.fd);
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        g_admin.conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    g_admin.num_conns--;
+    gw_loop_defer_free(g_admin.loop, conn_free, c);
+}
+
+static void respond(admin_conn *c, int status, const char *type, const char *body, int head_only) {
+    gw_strbuf b = {0};
     size_t len = strlen(body);
-    int n = snprintf(head, sizeof(head),
+    gw_strbuf_printf(&b,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
                      "Connection: close\r\n\r\n",
                      status, gw_http_reason_phrase(status), type, len);
-    write_all(fd, head, (size_t)n);
     if (!head_only) {
-        write_all(fd, body, len);
+        gw_strbuf_printf(&b, "%s", body);
     }
+    if (b.failed) {
+        free(b.p);
+        c->out = NULL;
+        return;
+    }
+    c->out = b.p;
+    c->out_len = b.len;
 }
 
-static void serve(int fd) {
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    char buf[8192];
-    size_t len = 0;
-    gw_http_request req;
-    gw_http_status st = GW_HTTP_NEED_MORE;
-    while (len < sizeof(buf)) {
-        ssize_t n = read(fd, buf + len, sizeof(buf) - len);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            return;
-        }
-        len += (size_t)n;
-        st = gw_http_parse_request(buf, len, &req);
-        if (st != GW_HTTP_NEED_MORE) {
-            break;
-        }
-    }
-    if (st != GW_HTTP_OK) {
-        respond(fd, 400, "text/plain", "malformed request\n", 0);
+static void answer(admin_conn *c, const gw_http_request *req) {
+    int head = gw_http_token_eq(req->method, req->method_len, "HEAD");
+    if (!head && !gw_http_token_eq(req->method, req->method_len, "GET")) {
+        respond(c, 405, "text/plain", "only GET and HEAD\n", 0);
         return;
     }
-    int head = gw_http_token_eq(req.method, req.method_len, "HEAD");
-    if (!head && !gw_http_token_eq(req.method, req.method_len, "GET")) {
-        respond(fd, 405, "text/plain", "only GET and HEAD\n", 0);
-        return;
-    }
-    size_t plen = req.target_len;
-    const char *q = memchr(req.target, '?', plen);
+    size_t plen = req->target_len;
+    const char *q = memchr(req->target, '?', plen);
     if (q != NULL) {
-        plen = (size_t)(q - req.target);
+        plen = (size_t)(q - req->target);
     }
     pol_config *cfg = current_config();
-    if (gw_http_token_eq(req.target, plen, "/metrics")) {
+    if (gw_http_token_eq(req->target, plen, "/metrics")) {
         char *page = gw_metrics_render(cfg, atomic_load(&gw_active_tunnels));
         if (page != NULL) {
-            respond(fd, 200, "text/plain; version=0.0.4; charset=utf-8", page, head);
+            respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", page, head);
         } else {
-            respond(fd, 500, "text/plain", "out of memory\n", head);
+            respond(c, 500, "text/plain", "out of memory\n", head);
         }
         free(page);
-    } else if (gw_http_token_eq(req.target, plen, "/healthz")) {
+    } else if (gw_http_token_eq(req->target, plen, "/healthz")) {
         if (atomic_load(&g_admin.draining)) {
-            respond(fd, 503, "text/plain", "draining\n", head);
+            respond(c, 503, "text/plain", "draining\n", head);
         } else {
-            respond(fd, 200, "text/plain", "ok\n", head);
+            respond(c, 200, "text/plain", "ok\n", head);
         }
-    } else if (gw_http_token_eq(req.target, plen, "/identities")) {
+    } else if (gw_http_token_eq(req->target, plen, "/identities")) {
         gw_strbuf b = {0};
         gw_identities_json(&b, cfg, time(NULL), 14);
         if (!b.failed) {
-            respond(fd, 200, "application/json", b.p, head);
+            respond(c, 200, "application/json", b.p, head);
         } else {
-            respond(fd, 500, "text/plain", "out of memory\n", head);
+            respond(c, 500, "text/plain", "out of memory\n", head);
         }
         free(b.p);
     } else {
-        respond(fd, 404, "text/plain", "not found: try /metrics, /healthz or /identities\n", head);
+        respond(c, 404, "text/plain", "not found: try /metrics, /healthz or /identities\n", head);
     }
     pol_config_unref(cfg);
 }
 
-static void *admin_main(void *arg) {
-    while (!atomic_load(&g_admin.stop)) {
-        struct pollfd p = {g_admin.fd, POLLIN, 0};
-        if (poll(&p, 1, 250) <= 0) {
+static void conn_flush(admin_conn *c) {
+    while (c->out_sent < c->out_len) {
+        ssize_t n = send(c->w.fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_sent += (size_t)n;
             continue;
         }
-        int fd = accept4(g_admin.fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE) {
-                usleep(100000);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && errno == EAGAIN) {
+            return;  // EPOLLOUT brings us back
+        }
+        break;
+    }
+    conn_close(c);
+}
+
+static void on_conn(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    admin_conn *c = w->data;
+    if (c->out != NULL) {
+        conn_flush(c);
+        return;
+    }
+    for (;;) {
+        ssize_t n = read(c->w.fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            gw_http_request req;
+            gw_http_status st = gw_http_parse_request(c->in, c->in_len, &req);
+            if (st == GW_HTTP_NEED_MORE && c->in_len < sizeof(c->in)) {
+                continue;
             }
+            if (st == GW_HTTP_OK) {
+                answer(c, &req);
+            } else {
+                respond(c, st == GW_HTTP_NEED_MORE ? 431 : 400, "text/plain", "malformed request\n", 0);
+            }
+            if (c->out == NULL) {
+                conn_close(c);
+                return;
+            }
+            conn_flush(c);
+            return;
+        }
+        if (n < 0 && errno == EINTR) {
             continue;
         }
-        serve(fd);
-        close(fd);
+        if (n < 0 && errno == EAGAIN) {
+            return;
+        }
+        conn_close(c);  // EOF or error before a complete request
+        return;
+    }
+}
+
+static void on_deadline(gw_loop *loop, gw_timer *t) {
+    conn_close(t->data);
+}
+
+static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof(peer);
+        int fd = accept4(g_admin.fd, (struct sockaddr *)&peer, &pl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            return;  // EAGAIN; on EMFILE the next connection tries again
+        }
+        pol_config *cfg = current_config();
+        int allowed = cfg != NULL && pol_config_admin_allows(cfg, (struct sockaddr *)&peer);
+        pol_config_unref(cfg);
+        if (!allowed || g_admin.num_conns >= ADMIN_MAX_CONNS) {
+            close(fd);  // not ours to serve, or every slot taken: a slow client cannot queue more
+            continue;
+        }
+        admin_conn *c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            close(fd);
+            continue;
+        }
+        gw_watcher_init(&c->w, fd, on_conn, c);
+        gw_timer_init(&c->deadline, on_deadline, c);
+        c->next = g_admin.conns;
+        if (c->next) {
+            c->next->prev = c;
+        }
+        g_admin.conns = c;
+        g_admin.num_conns++;
+        gw_timer_start(g_admin.loop, &c->deadline, ADMIN_DEADLINE_MS);
+        if (!gw_watcher_set(g_admin.loop, &c->w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+            conn_close(c);
+        }
+    }
+}
+
+static void on_wake(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    uint64_t v;
+    while (read(g_admin.wake_fd, &v, sizeof(v)) > 0) {
+    }
+    if (atomic_load(&g_admin.stop)) {
+        gw_loop_stop(loop);
+    }
+}
+
+static void *admin_main(void *arg) {
+    pthread_setname_np(pthread_self(), "mtlsgw-admin");
+    gw_loop_run(g_admin.loop);
+    while (g_admin.conns != NULL) {
+        conn_close(g_admin.conns);
     }
     return NULL;
 }
@@ -171,9 +281,16 @@ int gw_admin_start(pol_config *cfg) {
     }
     gw_admin_set_config(cfg);
     atomic_store(&g_admin.stop, 0);
-    if (pthread_create(&g_admin.thread, NULL, admin_main, NULL) != 0) {
-        close(g_admin.fd);
-        g_admin.fd = -1;
+    g_admin.loop = gw_loop_new();
+    g_admin.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (g_admin.loop == NULL || g_admin.wake_fd < 0) {
+        return 0;
+    }
+    gw_watcher_init(&g_admin.listen_w, g_admin.fd, on_accept, NULL);
+    gw_watcher_init(&g_admin.wake_w, g_admin.wake_fd, on_wake, NULL);
+    if (!gw_watcher_set(g_admin.loop, &g_admin.listen_w, EPOLLIN) ||
+        !gw_watcher_set(g_admin.loop, &g_admin.wake_w, EPOLLIN) ||
+        pthread_create(&g_admin.thread, NULL, admin_main, NULL) != 0) {
         return 0;
     }
     g_admin.running = 1;
@@ -183,8 +300,22 @@ int gw_admin_start(pol_config *cfg) {
 void gw_admin_stop(void) {
     if (g_admin.running) {
         atomic_store(&g_admin.stop, 1);
+        uint64_t one = 1;
+        if (write(g_admin.wake_fd, &one, sizeof(one)) < 0) {
+            gw_log(GW_LOG_ERROR, "admin: cannot wake its thread: %s", strerror(errno));
+        }
         pthread_join(g_admin.thread, NULL);
         g_admin.running = 0;
+    }
+    if (g_admin.loop != NULL) {
+        gw_watcher_remove(g_admin.loop, &g_admin.listen_w);
+        gw_watcher_remove(g_admin.loop, &g_admin.wake_w);
+        gw_loop_free(g_admin.loop);  // runs the deferred frees of closed connections
+        g_admin.loop = NULL;
+    }
+    if (g_admin.wake_fd >= 0) {
+        close(g_admin.wake_fd);
+        g_admin.wake_fd = -1;
     }
     if (g_admin.fd >= 0) {
         close(g_admin.fd);

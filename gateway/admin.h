@@ -1,6 +1,8 @@
 // admin: the operators' HTTP endpoint (admin.address): /metrics (Prometheus text),
-// /healthz and /identities (JSON). A thread of its own with blocking sockets, one request
-// per connection: it never touches the workers' loops.
+// /healthz and /identities (JSON). A thread of its own with its own event loop: sockets
+// are non-blocking, each connection has 5 s from accept to the end of its answer, at most
+// 32 are served at once, and only clients in admin.allow (default: loopback) are. It never
+// touches the workers' loops.
 #ifndef MTLSGW_ADMIN_H
 #define MTLSGW_ADMIN_H
 

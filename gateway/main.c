@@ -171,6 +171,10 @@ static int open_listeners(const pol_config *cfg, int workers, int *fds) {
     return 1;
 }
 
+static int same_text(const char *a, const char *b) {
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
 static int same_listeners(const pol_config *a, const pol_config *b) {
     if (a->num_listeners != b->num_listeners) {
         return 0;
@@ -259,7 +263,7 @@ static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers,
     }
     pol_errors_free(&errs);
     if (next != NULL && !same_listeners(cfg, next)) {
-        gw_log(GW_LOG_ERROR, "reload: listen addresses changed; that needs a restart. Keeping the old config");
+        gw_log(GW_LOG_ERROR, "reload: listen addresses changed: needs a restart. Keeping the old config");
         pol_config_unref(next);
         next = NULL;
     }
@@ -268,10 +272,18 @@ static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers,
         gw_metrics_reload(0);
         return cfg;
     }
-    if ((next->admin_address_text == NULL) != (cfg->admin_address_text == NULL) ||
-        (next->admin_address_text && strcmp(next->admin_address_text, cfg->admin_address_text) != 0)) {
-        gw_log(GW_LOG_WARN, "reload: admin.address changed; that takes a restart (still serving on %s)",
+    // What a running process cannot change is named, not silently kept.
+    if (!same_text(next->admin_address_text, cfg->admin_address_text)) {
+        gw_log(GW_LOG_WARN, "reload: admin.address changed: needs a restart (still serving on %s)",
                cfg->admin_address_text ? cfg->admin_address_text : "none");
+    }
+    if (next->workers != cfg->workers) {
+        gw_log(GW_LOG_WARN, "reload: workers changed from %d to %d: needs a restart (still %d)", cfg->workers,
+               next->workers, nworkers);
+    }
+    if (!same_text(next->user, cfg->user)) {
+        gw_log(GW_LOG_WARN, "reload: user changed: needs a restart (still running as %s)",
+               cfg->user ? cfg->user : "the starting user");
     }
     assign_metrics_slots(next);
     configure_logs(next);

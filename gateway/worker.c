@@ -14,6 +14,8 @@
 #include "gateway/log.h"
 #include "gateway/tunnel.h"
 
+static void free_idle_retired(gw_worker *w, int all);
+
 static void stop_now(gw_worker *w) {
     while (w->tunnels != NULL) {
         gw_tunnel_abort(w->tunnels, "gateway stopping: drain_timeout_s passed");
@@ -33,6 +35,7 @@ static void on_trim(gw_loop *loop, gw_timer *t) {
         malloc_trim(0);
     }
     gw_buf_pool_publish(&w->pool);
+    free_idle_retired(w, 0);
     gw_timer_start(loop, t, 1000);
 }
 
@@ -55,6 +58,41 @@ static void begin_drain(gw_worker *w) {
     gw_timer_start(w->loop, &w->drain_timer, (uint64_t)w->cfg->limits.drain_timeout_s * 1000);
 }
 
+// free_idle_retired frees the replaced resolvers that have no lookups out (all of them
+// with |all|).
+static void free_idle_retired(gw_worker *w, int all) {
+    size_t kept = 0;
+    for (size_t i = 0; i < w->num_retired; i++) {
+        if (all || !res_resolver_busy(w->retired[i])) {
+            res_resolver_free(w->retired[i]);
+        } else {
+            w->retired[kept++] = w->retired[i];
+        }
+    }
+    w->num_retired = kept;
+}
+
+// replace_resolver builds a resolver with |cfg|'s settings for new lookups; lookups out on
+// the old one finish there (it is freed once they have).
+static void replace_resolver(gw_worker *w, const pol_config *cfg) {
+    char err[300];
+    res_resolver *r = res_resolver_new(w->loop, cfg, err, sizeof(err));
+    if (r == NULL) {
+        gw_log(GW_LOG_ERROR, "worker %d: reload: resolver: %s; keeping the previous resolver settings", w->index, err);
+        return;
+    }
+    free_idle_retired(w, 0);
+    res_resolver **grown = realloc(w->retired, (w->num_retired + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        res_resolver_free(r);
+        gw_log(GW_LOG_ERROR, "worker %d: reload: out of memory; keeping the previous resolver settings", w->index);
+        return;
+    }
+    w->retired = grown;
+    w->retired[w->num_retired++] = w->resolver;
+    w->resolver = r;
+}
+
 static void on_event(gw_loop *loop, gw_watcher *watcher, uint32_t events) {
     gw_worker *w = watcher->data;
     uint64_t v;
@@ -62,6 +100,9 @@ static void on_event(gw_loop *loop, gw_watcher *watcher, uint32_t events) {
     }
     pol_config *next = atomic_exchange(&w->next_cfg, NULL);
     if (next != NULL) {
+        if (!pol_config_resolver_equal(w->cfg, next)) {
+            replace_resolver(w, next);
+        }
         pol_config_unref(w->cfg);
         w->cfg = next;
     }
@@ -162,6 +203,8 @@ void gw_worker_free(gw_worker *w) {
         gw_timer_stop(w->loop, &w->trim_timer);
     }
     res_resolver_free(w->resolver);
+    free_idle_retired(w, 1);
+    free(w->retired);
     gw_passcheck_free(w->passcheck);  // after the tunnels: none waits on a check any more
     gw_loop_free(w->loop);  // runs the deferred frees of closed tunnels
     gw_buf_pool_clear(&w->pool);

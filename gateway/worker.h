@@ -32,6 +32,8 @@ struct gw_worker {
     pol_config *cfg;  // this worker's reference to the current snapshot
     _Atomic(pol_config *) next_cfg;  // a reloaded snapshot, taken on the next wake-up
     res_resolver *resolver;
+    res_resolver **retired;  // replaced by a reload; each freed once its lookups are done
+    size_t num_retired;
     gw_passcheck *passcheck;  // proxy passwords, checked off this loop
     gw_buf_pool pool;
     gw_listener *listeners;

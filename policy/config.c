@@ -766,7 +766,8 @@ static void load_limits(loader *ld, const config_setting_t *root) {
 static void load_cidr_list(loader *ld, const config_setting_t *root, const char *name, const char *const *defaults,
                            int num_defaults, pol_cidr **out, size_t *out_len) {
     int bad = 0;
-    const config_setting_t *list = get_aggregate(ld, root, "", name, 0, &bad);
+    const char *dot = strrchr(name, '.');
+    const config_setting_t *list = get_aggregate(ld, root, "", dot ? dot + 1 : name, 0, &bad);
     int n = list ? config_setting_length(list) : num_defaults;
     *out = calloc((size_t)n + 1, sizeof(**out));
     *out_len = 0;
@@ -847,6 +848,14 @@ static void load_log(loader *ld, const config_setting_t *root) {
     }
 }
 
+static int is_loopback(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET) {
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    }
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
 static void load_admin(loader *ld, const config_setting_t *root) {
     pol_config *cfg = ld->cfg;
     int bad = 0;
@@ -854,13 +863,22 @@ static void load_admin(loader *ld, const config_setting_t *root) {
     if (g == NULL) {
         return;
     }
-    static const char *const known[] = {"address", NULL};
+    static const char *const known[] = {"address", "allow", NULL};
     check_members(ld, g, "admin", known);
+    static const char *const loopback[] = {"127.0.0.0/8", "::1/128"};
+    int explicit_allow = config_setting_get_member(g, "allow") != NULL;
+    load_cidr_list(ld, g, "admin.allow", loopback, 2, &cfg->admin_allow, &cfg->num_admin_allow);
     const char *v;
     if (get_string(ld, g, "admin", "address", &v) == 1) {
         if (!pol_parse_socket_address(v, &cfg->admin_addr, &cfg->admin_addr_len)) {
             problem(ld, config_setting_get_member(g, "address"), "admin.address",
                     "expected \"IPv4:port\" or \"[IPv6]:port\", found \"%s\"", v);
+        } else if (!is_loopback((const struct sockaddr *)&cfg->admin_addr) && !explicit_allow) {
+            // /metrics and /identities describe every identity and destination: reachable
+            // from elsewhere only when the operator says from where.
+            problem(ld, config_setting_get_member(g, "address"), "admin.address",
+                    "%s is not a loopback address: set admin.allow to the networks that may read /metrics and "
+                    "/identities (e.g. allow = [ \"10.0.0.0/8\" ];)", v);
         } else {
             cfg->admin_address_text = strdup(v);
         }
@@ -1005,6 +1023,10 @@ void pol_config_unref(pol_config *cfg) {
         free(cfg->deny_addresses[i].text);
     }
     free(cfg->deny_addresses);
+    for (size_t i = 0; i < cfg->num_admin_allow; i++) {
+        free(cfg->admin_allow[i].text);
+    }
+    free(cfg->admin_allow);
     free(cfg->users_file);
     pol_users_free(cfg->users);
     free(cfg->admin_address_text);
@@ -1048,7 +1070,7 @@ static int unmap(int family, const uint8_t *addr, uint8_t out[16]) {
     return family;
 }
 
-int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa) {
+static int list_allows(const pol_cidr *list, size_t n, const struct sockaddr *sa) {
     uint8_t a[16];
     int family;
     if (sa->sa_family == AF_INET) {
@@ -1058,12 +1080,20 @@ int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa) {
     } else {
         return sa->sa_family == AF_UNIX;
     }
-    for (size_t i = 0; i < cfg->num_allow; i++) {
-        if (cidr_contains(&cfg->allow[i], family, a)) {
+    for (size_t i = 0; i < n; i++) {
+        if (cidr_contains(&list[i], family, a)) {
             return 1;
         }
     }
     return 0;
+}
+
+int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa) {
+    return list_allows(cfg->allow, cfg->num_allow, sa);
+}
+
+int pol_config_admin_allows(const pol_config *cfg, const struct sockaddr *sa) {
+    return list_allows(cfg->admin_allow, cfg->num_admin_allow, sa);
 }
 
 const pol_cidr *pol_config_denied_address(const pol_config *cfg, int family, const uint8_t *addr) {
@@ -1081,4 +1111,23 @@ const pol_cidr *pol_config_denied_address(const pol_config *cfg, int family, con
         }
     }
     return NULL;
+}
+
+static int same_string(const char *a, const char *b) {
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+int pol_config_resolver_equal(const pol_config *a, const pol_config *b) {
+    if (!same_string(a->resolver.servers_csv, b->resolver.servers_csv) ||
+        a->resolver.timeout_ms != b->resolver.timeout_ms || a->resolver.tries != b->resolver.tries ||
+        a->resolver.cache_max_ttl != b->resolver.cache_max_ttl || a->resolver.num_hosts != b->resolver.num_hosts) {
+        return 0;
+    }
+    for (size_t i = 0; i < a->resolver.num_hosts; i++) {
+        const pol_host_entry *x = &a->resolver.hosts[i], *y = &b->resolver.hosts[i];
+        if (strcmp(x->name, y->name) != 0 || x->family != y->family || memcmp(x->addr, y->addr, 16) != 0) {
+            return 0;
+        }
+    }
+    return 1;
 }

@@ -89,6 +89,8 @@ typedef struct pol_config {
     char *users_file;
     struct pol_users *users;  // auth.users_file loaded; NULL: no proxy authentication
     char *admin_address_text;
+    pol_cidr *admin_allow;  // clients that may use the admin endpoint (default: loopback)
+    size_t num_admin_allow;
     struct sockaddr_storage admin_addr;
     socklen_t admin_addr_len;
     gw_log_level log_level;
@@ -123,11 +125,17 @@ const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d);
 // pol_config_allows says whether a client at |sa| may use the proxy (the `allow` list).
 int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa);
 
+// pol_config_admin_allows says whether a client at |sa| may use the admin endpoint.
+int pol_config_admin_allows(const pol_config *cfg, const struct sockaddr *sa);
+
 // pol_config_denied_address says whether the gateway must not connect to |addr| (of
 // |family|; IPv4-mapped IPv6 counts as IPv4): the entry of deny_addresses that covers it,
 // or a static entry for 0.0.0.0 and ::, which are refused even when the list is empty.
 // NULL: allowed.
 const pol_cidr *pol_config_denied_address(const pol_config *cfg, int family, const uint8_t *addr);
+
+// pol_config_resolver_equal says whether |a| and |b| have the same resolver settings.
+int pol_config_resolver_equal(const pol_config *a, const pol_config *b);
 
 // pol_parse_socket_address parses "IPv4:port" or "[IPv6]:port" into |out|.
 int pol_parse_socket_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len);

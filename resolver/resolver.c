@@ -198,6 +198,10 @@ void res_resolver_free(res_resolver *r) {
     free(r);
 }
 
+int res_resolver_busy(const res_resolver *r) {
+    return r->lookups != NULL;
+}
+
 static size_t bucket_of(const char *name) {
     uint64_t h = 1469598103934665603ull;
     for (; *name; name++) {

@@ -41,6 +41,10 @@ res_resolver *res_resolver_new(gw_loop *loop, const pol_config *cfg, char *err, 
 // res_resolver_free cancels outstanding queries (their callbacks are not called).
 void res_resolver_free(res_resolver *r);
 
+// res_resolver_busy says whether lookups are still out (a replaced resolver is freed
+// once it has none, so they finish on the channel they started on).
+int res_resolver_busy(const res_resolver *r);
+
 // res_resolve looks up |name| (a normalised host name; IP literals are answered at once).
 // The callback may run before this returns, in which case NULL is returned; otherwise a
 // handle for res_query_detach.

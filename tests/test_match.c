@@ -64,7 +64,17 @@ static void dest_normalisation(void **state) {
     assert_true(pol_dest_init(&d, "Orders.DC2.Test.", 80));
     assert_string_equal(d.host, "orders.dc2.test");
     assert_int_equal(d.family, 0);
-    assert_true(pol_dest_init(&d, "::ffff:1.2.3.4", 80));
+    // An IPv4-mapped IPv6 literal is the IPv4 address: an IPv4 rule sees it as such.
+    assert_true(pol_dest_init(&d, "::ffff:127.0.0.1", 80));
+    assert_int_equal(d.family, AF_INET);
+    assert_string_equal(d.host, "127.0.0.1");
+    pol_match m;
+    char err[300];
+    assert_true(pol_match_parse("127.0.0.0/8", &m, err, sizeof(err)));
+    assert_true(pol_match_test(&m, &d));
+    assert_true(pol_dest_init(&d, "0:0:0:0:0:FFFF:7F00:1", 80));
+    assert_true(pol_match_test(&m, &d));
+    assert_true(pol_dest_init(&d, "::1.2.3.4", 80));  // IPv4-compatible (deprecated) is not mapped
     assert_int_equal(d.family, AF_INET6);
     assert_false(pol_dest_init(&d, "a_b c", 80));
     assert_false(pol_dest_init(&d, "", 80));
