@@ -110,8 +110,67 @@ static void missing_listen(void **state) {
     pol_errors_free(&errs);
 }
 
+static int denied(const pol_config *cfg, const char *ip) {
+    pol_dest d;
+    assert_true(pol_dest_init(&d, ip, 1));
+    return pol_config_denied_address(cfg, d.family, d.addr) != NULL;
+}
+
+static void deny_addresses(void **state) {
+    pol_errors errs;
+    pol_config *cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n", &errs);
+    assert_non_null(cfg);
+    // The default list: unspecified and link-local (cloud metadata lives there).
+    assert_true(denied(cfg, "169.254.169.254"));
+    assert_true(denied(cfg, "0.0.0.0"));
+    assert_true(denied(cfg, "0.1.2.3"));
+    assert_true(denied(cfg, "::"));
+    assert_true(denied(cfg, "fe80::1"));
+    assert_true(denied(cfg, "::ffff:169.254.169.254"));  // the IPv4-mapped form is the same address
+    assert_false(denied(cfg, "127.0.0.1"));
+    assert_false(denied(cfg, "10.1.2.3"));
+    assert_int_equal(cfg->admin_allow == NULL, 1);  // no admin block, no admin list
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
+    // [ ] turns the list off, but 0.0.0.0 and :: are never connected to.
+    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\ndeny_addresses = [ ];\n", &errs);
+    assert_non_null(cfg);
+    assert_false(denied(cfg, "169.254.169.254"));
+    assert_true(denied(cfg, "0.0.0.0"));
+    assert_true(denied(cfg, "::"));
+    assert_true(denied(cfg, "::ffff:0.0.0.0"));
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
+    // An upstream literal inside the list could never be reached: an error naming the rule.
+    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+               "deny_addresses = [ \"10.9.0.0/16\", \"bogus\" ];\n"
+               "rules = ( { match = \"*\"; action = \"direct\";\n"
+               "            upstream = \"10.9.8.7:80\"; } );\n",
+               &errs);
+    assert_null(cfg);
+    assert_true(has(&errs, "2: deny_addresses: expected an IP address or CIDR like \"127.0.0.0/8\", found \"bogus\""));
+    assert_true(has(&errs, "3: upstream: 10.9.8.7 is in deny_addresses (10.9.0.0/16): the gateway never connects there"));
+    pol_errors_free(&errs);
+    // A non-loopback admin address needs an explicit admin.allow.
+    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+               "admin = { address = \"0.0.0.0:9901\"; };\n",
+               &errs);
+    assert_null(cfg);
+    assert_true(has(&errs, "2: admin.address: 0.0.0.0:9901 is not a loopback address: set admin.allow to the networks "
+                           "that may read /metrics and /identities (e.g. allow = [ \"10.0.0.0/8\" ];)"));
+    pol_errors_free(&errs);
+    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+               "admin = { address = \"0.0.0.0:9901\"; allow = [ \"10.0.0.0/8\" ]; };\n",
+               &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->num_admin_allow, 1);
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(minimal_and_defaults), cmocka_unit_test(every_error_with_line),
-                                       cmocka_unit_test(syntax_error), cmocka_unit_test(missing_listen)};
+                                       cmocka_unit_test(syntax_error), cmocka_unit_test(missing_listen),
+                                       cmocka_unit_test(deny_addresses)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

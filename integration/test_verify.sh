@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Verification of the server, as a hostile or broken remote side tests it: revocation
+# checked for every CA in the chain (a revoked intermediate, a CA without a CRL, an expired
+# CRL), no subject-CN fallback for the name, a certificate whose SAN list holds a 1-byte
+# iPAddress, and the operator's warnings about CRLs and password files. Each server is an
+# openssl s_server that asks for a client certificate and logs the one it gets: ours must
+# never reach a server we refused.
+source "$(dirname "$0")/lib.sh"
+
+make_pki
+
+serve() {  # serve NAME CERT KEY CHAIN: an s_server asking for a client certificate
+    local port
+    port=$(free_port)
+    openssl s_server -accept "127.0.0.1:$port" -cert "$2" -key "$3" -cert_chain "$4" -verify 1 \
+        -CAfile "$PKI/client-ca.crt" -www > "$WORK/s-$1.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$port" $! > /dev/null
+    echo "$port"
+}
+S_GOOD=$(serve good "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt")
+S_UNDERREV=$(serve underrevoked "$PKI/underrevoked.crt" "$PKI/underrevoked.key" "$PKI/int2.crt")
+S_CNONLY=$(serve cnonly "$PKI/cnonly.crt" "$PKI/cnonly.key" "$PKI/int.crt")
+S_BADIP=$(serve badip "$PKI/badip.crt" "$PKI/badip.key" "$PKI/int.crt")
+S_GOOD2=$(serve good2 "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt")
+S_GOOD3=$(serve good3 "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt")
+
+# An encrypted key whose password file others can read, and a PKCS#12 file likewise.
+openssl pkey -in "$PKI/ops.key" -aes256 -passout pass:opspw -out "$WORK/ops-enc.key" 2>/dev/null
+chmod 600 "$WORK/ops-enc.key"
+echo opspw > "$WORK/ops.pass"; chmod 644 "$WORK/ops.pass"
+openssl pkcs12 -export -in "$PKI/ops.crt" -inkey "$PKI/ops.key" -passout pass:p12pw -out "$WORK/ops.p12" 2>/dev/null
+chmod 600 "$WORK/ops.p12"
+echo p12pw > "$WORK/p12.pass"; chmod 640 "$WORK/p12.pass"
+
+GW_PORT=$(free_port); ADMIN_PORT=$(free_port)
+cat > "$WORK/gw.conf" <<CONF
+workers = 1;
+listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
+admin = { address = "127.0.0.1:$ADMIN_PORT"; };
+identities = (
+  { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt";
+    crl = "$PKI/crls-all.pem"; },
+  { name = "ops-intonly"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt";
+    crl = "$PKI/int.crl"; },
+  { name = "ops-expired"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt";
+    crl = "$PKI/crls-expired.pem"; },
+  { name = "ops-nocrl"; certificate = "$PKI/ops.crt"; key = "$WORK/ops-enc.key"; key_password_file = "$WORK/ops.pass";
+    trust = "$PKI/server-trust.crt"; },
+  { name = "ops-p12"; pkcs12 = "$WORK/ops.p12"; pkcs12_password_file = "$WORK/p12.pass";
+    trust = "$PKI/server-trust.crt"; }
+);
+rules = (
+  { match = "127.0.0.1:$S_GOOD"; identity = "ops"; server_name = "orders.dc2.test"; },
+  { match = "127.0.0.1:$S_UNDERREV"; identity = "ops"; server_name = "underrevoked.dc2.test"; },
+  { match = "127.0.0.1:$S_GOOD2"; identity = "ops-intonly"; server_name = "orders.dc2.test"; },
+  { match = "127.0.0.1:$S_GOOD3"; identity = "ops-expired"; server_name = "orders.dc2.test"; },
+  { match = "127.0.0.1:$S_CNONLY"; identity = "ops-nocrl"; server_name = "cnonly.dc2.test"; },
+  { match = "127.0.0.1:$S_BADIP"; identity = "ops-p12"; server_name = "other.dc2.test"; }
+);
+CONF
+
+# ---- what check and identity check tell the operator ----
+out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1 || true)
+expect_contains "check: configuration still OK (warnings only)" "configuration OK" "$out"
+expect_contains "check: a trusted CA that no CRL comes from" \
+    "warning: crl: no CRL from trusted CA /CN=DC2 Root CA in $PKI/int.crl" "$out"
+expect_contains "check: a CRL past its nextUpdate" "warning: crl: a CRL in $PKI/crls-expired.pem is past its nextUpdate" "$out"
+expect_contains "check: key_password_file readable by others" \
+    "warning: key_password_file $WORK/ops.pass has mode 0644: readable by others" "$out"
+expect_contains "check: pkcs12_password_file readable by group" \
+    "warning: pkcs12_password_file $WORK/p12.pass has mode 0640: readable by others" "$out"
+if grep -q "crls-all.pem" <<< "$out"; then fail "check: a full set of CRLs draws a warning"; else pass "check: no warning for a CRL file covering every CA"; fi
+rc=0; out=$("$MTLSGW" identity check -c "$WORK/gw.conf" ops-expired 2>&1) || rc=$?
+expect_contains "identity check: expired CRL is a warning" "WARNING  crl: a CRL in $PKI/crls-expired.pem is past its nextUpdate" "$out"
+expect_eq "identity check: warnings alone exit 0" "0" "$rc"
+rc=0; "$MTLSGW" identity check -c "$WORK/gw.conf" ops-expired --strict > /dev/null 2>&1 || rc=$?
+expect_eq "identity check --strict: the expired CRL fails it" "1" "$rc"
+rc=0; out=$("$MTLSGW" identity check -c "$WORK/gw.conf" ops-nocrl 2>&1) || rc=$?
+expect_contains "identity check: readable password file is a problem" \
+    "PROBLEM  key_password_file $WORK/ops.pass has mode 0644" "$out"
+expect_eq "identity check: exit 1 on a readable password file" "1" "$rc"
+out=$("$MTLSGW" identity check -c "$WORK/gw.conf" ops 2>&1 || true)
+expect_contains "identity check: the CRL and its next update" "crl $PKI/crls-all.pem loaded (checked for every CA in the chain), next update" "$out"
+
+start_gw "$WORK/gw.conf"
+connect() {  # connect PORT -> status line, Proxy-Status and body of the CONNECT answer
+    curl -s -m 10 -p -x "http://127.0.0.1:$GW_PORT" "http://127.0.0.1:$1/" -D "$WORK/h" -o "$WORK/body" > /dev/null 2>&1 || true
+    tr -d '\r' < "$WORK/h"; cat "$WORK/body" 2>/dev/null || true
+}
+client_cert_seen() { grep -q "CN = ops" "$WORK/s-$1.log"; }
+
+h=$(connect "$S_GOOD")
+expect_contains "control: a chain with every CRL present is accepted" "HTTP/1.0 200" "$h"
+sleep 0.3
+check "control: that server received our certificate" client_cert_seen good
+
+# 1. A server under an intermediate that the root's CRL revokes.
+h=$(connect "$S_UNDERREV")
+expect_contains "revoked intermediate: 502" "HTTP/1.1 502" "$h"
+expect_contains "revoked intermediate: tls_certificate_error" "error=tls_certificate_error" "$h"
+expect_contains "revoked intermediate: names the revoked CA" \
+    "certificate revoked: /CN=DC2 Revoked Intermediate CA is in the CRL of identity" "$h"
+sleep 0.3
+check "revoked intermediate: the server never received our certificate" bash -c "! grep -q 'CN = ops' '$WORK/s-underrevoked.log'"
+
+# A CA of the chain without a CRL in the file fails closed, naming the CA.
+h=$(connect "$S_GOOD2")
+expect_contains "CA without a CRL: 502 tls_certificate_error" "error=tls_certificate_error" "$h"
+expect_contains "CA without a CRL: names the CA" 'no CRL from /CN=DC2 Root CA in the crl file of identity \"ops-intonly\"' "$h"
+check "CA without a CRL: no certificate sent" bash -c "! grep -q 'CN = ops' '$WORK/s-good2.log'"
+# An expired CRL fails every handshake it covers, in words.
+h=$(connect "$S_GOOD3")
+expect_contains "expired CRL: 502 and why" "is past its nextUpdate" "$h"
+check "expired CRL: no certificate sent" bash -c "! grep -q 'CN = ops' '$WORK/s-good3.log'"
+
+# 2. No CN fallback: a certificate without a SAN is for no name.
+h=$(connect "$S_CNONLY")
+expect_contains "CN-only certificate: 502 tls_certificate_error" "error=tls_certificate_error" "$h"
+expect_contains "CN-only certificate: says the CN is not a name" "has no DNS or IP subjectAltName" "$h"
+check "CN-only certificate: no certificate sent" bash -c "! grep -q 'CN = ops' '$WORK/s-cnonly.log'"
+
+# 3. A 1-byte iPAddress SAN: the reason names the real SAN and nothing read past it.
+h=$(connect "$S_BADIP")
+expect_contains "1-byte IP SAN: 502 tls_certificate_error" "error=tls_certificate_error" "$h"
+expect_contains "1-byte IP SAN: the reason names only the real name" \
+    'details="upstream certificate rejected: certificate is for badip.dc2.test, not other.dc2.test"' "$h"
+check "1-byte IP SAN: no certificate sent" bash -c "! grep -q 'CN = ops' '$WORK/s-badip.log'"
+
+# The CRL expiry is a metric operators can alert on.
+m=$(curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics")
+next=$(openssl crl -in "$PKI/int.crl" -noout -nextupdate | cut -d= -f2)
+want=$(date -d "$next" +%s)
+expect_contains "metric: CRL next update of identity ops" "mtlsgw_identity_crl_next_update_seconds{identity=\"ops\"} $want" "$m"
+expect_contains "metric: the expired CRL shows its past date" \
+    "mtlsgw_identity_crl_next_update_seconds{identity=\"ops-expired\"} $(date -d 2020-02-01T00:00:00Z +%s)" "$m"
+if grep -q 'crl_next_update_seconds{identity="ops-nocrl"}' <<< "$m"; then fail "metric: an identity without crl has none"; else pass "metric: an identity without crl has none"; fi
+
+check "gateway still running" gw_alive
+finish
