@@ -260,10 +260,15 @@ CNF
 
 # ---- servers ----
 
-start_dnsmasq() {  # start_dnsmasq NAME=IP...
+start_dnsmasq() {  # start_dnsmasq NAME=IP... [--dnsmasq-option...]
     DNS_PORT=$(free_port)
     local args=() rec
-    for rec in "$@"; do args+=("--host-record=${rec%%=*},${rec#*=}"); done
+    for rec in "$@"; do
+        case "$rec" in
+            --*) args+=("$rec") ;;  # a dnsmasq option as it is, e.g. --address=/dc2.test/127.0.0.1
+            *) args+=("--host-record=${rec%%=*},${rec#*=}") ;;
+        esac
+    done
     dnsmasq --keep-in-foreground --no-resolv --no-hosts --no-daemon --user=root \
         --listen-address=127.0.0.1 --bind-interfaces --port="$DNS_PORT" \
         --log-queries --log-facility="$WORK/dnsmasq.log" --pid-file="$WORK/dnsmasq.pid" "${args[@]}" \
