@@ -41,6 +41,7 @@ static struct {
     atomic_uint_fast64_t tunnels[NUM_ACTIONS][NUM_RESULTS];
     atomic_uint_fast64_t bytes_up, bytes_down;
     atomic_uint_fast64_t dns[GW_DNS_COUNT];
+    atomic_uint_fast64_t passwords[GW_PASS_COUNT];
     atomic_uint_fast64_t reloads[2];  // [ok]
     identity_metrics identities[GW_METRICS_MAX_IDENTITIES];
 } g;
@@ -84,6 +85,12 @@ void gw_metrics_handshake(int slot, int resumed, uint64_t micros) {
     }
     ADD(m->buckets[b], 1);
     ADD(m->sum_us, micros);
+}
+
+void gw_metrics_password_check(gw_pass_result result) {
+    if ((unsigned)result < GW_PASS_COUNT) {
+        ADD(g.passwords[result], 1);
+    }
 }
 
 void gw_metrics_dns(gw_dns_result result) {
@@ -205,6 +212,13 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
                          "# TYPE mtlsgw_dns_lookups_total counter\n");
     for (size_t i = 0; i < GW_DNS_COUNT; i++) {
         gw_strbuf_printf(&b, "mtlsgw_dns_lookups_total{result=\"%s\"} %llu\n", dns[i], GET(g.dns[i]));
+    }
+    static const char *const pass[GW_PASS_COUNT] = {"verified", "cached", "rejected", "queue_full"};
+    gw_strbuf_printf(&b, "# HELP mtlsgw_password_checks_total Proxy password checks: verified by the KDF, answered "
+                         "from the cache of verified credentials, rejected, or refused with the KDF queue full.\n"
+                         "# TYPE mtlsgw_password_checks_total counter\n");
+    for (size_t i = 0; i < GW_PASS_COUNT; i++) {
+        gw_strbuf_printf(&b, "mtlsgw_password_checks_total{result=\"%s\"} %llu\n", pass[i], GET(g.passwords[i]));
     }
     gw_strbuf_printf(&b, "# HELP mtlsgw_config_reloads_total Configuration reloads (SIGHUP or changed identity files).\n"
                          "# TYPE mtlsgw_config_reloads_total counter\n"

@@ -22,6 +22,11 @@ void gw_metrics_tunnel_done(int action, const char *result, uint64_t up_bytes, u
 // gw_metrics_handshake records a completed upstream handshake of the identity in |slot|.
 void gw_metrics_handshake(int slot, int resumed, uint64_t micros);
 void gw_metrics_dns(gw_dns_result result);
+
+// Proxy password checks: verified by the KDF (or a legacy hash), answered from the
+// worker's cache of verified credentials, refused, or turned away with the queue full.
+typedef enum { GW_PASS_VERIFIED = 0, GW_PASS_CACHED, GW_PASS_REJECTED, GW_PASS_QUEUE_FULL, GW_PASS_COUNT } gw_pass_result;
+void gw_metrics_password_check(gw_pass_result result);
 void gw_metrics_reload(int ok);
 
 // gw_metrics_identity_slot returns the slot for identity |name| (the same name always

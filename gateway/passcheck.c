@@ -246,7 +246,7 @@ gw_pass_status gw_passcheck_start(gw_passcheck *pc, const pol_users *users, cons
     HMAC_CTX_cleanup(&h);
     if (hashed && found && cache_hit(pc, key)) {
         *out_user = u->name;
-        return GW_PASS_OK;
+        return GW_PASS_CACHE_HIT;
     }
     gw_passcheck_job *j = calloc(1, sizeof(*j));
     if (j == NULL || !hashed) {

@@ -21,7 +21,8 @@ typedef struct gw_passcheck_job gw_passcheck_job;
 typedef void (*gw_passcheck_cb)(void *arg, int ok);
 
 typedef enum {
-    GW_PASS_OK = 0,   // verified now (cache hit, or a fast legacy hash)
+    GW_PASS_OK = 0,   // verified now (a fast legacy hash)
+    GW_PASS_CACHE_HIT,  // verified a minute ago by this worker
     GW_PASS_BAD,      // wrong (decided at once: legacy hash, or no users)
     GW_PASS_PENDING,  // a job is out; the callback will say
     GW_PASS_BUSY,     // too many checks waiting: refuse the client for now
@@ -33,8 +34,8 @@ gw_passcheck *gw_passcheck_new(gw_loop *loop);
 // are freed there; their callbacks are not called.
 void gw_passcheck_free(gw_passcheck *pc);
 
-// gw_passcheck_start checks |name| / |pass| against |users|. With GW_PASS_OK or
-// GW_PASS_PENDING, *|out_user| is the user's entry name (owned by |users|; set only when
+// gw_passcheck_start checks |name| / |pass| against |users|. With GW_PASS_OK,
+// GW_PASS_CACHE_HIT or GW_PASS_PENDING, *|out_user| is the user's entry name (owned by |users|; set only when
 // the name exists); with GW_PASS_PENDING, *|out_job| is the handle for
 // gw_passcheck_cancel. |pass| is copied into the job and wiped after use.
 gw_pass_status gw_passcheck_start(gw_passcheck *pc, const pol_users *users, const char *name, size_t name_len,

@@ -726,6 +726,7 @@ static void on_passcheck(void *arg, int ok) {
     gw_tunnel *t = arg;
     t->auth_job = NULL;
     t->auth_state = ok ? AUTH_GRANTED : AUTH_DENIED;
+    gw_metrics_password_check(ok ? GW_PASS_VERIFIED : GW_PASS_REJECTED);
     run(t);
 }
 
@@ -748,9 +749,12 @@ static int check_credentials(gw_tunnel *t, const char *name, size_t name_len, co
             break;
     }
     const char *user = NULL;
-    switch (gw_passcheck_start(t->worker->passcheck, t->cfg->users, name, name_len, pass, pass_len, on_passcheck, t,
-                               &user, &t->auth_job)) {
+    gw_pass_status st = gw_passcheck_start(t->worker->passcheck, t->cfg->users, name, name_len, pass, pass_len,
+                                           on_passcheck, t, &user, &t->auth_job);
+    switch (st) {
         case GW_PASS_OK:
+        case GW_PASS_CACHE_HIT:
+            gw_metrics_password_check(st == GW_PASS_OK ? GW_PASS_VERIFIED : GW_PASS_CACHED);
             t->user = user;
             return 1;
         case GW_PASS_PENDING:
@@ -758,10 +762,12 @@ static int check_credentials(gw_tunnel *t, const char *name, size_t name_len, co
             t->auth_user = user;
             return -1;
         case GW_PASS_BUSY:
+            gw_metrics_password_check(GW_PASS_QUEUE_FULL);
             t->proto = t->proto == P_SOCKS5 ? P_NONE : t->proto;  // no SOCKS5 reply fits mid-authentication
             reject(t, GW_ERR_LIMIT, "too many proxy password checks waiting; try again");
             return -2;
         default:
+            gw_metrics_password_check(GW_PASS_REJECTED);
             return 0;
     }
 }
