@@ -31,6 +31,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk[:k])
                 n -= k
             return
+        if self.path == "/headers":
+            self._send(("headers=%s\n" % ",".join(k.lower() for k in self.headers.keys())).encode())
+            return
         info = "dn=%s serial=%s reused=%s tls=%s host=%s path=%s conn=%s\n" % (
             self.headers.get("X-Client-DN", "-"), self.headers.get("X-Client-Serial", "-"),
             self.headers.get("X-Session-Reused", "-"), self.headers.get("X-TLS", "-"),

@@ -153,6 +153,12 @@ expect_contains "HTTP/1.0 request without keep-alive: Connection: close" "Connec
 out=$(printf 'GET http://orders.dc2.test HTTP/1.1\r\nHost: orders.dc2.test\r\nProxy-Connection: close\r\nProxy-Authorization: Basic c2VjcmV0\r\nX-Keep: yes\r\nConnection: X-Drop\r\nX-Drop: gone\r\n\r\n' | raw)
 expect_contains "URI without a path is sent as /" "path=/ " "$out"
 check "Proxy-Authorization never reaches nginx's log of headers" bash -c "! grep -q c2VjcmV0 '$WORK/backend.log' '$WORK/nginx/logs/access.log'"
+# httpoxy: a bare Proxy header, and every other Proxy-* header, stop at the gateway (nginx
+# would pass them on to the backend).
+out=$(printf 'GET http://orders.dc2.test/headers HTTP/1.1\r\nHost: orders.dc2.test\r\nProxy: http://evil.example:8080\r\nProxy-Status: forged\r\nProxy-X-Token: t0k3n\r\nX-Keep: yes\r\nConnection: close\r\n\r\n' | raw)
+expect_contains "httpoxy: the request reached the backend" "headers=" "$out"
+expect_contains "httpoxy: other headers still pass" "x-keep" "$out"
+check "httpoxy: no Proxy or Proxy-* header reached the backend" bash -c "! grep -qE 'headers=.*(^|,)proxy(,|-|$)' <<< '$out'"
 
 # ---- responses that end badly ----
 out=$(hc http://raw.dc1.test/close)

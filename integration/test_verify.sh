@@ -23,6 +23,14 @@ S_UNDERREV=$(serve underrevoked "$PKI/underrevoked.crt" "$PKI/underrevoked.key" 
 S_CNONLY=$(serve cnonly "$PKI/cnonly.crt" "$PKI/cnonly.key" "$PKI/int.crt")
 S_BADIP=$(serve badip "$PKI/badip.crt" "$PKI/badip.key" "$PKI/int.crt")
 S_GOOD2=$(serve good2 "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt")
+# A server certificate with many names, for a long reason.
+(cd "$PKI" && openssl req -new -key orders.key -subj "/CN=many" -out many.csr 2>/dev/null &&
+    sans=$(for i in $(seq 30); do printf 'DNS:name%02d.many-names.dc2.test,' "$i"; done) &&
+    openssl req -new -key orders.key -subj "/CN=many" -addext "subjectAltName=${sans%,}" -out many.csr 2>/dev/null &&
+    openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -extensions v3_server -days 30 \
+        -in many.csr -out many.crt 2>/dev/null)
+S_MANY=$(serve many "$PKI/many.crt" "$PKI/orders.key" "$PKI/int.crt")
+LONG_NAME=$(python3 -c 'print(".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 54]) + ".test")')
 S_GOOD3=$(serve good3 "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt")
 
 # An encrypted key whose password file others can read, and a PKCS#12 file likewise.
@@ -56,7 +64,8 @@ rules = (
   { match = "127.0.0.1:$S_GOOD2"; identity = "ops-intonly"; server_name = "orders.dc2.test"; },
   { match = "127.0.0.1:$S_GOOD3"; identity = "ops-expired"; server_name = "orders.dc2.test"; },
   { match = "127.0.0.1:$S_CNONLY"; identity = "ops-nocrl"; server_name = "cnonly.dc2.test"; },
-  { match = "127.0.0.1:$S_BADIP"; identity = "ops-p12"; server_name = "other.dc2.test"; }
+  { match = "127.0.0.1:$S_BADIP"; identity = "ops-p12"; server_name = "other.dc2.test"; },
+  { match = "127.0.0.1:$S_MANY"; identity = "ops-p12"; server_name = "$LONG_NAME"; }
 );
 CONF
 
@@ -126,6 +135,19 @@ expect_contains "1-byte IP SAN: 502 tls_certificate_error" "error=tls_certificat
 expect_contains "1-byte IP SAN: the reason names only the real name" \
     'details="upstream certificate rejected: certificate is for badip.dc2.test, not other.dc2.test"' "$h"
 check "1-byte IP SAN: no certificate sent" bash -c "! grep -q 'CN = ops' '$WORK/s-badip.log'"
+
+# 11. A long reason (30 names, a 249-byte server name): Content-Length is the body sent.
+printf 'CONNECT 127.0.0.1:%s HTTP/1.1\r\nHost: x\r\n\r\n' "$S_MANY" | python3 "$HERE/raw.py" "$GW_PORT" > "$WORK/long.txt"
+framing=$(python3 - "$WORK/long.txt" <<'PY'
+import re, sys
+data = open(sys.argv[1], "rb").read()
+head, _, body = data.partition(b"\r\n\r\n")
+m = re.search(rb"Content-Length: (\d+)", head)
+print("status=%s length=%s body=%d" % (head.split(b" ")[1].decode(), m.group(1).decode() if m else "-", len(body)))
+PY
+)
+expect_eq "long reason: Content-Length equals the body sent" "status=502 length=$(sed -E 's/.*body=//' <<< "$framing") body=$(sed -E 's/.*body=//' <<< "$framing")" "$framing"
+expect_contains "long reason: the body still says what happened" "certificate is for name01.many-names.dc2.test" "$(cat "$WORK/long.txt")"
 
 # The CRL expiry is a metric operators can alert on.
 m=$(curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics")
