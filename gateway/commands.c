@@ -468,8 +468,10 @@ int gw_cmd_identity(int argc, char **argv) {
 static const char passwd_usage[] =
     "usage: mtlsgw passwd NAME\n\n"
     "Reads a password (from the terminal without echo, or the first line of stdin) and prints\n"
-    "the auth.users_file line for NAME: NAME:sha256:SALT:HASH. Append it to the users file\n"
-    "(mode 0600) and reload.\n";
+    "the auth.users_file line for NAME: NAME:scrypt:N:r:p:SALT:HASH (scrypt with N=2^15, r=8,\n"
+    "p=1: 32 MiB and tens of milliseconds per check, run off the gateway's event loop).\n"
+    "Append it to the users file (mode 0600) and reload. Older NAME:sha256 lines still work;\n"
+    "`mtlsgw check` warns about each.\n";
 
 int gw_cmd_passwd(int argc, char **argv) {
     gw_cmd_opts o;
@@ -702,9 +704,14 @@ int gw_explain_connect(const pol_config *cfg, const pol_rule *r, const char *hos
     for (size_t i = 0; i < l.n; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = gw_sockaddr_from(&ss, l.addrs[i].family, l.addrs[i].addr, connect_port);
-        char a[80];
+        char a[120];
         gw_format_addr((struct sockaddr *)&ss, a, sizeof(a));
-        if (i == 0) {
+        // The gateway never connects to an address in deny_addresses: neither does explain.
+        const pol_cidr *denied = pol_config_denied_address(cfg, l.addrs[i].family, l.addrs[i].addr);
+        if (denied != NULL) {
+            size_t al = strlen(a);
+            snprintf(a + al, sizeof(a) - al, " (in deny_addresses: %s)", denied->text);
+        } else if (first_len == 0) {
             first = ss;
             first_len = sl;
         }
@@ -713,6 +720,10 @@ int gw_explain_connect(const pol_config *cfg, const pol_rule *r, const char *hos
         }
     }
     printf("resolve      %s -> %s\n", connect_host, list);
+    if (first_len == 0) {
+        printf("result       FAILED: every address is in deny_addresses\n");
+        return 1;
+    }
     char key[600];
     snprintf(key, sizeof(key), "explain|%s|%u|%s", connect_host, connect_port, sni);
     printf("-- first connection\n");

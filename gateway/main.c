@@ -54,14 +54,17 @@ static const char usage[] =
 
 static const char run_usage[] =
     "usage: mtlsgw run -c FILE\n\n"
-    "Runs the gateway in the foreground (systemd Type=simple). SIGHUP reloads the config and\n"
-    "identities (a bad config is refused and the running one kept), SIGTERM/SIGINT stop\n"
+    "Runs the gateway in the foreground (systemd Type=simple). SIGHUP reloads the config,\n"
+    "identities, users and resolver settings (a bad config is refused and the running one\n"
+    "kept; listen addresses, workers, user and admin.address need a restart), SIGTERM/SIGINT stop\n"
     "accepting and drain tunnels for up to limits.drain_timeout_s, SIGUSR1 reopens the access\n"
     "log. Identity files (certificate, key, trust, CRL) are polled every second and reloaded\n"
     "once a change has settled.\n\n"
     "Started as root, it switches to the config's `user` once the listeners are bound. With\n"
     "auth.users_file set, clients must authenticate (SOCKS5 username/password or\n"
-    "Proxy-Authorization: Basic; lines made by `mtlsgw passwd NAME`).\n";
+    "Proxy-Authorization: Basic; lines made by `mtlsgw passwd NAME`), checked only for clients\n"
+    "in `allow`. Addresses in deny_addresses (default: 0.0.0.0/8, ::/128, 169.254.0.0/16,\n"
+    "fe80::/10) are never connected to, whatever name resolves to them.\n";
 
 static const char check_usage[] =
     "usage: mtlsgw check -c FILE\n\n"

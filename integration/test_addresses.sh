@@ -94,6 +94,11 @@ log=$(grep "dest=meta.dc2.test:80" "$WORK/gw.log" | head -1)
 expect_contains "access log: refused before any connect (no upstream, no connect time)" "upstream=- " "$log"
 expect_contains "access log: connect_ms is -" "connect_ms=- " "$log"
 expect_eq "the fenced server on 127.0.0.2 never got a connection" "0" "$(wc -l < "$WORK/fenced.log")"
+rc=0; out=$("$MTLSGW" explain -c "$WORK/gw.conf" "meta.dc2.test:80" --connect 2>&1) || rc=$?
+expect_contains "explain --connect: the address is marked and not connected to" \
+    "169.254.169.254:80 (in deny_addresses: 169.254.0.0/16)" "$out"
+expect_contains "explain --connect: fails saying why" "FAILED: every address is in deny_addresses" "$out"
+expect_eq "explain --connect: exit 1" "1" "$rc"
 # Through http_proxy as well.
 code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -x "http://127.0.0.1:$GW_PORT" "http://meta.dc2.test/latest/meta-data/" || true)
 expect_eq "http_proxy request to the metadata address: 403" "403" "$code"
