@@ -12,12 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/errors.h"
-#include "gateway/http.h"
-#include "gateway/loop.h"
-#include "gateway/log.h"
-#include "gateway/metrics.h"
-#include "gateway/netutil.h"
+#include "gateway/proto/errors.h"
+#include "gateway/proto/http.h"
+#include "gateway/base/loop.h"
+#include "gateway/base/log.h"
+#include "gateway/tunnel/metrics.h"
+#include "gateway/base/netutil.h"
 #include "gateway/report.h"
 #include "gateway/worker.h"
 

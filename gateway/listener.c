@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include "gateway/listener.h"
-#include "gateway/log.h"
-#include "gateway/metrics.h"
-#include "gateway/tunnel.h"
+#include "gateway/base/log.h"
+#include "gateway/tunnel/metrics.h"
+#include "gateway/tunnel/tunnel.h"
 
 #define ACCEPTS_PER_EVENT 64
 #define REJECT_BUDGET 256
@@ -29,8 +29,8 @@ static void pause_listener(gw_listener *l) {
         return;
     }
     l->paused = 1;
-    gw_watcher_remove(l->worker->loop, &l->w);
-    gw_timer_start(l->worker->loop, &l->pause_timer, PAUSE_MS);
+    gw_watcher_remove(l->worker->host.loop, &l->w);
+    gw_timer_start(l->worker->host.loop, &l->pause_timer, PAUSE_MS);
 }
 
 static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
@@ -50,19 +50,19 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
                 if (now - last_warn > 5000) {
                     last_warn = now;
                     gw_log(GW_LOG_WARN, "listener %s: accept: %s; pausing accepts for %d ms",
-                           wk->cfg->listeners[l->index].name, strerror(errno), PAUSE_MS);
+                           wk->host.cfg->listeners[l->index].name, strerror(errno), PAUSE_MS);
                 }
                 pause_listener(l);
             }
             return;
         }
-        gw_err pending = GW_ERR_NONE;
-        if (!pol_config_allows(wk->cfg, (struct sockaddr *)&peer)) {
-            pending = GW_ERR_NOT_ALLOWED;
-        } else if (atomic_load(&gw_active_tunnels) >= wk->cfg->limits.max_connections) {
-            pending = GW_ERR_LIMIT;
+        gw_err admission = GW_ERR_NONE;
+        if (!pol_config_allows(wk->host.cfg, (struct sockaddr *)&peer)) {
+            admission = GW_ERR_NOT_ALLOWED;
+        } else if (atomic_load(&gw_active_tunnels) >= wk->host.cfg->limits.max_connections) {
+            admission = GW_ERR_LIMIT;
         }
-        if (pending != GW_ERR_NONE && atomic_load(&gw_rejecting_tunnels) >= REJECT_BUDGET) {
+        if (admission != GW_ERR_NONE && atomic_load(&gw_rejecting_tunnels) >= REJECT_BUDGET) {
             close(fd);
             pause_listener(l);
             return;
@@ -70,7 +70,7 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
         gw_metrics_accepted(l->index);
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        gw_tunnel_accept(wk, fd, (struct sockaddr *)&peer, l->index, pending);
+        gw_tunnel_accept(&wk->host, fd, (struct sockaddr *)&peer, l->index, admission);
     }
 }
 
@@ -80,15 +80,15 @@ void gw_listener_start(gw_listener *l, gw_worker *w, int fd, size_t index) {
     l->paused = 0;
     gw_watcher_init(&l->w, fd, on_accept, l);
     gw_timer_init(&l->pause_timer, on_resume, l);
-    gw_watcher_set(w->loop, &l->w, EPOLLIN);
+    gw_watcher_set(w->host.loop, &l->w, EPOLLIN);
 }
 
 void gw_listener_stop(gw_listener *l) {
     if (l->w.fd < 0) {
         return;
     }
-    gw_timer_stop(l->worker->loop, &l->pause_timer);
-    gw_watcher_remove(l->worker->loop, &l->w);
+    gw_timer_stop(l->worker->host.loop, &l->pause_timer);
+    gw_watcher_remove(l->worker->host.loop, &l->w);
     close(l->w.fd);
     l->w.fd = -1;
 }

@@ -4,7 +4,17 @@
 
 #include <stddef.h>
 
+#include "gateway/base/loop.h"
 #include "gateway/worker.h"
+
+// One listening socket of one worker.
+struct gw_listener {
+    gw_watcher w;
+    gw_worker *worker;
+    size_t index;  // into the config's listeners
+    gw_timer pause_timer;
+    int paused;
+};
 
 // gw_listener_start watches |fd| (owned by |l| from now on) for clients of config
 // listener |index|.

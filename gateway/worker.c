@@ -11,16 +11,16 @@
 #include <unistd.h>
 
 #include "gateway/listener.h"
-#include "gateway/log.h"
-#include "gateway/tunnel.h"
+#include "gateway/base/log.h"
+#include "gateway/tunnel/tunnel.h"
 
 static void free_idle_retired(gw_worker *w, int all);
 
 static void stop_now(gw_worker *w) {
-    while (w->tunnels != NULL) {
-        gw_tunnel_abort(w->tunnels, "gateway stopping: drain_timeout_s passed");
+    while (w->host.tunnels != NULL) {
+        gw_tunnel_abort(w->host.tunnels, "gateway stopping: drain_timeout_s passed");
     }
-    gw_loop_stop(w->loop);
+    gw_loop_stop(w->host.loop);
 }
 
 static void on_drain_timeout(gw_loop *loop, gw_timer *t) {
@@ -31,31 +31,31 @@ static void on_trim(gw_loop *loop, gw_timer *t) {
     gw_worker *w = t->data;
     // Freed 16 KiB chunks sit amid the heap; malloc_trim hands their pages back. It walks
     // the heap, so only when it is worth it (256 KiB or more freed).
-    if (gw_buf_pool_trim(&w->pool) >= 16) {
+    if (gw_buf_pool_trim(&w->host.pool) >= 16) {
         malloc_trim(0);
     }
-    gw_buf_pool_publish(&w->pool);
+    gw_buf_pool_publish(&w->host.pool);
     free_idle_retired(w, 0);
     gw_timer_start(loop, t, 1000);
 }
 
 static void begin_drain(gw_worker *w) {
-    if (w->draining) {
+    if (w->host.draining) {
         return;
     }
-    w->draining = 1;
+    w->host.draining = 1;
     for (size_t i = 0; i < w->num_listeners; i++) {
         gw_listener_stop(&w->listeners[i]);
     }
-    for (gw_tunnel *t = w->tunnels, *next; t != NULL; t = next) {
+    for (gw_tunnel *t = w->host.tunnels, *next; t != NULL; t = next) {
         next = gw_tunnel_next(t);
         gw_tunnel_drain(t);
     }
-    if (w->num_tunnels == 0) {
-        gw_loop_stop(w->loop);
+    if (w->host.num_tunnels == 0) {
+        gw_loop_stop(w->host.loop);
         return;
     }
-    gw_timer_start(w->loop, &w->drain_timer, (uint64_t)w->cfg->limits.drain_timeout_s * 1000);
+    gw_timer_start(w->host.loop, &w->drain_timer, (uint64_t)w->host.cfg->limits.drain_timeout_s * 1000);
 }
 
 // free_idle_retired frees the replaced resolvers that have no lookups out (all of them
@@ -76,7 +76,7 @@ static void free_idle_retired(gw_worker *w, int all) {
 // the old one finish there (it is freed once they have).
 static void replace_resolver(gw_worker *w, const pol_config *cfg) {
     char err[300];
-    res_resolver *r = res_resolver_new(w->loop, cfg, err, sizeof(err));
+    res_resolver *r = res_resolver_new(w->host.loop, cfg, err, sizeof(err));
     if (r == NULL) {
         gw_log(GW_LOG_ERROR, "worker %d: reload: resolver: %s; keeping the previous resolver settings", w->index, err);
         return;
@@ -89,8 +89,8 @@ static void replace_resolver(gw_worker *w, const pol_config *cfg) {
         return;
     }
     w->retired = grown;
-    w->retired[w->num_retired++] = w->resolver;
-    w->resolver = r;
+    w->retired[w->num_retired++] = w->host.resolver;
+    w->host.resolver = r;
 }
 
 static void on_event(gw_loop *loop, gw_watcher *watcher, uint32_t events) {
@@ -100,20 +100,20 @@ static void on_event(gw_loop *loop, gw_watcher *watcher, uint32_t events) {
     }
     pol_config *next = atomic_exchange(&w->next_cfg, NULL);
     if (next != NULL) {
-        if (!pol_config_resolver_equal(w->cfg, next)) {
+        if (!pol_config_resolver_equal(w->host.cfg, next)) {
             replace_resolver(w, next);
         }
-        pol_config_unref(w->cfg);
-        w->cfg = next;
+        pol_config_unref(w->host.cfg);
+        w->host.cfg = next;
     }
     if (atomic_load(&w->stop_requested)) {
         begin_drain(w);
     }
 }
 
-void gw_worker_tunnel_closed(gw_worker *w) {
-    if (w->draining && w->num_tunnels == 0) {
-        gw_loop_stop(w->loop);
+static void on_tunnel_closed(gw_tunnel_host *host) {
+    if (host->draining && host->num_tunnels == 0) {
+        gw_loop_stop(host->loop);
     }
 }
 
@@ -121,32 +121,33 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
     memset(w, 0, sizeof(*w));
     w->index = index;
     w->event_fd = -1;
-    w->loop = gw_loop_new();
-    if (w->loop == NULL) {
+    w->host.loop = gw_loop_new();
+    if (w->host.loop == NULL) {
         snprintf(err, err_len, "epoll: %s", strerror(errno));
         return 0;
     }
-    w->cfg = pol_config_ref(cfg);
-    w->resolver = res_resolver_new(w->loop, cfg, err, err_len);
-    if (w->resolver == NULL) {
+    w->host.cfg = pol_config_ref(cfg);
+    w->host.on_closed = on_tunnel_closed;
+    w->host.resolver = res_resolver_new(w->host.loop, cfg, err, err_len);
+    if (w->host.resolver == NULL) {
         return 0;
     }
-    w->passcheck = gw_passcheck_new(w->loop);
-    if (w->passcheck == NULL) {
+    w->host.passcheck = gw_passcheck_new(w->host.loop);
+    if (w->host.passcheck == NULL) {
         snprintf(err, err_len, "password checks: %s", strerror(errno));
         return 0;
     }
-    gw_buf_pool_init(&w->pool, 256);
+    gw_buf_pool_init(&w->host.pool, 256);
     w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->event_fd < 0) {
         snprintf(err, err_len, "eventfd: %s", strerror(errno));
         return 0;
     }
     gw_watcher_init(&w->event_w, w->event_fd, on_event, w);
-    gw_watcher_set(w->loop, &w->event_w, EPOLLIN);
+    gw_watcher_set(w->host.loop, &w->event_w, EPOLLIN);
     gw_timer_init(&w->drain_timer, on_drain_timeout, w);
     gw_timer_init(&w->trim_timer, on_trim, w);
-    gw_timer_start(w->loop, &w->trim_timer, 1000);
+    gw_timer_start(w->host.loop, &w->trim_timer, 1000);
     w->num_listeners = cfg->num_listeners;
     w->listeners = calloc(cfg->num_listeners, sizeof(*w->listeners));
     for (size_t i = 0; i < cfg->num_listeners; i++) {
@@ -160,7 +161,7 @@ static void *worker_main(void *arg) {
     char name[16];
     snprintf(name, sizeof(name), "mtlsgw-w%d", w->index);
     pthread_setname_np(pthread_self(), name);  // one line per worker in top -H, /proc/PID/task
-    gw_loop_run(w->loop);
+    gw_loop_run(w->host.loop);
     return NULL;
 }
 
@@ -191,28 +192,28 @@ void gw_worker_join(gw_worker *w) {
 }
 
 void gw_worker_free(gw_worker *w) {
-    if (w->loop != NULL) {
-        while (w->tunnels != NULL) {
-            gw_tunnel_abort(w->tunnels, "gateway stopping");
+    if (w->host.loop != NULL) {
+        while (w->host.tunnels != NULL) {
+            gw_tunnel_abort(w->host.tunnels, "gateway stopping");
         }
         for (size_t i = 0; i < w->num_listeners; i++) {
             gw_listener_stop(&w->listeners[i]);
         }
-        gw_watcher_remove(w->loop, &w->event_w);
-        gw_timer_stop(w->loop, &w->drain_timer);
-        gw_timer_stop(w->loop, &w->trim_timer);
+        gw_watcher_remove(w->host.loop, &w->event_w);
+        gw_timer_stop(w->host.loop, &w->drain_timer);
+        gw_timer_stop(w->host.loop, &w->trim_timer);
     }
-    res_resolver_free(w->resolver);
+    res_resolver_free(w->host.resolver);
     free_idle_retired(w, 1);
     free(w->retired);
-    gw_passcheck_free(w->passcheck);  // after the tunnels: none waits on a check any more
-    gw_loop_free(w->loop);  // runs the deferred frees of closed tunnels
-    gw_buf_pool_clear(&w->pool);
+    gw_passcheck_free(w->host.passcheck);  // after the tunnels: none waits on a check any more
+    gw_loop_free(w->host.loop);  // runs the deferred frees of closed tunnels
+    gw_buf_pool_clear(&w->host.pool);
     free(w->listeners);
     if (w->event_fd >= 0) {
         close(w->event_fd);
     }
     pol_config_unref(atomic_exchange(&w->next_cfg, NULL));
-    pol_config_unref(w->cfg);
+    pol_config_unref(w->host.cfg);
     memset(w, 0, sizeof(*w));
 }

@@ -8,50 +8,29 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#include "gateway/buffer.h"
-#include "gateway/loop.h"
-#include "gateway/passcheck.h"
+#include "gateway/base/loop.h"
+#include "gateway/tunnel/tunnel.h"
 #include "policy/config.h"
 #include "resolver/resolver.h"
 
-typedef struct gw_tunnel gw_tunnel;
 typedef struct gw_worker gw_worker;
-
-typedef struct {
-    gw_watcher w;
-    gw_worker *worker;
-    size_t index;  // into the config's listeners
-    gw_timer pause_timer;
-    int paused;
-} gw_listener;
+typedef struct gw_listener gw_listener;
 
 struct gw_worker {
     int index;
     pthread_t thread;
-    gw_loop *loop;
-    pol_config *cfg;  // this worker's reference to the current snapshot
+    gw_tunnel_host host;  // loop, pool, current snapshot, resolver, password checks, tunnels
     _Atomic(pol_config *) next_cfg;  // a reloaded snapshot, taken on the next wake-up
-    res_resolver *resolver;
     res_resolver **retired;  // replaced by a reload; each freed once its lookups are done
     size_t num_retired;
-    gw_passcheck *passcheck;  // proxy passwords, checked off this loop
-    gw_buf_pool pool;
     gw_listener *listeners;
     size_t num_listeners;
     int event_fd;  // wakes the loop for commands from the main thread
     gw_watcher event_w;
     atomic_int stop_requested;
-    int draining;
     gw_timer drain_timer;
     gw_timer trim_timer;  // gives idle pool buffers back, once a second
-    gw_tunnel *tunnels;  // open tunnels, for draining and shutdown
-    size_t num_tunnels;
 };
-
-// Tunnels open in the whole process (for max_connections), and those over the limit that
-// are only being answered with an error.
-extern atomic_int gw_active_tunnels;
-extern atomic_int gw_rejecting_tunnels;
 
 // gw_worker_init prepares |w| with |listen_fds| (one per config listener, owned by the
 // worker from now on). Returns 1, or 0 with a reason in |err|.
@@ -67,8 +46,5 @@ void gw_worker_request_stop(gw_worker *w);
 void gw_worker_set_config(gw_worker *w, pol_config *cfg);
 void gw_worker_join(gw_worker *w);
 void gw_worker_free(gw_worker *w);
-
-// gw_worker_tunnel_closed is called by a tunnel that is going away.
-void gw_worker_tunnel_closed(gw_worker *w);
 
 #endif

@@ -13,53 +13,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gateway/buffer.h"
-#include "gateway/http.h"
+#include "gateway/base/buffer.h"
+#include "gateway/proto/http.h"
 #include "policy/identity.h"
+#include "policy/loader.h"
 #include "policy/users.h"
 
 static atomic_ullong g_generation;
-
-void pol_errors_init(pol_errors *errs) {
-    memset(errs, 0, sizeof(*errs));
-}
-
-void pol_errors_free(pol_errors *errs) {
-    for (size_t i = 0; i < errs->len; i++) {
-        free(errs->lines[i]);
-    }
-    free(errs->lines);
-    memset(errs, 0, sizeof(*errs));
-}
-
-void pol_errors_add(pol_errors *errs, const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (errs->len == errs->cap) {
-        size_t cap = errs->cap ? errs->cap * 2 : 8;
-        char **lines = realloc(errs->lines, cap * sizeof(*lines));
-        if (lines == NULL) {
-            return;
-        }
-        errs->lines = lines;
-        errs->cap = cap;
-    }
-    char *line = strdup(buf);
-    if (line == NULL) {
-        return;
-    }
-    errs->lines[errs->len++] = line;
-    if (strstr(buf, ": warning: ") != NULL || strncmp(buf, "warning: ", 9) == 0) {
-        errs->warnings++;
-    }
-}
-
-size_t pol_errors_count_fatal(const pol_errors *errs) {
-    return errs->len - errs->warnings;
-}
 
 const char *pol_action_name(pol_action a) {
     switch (a) {
@@ -69,230 +29,19 @@ const char *pol_action_name(pol_action a) {
     }
 }
 
-int pol_parse_socket_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len) {
-    char host[256];
-    uint16_t port;
-    if (!gw_http_parse_authority(s, strlen(s), 0, host, &port)) {
-        return 0;
-    }
-    memset(out, 0, sizeof(*out));
-    struct sockaddr_in *s4 = (struct sockaddr_in *)out;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons(port);
-        *out_len = sizeof(*s4);
-        return 1;
-    }
-    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons(port);
-        *out_len = sizeof(*s6);
-        return 1;
-    }
-    return 0;
-}
-
-// ---- loading context ----
-
-typedef struct {
-    pol_config *cfg;
-    pol_errors *errs;
-    const char *file;
-} loader;
-
-static int line_of(const config_setting_t *s) {
-    return s ? (int)config_setting_source_line(s) : 0;
-}
-
-static void problem(loader *ld, const config_setting_t *s, const char *setting, const char *fmt,
-                    ...) __attribute__((format(printf, 4, 5)));
-static void problem(loader *ld, const config_setting_t *s, const char *setting, const char *fmt,
-                    ...) {
-    char msg[800];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    pol_errors_add(ld->errs, "%s:%d: %s: %s", ld->file, line_of(s), setting, msg);
-}
-
-static const char *type_name(int type) {
-    switch (type) {
-        case CONFIG_TYPE_GROUP: return "a group { }";
-        case CONFIG_TYPE_INT:
-        case CONFIG_TYPE_INT64: return "an integer";
-        case CONFIG_TYPE_FLOAT: return "a number";
-        case CONFIG_TYPE_STRING: return "a string";
-        case CONFIG_TYPE_BOOL: return "true/false";
-        case CONFIG_TYPE_ARRAY: return "an array [ ]";
-        case CONFIG_TYPE_LIST: return "a list ( )";
-        default: return "a value";
-    }
-}
-
-// check_members rejects settings of |group| not named in |known| (NULL-terminated).
-static void setting_path(char *out, size_t cap, const char *prefix, const char *key);
-
-// edit_distance is the Levenshtein distance of two short names (capped at 32 bytes).
-static size_t edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 32 || lb > 32) {
-        return 99;
-    }
-    size_t prev[33], cur[33];
-    for (size_t j = 0; j <= lb; j++) {
-        prev[j] = j;
-    }
-    for (size_t i = 1; i <= la; i++) {
-        cur[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-        }
-        memcpy(prev, cur, sizeof(prev));
-    }
-    return prev[lb];
-}
-
-static void check_members(loader *ld, const config_setting_t *group, const char *prefix,
-                          const char *const *known) {
-    int n = config_setting_length(group);
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
-        const char *name = config_setting_name(m);
-        int ok = 0;
-        for (const char *const *k = known; *k; k++) {
-            if (name && strcmp(name, *k) == 0) {
-                ok = 1;
-            }
-        }
-        if (!ok) {
-            char list[512] = "";
-            for (const char *const *k = known; *k; k++) {
-                strncat(list, *k, sizeof(list) - strlen(list) - 3);
-                if (k[1]) {
-                    strncat(list, ", ", sizeof(list) - strlen(list) - 1);
-                }
-            }
-            char path[256];
-            setting_path(path, sizeof(path), prefix, name ? name : "?");
-            const char *best = NULL;
-            size_t best_d = 3;  // suggest only close misspellings
-            for (const char *const *k = known; name && *k; k++) {
-                size_t d = edit_distance(name, *k);
-                if (d < best_d) {
-                    best_d = d;
-                    best = *k;
-                }
-            }
-            if (best != NULL) {
-                problem(ld, m, path, "unknown setting; did you mean \"%s\"? (expected one of: %s)", best, list);
-            } else {
-                problem(ld, m, path, "unknown setting; expected one of: %s", list);
-            }
-        }
-    }
-}
-
-static void setting_path(char *out, size_t cap, const char *prefix, const char *key) {
-    snprintf(out, cap, "%s%s%s", prefix, prefix[0] ? "." : "", key);
-}
-
-// get_string: 1 found (|*out| set), 0 absent, -1 wrong type (reported).
-static int get_string(loader *ld, const config_setting_t *group, const char *prefix, const char *key,
-                      const char **out) {
-    const config_setting_t *s = config_setting_get_member(group, key);
-    if (s == NULL) {
-        return 0;
-    }
-    char path[256];
-    setting_path(path, sizeof(path), prefix, key);
-    if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-        problem(ld, s, path, "expected a string in double quotes, found %s",
-                type_name(config_setting_type(s)));
-        return -1;
-    }
-    *out = config_setting_get_string(s);
-    return 1;
-}
-
-static int get_int(loader *ld, const config_setting_t *group, const char *prefix, const char *key,
-                   long long lo, long long hi, int *out) {
-    const config_setting_t *s = config_setting_get_member(group, key);
-    if (s == NULL) {
-        return 0;
-    }
-    char path[256];
-    setting_path(path, sizeof(path), prefix, key);
-    int t = config_setting_type(s);
-    if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64) {
-        problem(ld, s, path, "expected an integer from %lld to %lld, found %s", lo, hi, type_name(t));
-        return -1;
-    }
-    long long v = config_setting_get_int64(s);
-    if (v < lo || v > hi) {
-        problem(ld, s, path, "expected an integer from %lld to %lld, found %lld", lo, hi, v);
-        return -1;
-    }
-    *out = (int)v;
-    return 1;
-}
-
-static const config_setting_t *get_aggregate(loader *ld, const config_setting_t *group,
-                                             const char *prefix, const char *key, int want_group,
-                                             int *bad) {
-    const config_setting_t *s = config_setting_get_member(group, key);
-    if (s == NULL) {
-        return NULL;
-    }
-    char path[256];
-    setting_path(path, sizeof(path), prefix, key);
-    int t = config_setting_type(s);
-    int ok = want_group ? t == CONFIG_TYPE_GROUP : (t == CONFIG_TYPE_LIST || t == CONFIG_TYPE_ARRAY);
-    if (!ok) {
-        problem(ld, s, path, "expected %s, found %s",
-                want_group ? "a group { ... }" : "a list ( ... ) or array [ ... ]", type_name(t));
-        *bad = 1;
-        return NULL;
-    }
-    return s;
-}
-
-static char *resolve_path(loader *ld, const char *p) {
-    if (p[0] == '/') {
-        return strdup(p);
-    }
-    size_t n = strlen(ld->cfg->dir) + strlen(p) + 2;
-    char *out = malloc(n);
-    if (out != NULL) {
-        snprintf(out, n, "%s/%s", ld->cfg->dir, p);
-    }
-    return out;
-}
-
-static char *where_of(loader *ld, const config_setting_t *s) {
-    char buf[PATH_MAX + 16];
-    snprintf(buf, sizeof(buf), "%s:%d", ld->file, line_of(s));
-    return strdup(buf);
-}
-
-// ---- sections ----
-
 static void load_listeners(loader *ld, const config_setting_t *root) {
     int bad = 0;
-    const config_setting_t *list = get_aggregate(ld, root, "", "listen", 0, &bad);
+    const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", "listen", 0, &bad);
     if (list == NULL) {
         if (!bad) {
-            problem(ld, root, "listen", "at least one listener is required, e.g. listen = ( { name = "
+            pol_ld_problem(ld, root, "listen", "at least one listener is required, e.g. listen = ( { name = "
                                         "\"proxy\"; address = \"127.0.0.1:1080\"; } );");
         }
         return;
     }
     int n = config_setting_length(list);
     if (n == 0) {
-        problem(ld, list, "listen", "at least one listener is required");
+        pol_ld_problem(ld, list, "listen", "at least one listener is required");
         return;
     }
     pol_config *cfg = ld->cfg;
@@ -303,56 +52,56 @@ static void load_listeners(loader *ld, const config_setting_t *root) {
         char prefix[64];
         snprintf(prefix, sizeof(prefix), "listen[%d]", i);
         if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-            problem(ld, g, prefix, "expected a group { name = ...; address = ...; }");
+            pol_ld_problem(ld, g, prefix, "expected a group { name = ...; address = ...; }");
             continue;
         }
-        check_members(ld, g, prefix, known);
+        pol_ld_check_members(ld, g, prefix, known);
         pol_listener *l = &cfg->listeners[cfg->num_listeners++];
         const char *name = NULL, *address = NULL, *forward = NULL;
         char path[96];
-        if (get_string(ld, g, prefix, "name", &name) == 0) {
-            setting_path(path, sizeof(path), prefix, "name");
-            problem(ld, g, path, "required: a name for logs and metrics, e.g. \"proxy\"");
+        if (pol_ld_get_string(ld, g, prefix, "name", &name) == 0) {
+            pol_ld_setting_path(path, sizeof(path), prefix, "name");
+            pol_ld_problem(ld, g, path, "required: a name for logs and metrics, e.g. \"proxy\"");
         }
         if (name != NULL) {
             for (size_t j = 0; j + 1 < cfg->num_listeners; j++) {
                 if (cfg->listeners[j].name && strcmp(cfg->listeners[j].name, name) == 0) {
-                    setting_path(path, sizeof(path), prefix, "name");
-                    problem(ld, g, path, "\"%s\" is already the name of listen[%zu]", name, j);
+                    pol_ld_setting_path(path, sizeof(path), prefix, "name");
+                    pol_ld_problem(ld, g, path, "\"%s\" is already the name of listen[%zu]", name, j);
                 }
             }
             l->name = strdup(name);
         }
-        setting_path(path, sizeof(path), prefix, "address");
-        int r = get_string(ld, g, prefix, "address", &address);
+        pol_ld_setting_path(path, sizeof(path), prefix, "address");
+        int r = pol_ld_get_string(ld, g, prefix, "address", &address);
         if (r == 0) {
-            problem(ld, g, path, "required: \"IP:port\", e.g. \"127.0.0.1:1080\"");
+            pol_ld_problem(ld, g, path, "required: \"IP:port\", e.g. \"127.0.0.1:1080\"");
         } else if (r == 1) {
             if (!pol_parse_socket_address(address, &l->addr, &l->addr_len)) {
-                problem(ld, config_setting_get_member(g, "address"), path,
+                pol_ld_problem(ld, config_setting_get_member(g, "address"), path,
                         "expected \"IPv4:port\" or \"[IPv6]:port\", found \"%s\"", address);
             }
             l->address_text = strdup(address);
         }
-        r = get_string(ld, g, prefix, "forward", &forward);
+        r = pol_ld_get_string(ld, g, prefix, "forward", &forward);
         if (r == 1) {
             char host[256];
-            setting_path(path, sizeof(path), prefix, "forward");
+            pol_ld_setting_path(path, sizeof(path), prefix, "forward");
             if (!gw_http_parse_authority(forward, strlen(forward), 0, host, &l->forward_port)) {
-                problem(ld, config_setting_get_member(g, "forward"), path,
+                pol_ld_problem(ld, config_setting_get_member(g, "forward"), path,
                         "expected \"host:port\" of the fixed destination, found \"%s\"", forward);
             } else {
                 l->forward_host = strdup(host);
             }
         }
         const config_setting_t *protos = config_setting_get_member(g, "protocols");
-        setting_path(path, sizeof(path), prefix, "protocols");
+        pol_ld_setting_path(path, sizeof(path), prefix, "protocols");
         if (protos != NULL && forward != NULL) {
-            problem(ld, protos, path, "a forward listener speaks no proxy protocol; remove it");
+            pol_ld_problem(ld, protos, path, "a forward listener speaks no proxy protocol; remove it");
         } else if (protos != NULL) {
             int t = config_setting_type(protos);
             if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
-                problem(ld, protos, path, "expected an array like [\"socks5\", \"socks4\", \"http\"]");
+                pol_ld_problem(ld, protos, path, "expected an array like [\"socks5\", \"socks4\", \"http\"]");
             }
             for (int j = 0; j < config_setting_length(protos); j++) {
                 const config_setting_t *e = config_setting_get_elem(protos, (unsigned)j);
@@ -364,11 +113,11 @@ static void load_listeners(loader *ld, const config_setting_t *root) {
                 } else if (strcmp(v, "http") == 0) {
                     l->protocols |= POL_PROTO_HTTP;
                 } else {
-                    problem(ld, e, path, "expected \"socks5\", \"socks4\" or \"http\", found \"%s\"", v);
+                    pol_ld_problem(ld, e, path, "expected \"socks5\", \"socks4\" or \"http\", found \"%s\"", v);
                 }
             }
             if (l->protocols == 0 && config_setting_length(protos) == 0) {
-                problem(ld, protos, path, "expected at least one of \"socks5\", \"socks4\", \"http\"");
+                pol_ld_problem(ld, protos, path, "expected at least one of \"socks5\", \"socks4\", \"http\"");
             }
         } else if (forward == NULL) {
             l->protocols = POL_PROTO_SOCKS5 | POL_PROTO_SOCKS4 | POL_PROTO_HTTP;
@@ -382,16 +131,16 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
     cfg->resolver.tries = 2;
     cfg->resolver.cache_max_ttl = 300;
     int bad = 0;
-    const config_setting_t *g = get_aggregate(ld, root, "", "resolver", 1, &bad);
+    const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "resolver", 1, &bad);
     if (g == NULL) {
         return;
     }
     static const char *const known[] = {"servers", "timeout_ms", "tries", "cache_max_ttl", "hosts", NULL};
-    check_members(ld, g, "resolver", known);
-    get_int(ld, g, "resolver", "timeout_ms", 10, 60000, &cfg->resolver.timeout_ms);
-    get_int(ld, g, "resolver", "tries", 1, 10, &cfg->resolver.tries);
-    get_int(ld, g, "resolver", "cache_max_ttl", 0, 86400, &cfg->resolver.cache_max_ttl);
-    const config_setting_t *servers = get_aggregate(ld, g, "resolver", "servers", 0, &bad);
+    pol_ld_check_members(ld, g, "resolver", known);
+    pol_ld_get_int(ld, g, "resolver", "timeout_ms", 10, 60000, &cfg->resolver.timeout_ms);
+    pol_ld_get_int(ld, g, "resolver", "tries", 1, 10, &cfg->resolver.tries);
+    pol_ld_get_int(ld, g, "resolver", "cache_max_ttl", 0, 86400, &cfg->resolver.cache_max_ttl);
+    const config_setting_t *servers = pol_ld_get_aggregate(ld, g, "resolver", "servers", 0, &bad);
     if (servers != NULL && config_setting_length(servers) > 0) {
         char csv[2048] = "";
         for (int i = 0; i < config_setting_length(servers); i++) {
@@ -415,7 +164,7 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
                 ok = pol_parse_socket_address(with_port, &ss, &sl);
             }
             if (!ok) {
-                problem(ld, e, "resolver.servers", "expected \"IP\" or \"IP:port\" of a DNS server, found %s%s%s",
+                pol_ld_problem(ld, e, "resolver.servers", "expected \"IP\" or \"IP:port\" of a DNS server, found %s%s%s",
                         v ? "\"" : "", v ? v : "a non-string", v ? "\"" : "");
                 continue;
             }
@@ -426,7 +175,7 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
         }
         cfg->resolver.servers_csv = strdup(csv);
     }
-    const config_setting_t *hosts = get_aggregate(ld, g, "resolver", "hosts", 0, &bad);
+    const config_setting_t *hosts = pol_ld_get_aggregate(ld, g, "resolver", "hosts", 0, &bad);
     if (hosts != NULL) {
         int n = config_setting_length(hosts);
         cfg->resolver.hosts = calloc((size_t)n + 1, sizeof(*cfg->resolver.hosts));
@@ -436,22 +185,22 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
             char prefix[64];
             snprintf(prefix, sizeof(prefix), "resolver.hosts[%d]", i);
             if (config_setting_type(h) != CONFIG_TYPE_GROUP) {
-                problem(ld, h, prefix, "expected { name = \"...\"; address = \"IP\"; }");
+                pol_ld_problem(ld, h, prefix, "expected { name = \"...\"; address = \"IP\"; }");
                 continue;
             }
-            check_members(ld, h, prefix, hknown);
+            pol_ld_check_members(ld, h, prefix, hknown);
             const char *name = NULL, *addr = NULL;
             char path[96];
             pol_dest d;
-            if (get_string(ld, h, prefix, "name", &name) != 1 || !pol_dest_init(&d, name, 1) || d.family != 0) {
-                setting_path(path, sizeof(path), prefix, "name");
-                problem(ld, h, path, "expected a host name");
+            if (pol_ld_get_string(ld, h, prefix, "name", &name) != 1 || !pol_dest_init(&d, name, 1) || d.family != 0) {
+                pol_ld_setting_path(path, sizeof(path), prefix, "name");
+                pol_ld_problem(ld, h, path, "expected a host name");
                 continue;
             }
             pol_dest a;
-            if (get_string(ld, h, prefix, "address", &addr) != 1 || !pol_dest_init(&a, addr, 1) || a.family == 0) {
-                setting_path(path, sizeof(path), prefix, "address");
-                problem(ld, h, path, "expected an IPv4 or IPv6 address");
+            if (pol_ld_get_string(ld, h, prefix, "address", &addr) != 1 || !pol_dest_init(&a, addr, 1) || a.family == 0) {
+                pol_ld_setting_path(path, sizeof(path), prefix, "address");
+                pol_ld_problem(ld, h, path, "expected an IPv4 or IPv6 address");
                 continue;
             }
             pol_host_entry *e = &cfg->resolver.hosts[cfg->resolver.num_hosts++];
@@ -470,12 +219,12 @@ typedef struct {
 
 static void identity_warning(void *arg, pol_problem_kind kind, const char *msg) {
     identity_warning_ctx *c = arg;
-    problem(c->ld, c->where, c->prefix, "warning: %s", msg);
+    pol_ld_problem(c->ld, c->where, c->prefix, "warning: %s", msg);
 }
 
 static void load_identities(loader *ld, const config_setting_t *root) {
     int bad = 0;
-    const config_setting_t *list = get_aggregate(ld, root, "", "identities", 0, &bad);
+    const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", "identities", 0, &bad);
     if (list == NULL) {
         return;
     }
@@ -490,22 +239,22 @@ static void load_identities(loader *ld, const config_setting_t *root) {
         char prefix[300];
         snprintf(prefix, sizeof(prefix), "identities[%d]", i);
         if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-            problem(ld, g, prefix, "expected a group { name = ...; certificate = ...; ... }");
+            pol_ld_problem(ld, g, prefix, "expected a group { name = ...; certificate = ...; ... }");
             continue;
         }
         const char *name = NULL;
-        if (get_string(ld, g, prefix, "name", &name) != 1) {
-            problem(ld, g, prefix, "name: required, e.g. name = \"ops\";");
+        if (pol_ld_get_string(ld, g, prefix, "name", &name) != 1) {
+            pol_ld_problem(ld, g, prefix, "name: required, e.g. name = \"ops\";");
             continue;
         }
         snprintf(prefix, sizeof(prefix), "identities.%s", name);
-        check_members(ld, g, prefix, known);
+        pol_ld_check_members(ld, g, prefix, known);
         int dup = 0;
         for (size_t j = 0; j < cfg->num_identities; j++) {
             dup |= strcmp(cfg->identities[j]->spec.name, name) == 0;
         }
         if (dup) {
-            problem(ld, g, prefix, "another identity is already named \"%s\"", name);
+            pol_ld_problem(ld, g, prefix, "another identity is already named \"%s\"", name);
             continue;
         }
         pol_identity_spec spec;
@@ -523,38 +272,38 @@ static void load_identities(loader *ld, const config_setting_t *root) {
                      {"crl", &spec.crl}};
         for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
             const char *v;
-            if (get_string(ld, g, prefix, files[f].key, &v) == 1) {
-                *files[f].dst = resolve_path(ld, v);
+            if (pol_ld_get_string(ld, g, prefix, files[f].key, &v) == 1) {
+                *files[f].dst = pol_ld_resolve_path(ld, v);
             }
         }
         char path[400];
         if (spec.pkcs12 == NULL && (spec.certificate == NULL || spec.key == NULL)) {
-            problem(ld, g, prefix, "needs certificate and key (PEM), or pkcs12");
+            pol_ld_problem(ld, g, prefix, "needs certificate and key (PEM), or pkcs12");
         }
         if (spec.pkcs12 != NULL && (spec.certificate != NULL || spec.key != NULL)) {
-            problem(ld, g, prefix, "give either pkcs12 or certificate + key, not both");
+            pol_ld_problem(ld, g, prefix, "give either pkcs12 or certificate + key, not both");
         }
         if (spec.trust == NULL) {
-            setting_path(path, sizeof(path), prefix, "trust");
-            problem(ld, g, path, "required: a PEM file of the CAs that sign the servers' certificates");
+            pol_ld_setting_path(path, sizeof(path), prefix, "trust");
+            pol_ld_problem(ld, g, path, "required: a PEM file of the CAs that sign the servers' certificates");
         }
-        get_int(ld, g, prefix, "verify_depth", 1, 16, &spec.verify_depth);
+        pol_ld_get_int(ld, g, prefix, "verify_depth", 1, 16, &spec.verify_depth);
         const char *v;
-        if (get_string(ld, g, prefix, "tls_min", &v) == 1 && !(spec.tls_min = pol_tls_version_parse(v))) {
-            setting_path(path, sizeof(path), prefix, "tls_min");
-            problem(ld, config_setting_get_member(g, "tls_min"), path, "expected \"1.2\" or \"1.3\", found \"%s\"", v);
+        if (pol_ld_get_string(ld, g, prefix, "tls_min", &v) == 1 && !(spec.tls_min = pol_tls_version_parse(v))) {
+            pol_ld_setting_path(path, sizeof(path), prefix, "tls_min");
+            pol_ld_problem(ld, config_setting_get_member(g, "tls_min"), path, "expected \"1.2\" or \"1.3\", found \"%s\"", v);
         }
-        if (get_string(ld, g, prefix, "tls_max", &v) == 1 && !(spec.tls_max = pol_tls_version_parse(v))) {
-            setting_path(path, sizeof(path), prefix, "tls_max");
-            problem(ld, config_setting_get_member(g, "tls_max"), path, "expected \"1.2\" or \"1.3\", found \"%s\"", v);
+        if (pol_ld_get_string(ld, g, prefix, "tls_max", &v) == 1 && !(spec.tls_max = pol_tls_version_parse(v))) {
+            pol_ld_setting_path(path, sizeof(path), prefix, "tls_max");
+            pol_ld_problem(ld, config_setting_get_member(g, "tls_max"), path, "expected \"1.2\" or \"1.3\", found \"%s\"", v);
         }
         if (spec.tls_min && spec.tls_max && spec.tls_min > spec.tls_max) {
-            problem(ld, g, prefix, "tls_min is above tls_max");
+            pol_ld_problem(ld, g, prefix, "tls_min is above tls_max");
         }
-        if (get_string(ld, g, prefix, "ciphers", &v) == 1 && v[0]) {
+        if (pol_ld_get_string(ld, g, prefix, "ciphers", &v) == 1 && v[0]) {
             spec.ciphers = strdup(v);
         }
-        const config_setting_t *pins = get_aggregate(ld, g, prefix, "pin_sha256", 0, &bad);
+        const config_setting_t *pins = pol_ld_get_aggregate(ld, g, prefix, "pin_sha256", 0, &bad);
         if (pins != NULL && config_setting_length(pins) > 0) {
             int np = config_setting_length(pins);
             spec.pins = calloc((size_t)np, 32);
@@ -565,8 +314,8 @@ static void load_identities(loader *ld, const config_setting_t *root) {
                 uint8_t out[64];
                 if (!EVP_DecodeBase64(out, &out_len, sizeof(out), (const uint8_t *)b64, strlen(b64)) ||
                     out_len != 32) {
-                    setting_path(path, sizeof(path), prefix, "pin_sha256");
-                    problem(ld, e, path, "expected base64 of a 32-byte SHA-256 of the server's public key "
+                    pol_ld_setting_path(path, sizeof(path), prefix, "pin_sha256");
+                    pol_ld_problem(ld, e, path, "expected base64 of a 32-byte SHA-256 of the server's public key "
                                          "(openssl x509 -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)");
                     continue;
                 }
@@ -574,7 +323,7 @@ static void load_identities(loader *ld, const config_setting_t *root) {
             }
         }
         spec.name = strdup(name);
-        spec.where = where_of(ld, g);
+        spec.where = pol_ld_where_of(ld, g);
         if ((int)pol_errors_count_fatal(ld->errs) != errors_before) {
             pol_identity_spec_free(&spec);
             continue;
@@ -582,7 +331,7 @@ static void load_identities(loader *ld, const config_setting_t *root) {
         char err[700];
         pol_identity *id = pol_identity_load(&spec, err, sizeof(err));
         if (id == NULL) {
-            problem(ld, g, prefix, "%s", err);
+            pol_ld_problem(ld, g, prefix, "%s", err);
             pol_identity_spec_free(&spec);
             continue;
         }
@@ -603,7 +352,7 @@ static pol_identity *find_identity(pol_config *cfg, const char *name) {
 
 static void load_rules(loader *ld, const config_setting_t *root, int identities_bad) {
     int bad = 0;
-    const config_setting_t *list = get_aggregate(ld, root, "", "rules", 0, &bad);
+    const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", "rules", 0, &bad);
     pol_config *cfg = ld->cfg;
     cfg->index = pol_index_new();
     if (list == NULL) {
@@ -618,27 +367,27 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
         char prefix[64], path[96];
         snprintf(prefix, sizeof(prefix), "rules[%d]", i);
         if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-            problem(ld, g, prefix, "expected a group { match = \"...\"; ... }");
+            pol_ld_problem(ld, g, prefix, "expected a group { match = \"...\"; ... }");
             continue;
         }
-        check_members(ld, g, prefix, known);
+        pol_ld_check_members(ld, g, prefix, known);
         int before = (int)pol_errors_count_fatal(ld->errs);
         pol_rule r;
         memset(&r, 0, sizeof(r));
         const char *match = NULL, *action = NULL, *identity = NULL, *upstream = NULL, *sni = NULL;
-        setting_path(path, sizeof(path), prefix, "match");
-        if (get_string(ld, g, prefix, "match", &match) == 0) {
-            problem(ld, g, path, "required: host, *.suffix, *, IP or CIDR, optionally with :port");
+        pol_ld_setting_path(path, sizeof(path), prefix, "match");
+        if (pol_ld_get_string(ld, g, prefix, "match", &match) == 0) {
+            pol_ld_problem(ld, g, path, "required: host, *.suffix, *, IP or CIDR, optionally with :port");
         } else if (match != NULL) {
             char err[300];
             if (!pol_match_parse(match, &r.match, err, sizeof(err))) {
-                problem(ld, config_setting_get_member(g, "match"), path, "expected %s", err);
+                pol_ld_problem(ld, config_setting_get_member(g, "match"), path, "expected %s", err);
             }
         }
-        int has_identity = get_string(ld, g, prefix, "identity", &identity) == 1;
+        int has_identity = pol_ld_get_string(ld, g, prefix, "identity", &identity) == 1;
         r.action = has_identity ? POL_ACTION_MTLS : POL_ACTION_DENY;
-        setting_path(path, sizeof(path), prefix, "action");
-        if (get_string(ld, g, prefix, "action", &action) == 1) {
+        pol_ld_setting_path(path, sizeof(path), prefix, "action");
+        if (pol_ld_get_string(ld, g, prefix, "action", &action) == 1) {
             if (strcmp(action, "mtls") == 0) {
                 r.action = POL_ACTION_MTLS;
             } else if (strcmp(action, "direct") == 0) {
@@ -646,21 +395,21 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             } else if (strcmp(action, "deny") == 0) {
                 r.action = POL_ACTION_DENY;
             } else {
-                problem(ld, config_setting_get_member(g, "action"), path,
+                pol_ld_problem(ld, config_setting_get_member(g, "action"), path,
                         "expected \"mtls\", \"direct\" or \"deny\", found \"%s\"", action);
             }
         } else if (!has_identity) {
-            problem(ld, g, path, "required: set identity = \"...\" for mTLS, or action = \"direct\" or \"deny\"");
+            pol_ld_problem(ld, g, path, "required: set identity = \"...\" for mTLS, or action = \"direct\" or \"deny\"");
         }
-        setting_path(path, sizeof(path), prefix, "identity");
+        pol_ld_setting_path(path, sizeof(path), prefix, "identity");
         if (r.action == POL_ACTION_MTLS && !has_identity) {
-            problem(ld, g, path, "required for action \"mtls\"");
+            pol_ld_problem(ld, g, path, "required for action \"mtls\"");
         } else if (r.action != POL_ACTION_MTLS && has_identity) {
-            problem(ld, config_setting_get_member(g, "identity"), path, "only used by action \"mtls\"");
+            pol_ld_problem(ld, config_setting_get_member(g, "identity"), path, "only used by action \"mtls\"");
         } else if (has_identity) {
             r.identity = find_identity(cfg, identity);
             if (r.identity == NULL && !identities_bad) {
-                problem(ld, config_setting_get_member(g, "identity"), path,
+                pol_ld_problem(ld, config_setting_get_member(g, "identity"), path,
                         "no identity is named \"%s\" (see identities)", identity);
             } else if (r.identity == NULL) {
                 // the identity exists but failed to load: reported there already
@@ -674,50 +423,50 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
                     }
                 }
                 if (!known_name) {
-                    problem(ld, config_setting_get_member(g, "identity"), path,
+                    pol_ld_problem(ld, config_setting_get_member(g, "identity"), path,
                             "no identity is named \"%s\" (see identities)", identity);
                 } else {
                     pol_errors_add(ld->errs, "%s:%d: %s: identity \"%s\" did not load (see above)", ld->file,
-                                   line_of(g), path, identity);
+                                   pol_ld_line_of(g), path, identity);
                 }
             }
         }
-        setting_path(path, sizeof(path), prefix, "upstream");
-        int has_upstream = get_string(ld, g, prefix, "upstream", &upstream) == 1;
+        pol_ld_setting_path(path, sizeof(path), prefix, "upstream");
+        int has_upstream = pol_ld_get_string(ld, g, prefix, "upstream", &upstream) == 1;
         if (has_upstream) {
             char host[256];
             if (!gw_http_parse_authority(upstream, strlen(upstream), 0, host, &r.upstream_port)) {
-                problem(ld, config_setting_get_member(g, "upstream"), path,
+                pol_ld_problem(ld, config_setting_get_member(g, "upstream"), path,
                         "expected \"host:port\" or \"[IPv6]:port\", found \"%s\"", upstream);
             } else {
                 r.upstream_host = strdup(host);
             }
         }
         int port = 0;
-        if (get_int(ld, g, prefix, "upstream_port", 1, 65535, &port) == 1) {
+        if (pol_ld_get_int(ld, g, prefix, "upstream_port", 1, 65535, &port) == 1) {
             if (has_upstream) {
-                setting_path(path, sizeof(path), prefix, "upstream_port");
-                problem(ld, config_setting_get_member(g, "upstream_port"), path,
+                pol_ld_setting_path(path, sizeof(path), prefix, "upstream_port");
+                pol_ld_problem(ld, config_setting_get_member(g, "upstream_port"), path,
                         "give the port inside upstream = \"host:port\" instead");
             }
             r.upstream_port = (uint16_t)port;
         }
-        if (get_string(ld, g, prefix, "server_name", &sni) == 1) {
+        if (pol_ld_get_string(ld, g, prefix, "server_name", &sni) == 1) {
             pol_dest d;
-            setting_path(path, sizeof(path), prefix, "server_name");
+            pol_ld_setting_path(path, sizeof(path), prefix, "server_name");
             if (!pol_dest_init(&d, sni, 1)) {
-                problem(ld, config_setting_get_member(g, "server_name"), path,
+                pol_ld_problem(ld, config_setting_get_member(g, "server_name"), path,
                         "expected a host name or IP address, found \"%s\"", sni);
             } else if (r.action != POL_ACTION_MTLS) {
-                problem(ld, config_setting_get_member(g, "server_name"), path, "only used by action \"mtls\"");
+                pol_ld_problem(ld, config_setting_get_member(g, "server_name"), path, "only used by action \"mtls\"");
             } else {
                 r.server_name = strdup(d.host);
             }
         }
         if (r.action == POL_ACTION_DENY && (has_upstream || port)) {
-            problem(ld, g, prefix, "a deny rule takes no upstream");
+            pol_ld_problem(ld, g, prefix, "a deny rule takes no upstream");
         }
-        r.where = where_of(ld, g);
+        r.where = pol_ld_where_of(ld, g);
         r.match_text = strdup(match ? match : "");
         if ((int)pol_errors_count_fatal(ld->errs) != before) {
             free(r.where);
@@ -743,57 +492,27 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     cfg->limits.drain_timeout_s = 30;
     cfg->limits.session_cache_size = 8192;
     int bad = 0;
-    const config_setting_t *g = get_aggregate(ld, root, "", "limits", 1, &bad);
+    const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "limits", 1, &bad);
     if (g == NULL) {
         return;
     }
     static const char *const known[] = {"max_connections", "connect_timeout_ms", "handshake_timeout_ms",
                                         "confirm_ms", "idle_timeout_s", "header_max", "drain_timeout_s",
                                         "session_cache_size", NULL};
-    check_members(ld, g, "limits", known);
-    get_int(ld, g, "limits", "max_connections", 1, 10000000, &cfg->limits.max_connections);
-    get_int(ld, g, "limits", "connect_timeout_ms", 10, 600000, &cfg->limits.connect_timeout_ms);
-    get_int(ld, g, "limits", "handshake_timeout_ms", 10, 600000, &cfg->limits.handshake_timeout_ms);
-    get_int(ld, g, "limits", "confirm_ms", 0, 60000, &cfg->limits.confirm_ms);
-    get_int(ld, g, "limits", "idle_timeout_s", 1, 7 * 86400, &cfg->limits.idle_timeout_s);
-    get_int(ld, g, "limits", "header_max", 1024, GW_HEADER_MAX, &cfg->limits.header_max);
-    get_int(ld, g, "limits", "drain_timeout_s", 0, 86400, &cfg->limits.drain_timeout_s);
-    get_int(ld, g, "limits", "session_cache_size", 1, 1000000, &cfg->limits.session_cache_size);
-}
-
-// load_cidr_list reads the list of IP addresses / CIDRs |name| of |root| into |out|, or
-// |defaults| (|num_defaults| of them) when the setting is absent.
-static void load_cidr_list(loader *ld, const config_setting_t *root, const char *name, const char *const *defaults,
-                           int num_defaults, pol_cidr **out, size_t *out_len) {
-    int bad = 0;
-    const char *dot = strrchr(name, '.');
-    const config_setting_t *list = get_aggregate(ld, root, "", dot ? dot + 1 : name, 0, &bad);
-    int n = list ? config_setting_length(list) : num_defaults;
-    *out = calloc((size_t)n + 1, sizeof(**out));
-    *out_len = 0;
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *e = list ? config_setting_get_elem(list, (unsigned)i) : NULL;
-        const char *v = list ? (config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "")
-                             : defaults[i];
-        pol_match m;
-        char err[300];
-        // A CIDR pattern without port is exactly what these lists take.
-        if (!pol_match_parse(v, &m, err, sizeof(err)) || m.kind != POL_MATCH_CIDR || m.port_lo != 1 ||
-            m.port_hi != 65535) {
-            problem(ld, e ? e : list, name, "expected an IP address or CIDR like \"127.0.0.0/8\", found \"%s\"", v);
-            continue;
-        }
-        pol_cidr *c = &(*out)[(*out_len)++];
-        c->family = m.family;
-        memcpy(c->addr, m.addr, 16);
-        c->prefix_len = m.prefix_len;
-        c->text = strdup(v);
-    }
+    pol_ld_check_members(ld, g, "limits", known);
+    pol_ld_get_int(ld, g, "limits", "max_connections", 1, 10000000, &cfg->limits.max_connections);
+    pol_ld_get_int(ld, g, "limits", "connect_timeout_ms", 10, 600000, &cfg->limits.connect_timeout_ms);
+    pol_ld_get_int(ld, g, "limits", "handshake_timeout_ms", 10, 600000, &cfg->limits.handshake_timeout_ms);
+    pol_ld_get_int(ld, g, "limits", "confirm_ms", 0, 60000, &cfg->limits.confirm_ms);
+    pol_ld_get_int(ld, g, "limits", "idle_timeout_s", 1, 7 * 86400, &cfg->limits.idle_timeout_s);
+    pol_ld_get_int(ld, g, "limits", "header_max", 1024, GW_HEADER_MAX, &cfg->limits.header_max);
+    pol_ld_get_int(ld, g, "limits", "drain_timeout_s", 0, 86400, &cfg->limits.drain_timeout_s);
+    pol_ld_get_int(ld, g, "limits", "session_cache_size", 1, 1000000, &cfg->limits.session_cache_size);
 }
 
 static void load_allow(loader *ld, const config_setting_t *root) {
     static const char *const loopback[] = {"127.0.0.0/8", "::1/128"};
-    load_cidr_list(ld, root, "allow", loopback, 2, &ld->cfg->allow, &ld->cfg->num_allow);
+    pol_ld_cidr_list(ld, root, "allow", loopback, 2, &ld->cfg->allow, &ld->cfg->num_allow);
 }
 
 // load_deny_addresses: addresses never connected to, whatever name or rule led there.
@@ -801,7 +520,7 @@ static void load_allow(loader *ld, const config_setting_t *root) {
 static void load_deny_addresses(loader *ld, const config_setting_t *root) {
     static const char *const fenced[] = {"0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10"};
     pol_config *cfg = ld->cfg;
-    load_cidr_list(ld, root, "deny_addresses", fenced, 4, &cfg->deny_addresses, &cfg->num_deny_addresses);
+    pol_ld_cidr_list(ld, root, "deny_addresses", fenced, 4, &cfg->deny_addresses, &cfg->num_deny_addresses);
     for (size_t i = 0; i < cfg->num_rules; i++) {
         const pol_rule *r = &cfg->rules[i];
         pol_dest d;
@@ -822,29 +541,29 @@ static void load_log(loader *ld, const config_setting_t *root) {
     cfg->log_format = GW_LOG_TEXT;
     const char *access = "stderr";
     int bad = 0;
-    const config_setting_t *g = get_aggregate(ld, root, "", "log", 1, &bad);
+    const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "log", 1, &bad);
     if (g != NULL) {
         static const char *const known[] = {"level", "format", "access", NULL};
-        check_members(ld, g, "log", known);
+        pol_ld_check_members(ld, g, "log", known);
         const char *v;
-        if (get_string(ld, g, "log", "level", &v) == 1 && !gw_log_parse_level(v, &cfg->log_level)) {
-            problem(ld, config_setting_get_member(g, "level"), "log.level",
+        if (pol_ld_get_string(ld, g, "log", "level", &v) == 1 && !gw_log_parse_level(v, &cfg->log_level)) {
+            pol_ld_problem(ld, config_setting_get_member(g, "level"), "log.level",
                     "expected \"error\", \"warn\", \"info\" or \"debug\", found \"%s\"", v);
         }
-        if (get_string(ld, g, "log", "format", &v) == 1) {
+        if (pol_ld_get_string(ld, g, "log", "format", &v) == 1) {
             if (strcmp(v, "json") == 0) {
                 cfg->log_format = GW_LOG_JSON;
             } else if (strcmp(v, "text") != 0) {
-                problem(ld, config_setting_get_member(g, "format"), "log.format",
+                pol_ld_problem(ld, config_setting_get_member(g, "format"), "log.format",
                         "expected \"text\" (logfmt) or \"json\", found \"%s\"", v);
             }
         }
-        get_string(ld, g, "log", "access", &access);
+        pol_ld_get_string(ld, g, "log", "access", &access);
     }
     if (strcmp(access, "stderr") == 0 || strcmp(access, "stdout") == 0 || strcmp(access, "off") == 0) {
         cfg->log_access = strdup(access);
     } else {
-        cfg->log_access = resolve_path(ld, access);
+        cfg->log_access = pol_ld_resolve_path(ld, access);
     }
 }
 
@@ -859,24 +578,24 @@ static int is_loopback(const struct sockaddr *sa) {
 static void load_admin(loader *ld, const config_setting_t *root) {
     pol_config *cfg = ld->cfg;
     int bad = 0;
-    const config_setting_t *g = get_aggregate(ld, root, "", "admin", 1, &bad);
+    const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "admin", 1, &bad);
     if (g == NULL) {
         return;
     }
     static const char *const known[] = {"address", "allow", NULL};
-    check_members(ld, g, "admin", known);
+    pol_ld_check_members(ld, g, "admin", known);
     static const char *const loopback[] = {"127.0.0.0/8", "::1/128"};
     int explicit_allow = config_setting_get_member(g, "allow") != NULL;
-    load_cidr_list(ld, g, "admin.allow", loopback, 2, &cfg->admin_allow, &cfg->num_admin_allow);
+    pol_ld_cidr_list(ld, g, "admin.allow", loopback, 2, &cfg->admin_allow, &cfg->num_admin_allow);
     const char *v;
-    if (get_string(ld, g, "admin", "address", &v) == 1) {
+    if (pol_ld_get_string(ld, g, "admin", "address", &v) == 1) {
         if (!pol_parse_socket_address(v, &cfg->admin_addr, &cfg->admin_addr_len)) {
-            problem(ld, config_setting_get_member(g, "address"), "admin.address",
+            pol_ld_problem(ld, config_setting_get_member(g, "address"), "admin.address",
                     "expected \"IPv4:port\" or \"[IPv6]:port\", found \"%s\"", v);
         } else if (!is_loopback((const struct sockaddr *)&cfg->admin_addr) && !explicit_allow) {
             // /metrics and /identities describe every identity and destination: reachable
             // from elsewhere only when the operator says from where.
-            problem(ld, config_setting_get_member(g, "address"), "admin.address",
+            pol_ld_problem(ld, config_setting_get_member(g, "address"), "admin.address",
                     "%s is not a loopback address: set admin.allow to the networks that may read /metrics and "
                     "/identities (e.g. allow = [ \"10.0.0.0/8\" ];)", v);
         } else {
@@ -892,29 +611,29 @@ static void users_problem(void *arg, const char *msg) {
 static void load_auth(loader *ld, const config_setting_t *root) {
     pol_config *cfg = ld->cfg;
     int bad = 0;
-    const config_setting_t *g = get_aggregate(ld, root, "", "auth", 1, &bad);
+    const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "auth", 1, &bad);
     if (g == NULL) {
         return;
     }
     static const char *const known[] = {"users_file", NULL};
-    check_members(ld, g, "auth", known);
+    pol_ld_check_members(ld, g, "auth", known);
     const char *v;
-    if (get_string(ld, g, "auth", "users_file", &v) != 1) {
-        problem(ld, g, "auth.users_file", "expected the path of a users file (lines made by: mtlsgw passwd NAME)");
+    if (pol_ld_get_string(ld, g, "auth", "users_file", &v) != 1) {
+        pol_ld_problem(ld, g, "auth.users_file", "expected the path of a users file (lines made by: mtlsgw passwd NAME)");
         return;
     }
-    cfg->users_file = resolve_path(ld, v);
+    cfg->users_file = pol_ld_resolve_path(ld, v);
     size_t before = pol_errors_count_fatal(ld->errs);
     cfg->users = pol_users_load(cfg->users_file, users_problem, ld);
     if (cfg->users == NULL && pol_errors_count_fatal(ld->errs) == before) {
-        problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file", "cannot load %s", cfg->users_file);
+        pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file", "cannot load %s", cfg->users_file);
     } else if (cfg->users != NULL && cfg->users->num_users == 0) {
-        problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
+        pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
                 "%s has no users: nobody could use the proxy", cfg->users_file);
     }
     struct stat st;
     if (cfg->users != NULL && stat(cfg->users_file, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
-        problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
+        pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
                 "warning: %s has mode %04o: readable by others; chmod 600 it", cfg->users_file,
                 (unsigned)(st.st_mode & 07777));
     }
@@ -949,9 +668,9 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     loader ld = {cfg, errs, path};
     const config_setting_t *root = config_root_setting(&lc);
     size_t before = pol_errors_count_fatal(errs);
-    check_members(&ld, root, "", top_known);
+    pol_ld_check_members(&ld, root, "", top_known);
     cfg->workers = 0;
-    get_int(&ld, root, "", "workers", 0, 256, &cfg->workers);
+    pol_ld_get_int(&ld, root, "", "workers", 0, 256, &cfg->workers);
     load_listeners(&ld, root);
     load_resolver(&ld, root);
     size_t before_ids = pol_errors_count_fatal(errs);
@@ -964,12 +683,12 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     load_admin(&ld, root);
     load_auth(&ld, root);
     const char *user;
-    if (get_string(&ld, root, "", "user", &user) == 1) {
+    if (pol_ld_get_string(&ld, root, "", "user", &user) == 1) {
         if (user[0] == '\0') {
-            problem(&ld, config_setting_get_member(root, "user"), "user", "expected a user name to run as");
+            pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "expected a user name to run as");
         } else if (getpwnam(user) == NULL) {
             // Found now, so that `check` says it, not a failed start as root.
-            problem(&ld, config_setting_get_member(root, "user"), "user", "no such user \"%s\" on this system", user);
+            pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "no such user \"%s\" on this system", user);
         } else {
             cfg->user = strdup(user);
         }
@@ -1040,77 +759,6 @@ void pol_config_unref(pol_config *cfg) {
 const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d) {
     long i = pol_index_lookup(cfg->index, d);
     return i < 0 ? NULL : &cfg->rules[i];
-}
-
-static int cidr_contains(const pol_cidr *c, int family, const uint8_t *addr) {
-    if (c->family != family) {
-        return 0;
-    }
-    size_t full = (size_t)c->prefix_len / 8;
-    if (memcmp(c->addr, addr, full) != 0) {
-        return 0;
-    }
-    int rest = c->prefix_len % 8;
-    if (rest == 0) {
-        return 1;
-    }
-    uint8_t mask = (uint8_t)(0xff << (8 - rest));
-    return (addr[full] & mask) == (c->addr[full] & mask);
-}
-
-// unmap turns an IPv4-mapped IPv6 address into the IPv4 address it is.
-static int unmap(int family, const uint8_t *addr, uint8_t out[16]) {
-    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    memset(out, 0, 16);
-    if (family == AF_INET6 && memcmp(addr, prefix, 12) == 0) {
-        memcpy(out, addr + 12, 4);
-        return AF_INET;
-    }
-    memcpy(out, addr, family == AF_INET ? 4 : 16);
-    return family;
-}
-
-static int list_allows(const pol_cidr *list, size_t n, const struct sockaddr *sa) {
-    uint8_t a[16];
-    int family;
-    if (sa->sa_family == AF_INET) {
-        family = unmap(AF_INET, (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr, a);
-    } else if (sa->sa_family == AF_INET6) {
-        family = unmap(AF_INET6, (const uint8_t *)&((const struct sockaddr_in6 *)sa)->sin6_addr, a);
-    } else {
-        return sa->sa_family == AF_UNIX;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (cidr_contains(&list[i], family, a)) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa) {
-    return list_allows(cfg->allow, cfg->num_allow, sa);
-}
-
-int pol_config_admin_allows(const pol_config *cfg, const struct sockaddr *sa) {
-    return list_allows(cfg->admin_allow, cfg->num_admin_allow, sa);
-}
-
-const pol_cidr *pol_config_denied_address(const pol_config *cfg, int family, const uint8_t *addr) {
-    static const pol_cidr unspecified[] = {{AF_INET, {0}, 32, "0.0.0.0"}, {AF_INET6, {0}, 128, "::"}};
-    uint8_t a[16];
-    family = unmap(family, addr, a);
-    for (size_t i = 0; i < 2; i++) {
-        if (cidr_contains(&unspecified[i], family, a)) {
-            return &unspecified[i];  // Linux connects it to this host: never, whatever the list says
-        }
-    }
-    for (size_t i = 0; i < cfg->num_deny_addresses; i++) {
-        if (cidr_contains(&cfg->deny_addresses[i], family, a)) {
-            return &cfg->deny_addresses[i];
-        }
-    }
-    return NULL;
 }
 
 static int same_string(const char *a, const char *b) {

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "gateway/log.h"
+#include "gateway/base/log.h"
 #include "policy/match.h"
 #include "policy/rules.h"
 

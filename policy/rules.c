@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/base/hash.h"
+
 typedef struct {
     uint32_t rule;
     uint16_t port_lo, port_hi;
@@ -34,12 +36,7 @@ struct pol_index {
 };
 
 static uint64_t hash_bytes(const uint8_t *p, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    return gw_hash_bytes(GW_HASH_INIT, p, n);
 }
 
 static int list_push(entry_list *l, const pol_match *m, uint32_t rule) {

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "gateway/base/hash.h"
+
 #define CACHE_BUCKETS 1024
 #define CACHE_MAX 8192
 
@@ -203,11 +205,7 @@ int res_resolver_busy(const res_resolver *r) {
 }
 
 static size_t bucket_of(const char *name) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *name; name++) {
-        h = (h ^ (uint8_t)*name) * 1099511628211ull;
-    }
-    return (size_t)(h % CACHE_BUCKETS);
+    return (size_t)(gw_hash_string(GW_HASH_INIT, name) % CACHE_BUCKETS);
 }
 
 static cache_entry *cache_find(res_resolver *r, const char *name) {

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gateway/loop.h"
+#include "gateway/base/loop.h"
 #include "policy/config.h"
 
 #define RES_MAX_ADDRS 16

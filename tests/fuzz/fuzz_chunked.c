@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "gateway/h1.h"
+#include "gateway/proto/h1.h"
 
 static long scan(const uint8_t *p, size_t len, size_t piece, int *out_done) {
     gw_chunked c;

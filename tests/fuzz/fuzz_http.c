@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/h1.h"
-#include "gateway/http.h"
+#include "gateway/proto/h1.h"
+#include "gateway/proto/http.h"
 
 static int inside(const char *p, size_t n, const uint8_t *data, size_t size) {
     return n == 0 || ((const uint8_t *)p >= data && (const uint8_t *)p + n <= data + size);

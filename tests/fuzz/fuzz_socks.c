@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/socks.h"
+#include "gateway/proto/socks.h"
 
 static void check_request(gw_socks_status st, size_t used, size_t len, const gw_socks_request *r) {
     if (st == GW_SOCKS_OK || st == GW_SOCKS_ERR_COMMAND) {

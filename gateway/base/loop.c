@@ -1,0 +1,251 @@
+#include "gateway/base/loop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GW_LOOP_BATCH 256
+
+typedef struct {
+    void (*fn)(void *);
+    void *ptr;
+} gw_deferred;
+
+struct gw_loop {
+    int epfd;
+    int stopping;
+    uint64_t now_ms;
+    uint64_t timer_seq;
+    gw_timer **heap;  // binary min-heap on deadline_ms
+    size_t heap_len, heap_cap;
+    gw_deferred *deferred;
+    size_t deferred_len, deferred_cap;
+    // Watchers removed while a batch is dispatched: their later events are dropped.
+    struct epoll_event events[GW_LOOP_BATCH];
+    int batch_len, batch_pos;
+};
+
+uint64_t gw_monotonic_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t gw_monotonic_ms(void) {
+    return gw_monotonic_us() / 1000u;
+}
+
+gw_loop *gw_loop_new(void) {
+    gw_loop *loop = calloc(1, sizeof(*loop));
+    if (loop == NULL) {
+        return NULL;
+    }
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0) {
+        free(loop);
+        return NULL;
+    }
+    loop->now_ms = gw_monotonic_ms();
+    return loop;
+}
+
+static void run_deferred(gw_loop *loop) {
+    // A free function may defer more frees; take the list as it grows.
+    for (size_t i = 0; i < loop->deferred_len; i++) {
+        loop->deferred[i].fn(loop->deferred[i].ptr);
+    }
+    loop->deferred_len = 0;
+}
+
+void gw_loop_free(gw_loop *loop) {
+    if (loop == NULL) {
+        return;
+    }
+    run_deferred(loop);
+    close(loop->epfd);
+    free(loop->heap);
+    free(loop->deferred);
+    free(loop);
+}
+
+void gw_loop_stop(gw_loop *loop) {
+    loop->stopping = 1;
+}
+
+uint64_t gw_loop_now(const gw_loop *loop) {
+    return loop->now_ms;
+}
+
+void gw_watcher_init(gw_watcher *w, int fd, gw_io_fn fn, void *data) {
+    w->fd = fd;
+    w->events = 0;
+    w->fn = fn;
+    w->data = data;
+}
+
+int gw_watcher_set(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    if (events == w->events) {
+        return 1;
+    }
+    if (events == 0) {
+        gw_watcher_remove(loop, w);
+        return 1;
+    }
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+    int op = w->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    if (epoll_ctl(loop->epfd, op, w->fd, &ev) != 0) {
+        return 0;
+    }
+    w->events = events;
+    return 1;
+}
+
+void gw_watcher_remove(gw_loop *loop, gw_watcher *w) {
+    if (w->events != 0 && w->fd >= 0) {
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    }
+    w->events = 0;
+    // Drop events for |w| still waiting in the current batch.
+    for (int i = loop->batch_pos; i < loop->batch_len; i++) {
+        if (loop->events[i].data.ptr == w) {
+            loop->events[i].data.ptr = NULL;
+        }
+    }
+}
+
+void gw_timer_init(gw_timer *t, gw_timer_fn fn, void *data) {
+    t->deadline_ms = 0;
+    t->heap_index = SIZE_MAX;
+    t->fn = fn;
+    t->data = data;
+}
+
+static void heap_swap(gw_loop *loop, size_t a, size_t b) {
+    gw_timer *ta = loop->heap[a];
+    loop->heap[a] = loop->heap[b];
+    loop->heap[b] = ta;
+    loop->heap[a]->heap_index = a;
+    loop->heap[b]->heap_index = b;
+}
+
+static int earlier(const gw_timer *a, const gw_timer *b) {
+    return a->deadline_ms < b->deadline_ms || (a->deadline_ms == b->deadline_ms && a->seq < b->seq);
+}
+
+static void heap_up(gw_loop *loop, size_t i) {
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!earlier(loop->heap[i], loop->heap[parent])) {
+            break;
+        }
+        heap_swap(loop, i, parent);
+        i = parent;
+    }
+}
+
+static void heap_down(gw_loop *loop, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < loop->heap_len && earlier(loop->heap[l], loop->heap[m])) {
+            m = l;
+        }
+        if (r < loop->heap_len && earlier(loop->heap[r], loop->heap[m])) {
+            m = r;
+        }
+        if (m == i) {
+            return;
+        }
+        heap_swap(loop, i, m);
+        i = m;
+    }
+}
+
+void gw_timer_stop(gw_loop *loop, gw_timer *t) {
+    size_t i = t->heap_index;
+    if (i == SIZE_MAX) {
+        return;
+    }
+    loop->heap_len--;
+    if (i != loop->heap_len) {
+        loop->heap[i] = loop->heap[loop->heap_len];
+        loop->heap[i]->heap_index = i;
+        heap_down(loop, i);
+        heap_up(loop, i);
+    }
+    t->heap_index = SIZE_MAX;
+}
+
+void gw_timer_start(gw_loop *loop, gw_timer *t, uint64_t after_ms) {
+    gw_timer_stop(loop, t);
+    if (loop->heap_len == loop->heap_cap) {
+        size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 64;
+        gw_timer **heap = realloc(loop->heap, cap * sizeof(*heap));
+        if (heap == NULL) {
+            abort();  // out of memory while arming a timer: no safe way to continue
+        }
+        loop->heap = heap;
+        loop->heap_cap = cap;
+    }
+    t->deadline_ms = loop->now_ms + after_ms;
+    t->seq = loop->timer_seq++;
+    t->heap_index = loop->heap_len;
+    loop->heap[loop->heap_len++] = t;
+    heap_up(loop, t->heap_index);
+}
+
+void gw_loop_defer_free(gw_loop *loop, void (*free_fn)(void *), void *ptr) {
+    if (loop->deferred_len == loop->deferred_cap) {
+        size_t cap = loop->deferred_cap ? loop->deferred_cap * 2 : 64;
+        gw_deferred *d = realloc(loop->deferred, cap * sizeof(*d));
+        if (d == NULL) {
+            abort();
+        }
+        loop->deferred = d;
+        loop->deferred_cap = cap;
+    }
+    loop->deferred[loop->deferred_len++] = (gw_deferred){free_fn, ptr};
+}
+
+static void run_timers(gw_loop *loop) {
+    uint64_t seq_limit = loop->timer_seq;
+    while (loop->heap_len > 0 && loop->heap[0]->deadline_ms <= loop->now_ms &&
+           loop->heap[0]->seq < seq_limit) {
+        gw_timer *t = loop->heap[0];
+        gw_timer_stop(loop, t);
+        t->fn(loop, t);
+    }
+}
+
+void gw_loop_run(gw_loop *loop) {
+    while (!loop->stopping) {
+        int timeout = -1;
+        if (loop->heap_len > 0) {
+            uint64_t d = loop->heap[0]->deadline_ms;
+            timeout = d <= loop->now_ms ? 0 : (int)(d - loop->now_ms > 60000 ? 60000 : d - loop->now_ms);
+        }
+        int n = epoll_wait(loop->epfd, loop->events, GW_LOOP_BATCH, timeout);
+        loop->now_ms = gw_monotonic_ms();
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            abort();  // EBADF/EINVAL: the loop itself is broken
+        }
+        loop->batch_len = n;
+        for (loop->batch_pos = 0; loop->batch_pos < n;) {
+            struct epoll_event *ev = &loop->events[loop->batch_pos++];
+            gw_watcher *w = ev->data.ptr;
+            if (w != NULL && w->fn != NULL) {
+                w->fn(loop, w, ev->events);
+            }
+        }
+        loop->batch_len = loop->batch_pos = 0;
+        run_timers(loop);
+        run_deferred(loop);
+    }
+    run_deferred(loop);
+    loop->stopping = 0;  // the loop may be run again
+}

@@ -1,0 +1,348 @@
+// explain: `mtlsgw check` (load everything `run` loads) and `mtlsgw explain HOST:PORT
+// [--connect]` (which rule decides, and what a connection through it shows).
+#include "gateway/cli/commands.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <openssl/bn.h>
+#include <openssl/ec_key.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/mem.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gateway/base/loop.h"
+#include "gateway/base/netutil.h"
+#include "gateway/report.h"
+#include "gateway/upstream/sesscache.h"
+#include "gateway/upstream/upstream.h"
+#include "policy/identity.h"
+#include "policy/users.h"
+#include "resolver/resolver.h"
+#include <ares.h>
+#include <libconfig.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/resource.h>
+
+#include "gateway/admin.h"
+#include "gateway/base/hash.h"
+#include "gateway/proto/http.h"
+#include "gateway/tunnel/metrics.h"
+#include "gateway/base/log.h"
+#include "gateway/tunnel/tunnel.h"
+#include "gateway/worker.h"
+#include "policy/config.h"
+
+static const char check_usage[] =
+    "usage: mtlsgw check -c FILE\n\n"
+    "Loads FILE with the code `run` uses, identities included. Prints \"configuration OK\" or\n"
+    "every problem as file:line: setting: what was expected, and exits 1.\n";
+
+static const char explain_usage[] =
+    "usage: mtlsgw explain -c FILE HOST[:PORT] [--connect]\n\n"
+    "Shows the rule (file:line) deciding HOST:PORT (default port 443), its action, identity,\n"
+    "upstream and server name. With --connect it also resolves the upstream, connects and\n"
+    "handshakes twice: the server chain, TLS version and cipher, whether the server accepted\n"
+    "our certificate, and whether the second handshake resumed. Exit 1 if that fails.\n";
+
+int gw_cmd_check(int argc, char **argv) {
+    gw_cmd_opts o;
+    gw_cmd_parse(argc, argv, GW_OPT_CONFIG, check_usage, &o);
+    if (o.num_args > 0) {
+        fprintf(stderr, "mtlsgw check: unexpected argument \"%s\"\n\n%s", o.args[0], check_usage);
+        return 2;
+    }
+    const char *path = o.config;
+    pol_config *cfg = gw_load_or_report(path);
+    if (cfg == NULL) {
+        return 1;
+    }
+    printf("configuration OK: %zu listeners, %zu identities, %zu rules\n", cfg->num_listeners,
+           cfg->num_identities, cfg->num_rules);
+    pol_config_unref(cfg);
+    return 0;
+}
+
+int gw_cmd_explain(int argc, char **argv) {
+    gw_cmd_opts o;
+    gw_cmd_parse(argc, argv, GW_OPT_CONFIG | GW_OPT_CONNECT, explain_usage, &o);
+    if (o.num_args != 1) {
+        fprintf(stderr, "mtlsgw explain: one HOST[:PORT] is required\n\n%s", explain_usage);
+        return 2;
+    }
+    const char *path = o.config;
+    const char *target = o.args[0];
+    char host[256];
+    uint16_t port;
+    if (!gw_http_parse_authority(target, strlen(target), 443, host, &port)) {
+        fprintf(stderr, "mtlsgw explain: \"%s\" is not HOST, HOST:PORT or [IPv6]:PORT\n", target);
+        return 2;
+    }
+    pol_config *cfg = gw_load_or_report(path);
+    if (cfg == NULL) {
+        return 1;
+    }
+    pol_dest d;
+    if (!pol_dest_init(&d, host, port)) {
+        fprintf(stderr, "mtlsgw explain: \"%s\" is not a valid host name or address\n", host);
+        pol_config_unref(cfg);
+        return 2;
+    }
+    const pol_rule *r = pol_config_lookup(cfg, &d);
+    printf("destination  %s:%u\n", d.host, d.port);
+    if (r == NULL) {
+        printf("rule         none (default deny)\naction       deny\n");
+        pol_config_unref(cfg);
+        return 0;
+    }
+    printf("rule         %s  match \"%s\"\n", r->where, r->match_text);
+    printf("action       %s\n", pol_action_name(r->action));
+    if (r->action != POL_ACTION_DENY) {
+        const char *h = r->upstream_host ? r->upstream_host : d.host;
+        uint16_t p = r->upstream_port ? r->upstream_port : d.port;
+        printf("upstream     %s:%u\n", h, p);
+        if (r->action == POL_ACTION_MTLS) {
+            const char *sni = r->server_name ? r->server_name : h;
+            printf("identity     %s  (%s)\n", r->identity->spec.name, r->identity->subject);
+            printf("server name  %s%s\n", sni, gw_host_is_ip(sni) ? "  (IP: no SNI, checked against IP SANs)" : "");
+        }
+    }
+    int rc = 0;
+    if (o.connect && r->action != POL_ACTION_DENY) {
+        rc = gw_explain_connect(cfg, r, d.host, d.port);
+    }
+    pol_config_unref(cfg);
+    return rc;
+}
+
+// ---- explain --connect ----
+
+typedef struct {
+    gw_loop *loop;
+    int done;
+    res_status status;
+    res_addr addrs[RES_MAX_ADDRS];
+    size_t n;
+} lookup;
+
+static void on_lookup(void *arg, res_status status, const res_addr *addrs, size_t n) {
+    lookup *l = arg;
+    l->done = 1;
+    l->status = status;
+    l->n = n < RES_MAX_ADDRS ? n : RES_MAX_ADDRS;
+    memcpy(l->addrs, addrs, l->n * sizeof(*addrs));
+    gw_loop_stop(l->loop);
+}
+
+static void on_lookup_timeout(gw_loop *loop, gw_timer *t) {
+    gw_loop_stop(loop);
+}
+
+static double elapsed_ms(uint64_t since_us) {
+    return (double)(gw_monotonic_us() - since_us) / 1e3;
+}
+
+// wait_fd waits until |fd| is readable (|events| POLLIN) or writable; 0 on timeout.
+static int wait_fd(int fd, short events, int timeout_ms) {
+    struct pollfd p = {fd, events, 0};
+    int r;
+    do {
+        r = poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
+// handshake runs one connection to |sa| to its end: connect, handshake, the wait for the
+// server's verdict on our certificate. Returns 1 if the server accepted us.
+static int handshake(const pol_config *cfg, const pol_rule *r, const struct sockaddr *sa, socklen_t sl,
+                     const char *sni, const char *key, int print_details) {
+    gw_upstream u;
+    gw_upstream_init(&u);
+    char reason[700];
+    gw_err err = gw_upstream_connect(&u, sa, sl, reason, sizeof(reason));
+    if (err == GW_ERR_NONE && !wait_fd(u.fd, POLLOUT, cfg->limits.connect_timeout_ms)) {
+        snprintf(reason, sizeof(reason), "connect timed out after %d ms", cfg->limits.connect_timeout_ms);
+        err = GW_ERR_CONNECT_TIMEOUT;
+    }
+    if (err == GW_ERR_NONE) {
+        err = gw_upstream_connect_result(&u, reason, sizeof(reason));
+    }
+    if (err != GW_ERR_NONE) {
+        printf("connect      FAILED: %s\n", reason);
+        gw_upstream_close(&u);
+        return 0;
+    }
+    if (r->action != POL_ACTION_MTLS) {
+        printf("connect      ok (plain TCP: action %s)\n", pol_action_name(r->action));
+        gw_upstream_close(&u);
+        return 1;
+    }
+    uint64_t t0 = gw_monotonic_us(), t1;
+    if (!gw_upstream_tls_begin(&u, r->identity, sni, key, NULL)) {
+        printf("tls          FAILED: cannot create a TLS connection\n");
+        gw_upstream_close(&u);
+        return 0;
+    }
+    gw_step st;
+    while ((st = gw_upstream_tls_step(&u, &err, reason, sizeof(reason))) == GW_STEP_WANT_READ ||
+           st == GW_STEP_WANT_WRITE) {
+        if (!wait_fd(u.fd, st == GW_STEP_WANT_READ ? POLLIN : POLLOUT, cfg->limits.handshake_timeout_ms)) {
+            st = GW_STEP_FAILED;
+            snprintf(reason, sizeof(reason), "TLS handshake timed out after %d ms", cfg->limits.handshake_timeout_ms);
+            break;
+        }
+    }
+    double ms = elapsed_ms(t0);
+    t1 = gw_monotonic_us();
+    if (st == GW_STEP_FAILED) {
+        printf("tls          FAILED after %.1f ms: %s\n", ms, reason);
+        gw_upstream_close(&u);
+        return 0;
+    }
+    SSL *ssl = u.ssl;
+    int resumed = SSL_session_reused(ssl);
+    if (print_details) {
+        printf("tls          %s  %s  (%s handshake, %.1f ms)\n", SSL_get_version(ssl),
+               SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)), resumed ? "resumed" : "full", ms);
+        STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+        printf("server chain (verified: chain to the trust of \"%s\", name \"%s\"%s%s)\n", r->identity->spec.name, sni,
+               r->identity->spec.crl ? ", CRL" : "", r->identity->spec.num_pins ? ", pins" : "");
+        for (size_t i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+            X509 *c = sk_X509_value(chain, i);
+            char subj[256], iss[256], na[40];
+            X509_NAME_oneline(X509_get_subject_name(c), subj, sizeof(subj));
+            X509_NAME_oneline(X509_get_issuer_name(c), iss, sizeof(iss));
+            int days = 0, secs = 0;
+            ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(c));
+            gw_format_utc(time(NULL) + (time_t)days * 86400 + secs, na, sizeof(na));
+            printf("  %zu  %s\n     issuer %s, not after %s\n", i, subj, iss, na);
+        }
+    } else {
+        printf("tls          %s  (%s handshake, %.1f ms)\n", SSL_get_version(ssl), resumed ? "resumed" : "full", ms);
+    }
+    int accepted = 1;
+    const char *why = "";
+    if (!u.cert_requested && !resumed) {
+        why = "the server did not ask for a client certificate";
+    } else if (resumed) {
+        why = "resumed: the server accepted this identity's session";
+    } else if (SSL_version(ssl) < TLS1_3_VERSION) {
+        why = "TLS 1.2: the server accepted it during the handshake";
+    } else {
+        // TLS 1.3: the verdict comes after the handshake, as in the gateway's confirm window.
+        int limit = cfg->limits.confirm_ms > 0 ? cfg->limits.confirm_ms : 1000, graced = 0;
+        why = "no answer within confirm_ms: nothing says it was rejected";
+        for (;;) {
+            st = gw_upstream_confirm_step(&u, &err, reason, sizeof(reason));
+            if (st == GW_STEP_DONE) {
+                why = "the server sent data";
+                break;
+            }
+            if (st == GW_STEP_FAILED) {
+                accepted = 0;
+                why = reason;
+                break;
+            }
+            int elapsed = (int)elapsed_ms(t1);
+            if (u.ticket_seen && !graced) {
+                graced = 1;
+                int grace = elapsed + (cfg->limits.confirm_ms > 0 ? cfg->limits.confirm_ms / 4 : 250);
+                limit = grace < limit ? grace : limit;
+                why = "the server sent a session ticket and did not close (an HTTP server may still answer 400 to requests)";
+            }
+            if (elapsed >= limit) {
+                break;
+            }
+            wait_fd(u.fd, POLLIN, limit - elapsed);
+        }
+    }
+    printf("client cert  %s: %s\n", accepted ? "accepted" : "REJECTED", why);
+    if (accepted) {
+        gw_upstream_confirm(&u);  // its sessions go to the cache, for the second handshake
+    }
+    gw_upstream_close(&u);
+    return accepted;
+}
+
+int gw_explain_connect(const pol_config *cfg, const pol_rule *r, const char *host, uint16_t port) {
+    const char *connect_host = r->upstream_host ? r->upstream_host : host;
+    uint16_t connect_port = r->upstream_port ? r->upstream_port : port;
+    const char *sni = r->server_name ? r->server_name : connect_host;
+    char err[300];
+    gw_loop *loop = gw_loop_new();
+    res_resolver *res = loop ? res_resolver_new(loop, cfg, err, sizeof(err)) : NULL;
+    if (res == NULL) {
+        printf("resolve      FAILED: %s\n", loop ? err : strerror(errno));
+        gw_loop_free(loop);
+        return 1;
+    }
+    lookup l = {.loop = loop};
+    gw_timer timer;
+    gw_timer_init(&timer, on_lookup_timeout, NULL);
+    res_query *q = res_resolve(res, connect_host, on_lookup, &l);
+    if (!l.done) {
+        gw_timer_start(loop, &timer, (uint64_t)cfg->resolver.timeout_ms * (uint64_t)cfg->resolver.tries * 2 + 1000);
+        gw_loop_run(loop);
+        gw_timer_stop(loop, &timer);
+    }
+    if (!l.done) {
+        res_query_detach(q);
+    }
+    res_resolver_free(res);
+    gw_loop_free(loop);
+    if (!l.done || l.status != RES_OK) {
+        printf("resolve      FAILED: %s: %s\n", connect_host, l.done ? res_status_text(l.status) : "timed out");
+        return 1;
+    }
+    char list[600] = "";
+    size_t n = 0;
+    struct sockaddr_storage first;
+    socklen_t first_len = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = gw_sockaddr_from(&ss, l.addrs[i].family, l.addrs[i].addr, connect_port);
+        char a[120];
+        gw_format_addr((struct sockaddr *)&ss, a, sizeof(a));
+        // The gateway never connects to an address in deny_addresses: neither does explain.
+        const pol_cidr *denied = pol_config_denied_address(cfg, l.addrs[i].family, l.addrs[i].addr);
+        if (denied != NULL) {
+            size_t al = strlen(a);
+            snprintf(a + al, sizeof(a) - al, " (in deny_addresses: %s)", denied->text);
+        } else if (first_len == 0) {
+            first = ss;
+            first_len = sl;
+        }
+        if (n + strlen(a) + 3 < sizeof(list)) {
+            n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i ? ", " : "", a);
+        }
+    }
+    printf("resolve      %s -> %s\n", connect_host, list);
+    if (first_len == 0) {
+        printf("result       FAILED: every address is in deny_addresses\n");
+        return 1;
+    }
+    char key[600];
+    snprintf(key, sizeof(key), "explain|%s|%u|%s", connect_host, connect_port, sni);
+    printf("-- first connection\n");
+    int ok = handshake(cfg, r, (struct sockaddr *)&first, first_len, sni, key, 1);
+    if (ok && r->action == POL_ACTION_MTLS) {
+        printf("-- second connection (session resumption)\n");
+        ok = handshake(cfg, r, (struct sockaddr *)&first, first_len, sni, key, 0);
+    }
+    gw_sesscache_clear();
+    printf("result       %s\n", ok ? "ok" : "FAILED");
+    return ok ? 0 : 1;
+}

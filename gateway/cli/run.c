@@ -1,0 +1,335 @@
+// run: `mtlsgw run`, the supervisor: listeners bound, privileges dropped, workers and the
+// admin endpoint started; then signals (reload, reopen, drain) and the identity-file
+// watcher until the gateway stops.
+#include <ares.h>
+#include <errno.h>
+#include <getopt.h>
+#include <libconfig.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gateway/admin.h"
+#include "gateway/base/hash.h"
+#include "gateway/cli/commands.h"
+#include "gateway/proto/http.h"
+#include "gateway/tunnel/metrics.h"
+#include "gateway/base/log.h"
+#include "gateway/base/netutil.h"
+#include "gateway/upstream/sesscache.h"
+#include "gateway/tunnel/tunnel.h"
+#include "gateway/upstream/upstream.h"
+#include "gateway/worker.h"
+#include "policy/config.h"
+#include "policy/identity.h"
+#include "resolver/resolver.h"
+
+static const char run_usage[] =
+    "usage: mtlsgw run -c FILE\n\n"
+    "Runs the gateway in the foreground (systemd Type=simple). SIGHUP reloads the config,\n"
+    "identities, users and resolver settings (a bad config is refused and the running one\n"
+    "kept; listen addresses, workers, user and admin.address need a restart), SIGTERM/SIGINT stop\n"
+    "accepting and drain tunnels for up to limits.drain_timeout_s, SIGUSR1 reopens the access\n"
+    "log. Identity files (certificate, key, trust, CRL) are polled every second and reloaded\n"
+    "once a change has settled.\n\n"
+    "Started as root, it switches to the config's `user` once the listeners are bound. With\n"
+    "auth.users_file set, clients must authenticate (SOCKS5 username/password or\n"
+    "Proxy-Authorization: Basic; lines made by `mtlsgw passwd NAME`), checked only for clients\n"
+    "in `allow`. Addresses in deny_addresses (default: 0.0.0.0/8, ::/128, 169.254.0.0/16,\n"
+    "fe80::/10) are never connected to, whatever name resolves to them.\n";
+
+// ---- run ----
+
+static int open_listeners(const pol_config *cfg, int workers, int *fds) {
+    for (int w = 0; w < workers; w++) {
+        for (size_t i = 0; i < cfg->num_listeners; i++) {
+            const pol_listener *l = &cfg->listeners[i];
+            int fd = gw_listen_socket((const struct sockaddr *)&l->addr, l->addr_len, 1);
+            if (fd < 0) {
+                gw_log(GW_LOG_ERROR, "listener %s: cannot listen on %s: %s", l->name, l->address_text,
+                       strerror(errno));
+                return 0;
+            }
+            fds[(size_t)w * cfg->num_listeners + i] = fd;
+        }
+    }
+    return 1;
+}
+
+static int same_text(const char *a, const char *b) {
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int same_listeners(const pol_config *a, const pol_config *b) {
+    if (a->num_listeners != b->num_listeners) {
+        return 0;
+    }
+    for (size_t i = 0; i < a->num_listeners; i++) {
+        if (strcmp(a->listeners[i].address_text, b->listeners[i].address_text) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void configure_logs(const pol_config *cfg) {
+    if (!gw_log_configure(cfg->log_level, cfg->log_format, cfg->log_access)) {
+        gw_log(GW_LOG_ERROR, "log.access: cannot open %s: %s; access log goes to stderr", cfg->log_access,
+               strerror(errno));
+        gw_log_configure(cfg->log_level, cfg->log_format, "stderr");
+    }
+}
+
+static void raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+// ---- reload and identity file watching ----
+
+// identity_files_signature sums up (device, inode, size, mtime) of every file the
+// identities of |cfg| are loaded from: a rename or a rewrite in place changes it.
+static uint64_t identity_files_signature(const pol_config *cfg) {
+    uint64_t h = GW_HASH_INIT;
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        const pol_identity_spec *sp = &cfg->identities[i]->spec;
+        const char *files[] = {sp->certificate, sp->key, sp->key_password_file, sp->pkcs12,
+                               sp->pkcs12_password_file, sp->trust, sp->crl};
+        for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
+            struct stat st;
+            if (files[f] == NULL) {
+                continue;
+            }
+            if (stat(files[f], &st) != 0) {
+                memset(&st, 0, sizeof(st));
+            }
+            uint64_t v[] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
+                            (uint64_t)st.st_mtim.tv_sec, (uint64_t)st.st_mtim.tv_nsec};
+            h = gw_hash_bytes(h, v, sizeof(v));
+        }
+    }
+    return h;
+}
+
+static void assign_metrics_slots(pol_config *cfg) {
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        cfg->identities[i]->metrics_slot = gw_metrics_identity_slot(cfg->identities[i]->spec.name);
+    }
+}
+
+// apply_session_cache sizes the session cache for |cfg| and forgets the sessions of every
+// identity generation it no longer has (a replaced identity's sessions are never offered).
+static void apply_session_cache(const pol_config *cfg) {
+    gw_sesscache_set_limit((size_t)cfg->limits.session_cache_size);
+    uint64_t *gens = calloc(cfg->num_identities + 1, sizeof(*gens));
+    if (gens == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        gens[i] = cfg->identities[i]->generation;
+    }
+    gw_sesscache_purge(gens, cfg->num_identities);
+    free(gens);
+}
+
+// reload loads |path| into a new snapshot and hands it to the workers and the admin
+// endpoint. Returns the snapshot now running (the old one if the new one failed).
+static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers, int nworkers, const char *why) {
+    pol_errors errs;
+    pol_errors_init(&errs);
+    pol_config *next = pol_config_load(path, &errs);
+    for (size_t i = 0; i < errs.len; i++) {
+        gw_log(next ? GW_LOG_WARN : GW_LOG_ERROR, "reload: %s", errs.lines[i]);
+    }
+    pol_errors_free(&errs);
+    if (next != NULL && !same_listeners(cfg, next)) {
+        gw_log(GW_LOG_ERROR, "reload: listen addresses changed: needs a restart. Keeping the old config");
+        pol_config_unref(next);
+        next = NULL;
+    }
+    if (next == NULL) {
+        gw_log(GW_LOG_ERROR, "reload (%s) failed: keeping the running configuration", why);
+        gw_metrics_reload(0);
+        return cfg;
+    }
+    // What a running process cannot change is named, not silently kept.
+    if (!same_text(next->admin_address_text, cfg->admin_address_text)) {
+        gw_log(GW_LOG_WARN, "reload: admin.address changed: needs a restart (still serving on %s)",
+               cfg->admin_address_text ? cfg->admin_address_text : "none");
+    }
+    if (next->workers != cfg->workers) {
+        gw_log(GW_LOG_WARN, "reload: workers changed from %d to %d: needs a restart (still %d)", cfg->workers,
+               next->workers, nworkers);
+    }
+    if (!same_text(next->user, cfg->user)) {
+        gw_log(GW_LOG_WARN, "reload: user changed: needs a restart (still running as %s)",
+               cfg->user ? cfg->user : "the starting user");
+    }
+    assign_metrics_slots(next);
+    configure_logs(next);
+    apply_session_cache(next);
+    for (int i = 0; i < nworkers; i++) {
+        gw_worker_set_config(&workers[i], next);
+    }
+    gw_admin_set_config(next);
+    pol_config_unref(cfg);
+    gw_metrics_reload(1);
+    gw_log(GW_LOG_INFO, "reloaded %s (%s): %zu rules, %zu identities", path, why, next->num_rules,
+           next->num_identities);
+    return next;
+}
+
+// drop_privileges switches to the configured `user` once the listeners are bound, when
+// started as root. Everything read later (reloads, rotated identities, the users file)
+// must be readable by that user.
+static int drop_privileges(const pol_config *cfg) {
+    if (geteuid() != 0) {
+        return 1;
+    }
+    if (cfg->user == NULL) {
+        gw_log(GW_LOG_WARN, "running as root: set `user` to drop privileges once the listeners are bound");
+        return 1;
+    }
+    struct passwd *pw = getpwnam(cfg->user);
+    if (pw == NULL) {
+        gw_log(GW_LOG_ERROR, "user: no such user \"%s\"", cfg->user);
+        return 0;
+    }
+    if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+        gw_log(GW_LOG_ERROR, "user: cannot switch to %s: %s", cfg->user, strerror(errno));
+        return 0;
+    }
+    if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+        gw_log(GW_LOG_ERROR, "user: switched to %s but could become root again; stopping", cfg->user);
+        return 0;
+    }
+    gw_log(GW_LOG_INFO, "running as user %s (uid %u, gid %u)", cfg->user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+    return 1;
+}
+
+int gw_cmd_run(int argc, char **argv) {
+    gw_cmd_opts o;
+    gw_cmd_parse(argc, argv, GW_OPT_CONFIG, run_usage, &o);
+    if (o.num_args > 0) {
+        fprintf(stderr, "mtlsgw run: unexpected argument \"%s\"\n\n%s", o.args[0], run_usage);
+        return 2;
+    }
+    const char *path = o.config;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);  // workers inherit the mask; this thread waits
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    pol_config *cfg = gw_load_or_report(path);
+    if (cfg == NULL) {
+        return 1;
+    }
+    configure_logs(cfg);
+    assign_metrics_slots(cfg);
+    gw_sesscache_set_limit((size_t)cfg->limits.session_cache_size);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nworkers = cfg->workers > 0 ? cfg->workers : (ncpu > 0 ? (int)ncpu : 1);
+    int *fds = calloc((size_t)nworkers * cfg->num_listeners, sizeof(int));
+    gw_worker *workers = calloc((size_t)nworkers, sizeof(*workers));
+    if (fds == NULL || workers == NULL || !open_listeners(cfg, nworkers, fds)) {
+        return 1;
+    }
+    if (cfg->admin_address_text != NULL && !gw_admin_bind(cfg)) {
+        gw_log(GW_LOG_ERROR, "admin: cannot listen on %s: %s", cfg->admin_address_text, strerror(errno));
+        return 1;
+    }
+    if (!drop_privileges(cfg)) {
+        return 1;
+    }
+    for (int i = 0; i < nworkers; i++) {
+        char err[300];
+        if (!gw_worker_init(&workers[i], i, cfg, fds + (size_t)i * cfg->num_listeners, err, sizeof(err))) {
+            gw_log(GW_LOG_ERROR, "worker %d: %s", i, err);
+            return 1;
+        }
+    }
+    for (int i = 0; i < nworkers; i++) {
+        if (!gw_worker_start(&workers[i])) {
+            gw_log(GW_LOG_ERROR, "cannot start worker thread %d", i);
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const pol_listener *l = &cfg->listeners[i];
+        if (l->forward_host) {
+            gw_log(GW_LOG_INFO, "listener %s on %s forwards to %s:%u", l->name, l->address_text, l->forward_host,
+                   l->forward_port);
+        } else {
+            gw_log(GW_LOG_INFO, "listener %s on %s (%s%s%s)", l->name, l->address_text,
+                   l->protocols & POL_PROTO_SOCKS5 ? "socks5 " : "", l->protocols & POL_PROTO_SOCKS4 ? "socks4 " : "",
+                   l->protocols & POL_PROTO_HTTP ? "http" : "");
+        }
+    }
+    if (cfg->admin_address_text != NULL) {
+        if (!gw_admin_start(cfg)) {
+            gw_log(GW_LOG_ERROR, "admin: cannot start its thread");
+            return 1;
+        }
+        gw_log(GW_LOG_INFO, "admin endpoint on http://%s/ (/metrics /healthz /identities)", cfg->admin_address_text);
+    }
+    gw_log(GW_LOG_INFO, "mtlsgw %s running: %d workers, %zu rules, %zu identities", MTLSGW_VERSION, nworkers,
+           cfg->num_rules, cfg->num_identities);
+    // Identity files are polled every second; a change is loaded once it has held still
+    // for one poll, so a pair being written is not caught halfway. A pair that does not
+    // load (half-written, mismatched) keeps the running one until the files change again.
+    uint64_t seen = identity_files_signature(cfg), loaded = seen;
+    const struct timespec tick = {1, 0};
+    for (;;) {
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig < 0) {
+            uint64_t now = identity_files_signature(cfg);
+            if (now != seen) {
+                seen = now;
+            } else if (now != loaded) {
+                loaded = now;
+                cfg = reload(path, cfg, workers, nworkers, "identity files changed");
+            }
+            continue;
+        }
+        if (sig == SIGHUP) {
+            cfg = reload(path, cfg, workers, nworkers, "SIGHUP");
+            seen = loaded = identity_files_signature(cfg);
+        } else if (sig == SIGUSR1) {
+            gw_log_reopen();
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            gw_log(GW_LOG_INFO, "stopping: draining tunnels for up to %d s", cfg->limits.drain_timeout_s);
+            gw_admin_set_draining();
+            break;
+        }
+    }
+    for (int i = 0; i < nworkers; i++) {
+        gw_worker_request_stop(&workers[i]);
+    }
+    for (int i = 0; i < nworkers; i++) {
+        gw_worker_join(&workers[i]);
+        gw_worker_free(&workers[i]);
+    }
+    free(workers);
+    free(fds);
+    gw_admin_stop();
+    pol_config_unref(cfg);
+    gw_sesscache_clear();
+    gw_log(GW_LOG_INFO, "stopped");
+    gw_log_shutdown();
+    return 0;
+}

@@ -1,0 +1,434 @@
+// http_proxy: the exchanges of an http_proxy client connection: each request head checked
+// and rewritten to origin-form, bodies framed both ways, the upstream kept for the next
+// request to the same destination.
+#include "gateway/tunnel/internal.h"
+
+// ---- HTTP forward proxy (http_proxy clients) ----
+//
+// A client connection carries one request after another. Each request head is checked,
+// rewritten to origin-form into to_up and its body passed on as its framing says; each
+// response head is rewritten into to_down and its body passed back. The upstream stays
+// open for the next request to the same destination; another destination gets its own.
+
+static void reset_client(gw_tunnel *t, gw_result result, const char *reason) {
+    // After part of a response went out, a FIN would let the client take a cut-off body
+    // for a complete one: a RST cannot be mistaken.
+    gw_socket_reset(t->client_fd);
+    tunnel_close(t, result, reason);
+}
+
+// drop_upstream closes the upstream connection; the client connection stays for its
+// next request.
+static void drop_upstream(gw_tunnel *t) {
+    gw_watcher_remove(t->host->loop, &t->upstream_io.w);
+    gw_upstream_close(&t->upstream);
+    t->upstream_io = (side){0};
+    gw_watcher_init(&t->upstream_io.w, -1, tunnel_on_upstream, t);
+    gw_buf_put(&t->host->pool, t->http.from_up);
+    gw_buf_put(&t->host->pool, t->to_up);
+    t->http.from_up = t->to_up = NULL;
+    t->http.resp_scanned = 0;
+}
+
+void tunnel_upstream_failed(gw_tunnel *t, gw_result result, const char *reason) {
+    if (t->proto != P_HTTP_PROXY) {
+        reset_client(t, result, reason);
+    } else if (t->http.resp_phase == RS_IDLE) {
+        drop_upstream(t);  // a kept-alive upstream went away between requests
+    } else if (!t->http.resp_sent) {
+        tunnel_reject(t, GW_ERR_UPSTREAM_CLOSED, reason);
+    } else {
+        reset_client(t, result, reason);
+    }
+}
+
+static void upstream_http_error(gw_tunnel *t, const char *reason) {
+    if (t->http.resp_sent) {
+        reset_client(t, GW_RESULT_UPSTREAM_HTTP_ERROR, reason);
+    } else {
+        tunnel_reject(t, GW_ERR_UPSTREAM_HTTP, reason);
+    }
+}
+
+// move_framed passes bytes of one message body from *|src| to *|dst|: no further than
+// the framing in |body| / |chunks| says the body goes. Sets *|out_done| at the body's
+// end. Returns the bytes moved, or -1 if a chunked body is malformed.
+static long move_framed(gw_tunnel *t, gw_buf **src, gw_buf **dst, gw_body *body, gw_chunked *chunks,
+                        int *out_done) {
+    *out_done = 0;
+    gw_buf *s = *src;
+    size_t avail = gw_buf_len(s);
+    if (avail == 0) {
+        return 0;
+    }
+    if (*dst == NULL && (*dst = gw_buf_get(&t->host->pool)) == NULL) {
+        return 0;
+    }
+    size_t room = gw_buf_room(*dst);
+    size_t n = avail < room ? avail : room;
+    if (n == 0) {
+        return 0;
+    }
+    const uint8_t *p = s->data + s->start;
+    if (body->kind == GW_BODY_LENGTH) {
+        if (n > body->length) {
+            n = (size_t)body->length;
+        }
+        body->length -= n;
+        *out_done = body->length == 0;
+    } else if (body->kind == GW_BODY_CHUNKED) {
+        long k = gw_chunked_scan(chunks, p, n, out_done);
+        if (k < 0) {
+            return -1;
+        }
+        n = (size_t)k;
+    }
+    if (n == avail && gw_buf_len(*dst) == 0) {
+        // All of it is body: hand the buffer over instead of copying.
+        gw_buf *empty = *dst;
+        *dst = s;
+        gw_buf_put(&t->host->pool, empty);
+        *src = NULL;
+    } else {
+        gw_buf_append(*dst, p, n);
+        s->start += (uint32_t)n;
+        if (gw_buf_len(s) == 0) {
+            gw_buf_put(&t->host->pool, s);
+            *src = NULL;
+        }
+    }
+    return (long)n;
+}
+
+static int http_move_request_body(gw_tunnel *t) {
+    if (t->http.req_phase != RQ_BODY) {
+        return 0;
+    }
+    int done;
+    long n = move_framed(t, &t->http.from_client, &t->to_up, &t->http.req_body, &t->http.req_chunks, &done);
+    if (n < 0) {
+        if (t->http.resp_sent) {
+            reset_client(t, GW_RESULT_BAD_REQUEST, "malformed chunked request body");
+        } else {
+            tunnel_reject(t, GW_ERR_BAD_REQUEST, "malformed chunked request body");
+        }
+        return 0;
+    }
+    if (done) {
+        t->http.req_phase = RQ_DONE;
+    }
+    return n > 0 || done;
+}
+
+// tunnel_http_start_request takes the request head |hr| at the start of from_client: checks it,
+// keeps the current upstream if it goes to the same destination (else routes anew), and
+// writes the head in origin-form into to_up. On failure the client gets its error.
+void tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
+    t->http.http_idle = 0;
+    t->t_start = gw_loop_now(t->host->loop);
+    t->up_bytes = t->down_bytes = 0;
+    t->dns_ms = t->connect_ms = t->handshake_ms = -1;
+    t->result = GW_RESULT_NONE;
+    tunnel_clear_reason(t);
+    t->http.status = 0;
+    t->http.req_phase = RQ_HEAD;
+    t->http.resp_phase = RS_HEAD;  // from here on, a failure is this request's
+    t->http.resp_sent = 0;
+    snprintf(t->http.method, sizeof(t->http.method), "%.*s", (int)(hr->method_len > 20 ? 20 : hr->method_len), hr->method);
+    if (t->cfg != t->host->cfg) {
+        // Reloaded since the last request: each request is routed like a new tunnel, with
+        // the current rules, identities and users (listeners are the same in every snapshot).
+        if (t->upstream.fd >= 0) {
+            drop_upstream(t);
+        }
+        t->rule = NULL;  // it and t->user belonged to the old snapshot
+        t->user = NULL;
+        t->front.auth_state = AUTH_NONE;  // so did a check's answer: the new users file decides
+        pol_config_unref(t->cfg);
+        t->cfg = pol_config_ref(t->host->cfg);
+    }
+    if (tunnel_refuse_unadmitted(t)) {
+        return;
+    }
+    int authorized = tunnel_http_authorized(t, hr);
+    if (authorized < 0) {
+        t->http.resp_phase = RS_IDLE;  // the head stays in from_client, taken again after the check
+        return;
+    }
+    if (!authorized) {
+        return;
+    }
+    if (gw_http_token_eq(hr->method, hr->method_len, "CONNECT")) {
+        tunnel_reject(t, GW_ERR_BAD_REQUEST, "CONNECT after a forwarded request is not supported: open a new connection");
+        return;
+    }
+    char scheme[8], host[256];
+    uint16_t port;
+    const char *path;
+    size_t path_len;
+    if (!gw_http_parse_absolute_uri(hr->target, hr->target_len, scheme, host, &port, &path, &path_len)) {
+        tunnel_reject(t, GW_ERR_BAD_REQUEST,
+               hr->target_len > 0 && hr->target[0] == '/'
+                   ? "this is a proxy: the request target must be an absolute http:// URI"
+                   : "request target is not a valid http:// URI");
+        return;
+    }
+    if (strcmp(scheme, "https") == 0) {
+        tunnel_reject(t, GW_ERR_BAD_REQUEST, "https:// URLs go through CONNECT: set https_proxy for them");
+        return;
+    }
+    size_t hosts = 0;
+    for (size_t i = 0; i < hr->num_headers; i++) {
+        hosts += gw_http_token_eq(hr->headers[i].name, hr->headers[i].name_len, "Host");
+    }
+    if (hosts > 1 || (hosts == 0 && hr->minor_version == 1)) {
+        tunnel_reject(t, GW_ERR_BAD_REQUEST,
+               hosts ? "request has more than one Host header" : "HTTP/1.1 request without a Host header");
+        return;
+    }
+    const char *framing = gw_h1_request_body(hr, &t->http.req_body);
+    if (framing != NULL) {
+        tunnel_reject(t, GW_ERR_BAD_REQUEST, framing);
+        return;
+    }
+    pol_dest d;
+    if (!pol_dest_init(&d, host, port)) {
+        tunnel_reject(t, GW_ERR_BAD_REQUEST, "request target is not a valid host name or address");
+        return;
+    }
+    int reuse = t->upstream.fd >= 0 && d.port == t->dest.port && strcmp(d.host, t->dest.host) == 0;
+    if (!reuse && t->upstream.fd >= 0) {
+        drop_upstream(t);
+    }
+    t->http.client_minor = hr->minor_version;
+    t->http.client_keepalive = gw_h1_keep_alive(hr->headers, hr->num_headers, hr->minor_version);
+    t->http.up_keepalive = 1;
+    t->http.req_is_head = gw_http_token_eq(hr->method, hr->method_len, "HEAD");
+    if (t->to_up == NULL && (t->to_up = gw_buf_get(&t->host->pool)) == NULL) {
+        tunnel_reject(t, GW_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    const char *authority = hr->target + strlen(scheme) + 3;
+    size_t n = gw_h1_write_request(hr, path, path_len, authority, (size_t)(path - authority), !t->http.client_keepalive,
+                                   (char *)t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
+    if (n == 0) {
+        tunnel_reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is too large once rewritten for the origin");
+        return;
+    }
+    t->to_up->end += (uint32_t)n;
+    t->http.from_client->start += (uint32_t)hr->head_len;
+    tunnel_release_if_empty(t, &t->http.from_client);
+    t->http.req_phase = t->http.req_body.kind == GW_BODY_NONE ? RQ_DONE : RQ_BODY;
+    gw_chunked_init(&t->http.req_chunks);
+    // The body bytes already here are checked before anything goes upstream.
+    http_move_request_body(t);
+    if (t->state != T_HTTP_PROXY || reuse) {
+        return;
+    }
+    tunnel_route(t, host, port);
+}
+
+// http_take_response reads a response head from from_up and writes it for the client
+// into to_down. Returns 1 on progress.
+static int http_take_response(gw_tunnel *t) {
+    gw_buf *b = t->http.from_up;
+    size_t len = gw_buf_len(b);
+    if (len == 0 || gw_buf_len(t->to_down) > 0) {
+        return 0;
+    }
+    const uint8_t *p = b->data + b->start;
+    gw_http_response hr;
+    gw_http_status st = GW_HTTP_NEED_MORE;
+    if (gw_h1_head_complete(p, len, &t->http.resp_scanned)) {
+        st = gw_http_parse_response((const char *)p, len, &hr);
+    }
+    if (st == GW_HTTP_NEED_MORE) {
+        if (gw_buf_room(b) == 0) {
+            upstream_http_error(t, "upstream response head is larger than 16 KiB");
+        }
+        return 0;
+    }
+    t->http.resp_scanned = 0;
+    if (st != GW_HTTP_OK) {
+        upstream_http_error(t, "upstream sent a malformed response head");
+        return 0;
+    }
+    if (hr.status == 101) {
+        upstream_http_error(t, "upstream switched protocols (101), which a forwarded request cannot carry");
+        return 0;
+    }
+    if (hr.status < 200) {
+        // 100 Continue and the like: HTTP/1.1 clients get them; the final head follows.
+        if (t->http.client_minor == 1 && tunnel_queue_down(t, p, hr.head_len)) {
+            t->down_bytes += hr.head_len;
+        }
+        b->start += (uint32_t)hr.head_len;
+        tunnel_release_if_empty(t, &t->http.from_up);
+        return 1;
+    }
+    const char *framing = gw_h1_response_body(&hr, t->http.req_is_head, &t->http.resp_body);
+    if (framing != NULL) {
+        upstream_http_error(t, framing);
+        return 0;
+    }
+    // A response that ends with the close, or one that came before its request was
+    // sent whole, ends both connections after it.
+    int clean = t->http.resp_body.kind != GW_BODY_CLOSE && t->http.req_phase == RQ_DONE;
+    t->http.up_keepalive = clean && gw_h1_keep_alive(hr.headers, hr.num_headers, hr.minor_version);
+    t->http.client_keepalive = t->http.client_keepalive && clean && !t->host->draining;
+    if (t->to_down == NULL && (t->to_down = gw_buf_get(&t->host->pool)) == NULL) {
+        return 0;
+    }
+    size_t n = gw_h1_write_response(&hr, t->http.client_minor, t->http.client_keepalive, (char *)t->to_down->data + t->to_down->end,
+                                    gw_buf_room(t->to_down));
+    if (n == 0) {
+        upstream_http_error(t, "upstream response head is too large");
+        return 0;
+    }
+    t->to_down->end += (uint32_t)n;
+    t->down_bytes += n;
+    t->http.status = hr.status;
+    t->http.resp_sent = 1;
+    b->start += (uint32_t)hr.head_len;
+    tunnel_release_if_empty(t, &t->http.from_up);
+    t->http.resp_phase = t->http.resp_body.kind == GW_BODY_NONE ? RS_DONE : RS_BODY;
+    gw_chunked_init(&t->http.resp_chunks);
+    return 1;
+}
+
+static int http_move_response_body(gw_tunnel *t) {
+    if (t->http.resp_phase != RS_BODY) {
+        return 0;
+    }
+    int done;
+    long n = move_framed(t, &t->http.from_up, &t->to_down, &t->http.resp_body, &t->http.resp_chunks, &done);
+    if (n < 0) {
+        reset_client(t, GW_RESULT_UPSTREAM_HTTP_ERROR, "upstream sent a malformed chunked body");
+        return 0;
+    }
+    t->down_bytes += (uint64_t)n;
+    if (done) {
+        t->http.resp_phase = RS_DONE;
+    }
+    return n > 0 || done;
+}
+
+// http_upstream_eof handles the upstream's EOF once its bytes were taken.
+static void http_upstream_eof(gw_tunnel *t) {
+    switch (t->http.resp_phase) {
+        case RS_IDLE:
+            drop_upstream(t);
+            return;
+        case RS_DONE:
+            t->http.up_keepalive = 0;
+            return;
+        case RS_HEAD:
+            tunnel_reject(t, GW_ERR_UPSTREAM_CLOSED, "upstream closed the connection before sending a response");
+            return;
+        default:
+            break;
+    }
+    if (t->http.resp_body.kind == GW_BODY_CLOSE && !t->upstream_io.truncated) {
+        t->http.resp_phase = RS_DONE;  // the close ends this response
+        t->http.up_keepalive = 0;
+        return;
+    }
+    reset_client(t, GW_RESULT_UPSTREAM_CLOSED,
+                 t->http.resp_body.kind == GW_BODY_CLOSE
+                     ? "upstream closed without TLS close_notify: the response may be cut off"
+                     : "upstream closed in the middle of the response body");
+}
+
+// http_exchange_done logs the finished exchange and readies the connection for the
+// next request, or closes it once the response is flushed.
+static void http_exchange_done(gw_tunnel *t) {
+    t->result = GW_RESULT_OK;
+    tunnel_log_access(t);
+    t->result = GW_RESULT_NONE;
+    tunnel_clear_reason(t);
+    t->http.req_phase = RQ_HEAD;
+    t->http.resp_phase = RS_IDLE;
+    t->http.http_idle = 1;
+    if (!t->http.up_keepalive && t->upstream.fd >= 0) {
+        drop_upstream(t);
+    }
+    if (!t->http.client_keepalive) {
+        // Flush, FIN, then wait for the client's close (as after an error reply).
+        drop_upstream(t);
+        gw_buf_put(&t->host->pool, t->http.from_client);
+        t->http.from_client = NULL;
+        t->state = T_FLUSHING;
+        gw_timer_start(t->host->loop, &t->timer, (uint64_t)t->cfg->limits.idle_timeout_s * 1000);
+    }
+}
+
+static void http_relay(gw_tunnel *t) {
+    int progress, rounds = 0;
+#define STEP(expr)                          \
+    do {                                    \
+        progress |= (expr) > 0;             \
+        if (t->state != T_HTTP_PROXY) {   \
+            return;                         \
+        }                                   \
+    } while (0)
+    do {
+        progress = 0;
+        STEP(tunnel_client_read(t, &t->http.from_client));
+        if (t->http.req_phase == RQ_HEAD && t->http.resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
+            gw_buf_len(t->http.from_client) > 0 && t->front.auth_job == NULL) {
+            gw_http_request hr;
+            t->http.http_idle = 0;
+            int r = tunnel_take_request_head(t, t->http.from_client, &hr);
+            if (r > 0) {
+                tunnel_http_start_request(t, &hr);
+            }
+            STEP(r);
+        }
+        // A client that half-closed still gets the answers to every request it sent.
+        if (t->client_io.eof && t->http.req_phase == RQ_BODY && gw_buf_len(t->http.from_client) == 0) {
+            tunnel_close(t, GW_RESULT_CLIENT_CLOSED, "client closed in the middle of the request body");
+            return;
+        }
+        if (t->client_io.eof && t->http.req_phase == RQ_HEAD && t->http.resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
+            gw_buf_len(t->to_down) == 0) {
+            if (gw_buf_len(t->http.from_client) > 0) {
+                tunnel_close(t, GW_RESULT_CLIENT_CLOSED, "client closed before sending a complete request");
+            } else {
+                tunnel_close(t, GW_RESULT_OK, NULL);
+            }
+            return;
+        }
+        STEP(http_move_request_body(t));
+        if (t->upstream.fd >= 0) {
+            STEP(tunnel_relay_up_write(t));
+            STEP(tunnel_up_read(t, &t->http.from_up));
+        }
+        if (t->http.resp_phase == RS_HEAD) {
+            STEP(http_take_response(t));
+        }
+        STEP(http_move_response_body(t));
+        if (t->http.resp_phase == RS_IDLE && gw_buf_len(t->http.from_up) > 0) {
+            drop_upstream(t);  // bytes nobody asked for: this connection is not to be trusted
+        }
+        STEP(tunnel_relay_client_write(t));
+        if (t->upstream_io.eof && t->upstream.fd >= 0 && (gw_buf_len(t->http.from_up) == 0 || t->http.resp_phase == RS_IDLE)) {
+            http_upstream_eof(t);
+            STEP(1);
+        }
+        if (t->http.req_phase == RQ_DONE && t->http.resp_phase == RS_DONE) {
+            http_exchange_done(t);
+            STEP(1);
+        }
+    } while (progress && ++rounds < 16);
+#undef STEP
+    if (progress) {
+        gw_timer_start(t->host->loop, &t->yield_timer, 0);
+    }
+}
+
+void tunnel_http_run(gw_tunnel *t) {
+    http_relay(t);
+    if (t->state == T_FLUSHING) {
+        tunnel_flush_last(t);
+    }
+}

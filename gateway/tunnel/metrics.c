@@ -1,0 +1,227 @@
+#include "gateway/tunnel/metrics.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gateway/base/buffer.h"
+#include "gateway/upstream/sesscache.h"
+
+#include "policy/identity.h"
+
+#define NUM_RESULTS GW_RESULT_COUNT  // every gw_result; NONE is shown as "other"
+#define NUM_ACTIONS 4  // deny, direct, mtls, none
+
+// Handshake time buckets, in microseconds (the `le` labels are in seconds).
+static const uint64_t buckets_us[] = {1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000};
+static const char *const bucket_labels[] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+                                            "0.1",   "0.25",   "0.5",   "1",    "2.5",   "5"};
+#define NUM_BUCKETS (sizeof(buckets_us) / sizeof(buckets_us[0]))
+
+typedef struct {
+    atomic_uint_fast64_t handshakes[2];  // [resumed]
+    atomic_uint_fast64_t buckets[NUM_BUCKETS + 1];
+    atomic_uint_fast64_t sum_us;
+} identity_metrics;
+
+static struct {
+    atomic_uint_fast64_t accepted[GW_METRICS_MAX_LISTENERS];
+    atomic_uint_fast64_t tunnels[NUM_ACTIONS][NUM_RESULTS];
+    atomic_uint_fast64_t bytes_up, bytes_down;
+    atomic_uint_fast64_t dns[GW_DNS_COUNT];
+    atomic_uint_fast64_t passwords[GW_PASS_COUNT];
+    atomic_uint_fast64_t reloads[2];  // [ok]
+    identity_metrics identities[GW_METRICS_MAX_IDENTITIES];
+} g;
+
+static pthread_mutex_t g_slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *g_slot_names[GW_METRICS_MAX_IDENTITIES];
+static atomic_int g_num_slots;
+
+#define ADD(counter, n) atomic_fetch_add_explicit(&(counter), (n), memory_order_relaxed)
+#define GET(counter) ((unsigned long long)atomic_load_explicit(&(counter), memory_order_relaxed))
+
+void gw_metrics_accepted(size_t index) {
+    if (index < GW_METRICS_MAX_LISTENERS) {
+        ADD(g.accepted[index], 1);
+    }
+}
+
+void gw_metrics_tunnel_done(int action, gw_result result, uint64_t up_bytes, uint64_t down_bytes) {
+    size_t a = action >= 0 && action < NUM_ACTIONS - 1 ? (size_t)action : NUM_ACTIONS - 1;
+    size_t r = (unsigned)result < GW_RESULT_COUNT ? (size_t)result : GW_RESULT_NONE;
+    ADD(g.tunnels[a][r], 1);
+    ADD(g.bytes_up, up_bytes);
+    ADD(g.bytes_down, down_bytes);
+}
+
+void gw_metrics_handshake(int slot, int resumed, uint64_t micros) {
+    if (slot < 0 || slot >= GW_METRICS_MAX_IDENTITIES) {
+        return;
+    }
+    identity_metrics *m = &g.identities[slot];
+    ADD(m->handshakes[resumed ? 1 : 0], 1);
+    size_t b = 0;
+    while (b < NUM_BUCKETS && micros > buckets_us[b]) {
+        b++;
+    }
+    ADD(m->buckets[b], 1);
+    ADD(m->sum_us, micros);
+}
+
+void gw_metrics_password_check(gw_pass_result result) {
+    if ((unsigned)result < GW_PASS_COUNT) {
+        ADD(g.passwords[result], 1);
+    }
+}
+
+void gw_metrics_dns(gw_dns_result result) {
+    if ((unsigned)result < GW_DNS_COUNT) {
+        ADD(g.dns[result], 1);
+    }
+}
+
+void gw_metrics_reload(int ok) {
+    ADD(g.reloads[ok ? 1 : 0], 1);
+}
+
+int gw_metrics_identity_slot(const char *name) {
+    pthread_mutex_lock(&g_slots_lock);
+    int n = atomic_load(&g_num_slots), slot = -1;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(g_slot_names[i], name) == 0) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot < 0 && n < GW_METRICS_MAX_IDENTITIES && (g_slot_names[n] = strdup(name)) != NULL) {
+        slot = n;
+        atomic_store(&g_num_slots, n + 1);
+    }
+    pthread_mutex_unlock(&g_slots_lock);
+    return slot;
+}
+
+// label_value writes |s| escaped for a Prometheus label value.
+static void label_value(gw_strbuf *b, const char *s) {
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            gw_strbuf_printf(b, "\\%c", *s);
+        } else if (*s == '\n') {
+            gw_strbuf_printf(b, "\\n");
+        } else {
+            gw_strbuf_printf(b, "%c", *s);
+        }
+    }
+}
+
+char *gw_metrics_render(const pol_config *cfg, int active) {
+    gw_strbuf b = {0};
+    gw_strbuf_printf(&b, "# HELP mtlsgw_connections_accepted_total Client connections accepted, per listener.\n"
+                         "# TYPE mtlsgw_connections_accepted_total counter\n");
+    for (size_t i = 0; i < cfg->num_listeners && i < GW_METRICS_MAX_LISTENERS; i++) {
+        gw_strbuf_printf(&b, "mtlsgw_connections_accepted_total{listener=\"");
+        label_value(&b, cfg->listeners[i].name);
+        gw_strbuf_printf(&b, "\"} %llu\n", GET(g.accepted[i]));
+    }
+    gw_strbuf_printf(&b, "# HELP mtlsgw_tunnels_active Tunnels open now.\n# TYPE mtlsgw_tunnels_active gauge\n"
+                         "mtlsgw_tunnels_active %d\n", active);
+    gw_strbuf_printf(&b, "# HELP mtlsgw_relay_buffers 16 KiB relay buffers held by tunnels (in_use) and kept for reuse (free).\n"
+                         "# TYPE mtlsgw_relay_buffers gauge\nmtlsgw_relay_buffers{state=\"in_use\"} %ld\n"
+                         "mtlsgw_relay_buffers{state=\"free\"} %ld\n",
+                     atomic_load(&gw_buffers_in_use), atomic_load(&gw_buffers_free));
+    gw_strbuf_printf(&b, "# HELP mtlsgw_tunnels_total Finished tunnels (and http_proxy requests), per action and result.\n"
+                         "# TYPE mtlsgw_tunnels_total counter\n");
+    static const char *const actions[NUM_ACTIONS] = {"deny", "direct", "mtls", "none"};
+    for (size_t a = 0; a < NUM_ACTIONS; a++) {
+        for (size_t r = 0; r < NUM_RESULTS; r++) {
+            unsigned long long v = GET(g.tunnels[a][r]);
+            if (v != 0) {
+                gw_strbuf_printf(&b, "mtlsgw_tunnels_total{action=\"%s\",result=\"%s\"} %llu\n", actions[a],
+                                 r == GW_RESULT_NONE ? "other" : gw_result_name((gw_result)r), v);
+            }
+        }
+    }
+    gw_strbuf_printf(&b, "# HELP mtlsgw_bytes_total Bytes relayed: up (client to upstream) and down.\n"
+                         "# TYPE mtlsgw_bytes_total counter\n"
+                         "mtlsgw_bytes_total{direction=\"up\"} %llu\nmtlsgw_bytes_total{direction=\"down\"} %llu\n",
+                     GET(g.bytes_up), GET(g.bytes_down));
+    static const char *const dns[GW_DNS_COUNT] = {"ok", "not_found", "timeout", "failed"};
+    gw_strbuf_printf(&b, "# HELP mtlsgw_dns_lookups_total Name lookups (cache and static hosts included), per result.\n"
+                         "# TYPE mtlsgw_dns_lookups_total counter\n");
+    for (size_t i = 0; i < GW_DNS_COUNT; i++) {
+        gw_strbuf_printf(&b, "mtlsgw_dns_lookups_total{result=\"%s\"} %llu\n", dns[i], GET(g.dns[i]));
+    }
+    static const char *const pass[GW_PASS_COUNT] = {"verified", "cached", "rejected", "queue_full"};
+    gw_strbuf_printf(&b, "# HELP mtlsgw_password_checks_total Proxy password checks: verified by the KDF, answered "
+                         "from the cache of verified credentials, rejected, or refused with the KDF queue full.\n"
+                         "# TYPE mtlsgw_password_checks_total counter\n");
+    for (size_t i = 0; i < GW_PASS_COUNT; i++) {
+        gw_strbuf_printf(&b, "mtlsgw_password_checks_total{result=\"%s\"} %llu\n", pass[i], GET(g.passwords[i]));
+    }
+    gw_strbuf_printf(&b, "# HELP mtlsgw_config_reloads_total Configuration reloads (SIGHUP or changed identity files).\n"
+                         "# TYPE mtlsgw_config_reloads_total counter\n"
+                         "mtlsgw_config_reloads_total{result=\"ok\"} %llu\nmtlsgw_config_reloads_total{result=\"failed\"} %llu\n",
+                     GET(g.reloads[1]), GET(g.reloads[0]));
+    int slots = atomic_load(&g_num_slots);
+    gw_strbuf_printf(&b, "# HELP mtlsgw_upstream_handshakes_total Completed upstream TLS handshakes, per identity, resumed or not.\n"
+                         "# TYPE mtlsgw_upstream_handshakes_total counter\n");
+    for (int s = 0; s < slots; s++) {
+        for (int r = 0; r < 2; r++) {
+            gw_strbuf_printf(&b, "mtlsgw_upstream_handshakes_total{identity=\"");
+            label_value(&b, g_slot_names[s]);
+            gw_strbuf_printf(&b, "\",resumed=\"%s\"} %llu\n", r ? "true" : "false", GET(g.identities[s].handshakes[r]));
+        }
+    }
+    gw_strbuf_printf(&b, "# HELP mtlsgw_upstream_handshake_seconds Upstream TLS handshake time, per identity.\n"
+                         "# TYPE mtlsgw_upstream_handshake_seconds histogram\n");
+    for (int s = 0; s < slots; s++) {
+        unsigned long long cum = 0;
+        for (size_t i = 0; i <= NUM_BUCKETS; i++) {
+            cum += GET(g.identities[s].buckets[i]);
+            gw_strbuf_printf(&b, "mtlsgw_upstream_handshake_seconds_bucket{identity=\"");
+            label_value(&b, g_slot_names[s]);
+            gw_strbuf_printf(&b, "\",le=\"%s\"} %llu\n", i < NUM_BUCKETS ? bucket_labels[i] : "+Inf", cum);
+        }
+        gw_strbuf_printf(&b, "mtlsgw_upstream_handshake_seconds_sum{identity=\"");
+        label_value(&b, g_slot_names[s]);
+        gw_strbuf_printf(&b, "\"} %.6f\n", (double)GET(g.identities[s].sum_us) / 1e6);
+        gw_strbuf_printf(&b, "mtlsgw_upstream_handshake_seconds_count{identity=\"");
+        label_value(&b, g_slot_names[s]);
+        gw_strbuf_printf(&b, "\"} %llu\n", cum);
+    }
+    gw_strbuf_printf(&b, "# HELP mtlsgw_identity_not_after_seconds Expiry of each loaded identity's certificate (Unix time).\n"
+                         "# TYPE mtlsgw_identity_not_after_seconds gauge\n");
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        gw_strbuf_printf(&b, "mtlsgw_identity_not_after_seconds{identity=\"");
+        label_value(&b, cfg->identities[i]->spec.name);
+        gw_strbuf_printf(&b, "\"} %lld\n", (long long)cfg->identities[i]->not_after);
+    }
+    gw_strbuf_printf(&b, "# HELP mtlsgw_identity_crl_next_update_seconds Earliest nextUpdate of the CRLs of each "
+                         "identity with a crl (Unix time); past it, handshakes fail until a fresh CRL is loaded.\n"
+                         "# TYPE mtlsgw_identity_crl_next_update_seconds gauge\n");
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        if (cfg->identities[i]->crl_next_update == 0) {
+            continue;
+        }
+        gw_strbuf_printf(&b, "mtlsgw_identity_crl_next_update_seconds{identity=\"");
+        label_value(&b, cfg->identities[i]->spec.name);
+        gw_strbuf_printf(&b, "\"} %lld\n", (long long)cfg->identities[i]->crl_next_update);
+    }
+    size_t keys = 0, sessions = 0;
+    gw_sesscache_stats(&keys, &sessions);
+    gw_strbuf_printf(&b, "# HELP mtlsgw_session_cache_keys Keys (identity, upstream, server name) in the TLS session cache.\n"
+                         "# TYPE mtlsgw_session_cache_keys gauge\nmtlsgw_session_cache_keys %zu\n"
+                         "# HELP mtlsgw_session_cache_sessions TLS sessions held in the cache.\n"
+                         "# TYPE mtlsgw_session_cache_sessions gauge\nmtlsgw_session_cache_sessions %zu\n",
+                     keys, sessions);
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}

@@ -1,0 +1,46 @@
+// metrics: process-wide counters behind the admin endpoint's /metrics (Prometheus text
+// format). Workers add to them with relaxed atomics, never a lock; the admin thread reads
+// them when scraped. Series are in DESIGN.md, "Logs and metrics".
+#ifndef MTLSGW_METRICS_H
+#define MTLSGW_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gateway/base/strbuf.h"
+#include "gateway/proto/errors.h"
+#include "policy/config.h"
+
+#define GW_METRICS_MAX_LISTENERS 64
+#define GW_METRICS_MAX_IDENTITIES 256
+
+typedef enum { GW_DNS_OK = 0, GW_DNS_NOT_FOUND, GW_DNS_TIMEOUT, GW_DNS_FAILED, GW_DNS_COUNT } gw_dns_result;
+
+// gw_metrics_accepted counts a connection accepted on listener |index|.
+void gw_metrics_accepted(size_t index);
+// gw_metrics_tunnel_done counts a finished tunnel (or http_proxy request): |action| is a
+// pol_action or -1 when no rule decided, |result| the access log's result.
+void gw_metrics_tunnel_done(int action, gw_result result, uint64_t up_bytes, uint64_t down_bytes);
+// gw_metrics_handshake records a completed upstream handshake of the identity in |slot|.
+void gw_metrics_handshake(int slot, int resumed, uint64_t micros);
+void gw_metrics_dns(gw_dns_result result);
+
+// Proxy password checks: verified by the KDF (or a legacy hash), answered from the
+// worker's cache of verified credentials, refused, or turned away with the queue full.
+typedef enum { GW_PASS_VERIFIED = 0, GW_PASS_CACHED, GW_PASS_REJECTED, GW_PASS_QUEUE_FULL, GW_PASS_COUNT } gw_pass_result;
+void gw_metrics_password_check(gw_pass_result result);
+void gw_metrics_reload(int ok);
+
+// gw_metrics_identity_slot returns the slot for identity |name| (the same name always
+// gets the same slot, across reloads), or -1 when all slots are taken. Takes a lock:
+// called when a config is loaded, not on the data path.
+int gw_metrics_identity_slot(const char *name);
+
+// gw_metrics_render returns the whole /metrics page for the running |cfg| (listener
+// names, identity expiry) with |active| tunnels, NUL-terminated, malloc'd; NULL if out
+// of memory.
+char *gw_metrics_render(const pol_config *cfg, int active);
+
+
+
+#endif

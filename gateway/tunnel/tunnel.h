@@ -1,0 +1,57 @@
+// tunnel: one client connection and everything it owns, from the first byte of the proxy
+// request to the access-log line.
+#ifndef MTLSGW_TUNNEL_H
+#define MTLSGW_TUNNEL_H
+
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "gateway/base/buffer.h"
+#include "gateway/base/loop.h"
+#include "gateway/proto/errors.h"
+#include "gateway/tunnel/passcheck.h"
+#include "policy/config.h"
+#include "resolver/resolver.h"
+
+typedef struct gw_tunnel gw_tunnel;
+
+// What tunnels share with the others of their thread: the loop, the buffer pool, the
+// current snapshot for new tunnels, the resolver and the password checks. A worker owns
+// one; tunnels know nothing else about it.
+typedef struct gw_tunnel_host {
+    gw_loop *loop;
+    gw_buf_pool pool;
+    pol_config *cfg;  // the snapshot new tunnels (and new http_proxy requests) use
+    res_resolver *resolver;
+    gw_passcheck *passcheck;
+    int draining;         // stopping: responses say Connection: close
+    gw_tunnel *tunnels;   // open tunnels, for draining and shutdown
+    size_t num_tunnels;
+    void (*on_closed)(struct gw_tunnel_host *host);  // a tunnel just went away
+} gw_tunnel_host;
+
+// Tunnels open in the whole process (for max_connections), and those over the limit that
+// are only being answered with an error.
+extern atomic_int gw_active_tunnels;
+extern atomic_int gw_rejecting_tunnels;
+
+// gw_tunnel_accept takes over |fd|, accepted on listener |listener_index| of |host|'s
+// config. With |admission| != GW_ERR_NONE the client's request is read only to answer it
+// with that error in its own protocol (limits, allow list).
+void gw_tunnel_accept(gw_tunnel_host *host, int fd, const struct sockaddr *peer, size_t listener_index,
+                      gw_err admission);
+
+// gw_tunnel_abort closes |t| at once (shutdown after the drain timeout).
+void gw_tunnel_abort(gw_tunnel *t, const char *reason);
+
+// gw_tunnel_drain closes |t| if it is idle (an HTTP client connection between requests);
+// called on every tunnel when the gateway begins to stop.
+void gw_tunnel_drain(gw_tunnel *t);
+
+// gw_tunnel_next returns the next tunnel in the host's list.
+gw_tunnel *gw_tunnel_next(gw_tunnel *t);
+
+#endif

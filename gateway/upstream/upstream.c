@@ -1,0 +1,414 @@
+#include "gateway/upstream/upstream.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gateway/base/netutil.h"
+#include "gateway/upstream/sesscache.h"
+
+void gw_upstream_init(gw_upstream *u) {
+    memset(u, 0, sizeof(*u));
+    u->fd = -1;
+    u->alert = -1;
+}
+
+static void free_verify(gw_upstream *u) {
+    if (u->verify != NULL) {
+        if (u->ssl != NULL) {
+            SSL_set_ex_data(u->ssl, pol_verify_ex_index(), NULL);
+        }
+        free(u->verify);
+        u->verify = NULL;
+    }
+}
+
+void gw_upstream_close(gw_upstream *u) {
+    free_verify(u);
+    for (size_t i = 0; i < u->num_held; i++) {
+        SSL_SESSION_free(u->held[i]);
+    }
+    u->num_held = 0;
+    if (u->ssl != NULL) {
+        SSL_free(u->ssl);
+        u->ssl = NULL;
+    }
+    if (u->fd >= 0) {
+        close(u->fd);
+        u->fd = -1;
+    }
+}
+
+static gw_err errno_to_err(int e) {
+    switch (e) {
+        case ECONNREFUSED: return GW_ERR_REFUSED;
+        case ENETUNREACH:
+        case ENETDOWN: return GW_ERR_NET_UNREACHABLE;
+        case EHOSTUNREACH:
+        case EHOSTDOWN:
+        case EADDRNOTAVAIL: return GW_ERR_HOST_UNREACHABLE;
+        case ETIMEDOUT: return GW_ERR_CONNECT_TIMEOUT;
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM: return GW_ERR_INTERNAL;
+        default: return GW_ERR_HOST_UNREACHABLE;
+    }
+}
+
+gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason,
+                           size_t reason_len) {
+    char addr[80];
+    gw_format_addr(sa, addr, sizeof(addr));
+    u->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (u->fd < 0) {
+        snprintf(reason, reason_len, "cannot open a socket to %s: %s", addr, strerror(errno));
+        return errno_to_err(errno);
+    }
+    int one = 1;
+    setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(u->fd, sa, len) == 0 || errno == EINPROGRESS) {
+        return GW_ERR_NONE;
+    }
+    int e = errno;
+    snprintf(reason, reason_len, "connect to %s: %s", addr, strerror(e));
+    close(u->fd);
+    u->fd = -1;
+    return errno_to_err(e);
+}
+
+gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_len) {
+    int e = 0;
+    socklen_t l = sizeof(e);
+    if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &e, &l) != 0) {
+        e = errno;
+    }
+    if (e == 0) {
+        return GW_ERR_NONE;
+    }
+    snprintf(reason, reason_len, "connect: %s", strerror(e));
+    return errno_to_err(e);
+}
+
+// ---- TLS ----
+
+// The read-ahead BIO. BoringSSL reads a record's 5-byte header and then its body, each
+// with its own read(); this BIO reads whatever the socket has (up to a pool buffer) and
+// serves both from it. The buffer is held only while it has bytes: an idle tunnel keeps
+// none. Writes go straight to the socket.
+typedef struct {
+    int fd;
+    gw_buf_pool *pool;
+    gw_buf *buf;
+} ra_bio;
+
+static int ra_read(BIO *bio, char *out, int len) {
+    ra_bio *ra = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    if (len <= 0) {
+        return 0;
+    }
+    if (ra->buf == NULL) {
+        if ((size_t)len >= GW_BUF_SIZE) {
+            ssize_t n = read(ra->fd, out, (size_t)len);  // as large as a buffer: no copy
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                BIO_set_retry_read(bio);
+            }
+            return (int)n;
+        }
+        if ((ra->buf = gw_buf_get(ra->pool)) == NULL) {
+            errno = ENOMEM;
+            return -1;
+        }
+        ssize_t n = read(ra->fd, ra->buf->data, GW_BUF_SIZE);
+        if (n <= 0) {
+            int e = errno;
+            gw_buf_put(ra->pool, ra->buf);
+            ra->buf = NULL;
+            errno = e;
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                BIO_set_retry_read(bio);
+            }
+            return (int)n;
+        }
+        ra->buf->end = (uint32_t)n;
+    }
+    size_t n = gw_buf_len(ra->buf) < (size_t)len ? gw_buf_len(ra->buf) : (size_t)len;
+    memcpy(out, ra->buf->data + ra->buf->start, n);
+    ra->buf->start += (uint32_t)n;
+    if (gw_buf_len(ra->buf) == 0) {
+        gw_buf_put(ra->pool, ra->buf);
+        ra->buf = NULL;
+    }
+    return (int)n;
+}
+
+static int ra_write(BIO *bio, const char *in, int len) {
+    ra_bio *ra = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    ssize_t n = send(ra->fd, in, (size_t)len, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        BIO_set_retry_write(bio);
+    }
+    return (int)n;
+}
+
+static long ra_ctrl(BIO *bio, int cmd, long larg, void *parg) {
+    ra_bio *ra = BIO_get_data(bio);
+    switch (cmd) {
+        case BIO_CTRL_FLUSH:
+            return 1;
+        case BIO_C_GET_FD:  // SSL_get_fd and friends still see the socket
+            if (parg != NULL) {
+                *(int *)parg = ra->fd;
+            }
+            return ra->fd;
+        default:
+            return 0;
+    }
+}
+
+static int ra_destroy(BIO *bio) {
+    ra_bio *ra = BIO_get_data(bio);
+    if (ra != NULL) {
+        gw_buf_put(ra->pool, ra->buf);
+        free(ra);
+        BIO_set_data(bio, NULL);
+    }
+    return 1;
+}
+
+static BIO_METHOD *g_ra_method;
+static pthread_once_t g_ra_once = PTHREAD_ONCE_INIT;
+
+static void ra_method_init(void) {
+    BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "mtlsgw read-ahead socket");
+    if (m != NULL && BIO_meth_set_read(m, ra_read) && BIO_meth_set_write(m, ra_write) &&
+        BIO_meth_set_ctrl(m, ra_ctrl) && BIO_meth_set_destroy(m, ra_destroy)) {
+        g_ra_method = m;  // lives as long as the process
+    } else {
+        BIO_meth_free(m);
+    }
+}
+
+// ra_bio_new wraps |fd| (not owned) reading ahead into buffers of |pool|, or NULL.
+static BIO *ra_bio_new(int fd, gw_buf_pool *pool) {
+    pthread_once(&g_ra_once, ra_method_init);
+    ra_bio *ra = g_ra_method ? calloc(1, sizeof(*ra)) : NULL;
+    BIO *bio = ra ? BIO_new(g_ra_method) : NULL;
+    if (bio == NULL) {
+        free(ra);
+        return NULL;
+    }
+    ra->fd = fd;
+    ra->pool = pool;
+    BIO_set_data(bio, ra);
+    BIO_set_init(bio, 1);
+    return bio;
+}
+
+static int on_new_session(SSL *ssl, SSL_SESSION *session) {
+    gw_upstream *u = SSL_get_app_data(ssl);
+    if (u == NULL) {
+        return 0;
+    }
+    u->ticket_seen = 1;
+    if (u->confirmed) {
+        gw_sesscache_put(u->sess_key, u->identity->generation, session);
+    } else if (u->num_held < sizeof(u->held) / sizeof(u->held[0])) {
+        u->held[u->num_held++] = session;
+    } else {
+        SSL_SESSION_free(session);
+    }
+    return 1;  // we own the reference
+}
+
+void gw_upstream_confirm(gw_upstream *u) {
+    u->confirmed = 1;
+    for (size_t i = 0; i < u->num_held; i++) {
+        gw_sesscache_put(u->sess_key, u->identity->generation, u->held[i]);
+    }
+    u->num_held = 0;
+}
+
+static void on_info(const SSL *ssl, int where, int ret) {
+    if (!(where & SSL_CB_READ_ALERT)) {
+        return;
+    }
+    gw_upstream *u = SSL_get_app_data(ssl);
+    int level = (ret >> 8) & 0xff, desc = ret & 0xff;
+    // close_notify is a warning-level alert and not a failure.
+    if (u != NULL && level == SSL3_AL_FATAL) {
+        u->alert = desc;
+    }
+}
+
+static int on_cert_request(SSL *ssl, void *arg) {
+    gw_upstream *u = SSL_get_app_data(ssl);
+    if (u != NULL) {
+        u->cert_requested = 1;
+    }
+    return 1;
+}
+
+void gw_tls_install_callbacks(SSL_CTX *ctx) {
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
+    SSL_CTX_set_info_callback(ctx, on_info);
+    SSL_CTX_set_cert_cb(ctx, on_cert_request, NULL);
+}
+
+int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *server_name,
+                          const char *sess_key, gw_buf_pool *pool) {
+    u->identity = id;
+    u->ssl = SSL_new(id->ctx);
+    if (u->ssl == NULL) {
+        return 0;
+    }
+    if (pool != NULL) {
+        BIO *bio = ra_bio_new(u->fd, pool);
+        if (bio == NULL) {
+            return 0;
+        }
+        SSL_set_bio(u->ssl, bio, bio);  // the SSL owns it (one reference for both)
+    } else if (!SSL_set_fd(u->ssl, u->fd)) {
+        return 0;
+    }
+    SSL_set_app_data(u->ssl, u);
+    u->verify = calloc(1, sizeof(*u->verify));
+    if (u->verify == NULL) {
+        return 0;
+    }
+    SSL_set_ex_data(u->ssl, pol_verify_ex_index(), u->verify);
+    SSL_set_shed_handshake_config(u->ssl, 1);  // an established tunnel keeps less memory
+    SSL_set_connect_state(u->ssl);
+    snprintf(u->verify->expected, sizeof(u->verify->expected), "%s", server_name);
+    // The key names identity, upstream and server name in full; a digest of it keeps every
+    // tunnel small and tells them apart just as well.
+    uint8_t digest[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)sess_key, strlen(sess_key), digest);
+    for (size_t i = 0; i < sizeof(digest); i++) {
+        snprintf(u->sess_key + 2 * i, 3, "%02x", digest[i]);
+    }
+    if (!gw_host_is_ip(server_name) && !SSL_set_tlsext_host_name(u->ssl, server_name)) {
+        return 0;
+    }
+    if (!pol_set_verify_name(u->ssl, server_name)) {
+        return 0;
+    }
+    SSL_SESSION *s = gw_sesscache_take(u->sess_key);
+    if (s != NULL) {
+        SSL_set_session(u->ssl, s);
+        SSL_SESSION_free(s);
+    }
+    return 1;
+}
+
+const char *gw_tls_alert_name(int alert) {
+    switch (alert) {
+        case 0: return "close_notify";
+        case 10: return "unexpected_message";
+        case 20: return "bad_record_mac";
+        case 22: return "record_overflow";
+        case 40: return "handshake_failure";
+        case 42: return "bad_certificate";
+        case 43: return "unsupported_certificate";
+        case 44: return "certificate_revoked";
+        case 45: return "certificate_expired";
+        case 46: return "certificate_unknown";
+        case 47: return "illegal_parameter";
+        case 48: return "unknown_ca";
+        case 49: return "access_denied";
+        case 50: return "decode_error";
+        case 51: return "decrypt_error";
+        case 70: return "protocol_version";
+        case 71: return "insufficient_security";
+        case 80: return "internal_error";
+        case 86: return "inappropriate_fallback";
+        case 90: return "user_canceled";
+        case 109: return "missing_extension";
+        case 110: return "unsupported_extension";
+        case 112: return "unrecognized_name";
+        case 116: return "certificate_required";
+        case 120: return "no_application_protocol";
+        default: return "unknown_alert";
+    }
+}
+
+// classify turns a failed SSL call into an error and words.
+static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *out_err, char *reason,
+                        size_t reason_len) {
+    int e = SSL_get_error(u->ssl, ret);
+    if (e == SSL_ERROR_WANT_READ) {
+        return GW_STEP_WANT_READ;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        return GW_STEP_WANT_WRITE;
+    }
+    const char *who = u->identity ? u->identity->spec.name : "?";
+    if (u->verify != NULL && u->verify->failed) {
+        *out_err = GW_ERR_TLS_CERTIFICATE;
+        snprintf(reason, reason_len, "upstream certificate rejected: %s", u->verify->reason);
+    } else if (u->alert >= 0) {
+        *out_err = GW_ERR_TLS_ALERT;
+        if (u->cert_requested) {
+            snprintf(reason, reason_len, "upstream rejected client certificate of identity \"%s\" (TLS alert %s)",
+                     who, gw_tls_alert_name(u->alert));
+        } else {
+            snprintf(reason, reason_len, "upstream sent TLS alert %s", gw_tls_alert_name(u->alert));
+        }
+    } else if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+        *out_err = GW_ERR_TLS_TERMINATED;
+        if (during_handshake) {
+            snprintf(reason, reason_len, "upstream closed the connection during the TLS handshake%s%s",
+                     ret < 0 && errno ? ": " : "", ret < 0 && errno ? strerror(errno) : "");
+        } else {
+            snprintf(reason, reason_len,
+                     "upstream closed right after the handshake: our certificate was probably rejected "
+                     "(identity \"%s\")", who);
+        }
+    } else {
+        *out_err = GW_ERR_TLS_PROTOCOL;
+        uint32_t code = ERR_peek_error();
+        const char *r = code ? ERR_reason_error_string(code) : NULL;
+        snprintf(reason, reason_len, "TLS %s failed: %s", during_handshake ? "handshake" : "connection",
+                 r ? r : strerror(errno));
+    }
+    ERR_clear_error();
+    return GW_STEP_FAILED;
+}
+
+gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {
+    int ret = SSL_do_handshake(u->ssl);
+    if (ret == 1) {
+        free_verify(u);  // verified; no renegotiation will verify again
+        return GW_STEP_DONE;
+    }
+    return classify(u, ret, 1, out_err, reason, reason_len);
+}
+
+int gw_upstream_needs_confirm(const gw_upstream *u) {
+    return !SSL_session_reused(u->ssl) && u->cert_requested && SSL_version(u->ssl) >= TLS1_3_VERSION;
+}
+
+gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t reason_len) {
+    gw_err err = GW_ERR_TLS_PROTOCOL;
+    classify(u, ret, 0, &err, reason, reason_len);
+    return err;
+}
+
+gw_step gw_upstream_confirm_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {
+    uint8_t b;
+    int ret = SSL_peek(u->ssl, &b, 1);
+    if (ret > 0) {
+        return GW_STEP_DONE;
+    }
+    return classify(u, ret, 0, out_err, reason, reason_len);
+}

@@ -1,0 +1,80 @@
+// upstream: the tunnel's connection to the remote side: non-blocking TCP connect and the
+// mutual-TLS client handshake with an identity, with every failure turned into a
+// gw_err and a reason in words.
+#ifndef MTLSGW_UPSTREAM_H
+#define MTLSGW_UPSTREAM_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "gateway/base/buffer.h"
+#include "gateway/proto/errors.h"
+#include "policy/identity.h"
+
+typedef struct {
+    int fd;
+    SSL *ssl;
+    const pol_identity *identity;
+    pol_verify_result *verify;  // during the handshake only: what verification found
+    int alert;           // fatal alert received from the server, -1 if none
+    int cert_requested;  // the server sent a CertificateRequest
+    int ticket_seen;     // a session arrived through the new-session callback
+    int confirmed;       // the server accepted us: sessions may go to the cache
+    SSL_SESSION *held[4];  // sessions that arrived before confirmation
+    size_t num_held;
+    char sess_key[65];   // session cache key: hex SHA-256 of (identity, upstream, name)
+} gw_upstream;
+
+typedef enum {
+    GW_STEP_DONE = 0,
+    GW_STEP_WANT_READ,
+    GW_STEP_WANT_WRITE,
+    GW_STEP_FAILED,
+} gw_step;
+
+void gw_upstream_init(gw_upstream *u);
+// gw_upstream_close frees the SSL (no close_notify) and closes the socket.
+void gw_upstream_close(gw_upstream *u);
+
+// gw_upstream_connect starts a non-blocking connect to |sa|. Returns GW_ERR_NONE when the
+// connect is under way (or done), else the error; |reason| gets words.
+gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason,
+                           size_t reason_len);
+// gw_upstream_connect_result reads the outcome of the connect once the socket is writable.
+gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_len);
+
+// gw_upstream_read_failure explains a failed SSL_read (|ret|) on a tunnel the server has
+// not yet accepted (a forward listener's, which does not wait for that): its alert, or its
+// close right after the handshake, in the words of the confirm step. Returns the error.
+gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t reason_len);
+
+// gw_upstream_tls_begin creates the SSL for |id|: SNI (none for an IP literal), the name
+// to verify, and a cached session for |sess_key| if there is one. With |pool| (the
+// worker's), the socket is read ahead through a pool buffer: one read() per TLS record
+// instead of two (header, then body), the buffer given back as soon as it is empty.
+int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *server_name,
+                          const char *sess_key, gw_buf_pool *pool);
+// gw_upstream_tls_step advances the handshake.
+gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
+// gw_upstream_needs_confirm says whether the server may still reject our certificate after
+// the handshake looks complete (full TLS 1.3 handshake in which we sent a certificate).
+int gw_upstream_needs_confirm(const gw_upstream *u);
+// gw_upstream_confirm_step looks at what the server sent after the handshake without
+// consuming application data: DONE once data arrived, FAILED on an alert or a close,
+// WANT_READ otherwise (session tickets are processed; see ticket_seen).
+gw_step gw_upstream_confirm_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
+
+// gw_upstream_confirm marks the tunnel accepted by the server and moves the sessions
+// held back so far into the shared cache (a rejected tunnel's sessions are never cached,
+// or the next connection would resume into the same rejection).
+void gw_upstream_confirm(gw_upstream *u);
+
+// gw_tls_install_callbacks sets the session, alert and certificate-request callbacks on an
+// identity's SSL_CTX (registered with pol_identity_set_ctx_hook).
+void gw_tls_install_callbacks(SSL_CTX *ctx);
+
+// gw_tls_alert_name returns the RFC 8446 name of an alert ("unknown_ca").
+const char *gw_tls_alert_name(int alert);
+
+#endif
