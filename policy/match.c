@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/proto/http.h"
+
 void pol_prefix_mask(uint8_t *addr, size_t len, int prefix_len) {
     for (size_t i = 0; i < len; i++) {
         int bits = prefix_len - (int)i * 8;
@@ -51,36 +53,18 @@ static void normalise_name(char *dst, const char *src, size_t len) {
     dst[len] = '\0';
 }
 
-static int parse_u16(const char *s, size_t len, uint16_t *out) {
-    if (len == 0 || len > 5) {
-        return 0;
-    }
-    unsigned v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (!isdigit((unsigned char)s[i])) {
-            return 0;
-        }
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
-    if (v == 0 || v > 65535) {
-        return 0;
-    }
-    *out = (uint16_t)v;
-    return 1;
-}
-
 static int parse_ports(const char *s, pol_match *out, char *err, size_t err_len) {
     const char *dash = strchr(s, '-');
     if (dash == NULL) {
-        if (!parse_u16(s, strlen(s), &out->port_lo)) {
+        if (!gw_parse_port(s, strlen(s), &out->port_lo)) {
             snprintf(err, err_len, "a port from 1 to 65535 after ':', not \"%s\"", s);
             return 0;
         }
         out->port_hi = out->port_lo;
         return 1;
     }
-    if (!parse_u16(s, (size_t)(dash - s), &out->port_lo) ||
-        !parse_u16(dash + 1, strlen(dash + 1), &out->port_hi) || out->port_lo > out->port_hi) {
+    if (!gw_parse_port(s, (size_t)(dash - s), &out->port_lo) ||
+        !gw_parse_port(dash + 1, strlen(dash + 1), &out->port_hi) || out->port_lo > out->port_hi) {
         snprintf(err, err_len, "a port range lo-hi with 1 <= lo <= hi <= 65535, not \"%s\"", s);
         return 0;
     }

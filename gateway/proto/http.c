@@ -195,7 +195,7 @@ gw_http_status gw_http_parse_response(const char *buf, size_t len, gw_http_respo
                          &out_resp->head_len);
 }
 
-static int parse_port(const char *s, size_t len, uint16_t *out_port) {
+int gw_parse_port(const char *s, size_t len, uint16_t *out_port) {
     if (len == 0 || len > 5) {
         return 0;
     }
@@ -241,7 +241,7 @@ int gw_http_parse_authority(const char *s, size_t len, uint16_t default_port, ch
             return 0;
         }
         *out_port = default_port;
-    } else if (rest[0] != ':' || !parse_port(rest + 1, rlen - 1, out_port)) {
+    } else if (rest[0] != ':' || !gw_parse_port(rest + 1, rlen - 1, out_port)) {
         return 0;
     }
     if (!gw_host_is_valid(host, hlen) || (s[0] != '[' && memchr(host, ':', hlen))) {

@@ -58,6 +58,10 @@ const gw_http_header *gw_http_find_header(const gw_http_header *headers, size_t 
 // gw_http_token_eq compares |len| bytes at |s| with the NUL-terminated |lit| ignoring case.
 int gw_http_token_eq(const char *s, size_t len, const char *lit);
 
+// gw_parse_port reads a decimal port from 1 to 65535 (|len| bytes, digits only) into
+// |*out_port|. Returns 0 for anything else.
+int gw_parse_port(const char *s, size_t len, uint16_t *out_port);
+
 // gw_http_parse_authority splits "host:port" or "[v6]:port" (|len| bytes) into
 // |out_host| (256 bytes, brackets removed) and |out_port|. |default_port| is used when
 // no port is given (0: a port is required). Returns 1 on success, 0 if malformed.

@@ -13,19 +13,28 @@ static int up_can_write(const gw_tunnel *t) {
     return t->upstream_io.writable || (t->upstream_io.write_wants_read && t->upstream_io.readable);
 }
 
+// read_target is where a read from a side that |can_read| goes: *|dst| (taken from the pool
+// if need be) with its free room in *|out_room|, or NULL when there is nothing to read or no
+// room. A side with nothing to read gives its empty buffer back: an idle tunnel holds none
+// (the request's buffer, too, once it was parsed).
+static gw_buf *read_target(gw_tunnel *t, gw_buf **dst, int can_read, size_t *out_room) {
+    if (!can_read) {
+        tunnel_release_if_empty(t, dst);
+        return NULL;
+    }
+    if (*dst == NULL && (*dst = gw_buf_get(&t->host->pool)) == NULL) {
+        return NULL;
+    }
+    *out_room = gw_buf_room(*dst);
+    return *out_room > 0 ? *dst : NULL;
+}
+
 // Reads from the client into *|dst| (to_up, or from_client for HTTP). Returns 1 on
 // progress, -1 if the tunnel closed.
 int tunnel_client_read(gw_tunnel *t, gw_buf **dst) {
-    if (t->client_io.eof || !t->client_io.readable) {
-        tunnel_release_if_empty(t, dst);  // e.g. the request's buffer, once it was parsed
-        return 0;
-    }
-    if (*dst == NULL && (*dst = gw_buf_get(&t->host->pool)) == NULL) {
-        return 0;
-    }
-    gw_buf *b = *dst;
-    size_t room = gw_buf_room(b);
-    if (room == 0) {
+    size_t room;
+    gw_buf *b = read_target(t, dst, !t->client_io.eof && t->client_io.readable, &room);
+    if (b == NULL) {
         return 0;
     }
     ssize_t n = read(t->client_fd, b->data + b->end, room);
@@ -102,16 +111,9 @@ int tunnel_relay_up_write(gw_tunnel *t) {
 
 // Reads from upstream into *|dst| (to_down, or from_up for HTTP).
 int tunnel_up_read(gw_tunnel *t, gw_buf **dst) {
-    if (t->upstream_io.eof || !up_can_read(t)) {
-        tunnel_release_if_empty(t, dst);
-        return 0;
-    }
-    if (*dst == NULL && (*dst = gw_buf_get(&t->host->pool)) == NULL) {
-        return 0;
-    }
-    gw_buf *b = *dst;
-    size_t room = gw_buf_room(b);
-    if (room == 0) {
+    size_t room;
+    gw_buf *b = read_target(t, dst, !t->upstream_io.eof && up_can_read(t), &room);
+    if (b == NULL) {
         return 0;
     }
     uint8_t *p = b->data + b->end;
