@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/proto/hostname.h"
 #include "gateway/proto/http.h"
 
 void pol_prefix_mask(uint8_t *addr, size_t len, int prefix_len) {
@@ -16,31 +17,6 @@ void pol_prefix_mask(uint8_t *addr, size_t len, int prefix_len) {
         }
         addr[i] = bits <= 0 ? 0 : (uint8_t)(addr[i] & (0xff << (8 - bits)));
     }
-}
-
-static int valid_name(const char *s) {
-    size_t len = strlen(s);
-    if (len == 0 || len > 253) {
-        return 0;
-    }
-    size_t label = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '.') {
-            if (label == 0) {
-                return 0;
-            }
-            label = 0;
-            continue;
-        }
-        if (!isalnum(c) && c != '-' && c != '_') {
-            return 0;
-        }
-        if (++label > 63) {
-            return 0;
-        }
-    }
-    return label > 0;
 }
 
 static void normalise_name(char *dst, const char *src, size_t len) {
@@ -170,7 +146,7 @@ int pol_match_parse(const char *s, pol_match *out, char *err, size_t err_len) {
         return 0;
     }
     normalise_name(norm, name, nlen);
-    if (!valid_name(norm)) {
+    if (!gw_host_is_dns_name(norm)) {
         snprintf(err, err_len,
                  "a host name (letters, digits, '-', '_', dots; '*' only as a leading \"*.\"), "
                  "not \"%s\"",
@@ -209,7 +185,7 @@ int pol_dest_init(pol_dest *out, const char *host, uint16_t port) {
         return 1;
     }
     normalise_name(out->host, host, len);
-    return valid_name(out->host);
+    return gw_host_is_dns_name(out->host);
 }
 
 int pol_match_test(const pol_match *m, const pol_dest *d) {

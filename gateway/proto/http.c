@@ -4,7 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "gateway/proto/socks.h"
+#include "gateway/proto/hostname.h"
 
 static int is_tchar(unsigned char c) {
     if (isalnum(c)) {

@@ -4,20 +4,6 @@
 #include <netinet/in.h>
 #include <string.h>
 
-int gw_host_is_valid(const char *name, size_t len) {
-    if (len == 0 || len > 253) {
-        return 0;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)name[i];
-        if (c <= ' ' || c >= 0x7f || c == '/' || c == '\\' || c == '@' || c == '%' || c == '?' ||
-            c == '#' || c == '"' || c == '\'') {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 gw_socks_status gw_socks5_parse_greeting(const uint8_t *buf, size_t len, size_t *out_consumed,
                                          uint32_t *out_methods) {
     if (len < 1) {

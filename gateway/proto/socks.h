@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "gateway/proto/hostname.h"
 #include <sys/socket.h>
 
 typedef enum {
@@ -61,8 +63,5 @@ size_t gw_socks5_encode_reply(uint8_t rep, const struct sockaddr *bound, uint8_t
 // gw_socks4_encode_reply writes the 8-byte SOCKS4 reply (VN=0, CD=|code|).
 size_t gw_socks4_encode_reply(uint8_t code, const struct sockaddr *bound, uint8_t *out);
 
-// gw_host_is_valid says whether |name| (|len| bytes) may be a DNS host name or IP literal:
-// printable ASCII without spaces, '/', '\\', '@', '%' or control bytes, 1..253 bytes.
-int gw_host_is_valid(const char *name, size_t len);
 
 #endif
