@@ -209,12 +209,13 @@ void tunnel_step_connecting(gw_tunnel *t);
 void tunnel_step_tls(gw_tunnel *t);
 
 // ---- relay.c ----
-// Reads from the client into *|dst| (to_up, or from_client for HTTP). Returns 1 on
-// progress, -1 if the tunnel closed.
+// One read and one write routine serve both sides (relay.c, side_read / side_write); these
+// name them for the callers outside the relay. Each returns 1 on progress, 0 for nothing,
+// -1 if the tunnel failed or closed. Reads go into *|dst| (to_up / to_down, or the
+// http_proxy raw buffers); writes take to_up (toward upstream) or to_down (the client).
 int tunnel_client_read(gw_tunnel *t, gw_buf **dst);
-int tunnel_relay_up_write(gw_tunnel *t);
-// Reads from upstream into *|dst| (to_down, or from_up for HTTP).
 int tunnel_up_read(gw_tunnel *t, gw_buf **dst);
+int tunnel_relay_up_write(gw_tunnel *t);
 int tunnel_relay_client_write(gw_tunnel *t);
 void tunnel_relay(gw_tunnel *t);
 // tunnel_flush_last writes the last queued bytes (T_FLUSHING), then FIN, and waits for the

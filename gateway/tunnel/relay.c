@@ -3,14 +3,176 @@
 // an error reply.
 #include "gateway/tunnel/internal.h"
 
-// ---- relay ----
+// ---- the two sides behind one pair of operations ----
+//
+// Each side's read and write answer in one vocabulary: > 0 bytes moved, 0 the end of the
+// stream (read only), IO_AGAIN (wait: the side's readiness flags already say for what), or
+// IO_FAILED (the tunnel was failed or closed: stop). The client side is a plain socket; the
+// upstream a plain socket (direct rules) or TLS. One read routine and one write routine then
+// serve both directions, as nginx's ngx_stream_proxy_process does.
+#define IO_AGAIN (-1)
+#define IO_FAILED (-2)
 
+typedef struct {
+    ssize_t (*read)(gw_tunnel *t, uint8_t *p, size_t n);
+    ssize_t (*write)(gw_tunnel *t, const uint8_t *p, size_t n);
+    int (*can_read)(const gw_tunnel *t);
+    int (*can_write)(const gw_tunnel *t);
+} side_ops;
+
+static ssize_t client_read(gw_tunnel *t, uint8_t *p, size_t n) {
+    ssize_t r = read(t->client_fd, p, n);
+    if (r >= 0) {
+        return r;
+    }
+    if (errno == EAGAIN || errno == EINTR) {
+        t->client_io.readable = errno == EINTR;
+        return IO_AGAIN;
+    }
+    tunnel_client_failed(t, strerror(errno));
+    return IO_FAILED;
+}
+
+static ssize_t client_write(gw_tunnel *t, const uint8_t *p, size_t n) {
+    ssize_t r = send(t->client_fd, p, n, MSG_NOSIGNAL);
+    if (r >= 0) {
+        return r;
+    }
+    if (errno == EAGAIN || errno == EINTR) {
+        t->client_io.writable = errno == EINTR;
+        return IO_AGAIN;
+    }
+    if (tunnel_flowing(t)) {
+        tunnel_client_failed(t, strerror(errno));
+    } else {
+        tunnel_close(t, GW_RESULT_NONE, strerror(errno));  // a reply the client did not take
+    }
+    return IO_FAILED;
+}
+
+static int client_can_read(const gw_tunnel *t) {
+    return !t->client_io.eof && t->client_io.readable;
+}
+
+static int client_can_write(const gw_tunnel *t) {
+    return t->client_io.writable;
+}
+
+static ssize_t plain_up_read(gw_tunnel *t, uint8_t *p, size_t n) {
+    ssize_t r = read(t->upstream.fd, p, n);
+    if (r >= 0) {
+        return r;
+    }
+    if (errno == EAGAIN || errno == EINTR) {
+        t->upstream_io.readable = errno == EINTR;
+        return IO_AGAIN;
+    }
+    tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, strerror(errno));
+    return IO_FAILED;
+}
+
+static ssize_t plain_up_write(gw_tunnel *t, const uint8_t *p, size_t n) {
+    ssize_t r = send(t->upstream.fd, p, n, MSG_NOSIGNAL);
+    if (r >= 0) {
+        return r;
+    }
+    if (errno == EAGAIN || errno == EINTR) {
+        t->upstream_io.writable = errno == EINTR;
+        return IO_AGAIN;
+    }
+    tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, strerror(errno));
+    return IO_FAILED;
+}
+
+static ssize_t tls_up_read(gw_tunnel *t, uint8_t *p, size_t n) {
+    int r = SSL_read(t->upstream.ssl, p, (int)n);
+    if (r > 0) {
+        t->upstream_io.read_wants_write = 0;
+        if (!t->upstream.confirmed) {
+            gw_upstream_confirm(&t->upstream);  // the server's first data: it accepted us
+        }
+        return r;
+    }
+    int e = SSL_get_error(t->upstream.ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        t->upstream_io.readable = 0;
+        t->upstream_io.read_wants_write = 0;
+        return IO_AGAIN;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        t->upstream_io.read_wants_write = 1;
+        t->upstream_io.writable = 0;
+        return IO_AGAIN;
+    }
+    if (!t->upstream.confirmed && t->proto == P_FORWARD_LISTENER) {
+        // The server ended a forward tunnel before sending anything: it rejected us.
+        char why[600];
+        gw_err err = gw_upstream_read_failure(&t->upstream, r, why, sizeof(why));
+        tunnel_upstream_failed(t, gw_err_describe(err)->result, why);
+        return IO_FAILED;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && r == 0)) {
+        t->upstream_io.truncated = e != SSL_ERROR_ZERO_RETURN;  // a plain EOF, no close_notify
+        ERR_clear_error();
+        return 0;
+    }
+    char reason[300];
+    uint32_t code = ERR_peek_error();
+    if (t->upstream.alert >= 0) {
+        snprintf(reason, sizeof(reason), "upstream sent TLS alert %s", gw_tls_alert_name(t->upstream.alert));
+    } else {
+        snprintf(reason, sizeof(reason), "TLS read from upstream failed: %s",
+                 code ? ERR_reason_error_string(code) : strerror(errno));
+    }
+    ERR_clear_error();
+    tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_ERROR, reason);
+    return IO_FAILED;
+}
+
+static ssize_t tls_up_write(gw_tunnel *t, const uint8_t *p, size_t n) {
+    int r = SSL_write(t->upstream.ssl, p, (int)n);
+    if (r > 0) {
+        t->upstream_io.write_wants_read = 0;
+        return r;
+    }
+    int e = SSL_get_error(t->upstream.ssl, r);
+    if (e == SSL_ERROR_WANT_WRITE) {
+        t->upstream_io.writable = 0;
+        t->upstream_io.write_wants_read = 0;
+        return IO_AGAIN;
+    }
+    if (e == SSL_ERROR_WANT_READ) {
+        t->upstream_io.write_wants_read = 1;
+        t->upstream_io.readable = 0;
+        return IO_AGAIN;
+    }
+    char reason[300];
+    uint32_t code = ERR_peek_error();
+    snprintf(reason, sizeof(reason), "TLS write to upstream failed: %s",
+             code ? ERR_reason_error_string(code) : strerror(errno));
+    ERR_clear_error();
+    tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_ERROR, reason);
+    return IO_FAILED;
+}
+
+// Over TLS a read may need the socket writable and a write readable (the flags say so).
 static int up_can_read(const gw_tunnel *t) {
-    return t->upstream_io.readable || (t->upstream_io.read_wants_write && t->upstream_io.writable);
+    return !t->upstream_io.eof &&
+           (t->upstream_io.readable || (t->upstream_io.read_wants_write && t->upstream_io.writable));
 }
 
 static int up_can_write(const gw_tunnel *t) {
     return t->upstream_io.writable || (t->upstream_io.write_wants_read && t->upstream_io.readable);
+}
+
+static const side_ops client_ops = {client_read, client_write, client_can_read, client_can_write};
+static const side_ops plain_up_ops = {plain_up_read, plain_up_write, up_can_read, up_can_write};
+static const side_ops tls_up_ops = {tls_up_read, tls_up_write, up_can_read, up_can_write};
+
+enum { CLIENT = 0, UPSTREAM = 1 };
+
+static const side_ops *ops_of(const gw_tunnel *t, int which) {
+    return which == CLIENT ? &client_ops : t->upstream.ssl != NULL ? &tls_up_ops : &plain_up_ops;
 }
 
 // read_target is where a read from a side that |can_read| goes: *|dst| (taken from the pool
@@ -29,192 +191,74 @@ static gw_buf *read_target(gw_tunnel *t, gw_buf **dst, int can_read, size_t *out
     return *out_room > 0 ? *dst : NULL;
 }
 
-// Reads from the client into *|dst| (to_up, or from_client for HTTP). Returns 1 on
-// progress, -1 if the tunnel closed.
-int tunnel_client_read(gw_tunnel *t, gw_buf **dst) {
+// side_read reads from side |which| into *|dst|. Returns 1 on progress (bytes, or the end
+// of the stream), 0 for nothing, -1 if the tunnel failed or closed.
+static int side_read(gw_tunnel *t, int which, gw_buf **dst) {
+    const side_ops *ops = ops_of(t, which);
     size_t room;
-    gw_buf *b = read_target(t, dst, !t->client_io.eof && t->client_io.readable, &room);
+    gw_buf *b = read_target(t, dst, ops->can_read(t), &room);
     if (b == NULL) {
         return 0;
     }
-    ssize_t n = read(t->client_fd, b->data + b->end, room);
-    if (n > 0) {
-        b->end += (uint32_t)n;
-        t->last_activity = gw_loop_now(t->host->loop);
-        return 1;
+    ssize_t n = ops->read(t, b->data + b->end, room);
+    if (n == IO_FAILED) {
+        return -1;
     }
-    if (n == 0) {
-        t->client_io.eof = 1;
-        tunnel_release_if_empty(t, dst);
-        return 1;
-    }
-    if (errno == EAGAIN || errno == EINTR) {
-        t->client_io.readable = errno == EINTR;
-        tunnel_release_if_empty(t, dst);  // an idle tunnel holds no buffer
-        return 0;
-    }
-    tunnel_client_failed(t, strerror(errno));
-    return -1;
-}
-
-int tunnel_relay_up_write(gw_tunnel *t) {
-    size_t len = gw_buf_len(t->to_up);
-    if (len == 0 || !up_can_write(t)) {
-        return 0;
-    }
-    const uint8_t *p = t->to_up->data + t->to_up->start;
-    ssize_t n;
-    if (t->upstream.ssl != NULL) {
-        int r = SSL_write(t->upstream.ssl, p, (int)len);
-        if (r <= 0) {
-            int e = SSL_get_error(t->upstream.ssl, r);
-            if (e == SSL_ERROR_WANT_WRITE) {
-                t->upstream_io.writable = 0;
-                t->upstream_io.write_wants_read = 0;
-                return 0;
-            }
-            if (e == SSL_ERROR_WANT_READ) {
-                t->upstream_io.write_wants_read = 1;
-                t->upstream_io.readable = 0;
-                return 0;
-            }
-            char reason[300];
-            uint32_t code = ERR_peek_error();
-            snprintf(reason, sizeof(reason), "TLS write to upstream failed: %s",
-                     code ? ERR_reason_error_string(code) : strerror(errno));
-            ERR_clear_error();
-            tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_ERROR, reason);
-            return -1;
-        }
-        t->upstream_io.write_wants_read = 0;
-        n = r;
-    } else {
-        n = send(t->upstream.fd, p, len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
-                t->upstream_io.writable = errno == EINTR;
-                return 0;
-            }
-            tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, strerror(errno));
-            return -1;
-        }
-    }
-    t->to_up->start += (uint32_t)n;
-    t->up_bytes += (uint64_t)n;
-    t->last_activity = gw_loop_now(t->host->loop);
-    if (gw_buf_len(t->to_up) == 0) {
-        gw_buf_put(&t->host->pool, t->to_up);
-        t->to_up = NULL;
-    }
-    return 1;
-}
-
-// Reads from upstream into *|dst| (to_down, or from_up for HTTP).
-int tunnel_up_read(gw_tunnel *t, gw_buf **dst) {
-    size_t room;
-    gw_buf *b = read_target(t, dst, !t->upstream_io.eof && up_can_read(t), &room);
-    if (b == NULL) {
-        return 0;
-    }
-    uint8_t *p = b->data + b->end;
-    ssize_t n;
-    if (t->upstream.ssl != NULL) {
-        int r = SSL_read(t->upstream.ssl, p, (int)room);
-        if (r <= 0) {
-            int e = SSL_get_error(t->upstream.ssl, r);
-            if (e == SSL_ERROR_WANT_READ) {
-                t->upstream_io.readable = 0;
-                t->upstream_io.read_wants_write = 0;
-                tunnel_release_if_empty(t, dst);  // an idle tunnel holds no buffer
-                return 0;
-            }
-            if (e == SSL_ERROR_WANT_WRITE) {
-                t->upstream_io.read_wants_write = 1;
-                t->upstream_io.writable = 0;
-                tunnel_release_if_empty(t, dst);
-                return 0;
-            }
-            if (!t->upstream.confirmed && t->proto == P_FORWARD_LISTENER) {
-                // The server ended a forward tunnel before sending anything: it rejected us.
-                char why[600];
-                gw_err err = gw_upstream_read_failure(&t->upstream, r, why, sizeof(why));
-                tunnel_upstream_failed(t, gw_err_describe(err)->result, why);
-                return -1;
-            }
-            if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && r == 0)) {
-                t->upstream_io.eof = 1;  // close_notify, or a plain EOF
-                t->upstream_io.truncated = e != SSL_ERROR_ZERO_RETURN;
-                ERR_clear_error();
-                tunnel_release_if_empty(t, dst);
-                return 1;
-            }
-            char reason[300];
-            uint32_t code = ERR_peek_error();
-            if (t->upstream.alert >= 0) {
-                snprintf(reason, sizeof(reason), "upstream sent TLS alert %s", gw_tls_alert_name(t->upstream.alert));
-            } else {
-                snprintf(reason, sizeof(reason), "TLS read from upstream failed: %s",
-                         code ? ERR_reason_error_string(code) : strerror(errno));
-            }
-            ERR_clear_error();
-            tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_ERROR, reason);
-            return -1;
-        }
-        t->upstream_io.read_wants_write = 0;
-        if (!t->upstream.confirmed) {
-            gw_upstream_confirm(&t->upstream);  // the server's first data: it accepted us
-        }
-        n = r;
-    } else {
-        n = read(t->upstream.fd, p, room);
+    if (n == IO_AGAIN || n == 0) {
         if (n == 0) {
-            t->upstream_io.eof = 1;
-            tunnel_release_if_empty(t, dst);
-            return 1;
+            (which == CLIENT ? &t->client_io : &t->upstream_io)->eof = 1;
         }
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
-                t->upstream_io.readable = errno == EINTR;
-                tunnel_release_if_empty(t, dst);
-                return 0;
-            }
-            tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, strerror(errno));
-            return -1;
-        }
+        tunnel_release_if_empty(t, dst);  // an idle tunnel holds no buffer
+        return n == 0;
     }
     b->end += (uint32_t)n;
     t->last_activity = gw_loop_now(t->host->loop);
     return 1;
 }
 
-int tunnel_relay_client_write(gw_tunnel *t) {
-    size_t len = gw_buf_len(t->to_down);
-    if (len == 0 || !t->client_io.writable) {
+// side_write writes *|src| toward side |which|, giving the buffer back once it is empty.
+// Returns 1 on progress, 0 for nothing, -1 if the tunnel failed or closed.
+static int side_write(gw_tunnel *t, int which, gw_buf **src) {
+    const side_ops *ops = ops_of(t, which);
+    size_t len = gw_buf_len(*src);
+    if (len == 0 || !ops->can_write(t)) {
         return 0;
     }
-    ssize_t n = send(t->client_fd, t->to_down->data + t->to_down->start, len, MSG_NOSIGNAL);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EINTR) {
-            t->client_io.writable = errno == EINTR;
-            return 0;
-        }
-        if (t->state == T_RELAY || t->state == T_HTTP_PROXY) {
-            tunnel_client_failed(t, strerror(errno));
-        } else {
-            tunnel_close(t, GW_RESULT_NONE, strerror(errno));
-        }
+    ssize_t n = ops->write(t, (*src)->data + (*src)->start, len);
+    if (n == IO_FAILED) {
         return -1;
     }
-    t->to_down->start += (uint32_t)n;
-    if (t->state == T_RELAY) {
-        t->down_bytes += (uint64_t)n;
+    if (n == IO_AGAIN) {
+        return 0;
+    }
+    (*src)->start += (uint32_t)n;
+    if (which == UPSTREAM) {
+        t->up_bytes += (uint64_t)n;
+    } else if (t->state == T_RELAY) {
+        t->down_bytes += (uint64_t)n;  // http_proxy counts its own rewritten bytes
     }
     t->last_activity = gw_loop_now(t->host->loop);
-    if (gw_buf_len(t->to_down) == 0) {
-        gw_buf_put(&t->host->pool, t->to_down);
-        t->to_down = NULL;
+    if (gw_buf_len(*src) == 0) {
+        gw_buf_put(&t->host->pool, *src);
+        *src = NULL;
     }
     return 1;
+}
+
+int tunnel_client_read(gw_tunnel *t, gw_buf **dst) {
+    return side_read(t, CLIENT, dst);
+}
+
+int tunnel_up_read(gw_tunnel *t, gw_buf **dst) {
+    return side_read(t, UPSTREAM, dst);
+}
+
+int tunnel_relay_up_write(gw_tunnel *t) {
+    return side_write(t, UPSTREAM, &t->to_up);
+}
+
+int tunnel_relay_client_write(gw_tunnel *t) {
+    return side_write(t, CLIENT, &t->to_down);
 }
 
 // shut_upstream passes the client's EOF on: close_notify over TLS, then FIN.
@@ -238,15 +282,19 @@ void tunnel_relay(gw_tunnel *t) {
     int progress, rounds = 0;
     do {
         progress = 0;
-        int r;
-        if ((r = tunnel_client_read(t, &t->to_up)) < 0 || (progress |= r, (r = tunnel_relay_up_write(t)) < 0)) {
-            return;
+        // One routine for both directions: from the client toward upstream, then back.
+        for (int from = CLIENT; from <= UPSTREAM; from++) {
+            gw_buf **b = from == CLIENT ? &t->to_up : &t->to_down;
+            int r = side_read(t, from, b);
+            if (r < 0) {
+                return;
+            }
+            progress |= r;
+            if ((r = side_write(t, !from, b)) < 0) {
+                return;
+            }
+            progress |= r;
         }
-        progress |= r;
-        if ((r = tunnel_up_read(t, &t->to_down)) < 0 || (progress |= r, (r = tunnel_relay_client_write(t)) < 0)) {
-            return;
-        }
-        progress |= r;
         if (t->client_io.eof && gw_buf_len(t->to_up) == 0 && !t->upstream_io.shut) {
             shut_upstream(t);
         }
