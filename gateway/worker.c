@@ -16,6 +16,17 @@
 
 static void free_idle_retired(gw_worker *w, int all);
 
+#if defined(__SANITIZE_ADDRESS__)
+#define GW_HEAP_IS_GLIBC 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GW_HEAP_IS_GLIBC 0
+#endif
+#endif
+#ifndef GW_HEAP_IS_GLIBC
+#define GW_HEAP_IS_GLIBC 1
+#endif
+
 static void stop_now(gw_worker *w) {
     while (w->host.tunnels != NULL) {
         gw_tunnel_abort(w->host.tunnels, "gateway stopping: drain_timeout_s passed");
@@ -31,7 +42,9 @@ static void on_trim(gw_loop *loop, gw_timer *t) {
     gw_worker *w = t->data;
     // Freed 16 KiB chunks sit amid the heap; malloc_trim hands their pages back. It walks
     // the heap, so only when it is worth it (256 KiB or more freed).
-    if (gw_buf_pool_trim(&w->host.pool) >= 16) {
+    // Under ASan the heap is the sanitizer's, and glibc's malloc_trim walks arenas that
+    // were never set up (it crashed there): only the glibc heap is trimmed.
+    if (gw_buf_pool_trim(&w->host.pool) >= 16 && GW_HEAP_IS_GLIBC) {
         malloc_trim(0);
     }
     gw_buf_pool_publish(&w->host.pool);
