@@ -1,7 +1,9 @@
 // listener: accepting clients on one listening socket of a worker. Limits are enforced
 // here: the allow list, max_connections (over the limit a client still gets a precise
 // error, within a small budget), and descriptor exhaustion (EMFILE pauses accepting
-// instead of spinning on a socket that stays readable).
+// instead of spinning on a socket that stays readable). The caller, the local user
+// behind a client, is found here once per connection: SO_PEERCRED on a UNIX socket, the
+// kernel's socket table for TCP when a rule or the access log needs it.
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,6 +13,7 @@
 
 #include "gateway/listener.h"
 #include "gateway/base/log.h"
+#include "gateway/base/peer.h"
 #include "gateway/tunnel/metrics.h"
 #include "gateway/tunnel/tunnel.h"
 
@@ -31,6 +34,32 @@ static void pause_listener(gw_listener *l) {
     l->paused = 1;
     gw_watcher_remove(l->worker->host.loop, &l->w);
     gw_timer_start(l->worker->host.loop, &l->pause_timer, PAUSE_MS);
+}
+
+// find_caller looks up who owns the client's end of TCP connection |fd|. Returns 0 when
+// the client must be refused: it is on loopback, so its socket must be in our table, and
+// it is not (already gone: TIME_WAIT entries read as uid 0 and are never taken).
+static int find_caller(gw_worker *wk, int fd, const struct sockaddr *peer, uint32_t *caller) {
+    struct sockaddr_storage me;
+    socklen_t ml = sizeof(me);
+    if (wk->diag.fd < 0 || getsockname(fd, (struct sockaddr *)&me, &ml) != 0) {
+        return 1;
+    }
+    int r = gw_sockdiag_owner(&wk->diag, peer, (struct sockaddr *)&me, 10, caller);
+    if (r == GW_SOCKDIAG_FOUND) {
+        return 1;
+    }
+    *caller = GW_CALLER_NONE;
+    if (r == GW_SOCKDIAG_ERROR) {
+        static _Thread_local uint64_t last_warn;
+        uint64_t now = gw_loop_now(wk->host.loop);
+        if (now - last_warn > 5000) {
+            last_warn = now;
+            gw_log(GW_LOG_WARN, "caller lookup failed (%s): the client has no caller", strerror(errno));
+        }
+        return 1;
+    }
+    return !gw_peer_is_loopback(peer);
 }
 
 static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
@@ -56,8 +85,16 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
             }
             return;
         }
+        const pol_config *cfg = wk->host.cfg;
+        gw_client_info client = {(struct sockaddr *)&peer, GW_CALLER_NONE, -1};
+        int is_unix = cfg->listeners[l->index].unix_path != NULL;
+        if (is_unix && !gw_peer_unix_cred(fd, &client.caller, &client.pid)) {
+            client.caller = GW_CALLER_NONE;
+        }
         gw_err admission = GW_ERR_NONE;
-        if (!pol_config_allows(wk->host.cfg, (struct sockaddr *)&peer)) {
+        if (is_unix) {
+            // `allow` is about addresses; a UNIX socket's file permissions decide who connects.
+        } else if (!pol_config_allows(cfg, (struct sockaddr *)&peer)) {
             admission = GW_ERR_NOT_ALLOWED;
         } else if (atomic_load(&gw_active_tunnels) >= wk->host.cfg->limits.max_connections) {
             admission = GW_ERR_LIMIT;
@@ -67,10 +104,19 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
             pause_listener(l);
             return;
         }
+        if (!is_unix && admission == GW_ERR_NONE && (cfg->callers_in_rules || gw_access_log_enabled()) &&
+            !find_caller(wk, fd, (struct sockaddr *)&peer, &client.caller)) {
+            gw_log(GW_LOG_DEBUG, "listener %s: a loopback client left before its caller was known; closed",
+                   cfg->listeners[l->index].name);
+            close(fd);
+            continue;
+        }
         gw_metrics_accepted(l->index);
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        gw_tunnel_accept(&wk->host, fd, (struct sockaddr *)&peer, l->index, admission);
+        if (!is_unix) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        gw_tunnel_accept(&wk->host, fd, &client, l->index, admission);
     }
 }
 

@@ -61,7 +61,19 @@ void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int war
                 first = 0;
             }
         }
-        gw_strbuf_printf(b, "]}");
+        // "callers": the rules of this identity that name callers, rule -> callers.
+        gw_strbuf_printf(b, "], \"callers\": {");
+        first = 1;
+        for (size_t r = 0; r < cfg->num_rules; r++) {
+            if (cfg->rules[r].identity == id && cfg->rules[r].callers != NULL) {
+                gw_strbuf_printf(b, "%s", first ? "" : ", ");
+                gw_strbuf_json(b, cfg->rules[r].where);
+                gw_strbuf_printf(b, ": ");
+                gw_strbuf_json(b, cfg->rules[r].callers->text);
+                first = 0;
+            }
+        }
+        gw_strbuf_printf(b, "}}");
     }
     gw_strbuf_printf(b, "%s]\n", cfg->num_identities ? "\n" : "");
 }

@@ -134,6 +134,7 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
     memset(w, 0, sizeof(*w));
     w->index = index;
     w->event_fd = -1;
+    w->diag.fd = -1;
     w->host.loop = gw_loop_new();
     if (w->host.loop == NULL) {
         snprintf(err, err_len, "epoll: %s", strerror(errno));
@@ -161,6 +162,15 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
     gw_timer_init(&w->drain_timer, on_drain_timeout, w);
     gw_timer_init(&w->trim_timer, on_trim, w);
     gw_timer_start(w->host.loop, &w->trim_timer, 1000);
+    // Callers of TCP clients: one netlink socket per worker, checked once.
+    if (!gw_sockdiag_open(&w->diag) || !gw_sockdiag_selftest(&w->diag, (uint32_t)geteuid())) {
+        if (w->index == 0) {
+            gw_log(GW_LOG_WARN, "caller lookups (NETLINK_SOCK_DIAG) do not work here (%s): TCP clients have no "
+                   "caller, so rules with `caller` match only UNIX-socket clients",
+                   w->diag.fd < 0 ? strerror(errno) : "a loopback test connection was not found");
+        }
+        gw_sockdiag_close(&w->diag);
+    }
     w->num_listeners = cfg->num_listeners;
     w->listeners = calloc(cfg->num_listeners, sizeof(*w->listeners));
     for (size_t i = 0; i < cfg->num_listeners; i++) {
@@ -223,6 +233,7 @@ void gw_worker_free(gw_worker *w) {
     gw_loop_free(w->host.loop);  // runs the deferred frees of closed tunnels
     gw_buf_pool_clear(&w->host.pool);
     free(w->listeners);
+    gw_sockdiag_close(&w->diag);
     if (w->event_fd >= 0) {
         close(w->event_fd);
     }

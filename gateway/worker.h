@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "gateway/base/loop.h"
+#include "gateway/base/peer.h"
 #include "gateway/tunnel/tunnel.h"
 #include "policy/config.h"
 #include "resolver/resolver.h"
@@ -30,6 +31,7 @@ struct gw_worker {
     atomic_int stop_requested;
     gw_timer drain_timer;
     gw_timer trim_timer;  // gives idle pool buffers back, once a second
+    gw_sockdiag diag;     // asks the kernel who owns a local TCP client's socket (fd -1: cannot)
 };
 
 // gw_worker_init prepares |w| with |listen_fds| (one per config listener, owned by the

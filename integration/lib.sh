@@ -9,6 +9,7 @@ MTLSGW=${MTLSGW:-$ROOT/build/mtlsgw}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtlsgw-it.XXXXXX")
 PIDS=()
 GW_PIDS=()
+UNDO=()
 FAILS=0
 PASSES=0
 TEST_NAME=$(basename "$0" .sh)
@@ -30,6 +31,11 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
+    done
+    # What a test made outside $WORK (users, groups, folders), undone last: commands in order.
+    local undo
+    for undo in "${UNDO[@]}"; do
+        eval "$undo" > /dev/null 2>&1 || true
     done
     if [ "${KEEP_WORK:-0}" = 1 ] || [ "$FAILS" -gt 0 ]; then
         echo "work dir kept: $WORK" >&2
@@ -256,6 +262,19 @@ CNF
             -addext "subjectAltName=DNS:untrusted.dc2.test" -out untrusted.crt 2>/dev/null
     )
     PKI=$d
+}
+
+# make_client_cert NAME: one more client certificate from the client CA nginx trusts
+# ($PKI/NAME.crt, $PKI/NAME.key; subject /O=mtlsgw-test/CN=NAME).
+make_client_cert() {
+    (
+        cd "$PKI"
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null
+        chmod 600 "$1.key"
+        openssl req -new -key "$1.key" -subj "/O=mtlsgw-test/CN=$1" -out "$1.csr" 2>/dev/null
+        openssl x509 -req -in "$1.csr" -CA client-ca.crt -CAkey client-ca.key -CAcreateserial -days 365 \
+            -extfile ca.cnf -extensions v3_client -out "$1.crt" 2>/dev/null
+    )
 }
 
 # ---- servers ----

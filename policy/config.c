@@ -29,102 +29,6 @@ const char *pol_action_name(pol_action a) {
     }
 }
 
-static void load_listeners(loader *ld, const config_setting_t *root) {
-    int bad = 0;
-    const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", "listen", 0, &bad);
-    if (list == NULL) {
-        if (!bad) {
-            pol_ld_problem(ld, root, "listen", "at least one listener is required, e.g. listen = ( { name = "
-                                        "\"proxy\"; address = \"127.0.0.1:1080\"; } );");
-        }
-        return;
-    }
-    int n = config_setting_length(list);
-    if (n == 0) {
-        pol_ld_problem(ld, list, "listen", "at least one listener is required");
-        return;
-    }
-    pol_config *cfg = ld->cfg;
-    cfg->listeners = calloc((size_t)n, sizeof(*cfg->listeners));
-    static const char *const known[] = {"name", "address", "protocols", "forward", NULL};
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
-        char prefix[64];
-        snprintf(prefix, sizeof(prefix), "listen[%d]", i);
-        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
-            pol_ld_problem(ld, g, prefix, "expected a group { name = ...; address = ...; }");
-            continue;
-        }
-        pol_ld_check_members(ld, g, prefix, known);
-        pol_listener *l = &cfg->listeners[cfg->num_listeners++];
-        const char *name = NULL, *address = NULL, *forward = NULL;
-        char path[96];
-        if (pol_ld_get_string(ld, g, prefix, "name", &name) == 0) {
-            pol_ld_setting_path(path, sizeof(path), prefix, "name");
-            pol_ld_problem(ld, g, path, "required: a name for logs and metrics, e.g. \"proxy\"");
-        }
-        if (name != NULL) {
-            for (size_t j = 0; j + 1 < cfg->num_listeners; j++) {
-                if (cfg->listeners[j].name && strcmp(cfg->listeners[j].name, name) == 0) {
-                    pol_ld_setting_path(path, sizeof(path), prefix, "name");
-                    pol_ld_problem(ld, g, path, "\"%s\" is already the name of listen[%zu]", name, j);
-                }
-            }
-            l->name = strdup(name);
-        }
-        pol_ld_setting_path(path, sizeof(path), prefix, "address");
-        int r = pol_ld_get_string(ld, g, prefix, "address", &address);
-        if (r == 0) {
-            pol_ld_problem(ld, g, path, "required: \"IP:port\", e.g. \"127.0.0.1:1080\"");
-        } else if (r == 1) {
-            if (!pol_parse_socket_address(address, &l->addr, &l->addr_len)) {
-                pol_ld_problem(ld, config_setting_get_member(g, "address"), path,
-                        "expected \"IPv4:port\" or \"[IPv6]:port\", found \"%s\"", address);
-            }
-            l->address_text = strdup(address);
-        }
-        r = pol_ld_get_string(ld, g, prefix, "forward", &forward);
-        if (r == 1) {
-            char host[256];
-            pol_ld_setting_path(path, sizeof(path), prefix, "forward");
-            if (!gw_http_parse_authority(forward, strlen(forward), 0, host, &l->forward_port)) {
-                pol_ld_problem(ld, config_setting_get_member(g, "forward"), path,
-                        "expected \"host:port\" of the fixed destination, found \"%s\"", forward);
-            } else {
-                l->forward_host = strdup(host);
-            }
-        }
-        const config_setting_t *protos = config_setting_get_member(g, "protocols");
-        pol_ld_setting_path(path, sizeof(path), prefix, "protocols");
-        if (protos != NULL && forward != NULL) {
-            pol_ld_problem(ld, protos, path, "a forward listener speaks no proxy protocol; remove it");
-        } else if (protos != NULL) {
-            int t = config_setting_type(protos);
-            if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
-                pol_ld_problem(ld, protos, path, "expected an array like [\"socks5\", \"socks4\", \"http\"]");
-            }
-            for (int j = 0; j < config_setting_length(protos); j++) {
-                const config_setting_t *e = config_setting_get_elem(protos, (unsigned)j);
-                const char *v = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "";
-                if (strcmp(v, "socks5") == 0) {
-                    l->protocols |= POL_PROTO_SOCKS5;
-                } else if (strcmp(v, "socks4") == 0) {
-                    l->protocols |= POL_PROTO_SOCKS4;
-                } else if (strcmp(v, "http") == 0) {
-                    l->protocols |= POL_PROTO_HTTP;
-                } else {
-                    pol_ld_problem(ld, e, path, "expected \"socks5\", \"socks4\" or \"http\", found \"%s\"", v);
-                }
-            }
-            if (l->protocols == 0 && config_setting_length(protos) == 0) {
-                pol_ld_problem(ld, protos, path, "expected at least one of \"socks5\", \"socks4\", \"http\"");
-            }
-        } else if (forward == NULL) {
-            l->protocols = POL_PROTO_SOCKS5 | POL_PROTO_SOCKS4 | POL_PROTO_HTTP;
-        }
-    }
-}
-
 static void load_resolver(loader *ld, const config_setting_t *root) {
     pol_config *cfg = ld->cfg;
     cfg->resolver.timeout_ms = 2000;
@@ -361,7 +265,8 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
     int n = config_setting_length(list);
     cfg->rules = calloc((size_t)n + 1, sizeof(*cfg->rules));
     static const char *const known[] = {"match", "action", "identity", "upstream", "upstream_port",
-                                        "server_name", NULL};
+                                        "server_name", "caller", NULL};
+    pol_userdb *db = pol_userdb_new();
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
         char prefix[64], path[96];
@@ -466,6 +371,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
         if (r.action == POL_ACTION_DENY && (has_upstream || port)) {
             pol_ld_problem(ld, g, prefix, "a deny rule takes no upstream");
         }
+        r.callers = pol_ld_callers(ld, g, prefix, db);
         r.where = pol_ld_where_of(ld, g);
         r.match_text = strdup(match ? match : "");
         if ((int)pol_errors_count_fatal(ld->errs) != before) {
@@ -473,12 +379,15 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             free(r.match_text);
             free(r.upstream_host);
             free(r.server_name);
+            pol_callers_free(r.callers);
             continue;
         }
         cfg->rules[cfg->num_rules] = r;
-        pol_index_add(cfg->index, &r.match, (uint32_t)cfg->num_rules);
+        pol_index_add(cfg->index, &r.match, (uint32_t)cfg->num_rules, r.callers);
+        cfg->callers_in_rules |= r.callers != NULL;
         cfg->num_rules++;
     }
+    pol_userdb_free(db);
 }
 
 static void load_limits(loader *ld, const config_setting_t *root) {
@@ -671,7 +580,7 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     pol_ld_check_members(&ld, root, "", top_known);
     cfg->workers = 0;
     pol_ld_get_int(&ld, root, "", "workers", 0, 256, &cfg->workers);
-    load_listeners(&ld, root);
+    pol_ld_listeners(&ld, root);
     load_resolver(&ld, root);
     size_t before_ids = pol_errors_count_fatal(errs);
     load_identities(&ld, root);
@@ -715,6 +624,7 @@ void pol_config_unref(pol_config *cfg) {
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].address_text);
         free(cfg->listeners[i].forward_host);
+        free(cfg->listeners[i].unix_path);
     }
     free(cfg->listeners);
     free(cfg->resolver.servers_csv);
@@ -731,6 +641,7 @@ void pol_config_unref(pol_config *cfg) {
         free(cfg->rules[i].upstream_host);
         free(cfg->rules[i].server_name);
         free(cfg->rules[i].where);
+        pol_callers_free(cfg->rules[i].callers);
     }
     free(cfg->rules);
     pol_index_free(cfg->index);
@@ -756,8 +667,8 @@ void pol_config_unref(pol_config *cfg) {
     free(cfg);
 }
 
-const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d) {
-    long i = pol_index_lookup(cfg->index, d);
+const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d, uint32_t caller) {
+    long i = pol_index_lookup(cfg->index, d, caller);
     return i < 0 ? NULL : &cfg->rules[i];
 }
 

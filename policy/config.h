@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 #include "gateway/base/log.h"
+#include "policy/callers.h"
 #include "policy/match.h"
 #include "policy/rules.h"
 
@@ -32,6 +33,7 @@ typedef struct {
     char *upstream_host;     // NULL: connect to the destination
     uint16_t upstream_port;  // with upstream_host: its port; alone: replaces the destination's
     char *server_name;       // NULL: the host connected to
+    pol_callers *callers;    // `caller`: who may use the rule; NULL: everyone
     char *where;             // "file:line" of the rule
 } pol_rule;
 
@@ -43,6 +45,9 @@ typedef struct {
     unsigned protocols;  // POL_PROTO_* bits, 0 for a forward listener
     char *forward_host;  // forward listener: fixed destination
     uint16_t forward_port;
+    char *unix_path;     // "unix:PATH" listener: the socket's path (addr holds it too); else NULL
+    unsigned unix_mode;  // its permissions (default 0660)
+    uint32_t unix_owner, unix_group;  // chown to these; GW_CALLER_NONE: leave as made
 } pol_listener;
 
 typedef struct {
@@ -77,6 +82,7 @@ typedef struct pol_config {
     pol_rule *rules;
     size_t num_rules;
     pol_index *index;
+    int callers_in_rules;  // some rule has `caller`: every client's caller must be known
     struct {
         int max_connections, connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s,
             header_max, drain_timeout_s;
@@ -119,8 +125,9 @@ pol_config *pol_config_load(const char *path, pol_errors *errs);
 pol_config *pol_config_ref(pol_config *cfg);
 void pol_config_unref(pol_config *cfg);
 
-// pol_config_lookup returns the rule that decides |d| or NULL (default deny).
-const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d);
+// pol_config_lookup returns the rule that decides |d| for the local caller |caller| (a uid,
+// or GW_CALLER_NONE) or NULL (default deny).
+const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d, uint32_t caller);
 
 // pol_config_allows says whether a client at |sa| may use the proxy (the `allow` list).
 int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa);

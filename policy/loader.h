@@ -44,4 +44,10 @@ char *pol_ld_where_of(loader *ld, const config_setting_t *s);
 void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name, const char *const *defaults,
                       int num_defaults, pol_cidr **out, size_t *out_len);
 
+// pol_ld_listeners reads `listen` (listeners.c).
+void pol_ld_listeners(loader *ld, const config_setting_t *root);
+// pol_ld_callers reads the `caller` of rule |g| (a string or a list of them) resolved
+// against |db|; NULL when absent or wrong (reported) (callers.c).
+pol_callers *pol_ld_callers(loader *ld, const config_setting_t *g, const char *prefix, pol_userdb *db);
+
 #endif

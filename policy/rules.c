@@ -9,6 +9,7 @@
 typedef struct {
     uint32_t rule;
     uint16_t port_lo, port_hi;
+    const pol_callers *callers;  // NULL: any caller
 } entry;
 
 typedef struct {
@@ -39,7 +40,7 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n) {
     return gw_hash_bytes(GW_HASH_INIT, p, n);
 }
 
-static int list_push(entry_list *l, const pol_match *m, uint32_t rule) {
+static int list_push(entry_list *l, const pol_match *m, uint32_t rule, const pol_callers *callers) {
     if (l->len == l->cap) {
         uint32_t cap = l->cap ? l->cap * 2 : 2;
         entry *v = realloc(l->v, cap * sizeof(*v));
@@ -49,15 +50,15 @@ static int list_push(entry_list *l, const pol_match *m, uint32_t rule) {
         l->v = v;
         l->cap = cap;
     }
-    l->v[l->len++] = (entry){rule, m->port_lo, m->port_hi};
+    l->v[l->len++] = (entry){rule, m->port_lo, m->port_hi, callers};
     return 1;
 }
 
-// list_first returns the first rule in |l| whose ports include |port|, or -1. Entries are
-// in rule order, so the first hit is the lowest.
-static long list_first(const entry_list *l, uint16_t port) {
+// list_first returns the first rule in |l| whose ports include |port| and whose callers
+// include |caller|, or -1. Entries are in rule order, so the first hit is the lowest.
+static long list_first(const entry_list *l, uint16_t port, uint32_t caller) {
     for (uint32_t i = 0; i < l->len; i++) {
-        if (port >= l->v[i].port_lo && port <= l->v[i].port_hi) {
+        if (port >= l->v[i].port_lo && port <= l->v[i].port_hi && pol_callers_match(l->v[i].callers, caller)) {
             return l->v[i].rule;
         }
     }
@@ -153,7 +154,7 @@ static size_t cidr_key(uint8_t *key, int family, int prefix_len, const uint8_t *
     return n + 2;
 }
 
-int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule) {
+int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule, const pol_callers *callers) {
     entry_list *l = NULL;
     switch (m->kind) {
         case POL_MATCH_ANY:
@@ -177,15 +178,15 @@ int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule) {
             break;
         }
     }
-    return l != NULL && list_push(l, m, rule);
+    return l != NULL && list_push(l, m, rule, callers);
 }
 
 static long better(long best, long candidate) {
     return candidate >= 0 && (best < 0 || candidate < best) ? candidate : best;
 }
 
-long pol_index_lookup(const pol_index *idx, const pol_dest *d) {
-    long best = list_first(&idx->any, d->port);
+long pol_index_lookup(const pol_index *idx, const pol_dest *d, uint32_t caller) {
+    long best = list_first(&idx->any, d->port, caller);
     if (d->family != 0) {
         int max = d->family == AF_INET ? 32 : 128;
         const uint8_t *lens = d->family == AF_INET ? idx->v4_lens : idx->v6_lens;
@@ -197,7 +198,7 @@ long pol_index_lookup(const pol_index *idx, const pol_dest *d) {
             size_t n = cidr_key(key, d->family, len, d->addr);
             const entry_list *l = table_get(&idx->cidr, key, n);
             if (l != NULL) {
-                best = better(best, list_first(l, d->port));
+                best = better(best, list_first(l, d->port, caller));
             }
         }
         return best;
@@ -205,7 +206,7 @@ long pol_index_lookup(const pol_index *idx, const pol_dest *d) {
     size_t hl = strlen(d->host);
     const entry_list *l = table_get(&idx->exact, (const uint8_t *)d->host, hl);
     if (l != NULL) {
-        best = better(best, list_first(l, d->port));
+        best = better(best, list_first(l, d->port, caller));
     }
     // "*.b.c" is stored as "b.c": try every proper suffix that starts after a dot.
     for (size_t i = 0; i < hl; i++) {
@@ -215,7 +216,7 @@ long pol_index_lookup(const pol_index *idx, const pol_dest *d) {
         const char *suf = d->host + i + 1;
         l = table_get(&idx->suffix, (const uint8_t *)suf, hl - i - 1);
         if (l != NULL) {
-            best = better(best, list_first(l, d->port));
+            best = better(best, list_first(l, d->port, caller));
         }
     }
     return best;

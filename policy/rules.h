@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "policy/callers.h"
 #include "policy/match.h"
 
 typedef struct pol_index pol_index;
@@ -17,11 +18,14 @@ typedef struct pol_index pol_index;
 pol_index *pol_index_new(void);
 void pol_index_free(pol_index *idx);
 
-// pol_index_add adds |m| as rule number |rule|. Rules must be added in increasing order.
-// Returns 1, or 0 on allocation failure.
-int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule);
+// pol_index_add adds |m| as rule number |rule|, for the callers |callers| (NULL: any;
+// kept by the caller, it must outlive the index). Rules must be added in increasing
+// order. Returns 1, or 0 on allocation failure.
+int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule, const pol_callers *callers);
 
-// pol_index_lookup returns the lowest rule number matching |d|, or -1.
-long pol_index_lookup(const pol_index *idx, const pol_dest *d);
+// pol_index_lookup returns the lowest rule number matching |d| for the local caller
+// |caller| (GW_CALLER_NONE: not known), or -1. The caller is checked only on candidates
+// the destination found.
+long pol_index_lookup(const pol_index *idx, const pol_dest *d, uint32_t caller);
 
 #endif

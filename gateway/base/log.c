@@ -214,6 +214,10 @@ static size_t put_num(char *line, size_t n, size_t cap, const char *key, int64_t
     return n + (size_t)snprintf(line + n, cap - n, " %s=%lld", key, (long long)v);
 }
 
+int gw_access_log_enabled(void) {
+    return g_access_fd >= 0;
+}
+
 void gw_access_log(const gw_access_record *r) {
     int fd = g_access_fd;
     if (fd < 0) {
@@ -229,6 +233,7 @@ void gw_access_log(const gw_access_record *r) {
     }
     n = put_str(line, n, cap, "ts", ts, json);
     n = put_str(line, n, cap, "client", r->client, json);
+    n = put_num(line, n, cap, "caller", r->caller, json);
     if (r->user != NULL) {
         n = put_str(line, n, cap, "user", r->user, json);
     }

@@ -25,6 +25,7 @@ void gw_log(gw_log_level level, const char *fmt, ...) __attribute__((format(prin
 
 // An access-log record. Strings may be NULL (logged as "-"); numbers < 0 are "-".
 typedef struct {
+    int64_t caller;  // uid of the local caller; < 0: not known
     const char *client, *listener, *proto, *dest, *rule, *action, *identity, *upstream, *sni,
         *tls, *result, *reason;
     int resumed;  // -1: no TLS
@@ -36,6 +37,8 @@ typedef struct {
 } gw_access_record;
 
 void gw_access_log(const gw_access_record *r);
+// gw_access_log_enabled says whether access lines go anywhere (log.access is not "off").
+int gw_access_log_enabled(void);
 
 // gw_logfmt_value appends |v| to |out| as a logfmt value (quoted when it has spaces,
 // quotes, '=' or control bytes). Returns bytes written, never more than |cap|-1.

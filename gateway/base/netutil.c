@@ -1,5 +1,7 @@
 #include "gateway/base/netutil.h"
 
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -76,4 +78,65 @@ void gw_socket_reset(int fd) {
     if (fd >= 0) {
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
+}
+
+// stale_socket_gone removes the socket at |path| if no one accepts on it. 1: the path is
+// free now; 0 with errno set: it is in use (EADDRINUSE) or not a socket (EEXIST).
+static int stale_socket_gone(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        return errno == ENOENT;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        errno = EEXIST;
+        return 0;
+    }
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    memcpy(un.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return 0;
+    }
+    int live = connect(fd, (struct sockaddr *)&un, sizeof(un)) == 0 || errno == EAGAIN;
+    close(fd);
+    if (live) {
+        errno = EADDRINUSE;
+        return 0;
+    }
+    return unlink(path) == 0 || errno == ENOENT;
+}
+
+int gw_listen_unix(const char *path, unsigned mode, uint32_t uid, uint32_t gid) {
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(un.sun_path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(un.sun_path, path, len + 1);
+    if (!stale_socket_gone(path)) {
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    // Made owner-only (the umask covers bind's window), handed over, then opened to |mode|.
+    mode_t old = umask(0177);
+    int bound = bind(fd, (struct sockaddr *)&un, sizeof(un)) == 0, ok = bound;
+    umask(old);
+    if (ok && (uid != UINT32_MAX || gid != UINT32_MAX)) {
+        ok = chown(path, (uid_t)uid, (gid_t)gid) == 0;
+    }
+    ok = ok && chmod(path, (mode_t)(mode & 0777)) == 0 && listen(fd, 4096) == 0;
+    if (!ok) {
+        int e = errno;
+        close(fd);
+        if (bound) {
+            unlink(path);
+        }
+        errno = e;
+        return -1;
+    }
+    return fd;
 }

@@ -16,10 +16,11 @@ enum {
     GW_OPT_KEY = 1u << 6,
     GW_OPT_OUT = 1u << 7,
     GW_OPT_CONFIG = 1u << 8,
+    GW_OPT_CALLER = 1u << 9,
 };
 
 typedef struct {
-    const char *config, *subject, *san, *key, *out;
+    const char *config, *subject, *san, *key, *out, *caller;
     int json, strict, connect, warn_days;
     char **args;  // the operands left after the options
     int num_args;

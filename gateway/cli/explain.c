@@ -52,11 +52,14 @@ static const char check_usage[] =
     "every problem as file:line: setting: what was expected, and exits 1.\n";
 
 static const char explain_usage[] =
-    "usage: mtlsgw explain -c FILE HOST[:PORT] [--connect]\n\n"
+    "usage: mtlsgw explain -c FILE HOST[:PORT] [--caller USER|UID] [--connect]\n\n"
     "Shows the rule (file:line) deciding HOST:PORT (default port 443), its action, identity,\n"
-    "upstream and server name. With --connect it also resolves the upstream, connects and\n"
-    "handshakes twice: the server chain, TLS version and cipher, whether the server accepted\n"
-    "our certificate, and whether the second handshake resumed. Exit 1 if that fails.\n";
+    "upstream and server name. Rules with `caller` match only the callers they name: with\n"
+    "--caller the decision is the one for a client run by that local user; without it, for a\n"
+    "client with no known caller (a remote one). With --connect it also resolves the upstream,\n"
+    "connects and handshakes twice: the server chain, TLS version and cipher, whether the\n"
+    "server accepted our certificate, and whether the second handshake resumed. Exit 1 if\n"
+    "that fails.\n";
 
 int gw_cmd_check(int argc, char **argv) {
     gw_cmd_opts o;
@@ -78,7 +81,7 @@ int gw_cmd_check(int argc, char **argv) {
 
 int gw_cmd_explain(int argc, char **argv) {
     gw_cmd_opts o;
-    gw_cmd_parse(argc, argv, GW_OPT_CONFIG | GW_OPT_CONNECT, explain_usage, &o);
+    gw_cmd_parse(argc, argv, GW_OPT_CONFIG | GW_OPT_CONNECT | GW_OPT_CALLER, explain_usage, &o);
     if (o.num_args != 1) {
         fprintf(stderr, "mtlsgw explain: one HOST[:PORT] is required\n\n%s", explain_usage);
         return 2;
@@ -91,6 +94,11 @@ int gw_cmd_explain(int argc, char **argv) {
         fprintf(stderr, "mtlsgw explain: \"%s\" is not HOST, HOST:PORT or [IPv6]:PORT\n", target);
         return 2;
     }
+    uint32_t caller = GW_CALLER_NONE;
+    if (o.caller != NULL && !pol_caller_parse(o.caller, &caller)) {
+        fprintf(stderr, "mtlsgw explain: --caller \"%s\" is neither a user on this system nor a uid\n", o.caller);
+        return 2;
+    }
     pol_config *cfg = gw_load_or_report(path);
     if (cfg == NULL) {
         return 1;
@@ -101,14 +109,21 @@ int gw_cmd_explain(int argc, char **argv) {
         pol_config_unref(cfg);
         return 2;
     }
-    const pol_rule *r = pol_config_lookup(cfg, &d);
+    const pol_rule *r = pol_config_lookup(cfg, &d, caller);
     printf("destination  %s:%u\n", d.host, d.port);
+    if (caller != GW_CALLER_NONE) {
+        const struct passwd *pw = getpwuid(caller);
+        printf("caller       uid %u%s%s%s\n", caller, pw ? " (" : "", pw ? pw->pw_name : "", pw ? ")" : "");
+    } else {
+        printf("caller       none (as for a remote client; --caller USER|UID to ask for a local one)\n");
+    }
     if (r == NULL) {
         printf("rule         none (default deny)\naction       deny\n");
         pol_config_unref(cfg);
         return 0;
     }
-    printf("rule         %s  match \"%s\"\n", r->where, r->match_text);
+    printf("rule         %s  match \"%s\"%s%s\n", r->where, r->match_text, r->callers ? "  caller " : "",
+           r->callers ? r->callers->text : "");
     printf("action       %s\n", pol_action_name(r->action));
     if (r->action != POL_ACTION_DENY) {
         const char *h = r->upstream_host ? r->upstream_host : d.host;

@@ -35,9 +35,18 @@ static void rules_of(const pol_config *cfg, const pol_identity *id, char *out, s
     size_t n = 0;
     out[0] = '\0';
     for (size_t r = 0; r < cfg->num_rules; r++) {
-        if (cfg->rules[r].identity == id && n + strlen(cfg->rules[r].where) + 3 < cap) {
-            n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", cfg->rules[r].where);
+        const pol_rule *rule = &cfg->rules[r];
+        if (rule->identity != id) {
+            continue;
         }
+        int w = snprintf(out + n, cap - n, "%s%s%s%s%s", n ? ", " : "", rule->where,
+                         rule->callers ? " (caller " : "", rule->callers ? rule->callers->text : "",
+                         rule->callers ? ")" : "");
+        if (w < 0 || (size_t)w >= cap - n) {
+            out[n] = '\0';
+            break;
+        }
+        n += (size_t)w;
     }
     if (n == 0) {
         snprintf(out, cap, "none (no rule uses it)");

@@ -3,6 +3,7 @@
 // watcher until the gateway stops.
 #include <ares.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libconfig.h>
 #include <openssl/crypto.h>
@@ -48,14 +49,44 @@ static const char run_usage[] =
 
 // ---- run ----
 
+// remove_unix_sockets unlinks the sockets of UNIX listeners (on exit: each was made by us).
+static void remove_unix_sockets(const pol_config *cfg) {
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const char *p = cfg->listeners[i].unix_path;
+        if (p != NULL && unlink(p) != 0 && errno != ENOENT) {
+            gw_log(GW_LOG_WARN, "listener %s: cannot remove %s: %s (it is replaced at the next start)",
+                   cfg->listeners[i].name, p, strerror(errno));
+        }
+    }
+}
+
+// open_listeners binds every listener, once per worker: TCP sockets with SO_REUSEPORT (the
+// kernel spreads clients), a UNIX socket once, shared by all workers through dup().
 static int open_listeners(const pol_config *cfg, int workers, int *fds) {
     for (int w = 0; w < workers; w++) {
         for (size_t i = 0; i < cfg->num_listeners; i++) {
             const pol_listener *l = &cfg->listeners[i];
-            int fd = gw_listen_socket((const struct sockaddr *)&l->addr, l->addr_len, 1);
+            int fd;
+            if (l->unix_path != NULL && w > 0) {
+                fd = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+            } else if (l->unix_path != NULL) {
+                fd = gw_listen_unix(l->unix_path, l->unix_mode, l->unix_owner, l->unix_group);
+            } else {
+                fd = gw_listen_socket((const struct sockaddr *)&l->addr, l->addr_len, 1);
+            }
             if (fd < 0) {
-                gw_log(GW_LOG_ERROR, "listener %s: cannot listen on %s: %s", l->name, l->address_text,
-                       strerror(errno));
+                const char *why = strerror(errno);
+                if (l->unix_path != NULL && errno == EADDRINUSE) {
+                    why = "another process accepts on that socket";
+                } else if (l->unix_path != NULL && errno == EEXIST) {
+                    why = "the path exists and is not a socket";
+                }
+                gw_log(GW_LOG_ERROR, "listener %s: cannot listen on %s: %s", l->name, l->address_text, why);
+                for (size_t j = 0; w == 0 && j < i; j++) {  // only the sockets made here
+                    if (cfg->listeners[j].unix_path != NULL) {
+                        unlink(cfg->listeners[j].unix_path);
+                    }
+                }
                 return 0;
             }
             fds[(size_t)w * cfg->num_listeners + i] = fd;
@@ -73,7 +104,9 @@ static int same_listeners(const pol_config *a, const pol_config *b) {
         return 0;
     }
     for (size_t i = 0; i < a->num_listeners; i++) {
-        if (strcmp(a->listeners[i].address_text, b->listeners[i].address_text) != 0) {
+        const pol_listener *x = &a->listeners[i], *y = &b->listeners[i];
+        if (strcmp(x->address_text, y->address_text) != 0 || x->unix_mode != y->unix_mode ||
+            x->unix_owner != y->unix_owner || x->unix_group != y->unix_group) {
             return 0;
         }
     }
@@ -251,9 +284,11 @@ int gw_cmd_run(int argc, char **argv) {
     }
     if (cfg->admin_address_text != NULL && !gw_admin_bind(cfg)) {
         gw_log(GW_LOG_ERROR, "admin: cannot listen on %s: %s", cfg->admin_address_text, strerror(errno));
+        remove_unix_sockets(cfg);
         return 1;
     }
     if (!drop_privileges(cfg)) {
+        remove_unix_sockets(cfg);
         return 1;
     }
     for (int i = 0; i < nworkers; i++) {
@@ -326,6 +361,7 @@ int gw_cmd_run(int argc, char **argv) {
     }
     free(workers);
     free(fds);
+    remove_unix_sockets(cfg);
     gw_admin_stop();
     pol_config_unref(cfg);
     gw_sesscache_clear();

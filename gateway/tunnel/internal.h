@@ -91,6 +91,7 @@ struct gw_tunnel {
     const pol_rule *rule;
     pol_dest dest;         // what the client asked for
     const char *user;      // the authenticated proxy user (owned by cfg->users), for the access log
+    uint32_t caller;       // the local user behind the client connection, or GW_CALLER_NONE
     // front.c: reading the request.
     struct {
         size_t head_scanned;          // how far an HTTP head was searched for its end

@@ -57,6 +57,7 @@ void tunnel_log_access(gw_tunnel *t) {
     }
     gw_access_record r = {
         .client = t->client_text,
+        .caller = t->caller == GW_CALLER_NONE ? -1 : (int64_t)t->caller,
         .listener = tunnel_listener_of(t)->name,
         .proto = proto_names[t->proto],
         .dest = dest[0] ? dest : NULL,
@@ -444,7 +445,8 @@ void tunnel_run(gw_tunnel *t) {
     }
 }
 
-void gw_tunnel_accept(gw_tunnel_host *w, int fd, const struct sockaddr *peer, size_t listener_index, gw_err admission) {
+void gw_tunnel_accept(gw_tunnel_host *w, int fd, const gw_client_info *client, size_t listener_index,
+                      gw_err admission) {
     gw_tunnel *t = calloc(1, sizeof(*t));
     if (t == NULL) {
         close(fd);
@@ -463,7 +465,12 @@ void gw_tunnel_accept(gw_tunnel_host *w, int fd, const struct sockaddr *peer, si
     gw_upstream_init(&t->upstream);
     t->dns_ms = t->connect_ms = t->handshake_ms = -1;
     t->t_start = gw_loop_now(w->loop);
-    gw_format_addr(peer, t->client_text, sizeof(t->client_text));
+    t->caller = client->caller;
+    if (client->addr->sa_family == AF_UNIX) {
+        snprintf(t->client_text, sizeof(t->client_text), "unix:%d", (int)client->pid);
+    } else {
+        gw_format_addr(client->addr, t->client_text, sizeof(t->client_text));
+    }
     gw_timer_init(&t->timer, on_timer, t);
     gw_timer_init(&t->yield_timer, on_yield_timer, t);
     gw_watcher_init(&t->client_io.w, fd, on_client, t);

@@ -38,10 +38,17 @@ typedef struct gw_tunnel_host {
 extern atomic_int gw_active_tunnels;
 extern atomic_int gw_rejecting_tunnels;
 
+// Who a new client is: its address, and the local user behind it.
+typedef struct {
+    const struct sockaddr *addr;  // AF_UNIX for a UNIX-socket listener
+    uint32_t caller;              // uid, or GW_CALLER_NONE: not known (remote, or not looked up)
+    int32_t pid;                  // UNIX-socket clients: the peer's process id; else -1
+} gw_client_info;
+
 // gw_tunnel_accept takes over |fd|, accepted on listener |listener_index| of |host|'s
 // config. With |admission| != GW_ERR_NONE the client's request is read only to answer it
 // with that error in its own protocol (limits, allow list).
-void gw_tunnel_accept(gw_tunnel_host *host, int fd, const struct sockaddr *peer, size_t listener_index,
+void gw_tunnel_accept(gw_tunnel_host *host, int fd, const gw_client_info *client, size_t listener_index,
                       gw_err admission);
 
 // gw_tunnel_abort closes |t| at once (shutdown after the drain timeout).

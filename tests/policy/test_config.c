@@ -55,9 +55,9 @@ static void minimal_and_defaults(void **state) {
     assert_int_equal(cfg->num_allow, 2);  // loopback only by default
     pol_dest d;
     pol_dest_init(&d, "a.example.org", 80);
-    assert_non_null(pol_config_lookup(cfg, &d));
+    assert_non_null(pol_config_lookup(cfg, &d, GW_CALLER_NONE));
     pol_dest_init(&d, "example.com", 80);
-    assert_null(pol_config_lookup(cfg, &d));  // default deny
+    assert_null(pol_config_lookup(cfg, &d, GW_CALLER_NONE));  // default deny
     pol_config_unref(cfg);
     pol_errors_free(&errs);
 }
@@ -78,7 +78,7 @@ static void every_error_with_line(void **state) {
                            &errs);
     assert_null(cfg);
     assert_true(has(&errs, "1: workers: expected an integer from 0 to 256, found a string"));
-    assert_true(has(&errs, "2: listen[0].address: expected \"IPv4:port\" or \"[IPv6]:port\", found \"localhost:1080\""));
+    assert_true(has(&errs, "2: listen[0].address: expected \"IPv4:port\", \"[IPv6]:port\" or \"unix:PATH\", found \"localhost:1080\""));
     assert_true(has(&errs, "2: listen[0].protocols: expected \"socks5\", \"socks4\" or \"http\", found \"socks6\""));
     assert_true(has(&errs, "3: limits.max_connections: expected an integer from 1 to 10000000, found 0"));
     assert_true(has(&errs, "3: limits.header_mx: unknown setting; did you mean \"header_max\"? (expected one of: max_connections, "

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Who is calling: rules that name the local user or group, and a UNIX-socket listener.
+# Real local users and groups made here (useradd/groupadd) and removed after; real curl
+# run as each user (setpriv) through http_proxy and SOCKS5 to the same destination; nginx
+# says which client certificate it saw, on fresh and resumed sessions.
+source "$(dirname "$0")/lib.sh"
+
+if [ "$(id -u)" != 0 ]; then
+    fail "this test makes local users: it must run as root"
+    finish
+    exit 1
+fi
+
+make_pki
+make_client_cert orders-svc
+start_backend
+start_redis
+start_nginx
+start_dnsmasq orders.dc2.test=127.0.0.1 redis.dc2.test=127.0.0.1
+
+# ---- users and groups, made for this run and removed by cleanup ----
+TAG=mt$$
+G_OPS=${TAG}ops G_SOCK=${TAG}sock
+U_ORD=${TAG}ord U_BIL=${TAG}bil U_CAR=${TAG}car U_NOB=${TAG}nob
+groupadd "$G_OPS"; UNDO+=("groupdel $G_OPS")
+groupadd "$G_SOCK"; UNDO+=("groupdel $G_SOCK")
+for u in "$U_ORD" "$U_BIL" "$U_CAR" "$U_NOB"; do
+    useradd --no-create-home --shell /usr/sbin/nologin --user-group "$u"
+    UNDO=("userdel $u" "${UNDO[@]}")  # users go before the groups they are in
+done
+usermod -aG "$G_SOCK" "$U_ORD"
+usermod -aG "$G_OPS,$G_SOCK" "$U_CAR"  # supplementary only: the primary group is its own
+UID_ORD=$(id -u "$U_ORD"); UID_BIL=$(id -u "$U_BIL"); UID_CAR=$(id -u "$U_CAR"); UID_NOB=$(id -u "$U_NOB")
+echo "# users: $U_ORD=$UID_ORD $U_BIL=$UID_BIL $U_CAR=$UID_CAR (in $G_OPS) $U_NOB=$UID_NOB"
+
+# The socket's folder must be reachable by the test users ($WORK is root's, mode 0700).
+SOCKDIR=$(mktemp -d /tmp/mtlsgw-sock.XXXXXX); chmod 0755 "$SOCKDIR"; UNDO+=("rm -rf $SOCKDIR")
+SOCK=$SOCKDIR/proxy.sock
+# A stale socket from an earlier run (bound, never unlinked): the gateway replaces it.
+python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])" "$SOCK"
+
+as_user() { local u=$1; shift; setpriv --reuid "$u" --regid "$(id -g "$u")" --init-groups "$@"; }
+
+GW_PORT=$(free_port)
+cat > "$WORK/gw.conf" <<CONF
+workers = 2;
+listen = (
+  { name = "proxy"; address = "127.0.0.1:$GW_PORT"; },
+  { name = "local"; address = "unix:$SOCK"; mode = "0660"; group = "$G_SOCK"; }
+);
+resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
+identities = (
+  { name = "orders"; certificate = "$PKI/orders-svc.crt"; key = "$PKI/orders-svc.key"; trust = "$PKI/server-trust.crt"; },
+  { name = "billing"; certificate = "$PKI/billing.crt"; key = "$PKI/billing.key"; trust = "$PKI/server-trust.crt"; },
+  { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; }
+);
+rules = (
+  { match = "orders.dc2.test:80"; caller = "user:$U_ORD"; identity = "orders"; upstream_port = $NGX_HTTPS; },
+  { match = "orders.dc2.test:80"; caller = [ "uid:$UID_BIL" ]; identity = "billing"; upstream_port = $NGX_HTTPS; },
+  { match = "orders.dc2.test:80"; caller = [ "group:$G_OPS", "uid:0" ]; identity = "ops"; upstream_port = $NGX_HTTPS; },
+  { match = "redis.dc2.test:6379"; caller = "user:$U_ORD"; identity = "orders"; upstream_port = $NGX_REDIS; },
+  { match = "*"; action = "deny"; }
+);
+CONF
+out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1) || true
+expect_contains "config with caller rules and a UNIX listener: check OK" "configuration OK" "$out"
+start_gw "$WORK/gw.conf"
+for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+check "stale socket at the UNIX listener's path replaced by a live one" test -S "$SOCK"
+check "UNIX socket mode 0660, group $G_SOCK" test "$(stat -c '%a %G' "$SOCK")" = "660 $G_SOCK"
+
+# ---- TCP: the caller is the owner of the client's socket ----
+dn_of() { sed -n 's/^dn=\([^ ]*\) .*/\1/p'; }
+reused_of() { sed -n 's/.* reused=\([^ ]*\) .*/\1/p'; }
+get_as() {  # get_as USER PATH: curl as USER through http_proxy
+    as_user "$1" env http_proxy="http://127.0.0.1:$GW_PORT" curl -s -m 10 "http://orders.dc2.test/$2"
+}
+out=$(get_as "$U_ORD" first)
+expect_eq "user:$U_ORD gets its own certificate" "CN=orders-svc,O=mtlsgw-test" "$(dn_of <<< "$out")"
+out=$(get_as "$U_BIL" first)
+expect_eq "uid:$UID_BIL gets billing's certificate" "CN=billing,O=mtlsgw-test" "$(dn_of <<< "$out")"
+out=$(get_as "$U_CAR" first)
+expect_eq "group:$G_OPS (a supplementary group of $U_CAR) gets ops's certificate" "CN=ops,O=mtlsgw-test" "$(dn_of <<< "$out")"
+out=$(http_proxy="http://127.0.0.1:$GW_PORT" curl -s -m 10 http://orders.dc2.test/root)
+expect_eq "uid:0 (root) gets ops's certificate" "CN=ops,O=mtlsgw-test" "$(dn_of <<< "$out")"
+# Second round: sessions resume, each with its own identity (the cache is per identity).
+for who in "$U_ORD:CN=orders-svc" "$U_BIL:CN=billing" "$U_CAR:CN=ops"; do
+    u=${who%%:*}; want=${who#*:}
+    out=$(get_as "$u" again)
+    expect_eq "$u again: resumed session" "r" "$(reused_of <<< "$out")"
+    expect_eq "$u again: still its own certificate" "$want,O=mtlsgw-test" "$(dn_of <<< "$out")"
+done
+# A user that no rule names: default deny, 403 with Proxy-Status.
+h=$(as_user "$U_NOB" env http_proxy="http://127.0.0.1:$GW_PORT" curl -s -m 10 -o /dev/null -D - \
+    http://orders.dc2.test/nobody | tr -d '\r' | tr 'A-Z' 'a-z')
+expect_contains "a user no rule names: 403" "http/1.1 403" "$h"
+expect_contains "a user no rule names: Proxy-Status" "proxy-status: mtlsgw; error=http_request_denied" "$h"
+SOCKS_PY='
+import socket, struct, sys
+addr, host, port = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+if addr.startswith("/"):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(addr)
+    except PermissionError:
+        print("EACCES"); sys.exit(0)
+else:
+    s = socket.create_connection(("127.0.0.1", int(addr)))
+s.settimeout(10)
+s.sendall(b"\x05\x01\x00"); s.recv(2)
+s.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host + struct.pack(">H", port))
+rep = s.recv(10)
+print("rep=%d" % rep[1])
+if rep[1] == 0:
+    s.sendall(b"GET /" + sys.argv[4].encode() + b" HTTP/1.1\r\nHost: orders.dc2.test\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d: break
+        data += d
+    print(data.split(b"\r\n\r\n", 1)[1].decode())
+'
+socks_as() { as_user "$1" /usr/bin/python3 -c "$SOCKS_PY" "$2" "$3" "$4" "$5"; }
+out=$(socks_as "$U_NOB" "$GW_PORT" orders.dc2.test 80 x)
+expect_eq "SOCKS5 from a user no rule names: REP 0x02" "rep=2" "$out"
+out=$(socks_as "$U_ORD" "$GW_PORT" orders.dc2.test 80 socks-tcp)
+expect_contains "SOCKS5 over TCP as $U_ORD: its own certificate" "dn=CN=orders-svc,O=mtlsgw-test" "$out"
+# proxychains4 + redis-cli as the user the redis rule names, and as one it does not.
+proxychains_conf "$WORK/pc.conf" "$GW_PORT"; chmod 644 "$WORK/pc.conf"; cp "$WORK/pc.conf" "$SOCKDIR/pc.conf"
+out=$(as_user "$U_ORD" proxychains4 -q -f "$SOCKDIR/pc.conf" redis-cli -h redis.dc2.test -p 6379 PING 2>&1)
+expect_eq "proxychains4 + redis-cli as $U_ORD: PONG" "PONG" "$out"
+out=$(as_user "$U_BIL" proxychains4 -q -f "$SOCKDIR/pc.conf" redis-cli -h redis.dc2.test -p 6379 PING 2>&1 || true)
+check "proxychains4 + redis-cli as $U_BIL (no redis rule for it): refused" bash -c "! grep -q PONG <<< '$out'"
+
+# ---- the UNIX socket: SO_PEERCRED, and the socket's own permissions ----
+out=$(socks_as "$U_ORD" "$SOCK" orders.dc2.test 80 socks-unix)
+expect_contains "SOCKS5 over the UNIX socket as $U_ORD: its own certificate" "dn=CN=orders-svc,O=mtlsgw-test" "$out"
+out=$(socks_as "$U_CAR" "$SOCK" orders.dc2.test 80 socks-unix-ops)
+expect_contains "SOCKS5 over the UNIX socket as $U_CAR: ops's certificate" "dn=CN=ops,O=mtlsgw-test" "$out"
+out=$(socks_as "$U_BIL" "$SOCK" orders.dc2.test 80 x)
+expect_eq "a user outside the socket's group cannot connect to it" "EACCES" "$out"
+# An http_proxy request (absolute URI) over the UNIX socket, written by hand.
+out=$(as_user "$U_ORD" /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(10)
+s.sendall(b"GET http://orders.dc2.test/http-unix HTTP/1.1\r\nHost: orders.dc2.test\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d: break
+    data += d
+print(data.decode())' "$SOCK")
+expect_contains "http_proxy request over the UNIX socket as $U_ORD: its own certificate" "dn=CN=orders-svc,O=mtlsgw-test" "$out"
+
+# ---- seen everywhere ----
+sleep 0.3
+log=$(cat "$WORK/gw.log")
+expect_contains "access log: caller=UID after client (TCP)" "client=127.0.0.1:" "$(grep "caller=$UID_ORD " <<< "$log" | head -1)"
+expect_contains "access log: UNIX client as unix:PID with its caller" "caller=$UID_CAR listener=local" \
+    "$(grep 'client=unix:' <<< "$log" | grep "caller=$UID_CAR" | head -1)"
+expect_contains "access log: the denied user's caller" "caller=$UID_NOB" "$(grep 'path=\|/nobody\|orders.dc2.test:80' <<< "$log" | grep "result=denied" | head -1)"
+out=$("$MTLSGW" explain -c "$WORK/gw.conf" orders.dc2.test:80 --caller "$U_ORD")
+expect_contains "explain --caller USER: that user's rule" "identity     orders" "$out"
+out=$("$MTLSGW" explain -c "$WORK/gw.conf" orders.dc2.test:80 --caller "$UID_CAR")
+expect_contains "explain --caller UID (a group member): the group's rule" "identity     ops" "$out"
+out=$("$MTLSGW" explain -c "$WORK/gw.conf" orders.dc2.test:80 --caller "$U_NOB")
+expect_contains "explain --caller for a user no rule names: the deny rule" 'match "*"' "$out"
+expect_contains "explain --caller for a user no rule names: deny" "action       deny" "$out"
+out=$("$MTLSGW" explain -c "$WORK/gw.conf" orders.dc2.test:80)
+expect_contains "explain without --caller: as a remote client (no caller), the deny rule" 'match "*"' "$out"
+out=$("$MTLSGW" explain -c "$WORK/gw.conf" orders.dc2.test:80 --caller no-such-user-here 2>&1 || true)
+expect_contains "explain --caller with an unknown user: said so" "neither a user on this system nor a uid" "$out"
+out=$("$MTLSGW" identity list -c "$WORK/gw.conf")
+expect_contains "identity list: each rule's callers" "(caller group:$G_OPS, uid:0)" "$out"
+out=$("$MTLSGW" identity list -c "$WORK/gw.conf" --json)
+expect_contains "identity list --json: callers per rule" "\"caller\": \"user:$U_ORD\"" "$(sed 's/"callers": {"[^"]*": /"caller": /g' <<< "$out")"
+
+# ---- membership is read at load: a user added to the group, SIGHUP, and it matches ----
+usermod -aG "$G_OPS" "$U_NOB"
+reloads=$(grep -c "reloaded" "$WORK/gw.log" || true)
+kill -HUP "$GW_PID"
+for _ in $(seq 50); do [ "$(grep -c "reloaded" "$WORK/gw.log" || true)" -gt "$reloads" ] && break; sleep 0.1; done
+out=$(get_as "$U_NOB" after-reload)
+expect_eq "user added to $G_OPS + SIGHUP: gets ops's certificate" "CN=ops,O=mtlsgw-test" "$(dn_of <<< "$out")"
+
+# ---- JSON access log after a reload ----
+sed -i 's/^resolver = /log = { format = "json"; };\nresolver = /' "$WORK/gw.conf"
+reloads=$(grep -c "reloaded" "$WORK/gw.log" || true)
+kill -HUP "$GW_PID"
+for _ in $(seq 50); do [ "$(grep -c "reloaded" "$WORK/gw.log" || true)" -gt "$reloads" ] && break; sleep 0.1; done
+get_as "$U_BIL" json > /dev/null
+sleep 0.3
+expect_contains "JSON access log: \"caller\" as a number" "\"caller\":$UID_BIL," "$(grep '^{' "$WORK/gw.log" | tail -1)"
+
+# ---- config errors ----
+sed "s/caller = \"user:$U_ORD\"/caller = \"user:nosuchuser$$\"/" "$WORK/gw.conf" > "$WORK/bad.conf"
+out=$("$MTLSGW" check -c "$WORK/bad.conf" 2>&1 || true)
+line=$(grep -n "nosuchuser$$" "$WORK/bad.conf" | head -1 | cut -d: -f1)
+expect_contains "unknown user in a rule: check names file:line and the setting" \
+    "$WORK/bad.conf:$line: rules[0].caller: no user named \"nosuchuser$$\"" "$out"
+sed "s/\"group:$G_OPS\"/\"group:nosuchgroup$$\"/" "$WORK/gw.conf" > "$WORK/bad2.conf"
+out=$("$MTLSGW" check -c "$WORK/bad2.conf" 2>&1 || true)
+expect_contains "unknown group in a rule: a file:line error" "rules[2].caller: no group named \"nosuchgroup$$\"" "$out"
+sed "s/\"uid:$UID_BIL\"/\"uid:-5\"/" "$WORK/gw.conf" > "$WORK/bad3.conf"
+out=$("$MTLSGW" check -c "$WORK/bad3.conf" 2>&1 || true)
+expect_contains "bad uid: what is expected" "rules[1].caller: expected uid:N with a number N, found \"uid:-5\"" "$out"
+sed "s/\"uid:$UID_BIL\"/\"login:bob\"/" "$WORK/gw.conf" > "$WORK/bad4.conf"
+out=$("$MTLSGW" check -c "$WORK/bad4.conf" 2>&1 || true)
+expect_contains "unknown caller kind: what is expected" "expected \"user:NAME\", \"uid:N\", \"group:NAME\" or \"gid:N\", found \"login:bob\"" "$out"
+echo "not a socket" > "$SOCKDIR/file"
+sed "s#unix:$SOCK#unix:$SOCKDIR/file#" "$WORK/gw.conf" > "$WORK/bad5.conf"
+out=$("$MTLSGW" check -c "$WORK/bad5.conf" 2>&1 || true)
+expect_contains "a non-socket at a UNIX listener's path: a config error" "listen[1].address: $SOCKDIR/file is a regular file" "$out"
+check "... and the file is left alone" test "$(cat "$SOCKDIR/file")" = "not a socket"
+sed "s#address = \"127.0.0.1:$GW_PORT\"; }#address = \"127.0.0.1:$GW_PORT\"; mode = \"0600\"; }#" "$WORK/gw.conf" > "$WORK/bad6.conf"
+out=$("$MTLSGW" check -c "$WORK/bad6.conf" 2>&1 || true)
+expect_contains "mode on a TCP listener: said to be for UNIX listeners" "listen[0].mode: only for a UNIX-socket listener" "$out"
+# A second gateway on the same socket path: the live socket is not taken over.
+P2=$(free_port)
+sed "s/127.0.0.1:$GW_PORT/127.0.0.1:$P2/" "$WORK/gw.conf" > "$WORK/second.conf"
+out=$(timeout 10 "$MTLSGW" run -c "$WORK/second.conf" 2>&1 || true)
+expect_contains "a socket another gateway accepts on is not replaced" "another process accepts on that socket" "$out"
+out=$(socks_as "$U_ORD" "$SOCK" orders.dc2.test 80 still)
+expect_contains "... and the first gateway still serves on it" "dn=CN=orders-svc,O=mtlsgw-test" "$out"
+
+stop_gateways
+check "the UNIX socket is removed on exit" test ! -e "$SOCK"
+
+# ---- privileges dropped after the socket is made ----
+GW_USER=${TAG}gw
+useradd --no-create-home --shell /usr/sbin/nologin --user-group "$GW_USER"; UNDO=("userdel $GW_USER" "${UNDO[@]}")
+usermod -aG "$G_SOCK" "$GW_USER"
+mkdir -p "$SOCKDIR/keys"; cp "$PKI"/orders-svc.{crt,key} "$PKI/server-trust.crt" "$SOCKDIR/keys/"
+chown -R "$GW_USER" "$SOCKDIR/keys"; chmod 700 "$SOCKDIR/keys"
+chown "$GW_USER" "$SOCKDIR"  # so that it can remove its socket on exit
+GW_PORT=$(free_port)
+cat > "$WORK/gw-drop.conf" <<CONF
+user = "$GW_USER";
+listen = ( { name = "local"; address = "unix:$SOCK"; mode = "0660"; group = "$G_SOCK"; },
+           { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
+resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
+identities = ( { name = "orders"; certificate = "$SOCKDIR/keys/orders-svc.crt"; key = "$SOCKDIR/keys/orders-svc.key";
+                 trust = "$SOCKDIR/keys/server-trust.crt"; } );
+rules = ( { match = "orders.dc2.test:80"; caller = "user:$U_ORD"; identity = "orders"; upstream_port = $NGX_HTTPS; } );
+CONF
+GW_PIDS=()
+start_gw "$WORK/gw-drop.conf"
+check "gateway runs as $GW_USER" test "$(ps -o user= -p "$GW_PID")" = "$GW_USER"
+out=$(socks_as "$U_ORD" "$SOCK" orders.dc2.test 80 dropped)
+expect_contains "privileges dropped: the UNIX socket made before still serves" "dn=CN=orders-svc,O=mtlsgw-test" "$out"
+out=$(get_as "$U_ORD" dropped-tcp)
+expect_contains "privileges dropped: TCP callers still known" "dn=CN=orders-svc,O=mtlsgw-test" "$out"
+stop_gateways
+check "the UNIX socket is removed on exit, after the drop too" test ! -e "$SOCK"
+GW_PIDS=()
+finish
