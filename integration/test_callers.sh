@@ -41,13 +41,28 @@ python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[
 
 as_user() { local u=$1; shift; setpriv --reuid "$u" --regid "$(id -g "$u")" --init-groups "$@"; }
 
+# A remote client: a network namespace joined by a veth pair (198.18.231.0/30, a
+# benchmarking range). Its sockets are not in the gateway's socket table, so it has no
+# caller, even as root: only rules without `caller` can match it.
+NS=${TAG}ns VETH=${TAG}h
+ip netns add "$NS"; UNDO+=("ip netns del $NS" "ip link del $VETH")
+ip link add "$VETH" type veth peer name "${TAG}n"
+ip link set "${TAG}n" netns "$NS"
+ip addr add 198.18.231.1/30 dev "$VETH"; ip link set "$VETH" up
+ip netns exec "$NS" ip addr add 198.18.231.2/30 dev "${TAG}n"
+ip netns exec "$NS" ip link set "${TAG}n" up
+ip netns exec "$NS" ip link set lo up
+LAN_PORT=$(free_port)
+
 GW_PORT=$(free_port)
 cat > "$WORK/gw.conf" <<CONF
 workers = 2;
 listen = (
   { name = "proxy"; address = "127.0.0.1:$GW_PORT"; },
-  { name = "local"; address = "unix:$SOCK"; mode = "0660"; group = "$G_SOCK"; }
+  { name = "local"; address = "unix:$SOCK"; mode = "0660"; group = "$G_SOCK"; },
+  { name = "lan"; address = "198.18.231.1:$LAN_PORT"; }
 );
+allow = [ "127.0.0.0/8", "198.18.231.2" ];
 resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
 identities = (
   { name = "orders"; certificate = "$PKI/orders-svc.crt"; key = "$PKI/orders-svc.key"; trust = "$PKI/server-trust.crt"; },
@@ -59,6 +74,7 @@ rules = (
   { match = "orders.dc2.test:80"; caller = [ "uid:$UID_BIL" ]; identity = "billing"; upstream_port = $NGX_HTTPS; },
   { match = "orders.dc2.test:80"; caller = [ "group:$G_OPS", "uid:0" ]; identity = "ops"; upstream_port = $NGX_HTTPS; },
   { match = "redis.dc2.test:6379"; caller = "user:$U_ORD"; identity = "orders"; upstream_port = $NGX_REDIS; },
+  { match = "open.dc2.test:80"; identity = "billing"; upstream = "127.0.0.1:$NGX_HTTPS"; server_name = "orders.dc2.test"; },
   { match = "*"; action = "deny"; }
 );
 CONF
@@ -131,6 +147,17 @@ out=$(as_user "$U_ORD" proxychains4 -q -f "$SOCKDIR/pc.conf" redis-cli -h redis.
 expect_eq "proxychains4 + redis-cli as $U_ORD: PONG" "PONG" "$out"
 out=$(as_user "$U_BIL" proxychains4 -q -f "$SOCKDIR/pc.conf" redis-cli -h redis.dc2.test -p 6379 PING 2>&1 || true)
 check "proxychains4 + redis-cli as $U_BIL (no redis rule for it): refused" bash -c "! grep -q PONG <<< '$out'"
+
+# ---- a remote client has no caller ----
+for _ in $(seq 50); do ip netns exec "$NS" bash -c "echo > /dev/tcp/198.18.231.1/$LAN_PORT" 2>/dev/null && break; sleep 0.1; done
+h=$(ip netns exec "$NS" env http_proxy="http://198.18.231.1:$LAN_PORT" curl -s -m 10 -o /dev/null -D - \
+    http://orders.dc2.test/remote | tr -d '\r' | tr 'A-Z' 'a-z')
+expect_contains "a remote client (root in another namespace) matches no caller rule: 403" "http/1.1 403" "$h"
+out=$(ip netns exec "$NS" env http_proxy="http://198.18.231.1:$LAN_PORT" curl -s -m 10 http://open.dc2.test/remote-open)
+expect_eq "a remote client still gets a rule without caller" "CN=billing,O=mtlsgw-test" "$(dn_of <<< "$out")"
+sleep 0.3
+expect_contains "access log: a remote client's caller is -" "caller=- listener=lan" \
+    "$(grep 'client=198.18.231.2:' "$WORK/gw.log" | tail -1)"
 
 # ---- the UNIX socket: SO_PEERCRED, and the socket's own permissions ----
 out=$(socks_as "$U_ORD" "$SOCK" orders.dc2.test 80 socks-unix)
