@@ -45,7 +45,11 @@ static const char run_usage[] =
     "auth.users_file set, clients must authenticate (SOCKS5 username/password or\n"
     "Proxy-Authorization: Basic; lines made by `mtlsgw passwd NAME`), checked only for clients\n"
     "in `allow`. Addresses in deny_addresses (default: 0.0.0.0/8, ::/128, 169.254.0.0/16,\n"
-    "fe80::/10) are never connected to, whatever name resolves to them.\n";
+    "fe80::/10) are never connected to, whatever name resolves to them.\n\n"
+    "Rules with `caller` (user:NAME, uid:N, group:NAME, gid:N) serve only those local users:\n"
+    "the owner of a TCP client's socket on this host (NETLINK_SOCK_DIAG), or a UNIX-socket\n"
+    "client's peer credentials (listen address \"unix:PATH\", with mode, owner, group). Remote\n"
+    "clients have no caller. The access log says caller=UID.\n";
 
 // ---- run ----
 
