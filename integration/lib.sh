@@ -429,6 +429,14 @@ start_gw() {
 
 gw_alive() { kill -0 "$GW_PID" 2>/dev/null; }
 
+# reload_gw: SIGHUP to the gateway, then wait (5 s at most) for its next "reloaded" line.
+reload_gw() {
+    local before
+    before=$(grep -c "reloaded" "$WORK/gw.log" || true)
+    kill -HUP "$GW_PID"
+    for _ in $(seq 50); do [ "$(grep -c "reloaded" "$WORK/gw.log" || true)" -gt "$before" ] && break; sleep 0.1; done
+}
+
 # proxychains_conf FILE PORT TYPE: a proxychains4 config using the gateway.
 proxychains_conf() {
     cat > "$1" <<PC

@@ -111,6 +111,8 @@ h=$(as_user "$U_NOB" env http_proxy="http://127.0.0.1:$GW_PORT" curl -s -m 10 -o
     http://orders.dc2.test/nobody | tr -d '\r' | tr 'A-Z' 'a-z')
 expect_contains "a user no rule names: 403" "http/1.1 403" "$h"
 expect_contains "a user no rule names: Proxy-Status" "proxy-status: mtlsgw; error=http_request_denied" "$h"
+# SOCKS_PY ADDR (a port, or a UNIX socket's path) HOST PORT PATH: SOCKS5 CONNECT, then GET
+# /PATH; with PORT 0, an http_proxy request (absolute URI) instead.
 SOCKS_PY='
 import socket, struct, sys
 addr, host, port = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
@@ -123,18 +125,23 @@ if addr.startswith("/"):
 else:
     s = socket.create_connection(("127.0.0.1", int(addr)))
 s.settimeout(10)
-s.sendall(b"\x05\x01\x00"); s.recv(2)
-s.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host + struct.pack(">H", port))
-rep = s.recv(10)
-print("rep=%d" % rep[1])
-if rep[1] == 0:
+if port == 0:  # an http_proxy request (absolute URI) instead of SOCKS5
+    s.sendall(b"GET http://" + host + b"/" + sys.argv[4].encode() + b" HTTP/1.1\r\nHost: " + host +
+              b"\r\nConnection: close\r\n\r\n")
+else:
+    s.sendall(b"\x05\x01\x00"); s.recv(2)
+    s.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host + struct.pack(">H", port))
+    rep = s.recv(10)
+    print("rep=%d" % rep[1])
+    if rep[1] != 0:
+        sys.exit(0)
     s.sendall(b"GET /" + sys.argv[4].encode() + b" HTTP/1.1\r\nHost: orders.dc2.test\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d: break
-        data += d
-    print(data.split(b"\r\n\r\n", 1)[1].decode())
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d: break
+    data += d
+print(data.split(b"\r\n\r\n", 1)[1].decode())
 '
 socks_as() { as_user "$1" /usr/bin/python3 -c "$SOCKS_PY" "$2" "$3" "$4" "$5"; }
 out=$(socks_as "$U_NOB" "$GW_PORT" orders.dc2.test 80 x)
@@ -167,16 +174,7 @@ expect_contains "SOCKS5 over the UNIX socket as $U_CAR: ops's certificate" "dn=C
 out=$(socks_as "$U_BIL" "$SOCK" orders.dc2.test 80 x)
 expect_eq "a user outside the socket's group cannot connect to it" "EACCES" "$out"
 # An http_proxy request (absolute URI) over the UNIX socket, written by hand.
-out=$(as_user "$U_ORD" /usr/bin/python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(10)
-s.sendall(b"GET http://orders.dc2.test/http-unix HTTP/1.1\r\nHost: orders.dc2.test\r\nConnection: close\r\n\r\n")
-data = b""
-while True:
-    d = s.recv(65536)
-    if not d: break
-    data += d
-print(data.decode())' "$SOCK")
+out=$(socks_as "$U_ORD" "$SOCK" orders.dc2.test 0 http-unix)
 expect_contains "http_proxy request over the UNIX socket as $U_ORD: its own certificate" "dn=CN=orders-svc,O=mtlsgw-test" "$out"
 
 # ---- seen everywhere ----
@@ -204,17 +202,13 @@ expect_contains "identity list --json: callers per rule" "\"caller\": \"user:$U_
 
 # ---- membership is read at load: a user added to the group, SIGHUP, and it matches ----
 usermod -aG "$G_OPS" "$U_NOB"
-reloads=$(grep -c "reloaded" "$WORK/gw.log" || true)
-kill -HUP "$GW_PID"
-for _ in $(seq 50); do [ "$(grep -c "reloaded" "$WORK/gw.log" || true)" -gt "$reloads" ] && break; sleep 0.1; done
+reload_gw
 out=$(get_as "$U_NOB" after-reload)
 expect_eq "user added to $G_OPS + SIGHUP: gets ops's certificate" "CN=ops,O=mtlsgw-test" "$(dn_of <<< "$out")"
 
 # ---- JSON access log after a reload ----
 sed -i 's/^resolver = /log = { format = "json"; };\nresolver = /' "$WORK/gw.conf"
-reloads=$(grep -c "reloaded" "$WORK/gw.log" || true)
-kill -HUP "$GW_PID"
-for _ in $(seq 50); do [ "$(grep -c "reloaded" "$WORK/gw.log" || true)" -gt "$reloads" ] && break; sleep 0.1; done
+reload_gw
 get_as "$U_BIL" json > /dev/null
 sleep 0.3
 expect_contains "JSON access log: \"caller\" as a number" "\"caller\":$UID_BIL," "$(grep '^{' "$WORK/gw.log" | tail -1)"

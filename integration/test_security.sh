@@ -132,9 +132,7 @@ expect_contains "failed authentication is logged with the user name" 'proxy auth
 code=$(http_proxy="http://carol:carol-pw@127.0.0.1:$GW_PORT" curl -s -m 10 -o /dev/null -w '%{http_code}' http://orders.dc2.test/carol)
 expect_eq "a user not yet in the file: 407" "407" "$code"
 echo "carol-pw" | "$MTLSGW" passwd carol >> "$WORK/users"
-reloads=$(grep -c "reloaded" "$WORK/gw.log" || true)
-kill -HUP "$GW_PID"
-for _ in $(seq 50); do [ "$(grep -c "reloaded" "$WORK/gw.log" || true)" -gt "$reloads" ] && break; sleep 0.1; done
+reload_gw
 out=$(http_proxy="http://carol:carol-pw@127.0.0.1:$GW_PORT" curl -s -m 10 http://orders.dc2.test/carol)
 expect_contains "user added to the file + SIGHUP: served" "path=/carol" "$out"
 check "Proxy-Authorization never reaches the backend" bash -c "! grep -qi 'Ym9i' '$WORK/backend.log'"
