@@ -86,7 +86,11 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
             return;
         }
         const pol_config *cfg = wk->host.cfg;
-        gw_client_info client = {(struct sockaddr *)&peer, GW_CALLER_NONE, -1};
+        gw_client_info client = {(struct sockaddr *)&peer, GW_CALLER_NONE, -1, NULL};
+        struct sockaddr_storage orig;
+        if (cfg->listeners[l->index].transparent && gw_peer_original_dst(fd, &orig)) {
+            client.orig_dst = (struct sockaddr *)&orig;
+        }
         int is_unix = cfg->listeners[l->index].unix_path != NULL;
         if (is_unix && !gw_peer_unix_cred(fd, &client.caller, &client.pid)) {
             client.caller = GW_CALLER_NONE;

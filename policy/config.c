@@ -550,6 +550,7 @@ static void load_auth(loader *ld, const config_setting_t *root) {
 
 static const char *const top_known[] = {"workers", "listen", "resolver", "identities", "rules",
                                         "limits", "allow", "deny_addresses", "log", "admin", "auth", "user",
+                                        "upstream_mark",
                                         NULL};
 
 pol_config *pol_config_load(const char *path, pol_errors *errs) {
@@ -591,6 +592,16 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     load_log(&ld, root);
     load_admin(&ld, root);
     load_auth(&ld, root);
+    const config_setting_t *mark = config_setting_get_member(root, "upstream_mark");
+    if (mark != NULL) {
+        long long v = config_setting_type(mark) == CONFIG_TYPE_INT64 ? config_setting_get_int64(mark)
+                      : config_setting_type(mark) == CONFIG_TYPE_INT ? config_setting_get_int(mark) : -1;
+        if (v < 0 || v > 0xffffffffLL) {
+            pol_ld_problem(&ld, mark, "upstream_mark", "expected a mark from 0 (none) to 0xffffffff, e.g. 0x4d47");
+        } else {
+            cfg->upstream_mark = (uint32_t)v;
+        }
+    }
     const char *user;
     if (pol_ld_get_string(&ld, root, "", "user", &user) == 1) {
         if (user[0] == '\0') {

@@ -25,6 +25,9 @@ typedef enum { POL_ACTION_DENY = 0, POL_ACTION_DIRECT, POL_ACTION_MTLS } pol_act
 #define POL_PROTO_SOCKS4 2u
 #define POL_PROTO_HTTP 4u
 
+// What a transparent listener may sniff from the client's first bytes.
+#define POL_SNIFF_HTTP 1u
+
 typedef struct {
     pol_match match;
     char *match_text;
@@ -48,6 +51,8 @@ typedef struct {
     char *unix_path;     // "unix:PATH" listener: the socket's path (addr holds it too); else NULL
     unsigned unix_mode;  // its permissions (default 0660)
     uint32_t unix_owner, unix_group;  // chown to these; GW_CALLER_NONE: leave as made
+    int transparent;     // the destination is the connection's original one (SO_ORIGINAL_DST)
+    unsigned sniff;      // POL_SNIFF_* bits (transparent listeners)
 } pol_listener;
 
 typedef struct {
@@ -90,6 +95,7 @@ typedef struct pol_config {
     } limits;
     pol_cidr *allow;
     size_t num_allow;
+    uint32_t upstream_mark;    // SO_MARK on every upstream socket; 0: none
     pol_cidr *deny_addresses;  // never connected to, after DNS (DESIGN: deny_addresses)
     size_t num_deny_addresses;
     char *users_file;

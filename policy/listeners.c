@@ -101,6 +101,49 @@ static void load_unix_address(loader *ld, const config_setting_t *g, const char 
     }
 }
 
+// load_transparent reads `transparent` and `sniff` of listener |g|. |other_kind|: it also
+// names protocols or a forward destination, which a transparent listener has neither of.
+static void load_transparent(loader *ld, const config_setting_t *g, const char *prefix, pol_listener *l,
+                             int other_kind) {
+    char path[96];
+    const config_setting_t *tr = config_setting_get_member(g, "transparent");
+    if (tr != NULL) {
+        pol_ld_setting_path(path, sizeof(path), prefix, "transparent");
+        if (config_setting_type(tr) != CONFIG_TYPE_BOOL) {
+            pol_ld_problem(ld, tr, path, "expected true or false");
+        } else if (config_setting_get_bool(tr)) {
+            l->transparent = 1;
+            if (other_kind) {
+                pol_ld_problem(ld, tr, path, "a transparent listener takes the destination from the connection: "
+                                             "remove protocols and forward");
+            } else if (l->unix_path != NULL) {
+                pol_ld_problem(ld, tr, path, "only for an IP:port listener (netfilter redirects TCP)");
+            }
+            l->protocols = 0;
+        }
+    }
+    const config_setting_t *sn = config_setting_get_member(g, "sniff");
+    if (sn == NULL) {
+        return;
+    }
+    pol_ld_setting_path(path, sizeof(path), prefix, "sniff");
+    int t = config_setting_type(sn);
+    if (!l->transparent) {
+        pol_ld_problem(ld, sn, path, "only for a transparent listener (transparent = true)");
+    } else if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
+        pol_ld_problem(ld, sn, path, "expected an array like [\"http\"]");
+    }
+    for (int j = 0; t != CONFIG_TYPE_STRING && j < config_setting_length(sn); j++) {
+        const config_setting_t *e = config_setting_get_elem(sn, (unsigned)j);
+        const char *v = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "";
+        if (strcmp(v, "http") == 0) {
+            l->sniff |= POL_SNIFF_HTTP;
+        } else {
+            pol_ld_problem(ld, e, path, "expected \"http\" (the only protocol sniffed), found \"%s\"", v);
+        }
+    }
+}
+
 void pol_ld_listeners(loader *ld, const config_setting_t *root) {
     int bad = 0;
     const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", "listen", 0, &bad);
@@ -118,7 +161,8 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
     }
     pol_config *cfg = ld->cfg;
     cfg->listeners = calloc((size_t)n, sizeof(*cfg->listeners));
-    static const char *const known[] = {"name", "address", "protocols", "forward", "mode", "owner", "group", NULL};
+    static const char *const known[] = {"name", "address", "protocols", "forward", "mode", "owner", "group",
+                                        "transparent", "sniff", NULL};
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
         char prefix[64];
@@ -206,6 +250,7 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
         } else if (forward == NULL) {
             l->protocols = POL_PROTO_SOCKS5 | POL_PROTO_SOCKS4 | POL_PROTO_HTTP;
         }
+        load_transparent(ld, g, prefix, l, protos != NULL || forward != NULL);
     }
 }
 

@@ -53,6 +53,29 @@ static int endpoint_of(const struct sockaddr *sa, endpoint *e) {
     return 0;
 }
 
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80  // linux/netfilter_ipv4.h
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80  // linux/netfilter_ipv6/ip6_tables.h
+#endif
+
+int gw_peer_original_dst(int fd, struct sockaddr_storage *out) {
+    struct sockaddr_storage me;
+    socklen_t ml = sizeof(me), ol = sizeof(*out);
+    if (getsockname(fd, (struct sockaddr *)&me, &ml) != 0) {
+        return 0;
+    }
+    memset(out, 0, sizeof(*out));
+    int ok = me.ss_family == AF_INET6 ? getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, out, &ol) == 0
+                                      : getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, out, &ol) == 0;
+    endpoint o, m;
+    if (!ok || !endpoint_of((struct sockaddr *)out, &o) || !endpoint_of((struct sockaddr *)&me, &m)) {
+        return 0;
+    }
+    return !(o.family == m.family && o.port == m.port && memcmp(o.addr, m.addr, 16) == 0);
+}
+
 int gw_peer_is_loopback(const struct sockaddr *sa) {
     endpoint e;
     if (!endpoint_of(sa, &e)) {

@@ -16,6 +16,12 @@
 // socket |fd| (as of its connect). Returns 1 with |*uid| and |*pid| set, 0 on failure.
 int gw_peer_unix_cred(int fd, uint32_t *uid, int32_t *pid);
 
+// gw_peer_original_dst reads where accepted TCP connection |fd| was going before a
+// netfilter REDIRECT/DNAT (SO_ORIGINAL_DST, IP6T_SO_ORIGINAL_DST) into |out|. Returns 0
+// when it was not redirected: no NAT entry, or the original destination is this very
+// socket's own address (a client that connected to the listener directly, or a loop).
+int gw_peer_original_dst(int fd, struct sockaddr_storage *out);
+
 // gw_peer_is_loopback says whether |sa| is 127.0.0.0/8 or ::1 (IPv4-mapped counts as IPv4).
 int gw_peer_is_loopback(const struct sockaddr *sa);
 

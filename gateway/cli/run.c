@@ -216,6 +216,10 @@ static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers,
     assign_metrics_slots(next);
     configure_logs(next);
     apply_session_cache(next);
+    if (next->upstream_mark != cfg->upstream_mark && !gw_upstream_set_mark(next->upstream_mark)) {
+        gw_log(GW_LOG_ERROR, "reload: upstream_mark 0x%x cannot be set (%s); upstream sockets keep 0x%x",
+               (unsigned)next->upstream_mark, strerror(errno), (unsigned)cfg->upstream_mark);
+    }
     for (int i = 0; i < nworkers; i++) {
         gw_worker_set_config(&workers[i], next);
     }
@@ -292,6 +296,14 @@ int gw_cmd_run(int argc, char **argv) {
         return 1;
     }
     if (!drop_privileges(cfg)) {
+        remove_unix_sockets(cfg);
+        return 1;
+    }
+    if (!gw_upstream_set_mark(cfg->upstream_mark)) {
+        gw_log(GW_LOG_ERROR, "upstream_mark: cannot set SO_MARK 0x%x on upstream sockets: %s (it needs "
+               "CAP_NET_ADMIN: with systemd, AmbientCapabilities=CAP_NET_ADMIN; or exclude the gateway "
+               "from the redirect by its user, meta skuid, and leave upstream_mark unset)",
+               (unsigned)cfg->upstream_mark, strerror(errno));
         remove_unix_sockets(cfg);
         return 1;
     }

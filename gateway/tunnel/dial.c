@@ -19,6 +19,12 @@ static void on_resolved(void *arg, res_status status, const res_addr *addrs, siz
         tunnel_run(t);
         return;
     }
+    if (!tunnel_connect_addresses(t, addrs, n)) {
+        tunnel_run(t);
+    }
+}
+
+int tunnel_connect_addresses(gw_tunnel *t, const res_addr *addrs, size_t n) {
     // Every address is checked before any is tried: rules decided on the name the client
     // asked for, deny_addresses decides on where that name leads.
     t->dial.num_addrs = 0;
@@ -47,12 +53,12 @@ static void on_resolved(void *arg, res_status status, const res_addr *addrs, siz
                  strcmp(t->dial.connect_host, denied_text) == 0 ? "" : t->dial.connect_host,
                  strcmp(t->dial.connect_host, denied_text) == 0 ? "" : " resolves to ", denied_text, denied->text);
         tunnel_reject(t, GW_ERR_ADDRESS_DENIED, reason);
-        tunnel_run(t);
-        return;
+        return 0;
     }
     t->dial.next_addr = 0;
     t->dial.last_connect_err = GW_ERR_HOST_UNREACHABLE;
     tunnel_start_connect(t);
+    return 1;
 }
 
 // tunnel_start_connect tries the next resolved address; when none is left, the last error goes
@@ -132,6 +138,15 @@ void tunnel_route(gw_tunnel *t, const char *host, uint16_t port) {
         return;
     }
     const pol_rule *r = t->rule;
+    if (t->proto == P_TRANSPARENT && r->upstream_host == NULL) {
+        // Where the client was going, whatever name it sniffed to: no DNS. The server name
+        // is the sniffed name (or the address).
+        t->dial.connect_port = r->upstream_port ? r->upstream_port : port;
+        snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s", r->server_name ? r->server_name : t->dest.host);
+        t->t_phase = gw_monotonic_ms();
+        tunnel_transparent_dial(t);
+        return;
+    }
     snprintf(t->dial.connect_host, sizeof(t->dial.connect_host), "%s", r->upstream_host ? r->upstream_host : t->dest.host);
     t->dial.connect_port = r->upstream_port ? r->upstream_port : port;
     snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s", r->server_name ? r->server_name : t->dial.connect_host);
@@ -145,7 +160,7 @@ void tunnel_route(gw_tunnel *t, const char *host, uint16_t port) {
 
 void tunnel_established(gw_tunnel *t) {
     gw_loop *loop = t->host->loop;
-    if (!(t->proto == P_FORWARD_LISTENER && t->upstream.ssl != NULL && gw_upstream_needs_confirm(&t->upstream))) {
+    if (!(tunnel_is_plain_stream(t) && t->upstream.ssl != NULL && gw_upstream_needs_confirm(&t->upstream))) {
         gw_upstream_confirm(&t->upstream);
     }
     if (t->proto == P_HTTP_PROXY) {
@@ -233,7 +248,7 @@ void tunnel_step_tls(gw_tunnel *t) {
         // A forward listener has no reply to hold back: its client's bytes go out at once
         // (the server is verified; if it rejects us the client sees the close). The
         // sessions of such a handshake are cached only once the server's data arrives.
-        if (t->cfg->limits.confirm_ms > 0 && gw_upstream_needs_confirm(&t->upstream) && t->proto != P_FORWARD_LISTENER) {
+        if (t->cfg->limits.confirm_ms > 0 && gw_upstream_needs_confirm(&t->upstream) && !tunnel_is_plain_stream(t)) {
             t->state = T_CONFIRMING;
             gw_timer_start(t->host->loop, &t->timer, (uint64_t)t->cfg->limits.confirm_ms);
             tunnel_step_tls(t);

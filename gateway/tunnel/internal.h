@@ -41,6 +41,7 @@ typedef enum {
     T_SOCKS5_REQUEST,   // method chosen (and credentials accepted), waiting for the CONNECT request
     T_SOCKS4_REQUEST,   // waiting for the rest of a SOCKS4/4a request
     T_HTTP_HEAD,        // reading an HTTP request head (CONNECT)
+    T_SNIFF,            // transparent listener: looking at the first bytes for an HTTP Host
     T_RESOLVING,        // a DNS query is out
     T_CONNECTING,       // TCP connect to addrs[next_addr - 1] in progress
     T_HANDSHAKING,      // TLS client handshake in progress
@@ -51,9 +52,17 @@ typedef enum {
     T_CLOSED,           // closed; freed after the current batch
 } tunnel_state;
 
-typedef enum { P_NONE = 0, P_SOCKS5, P_SOCKS4, P_HTTP_CONNECT, P_FORWARD_LISTENER, P_HTTP_PROXY } tunnel_proto;
+typedef enum {
+    P_NONE = 0,
+    P_SOCKS5,
+    P_SOCKS4,
+    P_HTTP_CONNECT,
+    P_FORWARD_LISTENER,
+    P_HTTP_PROXY,
+    P_TRANSPARENT,  // the destination came from the connection (a netfilter redirect)
+} tunnel_proto;
 
-static const char *const proto_names[] = {"-", "socks5", "socks4", "http-connect", "forward", "http"};
+static const char *const proto_names[] = {"-", "socks5", "socks4", "http-connect", "forward", "http", "transparent"};
 
 // http_proxy: where the current request and its response are.
 enum { RQ_HEAD, RQ_BODY, RQ_DONE };           // waiting for a head / passing its body / sent
@@ -109,6 +118,7 @@ struct gw_tunnel {
         res_addr addrs[RES_MAX_ADDRS];
         size_t num_addrs, next_addr;
         gw_err last_connect_err;
+        struct sockaddr_storage orig;  // transparent: where the client was going
     } dial;
     // The access log.
     uint64_t t_start, t_phase, last_activity;
@@ -162,6 +172,12 @@ static inline int tunnel_flowing(const gw_tunnel *t) {
     return t->state == T_RELAY || t->state == T_HTTP_PROXY;
 }
 
+// A plain byte stream with no proxy protocol (forward and transparent listeners): nothing
+// to answer the client with, and no reply to hold back while confirming.
+static inline int tunnel_is_plain_stream(const gw_tunnel *t) {
+    return t->proto == P_FORWARD_LISTENER || t->proto == P_TRANSPARENT;
+}
+
 // The longest reason kept for the access log and error replies (set_reason cuts there).
 #define REASON_MAX 600
 
@@ -203,6 +219,9 @@ void tunnel_start_connect(gw_tunnel *t);
 // or over max_connections) with that error and returns 1. It runs before any credential
 // is looked at, so such a client can never find out whether a password is right.
 int tunnel_refuse_unadmitted(gw_tunnel *t);
+// tunnel_connect_addresses checks |addrs| against deny_addresses and connects to the first
+// allowed one (then the next on failure). Returns 0 if the client was refused.
+int tunnel_connect_addresses(gw_tunnel *t, const res_addr *addrs, size_t n);
 // tunnel_route decides what to do with the destination the client asked for.
 void tunnel_route(gw_tunnel *t, const char *host, uint16_t port);
 void tunnel_established(gw_tunnel *t);
@@ -224,6 +243,18 @@ void tunnel_relay(gw_tunnel *t);
 void tunnel_flush_last(gw_tunnel *t);
 // tunnel_release_if_empty returns an emptied buffer to the pool: an idle connection holds none.
 void tunnel_release_if_empty(gw_tunnel *t, gw_buf **b);
+
+// ---- transparent.c ----
+// tunnel_transparent_start begins a tunnel of a transparent listener whose connection was
+// going to |orig| (NULL: nothing redirected it).
+void tunnel_transparent_start(gw_tunnel *t, const struct sockaddr *orig);
+// tunnel_sniff looks at the first bytes (T_SNIFF) for an HTTP request head's Host.
+void tunnel_sniff(gw_tunnel *t);
+// tunnel_sniff_give_up routes by the original address alone (sniffing timed out).
+void tunnel_sniff_give_up(gw_tunnel *t);
+// tunnel_transparent_dial connects a routed transparent tunnel to its original address
+// (with the rule's upstream_port), without DNS. Returns 0 if the tunnel was refused.
+int tunnel_transparent_dial(gw_tunnel *t);
 
 // ---- http_proxy.c ----
 void tunnel_upstream_failed(gw_tunnel *t, gw_result result, const char *reason);

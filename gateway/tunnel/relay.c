@@ -104,7 +104,7 @@ static ssize_t tls_up_read(gw_tunnel *t, uint8_t *p, size_t n) {
         t->upstream_io.writable = 0;
         return IO_AGAIN;
     }
-    if (!t->upstream.confirmed && t->proto == P_FORWARD_LISTENER) {
+    if (!t->upstream.confirmed && tunnel_is_plain_stream(t)) {
         // The server ended a forward tunnel before sending anything: it rejected us.
         char why[600];
         gw_err err = gw_upstream_read_failure(&t->upstream, r, why, sizeof(why));

@@ -225,6 +225,12 @@ void tunnel_reject(gw_tunnel *t, gw_err err, const char *reason) {
         case P_HTTP_PROXY:
             queue_http_error(t, err, tunnel_reason_of(t) ? t->reason : reason);
             break;
+        case P_TRANSPARENT:
+            // No protocol to answer in: reset, so the client sees a failure, not an empty
+            // stream that ended well. The access log has the reason.
+            gw_socket_reset(t->client_fd);
+            tunnel_close(t, GW_RESULT_NONE, NULL);
+            return;
         default:
             break;  // forward listeners and unknown protocols: just close
     }
@@ -255,7 +261,7 @@ void tunnel_queue_success(gw_tunnel *t) {
             tunnel_queue_down(t, reply, gw_socks4_encode_reply(0x5a, have ? (struct sockaddr *)&bound : NULL, reply));
             break;
         case P_HTTP_CONNECT: {
-            static const char ok[] = "HTTP/1.1 200 Connection tunnel_established\r\n\r\n";
+            static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
             tunnel_queue_down(t, ok, sizeof(ok) - 1);
             break;
         }
@@ -277,6 +283,10 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
         case T_SOCKS4_REQUEST:
         case T_HTTP_HEAD:
             tunnel_close(t, GW_RESULT_CLIENT_TIMEOUT, "client did not send a complete request in time");
+            break;
+        case T_SNIFF:
+            tunnel_sniff_give_up(t);  // no whole HTTP head in time: relay it as opaque bytes
+            tunnel_run(t);
             break;
         case T_RESOLVING:
             tunnel_reject(t, GW_ERR_DNS_TIMEOUT, "DNS lookup did not finish in time");
@@ -363,7 +373,7 @@ static void on_client(gw_loop *loop, gw_watcher *w, uint32_t events) {
         return;
     }
     if ((events & (EPOLLHUP | EPOLLERR)) && tunnel_dialing(t)) {
-        tunnel_close(t, GW_RESULT_CLIENT_CLOSED, "client went away before the tunnel was tunnel_established");
+        tunnel_close(t, GW_RESULT_CLIENT_CLOSED, "client went away before the tunnel was established");
         return;
     }
     tunnel_run(t);
@@ -426,6 +436,12 @@ void tunnel_run(gw_tunnel *t) {
         case T_HTTP_PROXY:
             tunnel_http_run(t);
             return;
+        case T_SNIFF:
+            tunnel_sniff(t);
+            if (t->state == T_RELAY) {
+                tunnel_relay(t);
+            }
+            return;
         case T_FLUSHING:
             tunnel_flush_last(t);
             return;
@@ -486,6 +502,10 @@ void gw_tunnel_accept(gw_tunnel_host *w, int fd, const gw_client_info *client, s
         return;
     }
     const pol_listener *l = tunnel_listener_of(t);
+    if (l->transparent) {
+        tunnel_transparent_start(t, client->orig_dst);
+        return;
+    }
     if (l->forward_host != NULL) {
         t->proto = P_FORWARD_LISTENER;
         tunnel_route(t, l->forward_host, l->forward_port);

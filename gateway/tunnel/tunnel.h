@@ -43,6 +43,7 @@ typedef struct {
     const struct sockaddr *addr;  // AF_UNIX for a UNIX-socket listener
     uint32_t caller;              // uid, or GW_CALLER_NONE: not known (remote, or not looked up)
     int32_t pid;                  // UNIX-socket clients: the peer's process id; else -1
+    const struct sockaddr *orig_dst;  // transparent listeners: the original destination; NULL: none
 } gw_client_info;
 
 // gw_tunnel_accept takes over |fd|, accepted on listener |listener_index| of |host|'s

@@ -6,6 +6,7 @@
 #include <openssl/err.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,25 @@ static gw_err errno_to_err(int e) {
     }
 }
 
+static atomic_uint g_mark;
+
+int gw_upstream_set_mark(uint32_t mark) {
+    if (mark != 0) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == 0;
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        if (!ok) {
+            errno = e;
+            return 0;
+        }
+    }
+    atomic_store(&g_mark, mark);
+    return 1;
+}
+
 gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason,
                            size_t reason_len) {
     char addr[80];
@@ -75,6 +95,15 @@ gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t 
     }
     int one = 1;
     setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    uint32_t mark = atomic_load(&g_mark);
+    if (mark != 0 && setsockopt(u->fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0) {
+        // Unmarked, this connection could be redirected back to us: never send it.
+        int e = errno;
+        snprintf(reason, reason_len, "cannot set upstream_mark on the socket to %s: %s", addr, strerror(e));
+        close(u->fd);
+        u->fd = -1;
+        return GW_ERR_INTERNAL;
+    }
     if (connect(u->fd, sa, len) == 0 || errno == EINPROGRESS) {
         return GW_ERR_NONE;
     }

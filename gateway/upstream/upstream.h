@@ -37,6 +37,10 @@ void gw_upstream_init(gw_upstream *u);
 // gw_upstream_close frees the SSL (no close_notify) and closes the socket.
 void gw_upstream_close(gw_upstream *u);
 
+// gw_upstream_set_mark sets the SO_MARK every upstream socket gets from now on (0: none;
+// the config's upstream_mark). Returns 0 with errno set when this process may not set it
+// (it needs CAP_NET_ADMIN), checked on a throwaway socket.
+int gw_upstream_set_mark(uint32_t mark);
 // gw_upstream_connect starts a non-blocking connect to |sa|. Returns GW_ERR_NONE when the
 // connect is under way (or done), else the error; |reason| gets words.
 gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason,

@@ -1,0 +1,118 @@
+// transparent: tunnels of a transparent listener. The destination is the connection's
+// original one (a netfilter REDIRECT or DNAT recorded it); with sniff = ["http"] an HTTP
+// request head's Host names it for the rules and the server name, while the connection
+// still goes to the original address. There is no protocol to answer in: a refusal
+// resets the client, and the access log says why.
+#include "gateway/tunnel/internal.h"
+
+#include "gateway/proto/hostname.h"
+
+static void orig_text(const gw_tunnel *t, char *ip, size_t cap, uint16_t *port) {
+    const struct sockaddr *sa = (const struct sockaddr *)&t->dial.orig;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, (socklen_t)cap);
+        *port = ntohs(s6->sin6_port);
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, (socklen_t)cap);
+        *port = ntohs(s4->sin_port);
+    }
+}
+
+// route routes by |host| (a sniffed Host) or, when NULL, by the original address.
+static void route(gw_tunnel *t, const char *host) {
+    char ip[INET6_ADDRSTRLEN];
+    uint16_t port;
+    orig_text(t, ip, sizeof(ip), &port);
+    t->state = T_RESOLVING;  // not reading any more; tunnel_route moves it on
+    gw_timer_stop(t->host->loop, &t->timer);
+    tunnel_route(t, host != NULL ? host : ip, port);
+}
+
+void tunnel_transparent_start(gw_tunnel *t, const struct sockaddr *orig) {
+    t->proto = P_TRANSPARENT;
+    if (orig == NULL) {
+        tunnel_reject(t, GW_ERR_DENIED,
+                      "connection to the transparent listener itself: nothing redirected it (a client that "
+                      "connected directly, or a redirect loop: see upstream_mark)");
+        return;
+    }
+    memcpy(&t->dial.orig, orig, orig->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+    if (tunnel_listener_of(t)->sniff & POL_SNIFF_HTTP) {
+        t->state = T_SNIFF;
+        gw_timer_start(t->host->loop, &t->timer, (uint64_t)t->cfg->limits.handshake_timeout_ms);
+        return;
+    }
+    route(t, NULL);
+}
+
+void tunnel_sniff_give_up(gw_tunnel *t) {
+    route(t, NULL);
+}
+
+// looks_like_http says whether |p| (|n| bytes) starts like a request line: 1 yes (a
+// token of capitals and a space), 0 no, -1 too few bytes to tell.
+static int looks_like_http(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n && i < 20; i++) {
+        if (p[i] == ' ') {
+            return i > 0;
+        }
+        if (p[i] < 'A' || p[i] > 'Z') {
+            return 0;
+        }
+    }
+    return n < 20 ? -1 : 0;
+}
+
+void tunnel_sniff(gw_tunnel *t) {
+    if (!tunnel_read_request(t)) {
+        return;
+    }
+    const gw_buf *b = t->to_up;
+    size_t n = gw_buf_len(b);
+    const uint8_t *p = b ? b->data + b->start : NULL;
+    int http = n ? looks_like_http(p, n) : -1;
+    if (http == 0) {
+        route(t, NULL);  // opaque bytes (TLS, redis, ...): relayed to the original address
+        return;
+    }
+    if (http == 1) {
+        gw_http_request hr;
+        size_t limit = n < (size_t)t->cfg->limits.header_max ? n : (size_t)t->cfg->limits.header_max;
+        gw_http_status st = gw_http_parse_request((const char *)p, limit, &hr);
+        if (st == GW_HTTP_OK) {
+            const gw_http_header *h = gw_http_find_header(hr.headers, hr.num_headers, "host");
+            char host[256];
+            uint16_t port;
+            if (h != NULL && gw_http_parse_authority(h->value, h->value_len, 80, host, &port) &&
+                gw_host_is_valid(host, strlen(host))) {
+                route(t, host);  // the name for rules and SNI; the connection goes to the original address
+                return;
+            }
+            route(t, NULL);
+            return;
+        }
+        if (st != GW_HTTP_NEED_MORE || limit == (size_t)t->cfg->limits.header_max) {
+            route(t, NULL);  // not a head we can read, or longer than header_max: opaque
+            return;
+        }
+    }
+    if (t->client_io.eof) {
+        route(t, NULL);  // the client stopped sending before a whole head: relay what came
+    }
+}
+
+int tunnel_transparent_dial(gw_tunnel *t) {
+    const struct sockaddr *sa = (const struct sockaddr *)&t->dial.orig;
+    res_addr a = {0};
+    a.family = sa->sa_family;
+    if (a.family == AF_INET6) {
+        memcpy(a.addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    } else {
+        memcpy(a.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    }
+    uint16_t port;
+    orig_text(t, t->dial.connect_host, sizeof(t->dial.connect_host), &port);
+    return tunnel_connect_addresses(t, &a, 1);
+}
