@@ -39,13 +39,15 @@ static void pause_listener(gw_listener *l) {
 // find_caller looks up who owns the client's end of TCP connection |fd|. Returns 0 when
 // the client must be refused: it is on loopback, so its socket must be in our table, and
 // it is not (already gone: TIME_WAIT entries read as uid 0 and are never taken).
-static int find_caller(gw_worker *wk, int fd, const struct sockaddr *peer, uint32_t *caller) {
+// A redirected client's socket still names its original destination as its other end.
+static int find_caller(gw_worker *wk, int fd, const struct sockaddr *peer, const struct sockaddr *orig,
+                       uint32_t *caller) {
     struct sockaddr_storage me;
     socklen_t ml = sizeof(me);
-    if (wk->diag.fd < 0 || getsockname(fd, (struct sockaddr *)&me, &ml) != 0) {
+    if (wk->diag.fd < 0 || (orig == NULL && getsockname(fd, (struct sockaddr *)&me, &ml) != 0)) {
         return 1;
     }
-    int r = gw_sockdiag_owner(&wk->diag, peer, (struct sockaddr *)&me, 10, caller);
+    int r = gw_sockdiag_owner(&wk->diag, peer, orig != NULL ? orig : (struct sockaddr *)&me, 10, caller);
     if (r == GW_SOCKDIAG_FOUND) {
         return 1;
     }
@@ -109,7 +111,7 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
             return;
         }
         if (!is_unix && admission == GW_ERR_NONE && (cfg->callers_in_rules || gw_access_log_enabled()) &&
-            !find_caller(wk, fd, (struct sockaddr *)&peer, &client.caller)) {
+            !find_caller(wk, fd, (struct sockaddr *)&peer, client.orig_dst, &client.caller)) {
             gw_log(GW_LOG_DEBUG, "listener %s: a loopback client left before its caller was known; closed",
                    cfg->listeners[l->index].name);
             close(fd);

@@ -51,7 +51,7 @@ free_port() {
 
 wait_port() {  # wait_port PORT [PID]
     for _ in $(seq "$WAIT_TRIES"); do
-        if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); s.connect(('127.0.0.1',$1))" 2>/dev/null; then
+        if python3 -c "import socket,sys; s=socket.create_connection(('${WAIT_HOST:-127.0.0.1}',$1), timeout=0.2)" 2>/dev/null; then
             return 0
         fi
         if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
@@ -350,7 +350,7 @@ http {
     client_max_body_size 0;
     map \$ssl_client_verify \$mtls_ok { SUCCESS 1; default 0; }
     server {
-        listen 127.0.0.1:$NGX_HTTPS ssl;
+        listen ${NGX_ADDR:-127.0.0.1}:$NGX_HTTPS ssl;${NGX_ADDR6:+ listen [$NGX_ADDR6]:$NGX_HTTPS ssl;}
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate $PKI/orders.chain.crt;
         ssl_certificate_key $PKI/orders.key;
@@ -399,7 +399,7 @@ stream {
     log_format mtls '\$remote_addr dn="\$ssl_client_s_dn" reused=\$ssl_session_reused \$status';
     access_log $WORK/nginx/logs/stream.log mtls;
     server {
-        listen 127.0.0.1:$NGX_REDIS ssl;
+        listen ${NGX_ADDR:-127.0.0.1}:$NGX_REDIS ssl;${NGX_ADDR6:+ listen [$NGX_ADDR6]:$NGX_REDIS ssl;}
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate $PKI/redis.chain.crt;
         ssl_certificate_key $PKI/redis.key;
@@ -413,8 +413,8 @@ NGX
     nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' > "$WORK/nginx/out.log" 2>&1 &
     PIDS+=($!)
     NGINX_PID=$!
-    wait_port "$NGX_HTTPS" $NGINX_PID
-    wait_port "$NGX_REDIS" $NGINX_PID
+    WAIT_HOST=${NGX_ADDR:-127.0.0.1} wait_port "$NGX_HTTPS" $NGINX_PID
+    WAIT_HOST=${NGX_ADDR:-127.0.0.1} wait_port "$NGX_REDIS" $NGINX_PID
 }
 
 # start_gw CONFIG: run the gateway; its access log and errors go to $WORK/gw.log.

@@ -301,7 +301,7 @@ int gw_cmd_run(int argc, char **argv) {
     }
     if (!gw_upstream_set_mark(cfg->upstream_mark)) {
         gw_log(GW_LOG_ERROR, "upstream_mark: cannot set SO_MARK 0x%x on upstream sockets: %s (it needs "
-               "CAP_NET_ADMIN: with systemd, AmbientCapabilities=CAP_NET_ADMIN; or exclude the gateway "
+               "CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17+: with systemd, AmbientCapabilities=CAP_NET_ADMIN; or exclude the gateway "
                "from the redirect by its user, meta skuid, and leave upstream_mark unset)",
                (unsigned)cfg->upstream_mark, strerror(errno));
         remove_unix_sockets(cfg);
