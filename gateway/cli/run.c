@@ -49,7 +49,11 @@ static const char run_usage[] =
     "Rules with `caller` (user:NAME, uid:N, group:NAME, gid:N) serve only those local users:\n"
     "the owner of a TCP client's socket on this host (NETLINK_SOCK_DIAG), or a UNIX-socket\n"
     "client's peer credentials (listen address \"unix:PATH\", with mode, owner, group). Remote\n"
-    "clients have no caller. The access log says caller=UID.\n";
+    "clients have no caller. The access log says caller=UID.\n\n"
+    "A listener with transparent = true serves connections a netfilter REDIRECT/DNAT sent to\n"
+    "it (the original destination; sniff = [\"http\"] routes by the Host of an HTTP head);\n"
+    "upstream_mark sets SO_MARK on upstream sockets (needs CAP_NET_ADMIN) so that the\n"
+    "redirect can leave them alone.\n";
 
 // ---- run ----
 
