@@ -55,7 +55,7 @@ void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int war
                          (double)(id->not_after - now) / 86400.0, gw_identity_status(id, now, warn_days));
         int first = 1;
         for (size_t r = 0; r < cfg->num_rules; r++) {
-            if (cfg->rules[r].identity == id) {
+            if (pol_rule_uses_identity(&cfg->rules[r], id)) {
                 gw_strbuf_printf(b, "%s", first ? "" : ", ");
                 gw_strbuf_json(b, cfg->rules[r].where);
                 first = 0;
@@ -65,7 +65,7 @@ void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int war
         gw_strbuf_printf(b, "], \"callers\": {");
         first = 1;
         for (size_t r = 0; r < cfg->num_rules; r++) {
-            if (cfg->rules[r].identity == id && cfg->rules[r].callers != NULL) {
+            if (pol_rule_uses_identity(&cfg->rules[r], id) && cfg->rules[r].callers != NULL) {
                 gw_strbuf_printf(b, "%s", first ? "" : ", ");
                 gw_strbuf_json(b, cfg->rules[r].where);
                 gw_strbuf_printf(b, ": ");

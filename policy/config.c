@@ -254,6 +254,72 @@ static pol_identity *find_identity(pol_config *cfg, const char *name) {
     return NULL;
 }
 
+// rule_identity finds identity |name| for a rule, or reports why there is none.
+static pol_identity *rule_identity(loader *ld, const config_setting_t *root, const config_setting_t *at,
+                                   const char *path, const char *name, int identities_bad) {
+    pol_config *cfg = ld->cfg;
+    pol_identity *id = find_identity(cfg, name);
+    if (id != NULL) {
+        return id;
+    }
+    int known_name = 0;  // the identity exists but failed to load: reported there already
+    const config_setting_t *ids = config_setting_get_member(root, "identities");
+    for (int j = 0; identities_bad && ids && j < config_setting_length(ids); j++) {
+        const char *nm;
+        if (config_setting_lookup_string(config_setting_get_elem(ids, (unsigned)j), "name", &nm) &&
+            strcmp(nm, name) == 0) {
+            known_name = 1;
+        }
+    }
+    if (!known_name) {
+        pol_ld_problem(ld, at, path, "no identity is named \"%s\" (see identities)", name);
+    } else {
+        pol_errors_add(ld->errs, "%s:%d: %s: identity \"%s\" did not load (see above)", ld->file, pol_ld_line_of(at),
+                       path, name);
+    }
+    return NULL;
+}
+
+// load_rule_identities reads `identity` of rule |g|: one name, or a list presented by what
+// the server asks for (the first when it names no CA we have). The server is verified
+// with the first identity's settings, so each other one must accept its TLS versions.
+static void load_rule_identities(loader *ld, const config_setting_t *root, const config_setting_t *g,
+                                 const char *path, int identities_bad, pol_rule *r) {
+    const config_setting_t *s = config_setting_get_member(g, "identity");
+    int t = config_setting_type(s);
+    int n = t == CONFIG_TYPE_STRING ? 1 : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s) : 0;
+    if (n <= 0) {
+        pol_ld_problem(ld, s, path, "expected an identity name, or a list [ \"new\", \"old\" ] of them");
+        return;
+    }
+    r->identities = calloc((size_t)n, sizeof(*r->identities));
+    for (int i = 0; r->identities != NULL && i < n; i++) {
+        const config_setting_t *e = t == CONFIG_TYPE_STRING ? s : config_setting_get_elem(s, (unsigned)i);
+        if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+            pol_ld_problem(ld, e, path, "expected an identity name (a string) in the list");
+            continue;
+        }
+        const char *name = config_setting_get_string(e);
+        for (size_t j = 0; j < r->num_identities; j++) {
+            if (strcmp(r->identities[j]->spec.name, name) == 0) {
+                pol_ld_problem(ld, e, path, "identity \"%s\" is already in the list", name);
+            }
+        }
+        pol_identity *id = rule_identity(ld, root, e, path, name, identities_bad);
+        if (id == NULL) {
+            continue;
+        }
+        const pol_identity *first = r->num_identities ? r->identities[0] : NULL;
+        if (first != NULL && (id->spec.tls_min > first->spec.tls_min || id->spec.tls_max < first->spec.tls_max)) {
+            pol_ld_problem(ld, e, path, "identity \"%s\" does not accept every TLS version of \"%s\", whose "
+                           "settings the handshake uses: give both the same tls_min and tls_max", name,
+                           first->spec.name);
+        }
+        r->identities[r->num_identities++] = id;
+    }
+    r->identity = r->num_identities ? r->identities[0] : NULL;
+}
+
 static void load_rules(loader *ld, const config_setting_t *root, int identities_bad) {
     int bad = 0;
     const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", "rules", 0, &bad);
@@ -265,7 +331,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
     int n = config_setting_length(list);
     cfg->rules = calloc((size_t)n + 1, sizeof(*cfg->rules));
     static const char *const known[] = {"match", "action", "identity", "upstream", "upstream_port",
-                                        "server_name", "caller", NULL};
+                                        "server_name", "server_uri", "caller", NULL};
     pol_userdb *db = pol_userdb_new();
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
@@ -279,7 +345,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
         int before = (int)pol_errors_count_fatal(ld->errs);
         pol_rule r;
         memset(&r, 0, sizeof(r));
-        const char *match = NULL, *action = NULL, *identity = NULL, *upstream = NULL, *sni = NULL;
+        const char *match = NULL, *action = NULL, *upstream = NULL, *sni = NULL, *uri = NULL;
         pol_ld_setting_path(path, sizeof(path), prefix, "match");
         if (pol_ld_get_string(ld, g, prefix, "match", &match) == 0) {
             pol_ld_problem(ld, g, path, "required: host, *.suffix, *, IP or CIDR, optionally with :port");
@@ -289,7 +355,8 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
                 pol_ld_problem(ld, config_setting_get_member(g, "match"), path, "expected %s", err);
             }
         }
-        int has_identity = pol_ld_get_string(ld, g, prefix, "identity", &identity) == 1;
+        const config_setting_t *id_setting = config_setting_get_member(g, "identity");
+        int has_identity = id_setting != NULL;
         r.action = has_identity ? POL_ACTION_MTLS : POL_ACTION_DENY;
         pol_ld_setting_path(path, sizeof(path), prefix, "action");
         if (pol_ld_get_string(ld, g, prefix, "action", &action) == 1) {
@@ -312,29 +379,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
         } else if (r.action != POL_ACTION_MTLS && has_identity) {
             pol_ld_problem(ld, config_setting_get_member(g, "identity"), path, "only used by action \"mtls\"");
         } else if (has_identity) {
-            r.identity = find_identity(cfg, identity);
-            if (r.identity == NULL && !identities_bad) {
-                pol_ld_problem(ld, config_setting_get_member(g, "identity"), path,
-                        "no identity is named \"%s\" (see identities)", identity);
-            } else if (r.identity == NULL) {
-                // the identity exists but failed to load: reported there already
-                int known_name = 0;
-                const config_setting_t *ids = config_setting_get_member(root, "identities");
-                for (int j = 0; ids && j < config_setting_length(ids); j++) {
-                    const char *nm;
-                    if (config_setting_lookup_string(config_setting_get_elem(ids, (unsigned)j), "name", &nm) &&
-                        strcmp(nm, identity) == 0) {
-                        known_name = 1;
-                    }
-                }
-                if (!known_name) {
-                    pol_ld_problem(ld, config_setting_get_member(g, "identity"), path,
-                            "no identity is named \"%s\" (see identities)", identity);
-                } else {
-                    pol_errors_add(ld->errs, "%s:%d: %s: identity \"%s\" did not load (see above)", ld->file,
-                                   pol_ld_line_of(g), path, identity);
-                }
-            }
+            load_rule_identities(ld, root, g, path, identities_bad, &r);
         }
         pol_ld_setting_path(path, sizeof(path), prefix, "upstream");
         int has_upstream = pol_ld_get_string(ld, g, prefix, "upstream", &upstream) == 1;
@@ -368,6 +413,17 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
                 r.server_name = strdup(d.host);
             }
         }
+        if (pol_ld_get_string(ld, g, prefix, "server_uri", &uri) == 1) {
+            pol_ld_setting_path(path, sizeof(path), prefix, "server_uri");
+            if (r.action != POL_ACTION_MTLS) {
+                pol_ld_problem(ld, config_setting_get_member(g, "server_uri"), path, "only used by action \"mtls\"");
+            } else if (strstr(uri, "://") == NULL || strlen(uri) >= 256) {
+                pol_ld_problem(ld, config_setting_get_member(g, "server_uri"), path,
+                               "expected a URI like \"spiffe://dc2.test/ns/prod/sa/orders\", found \"%s\"", uri);
+            } else {
+                r.server_uri = strdup(uri);
+            }
+        }
         if (r.action == POL_ACTION_DENY && (has_upstream || port)) {
             pol_ld_problem(ld, g, prefix, "a deny rule takes no upstream");
         }
@@ -379,6 +435,8 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             free(r.match_text);
             free(r.upstream_host);
             free(r.server_name);
+            free(r.server_uri);
+            free(r.identities);
             pol_callers_free(r.callers);
             continue;
         }
@@ -653,6 +711,8 @@ void pol_config_unref(pol_config *cfg) {
         free(cfg->rules[i].server_name);
         free(cfg->rules[i].where);
         pol_callers_free(cfg->rules[i].callers);
+        free(cfg->rules[i].server_uri);
+        free(cfg->rules[i].identities);
     }
     free(cfg->rules);
     pol_index_free(cfg->index);
@@ -676,6 +736,15 @@ void pol_config_unref(pol_config *cfg) {
     free(cfg->path);
     free(cfg->dir);
     free(cfg);
+}
+
+int pol_rule_uses_identity(const pol_rule *r, const pol_identity *id) {
+    for (size_t i = 0; i < r->num_identities; i++) {
+        if (r->identities[i] == id) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d, uint32_t caller) {

@@ -32,7 +32,10 @@ typedef struct {
     pol_match match;
     char *match_text;
     pol_action action;
-    pol_identity *identity;  // set for POL_ACTION_MTLS
+    pol_identity *identity;  // set for POL_ACTION_MTLS: the first of identities
+    pol_identity **identities;  // `identity` (one, or a list chosen by the server's CA names)
+    size_t num_identities;
+    char *server_uri;        // a URI SAN (SPIFFE ID) the server must carry; server_name is then SNI only
     char *upstream_host;     // NULL: connect to the destination
     uint16_t upstream_port;  // with upstream_host: its port; alone: replaces the destination's
     char *server_name;       // NULL: the host connected to
@@ -152,6 +155,9 @@ int pol_config_resolver_equal(const pol_config *a, const pol_config *b);
 
 // pol_parse_socket_address parses "IPv4:port" or "[IPv6]:port" into |out|.
 int pol_parse_socket_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len);
+
+// pol_rule_uses_identity says whether |id| is one of |r|'s identities.
+int pol_rule_uses_identity(const pol_rule *r, const pol_identity *id);
 
 // pol_action_name returns "deny", "direct" or "mtls".
 const char *pol_action_name(pol_action a);

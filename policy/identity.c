@@ -273,6 +273,45 @@ static void describe_failure(X509_STORE_CTX *store_ctx, const pol_identity *id, 
                         id->spec.name, res->expected, res->reason, sizeof(res->reason));
 }
 
+// has_uri_san says whether |cert| carries the URI subjectAltName |uri| (exactly).
+static int has_uri_san(X509 *cert, const char *uri) {
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    int found = 0;
+    for (size_t i = 0; names != NULL && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type == GEN_URI) {
+            const ASN1_IA5STRING *s = g->d.uniformResourceIdentifier;
+            found = (size_t)ASN1_STRING_length(s) == strlen(uri) &&
+                    memcmp(ASN1_STRING_get0_data(s), uri, strlen(uri)) == 0;
+        }
+    }
+    GENERAL_NAMES_free(names);
+    return found;
+}
+
+int pol_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) *chain, const STACK_OF(CRYPTO_BUFFER) *names) {
+    size_t n_chain = chain ? sk_X509_num(chain) : 0;
+    for (size_t i = 0; names != NULL && i < sk_CRYPTO_BUFFER_num(names); i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(names, i);
+        const uint8_t *p = CRYPTO_BUFFER_data(b);
+        X509_NAME *want = d2i_X509_NAME(NULL, &p, (long)CRYPTO_BUFFER_len(b));
+        if (want == NULL) {
+            continue;
+        }
+        int hit = 0;
+        for (size_t c = 0; c <= n_chain && !hit; c++) {
+            X509 *cert = c == 0 ? leaf : sk_X509_value(chain, c - 1);
+            hit = cert != NULL && (X509_NAME_cmp(X509_get_issuer_name(cert), want) == 0 ||
+                                   (c > 0 && X509_NAME_cmp(X509_get_subject_name(cert), want) == 0));
+        }
+        X509_NAME_free(want);
+        if (hit) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
     const pol_identity *id = arg;
     SSL *ssl = X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -281,6 +320,16 @@ static int verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
         if (res != NULL) {
             describe_failure(store_ctx, id, res);
         }
+        return 0;
+    }
+    if (res != NULL && res->expected_uri[0] != '\0' && !has_uri_san(X509_STORE_CTX_get0_cert(store_ctx), res->expected_uri)) {
+        char sans[400];
+        pol_cert_sans(X509_STORE_CTX_get0_cert(store_ctx), 1, sans, sizeof(sans));
+        X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_HOSTNAME_MISMATCH);
+        res->failed = 1;
+        res->x509_error = X509_V_ERR_HOSTNAME_MISMATCH;
+        snprintf(res->reason, sizeof(res->reason), "certificate is for %s, not URI %s (server_uri)",
+                 sans[0] ? sans : "no subjectAltName", res->expected_uri);
         return 0;
     }
     if (id->spec.num_pins == 0) {

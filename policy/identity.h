@@ -42,6 +42,7 @@ typedef struct {
     int failed;
     long x509_error;    // X509_V_ERR_*, or 0 for a pin mismatch
     char expected[256]; // the name the certificate must carry (set by the caller)
+    char expected_uri[256]; // server_uri: a URI SAN the certificate must carry instead ("" none)
     char reason[700];   // in words
 } pol_verify_result;
 
@@ -88,6 +89,13 @@ void pol_verify_describe(long x509_error, X509 *cur, X509 *leaf, const char *ide
 // pol_set_verify_name configures |ssl| to require |name| (a DNS name, or an IP literal
 // checked against IP SANs) in the server certificate.
 int pol_set_verify_name(SSL *ssl, const char *name);
+
+// pol_chain_issued_by_named_ca says whether |leaf| or a certificate of |chain| (NULL:
+// none) was issued by one of the CAs |names| (DER X.509 names, as a server's
+// CertificateRequest lists them), or is one of them. Names compare as X.509 names
+// (X509_NAME_cmp on their canonical form: case and string type of attribute values do
+// not matter), not as bytes. Unparsable names are skipped.
+int pol_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) *chain, const STACK_OF(CRYPTO_BUFFER) *names);
 
 // pol_tls_version_parse turns "1.2"/"1.3" into TLS1_2_VERSION/TLS1_3_VERSION (0: bad).
 uint16_t pol_tls_version_parse(const char *s);

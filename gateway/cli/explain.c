@@ -132,6 +132,13 @@ int gw_cmd_explain(int argc, char **argv) {
         if (r->action == POL_ACTION_MTLS) {
             const char *sni = r->server_name ? r->server_name : h;
             printf("identity     %s  (%s)\n", r->identity->spec.name, r->identity->subject);
+            for (size_t i = 1; i < r->num_identities; i++) {
+                printf("             or %s  (%s), when the server names its CA\n", r->identities[i]->spec.name,
+                       r->identities[i]->subject);
+            }
+            if (r->server_uri != NULL) {
+                printf("server uri   %s  (a URI SAN the server certificate must carry)\n", r->server_uri);
+            }
             printf("server name  %s%s\n", sni, gw_host_is_ip(sni) ? "  (IP: no SNI, checked against IP SANs)" : "");
         }
     }
@@ -206,7 +213,9 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
         return 1;
     }
     uint64_t t0 = gw_monotonic_us(), t1;
-    if (!gw_upstream_tls_begin(&u, r->identity, sni, key, NULL)) {
+    u.describe_cas = 1;
+    if (!gw_upstream_tls_begin(&u, (const pol_identity *const *)r->identities, r->num_identities, sni, r->server_uri,
+                               key, NULL)) {
         printf("tls          FAILED: cannot create a TLS connection\n");
         gw_upstream_close(&u);
         return 0;
@@ -233,7 +242,8 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
         printf("tls          %s  %s  (%s handshake, %.1f ms)\n", SSL_get_version(ssl),
                SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)), resumed ? "resumed" : "full", ms);
         STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
-        printf("server chain (verified: chain to the trust of \"%s\", name \"%s\"%s%s)\n", r->identity->spec.name, sni,
+        printf("server chain (verified: chain to the trust of \"%s\", %s \"%s\"%s%s)\n", r->identity->spec.name,
+               r->server_uri ? "URI SAN" : "name", r->server_uri ? r->server_uri : sni,
                r->identity->spec.crl ? ", CRL" : "", r->identity->spec.num_pins ? ", pins" : "");
         for (size_t i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
             X509 *c = sk_X509_value(chain, i);
@@ -284,7 +294,11 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
             wait_fd(u.fd, POLLIN, limit - elapsed);
         }
     }
-    printf("client cert  %s: %s\n", accepted ? "accepted" : "REJECTED", why);
+    if (u.ca_note != NULL) {
+        printf("server CAs   %s\n", u.ca_note);  // what the CertificateRequest named, and the choice
+    }
+    printf("client cert  %s%s%s: %s\n", accepted ? "accepted" : "REJECTED", u.identity ? ", identity " : "",
+           u.identity ? u.identity->spec.name : "", why);
     if (accepted) {
         gw_upstream_confirm(&u);  // its sessions go to the cache, for the second handshake
     }

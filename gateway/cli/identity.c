@@ -36,7 +36,7 @@ static void rules_of(const pol_config *cfg, const pol_identity *id, char *out, s
     out[0] = '\0';
     for (size_t r = 0; r < cfg->num_rules; r++) {
         const pol_rule *rule = &cfg->rules[r];
-        if (rule->identity != id) {
+        if (!pol_rule_uses_identity(rule, id)) {
             continue;
         }
         int w = snprintf(out + n, cap - n, "%s%s%s%s%s", n ? ", " : "", rule->where,

@@ -179,10 +179,10 @@ void tunnel_established(gw_tunnel *t) {
 
 static void start_tls(gw_tunnel *t) {
     const pol_rule *r = t->rule;
-    char key[600];
-    snprintf(key, sizeof(key), "%llu|%s|%s", (unsigned long long)r->identity->generation, t->upstream_text,
-             t->dial.server_name);
-    if (!gw_upstream_tls_begin(&t->upstream, r->identity, t->dial.server_name, key, &t->host->pool)) {
+    char where[600];
+    snprintf(where, sizeof(where), "%s|%s|%s", t->upstream_text, t->dial.server_name, r->server_uri ? r->server_uri : "");
+    if (!gw_upstream_tls_begin(&t->upstream, (const pol_identity *const *)r->identities, r->num_identities,
+                               t->dial.server_name, r->server_uri, where, &t->host->pool)) {
         tunnel_reject(t, GW_ERR_INTERNAL, "cannot create a TLS connection");
         return;
     }
@@ -243,7 +243,7 @@ void tunnel_step_tls(gw_tunnel *t) {
     }
     if (t->state == T_HANDSHAKING) {
         t->handshake_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
-        gw_metrics_handshake(t->rule->identity->metrics_slot, SSL_session_reused(t->upstream.ssl),
+        gw_metrics_handshake(t->upstream.identity->metrics_slot, SSL_session_reused(t->upstream.ssl),
                              gw_monotonic_us() - t->hs_start_us);
         // A forward listener has no reply to hold back: its client's bytes go out at once
         // (the server is verified; if it rejects us the client sees the close). The

@@ -42,6 +42,22 @@ const char *tunnel_reason_of(const gw_tunnel *t) {
     return t->reason != NULL && t->reason[0] ? t->reason : NULL;
 }
 
+// presented_identity names the identity this tunnel presented (or would have): of a rule
+// with a list, the one the handshake chose; an upstream kept from an earlier http_proxy
+// request for another rule does not count.
+static const char *presented_identity(const gw_tunnel *t) {
+    const pol_rule *r = t->rule;
+    if (r == NULL || r->action != POL_ACTION_MTLS) {
+        return NULL;
+    }
+    for (size_t i = 0; i < r->num_identities; i++) {
+        if (t->upstream.identity == r->identities[i]) {
+            return t->upstream.identity->spec.name;
+        }
+    }
+    return r->identity->spec.name;
+}
+
 void tunnel_log_access(gw_tunnel *t) {
     char dest[300] = "";
     if (t->dest.host[0] && t->dest.family == AF_INET6) {
@@ -63,7 +79,7 @@ void tunnel_log_access(gw_tunnel *t) {
         .dest = dest[0] ? dest : NULL,
         .rule = t->rule ? t->rule->where : NULL,
         .action = t->rule ? pol_action_name(t->rule->action) : NULL,
-        .identity = t->rule && t->rule->identity ? t->rule->identity->spec.name : NULL,
+        .identity = presented_identity(t),
         .upstream = t->upstream_text[0] ? t->upstream_text : NULL,
         .sni = t->rule && t->rule->action == POL_ACTION_MTLS && !gw_host_is_ip(t->dial.server_name) ? t->dial.server_name : NULL,
         .tls = tls,

@@ -34,6 +34,8 @@ static void free_verify(gw_upstream *u) {
 
 void gw_upstream_close(gw_upstream *u) {
     free_verify(u);
+    free(u->ca_note);
+    u->ca_note = NULL;
     for (size_t i = 0; i < u->num_held; i++) {
         SSL_SESSION_free(u->held[i]);
     }
@@ -280,11 +282,83 @@ static void on_info(const SSL *ssl, int where, int ret) {
     }
 }
 
+// set_presented makes |id| the identity presented and cached under.
+static void set_presented(gw_upstream *u, const pol_identity *id) {
+    u->identity = id;
+    uint8_t in[8 + 32], digest[SHA256_DIGEST_LENGTH];
+    memcpy(in, &id->generation, 8);
+    memcpy(in + 8, u->where_digest, 32);
+    SHA256(in, sizeof(in), digest);
+    for (size_t i = 0; i < sizeof(digest); i++) {
+        snprintf(u->sess_key + 2 * i, 3, "%02x", digest[i]);
+    }
+}
+
+static void note_cas(gw_upstream *u, const STACK_OF(CRYPTO_BUFFER) *names, const char *choice) {
+    size_t cap = 2048, n = 0;
+    char *out = malloc(cap);
+    if (out == NULL) {
+        return;
+    }
+    out[0] = '\0';
+    for (size_t i = 0; names != NULL && i < sk_CRYPTO_BUFFER_num(names) && n + 260 < cap; i++) {
+        const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(names, i);
+        const uint8_t *p = CRYPTO_BUFFER_data(b);
+        X509_NAME *nm = d2i_X509_NAME(NULL, &p, (long)CRYPTO_BUFFER_len(b));
+        char one[256] = "(unparsable name)";
+        if (nm != NULL) {
+            X509_NAME_oneline(nm, one, sizeof(one));
+            X509_NAME_free(nm);
+        }
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", one);
+    }
+    snprintf(out + n, cap - n, "%s%s", n ? "; " : "none; ", choice);
+    free(u->ca_note);
+    u->ca_note = out;
+}
+
+// on_cert_request runs when the server asks for our certificate: with several identities,
+// the first whose chain is under a CA the server named is presented (none named, or none
+// matching: the first, which the SSL was made with).
 static int on_cert_request(SSL *ssl, void *arg) {
     gw_upstream *u = SSL_get_app_data(ssl);
-    if (u != NULL) {
-        u->cert_requested = 1;
+    if (u == NULL) {
+        return 1;
     }
+    u->cert_requested = 1;
+    if (u->num_candidates < 2 && !u->describe_cas) {
+        return 1;
+    }
+    const STACK_OF(CRYPTO_BUFFER) *names = SSL_get0_server_requested_CAs(ssl);
+    const pol_identity *pick = NULL;
+    for (size_t i = 0; i < u->num_candidates && pick == NULL && names != NULL; i++) {
+        STACK_OF(X509) *chain = NULL;
+        SSL_CTX_get0_chain_certs(u->candidates[i]->ctx, &chain);
+        if (pol_chain_issued_by_named_ca(u->candidates[i]->leaf, chain, names)) {
+            pick = u->candidates[i];
+        }
+    }
+    char choice[300];
+    if (pick != NULL) {
+        snprintf(choice, sizeof(choice), "presented \"%s\": its chain is under a CA the server named", pick->spec.name);
+    } else {
+        pick = u->candidates[0];
+        snprintf(choice, sizeof(choice), "presented \"%s\", the first: %s", pick->spec.name,
+                 names == NULL || sk_CRYPTO_BUFFER_num(names) == 0 ? "the server named no CA"
+                                                                    : "no identity is under a CA the server named");
+    }
+    if (u->describe_cas) {
+        note_cas(u, names, choice);
+    }
+    if (pick != u->candidates[0]) {
+        STACK_OF(X509) *chain = NULL;
+        SSL_CTX_get0_chain_certs(pick->ctx, &chain);
+        if (!SSL_use_certificate(ssl, pick->leaf) || !SSL_use_PrivateKey(ssl, SSL_CTX_get0_privatekey(pick->ctx)) ||
+            !SSL_set1_chain(ssl, chain)) {
+            return 0;
+        }
+    }
+    set_presented(u, pick);
     return 1;
 }
 
@@ -294,9 +368,12 @@ void gw_tls_install_callbacks(SSL_CTX *ctx) {
     SSL_CTX_set_cert_cb(ctx, on_cert_request, NULL);
 }
 
-int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *server_name,
-                          const char *sess_key, gw_buf_pool *pool) {
+int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *const *ids, size_t n, const char *server_name,
+                          const char *server_uri, const char *where, gw_buf_pool *pool) {
+    const pol_identity *id = ids[0];
     u->identity = id;
+    u->candidates = ids;
+    u->num_candidates = n;
     u->ssl = SSL_new(id->ctx);
     if (u->ssl == NULL) {
         return 0;
@@ -318,25 +395,29 @@ int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *se
     SSL_set_ex_data(u->ssl, pol_verify_ex_index(), u->verify);
     SSL_set_shed_handshake_config(u->ssl, 1);  // an established tunnel keeps less memory
     SSL_set_connect_state(u->ssl);
-    snprintf(u->verify->expected, sizeof(u->verify->expected), "%s", server_name);
-    // The key names identity, upstream and server name in full; a digest of it keeps every
-    // tunnel small and tells them apart just as well.
-    uint8_t digest[SHA256_DIGEST_LENGTH];
-    SHA256((const uint8_t *)sess_key, strlen(sess_key), digest);
-    for (size_t i = 0; i < sizeof(digest); i++) {
-        snprintf(u->sess_key + 2 * i, 3, "%02x", digest[i]);
-    }
+    snprintf(u->verify->expected, sizeof(u->verify->expected), "%s", server_uri ? server_uri : server_name);
+    snprintf(u->verify->expected_uri, sizeof(u->verify->expected_uri), "%s", server_uri ? server_uri : "");
+    // The key names the presented identity (its load generation), the upstream and the
+    // names in full; a digest of it keeps every tunnel small and tells them apart as well.
+    SHA256((const uint8_t *)where, strlen(where), u->where_digest);
     if (!gw_host_is_ip(server_name) && !SSL_set_tlsext_host_name(u->ssl, server_name)) {
         return 0;
     }
-    if (!pol_set_verify_name(u->ssl, server_name)) {
+    if (server_uri == NULL && !pol_set_verify_name(u->ssl, server_name)) {
         return 0;
     }
-    SSL_SESSION *s = gw_sesscache_take(u->sess_key);
-    if (s != NULL) {
-        SSL_set_session(u->ssl, s);
-        SSL_SESSION_free(s);
+    // A resumed handshake has no CertificateRequest: offer a session of the identity it
+    // was made for, which then stays the one presented.
+    for (size_t i = 0; i < n; i++) {
+        set_presented(u, ids[i]);
+        SSL_SESSION *s = gw_sesscache_take(u->sess_key);
+        if (s != NULL) {
+            SSL_set_session(u->ssl, s);
+            SSL_SESSION_free(s);
+            return 1;
+        }
     }
+    set_presented(u, id);
     return 1;
 }
 

@@ -15,7 +15,12 @@
 typedef struct {
     int fd;
     SSL *ssl;
-    const pol_identity *identity;
+    const pol_identity *identity;  // the identity presented (or to be): sessions are cached under it
+    const pol_identity *const *candidates;  // the rule's identities, chosen from in the handshake
+    size_t num_candidates;
+    uint8_t where_digest[32];  // SHA-256 of (upstream, server name, server_uri): the rest of the cache key
+    char *ca_note;  // with describe_cas: the CA names the server sent and the choice, in words
+    int describe_cas;
     pol_verify_result *verify;  // during the handshake only: what verification found
     int alert;           // fatal alert received from the server, -1 if none
     int cert_requested;  // the server sent a CertificateRequest
@@ -53,12 +58,15 @@ gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_le
 // close right after the handshake, in the words of the confirm step. Returns the error.
 gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t reason_len);
 
-// gw_upstream_tls_begin creates the SSL for |id|: SNI (none for an IP literal), the name
-// to verify, and a cached session for |sess_key| if there is one. With |pool| (the
-// worker's), the socket is read ahead through a pool buffer: one read() per TLS record
-// instead of two (header, then body), the buffer given back as soon as it is empty.
-int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *id, const char *server_name,
-                          const char *sess_key, gw_buf_pool *pool);
+// gw_upstream_tls_begin creates the SSL for the identities |ids| (|n| of them; the server
+// is verified with the first's settings, and the one presented is chosen when the server
+// names the CAs it accepts): SNI (none for an IP literal), the name to verify (or the URI
+// SAN |server_uri| when not NULL), and a cached session of one of them for |where| (the
+// upstream address and names) if there is one. With |pool| (the worker's), the socket is
+// read ahead through a pool buffer: one read() per TLS record instead of two (header,
+// then body), the buffer given back as soon as it is empty.
+int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *const *ids, size_t n, const char *server_name,
+                          const char *server_uri, const char *where, gw_buf_pool *pool);
 // gw_upstream_tls_step advances the handshake.
 gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
 // gw_upstream_needs_confirm says whether the server may still reject our certificate after
