@@ -59,7 +59,8 @@ static const char explain_usage[] =
     "client with no known caller (a remote one). With --connect it also resolves the upstream,\n"
     "connects and handshakes twice: the server chain, TLS version and cipher, whether the\n"
     "server accepted our certificate, and whether the second handshake resumed. Exit 1 if\n"
-    "that fails.\n";
+    "that fails. For a rule with an identity list it prints the CA names the server sent\n"
+    "and which identity was presented, and why.\n";
 
 int gw_cmd_check(int argc, char **argv) {
     gw_cmd_opts o;
