@@ -127,6 +127,8 @@ expect_contains "wrong server_uri: tls_certificate_error, in words" \
     'error=tls_certificate_error; details="upstream certificate rejected: certificate is for URI:spiffe://dc2.test/ns/prod/sa/orders, not URI spiffe://dc2.test/ns/prod/sa/billing (server_uri)"' "$h"
 out=$("$MTLSGW" explain -c "$WORK/gw.conf" spiffe.dc2.test:80)
 expect_contains "explain shows server_uri" "server uri   spiffe://dc2.test/ns/prod/sa/orders" "$out"
+out=$("$MTLSGW" identity list -c "$WORK/gw.conf")
+expect_contains "identity list shows server_uri" "(server_uri spiffe://dc2.test/ns/prod/sa/orders)" "$out"
 # A name-only server (orders.dc2.test, no URI SAN) is refused under server_uri.
 sed "s/127.0.0.1:$P_URI\"; server_name = \"orders.dc2.test\";\$/127.0.0.1:$P_OLD\"; server_name = \"orders.dc2.test\";/" \
     "$WORK/gw.conf" > "$WORK/gw2.conf"
