@@ -429,6 +429,14 @@ start_gw() {
 
 gw_alive() { kill -0 "$GW_PID" 2>/dev/null; }
 
+# expect_check_error NAME CONF TEXT: `mtlsgw check -c CONF` exits 1 and says TEXT.
+expect_check_error() {
+    local out rc=0
+    out=$("$MTLSGW" check -c "$2" 2>&1) || rc=$?
+    expect_contains "$1" "$3" "$out"
+    [ "$rc" = 1 ] || fail "$1: check exited with $rc, not 1"
+}
+
 # reload_gw: SIGHUP to the gateway, then wait (5 s at most) for its next "reloaded" line.
 reload_gw() {
     local before

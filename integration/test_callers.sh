@@ -220,22 +220,17 @@ line=$(grep -n "nosuchuser$$" "$WORK/bad.conf" | head -1 | cut -d: -f1)
 expect_contains "unknown user in a rule: check names file:line and the setting" \
     "$WORK/bad.conf:$line: rules[0].caller: no user named \"nosuchuser$$\"" "$out"
 sed "s/\"group:$G_OPS\"/\"group:nosuchgroup$$\"/" "$WORK/gw.conf" > "$WORK/bad2.conf"
-out=$("$MTLSGW" check -c "$WORK/bad2.conf" 2>&1 || true)
-expect_contains "unknown group in a rule: a file:line error" "rules[2].caller: no group named \"nosuchgroup$$\"" "$out"
+expect_check_error "unknown group in a rule: a file:line error" "$WORK/bad2.conf" "rules[2].caller: no group named \"nosuchgroup$$\""
 sed "s/\"uid:$UID_BIL\"/\"uid:-5\"/" "$WORK/gw.conf" > "$WORK/bad3.conf"
-out=$("$MTLSGW" check -c "$WORK/bad3.conf" 2>&1 || true)
-expect_contains "bad uid: what is expected" "rules[1].caller: expected uid:N with a number N, found \"uid:-5\"" "$out"
+expect_check_error "bad uid: what is expected" "$WORK/bad3.conf" "rules[1].caller: expected uid:N with a number N, found \"uid:-5\""
 sed "s/\"uid:$UID_BIL\"/\"login:bob\"/" "$WORK/gw.conf" > "$WORK/bad4.conf"
-out=$("$MTLSGW" check -c "$WORK/bad4.conf" 2>&1 || true)
-expect_contains "unknown caller kind: what is expected" "expected \"user:NAME\", \"uid:N\", \"group:NAME\" or \"gid:N\", found \"login:bob\"" "$out"
+expect_check_error "unknown caller kind: what is expected" "$WORK/bad4.conf" "expected \"user:NAME\", \"uid:N\", \"group:NAME\" or \"gid:N\", found \"login:bob\""
 echo "not a socket" > "$SOCKDIR/file"
 sed "s#unix:$SOCK#unix:$SOCKDIR/file#" "$WORK/gw.conf" > "$WORK/bad5.conf"
-out=$("$MTLSGW" check -c "$WORK/bad5.conf" 2>&1 || true)
-expect_contains "a non-socket at a UNIX listener's path: a config error" "listen[1].address: $SOCKDIR/file is a regular file" "$out"
+expect_check_error "a non-socket at a UNIX listener's path: a config error" "$WORK/bad5.conf" "listen[1].address: $SOCKDIR/file is a regular file"
 check "... and the file is left alone" test "$(cat "$SOCKDIR/file")" = "not a socket"
 sed "s#address = \"127.0.0.1:$GW_PORT\"; }#address = \"127.0.0.1:$GW_PORT\"; mode = \"0600\"; }#" "$WORK/gw.conf" > "$WORK/bad6.conf"
-out=$("$MTLSGW" check -c "$WORK/bad6.conf" 2>&1 || true)
-expect_contains "mode on a TCP listener: said to be for UNIX listeners" "listen[0].mode: only for a UNIX-socket listener" "$out"
+expect_check_error "mode on a TCP listener: said to be for UNIX listeners" "$WORK/bad6.conf" "listen[0].mode: only for a UNIX-socket listener"
 # A second gateway on the same socket path: the live socket is not taken over.
 P2=$(free_port)
 sed "s/127.0.0.1:$GW_PORT/127.0.0.1:$P2/" "$WORK/gw.conf" > "$WORK/second.conf"

@@ -138,13 +138,10 @@ expect_contains "server_uri against a server with DNS names only: refused" "not 
 
 # ---- config errors ----
 sed 's/identity = \[ "ops-new", "ops" \]; upstream = "127.0.0.1:'"$P_OLD"'"/identity = [ "ops-new", "nosuch" ]; upstream = "127.0.0.1:'"$P_OLD"'"/' "$WORK/gw.conf" > "$WORK/bad.conf"
-out=$("$MTLSGW" check -c "$WORK/bad.conf" 2>&1 || true)
-expect_contains "an unknown identity in a list: file:line" "rules[0].identity: no identity is named \"nosuch\"" "$out"
+expect_check_error "an unknown identity in a list: file:line" "$WORK/bad.conf" "rules[0].identity: no identity is named \"nosuch\""
 sed 's/key = "'"${PKI//\//\\/}"'\/ops.key"; trust/key = "'"${PKI//\//\\/}"'\/ops.key"; tls_min = "1.3"; trust/' "$WORK/gw.conf" > "$WORK/bad2.conf"
-out=$("$MTLSGW" check -c "$WORK/bad2.conf" 2>&1 || true)
-expect_contains "identities whose TLS versions cannot serve together: a config error" \
-    'identity "ops" does not accept every TLS version of "ops-new"' "$out"
+expect_check_error "identities whose TLS versions cannot serve together: a config error" "$WORK/bad2.conf" \
+    'identity "ops" does not accept every TLS version of "ops-new"'
 sed 's#server_uri = "spiffe://dc2.test/ns/prod/sa/billing"#server_uri = "billing"#' "$WORK/gw.conf" > "$WORK/bad3.conf"
-out=$("$MTLSGW" check -c "$WORK/bad3.conf" 2>&1 || true)
-expect_contains "a server_uri that is no URI: what is expected" 'rules[4].server_uri: expected a URI like' "$out"
+expect_check_error "a server_uri that is no URI: what is expected" "$WORK/bad3.conf" 'rules[4].server_uri: expected a URI like'
 finish

@@ -149,15 +149,11 @@ expect_contains "... naming the capability" "CAP_NET_ADMIN" "$out"
 
 # ---- config errors ----
 sed 's/transparent = true; sniff = \["http"\];/transparent = true; sniff = ["tls"];/' "$WORK/gw.conf" > "$WORK/bad.conf"
-out=$("$MTLSGW" check -c "$WORK/bad.conf" 2>&1 || true)
-expect_contains "sniff of an unknown protocol: what is expected" 'listen[0].sniff: expected "http" (the only protocol sniffed), found "tls"' "$out"
+expect_check_error "sniff of an unknown protocol: what is expected" "$WORK/bad.conf" 'listen[0].sniff: expected "http" (the only protocol sniffed), found "tls"'
 sed 's/transparent = true; sniff = \["http"\];/transparent = true; forward = "a.test:1";/' "$WORK/gw.conf" > "$WORK/bad2.conf"
-out=$("$MTLSGW" check -c "$WORK/bad2.conf" 2>&1 || true)
-expect_contains "transparent with forward: refused" "listen[0].transparent: a transparent listener takes the destination from the connection" "$out"
+expect_check_error "transparent with forward: refused" "$WORK/bad2.conf" "listen[0].transparent: a transparent listener takes the destination from the connection"
 sed 's/{ name = "proxy"; address = "127.0.0.1:'"$GW_PORT"'"; }/{ name = "proxy"; address = "127.0.0.1:'"$GW_PORT"'"; sniff = ["http"]; }/' "$WORK/gw.conf" > "$WORK/bad3.conf"
-out=$("$MTLSGW" check -c "$WORK/bad3.conf" 2>&1 || true)
-expect_contains "sniff on a proxy listener: refused" "listen[2].sniff: only for a transparent listener" "$out"
+expect_check_error "sniff on a proxy listener: refused" "$WORK/bad3.conf" "listen[2].sniff: only for a transparent listener"
 sed 's/^upstream_mark = .*/upstream_mark = -1;/' "$WORK/gw.conf" > "$WORK/bad4.conf"
-out=$("$MTLSGW" check -c "$WORK/bad4.conf" 2>&1 || true)
-expect_contains "a bad upstream_mark: what is expected" "upstream_mark: expected a mark from 0 (none) to 0xffffffff" "$out"
+expect_check_error "a bad upstream_mark: what is expected" "$WORK/bad4.conf" "upstream_mark: expected a mark from 0 (none) to 0xffffffff"
 finish
