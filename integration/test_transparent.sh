@@ -56,6 +56,7 @@ identities = (
 # Redirected in OUTPUT, a client's source is the host's address for that destination.
 allow = [ "127.0.0.0/8", "::1/128", "203.0.113.0/24", "2001:db8::/64" ];
 deny_addresses = [ "203.0.113.20/32", "169.254.0.0/16", "fe80::/10" ];
+limits = { handshake_timeout_ms = 1500; };
 rules = (
   { match = "203.0.113.10:6379"; identity = "ops"; upstream_port = $NGX_REDIS; server_name = "redis.dc2.test"; },
   { match = "[2001:db8::10]:6379"; identity = "ops"; upstream_port = $NGX_REDIS; server_name = "redis.dc2.test"; },
@@ -122,6 +123,18 @@ set -e
 sleep 0.3
 expect_contains "deny_addresses applies to the original destination" "is in deny_addresses (203.0.113.20/32)" \
     "$(grep 'dest=203.0.113.20:6379' "$WORK/gw.log" | tail -1)"
+# Sniffing gives up after handshake_timeout_ms (1500 here): a start that looks like HTTP
+# but never completes is relayed as opaque bytes, to the original destination's rule.
+out=$(python3 - <<'PY'
+import socket, time
+s = socket.create_connection(("203.0.113.10", 6379), timeout=10)
+s.sendall(b"GET")          # capitals and no space yet: could be HTTP, so the gateway waits
+time.sleep(2.5)            # past handshake_timeout_ms: it routes by the address
+s.sendall(b" greeting\r\n")  # redis reads the whole line as the inline command GET greeting
+print(s.recv(100).decode().strip())
+PY
+)
+expect_eq "sniff timeout: the bytes so far go on, unchanged, by the original address" '$-1' "$out"
 check "the gateway is still serving" bash -c "[ \"\$(redis-cli -h 203.0.113.10 -p 6379 PING)\" = PONG ]"
 # A proxy listener of the same gateway is unaffected.
 out=$(curl -s -m 10 -p -x "http://127.0.0.1:$GW_PORT" http://orders.dc2.test:80/via-proxy)
