@@ -16,7 +16,7 @@ static const char usage[] =
     "Commands:\n"
     "  run -c FILE                          run the gateway in the foreground\n"
     "  check -c FILE                        validate the config and load every identity; exit 1 on errors\n"
-    "  explain -c FILE HOST[:PORT] [--connect]\n"
+    "  explain -c FILE HOST[:PORT] [--caller USER|UID] [--connect]\n"
     "                                       which rule decides HOST:PORT (default port 443); --connect\n"
     "                                       also resolves, connects and handshakes twice\n"
     "  identity list -c FILE [--json]       identities: subject, SANs, key, expiry, rules using them\n"
