@@ -231,6 +231,8 @@ expect_check_error "a non-socket at a UNIX listener's path: a config error" "$WO
 check "... and the file is left alone" test "$(cat "$SOCKDIR/file")" = "not a socket"
 sed "s#address = \"127.0.0.1:$GW_PORT\"; }#address = \"127.0.0.1:$GW_PORT\"; mode = \"0600\"; }#" "$WORK/gw.conf" > "$WORK/bad6.conf"
 expect_check_error "mode on a TCP listener: said to be for UNIX listeners" "$WORK/bad6.conf" "listen[0].mode: only for a UNIX-socket listener"
+sed "s#{ name = \"lan\"; address = \"198.18.231.1:$LAN_PORT\"; }#{ name = \"lan\"; address = \"unix:$SOCK\"; }#" "$WORK/gw.conf" > "$WORK/bad7.conf"
+expect_check_error "two listeners on one socket path: a config error" "$WORK/bad7.conf" "listen[2].address: $SOCK is already the socket of listen[1]"
 # A second gateway on the same socket path: the live socket is not taken over.
 P2=$(free_port)
 sed "s/127.0.0.1:$GW_PORT/127.0.0.1:$P2/" "$WORK/gw.conf" > "$WORK/second.conf"

@@ -94,6 +94,11 @@ static int lookup_user(const char *name, uint32_t *uid) {
     return 1;
 }
 
+static int lookup_group(const char *name, struct group *gr, char *buf, size_t cap) {
+    struct group *res = NULL;
+    return name[0] != '\0' && getgrnam_r(name, gr, buf, cap, &res) == 0 && res != NULL;
+}
+
 // add_group adds every user whose primary group is |gid|, and every member listed for
 // it in the group database (|gr|, NULL if the gid has no entry). Returns members added.
 static size_t add_group(pol_callers *c, pol_userdb *db, uint32_t gid, const struct group *gr) {
@@ -147,10 +152,11 @@ int pol_callers_add(pol_callers *c, pol_userdb *db, const char *spec, char *err,
         char buf[16384];
         struct group gr, *res = NULL;
         if (by_name) {
-            if (*v == '\0' || getgrnam_r(v, &gr, buf, sizeof(buf), &res) != 0 || res == NULL) {
+            if (!lookup_group(v, &gr, buf, sizeof(buf))) {
                 snprintf(err, err_len, "no group named \"%s\" in the group database (gid:N takes a number)", v);
                 return 0;
             }
+            res = &gr;
             id = gr.gr_gid;
         } else {
             if (!parse_id(v, &id)) {
@@ -225,6 +231,19 @@ int pol_callers_match(const pol_callers *c, uint32_t uid) {
 
 int pol_caller_parse(const char *s, uint32_t *uid) {
     return parse_id(s, uid) || lookup_user(s, uid);
+}
+
+int pol_group_parse(const char *s, uint32_t *gid) {
+    char buf[16384];
+    struct group gr;
+    if (parse_id(s, gid)) {
+        return 1;
+    }
+    if (!lookup_group(s, &gr, buf, sizeof(buf))) {
+        return 0;
+    }
+    *gid = gr.gr_gid;
+    return 1;
 }
 
 // ---- the `caller` setting of a rule ----

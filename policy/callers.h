@@ -33,8 +33,10 @@ void pol_callers_free(pol_callers *c);
 // rule) matches everyone, GW_CALLER_NONE included; a set never matches GW_CALLER_NONE.
 int pol_callers_match(const pol_callers *c, uint32_t uid);
 
-// pol_caller_parse reads "NAME" (a user) or a number (a uid) for `explain --caller`.
-// Returns 1 with |*uid|, 0 if no such user.
+// pol_caller_parse reads "NAME" (a user) or a number (a uid), as `explain --caller` and
+// a UNIX listener's `owner` take them. Returns 1 with |*uid|, 0 if no such user.
 int pol_caller_parse(const char *s, uint32_t *uid);
+// pol_group_parse reads "NAME" (a group) or a number (a gid), as a UNIX listener's `group`.
+int pol_group_parse(const char *s, uint32_t *gid);
 
 #endif

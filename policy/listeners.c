@@ -1,8 +1,6 @@
 // listeners: the `listen` list. TCP listeners ("IP:port") and UNIX-socket listeners
 // ("unix:PATH" with mode, owner, group); proxy protocols or a fixed forward destination.
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,29 +18,6 @@ static const char *file_kind(mode_t m) {
     if (S_ISFIFO(m)) return "FIFO";
     if (S_ISCHR(m) || S_ISBLK(m)) return "device";
     return "file that is not a socket";
-}
-
-// parse_id_or_name reads |v| as a number or a user/group name (|is_group|).
-static int parse_id_or_name(const char *v, int is_group, uint32_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long n = strtoul(v, &end, 10);
-    if (*v >= '0' && *v <= '9' && *end == '\0' && errno == 0 && n < UINT32_MAX) {
-        *out = (uint32_t)n;
-        return 1;
-    }
-    if (is_group) {
-        struct group *g = getgrnam(v);
-        if (g != NULL) {
-            *out = g->gr_gid;
-        }
-        return g != NULL;
-    }
-    struct passwd *p = getpwnam(v);
-    if (p != NULL) {
-        *out = p->pw_uid;
-    }
-    return p != NULL;
 }
 
 // load_unix_address fills |l| from "unix:PATH" (|address|) and the mode/owner/group of |g|.
@@ -63,6 +38,11 @@ static void load_unix_address(loader *ld, const config_setting_t *g, const char 
         pol_ld_problem(ld, at, path, "the socket path is longer than %zu bytes, the most a UNIX socket takes",
                        sizeof(un->sun_path) - 1);
         return;
+    }
+    for (size_t j = 0; j + 1 < ld->cfg->num_listeners; j++) {
+        if (ld->cfg->listeners[j].unix_path != NULL && strcmp(ld->cfg->listeners[j].unix_path, l->unix_path) == 0) {
+            pol_ld_problem(ld, at, path, "%s is already the socket of listen[%zu]", l->unix_path, j);
+        }
     }
     un->sun_family = AF_UNIX;
     memcpy(un->sun_path, l->unix_path, strlen(l->unix_path) + 1);
@@ -91,11 +71,11 @@ static void load_unix_address(loader *ld, const config_setting_t *g, const char 
             }
         }
     }
-    if (pol_ld_get_string(ld, g, prefix, "owner", &v) == 1 && !parse_id_or_name(v, 0, &l->unix_owner)) {
+    if (pol_ld_get_string(ld, g, prefix, "owner", &v) == 1 && !pol_caller_parse(v, &l->unix_owner)) {
         pol_ld_setting_path(path, sizeof(path), prefix, "owner");
         pol_ld_problem(ld, config_setting_get_member(g, "owner"), path, "no user named \"%s\" on this system", v);
     }
-    if (pol_ld_get_string(ld, g, prefix, "group", &v) == 1 && !parse_id_or_name(v, 1, &l->unix_group)) {
+    if (pol_ld_get_string(ld, g, prefix, "group", &v) == 1 && !pol_group_parse(v, &l->unix_group)) {
         pol_ld_setting_path(path, sizeof(path), prefix, "group");
         pol_ld_problem(ld, config_setting_get_member(g, "group"), path, "no group named \"%s\" on this system", v);
     }

@@ -61,6 +61,13 @@ static void names_from_the_user_database(void **state) {
     assert_true(pol_caller_parse("1234", &uid));
     assert_int_equal(uid, 1234);
     assert_false(pol_caller_parse("no-such-user-mtlsgw", &uid));
+    uint32_t gid = 7;
+    assert_true(pol_group_parse("root", &gid));
+    assert_int_equal(gid, 0);
+    assert_true(pol_group_parse("4321", &gid));
+    assert_int_equal(gid, 4321);
+    assert_false(pol_group_parse("no-such-group-mtlsgw", &gid));
+    assert_false(pol_group_parse("", &gid));
 }
 
 static void bad_specs(void **state) {
