@@ -151,6 +151,11 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
         snprintf(err, err_len, "password checks: %s", strerror(errno));
         return 0;
     }
+    w->host.keyops = gw_keyops_new(w->host.loop);
+    if (w->host.keyops == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return 0;
+    }
     gw_buf_pool_init(&w->host.pool, 256);
     w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->event_fd < 0) {
@@ -230,6 +235,7 @@ void gw_worker_free(gw_worker *w) {
     free_idle_retired(w, 1);
     free(w->retired);
     gw_passcheck_free(w->host.passcheck);  // after the tunnels: none waits on a check any more
+    gw_keyops_free(w->host.keyops);        // likewise for signatures
     gw_loop_free(w->host.loop);  // runs the deferred frees of closed tunnels
     gw_buf_pool_clear(&w->host.pool);
     free(w->listeners);

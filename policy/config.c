@@ -137,7 +137,7 @@ static void load_identities(loader *ld, const config_setting_t *root) {
     cfg->identities = calloc((size_t)n + 1, sizeof(*cfg->identities));
     static const char *const known[] = {"name", "certificate", "key", "key_password_file", "pkcs12",
                                         "pkcs12_password_file", "trust", "crl", "verify_depth",
-                                        "tls_min", "tls_max", "ciphers", "pin_sha256", NULL};
+                                        "tls_min", "tls_max", "ciphers", "pin_sha256", "pkcs11_module", NULL};
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
         char prefix[300];
@@ -174,13 +174,46 @@ static void load_identities(loader *ld, const config_setting_t *root) {
                      {"key_password_file", &spec.key_password_file}, {"pkcs12", &spec.pkcs12},
                      {"pkcs12_password_file", &spec.pkcs12_password_file}, {"trust", &spec.trust},
                      {"crl", &spec.crl}};
+        char path[400];
         for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
             const char *v;
             if (pol_ld_get_string(ld, g, prefix, files[f].key, &v) == 1) {
-                *files[f].dst = pol_ld_resolve_path(ld, v);
+                // A key in a token is a PKCS#11 URI, not a path.
+                *files[f].dst = files[f].dst == &spec.key && pol_p11_is_uri(v) ? strdup(v) : pol_ld_resolve_path(ld, v);
             }
         }
-        char path[400];
+        const char *module;
+        if (pol_ld_get_string(ld, g, prefix, "pkcs11_module", &module) == 1) {
+            spec.pkcs11_module = pol_ld_resolve_path(ld, module);
+        }
+        spec.run_uid = spec.run_gid = -1;
+        struct passwd *pw = cfg->user ? getpwnam(cfg->user) : NULL;
+        if (pw != NULL) {
+            spec.run_uid = (int)pw->pw_uid;
+            spec.run_gid = (int)pw->pw_gid;
+        }
+        if (pol_p11_is_uri(spec.key)) {
+            char *uri_module = NULL, *uri_pin = NULL, err[600];
+            pol_ld_setting_path(path, sizeof(path), prefix, "key");
+            if (!pol_p11_uri_parse(spec.key, &uri_module, &uri_pin, err, sizeof(err))) {
+                pol_ld_problem(ld, config_setting_get_member(g, "key"), path, "%s", err);
+            }
+            // key_password_file and pkcs11_module win over the URI's pin-source and module-path.
+            if (spec.pkcs11_module == NULL) {
+                spec.pkcs11_module = uri_module;
+                uri_module = NULL;
+            }
+            if (spec.key_password_file == NULL) {
+                spec.key_password_file = uri_pin;
+                uri_pin = NULL;
+            }
+            free(uri_module);
+            free(uri_pin);
+        } else if (spec.pkcs11_module != NULL) {
+            pol_ld_setting_path(path, sizeof(path), prefix, "pkcs11_module");
+            pol_ld_problem(ld, config_setting_get_member(g, "pkcs11_module"), path,
+                           "only for a key in a token: key = \"pkcs11:token=...;object=...\"");
+        }
         if (spec.pkcs12 == NULL && (spec.certificate == NULL || spec.key == NULL)) {
             pol_ld_problem(ld, g, prefix, "needs certificate and key (PEM), or pkcs12");
         }
@@ -458,6 +491,7 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     cfg->limits.header_max = 16384;
     cfg->limits.drain_timeout_s = 30;
     cfg->limits.session_cache_size = 8192;
+    cfg->limits.key_timeout_ms = 5000;
     int bad = 0;
     const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "limits", 1, &bad);
     if (g == NULL) {
@@ -465,7 +499,7 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     }
     static const char *const known[] = {"max_connections", "connect_timeout_ms", "handshake_timeout_ms",
                                         "confirm_ms", "idle_timeout_s", "header_max", "drain_timeout_s",
-                                        "session_cache_size", NULL};
+                                        "session_cache_size", "key_timeout_ms", NULL};
     pol_ld_check_members(ld, g, "limits", known);
     pol_ld_get_int(ld, g, "limits", "max_connections", 1, 10000000, &cfg->limits.max_connections);
     pol_ld_get_int(ld, g, "limits", "connect_timeout_ms", 10, 600000, &cfg->limits.connect_timeout_ms);
@@ -475,6 +509,7 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     pol_ld_get_int(ld, g, "limits", "header_max", 1024, GW_HEADER_MAX, &cfg->limits.header_max);
     pol_ld_get_int(ld, g, "limits", "drain_timeout_s", 0, 86400, &cfg->limits.drain_timeout_s);
     pol_ld_get_int(ld, g, "limits", "session_cache_size", 1, 1000000, &cfg->limits.session_cache_size);
+    pol_ld_get_int(ld, g, "limits", "key_timeout_ms", 10, 600000, &cfg->limits.key_timeout_ms);
 }
 
 static void load_allow(loader *ld, const config_setting_t *root) {
@@ -641,6 +676,18 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     pol_ld_get_int(&ld, root, "", "workers", 0, 256, &cfg->workers);
     pol_ld_listeners(&ld, root);
     load_resolver(&ld, root);
+    // Before the identities: a token's signer runs as the user the gateway will run as.
+    const char *user;
+    if (pol_ld_get_string(&ld, root, "", "user", &user) == 1) {
+        if (user[0] == '\0') {
+            pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "expected a user name to run as");
+        } else if (getpwnam(user) == NULL) {
+            // Found now, so that `check` says it, not a failed start as root.
+            pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "no such user \"%s\" on this system", user);
+        } else {
+            cfg->user = strdup(user);
+        }
+    }
     size_t before_ids = pol_errors_count_fatal(errs);
     load_identities(&ld, root);
     load_rules(&ld, root, pol_errors_count_fatal(errs) != before_ids);
@@ -658,17 +705,6 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
             pol_ld_problem(&ld, mark, "upstream_mark", "expected a mark from 0 (none) to 0xffffffff, e.g. 0x4d47");
         } else {
             cfg->upstream_mark = (uint32_t)v;
-        }
-    }
-    const char *user;
-    if (pol_ld_get_string(&ld, root, "", "user", &user) == 1) {
-        if (user[0] == '\0') {
-            pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "expected a user name to run as");
-        } else if (getpwnam(user) == NULL) {
-            // Found now, so that `check` says it, not a failed start as root.
-            pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "no such user \"%s\" on this system", user);
-        } else {
-            cfg->user = strdup(user);
         }
     }
     config_destroy(&lc);

@@ -95,6 +95,7 @@ typedef struct pol_config {
         int max_connections, connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s,
             header_max, drain_timeout_s;
         int session_cache_size;  // TLS sessions cached in all (least recently used keys go first)
+        int key_timeout_ms;      // a token's signature (PKCS#11 keys): how long a handshake waits for it
     } limits;
     pol_cidr *allow;
     size_t num_allow;

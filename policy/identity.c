@@ -8,6 +8,8 @@
 #include <openssl/pem.h>
 #include <openssl/pkcs8.h>
 #include <openssl/pool.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -457,6 +459,132 @@ static int load_pem_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *
     return 1;
 }
 
+// test_signature has the token sign a random digest with |sigalg| and verifies it with
+// the certificate's public key: the key in the token is the certificate's.
+static int test_signature(pol_identity *id, EVP_PKEY *pub, uint16_t sigalg, char *err, size_t err_len) {
+    uint8_t msg[32], tbs[128], raw[1024], sig[1100];
+    size_t tbs_len = 0, raw_len = 0, sig_len = 0;
+    uint32_t mech = 0;
+    RAND_bytes(msg, sizeof(msg));
+    char why[600];
+    if (!pol_p11_prepare(sigalg, msg, sizeof(msg), tbs, &tbs_len, &mech)) {
+        snprintf(err, err_len, "key: cannot prepare a test signature");
+        return 0;
+    }
+    if (!pol_p11_sign(id->p11, mech, tbs, tbs_len, raw, &raw_len, sizeof(raw), POL_P11_SIGN_TIMEOUT_MS, why,
+                      sizeof(why))) {
+        snprintf(err, err_len, "key: %s: test signature failed: %s", id->spec.key, why);
+        return 0;
+    }
+    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    int ok = pol_p11_finish(mech, raw, raw_len, sig, &sig_len, sizeof(sig)) && mctx != NULL &&
+             EVP_DigestVerifyInit(mctx, &pctx, SSL_get_signature_algorithm_digest(sigalg), NULL, pub);
+    if (ok && SSL_is_signature_algorithm_rsa_pss(sigalg)) {
+        ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, -1);
+    }
+    ok = ok && EVP_DigestVerify(mctx, sig, sig_len, msg, sizeof(msg)) == 1;
+    EVP_MD_CTX_free(mctx);
+    ERR_clear_error();
+    if (!ok) {
+        snprintf(err, err_len, "key: the key %s on token \"%s\" does not match the certificate in %s (a test "
+                 "signature did not verify with its public key)", id->spec.key, pol_p11_info(id->p11)->token,
+                 id->spec.certificate);
+    }
+    return ok;
+}
+
+// load_pkcs11_identity loads the certificate chain from its file and opens the key in the
+// token through a signer process: found, logged in, and proven to be the certificate's by
+// a test signature. Handshakes sign through the key method (gateway/upstream/keyops.c).
+static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identity_spec *spec, char *err,
+                                size_t err_len) {
+    char e[200];
+    if (!readable("certificate", spec->certificate, err, err_len)) {
+        return 0;
+    }
+    if (!SSL_CTX_use_certificate_chain_file(ctx, spec->certificate)) {
+        snprintf(err, err_len, "certificate: %s: not a PEM certificate chain (%s)", spec->certificate,
+                 last_ssl_error(e, sizeof(e)));
+        return 0;
+    }
+    if (spec->pkcs11_module == NULL) {
+        snprintf(err, err_len, "pkcs11_module: required with a pkcs11: key (or module-path in the URI), e.g. "
+                 "/usr/lib/softhsm/libsofthsm2.so");
+        return 0;
+    }
+    if (!readable("pkcs11_module", spec->pkcs11_module, err, err_len)) {
+        return 0;
+    }
+    char pin[256];
+    int have_pin = 0;
+    if (spec->key_password_file != NULL) {
+        if (!read_password("key_password_file", spec->key_password_file, pin, sizeof(pin), err, err_len)) {
+            return 0;
+        }
+        have_pin = 1;
+    }
+    char why[600];
+    id->p11 = pol_p11_open(spec->pkcs11_module, spec->key, have_pin ? pin : NULL, spec->run_uid, spec->run_gid, 0,
+                           why, sizeof(why));
+    OPENSSL_cleanse(pin, sizeof(pin));
+    if (id->p11 == NULL) {
+        snprintf(err, err_len, "key: %s: %s", spec->key, why);
+        return 0;
+    }
+    const p11w_hello_ok *info = pol_p11_info(id->p11);
+    X509 *leaf = SSL_CTX_get0_certificate(ctx);
+    EVP_PKEY *pub = leaf ? X509_get_pubkey(leaf) : NULL;
+    int type = pub ? EVP_PKEY_id(pub) : 0;
+    int ok = 0;
+    uint16_t test = 0, test2 = 0;
+    size_t n = 0;
+    if ((type == EVP_PKEY_EC) != (info->key_type == 1) || (type == EVP_PKEY_RSA) != (info->key_type == 2)) {
+        snprintf(err, err_len, "key: the key %s on token \"%s\" is %s, the certificate's in %s is not",
+                 spec->key, info->token, info->key_type == 1 ? "an EC key" : "an RSA key", spec->certificate);
+    } else if (type == EVP_PKEY_EC && !(info->mechs & P11W_HAS_ECDSA)) {
+        snprintf(err, err_len, "key: token \"%s\" does not offer ECDSA signatures (CKM_ECDSA)", info->token);
+    } else if (type == EVP_PKEY_EC) {
+        int nid = EC_GROUP_get_curve_name(EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(pub)));
+        test = nid == NID_X9_62_prime256v1 ? SSL_SIGN_ECDSA_SECP256R1_SHA256
+               : nid == NID_secp384r1      ? SSL_SIGN_ECDSA_SECP384R1_SHA384
+               : nid == NID_secp521r1      ? SSL_SIGN_ECDSA_SECP521R1_SHA512 : 0;
+        id->sigalgs[n++] = SSL_SIGN_ECDSA_SECP256R1_SHA256;
+        id->sigalgs[n++] = SSL_SIGN_ECDSA_SECP384R1_SHA384;
+        id->sigalgs[n++] = SSL_SIGN_ECDSA_SECP521R1_SHA512;
+        ok = test != 0;
+        if (!ok) {
+            snprintf(err, err_len, "key: the certificate's EC curve is not P-256, P-384 or P-521");
+        }
+    } else if (type == EVP_PKEY_RSA && !(info->mechs & (P11W_HAS_RSA_PSS | P11W_HAS_RSA_PKCS))) {
+        snprintf(err, err_len, "key: token \"%s\" offers neither CKM_RSA_PKCS_PSS nor CKM_RSA_PKCS", info->token);
+    } else if (type == EVP_PKEY_RSA && !(info->mechs & P11W_HAS_RSA_PSS) && spec->tls_max >= TLS1_3_VERSION) {
+        snprintf(err, err_len, "key: token \"%s\" offers no RSA-PSS (CKM_RSA_PKCS_PSS), which TLS 1.3 needs with "
+                 "an RSA key: set tls_max = \"1.2\"", info->token);
+    } else if (type == EVP_PKEY_RSA) {
+        if (info->mechs & P11W_HAS_RSA_PSS) {
+            id->sigalgs[n++] = SSL_SIGN_RSA_PSS_RSAE_SHA256;
+            id->sigalgs[n++] = SSL_SIGN_RSA_PSS_RSAE_SHA384;
+            id->sigalgs[n++] = SSL_SIGN_RSA_PSS_RSAE_SHA512;
+            test = SSL_SIGN_RSA_PSS_RSAE_SHA256;
+        }
+        if (info->mechs & P11W_HAS_RSA_PKCS) {
+            id->sigalgs[n++] = SSL_SIGN_RSA_PKCS1_SHA256;
+            id->sigalgs[n++] = SSL_SIGN_RSA_PKCS1_SHA384;
+            id->sigalgs[n++] = SSL_SIGN_RSA_PKCS1_SHA512;
+            *(test ? &test2 : &test) = SSL_SIGN_RSA_PKCS1_SHA256;
+        }
+        ok = 1;
+    } else {
+        snprintf(err, err_len, "key: a key in a token must be EC or RSA");
+    }
+    id->num_sigalgs = n;
+    ok = ok && test_signature(id, pub, test, err, err_len) && (test2 == 0 || test_signature(id, pub, test2, err, err_len));
+    ok = ok && SSL_CTX_set_signing_algorithm_prefs(ctx, id->sigalgs, id->num_sigalgs);
+    EVP_PKEY_free(pub);
+    return ok;
+}
+
 static int load_pkcs12_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, size_t err_len) {
     char e[200];
     if (!readable("pkcs12", spec->pkcs12, err, err_len)) {
@@ -587,8 +715,9 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
                  last_ssl_error(e, sizeof(e)));
         ok = 0;
     } else if (ok) {
-        ok = spec->pkcs12 ? load_pkcs12_identity(ctx, spec, err, err_len)
-                          : load_pem_identity(ctx, spec, err, err_len);
+        ok = spec->pkcs12                ? load_pkcs12_identity(ctx, spec, err, err_len)
+             : pol_p11_is_uri(spec->key) ? load_pkcs11_identity(ctx, id, spec, err, err_len)
+                                         : load_pem_identity(ctx, spec, err, err_len);
     }
     STACK_OF(X509_INFO) *trust = NULL, *crls = NULL;
     ok = ok && load_pem_objects(ctx, spec->trust, "trust", 0, &trust, err, err_len);
@@ -610,6 +739,7 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
     if (!ok) {
         SSL_CTX_free(ctx);
         free_crl_notes(id);
+        pol_p11_free(id->p11);
         free(id);
         return NULL;
     }
@@ -643,7 +773,7 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
         OPENSSL_free(hex);
         BN_free(bn);
         EVP_PKEY *pub = X509_get_pubkey(leaf);
-        if (pub != NULL) {
+        if (pub != NULL && id->key_type[0] == '\0') {
             describe_key(pub, id->key_type, sizeof(id->key_type));
             EVP_PKEY_free(pub);
         }
@@ -666,6 +796,7 @@ void pol_identity_spec_free(pol_identity_spec *spec) {
     free(spec->crl);
     free(spec->ciphers);
     free(spec->pins);
+    free(spec->pkcs11_module);
     memset(spec, 0, sizeof(*spec));
 }
 
@@ -674,6 +805,7 @@ void pol_identity_free(pol_identity *id) {
         return;
     }
     SSL_CTX_free(id->ctx);
+    pol_p11_free(id->p11);
     pol_identity_spec_free(&id->spec);
     free_crl_notes(id);
     free(id);

@@ -9,10 +9,14 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "policy/pkcs11.h"
+
 typedef struct {
     char *name;
     char *where;  // "file:line"
     char *certificate, *key, *key_password_file, *pkcs12, *pkcs12_password_file, *trust, *crl;
+    char *pkcs11_module;  // with key = "pkcs11:...": the module (else the URI's module-path)
+    int run_uid, run_gid;  // the `user` the gateway runs as (a token signer runs as it); -1: none
     int verify_depth;
     uint16_t tls_min, tls_max;  // TLS1_2_VERSION...
     char *ciphers;
@@ -33,6 +37,9 @@ struct pol_identity {
     time_t crl_next_update;   // earliest nextUpdate of the CRLs in spec.crl; 0: no CRL
     char **crl_uncovered;     // subjects of CAs in spec.trust that no CRL comes from
     size_t num_crl_uncovered;
+    pol_p11 *p11;             // key = "pkcs11:...": the token's signer; NULL for a key file
+    uint16_t sigalgs[12];     // with p11: the signature algorithms the token can make
+    size_t num_sigalgs;
 };
 typedef struct pol_identity pol_identity;
 
@@ -56,6 +63,10 @@ void pol_identity_set_ctx_hook(void (*hook)(SSL_CTX *ctx));
 // |spec|'s strings (and |spec| is zeroed); on failure |spec| is untouched, NULL is
 // returned and the reason (naming the setting and file) is written into |err|.
 pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_len);
+// POL_P11_SIGN_TIMEOUT_MS bounds a signature asked for outside the event loop (the
+// load-time test signature, explain, the CSR of identity new).
+#define POL_P11_SIGN_TIMEOUT_MS 10000
+
 // pol_identity_free frees |id| and everything it owns (NULL is fine).
 void pol_identity_free(pol_identity *id);
 // pol_identity_spec_free frees the strings of a spec that was not loaded.

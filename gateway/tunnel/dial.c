@@ -177,8 +177,20 @@ void tunnel_established(gw_tunnel *t) {
 
 // ---- TLS phases ----
 
+// on_key_ready continues a handshake that waited for a token's signature.
+static void on_key_ready(void *arg) {
+    gw_tunnel *t = arg;
+    if (t->state == T_HANDSHAKING) {
+        tunnel_run(t);
+    }
+}
+
 static void start_tls(gw_tunnel *t) {
     const pol_rule *r = t->rule;
+    t->upstream.keyops = t->host->keyops;
+    t->upstream.key_timeout_ms = t->cfg->limits.key_timeout_ms;
+    t->upstream.key_ready = on_key_ready;
+    t->upstream.key_arg = t;
     char where[600];
     snprintf(where, sizeof(where), "%s|%s|%s", t->upstream_text, t->dial.server_name, r->server_uri ? r->server_uri : "");
     if (!gw_upstream_tls_begin(&t->upstream, (const pol_identity *const *)r->identities, r->num_identities,
@@ -235,6 +247,8 @@ void tunnel_step_tls(gw_tunnel *t) {
         case GW_STEP_WANT_WRITE:
             t->upstream_io.writable = 0;
             return;
+        case GW_STEP_WANT_KEY:
+            return;  // on_key_ready goes on once the token signed (or key_timeout_ms passed)
         case GW_STEP_FAILED:
             tunnel_reject(t, err, reason);
             return;

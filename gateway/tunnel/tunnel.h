@@ -13,6 +13,7 @@
 #include "gateway/base/loop.h"
 #include "gateway/proto/errors.h"
 #include "gateway/tunnel/passcheck.h"
+#include "gateway/upstream/keyops.h"
 #include "policy/config.h"
 #include "resolver/resolver.h"
 
@@ -27,6 +28,7 @@ typedef struct gw_tunnel_host {
     pol_config *cfg;  // the snapshot new tunnels (and new http_proxy requests) use
     res_resolver *resolver;
     gw_passcheck *passcheck;
+    gw_keyops *keyops;    // channels to the signers of keys in tokens
     int draining;         // stopping: responses say Connection: close
     gw_tunnel *tunnels;   // open tunnels, for draining and shutdown
     size_t num_tunnels;

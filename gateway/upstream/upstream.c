@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gateway/base/netutil.h"
+#include "gateway/upstream/keyops.h"
 #include "gateway/upstream/sesscache.h"
 
 void gw_upstream_init(gw_upstream *u) {
@@ -33,6 +34,9 @@ static void free_verify(gw_upstream *u) {
 }
 
 void gw_upstream_close(gw_upstream *u) {
+    gw_keyops_cancel(u);
+    free(u->key_error);
+    u->key_error = NULL;
     free_verify(u);
     free(u->ca_note);
     u->ca_note = NULL;
@@ -351,10 +355,32 @@ static int on_cert_request(SSL *ssl, void *arg) {
         note_cas(u, names, choice);
     }
     if (pick != u->candidates[0]) {
+        // Every signature algorithm a key file may use; BoringSSL keeps those that fit
+        // the key (a token identity's list is narrower: what the token offers).
+        static const uint16_t any_key[] = {
+            SSL_SIGN_ECDSA_SECP256R1_SHA256, SSL_SIGN_RSA_PSS_RSAE_SHA256, SSL_SIGN_RSA_PKCS1_SHA256,
+            SSL_SIGN_ECDSA_SECP384R1_SHA384, SSL_SIGN_RSA_PSS_RSAE_SHA384, SSL_SIGN_RSA_PKCS1_SHA384,
+            SSL_SIGN_ECDSA_SECP521R1_SHA512, SSL_SIGN_RSA_PSS_RSAE_SHA512, SSL_SIGN_RSA_PKCS1_SHA512,
+            SSL_SIGN_ED25519,                SSL_SIGN_RSA_PKCS1_SHA1,     SSL_SIGN_ECDSA_SHA1};
         STACK_OF(X509) *chain = NULL;
         SSL_CTX_get0_chain_certs(pick->ctx, &chain);
-        if (!SSL_use_certificate(ssl, pick->leaf) || !SSL_use_PrivateKey(ssl, SSL_CTX_get0_privatekey(pick->ctx)) ||
-            !SSL_set1_chain(ssl, chain)) {
+        if (!SSL_use_certificate(ssl, pick->leaf)) {
+            return 0;
+        }
+        if (pick->p11 != NULL) {
+            SSL_set_private_key_method(ssl, &gw_token_key_method);
+            if (!SSL_set_signing_algorithm_prefs(ssl, pick->sigalgs, pick->num_sigalgs)) {
+                return 0;
+            }
+        } else {
+            SSL_set_private_key_method(ssl, NULL);
+            if (!SSL_use_PrivateKey(ssl, SSL_CTX_get0_privatekey(pick->ctx)) ||
+                (u->candidates[0]->p11 != NULL &&
+                 !SSL_set_signing_algorithm_prefs(ssl, any_key, sizeof(any_key) / sizeof(any_key[0])))) {
+                return 0;
+            }
+        }
+        if (!SSL_set1_chain(ssl, chain)) {
             return 0;
         }
     }
@@ -388,6 +414,9 @@ int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *const *ids, size_t
         return 0;
     }
     SSL_set_app_data(u->ssl, u);
+    if (id->p11 != NULL) {
+        SSL_set_private_key_method(u->ssl, &gw_token_key_method);  // the key stays in the token
+    }
     u->verify = calloc(1, sizeof(*u->verify));
     if (u->verify == NULL) {
         return 0;
@@ -462,8 +491,14 @@ static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *o
     if (e == SSL_ERROR_WANT_WRITE) {
         return GW_STEP_WANT_WRITE;
     }
+    if (e == SSL_ERROR_WANT_PRIVATE_KEY_OPERATION) {
+        return GW_STEP_WANT_KEY;
+    }
     const char *who = u->identity ? u->identity->spec.name : "?";
-    if (u->verify != NULL && u->verify->failed) {
+    if (u->key_error != NULL) {
+        *out_err = GW_ERR_KEY_UNAVAILABLE;
+        snprintf(reason, reason_len, "%s", u->key_error);
+    } else if (u->verify != NULL && u->verify->failed) {
         *out_err = GW_ERR_TLS_CERTIFICATE;
         snprintf(reason, reason_len, "upstream certificate rejected: %s", u->verify->reason);
     } else if (u->alert >= 0) {

@@ -12,7 +12,7 @@
 #include "gateway/proto/errors.h"
 #include "policy/identity.h"
 
-typedef struct {
+typedef struct gw_upstream_s {
     int fd;
     SSL *ssl;
     const pol_identity *identity;  // the identity presented (or to be): sessions are cached under it
@@ -29,12 +29,21 @@ typedef struct {
     SSL_SESSION *held[4];  // sessions that arrived before confirmation
     size_t num_held;
     char sess_key[65];   // session cache key: hex SHA-256 of (identity, upstream, name)
+    // Keys in tokens (keyops.c): the worker's channels (NULL: sign synchronously), and who
+    // to call when a signature is there.
+    struct gw_keyops *keyops;
+    int key_timeout_ms;
+    void (*key_ready)(void *arg);
+    void *key_arg;
+    struct gw_key_op *key_op;  // a signature under way or done
+    char *key_error;           // why the key did not sign (allocated when it happens)
 } gw_upstream;
 
 typedef enum {
     GW_STEP_DONE = 0,
     GW_STEP_WANT_READ,
     GW_STEP_WANT_WRITE,
+    GW_STEP_WANT_KEY,  // a token is signing: key_ready is called when it is done
     GW_STEP_FAILED,
 } gw_step;
 

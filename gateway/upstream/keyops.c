@@ -1,0 +1,361 @@
+#include "gateway/upstream/keyops.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gateway/base/log.h"
+#include "gateway/upstream/upstream.h"
+#include "policy/pkcs11.h"
+
+enum { OP_PENDING, OP_DONE, OP_FAILED };
+
+typedef struct channel channel;
+typedef struct gw_key_op gw_key_op;
+
+// One signature a handshake waits for.
+struct gw_key_op {
+    gw_key_op *prev, *next;  // in its channel's pending list while pending
+    channel *ch;
+    gw_upstream *u;
+    uint32_t id, mech;
+    int state;
+    gw_timer timer;  // key_timeout_ms
+    size_t sig_len;
+    uint8_t sig[1024];
+};
+
+// A worker's channel to the signer of one key (one signer process: epoch).
+struct channel {
+    channel *next;
+    gw_keyops *owner;
+    uint64_t key_id, epoch;
+    int fd;
+    int dead;  // its signer went away: no new requests; freed after the batch
+    gw_watcher w;
+    gw_key_op *pending;
+};
+
+struct gw_keyops {
+    gw_loop *loop;
+    channel *channels;
+    uint32_t next_id;
+};
+
+gw_keyops *gw_keyops_new(gw_loop *loop) {
+    gw_keyops *k = calloc(1, sizeof(*k));
+    if (k != NULL) {
+        k->loop = loop;
+    }
+    return k;
+}
+
+static void unlink_op(gw_key_op *op) {
+    if (op->ch == NULL) {
+        return;
+    }
+    if (op->prev != NULL) {
+        op->prev->next = op->next;
+    } else {
+        op->ch->pending = op->next;
+    }
+    if (op->next != NULL) {
+        op->next->prev = op->prev;
+    }
+    op->prev = op->next = NULL;
+    op->ch = NULL;
+}
+
+static void set_error(gw_upstream *u, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(gw_upstream *u, const char *fmt, ...) {
+    char text[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    free(u->key_error);
+    u->key_error = strdup(text);
+}
+
+// finish_op ends |op| (no longer pending) and lets its tunnel go on. The tunnel may
+// close inside the call: nothing of |op| is touched after it.
+static void finish_op(gw_loop *loop, gw_key_op *op, int state) {
+    unlink_op(op);
+    gw_timer_stop(loop, &op->timer);
+    op->state = state;
+    gw_upstream *u = op->u;
+    if (u->key_ready != NULL) {
+        u->key_ready(u->key_arg);
+    }
+}
+
+// detach_channel takes |ch| out of service: its signer is gone. Pending signatures fail
+// with how it ended.
+static void detach_channel(gw_keyops *k, channel *ch, const char *why) {
+    if (ch->dead) {
+        return;
+    }
+    ch->dead = 1;
+    gw_watcher_remove(k->loop, &ch->w);
+    close(ch->fd);
+    ch->fd = -1;
+    for (channel **p = &k->channels; *p != NULL; p = &(*p)->next) {
+        if (*p == ch) {
+            *p = ch->next;
+            break;
+        }
+    }
+    char ended[200] = "";
+    if (why == NULL && ch->pending != NULL && ch->pending->u->identity->p11 != NULL) {
+        pol_p11_exit_text(ch->pending->u->identity->p11, ch->epoch, ended, sizeof(ended));
+    }
+    while (ch->pending != NULL) {
+        gw_key_op *op = ch->pending;
+        const pol_identity *id = op->u->identity;
+        set_error(op->u, "the PKCS#11 signer of identity \"%s\" (token \"%s\") %s before it signed", id->spec.name,
+                  id->p11 ? pol_p11_info(id->p11)->token : "?", why ? why : ended);
+        finish_op(k->loop, op, OP_FAILED);
+    }
+    gw_loop_defer_free(k->loop, free, ch);
+}
+
+static void on_channel(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    channel *ch = w->data;
+    gw_keyops *k = ch->owner;
+    uint8_t buf[P11W_MAX];
+    while (!ch->dead) {
+        ssize_t n = recv(ch->fd, buf, sizeof(buf), 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            return;
+        }
+        if (n <= 0) {
+            detach_channel(k, ch, NULL);
+            return;
+        }
+        p11w_head h;
+        if ((size_t)n < sizeof(h)) {
+            continue;
+        }
+        memcpy(&h, buf, sizeof(h));
+        gw_key_op *op = ch->pending;
+        while (op != NULL && op->id != h.id) {
+            op = op->next;
+        }
+        if (op == NULL || (size_t)n != sizeof(h) + h.len) {
+            continue;  // an answer after the tunnel gave up on it
+        }
+        if (h.arg != 0) {
+            set_error(op->u, "the token of identity \"%s\" did not sign: %.*s", op->u->identity->spec.name,
+                      (int)h.len, (const char *)buf + sizeof(h));
+            finish_op(loop, op, OP_FAILED);
+        } else if (h.len > sizeof(op->sig)) {
+            set_error(op->u, "the token's signature is too long");
+            finish_op(loop, op, OP_FAILED);
+        } else {
+            memcpy(op->sig, buf + sizeof(h), h.len);
+            op->sig_len = h.len;
+            finish_op(loop, op, OP_DONE);
+        }
+    }
+}
+
+static void on_op_timeout(gw_loop *loop, gw_timer *timer) {
+    gw_key_op *op = timer->data;
+    gw_upstream *u = op->u;
+    const pol_identity *id = u->identity;
+    set_error(u, "the token of identity \"%s\" (token \"%s\") did not sign within key_timeout_ms (%d ms); its "
+              "signer is restarted", id->spec.name, pol_p11_info(id->p11)->token, u->key_timeout_ms);
+    gw_log(GW_LOG_WARN, "identity %s: the PKCS#11 signer did not answer within %d ms: restarting it", id->spec.name,
+           u->key_timeout_ms);
+    channel *ch = op->ch;
+    uint64_t epoch = ch->epoch;
+    unlink_op(op);
+    // A hung module or token: the next signature gets a new signer (and so a new login).
+    pol_p11_restart(id->p11, epoch);
+    detach_channel(ch->owner, ch, "was restarted after a signature timed out");
+    finish_op(loop, op, OP_FAILED);
+}
+
+static channel *get_channel(gw_keyops *k, pol_p11 *key, char *err, size_t cap) {
+    uint64_t id = pol_p11_id(key);
+    for (channel *ch = k->channels; ch != NULL; ch = ch->next) {
+        if (ch->key_id == id && !ch->dead) {
+            return ch;
+        }
+    }
+    channel *ch = calloc(1, sizeof(*ch));
+    if (ch == NULL) {
+        snprintf(err, cap, "out of memory");
+        return NULL;
+    }
+    ch->fd = pol_p11_channel(key, &ch->epoch, err, cap);
+    if (ch->fd < 0) {
+        free(ch);
+        return NULL;
+    }
+    ch->owner = k;
+    ch->key_id = id;
+    gw_watcher_init(&ch->w, ch->fd, on_channel, ch);
+    if (!gw_watcher_set(k->loop, &ch->w, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
+        snprintf(err, cap, "cannot watch the signer channel: %s", strerror(errno));
+        close(ch->fd);
+        free(ch);
+        return NULL;
+    }
+    ch->next = k->channels;
+    k->channels = ch;
+    return ch;
+}
+
+// send_request sends the signature request of |op| over a channel to |key|'s signer; a
+// channel found dead (the signer exited since) is replaced once.
+static int send_request(gw_keyops *k, pol_p11 *key, gw_key_op *op, const uint8_t *tbs, size_t len, char *err,
+                        size_t cap) {
+    uint8_t buf[sizeof(p11w_head) + 256];
+    if (len > 256) {
+        snprintf(err, cap, "input too long");
+        return 0;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        channel *ch = get_channel(k, key, err, cap);
+        if (ch == NULL) {
+            return 0;
+        }
+        p11w_head h = {P11W_SIGN, op->id, op->mech, (uint32_t)len};
+        memcpy(buf, &h, sizeof(h));
+        memcpy(buf + sizeof(h), tbs, len);
+        if (send(ch->fd, buf, sizeof(h) + len, MSG_NOSIGNAL) == (ssize_t)(sizeof(h) + len)) {
+            op->ch = ch;
+            op->next = ch->pending;
+            if (ch->pending != NULL) {
+                ch->pending->prev = op;
+            }
+            ch->pending = op;
+            return 1;
+        }
+        int e = errno;
+        if (e == EAGAIN) {
+            snprintf(err, cap, "the PKCS#11 signer has too many signatures waiting");
+            return 0;
+        }
+        detach_channel(k, ch, "closed its channel");
+        snprintf(err, cap, "cannot reach the PKCS#11 signer: %s", strerror(e));
+    }
+    return 0;
+}
+
+static void free_op(gw_upstream *u) {
+    if (u->key_op != NULL) {
+        unlink_op(u->key_op);
+        if (u->keyops != NULL) {
+            gw_timer_stop(u->keyops->loop, &u->key_op->timer);
+        }
+        free(u->key_op);
+        u->key_op = NULL;
+    }
+}
+
+void gw_keyops_cancel(gw_upstream *u) {
+    free_op(u);
+}
+
+static enum ssl_private_key_result_t token_sign(SSL *ssl, uint8_t *out, size_t *out_len, size_t max_out,
+                                                uint16_t sigalg, const uint8_t *in, size_t in_len) {
+    gw_upstream *u = SSL_get_app_data(ssl);
+    const pol_identity *id = u ? u->identity : NULL;
+    if (u == NULL || id == NULL || id->p11 == NULL) {
+        return ssl_private_key_failure;
+    }
+    free(u->key_error);
+    u->key_error = NULL;
+    free_op(u);
+    uint8_t tbs[128];
+    size_t tbs_len = 0;
+    uint32_t mech = 0;
+    if (!pol_p11_prepare(sigalg, in, in_len, tbs, &tbs_len, &mech)) {
+        set_error(u, "the server asked for signature algorithm 0x%04x, which a token key cannot make", sigalg);
+        return ssl_private_key_failure;
+    }
+    char err[600];
+    if (u->keyops == NULL) {
+        uint8_t raw[1024];
+        size_t raw_len = 0;
+        if (!pol_p11_sign(id->p11, mech, tbs, tbs_len, raw, &raw_len, sizeof(raw), POL_P11_SIGN_TIMEOUT_MS, err,
+                          sizeof(err))) {
+            set_error(u, "the token of identity \"%s\" did not sign: %s", id->spec.name, err);
+            return ssl_private_key_failure;
+        }
+        if (!pol_p11_finish(mech, raw, raw_len, out, out_len, max_out)) {
+            set_error(u, "the token's signature is malformed");
+            return ssl_private_key_failure;
+        }
+        return ssl_private_key_success;
+    }
+    gw_key_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        set_error(u, "out of memory");
+        return ssl_private_key_failure;
+    }
+    op->u = u;
+    op->mech = mech;
+    op->id = ++u->keyops->next_id;
+    op->state = OP_PENDING;
+    gw_timer_init(&op->timer, on_op_timeout, op);
+    if (!send_request(u->keyops, id->p11, op, tbs, tbs_len, err, sizeof(err))) {
+        set_error(u, "identity \"%s\": %s", id->spec.name, err);
+        free(op);
+        return ssl_private_key_failure;
+    }
+    u->key_op = op;
+    gw_timer_start(u->keyops->loop, &op->timer, (uint64_t)(u->key_timeout_ms > 0 ? u->key_timeout_ms : 5000));
+    return ssl_private_key_retry;
+}
+
+static enum ssl_private_key_result_t token_complete(SSL *ssl, uint8_t *out, size_t *out_len, size_t max_out) {
+    gw_upstream *u = SSL_get_app_data(ssl);
+    gw_key_op *op = u ? u->key_op : NULL;
+    if (op == NULL) {
+        return ssl_private_key_failure;
+    }
+    if (op->state == OP_PENDING) {
+        return ssl_private_key_retry;
+    }
+    int ok = op->state == OP_DONE;
+    if (ok && !pol_p11_finish(op->mech, op->sig, op->sig_len, out, out_len, max_out)) {
+        set_error(u, "the token's signature is malformed");
+        ok = 0;
+    }
+    free_op(u);
+    return ok ? ssl_private_key_success : ssl_private_key_failure;
+}
+
+static enum ssl_private_key_result_t token_decrypt(SSL *ssl, uint8_t *out, size_t *out_len, size_t max_out,
+                                                   const uint8_t *in, size_t in_len) {
+    return ssl_private_key_failure;  // a TLS client never decrypts with its key
+}
+
+const SSL_PRIVATE_KEY_METHOD gw_token_key_method = {token_sign, token_decrypt, token_complete};
+
+void gw_keyops_free(gw_keyops *k) {
+    if (k == NULL) {
+        return;
+    }
+    while (k->channels != NULL) {
+        channel *ch = k->channels;
+        k->channels = ch->next;
+        gw_watcher_remove(k->loop, &ch->w);
+        close(ch->fd);
+        while (ch->pending != NULL) {
+            gw_key_op *op = ch->pending;
+            unlink_op(op);
+            gw_timer_stop(k->loop, &op->timer);
+        }
+        free(ch);
+    }
+    free(k);
+}
