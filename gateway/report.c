@@ -47,6 +47,12 @@ void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int war
         gw_strbuf_json(b, sans);
         gw_strbuf_printf(b, ", \"key_type\": ");
         gw_strbuf_json(b, id->key_type);
+        if (id->p11 != NULL) {  // where the key is: the URI (never a PIN: pin-value is refused)
+            gw_strbuf_printf(b, ", \"key\": ");
+            gw_strbuf_json(b, id->spec.key);
+            gw_strbuf_printf(b, ", \"token\": ");
+            gw_strbuf_json(b, pol_p11_info(id->p11)->token);
+        }
         gw_strbuf_printf(b, ", \"serial\": ");
         gw_strbuf_json(b, id->serial);
         gw_strbuf_printf(b, ", \"not_before\": \"%s\", \"not_after\": \"%s\", \"not_after_unix\": %lld", nb, na,

@@ -100,6 +100,29 @@ int pol_p11_uri_parse(const char *uri, char **out_module, char **out_pin_file, c
     return ok;
 }
 
+int pol_p11_uri_object(const char *uri, char *label, size_t label_cap, char *id_hex, size_t id_cap) {
+    label[0] = id_hex[0] = '\0';
+    P11KitUri *u = p11_kit_uri_new();
+    int ok = u != NULL && p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u) == P11_KIT_URI_OK;
+    CK_ATTRIBUTE *l = ok ? p11_kit_uri_get_attribute(u, CKA_LABEL) : NULL;
+    CK_ATTRIBUTE *i = ok ? p11_kit_uri_get_attribute(u, CKA_ID) : NULL;
+    if (l != NULL) {
+        ok = l->ulValueLen < label_cap && memchr(l->pValue, '\0', l->ulValueLen) == NULL;
+        if (ok) {
+            memcpy(label, l->pValue, l->ulValueLen);
+            label[l->ulValueLen] = '\0';
+        }
+    }
+    if (ok && i != NULL) {
+        ok = i->ulValueLen * 2 < id_cap;
+        for (CK_ULONG k = 0; ok && k < i->ulValueLen; k++) {
+            snprintf(id_hex + 2 * k, 3, "%02x", ((const uint8_t *)i->pValue)[k]);
+        }
+    }
+    p11_kit_uri_free(u);
+    return ok;
+}
+
 void pol_p11_uri_describe(const char *uri, char *out, size_t cap) {
     out[0] = '\0';
     P11KitUri *u = p11_kit_uri_new();

@@ -21,6 +21,10 @@ int pol_p11_is_uri(const char *s);
 // *|out_pin_file| (malloc'ed; NULL when absent). On failure returns 0 with words in |err|.
 int pol_p11_uri_parse(const char *uri, char **out_module, char **out_pin_file, char *err, size_t cap);
 
+// pol_p11_uri_object writes the URI's object= (CKA_LABEL) into |label| and its id= in hex
+// into |id_hex| ("" when absent). Returns 0 if |uri| does not parse or a value is too long.
+int pol_p11_uri_object(const char *uri, char *label, size_t label_cap, char *id_hex, size_t id_cap);
+
 // pol_p11_uri_describe writes "token=gw object=ops" (the URI's token and object parts,
 // for identity list) into |out|.
 void pol_p11_uri_describe(const char *uri, char *out, size_t cap);

@@ -17,10 +17,11 @@ enum {
     GW_OPT_OUT = 1u << 7,
     GW_OPT_CONFIG = 1u << 8,
     GW_OPT_CALLER = 1u << 9,
+    GW_OPT_PKCS11 = 1u << 10,
 };
 
 typedef struct {
-    const char *config, *subject, *san, *key, *out, *caller;
+    const char *config, *subject, *san, *key, *out, *caller, *pkcs11;
     int json, strict, connect, warn_days;
     char **args;  // the operands left after the options
     int num_args;

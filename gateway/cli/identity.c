@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <openssl/bn.h>
+#include <openssl/bytestring.h>
 #include <openssl/ec_key.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -73,8 +74,16 @@ static int identity_list(const pol_config *cfg, const gw_cmd_opts *o) {
         gw_format_utc(id->not_after, na, sizeof(na));
         rules_of(cfg, id, rules, sizeof(rules));
         printf("%s%s  (%s)\n", i ? "\n" : "", id->spec.name, id->spec.where);
-        printf("  subject    %s\n  issuer     %s\n  sans       %s\n  key        %s\n  serial     %s\n",
-               id->subject, id->issuer, sans[0] ? sans : "-", id->key_type, id->serial);
+        printf("  subject    %s\n  issuer     %s\n  sans       %s\n", id->subject, id->issuer, sans[0] ? sans : "-");
+        if (id->p11 != NULL) {
+            char where[300];
+            pol_p11_uri_describe(id->spec.key, where, sizeof(where));
+            printf("  key        pkcs11 %s  (%s, in token \"%s\", module %s)\n", where, id->key_type,
+                   pol_p11_info(id->p11)->token, id->spec.pkcs11_module);
+        } else {
+            printf("  key        %s\n", id->key_type);
+        }
+        printf("  serial     %s\n", id->serial);
         printf("  not after  %s  (%.1f days left)\n  status     %s\n  rules      %s\n", na,
                (double)(id->not_after - now) / 86400.0, gw_identity_status(id, now, o->warn_days), rules);
     }
@@ -126,7 +135,13 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
         const char *status = gw_identity_status(id, now, o->warn_days);
         int p = 0, w = 0;
         printf("%s (%s)\n", id->spec.name, id->spec.where);
-        printf("  ok       key matches certificate (%s)\n", id->key_type);
+        if (id->p11 != NULL) {
+            const p11w_hello_ok *info = pol_p11_info(id->p11);
+            printf("  ok       key matches certificate (%s): a test signature by the key \"%s\" in token \"%s\" "
+                   "verified with the certificate's public key\n", id->key_type, info->object, info->token);
+        } else {
+            printf("  ok       key matches certificate (%s)\n", id->key_type);
+        }
         if (strcmp(status, "expired") == 0) {
             printf("  PROBLEM  certificate expired on %s\n", na);
             p++;
@@ -158,7 +173,9 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
         const char *keyfile = id->spec.key ? id->spec.key : id->spec.pkcs12;
         int crl_warnings = 0;
         int reported = (int)pol_identity_file_problems(id, now, print_problem, &crl_warnings);
-        if (reported == crl_warnings && keyfile != NULL) {
+        if (reported == crl_warnings && id->p11 != NULL && id->spec.key_password_file != NULL) {
+            printf("  ok       PIN file %s is not readable by group or others\n", id->spec.key_password_file);
+        } else if (reported == crl_warnings && keyfile != NULL && id->p11 == NULL) {
             printf("  ok       %s and its password file are not readable by group or others\n", keyfile);
         }
         p += reported - crl_warnings;
@@ -260,6 +277,164 @@ static FILE *create_file(const char *path, mode_t mode) {
     return fdopen(fd, "w");
 }
 
+// ---- identity new --pkcs11 ----
+
+// public_key_from_token turns the KEYGEN answer (two length-prefixed strings) into a key.
+static EVP_PKEY *public_key_from_token(int ec, const uint8_t *p, size_t len) {
+    uint32_t l1, l2;
+    if (len < 4 || (memcpy(&l1, p, 4), l1 > len - 4) || len - 4 - l1 < 4 ||
+        (memcpy(&l2, p + 4 + l1, 4), l2 != len - 8 - l1)) {
+        return NULL;
+    }
+    const uint8_t *a = p + 4, *b = p + 8 + l1;
+    EVP_PKEY *pkey = EVP_PKEY_new();
+    if (pkey == NULL) {
+        return NULL;
+    }
+    if (ec) {
+        static const uint8_t p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+        static const uint8_t p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
+        int nid = l1 == sizeof(p256) && memcmp(a, p256, l1) == 0   ? NID_X9_62_prime256v1
+                  : l1 == sizeof(p384) && memcmp(a, p384, l1) == 0 ? NID_secp384r1 : 0;
+        // CKA_EC_POINT is the point inside a DER OCTET STRING (some tokens give it bare).
+        CBS cbs, point;
+        CBS_init(&cbs, b, l2);
+        if (!CBS_get_asn1(&cbs, &point, CBS_ASN1_OCTETSTRING) || CBS_len(&cbs) != 0) {
+            CBS_init(&point, b, l2);
+        }
+        EC_KEY *key = nid ? EC_KEY_new_by_curve_name(nid) : NULL;
+        EC_POINT *pt = key ? EC_POINT_new(EC_KEY_get0_group(key)) : NULL;
+        if (pt != NULL && EC_POINT_oct2point(EC_KEY_get0_group(key), pt, CBS_data(&point), CBS_len(&point), NULL) &&
+            EC_KEY_set_public_key(key, pt) && EVP_PKEY_assign_EC_KEY(pkey, key)) {
+            EC_POINT_free(pt);
+            return pkey;
+        }
+        EC_POINT_free(pt);
+        EC_KEY_free(key);
+    } else {
+        RSA *rsa = RSA_new();
+        BIGNUM *n = BN_bin2bn(a, l1, NULL), *e = BN_bin2bn(b, l2, NULL);
+        if (rsa != NULL && n != NULL && e != NULL && RSA_set0_key(rsa, n, e, NULL)) {
+            n = e = NULL;
+            if (EVP_PKEY_assign_RSA(pkey, rsa)) {
+                return pkey;
+            }
+        }
+        BN_free(n);
+        BN_free(e);
+        RSA_free(rsa);
+    }
+    EVP_PKEY_free(pkey);
+    return NULL;
+}
+
+// token_keygen generates the key pair |key_type| on the token |uri| names (refusing an
+// object that exists) and returns its public key; *|out_token| can then sign with it.
+static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **out_token) {
+    char err[700], *module = NULL, *pin_file = NULL, label[128], id_hex[130];
+    EVP_PKEY *pkey = NULL;
+    pol_p11 *token = NULL;
+    uint32_t kind = strcmp(key_type, "ec-p256") == 0    ? P11W_KEY_EC_P256
+                    : strcmp(key_type, "ec-p384") == 0  ? P11W_KEY_EC_P384
+                    : strcmp(key_type, "rsa-2048") == 0 ? P11W_KEY_RSA_2048
+                    : strcmp(key_type, "rsa-3072") == 0 ? P11W_KEY_RSA_3072 : 0;
+    char pin[256] = "";
+    if (kind == 0) {
+        fprintf(stderr, "mtlsgw identity new: --key for a token must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not "
+                "\"%s\"\n", key_type);
+    } else if (!pol_p11_uri_parse(uri, &module, &pin_file, err, sizeof(err))) {
+        fprintf(stderr, "mtlsgw identity new: --pkcs11: %s\n", err);
+    } else if (!pol_p11_uri_object(uri, label, sizeof(label), id_hex, sizeof(id_hex)) || label[0] == '\0') {
+        fprintf(stderr, "mtlsgw identity new: --pkcs11: name the new key with object=LABEL in the URI\n");
+    } else if (module == NULL) {
+        fprintf(stderr, "mtlsgw identity new: --pkcs11: the URI needs module-path=/path/to/module.so, e.g. "
+                "?module-path=/usr/lib/softhsm/libsofthsm2.so\n");
+    } else if (pin_file == NULL) {
+        fprintf(stderr, "mtlsgw identity new: --pkcs11: the URI needs pin-source=file:/path/to/pin (a file of mode "
+                "0600 holding the token's user PIN)\n");
+    } else {
+        FILE *f = fopen(pin_file, "re");
+        if (f == NULL) {
+            fprintf(stderr, "mtlsgw identity new: pin-source %s: %s\n", pin_file, strerror(errno));
+        } else {
+            if (fgets(pin, sizeof(pin), f) == NULL) {
+                pin[0] = '\0';
+            }
+            fclose(f);
+            pin[strcspn(pin, "\r\n")] = '\0';
+            token = pol_p11_open(module, uri, pin, -1, -1, P11W_HELLO_NO_KEY, err, sizeof(err));
+            OPENSSL_cleanse(pin, sizeof(pin));
+            uint8_t pub[P11W_MAX];
+            size_t pub_len = 0;
+            if (token == NULL) {
+                fprintf(stderr, "mtlsgw identity new: %s\n", err);
+            } else if (!pol_p11_keygen(token, kind, label, id_hex, pub, &pub_len, sizeof(pub), err, sizeof(err))) {
+                fprintf(stderr, "mtlsgw identity new: %s\n", err);
+            } else if ((pkey = public_key_from_token(kind <= P11W_KEY_EC_P384, pub, pub_len)) == NULL) {
+                fprintf(stderr, "mtlsgw identity new: the token's public key could not be read\n");
+            }
+        }
+    }
+    free(module);
+    free(pin_file);
+    if (pkey == NULL) {
+        pol_p11_free(token);
+        return NULL;
+    }
+    *out_token = token;
+    return pkey;
+}
+
+// token_sign_req signs |*req| with the token's key: its CertificationRequestInfo, then
+// the algorithm and the signature around it (RFC 2986), parsed back into |*req|.
+static int token_sign_req(X509_REQ **req, pol_p11 *token, EVP_PKEY *pub) {
+    static const uint8_t ecdsa_sha256[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
+    static const uint8_t ecdsa_sha384[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03};
+    static const uint8_t rsa_sha256[] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
+                                         0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00};
+    int ec = EVP_PKEY_id(pub) == EVP_PKEY_EC;
+    int p384 = ec && EC_GROUP_get_curve_name(EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(pub))) == NID_secp384r1;
+    uint16_t sigalg = !ec ? SSL_SIGN_RSA_PKCS1_SHA256 : p384 ? SSL_SIGN_ECDSA_SECP384R1_SHA384
+                                                               : SSL_SIGN_ECDSA_SECP256R1_SHA256;
+    const uint8_t *alg = !ec ? rsa_sha256 : p384 ? ecdsa_sha384 : ecdsa_sha256;
+    size_t alg_len = !ec ? sizeof(rsa_sha256) : sizeof(ecdsa_sha256);
+    uint8_t *tbs = NULL, tbs_sig[128], raw[1024], sig[1100];
+    size_t tbs_sig_len = 0, raw_len = 0, sig_len = 0;
+    uint32_t mech = 0;
+    char err[600];
+    int tbs_len = i2d_re_X509_REQ_tbs(*req, &tbs);
+    int ok = tbs_len > 0 && pol_p11_prepare(sigalg, tbs, (size_t)tbs_len, tbs_sig, &tbs_sig_len, &mech);
+    if (ok && !pol_p11_sign(token, mech, tbs_sig, tbs_sig_len, raw, &raw_len, sizeof(raw), POL_P11_SIGN_TIMEOUT_MS,
+                            err, sizeof(err))) {
+        fprintf(stderr, "mtlsgw identity new: the token did not sign the request: %s\n", err);
+        ok = 0;
+    }
+    ok = ok && pol_p11_finish(mech, raw, raw_len, sig, &sig_len, sizeof(sig));
+    CBB cbb, seq, bits;
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+    ok = ok && CBB_init(&cbb, 0);
+    if (ok) {
+        ok = CBB_add_asn1(&cbb, &seq, CBS_ASN1_SEQUENCE) && CBB_add_bytes(&seq, tbs, (size_t)tbs_len) &&
+             CBB_add_bytes(&seq, alg, alg_len) && CBB_add_asn1(&seq, &bits, CBS_ASN1_BITSTRING) &&
+             CBB_add_u8(&bits, 0) && CBB_add_bytes(&bits, sig, sig_len) && CBB_finish(&cbb, &der, &der_len);
+        if (!ok) {
+            CBB_cleanup(&cbb);
+        }
+    }
+    OPENSSL_free(tbs);
+    const uint8_t *p = der;
+    X509_REQ *signed_req = ok ? d2i_X509_REQ(NULL, &p, (long)der_len) : NULL;
+    OPENSSL_free(der);
+    if (signed_req == NULL || X509_REQ_verify(signed_req, pub) != 1) {
+        X509_REQ_free(signed_req);
+        return 0;
+    }
+    X509_REQ_free(*req);
+    *req = signed_req;
+    return 1;
+}
+
 static int identity_new(const gw_cmd_opts *o, const char *name) {
     const char *key_type = o->key ? o->key : "ec-p256";
     if (o->subject == NULL || o->out == NULL) {
@@ -276,6 +451,7 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
     X509_REQ *req = X509_REQ_new();
     X509_NAME *subject = X509_NAME_new();
     EVP_PKEY *pkey = NULL;
+    pol_p11 *token = NULL;
     int rc = 1;
     if (req == NULL || subject == NULL) {
         goto out;
@@ -285,7 +461,14 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
         rc = 2;
         goto out;
     }
-    pkey = generate_key(key_type);
+    if (o->pkcs11 != NULL) {
+        pkey = token_keygen(o->pkcs11, key_type, &token);
+        if (pkey == NULL) {
+            goto out;
+        }
+    } else {
+        pkey = generate_key(key_type);
+    }
     if (pkey == NULL) {
         fprintf(stderr, "mtlsgw identity new: --key must be ec-p256, ec-p384, rsa-2048, rsa-3072 or ed25519, not \"%s\"\n",
                 key_type);
@@ -314,12 +497,40 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
             goto out;
         }
     }
-    if (!X509_REQ_sign(req, pkey, EVP_PKEY_id(pkey) == EVP_PKEY_ED25519 ? NULL : EVP_sha256())) {
+    if (token != NULL ? !token_sign_req(&req, token, pkey)
+                      : !X509_REQ_sign(req, pkey, EVP_PKEY_id(pkey) == EVP_PKEY_ED25519 ? NULL : EVP_sha256())) {
         goto out;
     }
     char key_path[4096], csr_path[4096];
     snprintf(key_path, sizeof(key_path), "%s/%s.key", o->out, name);
     snprintf(csr_path, sizeof(csr_path), "%s/%s.csr", o->out, name);
+    if (mkdir(o->out, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "mtlsgw identity new: cannot create %s: %s\n", o->out, strerror(errno));
+        goto out;
+    }
+    if (token != NULL) {
+        FILE *cf = create_file(csr_path, 0644);
+        int ok = cf != NULL && PEM_write_X509_REQ(cf, req);
+        if (cf != NULL && fclose(cf) != 0) {
+            ok = 0;
+        }
+        if (!ok) {
+            unlink(csr_path);
+            goto out;
+        }
+        printf("private key  on the token: %s  (%s, generated there, not extractable: it never leaves the token)\n",
+               o->pkcs11, key_type);
+        printf("request      %s  (signed by the token)\n\n", csr_path);
+        printf("Next steps:\n"
+               "  1. Send %s to the CA that the remote side trusts, e.g.\n"
+               "       openssl x509 -req -in %s -CA client-ca.crt -CAkey client-ca.key -days 30 -out %s/%s.crt\n"
+               "  2. Add the identity (module and PIN file from the URI, or pkcs11_module and key_password_file):\n"
+               "       { name = \"%s\"; certificate = \"%s/%s.crt\"; key = \"%s\"; trust = \"server-ca.crt\"; }\n"
+               "  3. mtlsgw identity check -c FILE %s, then reload (SIGHUP).\n",
+               csr_path, csr_path, o->out, name, name, o->out, name, o->pkcs11, name);
+        rc = 0;
+        goto out;
+    }
     FILE *kf = create_file(key_path, 0600);
     if (kf == NULL) {
         goto out;
@@ -361,6 +572,7 @@ out:
     EVP_PKEY_free(pkey);
     X509_NAME_free(subject);
     X509_REQ_free(req);
+    pol_p11_free(token);
     return rc;
 }
 
@@ -369,13 +581,18 @@ static const char identity_usage[] =
     "       mtlsgw identity check -c FILE [NAME] [--warn-days N] [--strict]\n"
     "       mtlsgw identity new NAME --subject \"/CN=...\" [--san DNS:a,IP:b]\n"
     "                            [--key ec-p256|ec-p384|rsa-2048|rsa-3072|ed25519] --out DIR\n"
+    "       mtlsgw identity new NAME --pkcs11 URI --subject \"/CN=...\" [--san ...] [--key ...] --out DIR\n"
     "\n"
     "list   every identity: subject, issuer, SANs, key type, serial, expiry, status and the\n"
     "       rules that use it (--json: one JSON array, as the admin /identities page)\n"
     "check  key matches certificate, chain order, expiry, trust, key file permissions;\n"
     "       exit 1 on a problem (with --strict also on a warning: fewer than --warn-days\n"
     "       days left, default 14, or under a third of a short certificate's lifetime)\n"
-    "new    a new private key (mode 0600) and a certificate signing request for your CA\n";
+    "new    a new private key (mode 0600) and a certificate signing request for your CA;\n"
+    "       with --pkcs11 the key pair is generated on a PKCS#11 token (it never leaves it) and\n"
+    "       the request is signed there: the URI names the new object and its module and PIN,\n"
+    "       pkcs11:token=gw;object=app1?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mtlsgw/ids/gw.pin\n"
+    "       (an object of that label or id on the token is refused)\n";
 
 int gw_cmd_identity(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -385,7 +602,8 @@ int gw_cmd_identity(int argc, char **argv) {
     const char *sub = argv[1];
     gw_cmd_opts o;
     if (strcmp(sub, "new") == 0) {
-        gw_cmd_parse(argc - 1, argv + 1, GW_OPT_SUBJECT | GW_OPT_SAN | GW_OPT_KEY | GW_OPT_OUT, identity_usage, &o);
+        gw_cmd_parse(argc - 1, argv + 1, GW_OPT_SUBJECT | GW_OPT_SAN | GW_OPT_KEY | GW_OPT_OUT | GW_OPT_PKCS11,
+                     identity_usage, &o);
         if (o.num_args != 1) {
             fprintf(stderr, "mtlsgw identity new: exactly one NAME is required\n\n%s", identity_usage);
             return 2;

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Keys in a PKCS#11 token (SoftHSM, made by this test): the ops key imported into the token
+# and its PEM file deleted; mTLS through http_proxy and SOCKS5 (redis-cli under
+# proxychains4) with nginx seeing CN=ops; 20 concurrent full handshakes; a key generated
+# on the token by `identity new --pkcs11`, its CSR signed by the test CA, used; check's
+# errors for a wrong PIN, a missing object and token; a stopped signer (a hung token)
+# fails only the handshakes that wait on it, with key_unavailable, while a file-key
+# identity keeps working; a killed signer fails the handshake waiting on it at once and
+# the next one recovers; the certificate rotates while the key stays on the token.
+source "$(dirname "$0")/lib.sh"
+
+MODULE=/usr/lib/softhsm/libsofthsm2.so
+if [ ! -e "$MODULE" ] || ! command -v softhsm2-util > /dev/null || ! command -v pkcs11-tool > /dev/null; then
+    echo "softhsm2 and opensc are needed (integration/deps.sh installs them)" >&2
+    exit 1
+fi
+
+make_pki
+make_client_cert other
+
+# ---- the token ----
+export SOFTHSM2_CONF=$WORK/softhsm2.conf
+mkdir -p "$WORK/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
+    "$WORK/tokens" > "$SOFTHSM2_CONF"
+softhsm2-util --init-token --free --label gw --pin tokPIN4711 --so-pin 5678 > /dev/null
+printf 'tokPIN4711\n' > "$WORK/gw.pin"
+printf 'badPIN0000\n' > "$WORK/wrong.pin"
+chmod 600 "$WORK/gw.pin" "$WORK/wrong.pin"
+openssl pkcs8 -topk8 -nocrypt -in "$PKI/ops.key" -out "$WORK/ops.pk8"
+softhsm2-util --import "$WORK/ops.pk8" --token gw --label ops --id 01 --pin tokPIN4711 > /dev/null
+rm -f "$WORK/ops.pk8" "$PKI/ops.key"
+check "the ops key is on the token (pkcs11-tool lists it)" \
+    bash -c "pkcs11-tool --module $MODULE --token-label gw --login --pin tokPIN4711 --list-objects --type privkey 2>/dev/null | grep -q 'label: *ops'"
+check "its PEM file is gone" test ! -e "$PKI/ops.key"
+
+# ---- the remote side: every handshake full (no tickets, no cache), so every tunnel signs ----
+start_redis
+P_FULL=$(free_port) P_REDIS=$(free_port)
+mkdir -p "$WORK/nginx/logs"
+cat > "$WORK/nginx/nginx.conf" <<NGX
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log info;
+events { worker_connections 512; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy; fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
+    server {
+        listen 127.0.0.1:$P_FULL ssl;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_certificate $PKI/orders.chain.crt;
+        ssl_certificate_key $PKI/orders.key;
+        ssl_client_certificate $PKI/client-ca.crt;
+        ssl_verify_client on;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        location / { return 200 "dn=\$ssl_client_s_dn serial=\$ssl_client_serial reused=\$ssl_session_reused proto=\$ssl_protocol\n"; }
+    }
+}
+stream {
+    log_format mtls '\$remote_addr dn="\$ssl_client_s_dn" reused=\$ssl_session_reused \$status';
+    access_log $WORK/nginx/logs/stream.log mtls;
+    server {
+        listen 127.0.0.1:$P_REDIS ssl;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_certificate $PKI/redis.chain.crt;
+        ssl_certificate_key $PKI/redis.key;
+        ssl_client_certificate $PKI/client-ca.crt;
+        ssl_verify_client on;
+        proxy_pass 127.0.0.1:$REDIS_PORT;
+    }
+}
+NGX
+nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' > "$WORK/nginx/out.log" 2>&1 &
+PIDS+=($!)
+wait_port "$P_FULL" $!; wait_port "$P_REDIS" $!
+
+GW_PORT=$(free_port) ADMIN_PORT=$(free_port)
+TOKEN_KEY="pkcs11:token=gw;object=ops"
+write_conf() {  # write_conf FILE [EXTRA-IDENTITIES] [EXTRA-RULES]
+    cat > "$1" <<CONF
+listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
+resolver = { hosts = ( { name = "orders.dc2.test"; address = "127.0.0.1"; },
+                       { name = "redis.dc2.test"; address = "127.0.0.1"; } ); };
+identities = (
+  { name = "ops"; certificate = "$PKI/ops.crt"; key = "$TOKEN_KEY"; key_password_file = "$WORK/gw.pin";
+    pkcs11_module = "$MODULE"; trust = "$PKI/server-trust.crt"; },
+  { name = "other"; certificate = "$PKI/other.crt"; key = "$PKI/other.key"; trust = "$PKI/server-trust.crt"; }${2:-}
+);
+rules = (
+  { match = "orders.dc2.test:80"; identity = "ops"; upstream_port = $P_FULL; },
+  { match = "other.dc2.test:80"; identity = "other"; upstream = "127.0.0.1:$P_FULL"; server_name = "orders.dc2.test"; },
+  { match = "redis.dc2.test:6379"; identity = "ops"; upstream_port = $P_REDIS; }${3:-},
+  { match = "*"; action = "deny"; }
+);
+limits = { key_timeout_ms = 1500; handshake_timeout_ms = 8000; };
+admin = { address = "127.0.0.1:$ADMIN_PORT"; };
+CONF
+}
+write_conf "$WORK/gw.conf"
+
+out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1) && rc=0 || rc=$?
+expect_eq "check: a token key loads (logged in, found, test signature verified)" 0 "$rc"
+[ "$rc" = 0 ] || echo "$out"
+
+out=$("$MTLSGW" identity check -c "$WORK/gw.conf" ops 2>&1) || true
+expect_contains "identity check proves the token key matches the certificate" "key matches certificate" "$out"
+expect_contains "identity check names the token" 'token "gw"' "$out"
+out=$("$MTLSGW" identity list -c "$WORK/gw.conf" 2>&1) || true
+expect_contains "identity list: key pkcs11 token=... object=..." "key        pkcs11 token=gw object=ops" "$out"
+out=$("$MTLSGW" identity list -c "$WORK/gw.conf" --json 2>&1) || true
+expect_contains "identity list --json has the key's URI" '"key": "pkcs11:token=gw;object=ops"' "$out"
+
+start_gw "$WORK/gw.conf"
+SIGNER=$(pgrep -P "$GW_PID" -f mtlsgw-pkcs11 | head -1 || true)
+check "a signer process runs beside the gateway" test -n "$SIGNER"
+check "the signer links no BoringSSL (only the module's OpenSSL)" \
+    bash -c "! grep -q 'android/libcrypto' /proc/$SIGNER/maps && grep -q 'libsofthsm2' /proc/$SIGNER/maps"
+check "the gateway process never loads the module" bash -c "! grep -q libsofthsm2 /proc/$GW_PID/maps"
+
+out=$("$MTLSGW" explain -c "$WORK/gw.conf" orders.dc2.test:80 --connect 2>&1) || true
+expect_contains "explain --connect signs with the token: the server accepted us" "accepted" "$out"
+
+# ---- http_proxy and SOCKS5 ----
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/ 2>&1) || true
+expect_contains "http_proxy: nginx sees CN=ops, signed by the token" "dn=CN=ops,O=mtlsgw-test" "$out"
+expect_contains "http_proxy: a full handshake (nothing resumed)" "reused=." "$out"
+out=$(curl -sS --max-time 10 --socks5-hostname "127.0.0.1:$GW_PORT" http://orders.dc2.test:80/ 2>&1) || true
+expect_contains "SOCKS5 (curl): nginx sees CN=ops" "dn=CN=ops,O=mtlsgw-test" "$out"
+proxychains_conf "$WORK/pc.conf" "$GW_PORT" socks5
+out=$(proxychains4 -q -f "$WORK/pc.conf" redis-cli -h redis.dc2.test -p 6379 PING 2>&1) || true
+expect_eq "SOCKS5 (redis-cli under proxychains4): PONG over mTLS" "PONG" "$out"
+sleep 0.3
+check "nginx stream saw CN=ops" grep -q 'dn="CN=ops,O=mtlsgw-test"' "$WORK/nginx/logs/stream.log"
+
+# ---- 20 concurrent new tunnels, each a full handshake signed by the token ----
+CLIENTS=()
+for i in $(seq 20); do
+    (http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 20 "http://orders.dc2.test/c$i" > "$WORK/c$i.out" 2>&1) &
+    CLIENTS+=($!)
+done
+wait "${CLIENTS[@]}" || true
+good=$(cat "$WORK"/c*.out | grep -c "dn=CN=ops,O=mtlsgw-test serial=[0-9A-F]* reused=\. " || true)
+expect_eq "20 concurrent full handshakes signed by the token" 20 "$good"
+
+# ---- a hung token: the signer stopped ----
+SIGNER=$(pgrep -P "$GW_PID" -f mtlsgw-pkcs11 | head -1)
+kill -STOP "$SIGNER"
+(http_proxy=http://127.0.0.1:$GW_PORT curl -s --max-time 20 -D "$WORK/hung.h" -o "$WORK/hung.out" http://orders.dc2.test/hung) &
+HUNG=$!
+sleep 0.3
+t0=$(date +%s%N)
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://other.dc2.test/ 2>&1) || true
+t1=$(date +%s%N)
+expect_contains "while the token hangs, a file-key identity still gets through" "dn=CN=other,O=mtlsgw-test" "$out"
+wait "$HUNG" || true
+expect_contains "the handshake waiting on the hung token: 503" "HTTP/1.1 503" "$(cat "$WORK/hung.h")"
+expect_contains "... with Proxy-Status proxy_internal_error" "proxy_internal_error" "$(cat "$WORK/hung.h")"
+expect_contains "... and says the token did not sign in time" "did not sign within key_timeout_ms" "$(cat "$WORK/hung.out")"
+check "the access log says result=key_unavailable" grep -q 'result=key_unavailable.*did not sign within key_timeout_ms' "$WORK/gw.log"
+check "the hung signer was ended" bash -c "! kill -0 $SIGNER 2>/dev/null"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/after-hang 2>&1) || true
+expect_contains "the next handshake gets a new signer and works" "dn=CN=ops,O=mtlsgw-test" "$out"
+
+# ---- the signer killed while a handshake waits on it ----
+SIGNER=$(pgrep -P "$GW_PID" -f mtlsgw-pkcs11 | head -1)
+kill -STOP "$SIGNER"
+(http_proxy=http://127.0.0.1:$GW_PORT curl -s --max-time 20 -o "$WORK/killed.out" -w '%{http_code}' http://orders.dc2.test/killed > "$WORK/killed.code") &
+WAITING=$!
+sleep 0.3
+kill -KILL "$SIGNER"
+wait "$WAITING" || true
+expect_eq "the handshake waiting on a killed signer fails at once: 503" 503 "$(cat "$WORK/killed.code")"
+expect_contains "... with a clear reason" "killed by signal 9" "$(cat "$WORK/killed.out")"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/recovered 2>&1) || true
+expect_contains "the one after recovers (a new signer)" "dn=CN=ops,O=mtlsgw-test" "$out"
+SIGNER=$(pgrep -P "$GW_PID" -f mtlsgw-pkcs11 | head -1)
+kill -KILL "$SIGNER"
+sleep 0.2
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/idle-kill 2>&1) || true
+expect_contains "a signer killed while idle is replaced on the next handshake" "dn=CN=ops,O=mtlsgw-test" "$out"
+metrics=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")
+expect_contains "metrics count key_unavailable tunnels" 'result="key_unavailable"' "$metrics"
+
+# ---- certificate rotation: a new certificate for the same key on the token ----
+openssl x509 -in "$PKI/ops.crt" -pubkey -noout > "$WORK/ops.pub"
+openssl x509 -new -subj "/O=mtlsgw-test/CN=ops" -force_pubkey "$WORK/ops.pub" -CA "$PKI/client-ca.crt" \
+    -CAkey "$PKI/client-ca.key" -set_serial 0x4242 -days 30 -extfile "$PKI/ca.cnf" -extensions v3_client \
+    -out "$WORK/ops-rotated.crt" 2>/dev/null
+cp "$WORK/ops-rotated.crt" "$PKI/ops.crt.new" && mv "$PKI/ops.crt.new" "$PKI/ops.crt"
+for _ in $(seq 60); do grep -q "identity files changed" "$WORK/gw.log" && break; sleep 0.1; done
+sleep 0.5
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/rotated 2>&1) || true
+expect_contains "a rotated certificate is picked up with the key still on the token" "serial=4242" "$out"
+
+# ---- a key generated on the token, its CSR signed by the CA ----
+GEN_URI="pkcs11:token=gw;object=tok2?module-path=$MODULE&pin-source=file:$WORK/gw.pin"
+out=$("$MTLSGW" identity new tok2 --pkcs11 "$GEN_URI" --subject "/O=mtlsgw-test/CN=tok2" --out "$WORK/ids" 2>&1) && rc=0 || rc=$?
+expect_eq "identity new --pkcs11 generates the key on the token" 0 "$rc"
+[ "$rc" = 0 ] || echo "$out"
+check "its CSR verifies (signed by the token key)" bash -c "openssl req -in $WORK/ids/tok2.csr -verify -noout > /dev/null 2>&1"
+check "no private key file was written" test ! -e "$WORK/ids/tok2.key"
+check "the key is on the token, not extractable" \
+    bash -c "pkcs11-tool --module $MODULE --token-label gw --login --pin tokPIN4711 --list-objects --type privkey 2>/dev/null | grep -A6 'label: *tok2' | grep -q 'never extractable\|sensitive'"
+out=$("$MTLSGW" identity new tok2 --pkcs11 "$GEN_URI" --subject "/O=mtlsgw-test/CN=tok2" --out "$WORK/ids2" 2>&1) && rc=0 || rc=$?
+expect_eq "identity new refuses an object that exists (exit 1)" 1 "$rc"
+expect_contains "... and says so" 'already exists on token "gw"' "$out"
+openssl x509 -req -in "$WORK/ids/tok2.csr" -CA "$PKI/client-ca.crt" -CAkey "$PKI/client-ca.key" -CAcreateserial \
+    -days 30 -extfile "$PKI/ca.cnf" -extensions v3_client -out "$WORK/ids/tok2.crt" 2>/dev/null
+write_conf "$WORK/gw.conf" ",
+  { name = \"tok2\"; certificate = \"$WORK/ids/tok2.crt\"; key = \"$GEN_URI\"; trust = \"$PKI/server-trust.crt\"; }" ",
+  { match = \"tok2.dc2.test:80\"; identity = \"tok2\"; upstream = \"127.0.0.1:$P_FULL\"; server_name = \"orders.dc2.test\"; }"
+reload_gw
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://tok2.dc2.test/ 2>&1) || true
+expect_contains "the generated key, module and PIN from the URI: nginx sees CN=tok2" "dn=CN=tok2,O=mtlsgw-test" "$out"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/after-reload 2>&1) || true
+expect_contains "after the reload the ops token key still signs" "dn=CN=ops,O=mtlsgw-test" "$out"
+check "the gateway is alive" gw_alive
+
+# ---- config errors, each with file:line ----
+bad_conf() {  # bad_conf NAME KEY PIN-FILE
+    sed -e "s|key = \"$TOKEN_KEY\"; key_password_file = \"$WORK/gw.pin\"|key = \"$2\"; key_password_file = \"$3\"|" \
+        "$WORK/gw.conf" > "$WORK/$1.conf"
+}
+bad_conf wrongpin "$TOKEN_KEY" "$WORK/wrong.pin"
+expect_check_error "a wrong PIN" "$WORK/wrongpin.conf" "wrong PIN (CKR_PIN_INCORRECT)"
+expect_check_error "a wrong PIN: file:line" "$WORK/wrongpin.conf" "$WORK/wrongpin.conf:5: identities.ops"
+bad_conf noobject "pkcs11:token=gw;object=nope" "$WORK/gw.pin"
+expect_check_error "a missing object" "$WORK/noobject.conf" 'no private key on token "gw" matches pkcs11:object=nope'
+bad_conf notoken "pkcs11:token=elsewhere;object=ops" "$WORK/gw.pin"
+expect_check_error "a missing token names the tokens present" "$WORK/notoken.conf" 'no token matches pkcs11:token=elsewhere (tokens present: "gw")'
+bad_conf badpkcs11 "pkcs11:token=gw;object=ops;pin-value=1234" "$WORK/gw.pin"
+expect_check_error "a PIN inside the URI is refused" "$WORK/badpkcs11.conf" "pin-value"
+bad_conf nokey "pkcs11:token=gw" "$WORK/gw.pin"
+expect_check_error "a URI without object or id" "$WORK/nokey.conf" "names no key"
+sed -e "s|pkcs11_module = \"$MODULE\"; ||" "$WORK/gw.conf" > "$WORK/nomodule.conf"
+expect_check_error "no module" "$WORK/nomodule.conf" "pkcs11_module: required"
+sed -e "s|key = \"$PKI/other.key\";|key = \"$PKI/other.key\"; pkcs11_module = \"$MODULE\";|" "$WORK/gw.conf" > "$WORK/modfile.conf"
+expect_check_error "pkcs11_module with a key file" "$WORK/modfile.conf" "only for a key in a token"
+openssl x509 -in "$PKI/billing.crt" > "$WORK/billing-cert.crt"
+sed -e "s|certificate = \"$PKI/ops.crt\"|certificate = \"$WORK/billing-cert.crt\"|" "$WORK/gw.conf" > "$WORK/mismatch.conf"
+expect_check_error "a token key that is not the certificate's" "$WORK/mismatch.conf" "does not match the certificate"
+
+# A reload with a wrong PIN is refused and the running identity keeps signing.
+cp "$WORK/wrongpin.conf" "$WORK/gw.conf"
+kill -HUP "$GW_PID"
+for _ in $(seq 50); do grep -q "reload (SIGHUP) failed" "$WORK/gw.log" && break; sleep 0.1; done
+check "a reload with a wrong PIN is refused" grep -q "wrong PIN" "$WORK/gw.log"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/kept 2>&1) || true
+expect_contains "the running token identity keeps signing" "dn=CN=ops,O=mtlsgw-test" "$out"
+if grep -q -e tokPIN4711 -e badPIN0000 "$WORK/gw.log"; then fail "a PIN is in the gateway's log"; else pass "the PIN is never in the gateway's log"; fi
+
+finish
