@@ -53,7 +53,12 @@ static const char run_usage[] =
     "A listener with transparent = true serves connections a netfilter REDIRECT/DNAT sent to\n"
     "it (the original destination; sniff = [\"http\"] routes by the Host of an HTTP head);\n"
     "upstream_mark sets SO_MARK on upstream sockets (needs CAP_NET_ADMIN) so that the\n"
-    "redirect can leave them alone.\n";
+    "redirect can leave them alone.\n\n"
+    "An identity whose key is a PKCS#11 URI (key = \"pkcs11:token=...;object=...\") gets a\n"
+    "signer process (mtlsgw-pkcs11, running as `user`) that loads pkcs11_module and logs in\n"
+    "with the PIN in key_password_file; handshakes wait for its signatures without blocking\n"
+    "a worker, at most limits.key_timeout_ms (then key_unavailable, HTTP 503, and the\n"
+    "signer is restarted). A signer that dies is started again for the next handshake.\n";
 
 // ---- run ----
 

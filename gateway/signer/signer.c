@@ -37,7 +37,7 @@ static CK_SESSION_HANDLE g_session = CK_INVALID_HANDLE;
 static CK_OBJECT_HANDLE g_key = CK_INVALID_HANDLE;
 static int g_want_key;
 static uint32_t g_login_failed;  // CKR of a failed login: never retried
-static char g_login_error[300];
+static char g_login_error[700];
 static p11w_hello_ok g_info;
 
 typedef struct {
@@ -182,7 +182,9 @@ static CK_RV find_token(char *err, size_t cap) {
 
 static CK_RV login(char *err, size_t cap) {
     if (g_login_failed) {
-        snprintf(err, cap, "%s", g_login_error);
+        size_t n = strlen(g_login_error) < cap ? strlen(g_login_error) : cap - 1;
+        memcpy(err, g_login_error, n);
+        err[n] = '\0';
         return g_login_failed;
     }
     if (g_session != CK_INVALID_HANDLE) {
