@@ -36,7 +36,7 @@ check "its PEM file is gone" test ! -e "$PKI/ops.key"
 
 # ---- the remote side: every handshake full (no tickets, no cache), so every tunnel signs ----
 start_redis
-P_FULL=$(free_port) P_REDIS=$(free_port)
+P_FULL=$(free_port) P_REDIS=$(free_port) P_PKCS1=$(free_port)
 mkdir -p "$WORK/nginx/logs"
 cat > "$WORK/nginx/nginx.conf" <<NGX
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -58,6 +58,19 @@ http {
         ssl_session_tickets off;
         ssl_session_cache off;
         location / { return 200 "dn=\$ssl_client_s_dn serial=\$ssl_client_serial reused=\$ssl_session_reused proto=\$ssl_protocol\n"; }
+    }
+    server {
+        # TLS 1.2 asking for PKCS#1 v1.5 signatures from clients (no PSS).
+        listen 127.0.0.1:$P_PKCS1 ssl;
+        ssl_protocols TLSv1.2;
+        ssl_certificate $PKI/orders.chain.crt;
+        ssl_certificate_key $PKI/orders.key;
+        ssl_client_certificate $PKI/client-ca.crt;
+        ssl_verify_client on;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        ssl_conf_command ClientSignatureAlgorithms RSA+SHA256:ECDSA+SHA256;
+        location / { return 200 "dn=\$ssl_client_s_dn proto=\$ssl_protocol\n"; }
     }
 }
 stream {
@@ -216,6 +229,38 @@ write_conf "$WORK/gw.conf" ",
 reload_gw
 out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://tok2.dc2.test/ 2>&1) || true
 expect_contains "the generated key, module and PIN from the URI: nginx sees CN=tok2" "dn=CN=tok2,O=mtlsgw-test" "$out"
+# RSA (PSS in TLS 1.3, PKCS#1 v1.5 where the server asks for it) and P-384 keys made on the token.
+for k in rsa:rsa-2048 p384:ec-p384; do
+    n=tok-${k%%:*}
+    "$MTLSGW" identity new "$n" --key "${k#*:}" --subject "/O=mtlsgw-test/CN=$n" --out "$WORK/ids" \
+        --pkcs11 "pkcs11:token=gw;object=$n?module-path=$MODULE&pin-source=file:$WORK/gw.pin" > "$WORK/$n.new" 2>&1 ||
+        fail "identity new $n: $(cat "$WORK/$n.new")"
+    openssl x509 -req -in "$WORK/ids/$n.csr" -CA "$PKI/client-ca.crt" -CAkey "$PKI/client-ca.key" -CAcreateserial \
+        -days 30 -extfile "$PKI/ca.cnf" -extensions v3_client -out "$WORK/ids/$n.crt" 2>/dev/null
+done
+id_of() { echo ",
+  { name = \"$1\"; certificate = \"$WORK/ids/$1.crt\"; key = \"pkcs11:token=gw;object=$1\"; pkcs11_module = \"$MODULE\";
+    key_password_file = \"$WORK/gw.pin\"; trust = \"$PKI/server-trust.crt\"; }"; }
+rule_of() { echo ",
+  { match = \"$1.dc2.test:80\"; identity = \"$2\"; upstream = \"127.0.0.1:$3\"; server_name = \"orders.dc2.test\"; }"; }
+TOK2_ID=",
+  { name = \"tok2\"; certificate = \"$WORK/ids/tok2.crt\"; key = \"$GEN_URI\"; trust = \"$PKI/server-trust.crt\"; }"
+write_conf "$WORK/gw.conf" "$TOK2_ID$(id_of tok-rsa)$(id_of tok-p384)" \
+    "$(rule_of tok2 tok2 "$P_FULL")$(rule_of rsa13 tok-rsa "$P_FULL")$(rule_of rsa12 tok-rsa "$P_PKCS1")$(rule_of p384 tok-p384 "$P_FULL")$(rule_of ec12 tok2 "$P_PKCS1")"
+reload_gw
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://rsa13.dc2.test/ 2>&1) || true
+expect_contains "an RSA key on the token, TLS 1.3 (RSA-PSS)" "dn=CN=tok-rsa,O=mtlsgw-test serial=" "$out"
+expect_contains "... over TLS 1.3" "proto=TLSv1.3" "$out"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://rsa12.dc2.test/ 2>&1) || true
+expect_contains "an RSA key on the token, TLS 1.2 with PKCS#1 v1.5 asked for" "dn=CN=tok-rsa,O=mtlsgw-test proto=TLSv1.2" "$out"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://p384.dc2.test/ 2>&1) || true
+expect_contains "a P-384 key on the token" "dn=CN=tok-p384,O=mtlsgw-test serial=" "$out"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://ec12.dc2.test/ 2>&1) || true
+expect_contains "a P-256 key on the token, TLS 1.2" "dn=CN=tok2,O=mtlsgw-test proto=TLSv1.2" "$out"
+out=$("$MTLSGW" identity list -c "$WORK/gw.conf" 2>&1) || true
+expect_contains "identity list: the RSA token key" "rsa-2048, in token" "$out"
+expect_contains "identity list: the P-384 token key" "ec-p384, in token" "$out"
+
 out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/after-reload 2>&1) || true
 expect_contains "after the reload the ops token key still signs" "dn=CN=ops,O=mtlsgw-test" "$out"
 check "the gateway is alive" gw_alive
