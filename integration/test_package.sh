@@ -24,14 +24,14 @@ cmake --build "$BUILD" --target package > "$WORK/cpack.log" 2>&1
 DEB=$(ls "$BUILD"/mtlsgw_*_amd64.deb)
 check "cmake --build --target package makes build/mtlsgw_<version>_amd64.deb" test -f "$DEB"
 files=$(dpkg-deb -c "$DEB")
-for f in ./usr/bin/mtlsgw ./lib/systemd/system/mtlsgw.service ./etc/mtlsgw/mtlsgw.conf \
+for f in ./usr/bin/mtlsgw ./usr/libexec/mtlsgw/mtlsgw-pkcs11 ./lib/systemd/system/mtlsgw.service ./etc/mtlsgw/mtlsgw.conf \
          ./usr/share/man/man8/mtlsgw.8.gz ./usr/share/man/man5/mtlsgw.conf.5.gz \
          ./usr/share/bash-completion/completions/mtlsgw ./usr/share/doc/mtlsgw/README.md \
          ./usr/share/doc/mtlsgw/copyright ./usr/share/doc/mtlsgw/examples/mtlsgw.conf; do
     expect_contains "package holds $f" " $f" "$files"
 done
 deps=$(dpkg-deb -f "$DEB" Depends)
-for d in android-libboringssl libc-ares2 libconfig9 libc6 adduser; do
+for d in android-libboringssl libc-ares2 libconfig9 libp11-kit0 libc6 adduser; do
     expect_contains "Depends (computed from the libraries linked) has $d" "$d" "$deps"
 done
 check "/etc/mtlsgw/mtlsgw.conf is a conffile" bash -c "dpkg-deb -e '$DEB' '$WORK/ctl' && grep -qx /etc/mtlsgw/mtlsgw.conf '$WORK/ctl/conffiles'"
@@ -57,6 +57,17 @@ check "nothing enabled on install" test ! -e /etc/systemd/system/multi-user.targ
 check "system user mtlsgw exists, with no shell" bash -c "getent passwd mtlsgw | grep -q ':/usr/sbin/nologin$'"
 expect_eq "/etc/mtlsgw/ids: 0750 root:mtlsgw" "750 root:mtlsgw" "$(stat -c '%a %U:%G' /etc/mtlsgw/ids)"
 expect_eq "/etc/mtlsgw/mtlsgw.conf: 0640 root:mtlsgw" "640 root:mtlsgw" "$(stat -c '%a %U:%G' /etc/mtlsgw/mtlsgw.conf)"
+# The installed gateway finds its installed PKCS#11 signer: a key made on a SoftHSM token.
+export SOFTHSM2_CONF=$WORK/softhsm2.conf
+mkdir -p "$WORK/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$WORK/tokens" > "$SOFTHSM2_CONF"
+softhsm2-util --init-token --free --label pkg --pin pkgPIN77 --so-pin pkgSO77 > /dev/null
+printf 'pkgPIN77\n' > "$WORK/pkg.pin" && chmod 600 "$WORK/pkg.pin"
+out=$(/usr/bin/mtlsgw identity new pk --subject "/CN=pk" --out "$WORK/pk" \
+      --pkcs11 "pkcs11:token=pkg;object=pk?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:$WORK/pkg.pin" 2>&1) \
+      && rc=0 || rc=$?
+expect_eq "the installed mtlsgw runs /usr/libexec/mtlsgw/mtlsgw-pkcs11 (a key made on a token)" "0" "$rc"
+[ "$rc" = 0 ] || echo "$out"
 for page in /usr/share/man/man8/mtlsgw.8.gz /usr/share/man/man5/mtlsgw.conf.5.gz; do
     out=$(MANWIDTH=80 man -l "$page" 2>&1)
     expect_contains "man -l renders $(basename "$page" .gz)" "SEE ALSO" "$out"

@@ -150,17 +150,20 @@ void pol_p11_uri_describe(const char *uri, char *out, size_t cap) {
 
 // ---- the signer process ----
 
+// signer_path finds mtlsgw-pkcs11 where this binary's own installation has it: beside it
+// (a build tree), in ../libexec/mtlsgw/ (/usr/bin and /usr/local/bin installs), else the
+// packaged path.
 static const char *signer_path(char *buf, size_t cap) {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash != NULL) {
-            *slash = '\0';
-            snprintf(buf, cap, "%s/mtlsgw-pkcs11", self);
-            if (access(buf, X_OK) == 0) {
-                return buf;  // beside the binary: a build tree
+    char *slash = n > 0 ? (self[n] = '\0', strrchr(self, '/')) : NULL;
+    if (slash != NULL) {
+        *slash = '\0';
+        static const char *const rel[] = {"mtlsgw-pkcs11", "../libexec/mtlsgw/mtlsgw-pkcs11"};
+        for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+            int w = snprintf(buf, cap, "%s/%s", self, rel[i]);
+            if (w > 0 && (size_t)w < cap && access(buf, X_OK) == 0) {
+                return buf;
             }
         }
     }
