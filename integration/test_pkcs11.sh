@@ -17,6 +17,16 @@ fi
 
 make_pki
 make_client_cert other
+(   # A second client CA and an identity under it, for identity lists mixing token and file keys.
+    cd "$PKI"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out client-ca2.key 2>/dev/null
+    openssl req -x509 -new -key client-ca2.key -subj "/O=mtlsgw-test/CN=Client CA 2" -days 3650 -out client-ca2.crt \
+        -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out alt.key 2>/dev/null && chmod 600 alt.key
+    openssl req -new -key alt.key -subj "/O=mtlsgw-test/CN=alt" -out alt.csr 2>/dev/null
+    openssl x509 -req -in alt.csr -CA client-ca2.crt -CAkey client-ca2.key -CAcreateserial -days 365 \
+        -extfile ca.cnf -extensions v3_client -out alt.crt 2>/dev/null
+)
 
 # ---- the token ----
 export SOFTHSM2_CONF=$WORK/softhsm2.conf
@@ -36,7 +46,7 @@ check "its PEM file is gone" test ! -e "$PKI/ops.key"
 
 # ---- the remote side: every handshake full (no tickets, no cache), so every tunnel signs ----
 start_redis
-P_FULL=$(free_port) P_REDIS=$(free_port) P_PKCS1=$(free_port)
+P_FULL=$(free_port) P_REDIS=$(free_port) P_PKCS1=$(free_port) P_CA2=$(free_port)
 mkdir -p "$WORK/nginx/logs"
 cat > "$WORK/nginx/nginx.conf" <<NGX
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -70,6 +80,17 @@ http {
         ssl_session_tickets off;
         ssl_session_cache off;
         ssl_conf_command ClientSignatureAlgorithms RSA+SHA256:ECDSA+SHA256;
+        location / { return 200 "dn=\$ssl_client_s_dn proto=\$ssl_protocol\n"; }
+    }
+    server {
+        # Trusts (and names in its CertificateRequest) the second client CA only.
+        listen 127.0.0.1:$P_CA2 ssl;
+        ssl_certificate $PKI/orders.chain.crt;
+        ssl_certificate_key $PKI/orders.key;
+        ssl_client_certificate $PKI/client-ca2.crt;
+        ssl_verify_client on;
+        ssl_session_tickets off;
+        ssl_session_cache off;
         location / { return 200 "dn=\$ssl_client_s_dn proto=\$ssl_protocol\n"; }
     }
 }
@@ -245,8 +266,13 @@ rule_of() { echo ",
   { match = \"$1.dc2.test:80\"; identity = \"$2\"; upstream = \"127.0.0.1:$3\"; server_name = \"orders.dc2.test\"; }"; }
 TOK2_ID=",
   { name = \"tok2\"; certificate = \"$WORK/ids/tok2.crt\"; key = \"$GEN_URI\"; trust = \"$PKI/server-trust.crt\"; }"
-write_conf "$WORK/gw.conf" "$TOK2_ID$(id_of tok-rsa)$(id_of tok-p384)" \
-    "$(rule_of tok2 tok2 "$P_FULL")$(rule_of rsa13 tok-rsa "$P_FULL")$(rule_of rsa12 tok-rsa "$P_PKCS1")$(rule_of p384 tok-p384 "$P_FULL")$(rule_of ec12 tok2 "$P_PKCS1")"
+ALT_ID=",
+  { name = \"alt\"; certificate = \"$PKI/alt.crt\"; key = \"$PKI/alt.key\"; trust = \"$PKI/server-trust.crt\"; }"
+LIST_RULES=",
+  { match = \"list1.dc2.test:80\"; identity = [ \"alt\", \"ops\" ]; upstream = \"127.0.0.1:$P_FULL\"; server_name = \"orders.dc2.test\"; },
+  { match = \"list2.dc2.test:80\"; identity = [ \"ops\", \"alt\" ]; upstream = \"127.0.0.1:$P_CA2\"; server_name = \"orders.dc2.test\"; }"
+write_conf "$WORK/gw.conf" "$TOK2_ID$(id_of tok-rsa)$(id_of tok-p384)$ALT_ID" \
+    "$(rule_of tok2 tok2 "$P_FULL")$(rule_of rsa13 tok-rsa "$P_FULL")$(rule_of rsa12 tok-rsa "$P_PKCS1")$(rule_of p384 tok-p384 "$P_FULL")$(rule_of ec12 tok2 "$P_PKCS1")$LIST_RULES"
 reload_gw
 out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://rsa13.dc2.test/ 2>&1) || true
 expect_contains "an RSA key on the token, TLS 1.3 (RSA-PSS)" "dn=CN=tok-rsa,O=mtlsgw-test serial=" "$out"
@@ -257,6 +283,10 @@ out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://p384.dc
 expect_contains "a P-384 key on the token" "dn=CN=tok-p384,O=mtlsgw-test serial=" "$out"
 out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://ec12.dc2.test/ 2>&1) || true
 expect_contains "a P-256 key on the token, TLS 1.2" "dn=CN=tok2,O=mtlsgw-test proto=TLSv1.2" "$out"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://list1.dc2.test/ 2>&1) || true
+expect_contains "identity list [file, token]: the server names CA 1, the token identity is presented" "dn=CN=ops,O=mtlsgw-test" "$out"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://list2.dc2.test/ 2>&1) || true
+expect_contains "identity list [token, file]: the server names CA 2, the file identity (P-384) is presented" "dn=CN=alt,O=mtlsgw-test" "$out"
 out=$("$MTLSGW" identity list -c "$WORK/gw.conf" 2>&1) || true
 expect_contains "identity list: the RSA token key" "rsa-2048, in token" "$out"
 expect_contains "identity list: the P-384 token key" "ec-p384, in token" "$out"
