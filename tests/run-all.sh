@@ -22,9 +22,9 @@ for variant in build build-asan; do
     stage $rc
 done
 
-echo "=== valgrind (integration: mtls, resumption, http, ops, verify, idlists)"
+echo "=== valgrind (integration: mtls, resumption, http, ops, verify, idlists, pkcs11)"
 vg_pass=0 vg_fail=0
-for t in mtls resumption http ops verify idlists; do
+for t in mtls resumption http ops verify idlists pkcs11; do
     if MTLSGW_VALGRIND=1 MTLSGW="$ROOT/build/mtlsgw" bash "$ROOT/integration/test_$t.sh" > "$ROOT/build/valgrind_$t.log" 2>&1; then
         vg_pass=$((vg_pass + 1)); grep -E "^ok - valgrind|passed," "$ROOT/build/valgrind_$t.log"
     else
