@@ -303,6 +303,11 @@ bad_conf() {  # bad_conf NAME KEY PIN-FILE
 bad_conf wrongpin "$TOKEN_KEY" "$WORK/wrong.pin"
 expect_check_error "a wrong PIN" "$WORK/wrongpin.conf" "wrong PIN (CKR_PIN_INCORRECT)"
 expect_check_error "a wrong PIN: file:line" "$WORK/wrongpin.conf" "$WORK/wrongpin.conf:5: identities.ops"
+cp "$WORK/gw.pin" "$WORK/loose.pin" && chmod 644 "$WORK/loose.pin"
+bad_conf loosepin "$TOKEN_KEY" "$WORK/loose.pin"
+out=$("$MTLSGW" identity check -c "$WORK/loosepin.conf" ops 2>&1) && rc=0 || rc=$?
+expect_eq "identity check: a PIN file readable by others is a problem (exit 1)" 1 "$rc"
+expect_contains "... naming the file and its mode" "loose.pin has mode 0644: readable by others" "$out"
 bad_conf noobject "pkcs11:token=gw;object=nope" "$WORK/gw.pin"
 expect_check_error "a missing object" "$WORK/noobject.conf" 'no private key on token "gw" matches pkcs11:object=nope'
 bad_conf notoken "pkcs11:token=elsewhere;object=ops" "$WORK/gw.pin"

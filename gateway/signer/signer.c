@@ -350,13 +350,12 @@ static void hello(const message *m) {
             rv = open_all(err, sizeof(err));
         }
     }
-    if (rv != CKR_OK && (rv == P11W_ERR_MODULE || rv == P11W_ERR_BAD || !reply)) {
-        // Nothing to sign with: a restart answers every request with the reason until it
-        // is replaced (a failed login is never retried: a PIN has few tries).
-        if (!g_login_failed) {
-            g_login_failed = (uint32_t)rv;
-            snprintf(g_login_error, sizeof(g_login_error), "%s", err);
-        }
+    if (rv != CKR_OK && (rv == P11W_ERR_MODULE || rv == P11W_ERR_BAD || g_fl == NULL) && !g_login_failed) {
+        // No module to ask: every request gets the reason until the signer is replaced.
+        // (A failed login is never retried either: a PIN has few tries. A token that is
+        // not there yet is looked for again at the next request.)
+        g_login_failed = (uint32_t)rv;
+        snprintf(g_login_error, sizeof(g_login_error), "%s", err);
     }
     if (reply) {
         if (rv == CKR_OK) {
@@ -397,8 +396,14 @@ static void sign(int fd, const message *m) {
         return;
     }
     if (g_key == CK_INVALID_HANDLE) {
-        send_error(fd, P11W_SIGN, m->h.id, P11W_ERR_NO_KEY, "no key selected");
-        return;
+        // A restart that did not find the token or the key (a smart card not inserted
+        // yet): look again.
+        g_want_key = 1;
+        CK_RV rv = open_all(err, sizeof(err));
+        if (rv != CKR_OK) {
+            send_error(fd, P11W_SIGN, m->h.id, (uint32_t)(g_login_failed ? g_login_failed : rv), "%s", err);
+            return;
+        }
     }
     uint8_t sig[1024];
     CK_ULONG sig_len = sizeof(sig);
