@@ -280,6 +280,18 @@ make_client_cert() {
     )
 }
 
+# make_softhsm_token LABEL PIN SO_PIN: a SoftHSM token made in $WORK (SOFTHSM2_CONF is
+# exported, so the gateways and signers started later use it); the PIN goes to
+# $WORK/LABEL.pin (mode 0600).
+make_softhsm_token() {
+    export SOFTHSM2_CONF=$WORK/softhsm2.conf
+    mkdir -p "$WORK/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$WORK/tokens" > "$SOFTHSM2_CONF"
+    softhsm2-util --init-token --free --label "$1" --pin "$2" --so-pin "$3" > /dev/null
+    printf '%s\n' "$2" > "$WORK/$1.pin"
+    chmod 600 "$WORK/$1.pin"
+}
+
 # ---- servers ----
 
 start_dnsmasq() {  # start_dnsmasq NAME=IP... [--dnsmasq-option...]

@@ -58,11 +58,7 @@ check "system user mtlsgw exists, with no shell" bash -c "getent passwd mtlsgw |
 expect_eq "/etc/mtlsgw/ids: 0750 root:mtlsgw" "750 root:mtlsgw" "$(stat -c '%a %U:%G' /etc/mtlsgw/ids)"
 expect_eq "/etc/mtlsgw/mtlsgw.conf: 0640 root:mtlsgw" "640 root:mtlsgw" "$(stat -c '%a %U:%G' /etc/mtlsgw/mtlsgw.conf)"
 # The installed gateway finds its installed PKCS#11 signer: a key made on a SoftHSM token.
-export SOFTHSM2_CONF=$WORK/softhsm2.conf
-mkdir -p "$WORK/tokens"
-printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$WORK/tokens" > "$SOFTHSM2_CONF"
-softhsm2-util --init-token --free --label pkg --pin pkgPIN77 --so-pin pkgSO77 > /dev/null
-printf 'pkgPIN77\n' > "$WORK/pkg.pin" && chmod 600 "$WORK/pkg.pin"
+make_softhsm_token pkg pkgPIN77 pkgSO77
 out=$(/usr/bin/mtlsgw identity new pk --subject "/CN=pk" --out "$WORK/pk" \
       --pkcs11 "pkcs11:token=pkg;object=pk?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:$WORK/pkg.pin" 2>&1) \
       && rc=0 || rc=$?

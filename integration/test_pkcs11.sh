@@ -29,12 +29,7 @@ make_client_cert other
 )
 
 # ---- the token ----
-export SOFTHSM2_CONF=$WORK/softhsm2.conf
-mkdir -p "$WORK/tokens"
-printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
-    "$WORK/tokens" > "$SOFTHSM2_CONF"
-softhsm2-util --init-token --free --label gw --pin tokPIN4711 --so-pin 5678 > /dev/null
-printf 'tokPIN4711\n' > "$WORK/gw.pin"
+make_softhsm_token gw tokPIN4711 tokSO5678
 printf 'badPIN0000\n' > "$WORK/wrong.pin"
 chmod 600 "$WORK/gw.pin" "$WORK/wrong.pin"
 openssl pkcs8 -topk8 -nocrypt -in "$PKI/ops.key" -out "$WORK/ops.pk8"
@@ -58,39 +53,30 @@ http {
     access_log off;
     client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy; fastcgi_temp_path $WORK/nginx/fastcgi;
     uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
+    # Every server: mTLS with the client CA, and no session reuse at all, so that every
+    # handshake is full and needs a signature from the token.
+    ssl_certificate $PKI/orders.chain.crt;
+    ssl_certificate_key $PKI/orders.key;
+    ssl_client_certificate $PKI/client-ca.crt;
+    ssl_verify_client on;
+    ssl_session_tickets off;
+    ssl_session_cache off;
     server {
         listen 127.0.0.1:$P_FULL ssl;
         ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_certificate $PKI/orders.chain.crt;
-        ssl_certificate_key $PKI/orders.key;
-        ssl_client_certificate $PKI/client-ca.crt;
-        ssl_verify_client on;
-        ssl_session_tickets off;
-        ssl_session_cache off;
         location / { return 200 "dn=\$ssl_client_s_dn serial=\$ssl_client_serial reused=\$ssl_session_reused proto=\$ssl_protocol\n"; }
     }
     server {
         # TLS 1.2 asking for PKCS#1 v1.5 signatures from clients (no PSS).
         listen 127.0.0.1:$P_PKCS1 ssl;
         ssl_protocols TLSv1.2;
-        ssl_certificate $PKI/orders.chain.crt;
-        ssl_certificate_key $PKI/orders.key;
-        ssl_client_certificate $PKI/client-ca.crt;
-        ssl_verify_client on;
-        ssl_session_tickets off;
-        ssl_session_cache off;
         ssl_conf_command ClientSignatureAlgorithms RSA+SHA256:ECDSA+SHA256;
         location / { return 200 "dn=\$ssl_client_s_dn proto=\$ssl_protocol\n"; }
     }
     server {
         # Trusts (and names in its CertificateRequest) the second client CA only.
         listen 127.0.0.1:$P_CA2 ssl;
-        ssl_certificate $PKI/orders.chain.crt;
-        ssl_certificate_key $PKI/orders.key;
         ssl_client_certificate $PKI/client-ca2.crt;
-        ssl_verify_client on;
-        ssl_session_tickets off;
-        ssl_session_cache off;
         location / { return 200 "dn=\$ssl_client_s_dn proto=\$ssl_protocol\n"; }
     }
 }

@@ -412,10 +412,10 @@ static int load_pem_objects(SSL_CTX *ctx, const char *path, const char *setting,
     return 1;
 }
 
-static int load_pem_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, size_t err_len) {
+// load_chain puts the certificate chain of |spec| into |ctx|.
+static int load_chain(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, size_t err_len) {
     char e[200];
-    if (!readable("certificate", spec->certificate, err, err_len) ||
-        !readable("key", spec->key, err, err_len)) {
+    if (!readable("certificate", spec->certificate, err, err_len)) {
         return 0;
     }
     if (!SSL_CTX_use_certificate_chain_file(ctx, spec->certificate)) {
@@ -423,13 +423,34 @@ static int load_pem_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *
                  last_ssl_error(e, sizeof(e)));
         return 0;
     }
+    return 1;
+}
+
+// read_key_password reads key_password_file (the key's password, or a token's PIN) into
+// |out|: 1 with *|have| set when there is one, 0 on error.
+static int read_key_password(const pol_identity_spec *spec, char *out, size_t cap, int *have, char *err,
+                             size_t err_len) {
+    *have = 0;
+    if (spec->key_password_file == NULL) {
+        return 1;
+    }
+    if (!read_password("key_password_file", spec->key_password_file, out, cap, err, err_len)) {
+        return 0;
+    }
+    *have = 1;
+    return 1;
+}
+
+static int load_pem_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, size_t err_len) {
+    char e[200];
+    if (!readable("certificate", spec->certificate, err, err_len) || !readable("key", spec->key, err, err_len) ||
+        !load_chain(ctx, spec, err, err_len)) {
+        return 0;
+    }
     char pass[1024];
     int have_pass = 0;
-    if (spec->key_password_file != NULL) {
-        if (!read_password("key_password_file", spec->key_password_file, pass, sizeof(pass), err, err_len)) {
-            return 0;
-        }
-        have_pass = 1;
+    if (!read_key_password(spec, pass, sizeof(pass), &have_pass, err, err_len)) {
+        return 0;
     }
     BIO *bio = BIO_new_file(spec->key, "r");
     EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, password_cb, have_pass ? pass : NULL) : NULL;
@@ -499,13 +520,7 @@ static int test_signature(pol_identity *id, EVP_PKEY *pub, uint16_t sigalg, char
 // a test signature. Handshakes sign through the key method (gateway/upstream/keyops.c).
 static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identity_spec *spec, char *err,
                                 size_t err_len) {
-    char e[200];
-    if (!readable("certificate", spec->certificate, err, err_len)) {
-        return 0;
-    }
-    if (!SSL_CTX_use_certificate_chain_file(ctx, spec->certificate)) {
-        snprintf(err, err_len, "certificate: %s: not a PEM certificate chain (%s)", spec->certificate,
-                 last_ssl_error(e, sizeof(e)));
+    if (!load_chain(ctx, spec, err, err_len)) {
         return 0;
     }
     if (spec->pkcs11_module == NULL) {
@@ -518,11 +533,8 @@ static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identi
     }
     char pin[256];
     int have_pin = 0;
-    if (spec->key_password_file != NULL) {
-        if (!read_password("key_password_file", spec->key_password_file, pin, sizeof(pin), err, err_len)) {
-            return 0;
-        }
-        have_pin = 1;
+    if (!read_key_password(spec, pin, sizeof(pin), &have_pin, err, err_len)) {
+        return 0;
     }
     char why[600];
     id->p11 = pol_p11_open(spec->pkcs11_module, spec->key, have_pin ? pin : NULL, spec->run_uid, spec->run_gid, 0,

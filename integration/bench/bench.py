@@ -237,6 +237,28 @@ def start_remote():
     wait_port(T_IPERF, term)
 
 
+def socks_gateway(name, identity, rules):
+    """A one-worker mtlsgw with a SOCKS5 listener, the identity group |identity| (without
+    braces) and |rules| (the inside of rules = ( ... )), access log off; started and warmed
+    up (sessions cached, buffers pooled). Returns (process, port). For the micro-benchmarks
+    (callers.py, pkcs11.py)."""
+    s = free_port()
+    conf = os.path.join(WORK, name + ".conf")
+    with open(conf, "w") as f:
+        f.write("""workers = 1;
+listen = ( {{ name = "socks"; address = "127.0.0.1:{s}"; protocols = ["socks5"]; }} );
+resolver = {{ hosts = ( {{ name = "bench.test"; address = "127.0.0.1"; }} ); }};
+identities = ( {{ {identity} }} );
+rules = ( {rules} );
+limits = {{ max_connections = 30000; }};
+log = {{ level = "warn"; access = "off"; }};
+""".format(s=s, identity=identity, rules=rules))
+    p = start([MTLSGW, "run", "-c", conf], name)
+    wait_port(s, p)
+    loadgen_close(s, "bench.test:80")
+    return p, s
+
+
 # ---- the gateways: each returns (process, http port, iperf port, socks "name:port" or None) ----
 
 def gw_mtlsgw(workers, tls=True):

@@ -26,21 +26,8 @@ RULES_CALLERS = """
 
 
 def gateway(name, rules):
-    s = b.free_port()
-    conf = os.path.join(b.WORK, name + ".conf")
-    with open(conf, "w") as f:
-        f.write("""workers = 1;
-listen = ( {{ name = "socks"; address = "127.0.0.1:{s}"; protocols = ["socks5"]; }} );
-resolver = {{ hosts = ( {{ name = "bench.test"; address = "127.0.0.1"; }} ); }};
-identities = ( {{ name = "ops"; certificate = "{p}/ops.crt"; key = "{p}/ops.key"; trust = "{p}/server-trust.crt"; }} );
-rules = ( {rules} );
-limits = {{ max_connections = 30000; }};
-log = {{ level = "warn"; access = "off"; }};
-""".format(s=s, p=b.PKI, rules=rules.format(th=b.T_HTTP)))
-    p = b.start([b.MTLSGW, "run", "-c", conf], name)
-    b.wait_port(s, p)
-    b.loadgen_close(s, "bench.test:80")  # warm up: sessions cached, buffers pooled
-    return p, s
+    identity = 'name = "ops"; certificate = "{p}/ops.crt"; key = "{p}/ops.key"; trust = "{p}/server-trust.crt";'
+    return b.socks_gateway(name, identity.format(p=b.PKI), rules.format(th=b.T_HTTP))
 
 
 def main():

@@ -36,21 +36,9 @@ def terminator():
 
 
 def gateway(name, key_lines, term):
-    s = b.free_port()
-    conf = os.path.join(b.WORK, name + ".conf")
-    with open(conf, "w") as f:
-        f.write("""workers = 1;
-listen = ( {{ name = "socks"; address = "127.0.0.1:{s}"; protocols = ["socks5"]; }} );
-resolver = {{ hosts = ( {{ name = "bench.test"; address = "127.0.0.1"; }} ); }};
-identities = ( {{ name = "ops"; certificate = "{p}/ops.crt"; {key} trust = "{p}/server-trust.crt"; }} );
-rules = ( {{ match = "bench.test:80"; identity = "ops"; upstream = "127.0.0.1:{t}"; server_name = "orders.dc2.test"; }} );
-limits = {{ max_connections = 30000; }};
-log = {{ level = "warn"; access = "off"; }};
-""".format(s=s, p=b.PKI, t=term, key=key_lines))
-    p = b.start([b.MTLSGW, "run", "-c", conf], name)
-    b.wait_port(s, p)
-    b.loadgen_close(s, "bench.test:80")  # warm up: buffers pooled, the signer's channel open
-    return p, s
+    identity = 'name = "ops"; certificate = "{p}/ops.crt"; {key} trust = "{p}/server-trust.crt";'
+    rule = '{{ match = "bench.test:80"; identity = "ops"; upstream = "127.0.0.1:{t}"; server_name = "orders.dc2.test"; }}'
+    return b.socks_gateway(name, identity.format(p=b.PKI, key=key_lines), rule.format(t=term))
 
 
 def main():

@@ -7,19 +7,9 @@
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$BENCH_DIR/../.." && pwd)
-bash "$ROOT/integration/deps.sh"
-dpkg-query -W -f='${Status}' iperf3 2>/dev/null | grep -q "install ok installed" ||
-    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iperf3; }
-cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
-cmake --build "$ROOT/build" -j "$(nproc)" --target mtlsgw mtlsgw-pkcs11 mtlsgw_loadgen > /dev/null
-source "$ROOT/integration/lib.sh"
-make_pki
+source "$BENCH_DIR/micro.sh"
 # The same ops key, once in its file and once imported into a SoftHSM token.
-export SOFTHSM2_CONF=$WORK/softhsm2.conf
-mkdir -p "$WORK/tokens"
-printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$WORK/tokens" > "$SOFTHSM2_CONF"
-softhsm2-util --init-token --free --label bench --pin benchPIN1 --so-pin benchSO1 > /dev/null
-printf 'benchPIN1\n' > "$WORK/bench.pin" && chmod 600 "$WORK/bench.pin"
+make_softhsm_token bench benchPIN1 benchSO1
 openssl pkcs8 -topk8 -nocrypt -in "$PKI/ops.key" -out "$WORK/ops.pk8"
 softhsm2-util --import "$WORK/ops.pk8" --token bench --label ops --id 01 --pin benchPIN1 > /dev/null
 rm -f "$WORK/ops.pk8"
