@@ -319,4 +319,28 @@ out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.
 expect_contains "the running token identity keeps signing" "dn=CN=ops,O=mtlsgw-test" "$out"
 if grep -q -e tokPIN4711 -e badPIN0000 "$WORK/gw.log"; then fail "a PIN is in the gateway's log"; else pass "the PIN is never in the gateway's log"; fi
 
+# ---- the signer runs as the gateway's user ----
+# Started as root with user = "nobody": the signer drops to nobody before it loads the
+# module (the token must be usable by that user), and so does one started again later.
+kill -TERM "$GW_PID"
+for _ in $(seq "$WAIT_TRIES"); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done
+chmod 711 "$WORK"
+GW_PORT=$(free_port) ADMIN_PORT=$(free_port)
+write_conf "$WORK/gw-user.conf"
+echo 'user = "nobody";' >> "$WORK/gw-user.conf"
+expect_check_error "check looks for the token as the config's user (root's token folder: not found)"     "$WORK/gw-user.conf" "looked for as uid $(id -u nobody), the config's user"
+chown -R nobody "$WORK/tokens"
+start_gw "$WORK/gw-user.conf"
+SIGNER=$(pgrep -P "$GW_PID" -f mtlsgw-pkcs11 | head -1 || true)
+expect_eq "the signer runs as the gateway's user (uid of nobody)" "$(id -u nobody)" \
+    "$(awk '/^Uid:/ {print $3}' "/proc/$SIGNER/status")"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/as-nobody 2>&1) || true
+expect_contains "a gateway running as nobody signs with the token" "dn=CN=ops,O=mtlsgw-test" "$out"
+kill -KILL "$SIGNER"
+sleep 0.2
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/as-nobody-again 2>&1) || true
+expect_contains "... and after its signer was killed, with one it started as nobody" "dn=CN=ops,O=mtlsgw-test" "$out"
+SIGNER=$(pgrep -P "$GW_PID" -f mtlsgw-pkcs11 | head -1 || true)
+expect_eq "the new signer runs as nobody too" "$(id -u nobody)" "$(awk '/^Uid:/ {print $3}' "/proc/$SIGNER/status")"
+
 finish

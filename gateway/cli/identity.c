@@ -462,6 +462,18 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
         goto out;
     }
     if (o->pkcs11 != NULL) {
+        // The folder and the request's name are checked first: a key made on the token
+        // and then not written out would be left there for nothing.
+        char csr_path[4096];
+        snprintf(csr_path, sizeof(csr_path), "%s/%s.csr", o->out, name);
+        if (mkdir(o->out, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "mtlsgw identity new: cannot create %s: %s\n", o->out, strerror(errno));
+            goto out;
+        }
+        if (access(csr_path, F_OK) == 0) {
+            fprintf(stderr, "mtlsgw identity new: %s exists (refusing to overwrite)\n", csr_path);
+            goto out;
+        }
         pkey = token_keygen(o->pkcs11, key_type, &token);
         if (pkey == NULL) {
             goto out;

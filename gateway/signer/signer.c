@@ -39,6 +39,7 @@ static int g_want_key;
 static uint32_t g_login_failed;  // CKR of a failed login: never retried
 static char g_login_error[700];
 static p11w_hello_ok g_info;
+static int g_dropped_uid = -1;  // the user the signer switched to (the gateway's `user`)
 
 typedef struct {
     p11w_head h;
@@ -168,8 +169,13 @@ static CK_RV find_token(char *err, size_t cap) {
         snprintf(err, cap, "cannot list the module's slots: %s", ckr_text(rv));
         result = rv;
     } else if (matches == 0) {
-        snprintf(err, cap, "no token matches %s (tokens present: %s)", want ? want : "the URI",
-                 seen[0] ? seen : "none");
+        char as[120] = "";
+        if (g_dropped_uid >= 0) {
+            snprintf(as, sizeof(as), "; looked for as uid %d, the config's user: it must be able to use the token",
+                     g_dropped_uid);
+        }
+        snprintf(err, cap, "no token matches %s (tokens present: %s%s)", want ? want : "the URI",
+                 seen[0] ? seen : "none", as);
         result = P11W_ERR_NO_TOKEN;
     } else if (matches > 1) {
         snprintf(err, cap, "%zu tokens match %s: name one with token=, serial= or slot-id=", matches,
@@ -317,6 +323,7 @@ static int drop_to(int32_t uid, int32_t gid, char *err, size_t cap) {
         snprintf(err, cap, "cannot switch to uid %d: %s", uid, strerror(errno));
         return 0;
     }
+    g_dropped_uid = uid;
     return 1;
 }
 
