@@ -204,6 +204,16 @@ out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.
 expect_contains "a signer killed while idle is replaced on the next handshake" "dn=CN=ops,O=mtlsgw-test" "$out"
 metrics=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")
 expect_contains "metrics count key_unavailable tunnels" 'result="key_unavailable"' "$metrics"
+check "metrics: signatures signed by the token" grep -qE '^mtlsgw_key_signatures_total\{identity="ops",result="signed"\} [1-9]' <<< "$metrics"
+check "metrics: the signature that timed out" grep -qE '^mtlsgw_key_signatures_total\{identity="ops",result="timeout"\} 1$' <<< "$metrics"
+check "metrics: the one whose signer was killed" grep -qE '^mtlsgw_key_signatures_total\{identity="ops",result="failed"\} 1$' <<< "$metrics"
+check "metrics: time of the signed ones" grep -qE '^mtlsgw_key_sign_seconds_count\{identity="ops"\} [1-9]' <<< "$metrics"
+if grep -q 'mtlsgw_key_signatures_total{identity="other"' <<< "$metrics"; then
+    fail "metrics: token series for the file-key identity"
+else
+    pass "metrics: no token series for the file-key identity"
+fi
+check "the log says a dead signer was replaced, and how it ended" grep -q "PKCS#11 signer for token=gw object=ops (pid [0-9]*) killed by signal 9 (Killed): started a new one" "$WORK/gw.log"
 
 # ---- certificate rotation: a new certificate for the same key on the token ----
 openssl x509 -in "$PKI/ops.crt" -pubkey -noout > "$WORK/ops.pub"

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/base/log.h"
+
 #ifndef MTLSGW_SIGNER_PATH
 #define MTLSGW_SIGNER_PATH "/usr/libexec/mtlsgw/mtlsgw-pkcs11"
 #endif
@@ -41,6 +43,7 @@ struct pol_p11 {
     uint32_t next_req;
     char last_exit[120]; // how the signer of epoch - 1 (or this one, once reaped) ended
     uint64_t exit_epoch;
+    pid_t exit_pid;      // the signer last_exit is about
     p11w_hello_ok info;
 };
 
@@ -199,6 +202,7 @@ static int reap(pol_p11 *k, int block) {
         snprintf(k->last_exit, sizeof(k->last_exit), "ended");
     }
     k->exit_epoch = k->epoch;
+    k->exit_pid = k->pid;
     k->pid = 0;
     return 1;
 }
@@ -348,7 +352,16 @@ static int ensure_running(pol_p11 *k, char *err, size_t cap) {
         return 1;
     }
     stop_signer(k, 1);
-    return start_signer(k, P11W_HELLO_NO_REPLY, err, cap);
+    int ok = start_signer(k, P11W_HELLO_NO_REPLY, err, cap);
+    char where[200];
+    pol_p11_uri_describe(k->uri, where, sizeof(where));
+    if (ok) {
+        gw_log(GW_LOG_WARN, "PKCS#11 signer for %s (pid %d) %s: started a new one (pid %d)", where, (int)k->exit_pid,
+               k->last_exit[0] ? k->last_exit : "was stopped", (int)k->pid);
+    } else {
+        gw_log(GW_LOG_ERROR, "PKCS#11 signer for %s: %s", where, err);
+    }
+    return ok;
 }
 
 pol_p11 *pol_p11_open(const char *module, const char *uri, const char *pin, int uid, int gid, uint32_t flags,

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "gateway/base/buffer.h"
+#include "gateway/upstream/keyops.h"
 #include "gateway/upstream/sesscache.h"
 
 #include "policy/identity.h"
@@ -193,6 +194,45 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
         gw_strbuf_printf(&b, "mtlsgw_upstream_handshake_seconds_count{identity=\"");
         label_value(&b, g_slot_names[s]);
         gw_strbuf_printf(&b, "\"} %llu\n", cum);
+    }
+    // Keys in tokens: what became of the signatures, and how long the signed ones took.
+    static const char *const key_results[GW_KEY_RESULTS] = {"signed", "failed", "timeout"};
+    int any_token = 0;
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        any_token |= cfg->identities[i]->p11 != NULL;
+    }
+    if (any_token) {
+        gw_strbuf_printf(&b, "# HELP mtlsgw_key_signatures_total Signatures handshakes asked of PKCS#11 tokens, per "
+                             "identity: signed, failed (token error, signer died), timeout (key_timeout_ms).\n"
+                             "# TYPE mtlsgw_key_signatures_total counter\n");
+        for (size_t i = 0; i < cfg->num_identities; i++) {
+            const pol_identity *id = cfg->identities[i];
+            uint64_t counts[GW_KEY_RESULTS], us;
+            if (id->p11 == NULL) {
+                continue;
+            }
+            gw_keyops_stats(id->metrics_slot, counts, &us);
+            for (int r = 0; r < GW_KEY_RESULTS; r++) {
+                gw_strbuf_printf(&b, "mtlsgw_key_signatures_total{identity=\"");
+                label_value(&b, id->spec.name);
+                gw_strbuf_printf(&b, "\",result=\"%s\"} %llu\n", key_results[r], (unsigned long long)counts[r]);
+            }
+        }
+        gw_strbuf_printf(&b, "# HELP mtlsgw_key_sign_seconds Time from a signature request to the token's signature, "
+                             "per identity.\n# TYPE mtlsgw_key_sign_seconds summary\n");
+        for (size_t i = 0; i < cfg->num_identities; i++) {
+            const pol_identity *id = cfg->identities[i];
+            uint64_t counts[GW_KEY_RESULTS], us;
+            if (id->p11 == NULL) {
+                continue;
+            }
+            gw_keyops_stats(id->metrics_slot, counts, &us);
+            gw_strbuf_printf(&b, "mtlsgw_key_sign_seconds_sum{identity=\"");
+            label_value(&b, id->spec.name);
+            gw_strbuf_printf(&b, "\"} %.6f\nmtlsgw_key_sign_seconds_count{identity=\"", (double)us / 1e6);
+            label_value(&b, id->spec.name);
+            gw_strbuf_printf(&b, "\"} %llu\n", (unsigned long long)counts[GW_KEY_SIGNED]);
+        }
     }
     gw_strbuf_printf(&b, "# HELP mtlsgw_identity_not_after_seconds Expiry of each loaded identity's certificate (Unix time).\n"
                          "# TYPE mtlsgw_identity_not_after_seconds gauge\n");

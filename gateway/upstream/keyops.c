@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct gw_key_op {
     gw_upstream *u;
     uint32_t id, mech;
     int state;
+    uint64_t start_us;  // when the request went out
     gw_timer timer;  // key_timeout_ms
     size_t sig_len;
     uint8_t sig[1024];
@@ -40,6 +42,28 @@ struct channel {
     gw_watcher w;
     gw_key_op *pending;
 };
+
+static struct {
+    atomic_uint_fast64_t counts[GW_KEY_RESULTS];
+    atomic_uint_fast64_t signed_us;
+} g_stats[GW_KEYOPS_MAX_SLOTS];
+
+void gw_keyops_stats(int slot, uint64_t counts[GW_KEY_RESULTS], uint64_t *signed_us) {
+    for (int r = 0; r < GW_KEY_RESULTS; r++) {
+        counts[r] = slot >= 0 && slot < GW_KEYOPS_MAX_SLOTS ? atomic_load_explicit(&g_stats[slot].counts[r], memory_order_relaxed) : 0;
+    }
+    *signed_us = slot >= 0 && slot < GW_KEYOPS_MAX_SLOTS ? atomic_load_explicit(&g_stats[slot].signed_us, memory_order_relaxed) : 0;
+}
+
+static void count(const gw_upstream *u, gw_key_result r, uint64_t us) {
+    int slot = u->identity ? u->identity->metrics_slot : -1;
+    if (slot >= 0 && slot < GW_KEYOPS_MAX_SLOTS) {
+        atomic_fetch_add_explicit(&g_stats[slot].counts[r], 1, memory_order_relaxed);
+        if (r == GW_KEY_SIGNED) {
+            atomic_fetch_add_explicit(&g_stats[slot].signed_us, us, memory_order_relaxed);
+        }
+    }
+}
 
 struct gw_keyops {
     gw_loop *loop;
@@ -84,11 +108,12 @@ static void set_error(gw_upstream *u, const char *fmt, ...) {
 
 // finish_op ends |op| (no longer pending) and lets its tunnel go on. The tunnel may
 // close inside the call: nothing of |op| is touched after it.
-static void finish_op(gw_loop *loop, gw_key_op *op, int state) {
+static void finish_op(gw_loop *loop, gw_key_op *op, gw_key_result result) {
     unlink_op(op);
     gw_timer_stop(loop, &op->timer);
-    op->state = state;
+    op->state = result == GW_KEY_SIGNED ? OP_DONE : OP_FAILED;
     gw_upstream *u = op->u;
+    count(u, result, gw_monotonic_us() - op->start_us);
     if (u->key_ready != NULL) {
         u->key_ready(u->key_arg);
     }
@@ -119,7 +144,7 @@ static void detach_channel(gw_keyops *k, channel *ch, const char *why) {
         const pol_identity *id = op->u->identity;
         set_error(op->u, "the PKCS#11 signer of identity \"%s\" (token \"%s\") %s before it signed", id->spec.name,
                   id->p11 ? pol_p11_info(id->p11)->token : "?", why ? why : ended);
-        finish_op(k->loop, op, OP_FAILED);
+        finish_op(k->loop, op, GW_KEY_FAILED);
     }
     gw_loop_defer_free(k->loop, free, ch);
 }
@@ -152,14 +177,14 @@ static void on_channel(gw_loop *loop, gw_watcher *w, uint32_t events) {
         if (h.arg != 0) {
             set_error(op->u, "the token of identity \"%s\" did not sign: %.*s", op->u->identity->spec.name,
                       (int)h.len, (const char *)buf + sizeof(h));
-            finish_op(loop, op, OP_FAILED);
+            finish_op(loop, op, GW_KEY_FAILED);
         } else if (h.len > sizeof(op->sig)) {
             set_error(op->u, "the token's signature is too long");
-            finish_op(loop, op, OP_FAILED);
+            finish_op(loop, op, GW_KEY_FAILED);
         } else {
             memcpy(op->sig, buf + sizeof(h), h.len);
             op->sig_len = h.len;
-            finish_op(loop, op, OP_DONE);
+            finish_op(loop, op, GW_KEY_SIGNED);
         }
     }
 }
@@ -178,7 +203,7 @@ static void on_op_timeout(gw_loop *loop, gw_timer *timer) {
     // A hung module or token: the next signature gets a new signer (and so a new login).
     pol_p11_restart(id->p11, epoch);
     detach_channel(ch->owner, ch, "was restarted after a signature timed out");
-    finish_op(loop, op, OP_FAILED);
+    finish_op(loop, op, GW_KEY_TIMEOUT);
 }
 
 static channel *get_channel(gw_keyops *k, pol_p11 *key, char *err, size_t cap) {
@@ -305,9 +330,11 @@ static enum ssl_private_key_result_t token_sign(SSL *ssl, uint8_t *out, size_t *
     op->mech = mech;
     op->id = ++u->keyops->next_id;
     op->state = OP_PENDING;
+    op->start_us = gw_monotonic_us();
     gw_timer_init(&op->timer, on_op_timeout, op);
     if (!send_request(u->keyops, id->p11, op, tbs, tbs_len, err, sizeof(err))) {
         set_error(u, "identity \"%s\": %s", id->spec.name, err);
+        count(u, GW_KEY_FAILED, 0);
         free(op);
         return ssl_private_key_failure;
     }

@@ -7,6 +7,7 @@
 #define MTLSGW_KEYOPS_H
 
 #include <openssl/ssl.h>
+#include <stdint.h>
 
 #include "gateway/base/loop.h"
 
@@ -24,5 +25,12 @@ extern const SSL_PRIVATE_KEY_METHOD gw_token_key_method;
 
 // gw_keyops_cancel forgets the signature |u| waits for (the tunnel closes).
 void gw_keyops_cancel(struct gw_upstream_s *u);
+
+// What became of the signatures handshakes asked of tokens, counted per identity metrics
+// slot (pol_identity.metrics_slot) for /metrics.
+typedef enum { GW_KEY_SIGNED = 0, GW_KEY_FAILED, GW_KEY_TIMEOUT, GW_KEY_RESULTS } gw_key_result;
+#define GW_KEYOPS_MAX_SLOTS 256
+// gw_keyops_stats reads the counts of slot |slot| and the time the signed ones took.
+void gw_keyops_stats(int slot, uint64_t counts[GW_KEY_RESULTS], uint64_t *signed_us);
 
 #endif
