@@ -260,6 +260,15 @@ id_of() { echo ",
     key_password_file = \"$WORK/gw.pin\"; trust = \"$PKI/server-trust.crt\"; }"; }
 rule_of() { echo ",
   { match = \"$1.dc2.test:80\"; identity = \"$2\"; upstream = \"127.0.0.1:$3\"; server_name = \"orders.dc2.test\"; }"; }
+# A key made by pkcs11-tool with CKA_ALWAYS_AUTHENTICATE (as a PIV card's signing slot):
+# the token wants the PIN again before each signature; its certificate from the public key.
+pkcs11-tool --module "$MODULE" --token-label gw --login --pin tokPIN4711 --keypairgen --key-type EC:prime256v1 \
+    --always-auth --label aa --id 0a > /dev/null 2>&1
+pkcs11-tool --module "$MODULE" --token-label gw --read-object --type pubkey --id 0a -o "$WORK/aa.pub.der" > /dev/null 2>&1
+openssl pkey -pubin -inform DER -in "$WORK/aa.pub.der" -out "$WORK/aa.pub"
+openssl x509 -new -subj "/O=mtlsgw-test/CN=aa" -force_pubkey "$WORK/aa.pub" -CA "$PKI/client-ca.crt" \
+    -CAkey "$PKI/client-ca.key" -set_serial 0xaa -days 30 -extfile "$PKI/ca.cnf" -extensions v3_client \
+    -out "$WORK/ids/aa.crt" 2>/dev/null
 TOK2_ID=",
   { name = \"tok2\"; certificate = \"$WORK/ids/tok2.crt\"; key = \"$GEN_URI\"; trust = \"$PKI/server-trust.crt\"; }"
 ALT_ID=",
@@ -267,8 +276,8 @@ ALT_ID=",
 LIST_RULES=",
   { match = \"list1.dc2.test:80\"; identity = [ \"alt\", \"ops\" ]; upstream = \"127.0.0.1:$P_FULL\"; server_name = \"orders.dc2.test\"; },
   { match = \"list2.dc2.test:80\"; identity = [ \"ops\", \"alt\" ]; upstream = \"127.0.0.1:$P_CA2\"; server_name = \"orders.dc2.test\"; }"
-write_conf "$WORK/gw.conf" "$TOK2_ID$(id_of tok-rsa)$(id_of tok-p384)$ALT_ID" \
-    "$(rule_of tok2 tok2 "$P_FULL")$(rule_of rsa13 tok-rsa "$P_FULL")$(rule_of rsa12 tok-rsa "$P_PKCS1")$(rule_of p384 tok-p384 "$P_FULL")$(rule_of ec12 tok2 "$P_PKCS1")$LIST_RULES"
+write_conf "$WORK/gw.conf" "$TOK2_ID$(id_of tok-rsa)$(id_of tok-p384)$(id_of aa)$ALT_ID" \
+    "$(rule_of aa aa "$P_FULL")$(rule_of tok2 tok2 "$P_FULL")$(rule_of rsa13 tok-rsa "$P_FULL")$(rule_of rsa12 tok-rsa "$P_PKCS1")$(rule_of p384 tok-p384 "$P_FULL")$(rule_of ec12 tok2 "$P_PKCS1")$LIST_RULES"
 reload_gw
 out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://rsa13.dc2.test/ 2>&1) || true
 expect_contains "an RSA key on the token, TLS 1.3 (RSA-PSS)" "dn=CN=tok-rsa,O=mtlsgw-test serial=" "$out"
@@ -279,6 +288,10 @@ out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://p384.dc
 expect_contains "a P-384 key on the token" "dn=CN=tok-p384,O=mtlsgw-test serial=" "$out"
 out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://ec12.dc2.test/ 2>&1) || true
 expect_contains "a P-256 key on the token, TLS 1.2" "dn=CN=tok2,O=mtlsgw-test proto=TLSv1.2" "$out"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://aa.dc2.test/ 2>&1) || true
+expect_contains "a key that wants the PIN for every signature (CKA_ALWAYS_AUTHENTICATE)" "dn=CN=aa,O=mtlsgw-test" "$out"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://aa.dc2.test/again 2>&1) || true
+expect_contains "... and again" "dn=CN=aa,O=mtlsgw-test" "$out"
 out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://list1.dc2.test/ 2>&1) || true
 expect_contains "identity list [file, token]: the server names CA 1, the token identity is presented" "dn=CN=ops,O=mtlsgw-test" "$out"
 out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://list2.dc2.test/ 2>&1) || true

@@ -39,6 +39,7 @@ static int g_want_key;
 static uint32_t g_login_failed;  // CKR of a failed login: never retried
 static char g_login_error[700];
 static p11w_hello_ok g_info;
+static int g_always_authenticate;  // the key wants the PIN again for every signature (CKA_ALWAYS_AUTHENTICATE)
 static int g_dropped_uid = -1;  // the user the signer switched to (the gateway's `user`)
 
 typedef struct {
@@ -267,8 +268,10 @@ static CK_RV find_key(char *err, size_t cap) {
     }
     g_key = found[0];
     CK_KEY_TYPE kt = 0;
+    CK_BBOOL always = CK_FALSE;
     unsigned char label[128];
-    CK_ATTRIBUTE get[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_LABEL, label, sizeof(label)}};
+    CK_ATTRIBUTE get[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_LABEL, label, sizeof(label)},
+                          {CKA_ALWAYS_AUTHENTICATE, &always, sizeof(always)}};
     if (g_fl->C_GetAttributeValue(g_session, g_key, get, 1) != CKR_OK) {
         snprintf(err, cap, "cannot read the key's type");
         return P11W_ERR_NO_KEY;
@@ -276,6 +279,8 @@ static CK_RV find_key(char *err, size_t cap) {
     if (g_fl->C_GetAttributeValue(g_session, g_key, get + 1, 1) == CKR_OK) {
         trim_copy(g_info.object, sizeof(g_info.object), label, get[1].ulValueLen);
     }
+    // Smart-card signing keys (PIV slot 9c) want the PIN before every signature.
+    g_always_authenticate = g_fl->C_GetAttributeValue(g_session, g_key, get + 2, 1) == CKR_OK && always == CK_TRUE;
     if (kt != CKK_EC && kt != CKK_RSA) {
         snprintf(err, cap, "the key on token \"%s\" is neither EC nor RSA (key type 0x%lx)", g_info.token,
                  (unsigned long)kt);
@@ -390,6 +395,10 @@ static CK_RV sign_once(uint32_t mech, const uint8_t *in, size_t in_len, uint8_t 
         m = (CK_MECHANISM){CKM_RSA_PKCS_PSS, &pss, sizeof(pss)};
     }
     CK_RV rv = g_fl->C_SignInit(g_session, &m, g_key);
+    if (rv == CKR_OK && g_always_authenticate) {
+        rv = g_fl->C_Login(g_session, CKU_CONTEXT_SPECIFIC, g_have_pin ? (CK_UTF8CHAR *)g_pin : NULL,
+                           g_have_pin ? strlen(g_pin) : 0);
+    }
     if (rv == CKR_OK) {
         rv = g_fl->C_Sign(g_session, (CK_BYTE *)in, in_len, sig, sig_len);
     }
