@@ -142,7 +142,8 @@ check "the signer links no BoringSSL (only the module's OpenSSL)" \
 check "the gateway process never loads the module" bash -c "! grep -q libsofthsm2 /proc/$GW_PID/maps"
 
 out=$("$MTLSGW" explain -c "$WORK/gw.conf" orders.dc2.test:80 --connect 2>&1) || true
-expect_contains "explain --connect signs with the token: the server accepted us" "accepted" "$out"
+expect_contains "explain --connect signs with the token: the server accepted us" "client cert  accepted" "$out"
+expect_contains "explain says where the key is" 'key          in PKCS#11 token "gw" (token=gw object=ops)' "$out"
 
 # ---- http_proxy and SOCKS5 ----
 out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/ 2>&1) || true

@@ -133,6 +133,12 @@ int gw_cmd_explain(int argc, char **argv) {
         if (r->action == POL_ACTION_MTLS) {
             const char *sni = r->server_name ? r->server_name : h;
             printf("identity     %s  (%s)\n", r->identity->spec.name, r->identity->subject);
+            if (r->identity->p11 != NULL) {
+                char where[300];
+                pol_p11_uri_describe(r->identity->spec.key, where, sizeof(where));
+                printf("key          in PKCS#11 token \"%s\" (%s): each full handshake asks it to sign\n",
+                       pol_p11_info(r->identity->p11)->token, where);
+            }
             for (size_t i = 1; i < r->num_identities; i++) {
                 printf("             or %s  (%s), when the server names its CA\n", r->identities[i]->spec.name,
                        r->identities[i]->subject);
