@@ -16,6 +16,8 @@ UNDO+=("${PODMAN[*]} rmi -f $IMAGE")
 check "the image builds offline: $IMAGE" "${PODMAN[@]}" image exists "$IMAGE"
 out=$("${PODMAN[@]}" run --rm "$IMAGE" version 2>&1)
 expect_contains "podman run $IMAGE version" "BoringSSL" "$out"
+out=$("${PODMAN[@]}" run --rm --entrypoint /usr/libexec/mtlsgw/mtlsgw-pkcs11 "$IMAGE" x 2>&1) || true
+expect_contains "the image holds the PKCS#11 signer, and its libraries load" "started by mtlsgw for identities" "$out"
 expect_eq "the image runs as a non-root user" "10001:10001" \
     "$("${PODMAN[@]}" image inspect --format '{{.Config.User}}' "$IMAGE")"
 files=$("${PODMAN[@]}" image inspect --format '{{.RootFS.Layers}}' "$IMAGE" | wc -w)

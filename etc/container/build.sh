@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$ROOT/build}
 if [ ! -x "$BUILD/mtlsgw" ]; then
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
-    cmake --build "$BUILD" -j "$(nproc)" --target mtlsgw > /dev/null
+    cmake --build "$BUILD" -j "$(nproc)" --target mtlsgw mtlsgw-pkcs11 > /dev/null
 fi
 if ldd "$BUILD/mtlsgw" | grep -q libasan; then
     echo "build.sh: $BUILD/mtlsgw is a sanitizer build; give a normal build folder" >&2
@@ -19,9 +19,12 @@ fi
 VERSION=$("$BUILD/mtlsgw" version | sed -n 's/^mtlsgw //p')
 CTX=$(mktemp -d "${TMPDIR:-/tmp}/mtlsgw-image.XXXXXX")
 trap 'rm -rf "$CTX"' EXIT
-mkdir -p "$CTX/root/usr/bin" "$CTX/root/etc/mtlsgw" "$CTX/root/tmp"
+mkdir -p "$CTX/root/usr/bin" "$CTX/root/usr/libexec/mtlsgw" "$CTX/root/etc/mtlsgw" "$CTX/root/tmp"
 install -m 0755 -s "$BUILD/mtlsgw" "$CTX/root/usr/bin/mtlsgw"
-for lib in $(ldd "$BUILD/mtlsgw" | awk '/=>/ {print $3} /ld-linux/ && !/=>/ {print $1}'); do
+# The PKCS#11 signer, for identities whose key is in a token (the module and what it links
+# come in a layer of the operator's: FROM this image, COPY the module and its libraries).
+install -m 0755 -s "$BUILD/mtlsgw-pkcs11" "$CTX/root/usr/libexec/mtlsgw/mtlsgw-pkcs11"
+for lib in $( (ldd "$BUILD/mtlsgw"; ldd "$BUILD/mtlsgw-pkcs11") | awk '/=>/ {print $3} /ld-linux/ && !/=>/ {print $1}' | sort -u); do
     mkdir -p "$CTX/root$(dirname "$lib")"
     cp -L "$lib" "$CTX/root$lib"
 done
