@@ -357,6 +357,8 @@ write_conf "$WORK/gw-user.conf"
 echo 'user = "nobody";' >> "$WORK/gw-user.conf"
 expect_check_error "check looks for the token as the config's user (root's token folder: not found)"     "$WORK/gw-user.conf" "looked for as uid $(id -u nobody), the config's user"
 chown -R nobody "$WORK/tokens"
+# What a reload (as nobody) reads: as a deployment would have it, owned by the service user.
+chown -R nobody "$PKI" "$WORK/gw.pin"
 start_gw "$WORK/gw-user.conf"
 SIGNER=$(pgrep -P "$GW_PID" -f mtlsgw-pkcs11 | head -1 || true)
 expect_eq "the signer runs as the gateway's user (uid of nobody)" "$(id -u nobody)" \
@@ -369,5 +371,20 @@ out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.
 expect_contains "... and after its signer was killed, with one it started as nobody" "dn=CN=ops,O=mtlsgw-test" "$out"
 SIGNER=$(pgrep -P "$GW_PID" -f mtlsgw-pkcs11 | head -1 || true)
 expect_eq "the new signer runs as nobody too" "$(id -u nobody)" "$(awk '/^Uid:/ {print $3}' "/proc/$SIGNER/status")"
+
+# key_timeout_ms longer than the handshake's time: the handshake timeout still says the key
+# is what is missing, and restarts the hung signer.
+sed -i 's/limits = { key_timeout_ms = 1500; handshake_timeout_ms = 8000; };/limits = { key_timeout_ms = 30000; handshake_timeout_ms = 1200; };/' \
+    "$WORK/gw-user.conf"
+reload_gw
+SIGNER=$(pgrep -P "$GW_PID" -f mtlsgw-pkcs11 | head -1 || true)
+kill -STOP "$SIGNER"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -s --max-time 20 -w ' %{http_code}' http://orders.dc2.test/slow 2>&1) || true
+expect_contains "a token slower than handshake_timeout_ms: 503 key_unavailable, naming the limit" \
+    "did not sign within handshake_timeout_ms (1200 ms); its signer is restarted" "$out"
+expect_contains "... with status 503" " 503" "$out"
+check "... and the hung signer was ended" bash -c "! kill -0 $SIGNER 2>/dev/null"
+out=$(http_proxy=http://127.0.0.1:$GW_PORT curl -sS --max-time 10 http://orders.dc2.test/after-slow 2>&1) || true
+expect_contains "the next handshake gets a new signer" "dn=CN=ops,O=mtlsgw-test" "$out"
 
 finish

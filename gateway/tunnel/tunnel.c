@@ -318,6 +318,12 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
             tunnel_start_connect(t);
             break;
         case T_HANDSHAKING:
+            // Waiting for a token's signature (key_timeout_ms longer than what was left of
+            // the handshake's time): the key is what is missing, not the server. The
+            // handshake goes on to fail with key_unavailable through on_key_ready.
+            if (gw_keyops_expire(&t->upstream, "handshake_timeout_ms", t->cfg->limits.handshake_timeout_ms)) {
+                break;
+            }
             snprintf(reason, sizeof(reason), "TLS handshake with %s timed out after %d ms", t->upstream_text,
                      t->cfg->limits.handshake_timeout_ms);
             tunnel_reject(t, GW_ERR_HANDSHAKE_TIMEOUT, reason);

@@ -189,21 +189,36 @@ static void on_channel(gw_loop *loop, gw_watcher *w, uint32_t events) {
     }
 }
 
-static void on_op_timeout(gw_loop *loop, gw_timer *timer) {
-    gw_key_op *op = timer->data;
+// expire_op gives up on |op|: the token did not sign within |limit| (|ms|). The signer
+// is restarted: a hung module or token gets a new process (and login) for the next one.
+static void expire_op(gw_loop *loop, gw_key_op *op, const char *limit, int ms) {
     gw_upstream *u = op->u;
     const pol_identity *id = u->identity;
-    set_error(u, "the token of identity \"%s\" (token \"%s\") did not sign within key_timeout_ms (%d ms); its "
-              "signer is restarted", id->spec.name, pol_p11_info(id->p11)->token, u->key_timeout_ms);
-    gw_log(GW_LOG_WARN, "identity %s: the PKCS#11 signer did not answer within %d ms: restarting it", id->spec.name,
-           u->key_timeout_ms);
+    set_error(u, "the token of identity \"%s\" (token \"%s\") did not sign within %s (%d ms); its signer is "
+              "restarted", id->spec.name, pol_p11_info(id->p11)->token, limit, ms);
+    gw_log(GW_LOG_WARN, "identity %s: the PKCS#11 signer did not answer within %s (%d ms): restarting it",
+           id->spec.name, limit, ms);
     channel *ch = op->ch;
-    uint64_t epoch = ch->epoch;
     unlink_op(op);
-    // A hung module or token: the next signature gets a new signer (and so a new login).
-    pol_p11_restart(id->p11, epoch);
-    detach_channel(ch->owner, ch, "was restarted after a signature timed out");
+    if (ch != NULL) {
+        pol_p11_restart(id->p11, ch->epoch);
+        detach_channel(ch->owner, ch, "was restarted after a signature timed out");
+    }
     finish_op(loop, op, GW_KEY_TIMEOUT);
+}
+
+static void on_op_timeout(gw_loop *loop, gw_timer *timer) {
+    gw_key_op *op = timer->data;
+    expire_op(loop, op, "key_timeout_ms", op->u->key_timeout_ms);
+}
+
+int gw_keyops_expire(gw_upstream *u, const char *limit, int ms) {
+    gw_key_op *op = u->key_op;
+    if (op == NULL || op->state != OP_PENDING || u->keyops == NULL) {
+        return 0;
+    }
+    expire_op(u->keyops->loop, op, limit, ms);
+    return 1;
 }
 
 static channel *get_channel(gw_keyops *k, pol_p11 *key, char *err, size_t cap) {

@@ -25,6 +25,10 @@ extern const SSL_PRIVATE_KEY_METHOD gw_token_key_method;
 
 // gw_keyops_cancel forgets the signature |u| waits for (the tunnel closes).
 void gw_keyops_cancel(struct gw_upstream_s *u);
+// gw_keyops_expire gives up on the signature |u| waits for, as if key_timeout_ms had
+// passed but naming |limit| (|ms|): the signer is restarted and key_ready is called (the
+// handshake then fails with key_unavailable). Returns 0 if |u| waits for none.
+int gw_keyops_expire(struct gw_upstream_s *u, const char *limit, int ms);
 
 // What became of the signatures handshakes asked of tokens, counted per identity metrics
 // slot (pol_identity.metrics_slot) for /metrics.
