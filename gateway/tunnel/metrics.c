@@ -120,6 +120,41 @@ static void label_value(gw_strbuf *b, const char *s) {
     }
 }
 
+// render_key_metrics writes one family of the token-key series (|times|: the signing time
+// summary, else the signature counts by result), for the identities whose key is in a token.
+static void render_key_metrics(gw_strbuf *b, const pol_config *cfg, int times) {
+    static const char *const results[GW_KEY_RESULTS] = {"signed", "failed", "timeout"};
+    for (size_t i = 0, first = 1; i < cfg->num_identities; i++) {
+        const pol_identity *id = cfg->identities[i];
+        uint64_t counts[GW_KEY_RESULTS], us;
+        if (id->p11 == NULL) {
+            continue;
+        }
+        if (first) {
+            gw_strbuf_printf(b, times ? "# HELP mtlsgw_key_sign_seconds Time from a signature request to the token's "
+                                        "signature, per identity.\n# TYPE mtlsgw_key_sign_seconds summary\n"
+                                      : "# HELP mtlsgw_key_signatures_total Signatures handshakes asked of PKCS#11 "
+                                        "tokens, per identity: signed, failed (token error, signer died), timeout.\n"
+                                        "# TYPE mtlsgw_key_signatures_total counter\n");
+            first = 0;
+        }
+        gw_keyops_stats(id->metrics_slot, counts, &us);
+        if (times) {
+            gw_strbuf_printf(b, "mtlsgw_key_sign_seconds_sum{identity=\"");
+            label_value(b, id->spec.name);
+            gw_strbuf_printf(b, "\"} %.6f\nmtlsgw_key_sign_seconds_count{identity=\"", (double)us / 1e6);
+            label_value(b, id->spec.name);
+            gw_strbuf_printf(b, "\"} %llu\n", (unsigned long long)counts[GW_KEY_SIGNED]);
+            continue;
+        }
+        for (int r = 0; r < GW_KEY_RESULTS; r++) {
+            gw_strbuf_printf(b, "mtlsgw_key_signatures_total{identity=\"");
+            label_value(b, id->spec.name);
+            gw_strbuf_printf(b, "\",result=\"%s\"} %llu\n", results[r], (unsigned long long)counts[r]);
+        }
+    }
+}
+
 char *gw_metrics_render(const pol_config *cfg, int active) {
     gw_strbuf b = {0};
     gw_strbuf_printf(&b, "# HELP mtlsgw_connections_accepted_total Client connections accepted, per listener.\n"
@@ -195,45 +230,8 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
         label_value(&b, g_slot_names[s]);
         gw_strbuf_printf(&b, "\"} %llu\n", cum);
     }
-    // Keys in tokens: what became of the signatures, and how long the signed ones took.
-    static const char *const key_results[GW_KEY_RESULTS] = {"signed", "failed", "timeout"};
-    int any_token = 0;
-    for (size_t i = 0; i < cfg->num_identities; i++) {
-        any_token |= cfg->identities[i]->p11 != NULL;
-    }
-    if (any_token) {
-        gw_strbuf_printf(&b, "# HELP mtlsgw_key_signatures_total Signatures handshakes asked of PKCS#11 tokens, per "
-                             "identity: signed, failed (token error, signer died), timeout (key_timeout_ms).\n"
-                             "# TYPE mtlsgw_key_signatures_total counter\n");
-        for (size_t i = 0; i < cfg->num_identities; i++) {
-            const pol_identity *id = cfg->identities[i];
-            uint64_t counts[GW_KEY_RESULTS], us;
-            if (id->p11 == NULL) {
-                continue;
-            }
-            gw_keyops_stats(id->metrics_slot, counts, &us);
-            for (int r = 0; r < GW_KEY_RESULTS; r++) {
-                gw_strbuf_printf(&b, "mtlsgw_key_signatures_total{identity=\"");
-                label_value(&b, id->spec.name);
-                gw_strbuf_printf(&b, "\",result=\"%s\"} %llu\n", key_results[r], (unsigned long long)counts[r]);
-            }
-        }
-        gw_strbuf_printf(&b, "# HELP mtlsgw_key_sign_seconds Time from a signature request to the token's signature, "
-                             "per identity.\n# TYPE mtlsgw_key_sign_seconds summary\n");
-        for (size_t i = 0; i < cfg->num_identities; i++) {
-            const pol_identity *id = cfg->identities[i];
-            uint64_t counts[GW_KEY_RESULTS], us;
-            if (id->p11 == NULL) {
-                continue;
-            }
-            gw_keyops_stats(id->metrics_slot, counts, &us);
-            gw_strbuf_printf(&b, "mtlsgw_key_sign_seconds_sum{identity=\"");
-            label_value(&b, id->spec.name);
-            gw_strbuf_printf(&b, "\"} %.6f\nmtlsgw_key_sign_seconds_count{identity=\"", (double)us / 1e6);
-            label_value(&b, id->spec.name);
-            gw_strbuf_printf(&b, "\"} %llu\n", (unsigned long long)counts[GW_KEY_SIGNED]);
-        }
-    }
+    render_key_metrics(&b, cfg, 0);
+    render_key_metrics(&b, cfg, 1);
     gw_strbuf_printf(&b, "# HELP mtlsgw_identity_not_after_seconds Expiry of each loaded identity's certificate (Unix time).\n"
                          "# TYPE mtlsgw_identity_not_after_seconds gauge\n");
     for (size_t i = 0; i < cfg->num_identities; i++) {
