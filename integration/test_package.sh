@@ -34,6 +34,7 @@ deps=$(dpkg-deb -f "$DEB" Depends)
 for d in android-libboringssl libc-ares2 libconfig9 libp11-kit0 libc6 adduser; do
     expect_contains "Depends (computed from the libraries linked) has $d" "$d" "$deps"
 done
+expect_contains "Suggests PKCS#11 modules" "softhsm2, opensc-pkcs11, libtpm2-pkcs11-1" "$(dpkg-deb -f "$DEB" Suggests)"
 check "/etc/mtlsgw/mtlsgw.conf is a conffile" bash -c "dpkg-deb -e '$DEB' '$WORK/ctl' && grep -qx /etc/mtlsgw/mtlsgw.conf '$WORK/ctl/conffiles'"
 if command -v lintian > /dev/null; then
     lint=$(lintian "$DEB" 2>&1 | grep -v "root privileges" || true)
