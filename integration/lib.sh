@@ -432,6 +432,31 @@ NGX
     WAIT_HOST=${NGX_ADDR:-127.0.0.1} wait_port "$NGX_REDIS" $NGINX_PID
 }
 
+# start_nginx_with PORT...: an nginx of the test's own, its http and stream blocks read from
+# standard input after a common head (stream module, one worker, pid and error log in
+# $WORK/nginx); inside http, `include $WORK/nginx/temp_paths.conf;` puts nginx's temporary
+# folders there too. Waits until each PORT listens.
+start_nginx_with() {
+    mkdir -p "$WORK/nginx/logs"
+    local t
+    for t in client_body proxy fastcgi uwsgi scgi; do
+        echo "${t}_temp_path $WORK/nginx/$t;"
+    done > "$WORK/nginx/temp_paths.conf"
+    {
+        printf 'load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nworker_processes 1;\n'
+        printf 'pid %s/nginx/nginx.pid;\nerror_log %s/nginx/logs/error.log info;\n' "$WORK" "$WORK"
+        printf 'events { worker_connections 512; }\n'
+        cat
+    } > "$WORK/nginx/nginx.conf"
+    nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' > "$WORK/nginx/out.log" 2>&1 &
+    PIDS+=($!)
+    NGINX_PID=$!
+    local port
+    for port in "$@"; do
+        wait_port "$port" "$NGINX_PID"
+    done
+}
+
 # start_gw CONFIG: run the gateway; its access log and errors go to $WORK/gw.log.
 start_gw() {
     GW_CONF=$1

@@ -33,16 +33,10 @@ make_pki
 )
 
 P_OLD=$(free_port) P_NEW=$(free_port) P_NONE=$(free_port) P_URI=$(free_port)
-mkdir -p "$WORK/nginx/logs"
-cat > "$WORK/nginx/nginx.conf" <<NGX
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log info;
-events { worker_connections 256; }
+start_nginx_with "$P_OLD" "$P_URI" <<NGX
 http {
     access_log off;
-    client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy; fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
+    include $WORK/nginx/temp_paths.conf;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_certificate $PKI/orders.chain.crt;
     ssl_certificate_key $PKI/orders.key;
@@ -58,9 +52,6 @@ http {
              location / { return 200 "server=spiffe dn=\$ssl_client_s_dn\n"; } }
 }
 NGX
-nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' > "$WORK/nginx/out.log" 2>&1 &
-PIDS+=($!)
-wait_port "$P_OLD" $!; wait_port "$P_URI" $!
 
 GW_PORT=$(free_port)
 cat > "$WORK/gw.conf" <<CONF

@@ -42,17 +42,10 @@ check "its PEM file is gone" test ! -e "$PKI/ops.key"
 # ---- the remote side: every handshake full (no tickets, no cache), so every tunnel signs ----
 start_redis
 P_FULL=$(free_port) P_REDIS=$(free_port) P_PKCS1=$(free_port) P_CA2=$(free_port)
-mkdir -p "$WORK/nginx/logs"
-cat > "$WORK/nginx/nginx.conf" <<NGX
-load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log info;
-events { worker_connections 512; }
+start_nginx_with "$P_FULL" "$P_REDIS" <<NGX
 http {
     access_log off;
-    client_body_temp_path $WORK/nginx/body; proxy_temp_path $WORK/nginx/proxy; fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi; scgi_temp_path $WORK/nginx/scgi;
+    include $WORK/nginx/temp_paths.conf;
     # Every server: mTLS with the client CA, and no session reuse at all, so that every
     # handshake is full and needs a signature from the token.
     ssl_certificate $PKI/orders.chain.crt;
@@ -94,9 +87,6 @@ stream {
     }
 }
 NGX
-nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' > "$WORK/nginx/out.log" 2>&1 &
-PIDS+=($!)
-wait_port "$P_FULL" $!; wait_port "$P_REDIS" $!
 
 GW_PORT=$(free_port) ADMIN_PORT=$(free_port)
 TOKEN_KEY="pkcs11:token=gw;object=ops"
@@ -239,6 +229,23 @@ check "the key is on the token, not extractable" \
 out=$("$MTLSGW" identity new tok2 --pkcs11 "$GEN_URI" --subject "/O=mtlsgw-test/CN=tok2" --out "$WORK/ids2" 2>&1) && rc=0 || rc=$?
 expect_eq "identity new refuses an object that exists (exit 1)" 1 "$rc"
 expect_contains "... and says so" 'already exists on token "gw"' "$out"
+# Wrong arguments: exit 2 and one line that says what is wrong; nothing made on the token.
+for bad in "ed25519|$GEN_URI|--key for a token must be ec-p256" \
+           "ec-p256|pkcs11:token=gw;object=tok9?pin-source=file:$WORK/gw.pin|the URI needs module-path=" \
+           "ec-p256|pkcs11:token=gw;object=tok9?module-path=$MODULE|the URI needs pin-source=file:" \
+           "ec-p256|pkcs11:token=gw;id=%09?module-path=$MODULE&pin-source=file:$WORK/gw.pin|name the new key with object=" \
+           "ec-p256|pkcs11:token=gw;object=tok9;pin-value=x|pin-value"; do
+    IFS='|' read -r key uri want <<< "$bad"
+    out=$("$MTLSGW" identity new tok9 --key "$key" --pkcs11 "$uri" --subject "/CN=tok9" --out "$WORK/ids9" 2>&1) && rc=0 || rc=$?
+    expect_eq "identity new --pkcs11 refuses: $want (exit 2, one line)" "2 1" "$rc $(wc -l <<< "$out")"
+    expect_contains "... saying so" "$want" "$out"
+done
+out=$("$MTLSGW" identity new tok9 --pkcs11 "pkcs11:token=nowhere;object=tok9?module-path=$MODULE&pin-source=file:$WORK/gw.pin" \
+      --subject "/CN=tok9" --out "$WORK/ids9" 2>&1) && rc=0 || rc=$?
+expect_eq "identity new --pkcs11 on a token that is not there: exit 1" 1 "$rc"
+expect_contains "... naming the token asked for, not the query" 'no token matches pkcs11:token=nowhere (tokens present: "gw")' "$out"
+check "nothing was made on the token by the refused commands" \
+    bash -c "! pkcs11-tool --module $MODULE --token-label gw --login --pin tokPIN4711 -O 2>/dev/null | grep -q 'tok9'"
 openssl x509 -req -in "$WORK/ids/tok2.csr" -CA "$PKI/client-ca.crt" -CAkey "$PKI/client-ca.key" -CAcreateserial \
     -days 30 -extfile "$PKI/ca.cnf" -extensions v3_client -out "$WORK/ids/tok2.crt" 2>/dev/null
 write_conf "$WORK/gw.conf" ",

@@ -186,12 +186,8 @@ static void load_identities(loader *ld, const config_setting_t *root) {
         if (pol_ld_get_string(ld, g, prefix, "pkcs11_module", &module) == 1) {
             spec.pkcs11_module = pol_ld_resolve_path(ld, module);
         }
-        spec.run_uid = spec.run_gid = -1;
-        struct passwd *pw = cfg->user ? getpwnam(cfg->user) : NULL;
-        if (pw != NULL) {
-            spec.run_uid = (int)pw->pw_uid;
-            spec.run_gid = (int)pw->pw_gid;
-        }
+        spec.run_uid = ld->user_uid;
+        spec.run_gid = ld->user_gid;
         if (pol_p11_is_uri(spec.key)) {
             char *uri_module = NULL, *uri_pin = NULL, err[600];
             pol_ld_setting_path(path, sizeof(path), prefix, "key");
@@ -668,7 +664,7 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
         free(cfg->dir);
         cfg->dir = strdup("/");
     }
-    loader ld = {cfg, errs, path};
+    loader ld = {cfg, errs, path, -1, -1};
     const config_setting_t *root = config_root_setting(&lc);
     size_t before = pol_errors_count_fatal(errs);
     pol_ld_check_members(&ld, root, "", top_known);
@@ -679,13 +675,16 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     // Before the identities: a token's signer runs as the user the gateway will run as.
     const char *user;
     if (pol_ld_get_string(&ld, root, "", "user", &user) == 1) {
+        struct passwd *pw = user[0] ? getpwnam(user) : NULL;
         if (user[0] == '\0') {
             pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "expected a user name to run as");
-        } else if (getpwnam(user) == NULL) {
+        } else if (pw == NULL) {
             // Found now, so that `check` says it, not a failed start as root.
             pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "no such user \"%s\" on this system", user);
         } else {
             cfg->user = strdup(user);
+            ld.user_uid = (int)pw->pw_uid;
+            ld.user_gid = (int)pw->pw_gid;
         }
     }
     size_t before_ids = pol_errors_count_fatal(errs);

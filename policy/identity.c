@@ -551,9 +551,11 @@ static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identi
     int ok = 0;
     uint16_t test = 0, test2 = 0;
     size_t n = 0;
-    if ((type == EVP_PKEY_EC) != (info->key_type == 1) || (type == EVP_PKEY_RSA) != (info->key_type == 2)) {
+    if ((type == EVP_PKEY_EC) != (info->key_type == P11W_KEYTYPE_EC) ||
+        (type == EVP_PKEY_RSA) != (info->key_type == P11W_KEYTYPE_RSA)) {
         snprintf(err, err_len, "key: the key %s on token \"%s\" is %s, the certificate's in %s is not",
-                 spec->key, info->token, info->key_type == 1 ? "an EC key" : "an RSA key", spec->certificate);
+                 spec->key, info->token, info->key_type == P11W_KEYTYPE_EC ? "an EC key" : "an RSA key",
+                 spec->certificate);
     } else if (type == EVP_PKEY_EC && !(info->mechs & P11W_HAS_ECDSA)) {
         snprintf(err, err_len, "key: token \"%s\" does not offer ECDSA signatures (CKM_ECDSA)", info->token);
     } else if (type == EVP_PKEY_EC) {
@@ -785,7 +787,7 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
         OPENSSL_free(hex);
         BN_free(bn);
         EVP_PKEY *pub = X509_get_pubkey(leaf);
-        if (pub != NULL && id->key_type[0] == '\0') {
+        if (pub != NULL) {
             describe_key(pub, id->key_type, sizeof(id->key_type));
             EVP_PKEY_free(pub);
         }

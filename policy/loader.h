@@ -12,6 +12,7 @@ typedef struct {
     pol_config *cfg;
     pol_errors *errs;
     const char *file;
+    int user_uid, user_gid;  // the config's `user`, looked up once; -1 when none
 } loader;
 
 // pol_ld_line_of is the line |s| is on (0 for none).

@@ -1,7 +1,6 @@
 #include "policy/pkcs11.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <openssl/bn.h>
 #include <openssl/digest.h>
@@ -26,9 +25,7 @@
 
 #include "gateway/base/log.h"
 
-#ifndef MTLSGW_SIGNER_PATH
-#define MTLSGW_SIGNER_PATH "/usr/libexec/mtlsgw/mtlsgw-pkcs11"
-#endif
+#define MTLSGW_SIGNER_PATH "/usr/libexec/mtlsgw/mtlsgw-pkcs11"  // where the package puts it
 
 #define HELLO_TIMEOUT_MS 30000  // a TPM or a smart card may take seconds to log in
 
@@ -127,27 +124,22 @@ int pol_p11_uri_object(const char *uri, char *label, size_t label_cap, char *id_
 }
 
 void pol_p11_uri_describe(const char *uri, char *out, size_t cap) {
-    out[0] = '\0';
+    // The token and object parts, formatted by p11-kit without the query (module, PIN
+    // source): "token=gw;object=ops" shown as "token=gw object=ops".
     P11KitUri *u = p11_kit_uri_new();
-    if (u == NULL || p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u) != P11_KIT_URI_OK) {
-        snprintf(out, cap, "%s", uri);
-        p11_kit_uri_free(u);
-        return;
+    char *text = NULL;
+    if (u != NULL && p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u) == P11_KIT_URI_OK) {
+        p11_kit_uri_set_pin_source(u, NULL);
+        p11_kit_uri_set_module_path(u, NULL);
+        p11_kit_uri_set_module_name(u, NULL);
+        p11_kit_uri_format(u, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &text);
     }
-    // The token and object parts, as written, without the query (module, PIN source).
-    const char *p = uri + 7;
-    size_t n = 0;
-    while (*p != '\0' && *p != '?' && n + 1 < cap) {
-        const char *end = p + strcspn(p, ";?");
-        if (strncmp(p, "token=", 6) == 0 || strncmp(p, "object=", 7) == 0 || strncmp(p, "id=", 3) == 0 ||
-            strncmp(p, "serial=", 7) == 0 || strncmp(p, "slot-id=", 8) == 0) {
-            n += (size_t)snprintf(out + n, cap - n, "%s%.*s", n ? " " : "", (int)(end - p), p);
-            if (n >= cap) {
-                n = cap - 1;
-            }
-        }
-        p = *end == ';' ? end + 1 : end;
+    const char *shown = text != NULL && strncmp(text, "pkcs11:", 7) == 0 ? text + 7 : uri;
+    snprintf(out, cap, "%s", shown);
+    for (char *c = out; *c; c++) {
+        *c = *c == ';' ? ' ' : *c;
     }
+    free(text);
     p11_kit_uri_free(u);
 }
 

@@ -68,9 +68,12 @@ typedef struct {
     int32_t uid, gid;  // run as these (when the signer starts as root); -1: as started
 } p11w_hello;
 
+// Key types (HELLO reply's key_type).
+enum { P11W_KEYTYPE_NONE = 0, P11W_KEYTYPE_EC = 1, P11W_KEYTYPE_RSA = 2 };
+
 // HELLO reply payload on success.
 typedef struct {
-    uint32_t key_type;  // 1 EC, 2 RSA (0 with P11W_HELLO_NO_KEY)
+    uint32_t key_type;  // P11W_KEYTYPE_* (NONE with P11W_HELLO_NO_KEY)
     uint32_t mechs;     // P11W_HAS_*
     char token[33];     // the token's label, trimmed
     char object[95];    // the key's CKA_LABEL, trimmed ("" if none)

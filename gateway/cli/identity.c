@@ -329,8 +329,9 @@ static EVP_PKEY *public_key_from_token(int ec, const uint8_t *p, size_t len) {
 }
 
 // token_keygen generates the key pair |key_type| on the token |uri| names (refusing an
-// object that exists) and returns its public key; *|out_token| can then sign with it.
-static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **out_token) {
+// object that exists) and returns its public key; *|out_token| can then sign with it. On
+// failure (said on stderr) NULL, with *|out_rc| 2 for a wrong argument, 1 otherwise.
+static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **out_token, int *out_rc) {
     char err[700], *module = NULL, *pin_file = NULL, label[128], id_hex[130];
     EVP_PKEY *pkey = NULL;
     pol_p11 *token = NULL;
@@ -339,6 +340,7 @@ static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **o
                     : strcmp(key_type, "rsa-2048") == 0 ? P11W_KEY_RSA_2048
                     : strcmp(key_type, "rsa-3072") == 0 ? P11W_KEY_RSA_3072 : 0;
     char pin[256] = "";
+    *out_rc = 2;
     if (kind == 0) {
         fprintf(stderr, "mtlsgw identity new: --key for a token must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not "
                 "\"%s\"\n", key_type);
@@ -353,6 +355,7 @@ static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **o
         fprintf(stderr, "mtlsgw identity new: --pkcs11: the URI needs pin-source=file:/path/to/pin (a file of mode "
                 "0600 holding the token's user PIN)\n");
     } else {
+        *out_rc = 1;
         FILE *f = fopen(pin_file, "re");
         if (f == NULL) {
             fprintf(stderr, "mtlsgw identity new: pin-source %s: %s\n", pin_file, strerror(errno));
@@ -370,7 +373,8 @@ static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **o
                 fprintf(stderr, "mtlsgw identity new: %s\n", err);
             } else if (!pol_p11_keygen(token, kind, label, id_hex, pub, &pub_len, sizeof(pub), err, sizeof(err))) {
                 fprintf(stderr, "mtlsgw identity new: %s\n", err);
-            } else if ((pkey = public_key_from_token(kind <= P11W_KEY_EC_P384, pub, pub_len)) == NULL) {
+            } else if ((pkey = public_key_from_token(kind == P11W_KEY_EC_P256 || kind == P11W_KEY_EC_P384, pub,
+                                                     pub_len)) == NULL) {
                 fprintf(stderr, "mtlsgw identity new: the token's public key could not be read\n");
             }
         }
@@ -452,7 +456,7 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
     X509_NAME *subject = X509_NAME_new();
     EVP_PKEY *pkey = NULL;
     pol_p11 *token = NULL;
-    int rc = 1;
+    int rc = 1, said = 0;  // said: the failure is on stderr already
     if (req == NULL || subject == NULL) {
         goto out;
     }
@@ -474,8 +478,9 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
             fprintf(stderr, "mtlsgw identity new: %s exists (refusing to overwrite)\n", csr_path);
             goto out;
         }
-        pkey = token_keygen(o->pkcs11, key_type, &token);
+        pkey = token_keygen(o->pkcs11, key_type, &token, &rc);
         if (pkey == NULL) {
+            said = 1;
             goto out;
         }
     } else {
@@ -576,7 +581,7 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
            csr_path, csr_path, o->out, name, name, o->out, name, key_path, name);
     rc = 0;
 out:
-    if (rc == 1) {
+    if (rc == 1 && !said) {
         unsigned long e = ERR_peek_error();
         fprintf(stderr, "mtlsgw identity new: failed%s%s\n", e ? ": " : "", e ? ERR_reason_error_string(e) : "");
     }

@@ -286,7 +286,7 @@ static CK_RV find_key(char *err, size_t cap) {
                  (unsigned long)kt);
         return P11W_ERR_NO_KEY;
     }
-    g_info.key_type = kt == CKK_EC ? 1 : 2;
+    g_info.key_type = kt == CKK_EC ? P11W_KEYTYPE_EC : P11W_KEYTYPE_RSA;
     return CKR_OK;
 }
 
@@ -354,6 +354,11 @@ static void hello(const message *m) {
     CK_RV rv = P11W_ERR_BAD;
     g_uri = p11_kit_uri_new();
     int pr = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, g_uri);
+    // The module and the PIN came in the hello: the URI's query is not the key's name and
+    // stays out of messages.
+    p11_kit_uri_set_pin_source(g_uri, NULL);
+    p11_kit_uri_set_module_path(g_uri, NULL);
+    p11_kit_uri_set_module_name(g_uri, NULL);
     if (pr != P11_KIT_URI_OK) {
         snprintf(err, sizeof(err), "not a PKCS#11 URI: %s", p11_kit_uri_message(pr));
     } else if (drop_to(who.uid, who.gid, err, sizeof(err))) {
@@ -565,7 +570,7 @@ static void keygen(const message *m) {
         return;
     }
     g_key = hpriv;
-    g_info.key_type = ec ? 1 : 2;
+    g_info.key_type = ec ? P11W_KEYTYPE_EC : P11W_KEYTYPE_RSA;
     send_reply(CONTROL_FD, P11W_KEYGEN, id, 0, out, at);
 }
 

@@ -47,6 +47,19 @@ def start(args, name, **kw):
     return p
 
 
+def stop_all():
+    for p in list(PROCS):
+        stop(p)
+
+
+def run_main(main):
+    """Runs a benchmark's |main|; whatever happens, nothing it started is left running."""
+    try:
+        main()
+    finally:
+        stop_all()
+
+
 def raise_nofile():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

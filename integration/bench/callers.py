@@ -44,8 +44,7 @@ def main():
                   % (rnd + 1, key, us, r["rps"], r["errors"]))
     for p, _ in gws.values():
         b.stop(p)
-    for p in list(b.PROCS):
-        b.stop(p)
+    b.stop_all()
     med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), sum(x[2] for x in v))
            for k, v in runs.items()}
     print("| mtlsgw, 1 worker, SOCKS5 + resumed mTLS + 1 request per tunnel | CPU per new tunnel | new tunnels/s | errors |")
@@ -58,8 +57,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for proc in list(b.PROCS):  # also when a step failed: nothing left running
-            b.stop(proc)
+    b.run_main(main)

@@ -60,8 +60,7 @@ def main():
             runs[key].append((total, own, r["rps"], r["errors"]))
             b.log("round %d %s key: %.1f us CPU per tunnel (gateway %.1f, signer %.1f), %.0f tunnels/s, %d errors"
                   % (rnd + 1, key, total, own, total - own, r["rps"], r["errors"]))
-    for proc in list(b.PROCS):
-        b.stop(proc)
+    b.stop_all()
     with open(os.path.join(b.WORK, "full-terminator", "reuse.log")) as f:
         marks = [line.strip() for line in f if line.strip()]
     med = {k: [statistics.median(x[i] for x in v) for i in range(3)] + [sum(x[3] for x in v)]
@@ -78,8 +77,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for proc in list(b.PROCS):  # also when a step failed: nothing left running
-            b.stop(proc)
+    b.run_main(main)

@@ -70,8 +70,11 @@ static void uri_parts(void **state) {
     assert_false(pol_p11_uri_object("nonsense", label, sizeof(label), id, sizeof(id)));
     pol_p11_uri_describe("pkcs11:token=gw;object=ops?module-path=/m.so&pin-source=file:/p", out, sizeof(out));
     assert_string_equal(out, "token=gw object=ops");
+    // Every token and object attribute the URI names, as p11-kit formats them; never the query.
     pol_p11_uri_describe("pkcs11:manufacturer=x;serial=42;id=%01", out, sizeof(out));
-    assert_string_equal(out, "serial=42 id=%01");
+    assert_string_equal(out, "manufacturer=x serial=42 id=%01");
+    pol_p11_uri_describe("pkcs11:object=a%20b;token=gw?pin-source=file:/p", out, sizeof(out));
+    assert_string_equal(out, "token=gw object=a%20b");
 }
 
 // An ECDSA signature made the way a token makes it (r || s, each the size of the order)
