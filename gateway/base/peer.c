@@ -129,8 +129,33 @@ size_t gw_sockdiag_build(uint8_t *buf, size_t cap, uint32_t seq, const struct so
     return sizeof(r);
 }
 
-static int same_address(const uint32_t *diag, const endpoint *e) {
-    return memcmp(diag, e->addr, e->family == AF_INET ? 4 : 16) == 0;
+// The endpoints of a diag message as the kernel keeps the socket: an AF_INET6 socket
+// connected to an IPv4-mapped address (a dual-stack client, the default in Java and .NET)
+// is reported with family AF_INET6 and ::ffff:a.b.c.d on both ends although it answers an
+// AF_INET lookup; read it as the IPv4 socket it is, like endpoint_of does.
+static void diag_endpoints(const struct inet_diag_msg *m, endpoint *src, endpoint *dst) {
+    static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
+    const uint8_t *s = (const uint8_t *)m->id.idiag_src, *d = (const uint8_t *)m->id.idiag_dst;
+    memset(src, 0, sizeof(*src));
+    memset(dst, 0, sizeof(*dst));
+    src->family = dst->family = m->idiag_family;
+    src->port = m->id.idiag_sport;
+    dst->port = m->id.idiag_dport;
+    if (m->idiag_family == AF_INET6 && memcmp(s, mapped, 12) == 0 && memcmp(d, mapped, 12) == 0) {
+        src->family = dst->family = AF_INET;
+        memcpy(src->addr, s + 12, 4);
+        memcpy(dst->addr, d + 12, 4);
+    } else if (m->idiag_family == AF_INET) {
+        memcpy(src->addr, s, 4);
+        memcpy(dst->addr, d, 4);
+    } else {
+        memcpy(src->addr, s, 16);
+        memcpy(dst->addr, d, 16);
+    }
+}
+
+static int same_endpoint(const endpoint *a, const endpoint *b) {
+    return a->family == b->family && a->port == b->port && memcmp(a->addr, b->addr, 16) == 0;
 }
 
 int gw_sockdiag_parse(const uint8_t *buf, size_t len, uint32_t seq, const struct sockaddr *client,
@@ -165,9 +190,19 @@ int gw_sockdiag_parse(const uint8_t *buf, size_t len, uint32_t seq, const struct
         return GW_SOCKDIAG_ERROR;
     }
     memcpy(&m, payload, sizeof(m));
-    if (m.idiag_family != c.family || m.id.idiag_sport != c.port || m.id.idiag_dport != s.port ||
-        !same_address(m.id.idiag_src, &c) || !same_address(m.id.idiag_dst, &s)) {
+    if (m.idiag_family != AF_INET && m.idiag_family != AF_INET6) {
+        return GW_SOCKDIAG_ERROR;
+    }
+    endpoint src, dst;
+    diag_endpoints(&m, &src, &dst);
+    if (!same_endpoint(&src, &c) || !same_endpoint(&dst, &s)) {
         return GW_SOCKDIAG_ABSENT;  // e.g. a wildcard listener on the client's port
+    }
+    // Only a full socket that a process holds has an owner. A client that wrote its
+    // request and closed is, once we ACK its FIN, a timewait minisocket in substate
+    // FIN_WAIT2 (and before that an orphan): inode 0, uid 0. Found, but not attributable.
+    if (m.idiag_inode == 0) {
+        return GW_SOCKDIAG_ABSENT;
     }
     switch (m.idiag_state) {
         case TCP_ESTABLISHED:
@@ -175,7 +210,7 @@ int gw_sockdiag_parse(const uint8_t *buf, size_t len, uint32_t seq, const struct
         case TCP_FIN_WAIT2:
             *uid = m.idiag_uid;
             return GW_SOCKDIAG_FOUND;
-        default:  // TIME_WAIT and request sockets report uid 0: never take them for root
+        default:  // TIME_WAIT, request sockets, closing: no owner to take
             return GW_SOCKDIAG_ABSENT;
     }
 }

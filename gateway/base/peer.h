@@ -47,9 +47,11 @@ size_t gw_sockdiag_build(uint8_t *buf, size_t cap, uint32_t seq, const struct so
                          const struct sockaddr *server);
 
 // gw_sockdiag_parse reads one datagram |buf| (|len| bytes) received after request |seq|.
-// FOUND only for a socket with exactly the asked 4-tuple in a state a connected client's
-// socket is in (established or half-closed by the client): a listener or a TIME_WAIT
-// entry (whose owner reads as uid 0) that the kernel may return instead is ABSENT.
+// FOUND only for a full socket that a process holds (inode not 0) with exactly the asked
+// 4-tuple, in a state a connected client's socket is in (established or half-closed by
+// the client); a dual-stack client (AF_INET6 socket with IPv4-mapped ends) counts as the
+// IPv4 socket it is. A listener, a TIME_WAIT entry or a FIN_WAIT2 timewait minisocket of
+// a client that already closed (owners read as uid 0), or an orphan, is ABSENT.
 // Malformed input is ERROR; a well-formed reply with another sequence number is OTHER.
 int gw_sockdiag_parse(const uint8_t *buf, size_t len, uint32_t seq, const struct sockaddr *client,
                       const struct sockaddr *server, uint32_t *uid);

@@ -202,6 +202,97 @@ static void request_names_the_client_socket(void **state) {
     assert_int_equal(gw_sockdiag_build(b, 10, 9, (struct sockaddr *)&c4, (struct sockaddr *)&s4), 0);
 }
 
+// Offsets in a reply: the netlink header, then struct inet_diag_msg.
+#define DIAG_AT(field) (NLMSG_HDRLEN + offsetof(struct inet_diag_msg, field))
+
+static void closed_clients_have_no_owner(void **state) {
+    struct sockaddr_in c4 = v4("127.0.0.1", 50388), s4 = v4("127.0.0.1", 39577);
+    // A client that sent its request and closed: once our kernel ACKs its FIN it is a
+    // timewait minisocket in substate FIN_WAIT2, reported with uid 0 and inode 0 (and
+    // before that an orphan in FIN_WAIT1, inode 0). Found, but nobody's: never root.
+    const uint8_t states[] = {TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_ESTABLISHED};
+    for (size_t i = 0; i < sizeof(states); i++) {
+        uint8_t b[sizeof(v4_established)];
+        memcpy(b, v4_established, sizeof(b));
+        b[DIAG_AT(idiag_state)] = states[i];
+        memset(b + DIAG_AT(idiag_uid), 0, 4);
+        memset(b + DIAG_AT(idiag_inode), 0, 4);
+        uint32_t uid = 1;
+        assert_int_equal(parse(b, sizeof(b), 77, &c4, &s4, &uid), GW_SOCKDIAG_ABSENT);
+        assert_int_equal(uid, 1);
+    }
+}
+
+static void dual_stack_clients_are_ipv4(void **state) {
+    // An AF_INET6 socket connected to ::ffff:127.0.0.1 answers the IPv4 lookup, and the
+    // kernel reports it as it keeps it: family AF_INET6 with IPv4-mapped ends.
+    uint8_t b[sizeof(v4_established)];
+    memcpy(b, v4_established, sizeof(b));
+    b[DIAG_AT(idiag_family)] = AF_INET6;
+    uint8_t *src = b + DIAG_AT(id.idiag_src), *dst = b + DIAG_AT(id.idiag_dst);
+    const uint8_t mapped[16] = {[10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1};
+    memcpy(src, mapped, 16);
+    memcpy(dst, mapped, 16);
+    struct sockaddr_in c4 = v4("127.0.0.1", 50388), s4 = v4("127.0.0.1", 39577);
+    uint32_t uid = 1;
+    assert_int_equal(parse(b, sizeof(b), 77, &c4, &s4, &uid), GW_SOCKDIAG_FOUND);
+    assert_int_equal(uid, 65534);
+    // Not the same as a real IPv6 socket of another address.
+    struct sockaddr_in6 c6 = v6("::1", 50388), s6 = v6("::1", 39577);
+    assert_int_equal(parse(b, sizeof(b), 77, &c6, &s6, &uid), GW_SOCKDIAG_ABSENT);
+    // Only one end mapped: not an IPv4 socket, not ours.
+    dst[10] = 0;
+    assert_int_equal(parse(b, sizeof(b), 77, &c4, &s4, &uid), GW_SOCKDIAG_ABSENT);
+    // A family that is neither: malformed.
+    b[DIAG_AT(idiag_family)] = AF_UNIX;
+    assert_int_equal(parse(b, sizeof(b), 77, &c4, &s4, &uid), GW_SOCKDIAG_ERROR);
+}
+
+// A listener on 127.0.0.1, with its address in |*a|.
+static int listen_loopback(struct sockaddr_in *a) {
+    *a = v4("127.0.0.1", 0);
+    socklen_t al = sizeof(*a);
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(l >= 0);
+    assert_int_equal(bind(l, (struct sockaddr *)a, sizeof(*a)), 0);
+    assert_int_equal(listen(l, 4), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)a, &al), 0);
+    return l;
+}
+
+static void live_dual_stack_and_closed_clients(void **state) {
+    gw_sockdiag d;
+    assert_true(gw_sockdiag_open(&d));
+    struct sockaddr_in a;
+    int l = listen_loopback(&a);
+    // A dual-stack client (Java, .NET): AF_INET6 socket to ::ffff:127.0.0.1.
+    int c = socket(AF_INET6, SOCK_STREAM, 0);
+    assert_true(c >= 0);
+    struct sockaddr_in6 to = v6("::ffff:127.0.0.1", ntohs(a.sin_port));
+    assert_int_equal(connect(c, (struct sockaddr *)&to, sizeof(to)), 0);
+    struct sockaddr_storage peer, me;
+    socklen_t pl = sizeof(peer), ml = sizeof(me);
+    int s = accept(l, (struct sockaddr *)&peer, &pl);
+    assert_true(s >= 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&me, &ml), 0);
+    uint32_t uid = GW_CALLER_NONE;
+    assert_int_equal(gw_sockdiag_owner(&d, (struct sockaddr *)&peer, (struct sockaddr *)&me, 100, &uid),
+                     GW_SOCKDIAG_FOUND);
+    assert_int_equal(uid, geteuid());
+    // The client closes: its FIN is ACKed by our kernel at once, and what remains of its
+    // socket belongs to nobody (the FIN_WAIT2 minisocket the kernel reports as uid 0).
+    close(c);
+    char byte;
+    assert_int_equal(recv(s, &byte, 1, 0), 0);  // the FIN has arrived
+    uid = 12345;
+    assert_int_equal(gw_sockdiag_owner(&d, (struct sockaddr *)&peer, (struct sockaddr *)&me, 100, &uid),
+                     GW_SOCKDIAG_ABSENT);
+    assert_int_equal(uid, 12345);
+    close(s);
+    close(l);
+    gw_sockdiag_close(&d);
+}
+
 static void live_lookups(void **state) {
     gw_sockdiag d;
     assert_true(gw_sockdiag_open(&d));
@@ -238,6 +329,9 @@ int main(void) {
         cmocka_unit_test(replies_for_something_else),
         cmocka_unit_test(malformed_replies),
         cmocka_unit_test(request_names_the_client_socket),
+        cmocka_unit_test(closed_clients_have_no_owner),
+        cmocka_unit_test(dual_stack_clients_are_ipv4),
+        cmocka_unit_test(live_dual_stack_and_closed_clients),
         cmocka_unit_test(live_lookups),
         cmocka_unit_test(loopback_peers),
     };
