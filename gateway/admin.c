@@ -1,6 +1,7 @@
 #include "gateway/admin.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "gateway/base/log.h"
 #include "gateway/tunnel/metrics.h"
 #include "gateway/base/netutil.h"
+#include "gateway/base/peer.h"
 #include "gateway/report.h"
 #include "gateway/worker.h"
 
@@ -34,7 +36,8 @@ static struct {
     gw_watcher listen_w, wake_w;
     admin_conn *conns;
     int num_conns;
-} g_admin = {.fd = -1, .wake_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+    gw_sockdiag diag;  // the admin thread's own caller lookups
+} g_admin = {.fd = -1, .wake_fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER, .diag = {.fd = -1}};
 
 static pol_config *current_config(void) {
     pthread_mutex_lock(&g_admin.lock);
@@ -59,15 +62,31 @@ void gw_admin_set_draining(void) {
 // ---- one admin connection ----
 //
 // Non-blocking on the admin thread's own loop: a slow client holds only its own slot,
-// for at most ADMIN_DEADLINE_MS from accept to the last byte of the answer.
+// for at most ADMIN_HEAD_MS from accept to a whole request head and ADMIN_DEADLINE_MS to
+// the last byte of the answer. Nobody can starve the endpoint (and with it the liveness
+// probe that restarts the gateway): each source (a local user, found like a caller, or a
+// remote address) holds at most ADMIN_PER_SOURCE connections, and a new connection that
+// finds no free slot takes the one of the oldest connection still waiting for its
+// request (of its own source first) instead of being refused.
 
 #define ADMIN_MAX_CONNS 32
+#define ADMIN_PER_SOURCE 8
+#define ADMIN_HEAD_MS 2000
 #define ADMIN_DEADLINE_MS 5000
 #define ADMIN_REQUEST_MAX 8192
+
+// Who a connection is from: a local user (uid) when the kernel says, else its address.
+typedef struct {
+    int family;  // AF_INET/AF_INET6: by address; 0: by uid
+    uint8_t addr[16];
+    uint32_t uid;
+} admin_source;
 
 typedef struct admin_conn {
     gw_watcher w;
     gw_timer deadline;
+    admin_source source;
+    uint64_t accepted;  // admin loop time of accept: the oldest idle is evicted first
     char in[ADMIN_REQUEST_MAX];
     size_t in_len;
     char *out;  // the whole response, once the request is complete
@@ -190,6 +209,7 @@ static void on_conn(gw_loop *loop, gw_watcher *w, uint32_t events) {
             if (st == GW_HTTP_NEED_MORE && c->in_len < sizeof(c->in)) {
                 continue;
             }
+            gw_timer_start(g_admin.loop, &c->deadline, ADMIN_DEADLINE_MS);  // the answer's time
             if (st == GW_HTTP_OK) {
                 answer(c, &req);
             } else {
@@ -217,6 +237,74 @@ static void on_deadline(gw_loop *loop, gw_timer *t) {
     conn_close(t->data);
 }
 
+// source_of says who is at the other end of admin connection |fd| from |peer|: the owner
+// of a loopback client's socket (as for callers), else the address.
+static admin_source source_of(int fd, const struct sockaddr *peer) {
+    admin_source src = {0};
+    struct sockaddr_storage me;
+    socklen_t ml = sizeof(me);
+    uint32_t uid;
+    int32_t pid;
+    if (peer->sa_family == AF_UNIX) {
+        if (gw_peer_unix_cred(fd, &uid, &pid)) {
+            src.uid = uid;
+        }
+        return src;
+    }
+    if (gw_peer_is_loopback(peer) && g_admin.diag.fd >= 0 && getsockname(fd, (struct sockaddr *)&me, &ml) == 0 &&
+        gw_sockdiag_owner(&g_admin.diag, peer, (struct sockaddr *)&me, 10, &uid) == GW_SOCKDIAG_FOUND) {
+        src.uid = uid;
+        return src;
+    }
+    if (peer->sa_family == AF_INET6) {
+        src.family = AF_INET6;
+        memcpy(src.addr, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+    } else {
+        src.family = AF_INET;
+        memcpy(src.addr, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+    }
+    return src;
+}
+
+static int same_source(const admin_source *a, const admin_source *b) {
+    return a->family == b->family && a->uid == b->uid && memcmp(a->addr, b->addr, 16) == 0;
+}
+
+// make_room frees a slot for a new connection from |src| if it needs one: over its own
+// share, that source's oldest connection still waiting for a request goes; with every
+// slot taken, the oldest such connection of anyone. Returns 0 when no slot can be had
+// (every connection is busy answering).
+static int make_room(const admin_source *src) {
+    int mine = 0;
+    admin_conn *oldest_mine = NULL, *oldest = NULL;
+    for (admin_conn *c = g_admin.conns; c != NULL; c = c->next) {
+        int idle = c->out == NULL;
+        if (same_source(&c->source, src)) {
+            mine++;
+            if (idle && (oldest_mine == NULL || c->accepted <= oldest_mine->accepted)) {
+                oldest_mine = c;
+            }
+        }
+        if (idle && (oldest == NULL || c->accepted <= oldest->accepted)) {
+            oldest = c;
+        }
+    }
+    if (mine >= ADMIN_PER_SOURCE) {
+        if (oldest_mine == NULL) {
+            return 0;
+        }
+        conn_close(oldest_mine);
+        return 1;
+    }
+    if (g_admin.num_conns >= ADMIN_MAX_CONNS) {
+        if (oldest == NULL) {
+            return 0;
+        }
+        conn_close(oldest);
+    }
+    return 1;
+}
+
 static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage peer;
@@ -228,8 +316,13 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
         pol_config *cfg = current_config();
         int allowed = cfg != NULL && pol_config_admin_allows(cfg, (struct sockaddr *)&peer);
         pol_config_unref(cfg);
-        if (!allowed || g_admin.num_conns >= ADMIN_MAX_CONNS) {
-            close(fd);  // not ours to serve, or every slot taken: a slow client cannot queue more
+        if (!allowed) {
+            close(fd);
+            continue;
+        }
+        admin_source src = source_of(fd, (struct sockaddr *)&peer);
+        if (!make_room(&src)) {
+            close(fd);  // every slot is answering a request: a slow client cannot queue more
             continue;
         }
         admin_conn *c = calloc(1, sizeof(*c));
@@ -237,6 +330,8 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
             close(fd);
             continue;
         }
+        c->source = src;
+        c->accepted = gw_loop_now(g_admin.loop);
         gw_watcher_init(&c->w, fd, on_conn, c);
         gw_timer_init(&c->deadline, on_deadline, c);
         c->next = g_admin.conns;
@@ -245,7 +340,7 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
         }
         g_admin.conns = c;
         g_admin.num_conns++;
-        gw_timer_start(g_admin.loop, &c->deadline, ADMIN_DEADLINE_MS);
+        gw_timer_start(g_admin.loop, &c->deadline, ADMIN_HEAD_MS);  // until the request head is whole
         if (!gw_watcher_set(g_admin.loop, &c->w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
             conn_close(c);
         }
@@ -283,6 +378,9 @@ int gw_admin_start(pol_config *cfg) {
     atomic_store(&g_admin.stop, 0);
     g_admin.loop = gw_loop_new();
     g_admin.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!gw_sockdiag_open(&g_admin.diag)) {
+        g_admin.diag.fd = -1;  // sources by address only
+    }
     if (g_admin.loop == NULL || g_admin.wake_fd < 0) {
         return 0;
     }
@@ -317,6 +415,7 @@ void gw_admin_stop(void) {
         close(g_admin.wake_fd);
         g_admin.wake_fd = -1;
     }
+    gw_sockdiag_close(&g_admin.diag);
     if (g_admin.fd >= 0) {
         close(g_admin.fd);
         g_admin.fd = -1;

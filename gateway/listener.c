@@ -88,7 +88,7 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
             return;
         }
         const pol_config *cfg = wk->host.cfg;
-        gw_client_info client = {(struct sockaddr *)&peer, GW_CALLER_NONE, -1, NULL};
+        gw_client_info client = {(struct sockaddr *)&peer, GW_CALLER_NONE, -1, NULL, 0, 0};
         struct sockaddr_storage orig;
         if (cfg->listeners[l->index].transparent && gw_peer_original_dst(fd, &orig)) {
             client.orig_dst = (struct sockaddr *)&orig;
@@ -116,6 +116,28 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
                    cfg->listeners[l->index].name);
             close(fd);
             continue;
+        }
+        if (client.caller == wk->own_uid) {
+            // The gateway's own uid is never a caller: a connection that comes from the
+            // gateway itself (or another process of its service user) matches no `caller`.
+            client.caller = GW_CALLER_NONE;
+        }
+        // Each caller, or client from elsewhere, gets a share of max_connections: one
+        // cannot take every slot from the others.
+        unsigned share = admission == GW_ERR_NONE ? gw_share_bucket(&client) : 0;
+        if (share != 0) {
+            if (atomic_fetch_add(&gw_share_counts[share - 1], 1) >= cfg->limits.max_connections_per_client) {
+                atomic_fetch_sub(&gw_share_counts[share - 1], 1);
+                if (atomic_load(&gw_rejecting_tunnels) >= REJECT_BUDGET) {
+                    close(fd);
+                    pause_listener(l);
+                    return;
+                }
+                admission = GW_ERR_LIMIT;
+                client.share_full = 1;
+            } else {
+                client.share = share;
+            }
         }
         gw_metrics_accepted(l->index);
         if (!is_unix) {

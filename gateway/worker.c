@@ -167,7 +167,9 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
     gw_timer_init(&w->drain_timer, on_drain_timeout, w);
     gw_timer_init(&w->trim_timer, on_trim, w);
     gw_timer_start(w->host.loop, &w->trim_timer, 1000);
-    // Callers of TCP clients: one netlink socket per worker, checked once.
+    // Callers of TCP clients: one netlink socket per worker, checked once. Workers start
+    // after privileges are dropped: this is the uid our own connections carry.
+    w->own_uid = (uint32_t)geteuid();
     if (!gw_sockdiag_open(&w->diag) || !gw_sockdiag_selftest(&w->diag, (uint32_t)geteuid())) {
         if (w->index == 0) {
             gw_log(GW_LOG_WARN, "caller lookups (NETLINK_SOCK_DIAG) do not work here (%s): TCP clients have no "

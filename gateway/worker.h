@@ -32,6 +32,7 @@ struct gw_worker {
     gw_timer drain_timer;
     gw_timer trim_timer;  // gives idle pool buffers back, once a second
     gw_sockdiag diag;     // asks the kernel who owns a local TCP client's socket (fd -1: cannot)
+    uint32_t own_uid;     // the gateway's effective uid: never a caller (a loop back into it)
 };
 
 // gw_worker_init prepares |w| with |listen_fds| (one per config listener, owned by the

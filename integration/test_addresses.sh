@@ -62,6 +62,14 @@ log=$(grep "proto=http-connect" "$WORK/gw.log" | grep "dest=127.0.0.1:$BACKEND_P
 expect_contains "access log: the mapped destination is logged as IPv4" "action=deny" "$log"
 check "access log: no mapped form in any dest" bash -c "! grep -q 'dest=\[::ffff' '$WORK/gw.log'"
 
+# One reading of an address: what the resolver reads as an address is one for the rules.
+out=$(connect_code "127.0.0.1.:$BACKEND_PORT")
+expect_contains "CONNECT 127.0.0.1. (trailing dot): denied by the 127.0.0.0/8 rule" "HTTP/1.1 403" "$out"
+out=$(connect_code "127.000.000.001:$BACKEND_PORT")
+expect_contains "CONNECT 127.000.000.001 (zero-padded): refused, not taken for a name" "HTTP/1.1 400" "$out"
+expect_contains "... saying why" "ends in a numeric label" "$out"
+expect_eq "SOCKS5 127.0.0.1. as a name: REP 0x02" "rep=2" "$(python3 "$HERE/socks_probe.py" "$GW_PORT" 127.0.0.1. "$BACKEND_PORT")"
+
 # 0.0.0.0 and :: mean this host to Linux: never connected to.
 out=$(connect_code "0.0.0.0:$BACKEND_PORT")
 expect_contains "CONNECT 0.0.0.0: 403" "HTTP/1.1 403" "$out"
@@ -119,6 +127,10 @@ expect_eq "default deny_addresses: name -> 169.254.169.254 refused (0x02)" "rep=
     "$(python3 "$HERE/socks_probe.py" "$GW2_PORT" meta.dc2.test 80)"
 expect_eq "default deny_addresses: literal 169.254.169.254 refused (0x02)" "rep=2" \
     "$(python3 "$HERE/socks_probe.py" "$GW2_PORT" x 0 "05010001a9fea9fe0050")"
+expect_eq "default deny_addresses: name -> 127.0.0.1 (loopback, this host's own services) refused (0x02)" "rep=2" \
+    "$(python3 "$HERE/socks_probe.py" "$GW2_PORT" web.dc2.test "$BACKEND_PORT")"
+expect_eq "default deny_addresses: literal ::1 refused (0x02)" "rep=2" \
+    "$(python3 "$HERE/socks_probe.py" "$GW2_PORT" x 0 "0501000400000000000000000000000000000001$(printf '%04x' "$BACKEND_PORT")")"
 cat > "$WORK/gw3.conf" <<CONF
 listen = ( { name = "proxy"; address = "127.0.0.1:$GW2_PORT"; } );
 deny_addresses = [ ];
@@ -132,9 +144,17 @@ rules = ( { match = "*"; action = "direct";
             upstream = "169.254.169.254:80"; } );
 CONF
 rc=0; out=$("$MTLSGW" check -c "$WORK/gw4.conf" 2>&1) || rc=$?
-expect_eq "upstream inside the default list: check exits 1" "1" "$rc"
-expect_contains "upstream inside the default list: file:line and why" \
-    "$WORK/gw4.conf:2: upstream: 169.254.169.254 is in deny_addresses (169.254.0.0/16)" "$out"
+expect_eq "an upstream literal inside the default list: the operator's own choice, accepted" "0" "$rc"
+cat > "$WORK/gw5.conf" <<CONF
+listen = ( { name = "proxy"; address = "127.0.0.1:$GW2_PORT"; } );
+deny_addresses = [ "169.254.0.0/16" ];
+rules = ( { match = "*"; action = "direct";
+            upstream = "169.254.169.254:80"; } );
+CONF
+rc=0; out=$("$MTLSGW" check -c "$WORK/gw5.conf" 2>&1) || rc=$?
+expect_eq "an upstream literal inside a list the operator wrote: check exits 1" "1" "$rc"
+expect_contains "... with file:line and why" \
+    "$WORK/gw5.conf:3: upstream: 169.254.169.254 is in deny_addresses (169.254.0.0/16)" "$out"
 
 check "gateway still running" gw_alive
 finish

@@ -41,6 +41,7 @@ admin = { address = "127.0.0.1:$ADMIN_PORT"; };
 resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
 auth = { users_file = "$WORK/users"; };
 rules = ( { match = "*"; action = "direct"; } );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1 || true)
 expect_contains "check: the legacy sha256 line is a warning that says how to upgrade" \
@@ -87,6 +88,7 @@ resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
 auth = { users_file = "$WORK/users"; };
 allow = [ "10.0.0.0/8" ];
 rules = ( { match = "*"; action = "direct"; } );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 "$MTLSGW" run -c "$WORK/out.conf" >> "$WORK/gw-out.log" 2>&1 &
 OUT_PID=$!; PIDS+=($OUT_PID); GW_PIDS+=($OUT_PID)

@@ -31,10 +31,18 @@ done
 usermod -aG "$G_SOCK" "$U_ORD"
 usermod -aG "$G_OPS,$G_SOCK" "$U_CAR"  # supplementary only: the primary group is its own
 UID_ORD=$(id -u "$U_ORD"); UID_BIL=$(id -u "$U_BIL"); UID_CAR=$(id -u "$U_CAR"); UID_NOB=$(id -u "$U_NOB")
+# The gateway runs as a service user of its own: caller rules need `user` when it is
+# started as root (root's clients are then a caller like any other, and the gateway's own
+# uid never is). It reads the test PKI as that user.
+GW_USER=${TAG}gw
+useradd --no-create-home --shell /usr/sbin/nologin --user-group "$GW_USER"; UNDO=("userdel $GW_USER" "${UNDO[@]}")
+usermod -aG "$G_SOCK" "$GW_USER"
+chmod 0711 "$WORK"; chown -R "$GW_USER" "$PKI"
 echo "# users: $U_ORD=$UID_ORD $U_BIL=$UID_BIL $U_CAR=$UID_CAR (in $G_OPS) $U_NOB=$UID_NOB"
 
 # The socket's folder must be reachable by the test users ($WORK is root's, mode 0700).
 SOCKDIR=$(mktemp -d /tmp/mtlsgw-sock.XXXXXX); chmod 0755 "$SOCKDIR"; UNDO+=("rm -rf $SOCKDIR")
+chown "$GW_USER" "$SOCKDIR"  # so that the gateway can remove its socket on exit
 SOCK=$SOCKDIR/proxy.sock
 # A stale socket from an earlier run (bound, never unlinked): the gateway replaces it.
 python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])" "$SOCK"
@@ -57,6 +65,7 @@ LAN_PORT=$(free_port)
 GW_PORT=$(free_port)
 cat > "$WORK/gw.conf" <<CONF
 workers = 2;
+user = "$GW_USER";
 listen = (
   { name = "proxy"; address = "127.0.0.1:$GW_PORT"; },
   { name = "local"; address = "unix:$SOCK"; mode = "0660"; group = "$G_SOCK"; },
@@ -77,6 +86,7 @@ rules = (
   { match = "open.dc2.test:80"; identity = "billing"; upstream = "127.0.0.1:$NGX_HTTPS"; server_name = "orders.dc2.test"; },
   { match = "*"; action = "deny"; }
 );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1) || true
 expect_contains "config with caller rules and a UNIX listener: check OK" "configuration OK" "$out"
@@ -177,6 +187,41 @@ expect_eq "a user outside the socket's group cannot connect to it" "EACCES" "$ou
 out=$(socks_as "$U_ORD" "$SOCK" orders.dc2.test 0 http-unix)
 expect_contains "http_proxy request over the UNIX socket as $U_ORD: its own certificate" "dn=CN=orders-svc,O=mtlsgw-test" "$out"
 
+# ---- a client that closed is nobody, never root ----
+# A client writes its request and closes while the gateway is stopped: once the kernel ACKs
+# its FIN, its socket is a FIN_WAIT2 timewait entry that the kernel reports as uid 0. The
+# gateway must not take that for root (rule uid:0 -> ops): such a loopback client has no
+# caller and is closed unanswered. Sent as $U_NOB, with the gateway running as $GW_USER.
+RACE_PY='
+import socket, sys
+for i in range(int(sys.argv[2])):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"GET http://orders.dc2.test/race-%d HTTP/1.1\r\nHost: orders.dc2.test\r\nConnection: close\r\n\r\n" % i)
+    s.close()
+'
+cp "$WORK/backend.log" "$WORK/backend.log.before"
+kill -STOP "$GW_PID"
+as_user "$U_NOB" /usr/bin/python3 -c "$RACE_PY" "$GW_PORT" 20
+sleep 0.5   # the FINs are ACKed by the kernel while the gateway cannot accept
+fw2=$(ss -tn state fin-wait-2 "( dport = :$GW_PORT )" | grep -c ":$GW_PORT" || true)
+echo "# closed clients' sockets in FIN_WAIT2 while the gateway was stopped: $fw2"
+kill -CONT "$GW_PID"
+sleep 1.5
+expect_eq "no request of a closed client was served as root (ops's certificate)" "0" \
+    "$(diff "$WORK/backend.log.before" "$WORK/backend.log" | grep "race-" | grep -c "CN=ops" || true)"
+echo "# requests of closed clients that reached nginx at all: $(diff "$WORK/backend.log.before" "$WORK/backend.log" | grep -c "race-" || true)"
+out=$(get_as "$U_ORD" after-race)
+expect_eq "the gateway still serves after the race" "CN=orders-svc,O=mtlsgw-test" "$(dn_of <<< "$out")"
+
+# ---- the gateway's own uid is never a caller ----
+# A process of the gateway's service user (as a loop back into the gateway would be) gets
+# no caller: rules with `caller` do not match it.
+h=$(as_user "$GW_USER" env http_proxy="http://127.0.0.1:$GW_PORT" curl -s -m 10 -o /dev/null -w '%{http_code}' \
+    http://orders.dc2.test/as-gateway-user || true)
+expect_eq "the gateway's own uid matches no caller rule: 403" "403" "$h"
+sleep 0.3
+expect_contains "... logged with no caller" "caller=- " "$(grep 'dest=orders.dc2.test:80' "$WORK/gw.log" | grep 'result=denied' | tail -1)"
+
 # ---- seen everywhere ----
 sleep 0.3
 log=$(cat "$WORK/gw.log")
@@ -225,6 +270,9 @@ sed "s/\"uid:$UID_BIL\"/\"uid:-5\"/" "$WORK/gw.conf" > "$WORK/bad3.conf"
 expect_check_error "bad uid: what is expected" "$WORK/bad3.conf" "rules[1].caller: expected uid:N with a number N, found \"uid:-5\""
 sed "s/\"uid:$UID_BIL\"/\"login:bob\"/" "$WORK/gw.conf" > "$WORK/bad4.conf"
 expect_check_error "unknown caller kind: what is expected" "$WORK/bad4.conf" "expected \"user:NAME\", \"uid:N\", \"group:NAME\" or \"gid:N\", found \"login:bob\""
+sed '/^user = /d' "$WORK/gw.conf" > "$WORK/bad-nouser.conf"
+expect_check_error "caller rules in a gateway started as root without user: a file:line error" "$WORK/bad-nouser.conf" \
+    "rules[0].caller: caller rules need \`user\` when the gateway is started as root"
 echo "not a socket" > "$SOCKDIR/file"
 sed "s#unix:$SOCK#unix:$SOCKDIR/file#" "$WORK/gw.conf" > "$WORK/bad5.conf"
 expect_check_error "a non-socket at a UNIX listener's path: a config error" "$WORK/bad5.conf" "listen[1].address: $SOCKDIR/file is a regular file"
@@ -245,12 +293,8 @@ stop_gateways
 check "the UNIX socket is removed on exit" test ! -e "$SOCK"
 
 # ---- privileges dropped after the socket is made ----
-GW_USER=${TAG}gw
-useradd --no-create-home --shell /usr/sbin/nologin --user-group "$GW_USER"; UNDO=("userdel $GW_USER" "${UNDO[@]}")
-usermod -aG "$G_SOCK" "$GW_USER"
 mkdir -p "$SOCKDIR/keys"; cp "$PKI"/orders-svc.{crt,key} "$PKI/server-trust.crt" "$SOCKDIR/keys/"
 chown -R "$GW_USER" "$SOCKDIR/keys"; chmod 700 "$SOCKDIR/keys"
-chown "$GW_USER" "$SOCKDIR"  # so that it can remove its socket on exit
 GW_PORT=$(free_port)
 cat > "$WORK/gw-drop.conf" <<CONF
 user = "$GW_USER";
@@ -260,6 +304,7 @@ resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
 identities = ( { name = "orders"; certificate = "$SOCKDIR/keys/orders-svc.crt"; key = "$SOCKDIR/keys/orders-svc.key";
                  trust = "$SOCKDIR/keys/server-trust.crt"; } );
 rules = ( { match = "orders.dc2.test:80"; caller = "user:$U_ORD"; identity = "orders"; upstream_port = $NGX_HTTPS; } );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 GW_PIDS=()
 start_gw "$WORK/gw-drop.conf"

@@ -41,6 +41,7 @@ rules = (
   { match = "orders.dc2.test:80"; identity = "ops"; upstream_port = $NGX_HTTPS; },
   { match = "redis.dc2.test:6379"; identity = "ops"; upstream_port = $NGX_REDIS; }
 );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 chown -R 10001:10001 "$CONF"; chmod 700 "$CONF/ids"; chmod 600 "$CONF/ids/ops.key"
 CID=$("${PODMAN[@]}" run -d --network host -v "$CONF:/etc/mtlsgw:ro" "$IMAGE")

@@ -22,6 +22,7 @@ workers = 1;
 listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
 resolver = { servers = [ "127.0.0.1:53" ]; timeout_ms = 300; tries = 1; };
 rules = ( { match = "10.0.0.0/8"; action = "direct"; } );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 ip netns exec "$NS" "$MTLSGW" run -c "$WORK/gw-ns.conf" >> "$WORK/gw-ns.log" 2>&1 &
 GW_PID=$!
@@ -70,6 +71,7 @@ workers = 1;
 listen = ( { name = "proxy"; address = "127.0.0.1:$GW2_PORT"; } );
 rules = ( { match = "127.0.0.1:$BACKEND_PORT"; action = "direct"; } );
 limits = { handshake_timeout_ms = 60000; };
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 ( ulimit -n 32; exec "$MTLSGW" run -c "$WORK/gw-fd.conf" >> "$WORK/gw-fd.log" 2>&1 ) &
 GW2_PID=$!

@@ -74,6 +74,7 @@ rules = (
   { match = "secret.dc2.test"; action = "deny"; }
 );
 limits = { header_max = 4096; drain_timeout_s = 60; };
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 start_gw "$WORK/gw.conf"
 wait_port "$FWD_PORT" "$GW_PID"

@@ -26,6 +26,7 @@ rules = (
   { match = "enc.test"; identity = "enc"; upstream = "127.0.0.1:$NGX_HTTPS"; server_name = "orders.dc2.test"; },
   { match = "p12.test"; identity = "p12"; upstream = "127.0.0.1:$NGX_HTTPS"; server_name = "orders.dc2.test"; }
 );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1)
 expect_contains "check accepts encrypted PEM and PKCS#12 identities" "configuration OK" "$out"

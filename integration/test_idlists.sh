@@ -70,6 +70,7 @@ rules = (
     server_uri = "spiffe://dc2.test/ns/prod/sa/billing"; },
   { match = "*"; action = "deny"; }
 );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1) || true
 expect_contains "identity lists and server_uri: check OK" "configuration OK" "$out"

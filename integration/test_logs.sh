@@ -17,6 +17,7 @@ resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
 identities = ( { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; } );
 rules = ( { match = "orders.dc2.test:80"; identity = "ops"; upstream_port = $NGX_HTTPS; } );
 log = { level = "warn"; format = "json"; access = "$WORK/access.json"; };
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 start_gw "$WORK/gw.conf"
 

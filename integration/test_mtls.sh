@@ -48,6 +48,7 @@ rules = (
   { match = "orders.dc2.test:1013"; identity = "ops"; upstream = "127.0.0.1:$S13"; },
   { match = "*"; action = "deny"; }
 );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 start_gw "$WORK/gw.conf"
 

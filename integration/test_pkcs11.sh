@@ -108,6 +108,7 @@ rules = (
 );
 limits = { key_timeout_ms = 1500; handshake_timeout_ms = 8000; };
 admin = { address = "127.0.0.1:$ADMIN_PORT"; };
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 }
 write_conf "$WORK/gw.conf"

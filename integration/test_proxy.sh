@@ -77,6 +77,7 @@ rules = (
   { match = "secret.dc1.test"; action = "deny"; }
 );
 limits = { connect_timeout_ms = 500; handshake_timeout_ms = 2000; header_max = 4096; };
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 start_gw "$WORK/gw.conf"
 

@@ -22,6 +22,7 @@ rules = (
   { match = "a.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_TLS12"; server_name = "orders.dc2.test"; },
   { match = "b.test"; identity = "billing"; upstream = "127.0.0.1:$NGX_TLS12"; server_name = "orders.dc2.test"; }
 );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 start_gw "$WORK/gw.conf"
 

@@ -23,6 +23,7 @@ identities = ( { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key
 rules = ( { match = "orders.dc2.test:80"; identity = "ops"; upstream_port = $NGX_HTTPS; } );
 admin = { address = "127.0.0.1:$ADMIN_PORT"; };
 log = { access = "$WORK/access.log"; };
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 start_gw "$WORK/gw.conf"
 metric() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }

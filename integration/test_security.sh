@@ -69,6 +69,7 @@ rules = (
 );
 auth = { users_file = "$WORK/users"; };
 limits = { handshake_timeout_ms = 3000; idle_timeout_s = 60; };
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 # The users file is checked like a key: readable by others is reported, a bad line is an
 # error with its file:line, and `check` says so before the gateway ever runs.
@@ -312,6 +313,7 @@ rules = (
   { match = "127.0.0.1:$S_UNTRUSTED"; identity = "ops"; server_name = "orders.dc2.test"; },
   { match = "127.0.0.1:$S_TRUSTED"; identity = "ops"; server_name = "orders.dc2.test"; }
 );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 "$MTLSGW" run -c "$WORK/gw4.conf" >> "$WORK/gw4.log" 2>&1 &
 GW4_PID=$!; PIDS+=($GW4_PID); GW_PIDS+=($GW4_PID)
@@ -338,6 +340,7 @@ cat > "$WORK/gw5.conf" <<CONF
 workers = 1;
 listen = ( { name = "proxy"; address = "0.0.0.0:$GW5_PORT"; } );
 rules = ( { match = "*"; action = "direct"; } );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 ip netns exec "$NS" "$MTLSGW" run -c "$WORK/gw5.conf" >> "$WORK/gw5.log" 2>&1 &
 GW5_PID=$!; PIDS+=($GW5_PID); GW_PIDS+=($GW5_PID)
@@ -363,6 +366,7 @@ listen = ( { name = "proxy"; address = "127.0.0.1:$GW6_PORT"; } );
 resolver = { servers = [ "127.0.0.1:$DNS_PORT" ]; };
 identities = ( { name = "ops"; certificate = "ops.crt"; key = "ops.key"; trust = "server-trust.crt"; } );
 rules = ( { match = "orders.dc2.test:80"; identity = "ops"; upstream_port = $NGX_HTTPS; } );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 chown -R nobody "$WORK/nobody"; chmod 600 "$WORK/nobody/ops.key"; chmod 711 "$WORK"
 "$MTLSGW" run -c "$WORK/nobody/gw.conf" >> "$WORK/gw6.log" 2>&1 &

@@ -58,11 +58,13 @@ allow = [ "127.0.0.0/8", "::1/128", "203.0.113.0/24", "2001:db8::/64" ];
 deny_addresses = [ "203.0.113.20/32", "169.254.0.0/16", "fe80::/10" ];
 limits = { handshake_timeout_ms = 1500; };
 rules = (
+  { match = "203.0.113.30"; action = "deny"; },
   { match = "203.0.113.10:6379"; identity = "ops"; upstream_port = $NGX_REDIS; server_name = "redis.dc2.test"; },
   { match = "[2001:db8::10]:6379"; identity = "ops"; upstream_port = $NGX_REDIS; server_name = "redis.dc2.test"; },
   { match = "orders.dc2.test:80"; identity = "ops"; upstream_port = $NGX_HTTPS; },
   { match = "billing.dc2.test:80"; identity = "billing"; upstream_port = $NGX_HTTPS; server_name = "orders.dc2.test"; },
   { match = "203.0.113.20:6379"; identity = "ops"; },
+  { match = "203.0.113.10:80"; identity = "ops"; upstream_port = $NGX_HTTPS; server_name = "orders.dc2.test"; },
   { match = "*"; action = "deny"; }
 );
 CONF
@@ -73,7 +75,7 @@ expect_contains "transparent listeners with sniff and upstream_mark: check OK" "
 start_gw "$WORK/gw.conf"
 
 # ---- clients with no proxy configuration ----
-out=$(redis-cli -h 203.0.113.10 -p 6379 PING 2>&1)
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups redis-cli -h 203.0.113.10 -p 6379 PING 2>&1)
 expect_eq "redis-cli -h 203.0.113.10 (no proxy settings): PONG over mTLS" "PONG" "$out"
 sleep 0.3
 expect_contains "nginx stream saw our client certificate" 'dn="CN=ops,O=mtlsgw-test"' "$(cat "$WORK/nginx/logs/stream.log")"
@@ -89,11 +91,23 @@ log=$(cat "$WORK/gw.log")
 expect_contains "access log: proto=transparent with the original destination" \
     "proto=transparent dest=203.0.113.10:6379" "$(grep 'listener=redirect ' <<< "$log" | head -1)"
 expect_contains "access log: a redirected local client's caller (looked up by its original destination)" \
-    "caller=0 listener=redirect" "$(grep 'listener=redirect ' <<< "$log" | head -1)"
+    "caller=65534 listener=redirect" "$(grep 'listener=redirect ' <<< "$log" | head -1)"
 expect_contains "access log: a sniffed Host is the destination" "dest=orders.dc2.test:80" \
     "$(grep 'proto=transparent' <<< "$log" | grep 'orders.dc2.test' | head -1)"
 expect_contains "... connected to the original address (upstream_port applied)" "upstream=203.0.113.10:$NGX_HTTPS" \
     "$(grep 'proto=transparent' <<< "$log" | grep 'dest=orders.dc2.test' | head -1)"
+
+# ---- a sniffed Host cannot lift a rule the original address meets: both decide ----
+rc=0; curl -s -m 10 --resolve orders.dc2.test:80:203.0.113.30 http://orders.dc2.test/lift > /dev/null 2>&1 || rc=$?
+expect_eq "Host of an allowed name sent to a denied address: reset (curl exit 56)" "56" "$rc"
+rc=0; curl -s -m 10 --resolve evil.dc2.test:80:203.0.113.10 http://evil.dc2.test/other > /dev/null 2>&1 || rc=$?
+expect_eq "Host of a denied name sent to an allowed address: reset (curl exit 56)" "56" "$rc"
+sleep 0.3
+expect_contains "... logged: the address rule decided, the sniffed name could not lift it" \
+    'the original destination 203.0.113.30:80 is denied by rule' "$(grep 'dest=orders.dc2.test:80' "$WORK/gw.log" | grep 'result=denied' | tail -1)"
+expect_contains "... the name's own deny rule decided the other" 'evil.dc2.test:80 denied by rule' \
+    "$(grep 'dest=evil.dc2.test:80' "$WORK/gw.log" | tail -1)"
+check "... and nothing reached nginx for either" bash -c "! grep -qE '/lift |/other ' '$WORK/backend.log'"
 
 # ---- refusals reset the client, and the log says why ----
 set +e

@@ -67,6 +67,7 @@ rules = (
   { match = "127.0.0.1:$S_BADIP"; identity = "ops-p12"; server_name = "other.dc2.test"; },
   { match = "127.0.0.1:$S_MANY"; identity = "ops-p12"; server_name = "$LONG_NAME"; }
 );
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 
 # ---- what check and identity check tell the operator ----

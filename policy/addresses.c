@@ -4,7 +4,9 @@
 #include "policy/config.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gateway/proto/http.h"
@@ -87,7 +89,7 @@ int pol_config_admin_allows(const pol_config *cfg, const struct sockaddr *sa) {
     return list_allows(cfg->admin_allow, cfg->num_admin_allow, sa);
 }
 
-const pol_cidr *pol_config_denied_address(const pol_config *cfg, int family, const uint8_t *addr) {
+const pol_cidr *pol_config_denied_address(const pol_config *cfg, const pol_rule *r, int family, const uint8_t *addr) {
     static const pol_cidr unspecified[] = {{AF_INET, {0}, 32, "0.0.0.0"}, {AF_INET6, {0}, 128, "::"}};
     uint8_t a[16];
     family = unmap(family, addr, a);
@@ -96,10 +98,100 @@ const pol_cidr *pol_config_denied_address(const pol_config *cfg, int family, con
             return &unspecified[i];  // Linux connects it to this host: never, whatever the list says
         }
     }
+    if (r != NULL && r->upstream_is_literal && !cfg->deny_addresses_written) {
+        return NULL;
+    }
     for (size_t i = 0; i < cfg->num_deny_addresses; i++) {
         if (cidr_contains(&cfg->deny_addresses[i], family, a)) {
             return &cfg->deny_addresses[i];
         }
     }
     return NULL;
+}
+
+// sockaddr_parts reads the family (IPv4-mapped as IPv4), address and port of |sa|.
+static int sockaddr_parts(const struct sockaddr *sa, uint8_t out[16], uint16_t *port) {
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+        *port = ntohs(s4->sin_port);
+        return unmap(AF_INET, (const uint8_t *)&s4->sin_addr, out);
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        *port = ntohs(s6->sin6_port);
+        return unmap(AF_INET6, (const uint8_t *)&s6->sin6_addr, out);
+    }
+    return 0;
+}
+
+static int is_this_host(const pol_config *cfg, int family, const uint8_t *a) {
+    static const uint8_t v6_loopback[16] = {[15] = 1};
+    if ((family == AF_INET && a[0] == 127) || (family == AF_INET6 && memcmp(a, v6_loopback, 16) == 0)) {
+        return 1;
+    }
+    for (size_t i = 0; i < cfg->num_local_addresses; i++) {
+        if (cidr_contains(&cfg->local_addresses[i], family, a)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+// listens_at says whether a socket bound to |bound| accepts connections to |a|:|port|.
+static int listens_at(const pol_config *cfg, const struct sockaddr *bound, int family, const uint8_t *a,
+                      uint16_t port) {
+    uint8_t b[16];
+    uint16_t bport;
+    int bfamily = sockaddr_parts(bound, b, &bport);
+    if (bfamily == 0 || bport != port) {
+        return 0;
+    }
+    static const uint8_t any[16] = {0};
+    if (memcmp(b, any, bfamily == AF_INET ? 4 : 16) == 0) {
+        return is_this_host(cfg, family, a);  // a wildcard listener: every address of the host
+    }
+    return bfamily == family && memcmp(b, a, family == AF_INET ? 4 : 16) == 0;
+}
+
+const char *pol_config_own_address(const pol_config *cfg, int family, const uint8_t *addr, uint16_t port) {
+    uint8_t a[16];
+    family = unmap(family, addr, a);
+    for (size_t i = 0; i < cfg->num_listeners; i++) {
+        const pol_listener *l = &cfg->listeners[i];
+        if (l->unix_path == NULL && listens_at(cfg, (const struct sockaddr *)&l->addr, family, a, port)) {
+            return l->name;
+        }
+    }
+    if (cfg->admin_address_text != NULL && cfg->admin_addr.ss_family != AF_UNIX &&
+        listens_at(cfg, (const struct sockaddr *)&cfg->admin_addr, family, a, port)) {
+        return "admin";
+    }
+    return NULL;
+}
+
+int pol_config_load_local_addresses(pol_config *cfg) {
+    struct ifaddrs *list;
+    if (getifaddrs(&list) != 0) {
+        return 0;
+    }
+    size_t n = 0;
+    for (struct ifaddrs *i = list; i != NULL; i = i->ifa_next) {
+        n += i->ifa_addr != NULL && (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6);
+    }
+    cfg->local_addresses = calloc(n + 1, sizeof(*cfg->local_addresses));
+    if (cfg->local_addresses == NULL) {
+        freeifaddrs(list);
+        return 0;
+    }
+    for (struct ifaddrs *i = list; i != NULL; i = i->ifa_next) {
+        uint16_t port;
+        if (i->ifa_addr == NULL || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6)) {
+            continue;
+        }
+        pol_cidr *c = &cfg->local_addresses[cfg->num_local_addresses++];
+        c->family = sockaddr_parts(i->ifa_addr, c->addr, &port);
+        c->prefix_len = c->family == AF_INET ? 32 : 128;
+    }
+    freeifaddrs(list);
+    return 1;
 }

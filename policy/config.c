@@ -488,6 +488,7 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     cfg->limits.drain_timeout_s = 30;
     cfg->limits.session_cache_size = 8192;
     cfg->limits.key_timeout_ms = 5000;
+    cfg->limits.max_connections_per_client = 0;  // 0: a quarter of max_connections
     int bad = 0;
     const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "limits", 1, &bad);
     if (g == NULL) {
@@ -495,7 +496,7 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     }
     static const char *const known[] = {"max_connections", "connect_timeout_ms", "handshake_timeout_ms",
                                         "confirm_ms", "idle_timeout_s", "header_max", "drain_timeout_s",
-                                        "session_cache_size", "key_timeout_ms", NULL};
+                                        "session_cache_size", "key_timeout_ms", "max_connections_per_client", NULL};
     pol_ld_check_members(ld, g, "limits", known);
     pol_ld_get_int(ld, g, "limits", "max_connections", 1, 10000000, &cfg->limits.max_connections);
     pol_ld_get_int(ld, g, "limits", "connect_timeout_ms", 10, 600000, &cfg->limits.connect_timeout_ms);
@@ -506,6 +507,7 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     pol_ld_get_int(ld, g, "limits", "drain_timeout_s", 0, 86400, &cfg->limits.drain_timeout_s);
     pol_ld_get_int(ld, g, "limits", "session_cache_size", 1, 1000000, &cfg->limits.session_cache_size);
     pol_ld_get_int(ld, g, "limits", "key_timeout_ms", 10, 600000, &cfg->limits.key_timeout_ms);
+    pol_ld_get_int(ld, g, "limits", "max_connections_per_client", 0, 10000000, &cfg->limits.max_connections_per_client);
 }
 
 static void load_allow(loader *ld, const config_setting_t *root) {
@@ -514,21 +516,46 @@ static void load_allow(loader *ld, const config_setting_t *root) {
 }
 
 // load_deny_addresses: addresses never connected to, whatever name or rule led there.
-// An upstream literal inside the list could never be reached: a config error.
+// The default fences this host (loopback, where its own services and the gateway listen),
+// the unspecified addresses and link-local (cloud metadata). An IP literal `upstream` is
+// the operator's own choice and passes the default list; inside a list the operator
+// wrote, it could never be reached: a config error.
 static void load_deny_addresses(loader *ld, const config_setting_t *root) {
-    static const char *const fenced[] = {"0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10"};
+    static const char *const fenced[] = {"0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10", "127.0.0.0/8", "::1/128"};
     pol_config *cfg = ld->cfg;
-    pol_ld_cidr_list(ld, root, "deny_addresses", fenced, 4, &cfg->deny_addresses, &cfg->num_deny_addresses);
+    pol_ld_cidr_list(ld, root, "deny_addresses", fenced, 6, &cfg->deny_addresses, &cfg->num_deny_addresses);
+    cfg->deny_addresses_written = config_setting_get_member(root, "deny_addresses") != NULL;
     for (size_t i = 0; i < cfg->num_rules; i++) {
-        const pol_rule *r = &cfg->rules[i];
+        pol_rule *r = &cfg->rules[i];
         pol_dest d;
         if (r->upstream_host == NULL || !pol_dest_init(&d, r->upstream_host, 1) || d.family == 0) {
             continue;
         }
-        const pol_cidr *c = pol_config_denied_address(cfg, d.family, d.addr);
+        r->upstream_is_literal = 1;
+        const pol_cidr *c = pol_config_denied_address(cfg, r, d.family, d.addr);
         if (c != NULL) {
             pol_errors_add(ld->errs, "%s: upstream: %s is in deny_addresses (%s): the gateway never connects there",
                            r->where, r->upstream_host, c->text);
+        }
+    }
+}
+
+// check_callers_need_user: a gateway running as root would see its own connections (a
+// loop through a rule) and root's alike as uid 0, and it never takes its own uid for a
+// caller; caller rules then need `user`, so that root is a caller like any other.
+static void check_callers_need_user(loader *ld) {
+    pol_config *cfg = ld->cfg;
+    if (!cfg->callers_in_rules || cfg->user != NULL || geteuid() != 0) {
+        return;
+    }
+    for (size_t i = 0; i < cfg->num_rules; i++) {
+        if (cfg->rules[i].callers != NULL) {
+            pol_errors_add(ld->errs,
+                           "%s: rules[%zu].caller: caller rules need `user` when the gateway is started as root (it never "
+                           "takes its own uid for a caller, and would run as uid 0): add user = \"mtlsgw\"; or "
+                           "another service user",
+                           cfg->rules[i].where, i);
+            return;
         }
     }
 }
@@ -630,10 +657,13 @@ static void load_auth(loader *ld, const config_setting_t *root) {
                 "%s has no users: nobody could use the proxy", cfg->users_file);
     }
     struct stat st;
+    char msg[PATH_MAX * 2 + 300];
     if (cfg->users != NULL && stat(cfg->users_file, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
         pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
                 "warning: %s has mode %04o: readable by others; chmod 600 it", cfg->users_file,
                 (unsigned)(st.st_mode & 07777));
+    } else if (cfg->users != NULL && pol_file_writable_problem("users file", cfg->users_file, msg, sizeof(msg))) {
+        pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file", "warning: %s", msg);
     }
 }
 
@@ -691,10 +721,17 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     load_identities(&ld, root);
     load_rules(&ld, root, pol_errors_count_fatal(errs) != before_ids);
     load_limits(&ld, root);
+    if (cfg->limits.max_connections_per_client == 0) {
+        cfg->limits.max_connections_per_client = (cfg->limits.max_connections + 3) / 4;
+    }
     load_allow(&ld, root);
     load_deny_addresses(&ld, root);
+    check_callers_need_user(&ld);
     load_log(&ld, root);
     load_admin(&ld, root);
+    if (!pol_config_load_local_addresses(cfg)) {
+        pol_errors_add(errs, "%s:0: cannot list this host's addresses (getifaddrs: %m)", path);
+    }
     load_auth(&ld, root);
     const config_setting_t *mark = config_setting_get_member(root, "upstream_mark");
     if (mark != NULL) {
@@ -707,6 +744,10 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
         }
     }
     config_destroy(&lc);
+    char msg[PATH_MAX * 2 + 300];
+    if (pol_file_writable_problem("config file", path, msg, sizeof(msg))) {
+        pol_errors_add(errs, "%s:1: warning: %s", path, msg);
+    }
     if (pol_errors_count_fatal(errs) != before) {
         pol_config_unref(cfg);
         return NULL;
@@ -759,6 +800,7 @@ void pol_config_unref(pol_config *cfg) {
         free(cfg->deny_addresses[i].text);
     }
     free(cfg->deny_addresses);
+    free(cfg->local_addresses);
     for (size_t i = 0; i < cfg->num_admin_allow; i++) {
         free(cfg->admin_allow[i].text);
     }

@@ -41,6 +41,7 @@ typedef struct {
     char *server_name;       // NULL: the host connected to
     pol_callers *callers;    // `caller`: who may use the rule; NULL: everyone
     char *where;             // "file:line" of the rule
+    int upstream_is_literal; // upstream_host is an IP address the operator wrote
 } pol_rule;
 
 typedef struct {
@@ -96,12 +97,16 @@ typedef struct pol_config {
             header_max, drain_timeout_s;
         int session_cache_size;  // TLS sessions cached in all (least recently used keys go first)
         int key_timeout_ms;      // a token's signature (PKCS#11 keys): how long a handshake waits for it
+        int max_connections_per_client;  // one caller (uid) or remote address: its share of max_connections
     } limits;
     pol_cidr *allow;
     size_t num_allow;
     uint32_t upstream_mark;    // SO_MARK on every upstream socket; 0: none
     pol_cidr *deny_addresses;  // never connected to, after DNS (DESIGN: deny_addresses)
     size_t num_deny_addresses;
+    int deny_addresses_written;  // the list is the operator's, not the default one
+    pol_cidr *local_addresses;   // this host's interface addresses at load (wildcard listeners)
+    size_t num_local_addresses;
     char *users_file;
     struct pol_users *users;  // auth.users_file loaded; NULL: no proxy authentication
     char *admin_address_text;
@@ -146,10 +151,23 @@ int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa);
 int pol_config_admin_allows(const pol_config *cfg, const struct sockaddr *sa);
 
 // pol_config_denied_address says whether the gateway must not connect to |addr| (of
-// |family|; IPv4-mapped IPv6 counts as IPv4): the entry of deny_addresses that covers it,
-// or a static entry for 0.0.0.0 and ::, which are refused even when the list is empty.
-// NULL: allowed.
-const pol_cidr *pol_config_denied_address(const pol_config *cfg, int family, const uint8_t *addr);
+// |family|; IPv4-mapped IPv6 counts as IPv4) for rule |r| (NULL: any): the entry of
+// deny_addresses that covers it, or a static entry for 0.0.0.0 and ::, which are refused
+// even when the list is empty. An IP literal `upstream` of |r| is the operator's own
+// choice: the default list does not apply to it (a list the operator wrote does, and the
+// loader refuses an upstream inside it). NULL: allowed.
+const pol_cidr *pol_config_denied_address(const pol_config *cfg, const pol_rule *r, int family, const uint8_t *addr);
+
+// pol_config_own_address says whether |addr|:|port| is where this gateway itself listens:
+// a TCP listener or the admin endpoint, a wildcard one at any loopback or interface
+// address of the host. Returns that listener's name ("admin" for the admin endpoint), or
+// NULL. The gateway never connects there, whatever the lists say: a loop would make the
+// inner connection's caller the gateway's own uid.
+const char *pol_config_own_address(const pol_config *cfg, int family, const uint8_t *addr, uint16_t port);
+
+// pol_config_load_local_addresses fills |cfg|'s local_addresses with this host's interface
+// addresses (getifaddrs). Returns 0 on failure.
+int pol_config_load_local_addresses(pol_config *cfg);
 
 // pol_config_resolver_equal says whether |a| and |b| have the same resolver settings.
 int pol_config_resolver_equal(const pol_config *a, const pol_config *b);

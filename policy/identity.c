@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -838,6 +839,47 @@ static int mode_problem(const char *what, const char *path, char *out, size_t ou
     return 0;
 }
 
+// writable_words names who may write, from |mode|'s group and other write bits.
+static const char *writable_words(mode_t mode) {
+    int g = (mode & S_IWGRP) != 0, o = (mode & S_IWOTH) != 0;
+    return g && o ? "group and others" : g ? "its group" : o ? "others" : NULL;
+}
+
+int pol_file_writable_problem(const char *what, const char *path, char *out, size_t out_len) {
+    struct stat st;
+    if (path == NULL || stat(path, &st) != 0) {
+        return 0;
+    }
+    const char *who = writable_words(st.st_mode);
+    if (who != NULL) {
+        snprintf(out, out_len, "%s %s has mode %04o: writable by %s, who could change what the gateway trusts; "
+                 "chmod go-w it", what, path, (unsigned)(st.st_mode & 07777), who);
+        return 1;
+    }
+    // Its folder: whoever may write there may replace the file (unless the sticky bit
+    // keeps them to their own files, as in /tmp).
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+    } else if (slash == dir) {
+        dir[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    if (stat(dir, &st) != 0 || (st.st_mode & S_ISVTX)) {
+        return 0;
+    }
+    who = writable_words(st.st_mode);
+    if (who != NULL) {
+        snprintf(out, out_len, "%s %s is in folder %s with mode %04o: writable by %s, who could replace the file; "
+                 "chmod go-w %s", what, path, dir, (unsigned)(st.st_mode & 07777), who, dir);
+        return 1;
+    }
+    return 0;
+}
+
 int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len) {
     return mode_problem("private key file", path, out, out_len);
 }
@@ -850,11 +892,26 @@ size_t pol_identity_file_problems(const pol_identity *id, time_t now,
     } secrets[] = {{"private key file", sp->key ? sp->key : sp->pkcs12},
                    {"key_password_file", sp->key_password_file},
                    {"pkcs12_password_file", sp->pkcs12_password_file}};
-    char msg[700];
+    char msg[PATH_MAX * 2 + 300];
     size_t n = 0;
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
         if (mode_problem(secrets[i].what, secrets[i].path, msg, sizeof(msg))) {
             cb(arg, POL_PROBLEM_SECRET_MODE, msg);
+            n++;
+        }
+    }
+    // What the gateway trusts or presents must not be writable by anyone else either.
+    const struct {
+        const char *what, *path;
+    } trusted[] = {{"certificate", sp->certificate},
+                   {"private key file", sp->key != NULL && strncmp(sp->key, "pkcs11:", 7) != 0 ? sp->key : sp->pkcs12},
+                   {"key_password_file", sp->key_password_file},
+                   {"pkcs12_password_file", sp->pkcs12_password_file},
+                   {"trust", sp->trust},
+                   {"crl", sp->crl}};
+    for (size_t i = 0; i < sizeof(trusted) / sizeof(trusted[0]); i++) {
+        if (pol_file_writable_problem(trusted[i].what, trusted[i].path, msg, sizeof(msg))) {
+            cb(arg, POL_PROBLEM_WRITABLE, msg);
             n++;
         }
     }

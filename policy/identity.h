@@ -78,11 +78,18 @@ int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len);
 
 // pol_identity_file_problems reports, through |cb| (one message each), what an operator
 // must fix about |id|'s files: a key, key_password_file or pkcs12_password_file readable
-// by group or others; with a crl, each trusted CA no CRL comes from, and a CRL past its
+// by group or others; any of its files (certificate, key, trust, crl, password files)
+// writable by group or others, or in a folder they may write; with a crl, each trusted CA no CRL comes from, and a CRL past its
 // nextUpdate at |now|. Returns how many it reported.
-typedef enum { POL_PROBLEM_SECRET_MODE, POL_PROBLEM_CRL } pol_problem_kind;
+typedef enum { POL_PROBLEM_SECRET_MODE, POL_PROBLEM_CRL, POL_PROBLEM_WRITABLE } pol_problem_kind;
 size_t pol_identity_file_problems(const pol_identity *id, time_t now,
                                   void (*cb)(void *arg, pol_problem_kind kind, const char *msg), void *arg);
+
+// pol_file_writable_problem says whether |path| (a file the gateway trusts: config,
+// trust, CRL, certificate, users, PIN) is writable by its group or others, or lies in a
+// folder they may write without the sticky bit; if so writes what and by whom into |out|
+// (words like "writable by others", from the bits set) and returns 1.
+int pol_file_writable_problem(const char *what, const char *path, char *out, size_t out_len);
 
 // pol_cert_sans writes the subject alternative names of |cert| into |out| (|cap| bytes):
 // "DNS:a, IP:b, URI:c" with |typed|, else the DNS names and IP addresses alone ("a, b").

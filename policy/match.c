@@ -146,6 +146,11 @@ int pol_match_parse(const char *s, pol_match *out, char *err, size_t err_len) {
         return 0;
     }
     normalise_name(norm, name, nlen);
+    if (pol_name_is_numeric(norm)) {
+        snprintf(err, err_len, "a host name or an IP address in dotted-quad form; \"%s\" ends in a numeric label, "
+                 "which no name does (a destination like it is refused)", host);
+        return 0;
+    }
     if (!gw_host_is_dns_name(norm)) {
         snprintf(err, err_len,
                  "a host name (letters, digits, '-', '_', dots; '*' only as a leading \"*.\"), "
@@ -157,6 +162,12 @@ int pol_match_parse(const char *s, pol_match *out, char *err, size_t err_len) {
     return 1;
 }
 
+int pol_name_is_numeric(const char *name) {
+    const char *last = strrchr(name, '.');
+    last = last ? last + 1 : name;
+    return *last != '\0' && strspn(last, "0123456789") == strlen(last);
+}
+
 int pol_dest_init(pol_dest *out, const char *host, uint16_t port) {
     memset(out, 0, sizeof(*out));
     out->port = port;
@@ -164,9 +175,16 @@ int pol_dest_init(pol_dest *out, const char *host, uint16_t port) {
     if (len == 0 || len > 254) {
         return 0;
     }
-    if (inet_pton(AF_INET, host, out->addr) == 1) {
+    // One reading of the text, the resolver's: one trailing dot is the root, so
+    // "127.0.0.1." is the address 127.0.0.1, for the rules as for the connect.
+    char text[256];
+    memcpy(text, host, len + 1);
+    if (len > 1 && text[len - 1] == '.') {
+        text[--len] = '\0';
+    }
+    if (inet_pton(AF_INET, text, out->addr) == 1) {
         out->family = AF_INET;
-        strcpy(out->host, host);
+        strcpy(out->host, text);
         return 1;
     }
     if (inet_pton(AF_INET6, host, out->addr) == 1) {
@@ -184,8 +202,27 @@ int pol_dest_init(pol_dest *out, const char *host, uint16_t port) {
         inet_ntop(AF_INET6, out->addr, out->host, sizeof(out->host));
         return 1;
     }
-    normalise_name(out->host, host, len);
-    return gw_host_is_dns_name(out->host);
+    normalise_name(out->host, text, len);
+    // No top-level domain is numeric: a name that ends in digits is an address in some
+    // other spelling (127.000.000.001, 2130706433, 127.1) that c-ares or libc would read
+    // as one while a rule reads it as a name. Refused rather than guessed.
+    return gw_host_is_dns_name(out->host) && !pol_name_is_numeric(out->host);
+}
+
+const char *pol_dest_problem(const char *host) {
+    char text[256];
+    size_t len = strlen(host);
+    if (len == 0 || len > 254) {
+        return "is not a valid host name or address";
+    }
+    memcpy(text, host, len + 1);
+    if (len > 1 && text[len - 1] == '.') {
+        text[len - 1] = '\0';
+    }
+    if (pol_name_is_numeric(text) && strchr(text, ':') == NULL) {
+        return "ends in a numeric label: an address written other than as a.b.c.d is refused";
+    }
+    return "is not a valid host name or address";
 }
 
 int pol_match_test(const pol_match *m, const pol_dest *d) {

@@ -37,8 +37,18 @@ typedef struct {
 } pol_dest;
 
 // pol_dest_init normalises |host| (a name or IP literal, IPv6 without brackets) and
-// |port| into |out|. Returns 0 if |host| is not a valid name or literal.
+// |port| into |out|. The text is read once, as the resolver will read it: one trailing dot
+// is dropped before the address check ("127.0.0.1." is 127.0.0.1), and a name whose last
+// label is numeric (127.000.000.001, 127.1, 2130706433) is refused, since resolvers read
+// such text as an address. Returns 0 if |host| is not a valid name or literal.
 int pol_dest_init(pol_dest *out, const char *host, uint16_t port);
+
+// pol_dest_problem says, for a |host| that pol_dest_init refused, why (words that
+// follow the host in a message).
+const char *pol_dest_problem(const char *host);
+
+// pol_name_is_numeric says whether the last label of |name| is all digits.
+int pol_name_is_numeric(const char *name);
 
 // pol_match_test says whether |m| matches |d| (a linear check; lookups use rules.c).
 int pol_match_test(const pol_match *m, const pol_dest *d);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +32,8 @@ int gw_log_parse_level(const char *s, gw_log_level *out_level) {
     return 0;
 }
 
+static uid_t g_allowed_owner = (uid_t)-1;  // besides our own euid: the service user
+
 static int open_access(const char *path) {
     if (strcmp(path, "stderr") == 0) {
         return 2;
@@ -41,7 +44,34 @@ static int open_access(const char *path) {
     if (strcmp(path, "off") == 0) {
         return -1;
     }
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    // Never through a symbolic link, and only a file of ours: the log's folder may be
+    // writable by the service user, who must not point a gateway started as root at
+    // another file (a link, or a hard link to someone else's file).
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    if (S_ISREG(st.st_mode) && (st.st_nlink != 1 || (st.st_uid != geteuid() && st.st_uid != 0 && st.st_uid != g_allowed_owner))) {
+        close(fd);
+        errno = EPERM;
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode)) {
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    return fd;
+}
+
+void gw_log_allow_owner(uint32_t uid) {
+    g_allowed_owner = (uid_t)uid;
 }
 
 int gw_log_configure(gw_log_level level, gw_log_format format, const char *access) {

@@ -12,6 +12,12 @@ typedef enum { GW_LOG_TEXT = 0, GW_LOG_JSON } gw_log_format;
 // gw_log_parse_level turns "error".."debug" into a level; returns 0 if unknown.
 int gw_log_parse_level(const char *s, gw_log_level *out_level);
 
+// gw_log_allow_owner names a uid besides our own whose files the access log may be (the
+// service user, for a gateway started as root). An access-log path is never opened
+// through a symbolic link, and a regular file there must have one link and be ours,
+// root's or that user's: otherwise gw_log_configure fails (EPERM, ELOOP).
+void gw_log_allow_owner(uint32_t uid);
+
 // gw_log_configure sets the level, format and access-log destination ("stderr",
 // "stdout", "off" or a file path, opened for append). Returns 1 on success, 0 if the
 // file cannot be opened (errno set). Safe to call again (reload).

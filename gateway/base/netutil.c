@@ -4,6 +4,7 @@
 #include <sys/un.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -125,10 +126,19 @@ int gw_listen_unix(const char *path, unsigned mode, uint32_t uid, uint32_t gid) 
     mode_t old = umask(0177);
     int bound = bind(fd, (struct sockaddr *)&un, sizeof(un)) == 0, ok = bound;
     umask(old);
-    if (ok && (uid != UINT32_MAX || gid != UINT32_MAX)) {
-        ok = chown(path, (uid_t)uid, (gid_t)gid) == 0;
+    // By path, but never through a symbolic link: if the folder is writable by someone
+    // else (the service user), the socket may be replaced between bind and these calls,
+    // and a link to /etc/shadow must not be handed over or opened up. The path must
+    // still be a socket we own.
+    struct stat st;
+    if (ok && (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode) || st.st_uid != geteuid())) {
+        ok = 0;
+        errno = EPERM;
     }
-    ok = ok && chmod(path, (mode_t)(mode & 0777)) == 0 && listen(fd, 4096) == 0;
+    if (ok && (uid != UINT32_MAX || gid != UINT32_MAX)) {
+        ok = fchownat(AT_FDCWD, path, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) == 0;
+    }
+    ok = ok && fchmodat(AT_FDCWD, path, (mode_t)(mode & 0777), AT_SYMLINK_NOFOLLOW) == 0 && listen(fd, 4096) == 0;
     if (!ok) {
         int e = errno;
         close(fd);

@@ -106,7 +106,7 @@ int gw_cmd_explain(int argc, char **argv) {
     }
     pol_dest d;
     if (!pol_dest_init(&d, host, port)) {
-        fprintf(stderr, "mtlsgw explain: \"%s\" is not a valid host name or address\n", host);
+        fprintf(stderr, "mtlsgw explain: \"%s\" %s\n", host, pol_dest_problem(host));
         pol_config_unref(cfg);
         return 2;
     }
@@ -352,9 +352,14 @@ int gw_explain_connect(const pol_config *cfg, const pol_rule *r, const char *hos
         socklen_t sl = gw_sockaddr_from(&ss, l.addrs[i].family, l.addrs[i].addr, connect_port);
         char a[120];
         gw_format_addr((struct sockaddr *)&ss, a, sizeof(a));
-        // The gateway never connects to an address in deny_addresses: neither does explain.
-        const pol_cidr *denied = pol_config_denied_address(cfg, l.addrs[i].family, l.addrs[i].addr);
-        if (denied != NULL) {
+        // The gateway never connects to an address in deny_addresses, nor to itself:
+        // neither does explain.
+        const char *own = pol_config_own_address(cfg, l.addrs[i].family, l.addrs[i].addr, connect_port);
+        const pol_cidr *denied = pol_config_denied_address(cfg, r, l.addrs[i].family, l.addrs[i].addr);
+        if (own != NULL) {
+            size_t al = strlen(a);
+            snprintf(a + al, sizeof(a) - al, " (the gateway's own listener %s)", own);
+        } else if (denied != NULL) {
             size_t al = strlen(a);
             snprintf(a + al, sizeof(a) - al, " (in deny_addresses: %s)", denied->text);
         } else if (first_len == 0) {
@@ -367,7 +372,7 @@ int gw_explain_connect(const pol_config *cfg, const pol_rule *r, const char *hos
     }
     printf("resolve      %s -> %s\n", connect_host, list);
     if (first_len == 0) {
-        printf("result       FAILED: every address is in deny_addresses\n");
+        printf("result       FAILED: every address is in deny_addresses or the gateway's own\n");
         return 1;
     }
     char key[600];

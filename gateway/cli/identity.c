@@ -112,7 +112,8 @@ static int chain_problem(const pol_identity *id, char *out, size_t cap) {
 }
 
 // print_problem prints one finding of pol_identity_file_problems: a secret readable by
-// others is a problem, a CRL that will fail handshakes a warning. |arg| counts warnings.
+// others, or a trusted file writable by them, is a problem; a CRL that will fail
+// handshakes a warning. |arg| counts warnings.
 static void print_problem(void *arg, pol_problem_kind kind, const char *msg) {
     printf("  %s  %s\n", kind == POL_PROBLEM_CRL ? "WARNING" : "PROBLEM", msg);
     if (kind == POL_PROBLEM_CRL) {

@@ -127,6 +127,10 @@ static int same_listeners(const pol_config *a, const pol_config *b) {
 }
 
 static void configure_logs(const pol_config *cfg) {
+    struct passwd *pw = cfg->user != NULL ? getpwnam(cfg->user) : NULL;
+    if (pw != NULL) {
+        gw_log_allow_owner((uint32_t)pw->pw_uid);  // a log file the service user made is fine
+    }
     if (!gw_log_configure(cfg->log_level, cfg->log_format, cfg->log_access)) {
         gw_log(GW_LOG_ERROR, "log.access: cannot open %s: %s; access log goes to stderr", cfg->log_access,
                strerror(errno));

@@ -205,7 +205,20 @@ static void end_size_line(gw_chunked *c) {
     c->state = CH_SIZE_LF;
 }
 
+// scan is gw_chunked_scan; with |data| set it also copies the chunks' data bytes there
+// (never more than it consumes) and counts them in *|data_len|.
+static long scan(gw_chunked *c, const uint8_t *p, size_t len, int *out_done, uint8_t *data, size_t *data_len);
+
 long gw_chunked_scan(gw_chunked *c, const uint8_t *p, size_t len, int *out_done) {
+    return scan(c, p, len, out_done, NULL, NULL);
+}
+
+long gw_chunked_decode(gw_chunked *c, const uint8_t *p, size_t len, uint8_t *out, size_t *out_len, int *out_done) {
+    *out_len = 0;
+    return scan(c, p, len, out_done, out, out_len);
+}
+
+static long scan(gw_chunked *c, const uint8_t *p, size_t len, int *out_done, uint8_t *data, size_t *data_len) {
     size_t i = 0;
     *out_done = 0;
     while (i < len) {
@@ -265,6 +278,10 @@ long gw_chunked_scan(gw_chunked *c, const uint8_t *p, size_t len, int *out_done)
                 size_t take = len - i;
                 if (take > c->remaining) {
                     take = (size_t)c->remaining;
+                }
+                if (data != NULL) {
+                    memmove(data + *data_len, p + i, take);  // |data| may be |p| itself
+                    *data_len += take;
                 }
                 c->remaining -= take;
                 i += take;
@@ -432,8 +449,8 @@ size_t gw_h1_write_request(const gw_http_request *req, const char *path, size_t 
     return w.overflow ? 0 : w.len;
 }
 
-size_t gw_h1_write_response(const gw_http_response *resp, int client_minor, int keep_alive, char *out,
-                            size_t cap) {
+size_t gw_h1_write_response(const gw_http_response *resp, int client_minor, int keep_alive, int dechunk,
+                            char *out, size_t cap) {
     writer w = {out, cap, 0, 0};
     char status[16];
     memcpy(status, client_minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);
@@ -449,7 +466,8 @@ size_t gw_h1_write_response(const gw_http_response *resp, int client_minor, int 
     int has_te = count_headers(h, n, "Transfer-Encoding") > 0;
     for (size_t i = 0; i < n; i++) {
         if (is_hop_by_hop(h[i].name, h[i].name_len) || named_in_connection(h, n, h[i].name, h[i].name_len) ||
-            (has_te && gw_http_token_eq(h[i].name, h[i].name_len, "Content-Length"))) {
+            (has_te && gw_http_token_eq(h[i].name, h[i].name_len, "Content-Length")) ||
+            (dechunk && gw_http_token_eq(h[i].name, h[i].name_len, "Transfer-Encoding"))) {
             continue;
         }
         put_header(&w, &h[i]);

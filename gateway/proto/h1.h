@@ -58,6 +58,11 @@ void gw_chunked_init(gw_chunked *c);
 // trailer line longer than allowed).
 long gw_chunked_scan(gw_chunked *c, const uint8_t *p, size_t len, int *out_done);
 
+// gw_chunked_decode is gw_chunked_scan that also takes the framing off: the chunks' data
+// bytes among those it consumes go to |out| (at most as many as it consumes; |out| may
+// be |p|), their count to *|out_len|. For clients that cannot read chunked (HTTP/1.0).
+long gw_chunked_decode(gw_chunked *c, const uint8_t *p, size_t len, uint8_t *out, size_t *out_len, int *out_done);
+
 // gw_h1_write_request writes the head of |req| for the origin server: the request line
 // with |path| (origin-form; "" becomes "/"), "Host: |authority|", then every header
 // except Host, the hop-by-hop ones (Connection, Keep-Alive, Proxy-Connection, TE, Upgrade,
@@ -72,9 +77,11 @@ size_t gw_h1_write_request(const gw_http_request *req, const char *path, size_t 
 // gw_h1_write_response writes the head of |resp| for a client speaking HTTP/1.|client_minor|:
 // the status line in that version, the end-to-end headers (a Content-Length next to
 // Transfer-Encoding is dropped), and the connection's fate: "Connection: close" unless
-// |keep_alive|, "Connection: keep-alive" for a kept-alive HTTP/1.0 client. Returns the
-// length, or 0 if it does not fit.
-size_t gw_h1_write_response(const gw_http_response *resp, int client_minor, int keep_alive,
+// |keep_alive|, "Connection: keep-alive" for a kept-alive HTTP/1.0 client. With
+// |dechunk| Transfer-Encoding is dropped too: the body goes out without its chunked
+// framing, ended by the close (for an HTTP/1.0 client; |keep_alive| must then be 0).
+// Returns the length, or 0 if it does not fit.
+size_t gw_h1_write_response(const gw_http_response *resp, int client_minor, int keep_alive, int dechunk,
                             char *out, size_t cap);
 
 // gw_h1_head_complete says whether |len| bytes at |buf| may hold a whole head (a CRLF

@@ -29,6 +29,7 @@ int tunnel_connect_addresses(gw_tunnel *t, const res_addr *addrs, size_t n) {
     // asked for, deny_addresses decides on where that name leads.
     t->dial.num_addrs = 0;
     const pol_cidr *denied = NULL;
+    const char *own = NULL;
     char denied_text[INET6_ADDRSTRLEN] = "";
     for (size_t i = 0; i < n; i++) {
         res_addr a = addrs[i];
@@ -37,21 +38,32 @@ int tunnel_connect_addresses(gw_tunnel *t, const res_addr *addrs, size_t n) {
             memset(a.addr + 4, 0, 12);
             a.family = AF_INET;
         }
-        const pol_cidr *c = pol_config_denied_address(t->cfg, a.family, a.addr);
-        if (c != NULL) {
-            if (denied == NULL) {
+        // Never back into the gateway itself, whatever the lists say: the inner
+        // connection's caller would be the gateway's own uid.
+        const char *self = pol_config_own_address(t->cfg, a.family, a.addr, t->dial.connect_port);
+        const pol_cidr *c = self == NULL ? pol_config_denied_address(t->cfg, t->rule, a.family, a.addr) : NULL;
+        if (self != NULL || c != NULL) {
+            if (denied == NULL && own == NULL) {
                 denied = c;
+                own = self;
                 inet_ntop(a.family, a.addr, denied_text, sizeof(denied_text));
             }
             continue;
         }
         t->dial.addrs[t->dial.num_addrs++] = a;
     }
-    if (t->dial.num_addrs == 0 && denied != NULL) {
-        char reason[600];
-        snprintf(reason, sizeof(reason), "%s%s%s is in deny_addresses (%s): the gateway does not connect there",
-                 strcmp(t->dial.connect_host, denied_text) == 0 ? "" : t->dial.connect_host,
-                 strcmp(t->dial.connect_host, denied_text) == 0 ? "" : " resolves to ", denied_text, denied->text);
+    if (t->dial.num_addrs == 0 && (denied != NULL || own != NULL)) {
+        char reason[600], where[300];
+        int same = strcmp(t->dial.connect_host, denied_text) == 0;
+        snprintf(where, sizeof(where), "%s%s%s", same ? "" : t->dial.connect_host, same ? "" : " resolves to ",
+                 denied_text);
+        if (own != NULL) {
+            snprintf(reason, sizeof(reason), "%s:%u is the gateway's own listener %s: it never connects to itself",
+                     where, t->dial.connect_port, own);
+        } else {
+            snprintf(reason, sizeof(reason), "%s is in deny_addresses (%s): the gateway does not connect there", where,
+                     denied->text);
+        }
         tunnel_reject(t, GW_ERR_ADDRESS_DENIED, reason);
         return 0;
     }
@@ -103,8 +115,15 @@ int tunnel_refuse_unadmitted(gw_tunnel *t) {
     if (t->admission == GW_ERR_NONE) {
         return 0;
     }
-    tunnel_reject(t, t->admission,
-           t->admission == GW_ERR_LIMIT ? "max_connections reached" : "client address is not in the allow list");
+    char reason[200];
+    if (t->admission == GW_ERR_LIMIT && t->share_full) {
+        snprintf(reason, sizeof(reason), "this client (its caller, or its address) holds its whole share of "
+                 "max_connections (max_connections_per_client = %d)", t->cfg->limits.max_connections_per_client);
+    } else {
+        snprintf(reason, sizeof(reason), "%s",
+                 t->admission == GW_ERR_LIMIT ? "max_connections reached" : "client address is not in the allow list");
+    }
+    tunnel_reject(t, t->admission, reason);
     return 1;
 }
 
@@ -113,7 +132,7 @@ void tunnel_route(gw_tunnel *t, const char *host, uint16_t port) {
     char reason[600];
     if (!pol_dest_init(&t->dest, host, port)) {
         snprintf(t->dest.host, sizeof(t->dest.host), "%s", host);
-        snprintf(reason, sizeof(reason), "\"%s\" is not a valid host name or address", host);
+        snprintf(reason, sizeof(reason), "\"%s\" %s", host, pol_dest_problem(host));
         tunnel_reject(t, GW_ERR_BAD_REQUEST, reason);
         return;
     }

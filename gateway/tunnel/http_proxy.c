@@ -53,7 +53,7 @@ static void upstream_http_error(gw_tunnel *t, const char *reason) {
 // move_framed passes bytes of one message body from *|src| to *|dst|: no further than
 // the framing in |body| / |chunks| says the body goes. Sets *|out_done| at the body's
 // end. Returns the bytes moved, or -1 if a chunked body is malformed.
-static long move_framed(gw_tunnel *t, gw_buf **src, gw_buf **dst, gw_body *body, gw_chunked *chunks,
+static long move_framed(gw_tunnel *t, gw_buf **src, gw_buf **dst, gw_body *body, gw_chunked *chunks, int dechunk,
                         int *out_done) {
     *out_done = 0;
     gw_buf *s = *src;
@@ -76,6 +76,21 @@ static long move_framed(gw_tunnel *t, gw_buf **src, gw_buf **dst, gw_body *body,
         }
         body->length -= n;
         *out_done = body->length == 0;
+    } else if (body->kind == GW_BODY_CHUNKED && dechunk) {
+        // Only the chunks' data goes on: decoded straight into |dst| (never more bytes
+        // than consumed, and |n| fits its room).
+        size_t data = 0;
+        long k = gw_chunked_decode(chunks, p, n, (*dst)->data + (*dst)->end, &data, out_done);
+        if (k < 0) {
+            return -1;
+        }
+        (*dst)->end += (uint32_t)data;
+        s->start += (uint32_t)k;
+        if (gw_buf_len(s) == 0) {
+            gw_buf_put(&t->host->pool, s);
+            *src = NULL;
+        }
+        return k;
     } else if (body->kind == GW_BODY_CHUNKED) {
         long k = gw_chunked_scan(chunks, p, n, out_done);
         if (k < 0) {
@@ -105,7 +120,7 @@ static int http_move_request_body(gw_tunnel *t) {
         return 0;
     }
     int done;
-    long n = move_framed(t, &t->http.from_client, &t->to_up, &t->http.req_body, &t->http.req_chunks, &done);
+    long n = move_framed(t, &t->http.from_client, &t->to_up, &t->http.req_body, &t->http.req_chunks, 0, &done);
     if (n < 0) {
         if (t->http.resp_sent) {
             reset_client(t, GW_RESULT_BAD_REQUEST, "malformed chunked request body");
@@ -193,7 +208,9 @@ void tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     }
     pol_dest d;
     if (!pol_dest_init(&d, host, port)) {
-        tunnel_reject(t, GW_ERR_BAD_REQUEST, "request target is not a valid host name or address");
+        char reason[400];
+        snprintf(reason, sizeof(reason), "request target \"%s\" %s", host, pol_dest_problem(host));
+        tunnel_reject(t, GW_ERR_BAD_REQUEST, reason);
         return;
     }
     int reuse = t->upstream.fd >= 0 && d.port == t->dest.port && strcmp(d.host, t->dest.host) == 0;
@@ -275,12 +292,14 @@ static int http_take_response(gw_tunnel *t) {
     // sent whole, ends both connections after it.
     int clean = t->http.resp_body.kind != GW_BODY_CLOSE && t->http.req_phase == RQ_DONE;
     t->http.up_keepalive = clean && gw_h1_keep_alive(hr.headers, hr.num_headers, hr.minor_version);
-    t->http.client_keepalive = t->http.client_keepalive && clean && !t->host->draining;
+    // An HTTP/1.0 client cannot read chunked framing: it gets the data, ended by the close.
+    t->http.resp_dechunk = t->http.resp_body.kind == GW_BODY_CHUNKED && t->http.client_minor == 0;
+    t->http.client_keepalive = t->http.client_keepalive && clean && !t->host->draining && !t->http.resp_dechunk;
     if (t->to_down == NULL && (t->to_down = gw_buf_get(&t->host->pool)) == NULL) {
         return 0;
     }
-    size_t n = gw_h1_write_response(&hr, t->http.client_minor, t->http.client_keepalive, (char *)t->to_down->data + t->to_down->end,
-                                    gw_buf_room(t->to_down));
+    size_t n = gw_h1_write_response(&hr, t->http.client_minor, t->http.client_keepalive, t->http.resp_dechunk,
+                                    (char *)t->to_down->data + t->to_down->end, gw_buf_room(t->to_down));
     if (n == 0) {
         upstream_http_error(t, "upstream response head is too large");
         return 0;
@@ -301,7 +320,8 @@ static int http_move_response_body(gw_tunnel *t) {
         return 0;
     }
     int done;
-    long n = move_framed(t, &t->http.from_up, &t->to_down, &t->http.resp_body, &t->http.resp_chunks, &done);
+    long n = move_framed(t, &t->http.from_up, &t->to_down, &t->http.resp_body, &t->http.resp_chunks,
+                         t->http.resp_dechunk, &done);
     if (n < 0) {
         reset_client(t, GW_RESULT_UPSTREAM_HTTP_ERROR, "upstream sent a malformed chunked body");
         return 0;
@@ -378,8 +398,16 @@ static void http_relay(gw_tunnel *t) {
             gw_buf_len(t->http.from_client) > 0 && t->front.auth_job == NULL) {
             gw_http_request hr;
             t->http.http_idle = 0;
+            if (t->http.head_deadline == 0) {
+                // A later request head has the first head's time from its first byte on:
+                // a client that trickles it cannot hold the connection by idle_timeout_s.
+                uint64_t limit = (uint64_t)t->cfg->limits.handshake_timeout_ms;
+                t->http.head_deadline = gw_loop_now(t->host->loop) + limit;
+                gw_timer_start(t->host->loop, &t->timer, limit);
+            }
             int r = tunnel_take_request_head(t, t->http.from_client, &hr);
             if (r > 0) {
+                t->http.head_deadline = 0;
                 tunnel_http_start_request(t, &hr);
             }
             STEP(r);

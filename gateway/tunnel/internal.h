@@ -26,6 +26,7 @@
 #include "gateway/proto/h1.h"
 #include "gateway/proto/http.h"
 #include "gateway/base/log.h"
+#include "gateway/base/peer.h"
 #include "gateway/tunnel/metrics.h"
 #include "gateway/base/netutil.h"
 #include "gateway/tunnel/passcheck.h"
@@ -90,6 +91,8 @@ struct gw_tunnel {
     tunnel_state state;
     tunnel_proto proto;
     gw_err admission;  // not admitted at accept (allow list, max_connections): the answer
+    unsigned share;    // its client's bucket + 1 in gw_share_counts (counted); 0: none
+    int share_full;    // admission GW_ERR_LIMIT because its client holds its whole share
     side client_io, upstream_io;  // readiness and shutdown of each socket
     int client_fd;
     gw_upstream upstream;
@@ -141,9 +144,11 @@ struct gw_tunnel {
         unsigned up_keepalive : 1;      // so does the upstream
         unsigned req_is_head : 1;
         unsigned resp_sent : 1;   // part of this response went toward the client
+        unsigned resp_dechunk : 1;  // a chunked response for an HTTP/1.0 client: framing taken off
         unsigned http_idle : 1;   // between requests: nothing to log if the connection ends
         char method[24];
         int status;
+        uint64_t head_deadline;  // a later request head must be whole by then (loop ms); 0: none
     } http;
     gw_tunnel *prev, *next;
 };

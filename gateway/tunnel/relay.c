@@ -332,9 +332,16 @@ void tunnel_flush_last(gw_tunnel *t) {
         shutdown(t->client_fd, SHUT_WR);
         t->client_io.shut = 1;
     }
-    // Drain until the client closes (or the timer ends it).
+    // Drain until the client closes (or the timer ends it), with the relay's budget: a
+    // client that keeps streaming after its refusal gets 16 reads per turn, then the
+    // other tunnels run.
     char sink[4096];
+    int reads = 0;
     while (t->client_io.readable) {
+        if (++reads > 16) {
+            gw_timer_start(t->host->loop, &t->yield_timer, 0);
+            return;
+        }
         ssize_t n = read(t->client_fd, sink, sizeof(sink));
         if (n > 0) {
             continue;

@@ -20,13 +20,45 @@ static void orig_text(const gw_tunnel *t, char *ip, size_t cap, uint16_t *port) 
     }
 }
 
-// route routes by |host| (a sniffed Host) or, when NULL, by the original address.
+// address_refuses says whether the rules refuse the original address itself (no rule, or
+// a deny rule), and if so rejects the tunnel saying so. The client chooses the Host it
+// sends, so a name cannot lift what the address meets: both must allow, a deny wins.
+static int address_refuses(gw_tunnel *t, const char *host, const char *ip, uint16_t port) {
+    pol_dest addr;
+    if (t->admission != GW_ERR_NONE || !pol_dest_init(&addr, ip, port)) {
+        return 0;  // tunnel_route refuses it for what it is
+    }
+    const pol_rule *r = pol_config_lookup(t->cfg, &addr, t->caller);
+    if (r != NULL && r->action != POL_ACTION_DENY) {
+        return 0;
+    }
+    if (!pol_dest_init(&t->dest, host, port)) {
+        t->dest = addr;
+    }
+    char reason[600], where[80];
+    snprintf(where, sizeof(where), addr.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr.host, port);
+    if (r == NULL) {
+        snprintf(reason, sizeof(reason), "no rule matches the original destination %s (default deny); the sniffed Host "
+                 "\"%s\" cannot lift it", where, host);
+    } else {
+        snprintf(reason, sizeof(reason), "the original destination %s is denied by rule %s; the sniffed Host \"%s\" "
+                 "cannot lift it", where, r->where, host);
+    }
+    tunnel_reject(t, r == NULL ? GW_ERR_NO_RULE : GW_ERR_DENIED, reason);
+    return 1;
+}
+
+// route routes by |host| (a sniffed Host) or, when NULL, by the original address. A
+// sniffed name is used only when the rules allow the original address too.
 static void route(gw_tunnel *t, const char *host) {
     char ip[INET6_ADDRSTRLEN];
     uint16_t port;
     orig_text(t, ip, sizeof(ip), &port);
     t->state = T_RESOLVING;  // not reading any more; tunnel_route moves it on
     gw_timer_stop(t->host->loop, &t->timer);
+    if (host != NULL && address_refuses(t, host, ip, port)) {
+        return;
+    }
     tunnel_route(t, host != NULL ? host : ip, port);
 }
 

@@ -4,6 +4,34 @@
 #include "gateway/tunnel/internal.h"
 
 atomic_int gw_active_tunnels;
+atomic_int gw_share_counts[GW_SHARE_BUCKETS];
+
+unsigned gw_share_bucket(const gw_client_info *client) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over a tag and the key's bytes
+    uint8_t key[17] = {0};
+    size_t n;
+    if (client->caller != GW_CALLER_NONE) {
+        key[0] = 'u';
+        memcpy(key + 1, &client->caller, 4);
+        n = 5;
+    } else if (client->addr->sa_family == AF_INET && !gw_peer_is_loopback(client->addr)) {
+        key[0] = '4';
+        memcpy(key + 1, &((const struct sockaddr_in *)client->addr)->sin_addr, 4);
+        n = 5;
+    } else if (client->addr->sa_family == AF_INET6 && !gw_peer_is_loopback(client->addr)) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)client->addr;
+        int mapped = IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr);
+        key[0] = mapped ? '4' : '6';
+        memcpy(key + 1, s6->sin6_addr.s6_addr + (mapped ? 12 : 0), mapped ? 4 : 8);
+        n = mapped ? 5 : 9;
+    } else {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ key[i]) * 1099511628211ull;
+    }
+    return (unsigned)(h % GW_SHARE_BUCKETS) + 1;
+}
 atomic_int gw_rejecting_tunnels;
 
 
@@ -135,6 +163,9 @@ void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
         atomic_fetch_sub(&gw_rejecting_tunnels, 1);
     } else {
         atomic_fetch_sub(&gw_active_tunnels, 1);
+    }
+    if (t->share != 0) {
+        atomic_fetch_sub(&gw_share_counts[t->share - 1], 1);
     }
     gw_tunnel_host *w = t->host;
     if (t->prev) {
@@ -338,10 +369,17 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
         case T_HTTP_PROXY: {
             uint64_t idle_ms = (uint64_t)t->cfg->limits.idle_timeout_s * 1000;
             uint64_t now = gw_loop_now(loop);
-            if (now - t->last_activity >= idle_ms) {
+            if (t->state == T_HTTP_PROXY && t->http.head_deadline != 0 && now >= t->http.head_deadline) {
+                tunnel_close(t, GW_RESULT_CLIENT_TIMEOUT,
+                             "client did not send a complete request head within handshake_timeout_ms");
+            } else if (now - t->last_activity >= idle_ms) {
                 tunnel_close(t, GW_RESULT_IDLE_TIMEOUT, "no data either way for idle_timeout_s");
             } else {
-                gw_timer_start(loop, &t->timer, idle_ms - (now - t->last_activity));
+                uint64_t next = idle_ms - (now - t->last_activity);
+                if (t->state == T_HTTP_PROXY && t->http.head_deadline != 0 && t->http.head_deadline - now < next) {
+                    next = t->http.head_deadline - now;
+                }
+                gw_timer_start(loop, &t->timer, next);
             }
             break;
         }
@@ -487,6 +525,9 @@ void gw_tunnel_accept(gw_tunnel_host *w, int fd, const gw_client_info *client, s
                       gw_err admission) {
     gw_tunnel *t = calloc(1, sizeof(*t));
     if (t == NULL) {
+        if (client->share != 0) {
+            atomic_fetch_sub(&gw_share_counts[client->share - 1], 1);
+        }
         close(fd);
         return;
     }
@@ -499,6 +540,8 @@ void gw_tunnel_accept(gw_tunnel_host *w, int fd, const gw_client_info *client, s
     t->cfg = pol_config_ref(w->cfg);
     t->listener_index = listener_index;
     t->admission = admission;
+    t->share = client->share;
+    t->share_full = client->share_full;
     t->client_fd = fd;
     gw_upstream_init(&t->upstream);
     t->dns_ms = t->connect_ms = t->handshake_ms = -1;

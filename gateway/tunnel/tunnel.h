@@ -40,13 +40,26 @@ typedef struct gw_tunnel_host {
 extern atomic_int gw_active_tunnels;
 extern atomic_int gw_rejecting_tunnels;
 
+// Shares of max_connections: tunnels per client (a caller uid, or a remote address),
+// counted in buckets by a hash of it, shared by all workers. Two clients whose keys
+// share a bucket share its count (4096 buckets: rare, and only ever stricter).
+#define GW_SHARE_BUCKETS 4096
+extern atomic_int gw_share_counts[GW_SHARE_BUCKETS];
+
 // Who a new client is: its address, and the local user behind it.
 typedef struct {
     const struct sockaddr *addr;  // AF_UNIX for a UNIX-socket listener
     uint32_t caller;              // uid, or GW_CALLER_NONE: not known (remote, or not looked up)
     int32_t pid;                  // UNIX-socket clients: the peer's process id; else -1
     const struct sockaddr *orig_dst;  // transparent listeners: the original destination; NULL: none
+    unsigned share;               // its bucket + 1 in gw_share_counts, already counted; 0: none
+    int share_full;               // refused: this client holds its whole share
 } gw_client_info;
+
+// gw_share_bucket returns the bucket + 1 of |client|'s share: by caller when known, else
+// by address for a client from elsewhere (an IPv6 one by its /64); 0 for a local client
+// with no known caller (loopback or a UNIX socket: nothing tells them apart).
+unsigned gw_share_bucket(const gw_client_info *client);
 
 // gw_tunnel_accept takes over |fd|, accepted on listener |listener_index| of |host|'s
 // config. With |admission| != GW_ERR_NONE the client's request is read only to answer it

@@ -69,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         gw_body body;
         gw_h1_response_body(&resp, size & 1, &body);
-        size_t n = gw_h1_write_response(&resp, 1, size & 2, out, sizeof(out));
+        size_t n = gw_h1_write_response(&resp, 1, size & 2, size & 4, out, sizeof(out));
         if (n > sizeof(out)) {
             abort();
         }

@@ -83,7 +83,7 @@ static void every_error_with_line(void **state) {
     assert_true(has(&errs, "3: limits.max_connections: expected an integer from 1 to 10000000, found 0"));
     assert_true(has(&errs, "3: limits.header_mx: unknown setting; did you mean \"header_max\"? (expected one of: max_connections, "
                            "connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s, header_max, "
-                           "drain_timeout_s, session_cache_size, key_timeout_ms)"));
+                           "drain_timeout_s, session_cache_size, key_timeout_ms, max_connections_per_client)"));
     assert_true(has(&errs, "5: rules[0].action: expected \"mtls\", \"direct\" or \"deny\", found \"allow\""));
     assert_true(has(&errs, "6: rules[1].identity: no identity is named \"nobody\" (see identities)"));
     assert_true(has(&errs, "7: rules[2].upstream: expected \"host:port\" or \"[IPv6]:port\", found \"c.test\""));
@@ -113,7 +113,13 @@ static void missing_listen(void **state) {
 static int denied(const pol_config *cfg, const char *ip) {
     pol_dest d;
     assert_true(pol_dest_init(&d, ip, 1));
-    return pol_config_denied_address(cfg, d.family, d.addr) != NULL;
+    return pol_config_denied_address(cfg, NULL, d.family, d.addr) != NULL;
+}
+
+static const char *own(const pol_config *cfg, const char *ip, uint16_t port) {
+    pol_dest d;
+    assert_true(pol_dest_init(&d, ip, 1));
+    return pol_config_own_address(cfg, d.family, d.addr, port);
 }
 
 static void deny_addresses(void **state) {
@@ -127,8 +133,13 @@ static void deny_addresses(void **state) {
     assert_true(denied(cfg, "::"));
     assert_true(denied(cfg, "fe80::1"));
     assert_true(denied(cfg, "::ffff:169.254.169.254"));  // the IPv4-mapped form is the same address
-    assert_false(denied(cfg, "127.0.0.1"));
+    // ... and loopback, where this host's own services and the gateway listen.
+    assert_true(denied(cfg, "127.0.0.1"));
+    assert_true(denied(cfg, "127.9.9.9"));
+    assert_true(denied(cfg, "::1"));
+    assert_true(denied(cfg, "::ffff:127.0.0.1"));
     assert_false(denied(cfg, "10.1.2.3"));
+    assert_false(cfg->deny_addresses_written);
     assert_int_equal(cfg->admin_allow == NULL, 1);  // no admin block, no admin list
     pol_config_unref(cfg);
     pol_errors_free(&errs);
@@ -151,6 +162,22 @@ static void deny_addresses(void **state) {
     assert_true(has(&errs, "2: deny_addresses: expected an IP address or CIDR like \"127.0.0.0/8\", found \"bogus\""));
     assert_true(has(&errs, "3: upstream: 10.9.8.7 is in deny_addresses (10.9.0.0/16): the gateway never connects there"));
     pol_errors_free(&errs);
+    // An upstream literal is the operator's own choice: the default list does not fence
+    // it (that is how a rule reaches a local service); a name resolving there is fenced.
+    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+               "rules = ( { match = \"local.test\"; action = \"direct\"; upstream = \"127.0.0.1:6379\"; },\n"
+               "          { match = \"name.test\"; action = \"direct\"; upstream = \"localhost:6379\"; } );\n",
+               &errs);
+    assert_non_null(cfg);
+    const uint8_t lo[16] = {127, 0, 0, 1};
+    assert_true(cfg->rules[0].upstream_is_literal);
+    assert_null(pol_config_denied_address(cfg, &cfg->rules[0], AF_INET, lo));
+    assert_false(cfg->rules[1].upstream_is_literal);
+    assert_non_null(pol_config_denied_address(cfg, &cfg->rules[1], AF_INET, lo));
+    const uint8_t zero[16] = {0};
+    assert_non_null(pol_config_denied_address(cfg, &cfg->rules[0], AF_INET, zero));  // 0.0.0.0: never
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
     // A non-loopback admin address needs an explicit admin.allow.
     cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
                "admin = { address = \"0.0.0.0:9901\"; };\n",
@@ -168,9 +195,68 @@ static void deny_addresses(void **state) {
     pol_errors_free(&errs);
 }
 
+// The gateway never connects to itself: its TCP listeners and admin endpoint, a wildcard
+// one at any loopback or interface address, whatever deny_addresses says.
+static void own_addresses(void **state) {
+    pol_errors errs;
+    pol_config *cfg = load("listen = ( { name = \"proxy\"; address = \"127.0.0.1:1080\"; },\n"
+                           "           { name = \"all\"; address = \"0.0.0.0:1081\"; },\n"
+                           "           { name = \"six\"; address = \"[::1]:1082\"; } );\n"
+                           "allow = [ \"0.0.0.0/0\" ];\n"
+                           "deny_addresses = [ ];\n"
+                           "admin = { address = \"127.0.0.1:9901\"; };\n",
+                           &errs);
+    assert_non_null(cfg);
+    assert_string_equal(own(cfg, "127.0.0.1", 1080), "proxy");
+    assert_string_equal(own(cfg, "::ffff:127.0.0.1", 1080), "proxy");
+    assert_null(own(cfg, "127.0.0.2", 1080));  // bound to one address only
+    assert_null(own(cfg, "127.0.0.1", 1079));
+    assert_string_equal(own(cfg, "127.0.0.1", 1081), "all");
+    assert_string_equal(own(cfg, "127.3.4.5", 1081), "all");
+    assert_string_equal(own(cfg, "::1", 1081), "all");
+    assert_null(own(cfg, "192.0.2.77", 1081));  // not an address of this host
+    assert_string_equal(own(cfg, "::1", 1082), "six");
+    assert_string_equal(own(cfg, "127.0.0.1", 9901), "admin");
+    // Every interface address counts for a wildcard listener.
+    for (size_t i = 0; i < cfg->num_local_addresses; i++) {
+        const pol_cidr *c = &cfg->local_addresses[i];
+        assert_string_equal(pol_config_own_address(cfg, c->family, c->addr, 1081), "all");
+    }
+    assert_true(cfg->num_local_addresses >= 1);  // at least lo
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
+}
+
+// Caller rules in a gateway that would run as root: it would see its own connections and
+// root's as one uid. Refused unless `user` says whom to run as.
+static void callers_need_user_as_root(void **state) {
+    pol_errors errs;
+    const char *conf = "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+                       "rules = ( { match = \"*\"; action = \"direct\"; },\n"
+                       "          { match = \"a.test\"; action = \"direct\"; caller = \"uid:0\"; } );\n";
+    pol_config *cfg = load(conf, &errs);
+    if (geteuid() == 0) {
+        assert_null(cfg);
+        assert_true(has(&errs, "3: rules[1].caller: caller rules need `user` when the gateway is started as root (it "
+                               "never takes its own uid for a caller, and would run as uid 0): add user = \"mtlsgw\"; "
+                               "or another service user"));
+    } else {
+        assert_non_null(cfg);  // a gateway started as another user is that user already
+        pol_config_unref(cfg);
+    }
+    pol_errors_free(&errs);
+    char with_user[600];
+    snprintf(with_user, sizeof(with_user), "user = \"nobody\";\n%s", conf);
+    cfg = load(with_user, &errs);
+    assert_non_null(cfg);
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(minimal_and_defaults), cmocka_unit_test(every_error_with_line),
                                        cmocka_unit_test(syntax_error), cmocka_unit_test(missing_listen),
-                                       cmocka_unit_test(deny_addresses)};
+                                       cmocka_unit_test(deny_addresses), cmocka_unit_test(own_addresses),
+                                       cmocka_unit_test(callers_need_user_as_root)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

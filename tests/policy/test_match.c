@@ -80,8 +80,39 @@ static void dest_normalisation(void **state) {
     assert_false(pol_dest_init(&d, "", 80));
 }
 
+// One reading of an address: what the resolver would take for an address is one for the
+// rules too (then an IPv4 rule and deny_addresses see it), or it is refused.
+static void address_spellings(void **state) {
+    pol_dest d;
+    pol_match m;
+    char err[300];
+    assert_true(pol_match_parse("127.0.0.0/8", &m, err, sizeof(err)));
+    // A trailing dot is the root: the address itself.
+    assert_true(pol_dest_init(&d, "127.0.0.1.", 80));
+    assert_int_equal(d.family, AF_INET);
+    assert_string_equal(d.host, "127.0.0.1");
+    assert_true(pol_match_test(&m, &d));
+    // Spellings c-ares or libc read as addresses and inet_pton does not: refused.
+    const char *const refused[] = {"127.000.000.001", "127.000.000.001.", "127.1", "2130706433", "0177.0.0.1",
+                                   "0x7f.0.0.1", "127.0.0.1..", "foo.123", "10.0.0.1.5"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        assert_false(pol_dest_init(&d, refused[i], 80));
+    }
+    assert_non_null(strstr(pol_dest_problem("127.000.000.001"), "numeric label"));
+    assert_non_null(strstr(pol_dest_problem("a b"), "not a valid host name"));
+    // Names with digits elsewhere are names; a numeric TLD never is one.
+    assert_true(pol_dest_init(&d, "host1.dc2.test", 80));
+    assert_int_equal(d.family, 0);
+    assert_true(pol_dest_init(&d, "0x7f000001", 80));  // a name to c-ares (not digits and dots)
+    assert_int_equal(d.family, 0);
+    // The same text in a rule's match is a config error, not a name that never matches.
+    assert_false(pol_match_parse("foo.123:80", &m, err, sizeof(err)));
+    assert_non_null(strstr(err, "numeric label"));
+    assert_false(pol_match_parse("127.000.000.001", &m, err, sizeof(err)));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(forms), cmocka_unit_test(errors),
-                                       cmocka_unit_test(dest_normalisation)};
+                                       cmocka_unit_test(dest_normalisation), cmocka_unit_test(address_spellings)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

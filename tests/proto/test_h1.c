@@ -223,20 +223,62 @@ static void rewrite_response(void **state) {
         "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
         "Transfer-Encoding: chunked\r\nContent-Length: 10\r\nX-End: 2\r\n\r\n");
     char out[512];
-    size_t n = gw_h1_write_response(&r, 1, 1, out, sizeof(out));
+    size_t n = gw_h1_write_response(&r, 1, 1, 0, out, sizeof(out));
     out[n] = '\0';
     assert_string_equal(out, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-End: 2\r\n\r\n");
-    n = gw_h1_write_response(&r, 0, 1, out, sizeof(out));
+    n = gw_h1_write_response(&r, 0, 1, 0, out, sizeof(out));
     out[n] = '\0';
     assert_non_null(strstr(out, "HTTP/1.0 200 OK\r\n"));
     assert_non_null(strstr(out, "Connection: keep-alive\r\n\r\n"));
-    n = gw_h1_write_response(&r, 1, 0, out, sizeof(out));
+    n = gw_h1_write_response(&r, 1, 0, 0, out, sizeof(out));
     out[n] = '\0';
     assert_non_null(strstr(out, "Connection: close\r\n\r\n"));
+    // For an HTTP/1.0 client a chunked body loses its framing: no Transfer-Encoding, and
+    // the close ends it.
+    n = gw_h1_write_response(&r, 0, 0, 1, out, sizeof(out));
+    out[n] = '\0';
+    assert_string_equal(out, "HTTP/1.0 200 OK\r\nX-End: 2\r\nConnection: close\r\n\r\n");
     r = parse_resp("HTTP/1.1 204\r\n\r\n");
-    n = gw_h1_write_response(&r, 1, 1, out, sizeof(out));
+    n = gw_h1_write_response(&r, 1, 1, 0, out, sizeof(out));
     out[n] = '\0';
     assert_string_equal(out, "HTTP/1.1 204 \r\n\r\n");
+}
+
+// The decoder takes the framing off at every split point and in place, and agrees with
+// the scanner on where the body ends.
+static void chunked_decode_every_split(void **state) {
+    const char *body = "4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+    size_t len = strlen(body), end = len - 4;
+    for (size_t cut = 0; cut <= len; cut++) {
+        gw_chunked c;
+        gw_chunked_init(&c);
+        uint8_t buf[128], out[128];
+        memcpy(buf, body, len);
+        size_t got = 0, used = 0, data;
+        int done = 0;
+        long k = gw_chunked_decode(&c, buf, cut, out, &data, &done);
+        assert_true(k >= 0);
+        used += (size_t)k;
+        got += data;
+        if (!done) {
+            // The rest decoded in place, over its own input.
+            k = gw_chunked_decode(&c, buf + used, len - used, buf + used, &data, &done);
+            assert_true(k >= 0);
+            memcpy(out + got, buf + used, data);
+            used += (size_t)k;
+            got += data;
+        }
+        assert_true(done);
+        assert_int_equal(used, end);
+        assert_int_equal(got, 24);
+        assert_memory_equal(out, "Wikipedia in \r\n\r\nchunks.", 24);
+    }
+    gw_chunked c;
+    gw_chunked_init(&c);
+    uint8_t out[16];
+    size_t data;
+    int done;
+    assert_int_equal(gw_chunked_decode(&c, (const uint8_t *)"4\r\nabcdX", 8, out, &data, &done), -1);
 }
 
 static void head_complete(void **state) {
@@ -259,6 +301,7 @@ int main(void) {
         cmocka_unit_test(keep_alive),      cmocka_unit_test(chunked_every_split),
         cmocka_unit_test(chunked_malformed), cmocka_unit_test(rewrite_request),
         cmocka_unit_test(rewrite_response),  cmocka_unit_test(head_complete),
+        cmocka_unit_test(chunked_decode_every_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

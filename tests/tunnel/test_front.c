@@ -74,7 +74,7 @@ static size_t exchange(gw_err admission, const char *const *parts, const size_t 
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000)};
     inet_pton(AF_INET, "127.0.0.1", &peer.sin_addr);
-    gw_client_info client = {(struct sockaddr *)&peer, GW_CALLER_NONE, -1, NULL};
+    gw_client_info client = {(struct sockaddr *)&peer, GW_CALLER_NONE, -1, NULL, 0, 0};
     gw_tunnel_accept(&host, sv[0], &client, 0, admission);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(write(sv[1], parts[i], lens[i]), (ssize_t)lens[i]);
