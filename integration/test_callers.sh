@@ -309,6 +309,11 @@ CONF
 GW_PIDS=()
 start_gw "$WORK/gw-drop.conf"
 check "gateway runs as $GW_USER" test "$(ps -o user= -p "$GW_PID")" = "$GW_USER"
+# Not dumpable: its /proc files stay root's, so no process of $GW_USER (a PKCS#11 module in
+# the signer, say) can read its memory.
+check "the gateway is not dumpable (/proc/PID/mem is root's, not $GW_USER's)" test "$(stat -c %U "/proc/$GW_PID/mem")" = root
+out=$(as_user "$GW_USER" /usr/bin/python3 -c "import sys; open('/proc/$GW_PID/environ','rb').read(); print('read')" 2>&1 || true)
+check "... and its service user cannot read it" bash -c "! grep -q '^read' <<< '$out'"
 out=$(socks_as "$U_ORD" "$SOCK" orders.dc2.test 80 dropped)
 expect_contains "privileges dropped: the UNIX socket made before still serves" "dn=CN=orders-svc,O=mtlsgw-test" "$out"
 out=$(get_as "$U_ORD" dropped-tcp)

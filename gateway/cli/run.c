@@ -13,6 +13,7 @@
 #include <string.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -289,6 +290,9 @@ int gw_cmd_run(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);  // workers inherit the mask; this thread waits
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
+    // Not dumpable: no core files with keys in them, and no process of the service user
+    // (a PKCS#11 module in the signer, say) may read our memory through /proc or ptrace.
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     pol_config *cfg = gw_load_or_report(path);
     if (cfg == NULL) {
         return 1;
@@ -312,6 +316,7 @@ int gw_cmd_run(int argc, char **argv) {
         remove_unix_sockets(cfg);
         return 1;
     }
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  // setuid may have made us dumpable again (fs.suid_dumpable)
     if (!gw_upstream_set_mark(cfg->upstream_mark)) {
         gw_log(GW_LOG_ERROR, "upstream_mark: cannot set SO_MARK 0x%x on upstream sockets: %s (it needs "
                "CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17+: with systemd, AmbientCapabilities=CAP_NET_ADMIN; or exclude the gateway "

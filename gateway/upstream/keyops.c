@@ -41,7 +41,14 @@ struct channel {
     int dead;  // its signer went away: no new requests; freed after the batch
     gw_watcher w;
     gw_key_op *pending;
+    int num_pending;
 };
+
+// Signatures one worker may have waiting on one signer. A token signs one at a time
+// (a smart card in tens of milliseconds): beyond this, a flood of handshakes on a token
+// identity fails at once with key_unavailable instead of every handshake waiting out
+// key_timeout_ms in the queue.
+#define KEYOPS_MAX_PENDING 32
 
 static struct {
     atomic_uint_fast64_t counts[GW_KEY_RESULTS];
@@ -91,6 +98,7 @@ static void unlink_op(gw_key_op *op) {
     if (op->next != NULL) {
         op->next->prev = op->prev;
     }
+    op->ch->num_pending--;
     op->prev = op->next = NULL;
     op->ch = NULL;
 }
@@ -266,6 +274,11 @@ static int send_request(gw_keyops *k, pol_p11 *key, gw_key_op *op, const uint8_t
         if (ch == NULL) {
             return 0;
         }
+        if (ch->num_pending >= KEYOPS_MAX_PENDING) {
+            snprintf(err, cap, "the PKCS#11 signer has %d signatures of this worker waiting already: refused at "
+                     "once rather than queued", ch->num_pending);
+            return 0;
+        }
         p11w_head h = {P11W_SIGN, op->id, op->mech, (uint32_t)len};
         memcpy(buf, &h, sizeof(h));
         memcpy(buf + sizeof(h), tbs, len);
@@ -276,6 +289,7 @@ static int send_request(gw_keyops *k, pol_p11 *key, gw_key_op *op, const uint8_t
                 ch->pending->prev = op;
             }
             ch->pending = op;
+            ch->num_pending++;
             return 1;
         }
         int e = errno;
