@@ -300,6 +300,22 @@ expect_eq "a symlink the service user planted as the access log is not followed 
 expect_contains "... the gateway says why and logs to stderr instead" "log.access: cannot open $LOGDIR/access.log" "$(cat "$WORK/gw5.log")"
 expect_contains "... where the request is logged" "dest=127.0.0.1:$BACKEND_PORT" "$(cat "$WORK/gw5.log")"
 
+# ---- not dumpable, also when started as its service user (as systemd's User= does) ----
+GW6_PORT=$(free_port)
+cat > "$HOGDIR/gw6.conf" <<CONF
+workers = 1;
+listen = ( { name = "proxy"; address = "127.0.0.1:$GW6_PORT"; } );
+rules = ( { match = "*"; action = "deny"; } );
+CONF
+chown "$HOG" "$HOGDIR/gw6.conf"
+setpriv --reuid "$HOG" --regid "$(id -g "$HOG")" --clear-groups "$MTLSGW" run -c "$HOGDIR/gw6.conf" >> "$WORK/gw6.log" 2>&1 &
+GW6_PID=$!; PIDS+=($GW6_PID); GW_PIDS+=($GW6_PID)
+wait_port "$GW6_PORT" $GW6_PID
+check "a gateway started as $HOG is not dumpable: its /proc/PID/mem is root's" test "$(stat -c %U "/proc/$GW6_PID/mem")" = root
+out=$(setpriv --reuid "$HOG" --regid "$(id -g "$HOG")" --clear-groups /usr/bin/python3 -c \
+    "open('/proc/$GW6_PID/environ','rb').read(); print('read')" 2>&1 || true)
+check "... so another process of $HOG (a token module, say) cannot read its memory or environment" bash -c "! grep -q '^read' <<< '$out'"
+
 # ---- check reports trusted files writable by group or others ----
 TDIR=$(mktemp -d /tmp/mtlsgw-trust.XXXXXX); UNDO+=("rm -rf $TDIR")
 cp "$PKI/ops.crt" "$PKI/ops.key" "$PKI/server-trust.crt" "$TDIR/"; chmod 600 "$TDIR/ops.key"; chmod 755 "$TDIR"

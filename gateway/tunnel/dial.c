@@ -53,7 +53,7 @@ int tunnel_connect_addresses(gw_tunnel *t, const res_addr *addrs, size_t n) {
         t->dial.addrs[t->dial.num_addrs++] = a;
     }
     if (t->dial.num_addrs == 0 && (denied != NULL || own != NULL)) {
-        char reason[600], where[300];
+        char reason[900], where[sizeof(t->dial.connect_host) + sizeof(denied_text) + 16];
         int same = strcmp(t->dial.connect_host, denied_text) == 0;
         snprintf(where, sizeof(where), "%s%s%s", same ? "" : t->dial.connect_host, same ? "" : " resolves to ",
                  denied_text);
