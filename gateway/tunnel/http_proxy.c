@@ -32,7 +32,7 @@ static void drop_upstream(gw_tunnel *t) {
 
 void tunnel_upstream_failed(gw_tunnel *t, gw_result result, const char *reason) {
     if (t->proto != P_HTTP_PROXY) {
-        reset_client(t, result, reason);
+        tunnel_relay_upstream_failed(t, result, reason);
     } else if (t->http.resp_phase == RS_IDLE) {
         drop_upstream(t);  // a kept-alive upstream went away between requests
     } else if (!t->http.resp_sent) {

@@ -82,6 +82,8 @@ typedef struct {
     unsigned read_wants_write : 1;   // TLS read needs the socket writable
     unsigned write_wants_read : 1;   // TLS write needs the socket readable
     unsigned truncated : 1;          // upstream EOF without close_notify
+    unsigned write_dead : 1;         // writes toward this side failed: what it still sends goes on,
+                                     // what comes for it is dropped (nothing lost the other way)
 } side;
 
 struct gw_tunnel {
@@ -93,6 +95,8 @@ struct gw_tunnel {
     gw_err admission;  // not admitted at accept (allow list, max_connections): the answer
     unsigned share;    // its client's bucket + 1 in gw_share_counts (counted); 0: none
     int share_full;    // admission GW_ERR_LIMIT because its client holds its whole share
+    int flush_reset;   // T_FLUSHING after an upstream failure: reset the client once all is delivered
+    int client_first;  // a plain stream's client closed before sending anything (a TCP probe)
     side client_io, upstream_io;  // readiness and shutdown of each socket
     int client_fd;
     gw_upstream upstream;
@@ -250,6 +254,11 @@ void tunnel_flush_last(gw_tunnel *t);
 void tunnel_release_if_empty(gw_tunnel *t, gw_buf **b);
 
 // ---- transparent.c ----
+// tunnel_relay_upstream_failed ends a relaying tunnel whose upstream broke (a reset, a TLS
+// error): what the upstream sent before is flushed to the client first, then the reset is
+// passed on once our socket has delivered it all (bounded by the flush deadline).
+void tunnel_relay_upstream_failed(gw_tunnel *t, gw_result result, const char *reason);
+
 // tunnel_transparent_start begins a tunnel of a transparent listener whose connection was
 // going to |orig| (NULL: nothing redirected it).
 void tunnel_transparent_start(gw_tunnel *t, const struct sockaddr *orig);

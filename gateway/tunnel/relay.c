@@ -3,6 +3,9 @@
 // an error reply.
 #include "gateway/tunnel/internal.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 // ---- the two sides behind one pair of operations ----
 //
 // Each side's read and write answer in one vocabulary: > 0 bytes moved, 0 the end of the
@@ -71,6 +74,28 @@ static ssize_t plain_up_read(gw_tunnel *t, uint8_t *p, size_t n) {
     return IO_FAILED;
 }
 
+// up_write_lost: the upstream no longer takes our bytes (it closed or reset while the
+// client was still sending, as redis does after a protocol error). A relaying tunnel
+// keeps reading what the upstream sent before, for the client, and drops what the client
+// sends on; the read that finds the upstream's end then flushes and closes. Returns what
+// the write routine returns then.
+static ssize_t up_write_lost(gw_tunnel *t, gw_result result, const char *what) {
+    if (t->state != T_RELAY) {
+        tunnel_upstream_failed(t, result, what);
+        return IO_FAILED;
+    }
+    t->result = result;
+    tunnel_set_reason(t, "upstream stopped taking data while the client was still sending (%s); what it had sent "
+                      "was passed on", what);
+    t->upstream_io.write_dead = 1;
+    t->upstream_io.shut = 1;  // nothing more goes that way, not even close_notify
+    t->upstream_io.writable = 0;
+    t->upstream_io.readable = 1;  // what it sent before its end is still to be read
+    gw_buf_put(&t->host->pool, t->to_up);
+    t->to_up = NULL;
+    return IO_AGAIN;
+}
+
 static ssize_t plain_up_write(gw_tunnel *t, const uint8_t *p, size_t n) {
     ssize_t r = send(t->upstream.fd, p, n, MSG_NOSIGNAL);
     if (r >= 0) {
@@ -80,8 +105,7 @@ static ssize_t plain_up_write(gw_tunnel *t, const uint8_t *p, size_t n) {
         t->upstream_io.writable = errno == EINTR;
         return IO_AGAIN;
     }
-    tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, strerror(errno));
-    return IO_FAILED;
+    return up_write_lost(t, GW_RESULT_UPSTREAM_RESET, strerror(errno));
 }
 
 static ssize_t tls_up_read(gw_tunnel *t, uint8_t *p, size_t n) {
@@ -104,8 +128,10 @@ static ssize_t tls_up_read(gw_tunnel *t, uint8_t *p, size_t n) {
         t->upstream_io.writable = 0;
         return IO_AGAIN;
     }
-    if (!t->upstream.confirmed && tunnel_is_plain_stream(t)) {
-        // The server ended a forward tunnel before sending anything: it rejected us.
+    if (!t->upstream.confirmed && tunnel_is_plain_stream(t) && !t->client_first) {
+        // The server ended a forward tunnel before sending anything, while its client was
+        // still there: it rejected us. (If the client closed first, the server only
+        // followed it.)
         char why[600];
         gw_err err = gw_upstream_read_failure(&t->upstream, r, why, sizeof(why));
         tunnel_upstream_failed(t, gw_err_describe(err)->result, why);
@@ -151,8 +177,7 @@ static ssize_t tls_up_write(gw_tunnel *t, const uint8_t *p, size_t n) {
     snprintf(reason, sizeof(reason), "TLS write to upstream failed: %s",
              code ? ERR_reason_error_string(code) : strerror(errno));
     ERR_clear_error();
-    tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_ERROR, reason);
-    return IO_FAILED;
+    return up_write_lost(t, GW_RESULT_UPSTREAM_ERROR, reason);
 }
 
 // Over TLS a read may need the socket writable and a write readable (the flags say so).
@@ -207,6 +232,10 @@ static int side_read(gw_tunnel *t, int which, gw_buf **dst) {
     if (n == IO_AGAIN || n == 0) {
         if (n == 0) {
             (which == CLIENT ? &t->client_io : &t->upstream_io)->eof = 1;
+            if (which == CLIENT && t->up_bytes == 0 && gw_buf_len(t->to_up) == 0 && !t->upstream_io.eof &&
+                t->down_bytes == 0) {
+                t->client_first = 1;  // closed before sending anything (a TCP health check)
+            }
         }
         tunnel_release_if_empty(t, dst);  // an idle tunnel holds no buffer
         return n == 0;
@@ -220,6 +249,14 @@ static int side_read(gw_tunnel *t, int which, gw_buf **dst) {
 // Returns 1 on progress, 0 for nothing, -1 if the tunnel failed or closed.
 static int side_write(gw_tunnel *t, int which, gw_buf **src) {
     const side_ops *ops = ops_of(t, which);
+    if (which == UPSTREAM && t->upstream_io.write_dead) {
+        tunnel_release_if_empty(t, src);
+        if (*src != NULL) {
+            gw_buf_put(&t->host->pool, *src);  // the upstream takes nothing more: dropped
+            *src = NULL;
+        }
+        return 0;
+    }
     size_t len = gw_buf_len(*src);
     if (len == 0 || !ops->can_write(t)) {
         return 0;
@@ -278,6 +315,30 @@ static void shut_upstream(gw_tunnel *t) {
     t->upstream_io.shut = 1;
 }
 
+// flush_and_close moves a relaying tunnel whose upstream is gone to T_FLUSHING: what is
+// left for the client goes out, then FIN (or the reset, with flush_reset), bounded by the
+// flush deadline.
+static void flush_and_close(gw_tunnel *t) {
+    gw_watcher_remove(t->host->loop, &t->upstream_io.w);  // closed with the tunnel (its TLS facts are logged)
+    gw_buf_put(&t->host->pool, t->to_up);
+    t->to_up = NULL;
+    t->state = T_FLUSHING;
+    gw_timer_stop(t->host->loop, &t->yield_timer);
+    gw_timer_start(t->host->loop, &t->timer, 2000);
+    tunnel_flush_last(t);
+}
+
+void tunnel_relay_upstream_failed(gw_tunnel *t, gw_result result, const char *reason) {
+    if (!t->upstream_io.write_dead || (t->result == GW_RESULT_NONE || t->result == GW_RESULT_OK)) {
+        t->result = result;
+        tunnel_clear_reason(t);
+        tunnel_set_reason(t, "%s", reason);
+    }
+    t->upstream_io.eof = 1;
+    t->flush_reset = 1;
+    flush_and_close(t);
+}
+
 void tunnel_relay(gw_tunnel *t) {
     int progress, rounds = 0;
     do {
@@ -302,8 +363,18 @@ void tunnel_relay(gw_tunnel *t) {
             shutdown(t->client_fd, SHUT_WR);
             t->client_io.shut = 1;
         }
+        if (t->upstream_io.write_dead && t->upstream_io.eof) {
+            // The upstream is done both ways: flush, FIN, and give the client that is still
+            // sending the flush deadline to stop.
+            flush_and_close(t);
+            return;
+        }
         if (t->client_io.eof && t->upstream_io.eof && t->upstream_io.shut && t->client_io.shut) {
-            tunnel_close(t, GW_RESULT_OK, NULL);
+            if (t->client_first && t->up_bytes == 0) {
+                tunnel_close(t, GW_RESULT_CLIENT_CLOSED, "client closed the connection before sending anything");
+            } else {
+                tunnel_close(t, GW_RESULT_OK, NULL);
+            }
             return;
         }
     } while (progress && ++rounds < 16);
@@ -326,6 +397,18 @@ void tunnel_flush_last(gw_tunnel *t) {
         }
     }
     if (gw_buf_len(t->to_down) > 0) {
+        return;
+    }
+    if (t->flush_reset) {
+        // Pass the upstream's reset on only once the client has everything: a reset
+        // throws away what is still in our socket's send queue.
+        int queued = 0;
+        if (ioctl(t->client_fd, SIOCOUTQ, &queued) == 0 && queued > 0) {
+            gw_timer_start(t->host->loop, &t->yield_timer, 5);
+            return;
+        }
+        gw_socket_reset(t->client_fd);
+        tunnel_close(t, GW_RESULT_NONE, NULL);
         return;
     }
     if (!t->client_io.shut) {

@@ -384,6 +384,9 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
             break;
         }
         case T_FLUSHING:
+            if (t->flush_reset) {
+                gw_socket_reset(t->client_fd);  // the upstream's reset, passed on
+            }
             tunnel_close(t, GW_RESULT_NONE, NULL);
             break;
         case T_CLOSED:
@@ -442,7 +445,9 @@ static void on_client(gw_loop *loop, gw_watcher *w, uint32_t events) {
 void tunnel_on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events) {
     gw_tunnel *t = w->data;
     mark(&t->upstream_io, events);
-    if ((events & EPOLLERR) && (t->state == T_RELAY || t->state == T_HTTP_PROXY)) {
+    // A relaying tunnel reads what the upstream sent before its reset first: the read
+    // that finds the error comes after the data (redis answers, then resets).
+    if ((events & EPOLLERR) && t->state == T_HTTP_PROXY) {
         int e = socket_error(t->upstream.fd);
         tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, e ? strerror(e) : "connection reset");
         if (t->state == T_FLUSHING) {
