@@ -12,6 +12,7 @@
 
 #include "gateway/listener.h"
 #include "gateway/base/log.h"
+#include "gateway/tunnel/metrics.h"
 #include "gateway/tunnel/tunnel.h"
 
 static void free_idle_retired(gw_worker *w, int all);
@@ -48,6 +49,7 @@ static void on_trim(gw_loop *loop, gw_timer *t) {
         malloc_trim(0);
     }
     gw_buf_pool_publish(&w->host.pool);
+    gw_metrics_worker_turn(w->index, gw_loop_longest_turn_us(loop));
     free_idle_retired(w, 0);
     gw_timer_start(loop, t, 1000);
 }

@@ -761,10 +761,23 @@ pol_config *pol_config_ref(pol_config *cfg) {
     return cfg;
 }
 
+static int (*g_retirer)(pol_config *cfg);
+
+void pol_config_set_retirer(int (*retire)(pol_config *cfg)) {
+    g_retirer = retire;
+}
+
 void pol_config_unref(pol_config *cfg) {
     if (cfg == NULL || atomic_fetch_sub(&cfg->refs, 1) != 1) {
         return;
     }
+    if (g_retirer != NULL && g_retirer(cfg)) {
+        return;  // freed elsewhere (the supervisor), never on the thread that let it go
+    }
+    pol_config_free(cfg);
+}
+
+void pol_config_free(pol_config *cfg) {
     for (size_t i = 0; i < cfg->num_listeners; i++) {
         free(cfg->listeners[i].name);
         free(cfg->listeners[i].address_text);

@@ -118,6 +118,7 @@ typedef struct pol_config {
     gw_log_format log_format;
     char *log_access;
     char *user;  // drop to this user when started as root
+    struct pol_config *retired_next;  // in the supervisor's list of snapshots to free
 } pol_config;
 
 // Collected problems, each "file:line: setting: message".
@@ -138,7 +139,16 @@ size_t pol_errors_count_fatal(const pol_errors *errs);
 pol_config *pol_config_load(const char *path, pol_errors *errs);
 
 pol_config *pol_config_ref(pol_config *cfg);
+
+// pol_config_unref drops a reference; the last one frees the snapshot, which may be slow
+// (its identities' PKCS#11 signers are stopped). With a retirer set, the retirer is asked
+// first: it returns 1 when it took the snapshot to free it elsewhere (redis's lazyfree:
+// a worker never frees one), 0 to free it here.
 void pol_config_unref(pol_config *cfg);
+void pol_config_set_retirer(int (*retire)(pol_config *cfg));
+
+// pol_config_free frees a snapshot no one refers to (what the last unref does).
+void pol_config_free(pol_config *cfg);
 
 // pol_config_lookup returns the rule that decides |d| for the local caller |caller| (a uid,
 // or GW_CALLER_NONE) or NULL (default deny).

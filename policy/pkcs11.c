@@ -199,8 +199,56 @@ static int reap(pol_p11 *k, int block) {
     return 1;
 }
 
-// stop_signer closes the control socket (the signer exits on its end of file) and waits
-// for it briefly, then kills it. Lock held.
+// Signers that were told to stop but had not exited yet: never waited for where they
+// are stopped (a worker, a retiring snapshot), reaped by pol_p11_reap_retired on the
+// supervisor's tick, killed if they take longer than RETIRE_GRACE_MS.
+#define RETIRE_MAX 256
+#define RETIRE_GRACE_MS 2000
+static struct {
+    pid_t pid;
+    struct timespec since;
+} g_retired[RETIRE_MAX];
+static size_t g_num_retired;
+static pthread_mutex_t g_retired_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void retire_pid(pid_t pid) {
+    pthread_mutex_lock(&g_retired_lock);
+    if (g_num_retired == RETIRE_MAX) {
+        pthread_mutex_unlock(&g_retired_lock);
+        kill(pid, SIGKILL);  // so many at once: no grace, and the child init reaps a zombie at our exit
+        return;
+    }
+    g_retired[g_num_retired].pid = pid;
+    clock_gettime(CLOCK_MONOTONIC, &g_retired[g_num_retired].since);
+    g_num_retired++;
+    pthread_mutex_unlock(&g_retired_lock);
+}
+
+size_t pol_p11_reap_retired(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&g_retired_lock);
+    for (size_t i = 0; i < g_num_retired;) {
+        int status;
+        pid_t r = waitpid(g_retired[i].pid, &status, WNOHANG);
+        if (r == g_retired[i].pid || (r < 0 && errno == ECHILD)) {
+            g_retired[i] = g_retired[--g_num_retired];
+            continue;
+        }
+        long ms = (now.tv_sec - g_retired[i].since.tv_sec) * 1000 + (now.tv_nsec - g_retired[i].since.tv_nsec) / 1000000;
+        if (ms >= RETIRE_GRACE_MS) {
+            kill(g_retired[i].pid, SIGKILL);  // reaped at the next tick
+        }
+        i++;
+    }
+    size_t left = g_num_retired;
+    pthread_mutex_unlock(&g_retired_lock);
+    return left;
+}
+
+// stop_signer closes the control socket (the signer exits on its end of file; with
+// |kill_now| it is killed at once) and never waits for it: one that has not exited yet is
+// left to pol_p11_reap_retired. Lock held.
 static void stop_signer(pol_p11 *k, int kill_now) {
     if (k->control >= 0) {
         close(k->control);
@@ -209,15 +257,17 @@ static void stop_signer(pol_p11 *k, int kill_now) {
     if (k->pid <= 0) {
         return;
     }
-    for (int i = 0; i < 20 && !kill_now; i++) {
-        if (reap(k, 0)) {
-            return;
-        }
-        struct timespec ts = {0, 5 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+    if (kill_now) {
+        kill(k->pid, SIGKILL);
     }
-    kill(k->pid, SIGKILL);
-    reap(k, 1);
+    if (reap(k, 0)) {
+        return;
+    }
+    retire_pid(k->pid);
+    snprintf(k->last_exit, sizeof(k->last_exit), "%s", kill_now ? "killed by signal 9 (Killed)" : "stopped");
+    k->exit_epoch = k->epoch;
+    k->exit_pid = k->pid;
+    k->pid = 0;
 }
 
 static int send_msg(int fd, uint32_t type, uint32_t id, uint32_t arg, const void *data, size_t len) {
@@ -510,21 +560,15 @@ void pol_p11_restart(pol_p11 *k, uint64_t epoch) {
     pthread_mutex_unlock(&k->lock);
 }
 
-void pol_p11_exit_text(pol_p11 *k, uint64_t epoch, char *out, size_t cap) {
+int pol_p11_exit_text(pol_p11 *k, uint64_t epoch, char *out, size_t cap) {
     pthread_mutex_lock(&k->lock);
     if (k->epoch == epoch && k->pid > 0) {
-        // Its sockets closed a moment before the kernel let its parent know.
-        for (int i = 0; i < 20 && !reap(k, 0); i++) {
-            struct timespec ts = {0, 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
+        reap(k, 0);  // never waits: the caller asks again a moment later
     }
-    if (k->exit_epoch == epoch && k->last_exit[0]) {
-        snprintf(out, cap, "%s", k->last_exit);
-    } else {
-        snprintf(out, cap, "closed its channel");
-    }
+    int known = k->exit_epoch == epoch && k->last_exit[0];
+    snprintf(out, cap, "%s", known ? k->last_exit : "closed its channel");
     pthread_mutex_unlock(&k->lock);
+    return known;
 }
 
 // ---- signature algorithms ----

@@ -59,12 +59,18 @@ int pol_p11_keygen(pol_p11 *k, uint32_t kind, const char *label, const char *id_
 // caller owns, non-blocking), starting a new signer first if the last one died; *|epoch|
 // says which signer it reaches. Returns -1 with words in |err|.
 int pol_p11_channel(pol_p11 *k, uint64_t *epoch, char *err, size_t cap);
+// pol_p11_reap_retired reaps the signers that were stopped (an identity freed, a hung
+// signer killed) but had not exited then; one still running after 2 s is killed. Never
+// waits. The supervisor calls it on every tick; returns how many are left.
+size_t pol_p11_reap_retired(void);
+
 // pol_p11_restart kills the signer of |epoch| if it is still the current one (it did not
 // answer in time); the next channel or request starts another.
 void pol_p11_restart(pol_p11 *k, uint64_t epoch);
-// pol_p11_exit_text says how the signer of |epoch| ended ("killed by signal 9"), or that
-// it still runs.
-void pol_p11_exit_text(pol_p11 *k, uint64_t epoch, char *out, size_t cap);
+// pol_p11_exit_text says how the signer of |epoch| ended ("killed by signal 9") and
+// returns 1, or writes "closed its channel" and returns 0 while that is not known yet (its
+// sockets close a moment before it may be reaped: ask again; it never waits).
+int pol_p11_exit_text(pol_p11 *k, uint64_t epoch, char *out, size_t cap);
 
 // pol_p11_prepare turns a TLS signature over |in| with |sigalg| (SSL_SIGN_*) into what the
 // token signs: the digest (ECDSA, PSS) or the DigestInfo (PKCS#1 v1.5), in |out| (at least

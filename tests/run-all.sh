@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: unit and integration tests on a normal build, then again on an
 # AddressSanitizer + UndefinedBehaviorSanitizer build; the main integration scripts once
-# more with the gateway under valgrind (memory errors, definitely lost blocks); then each
+# more with the gateway under valgrind (memory errors, definitely lost blocks); the unit
+# tests and the main scripts on a ThreadSanitizer build (no data race); then each
 # libFuzzer harness for a bounded time (FUZZ_SECONDS, default 20).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,11 +35,29 @@ done
 echo "valgrind: $vg_pass passed, $vg_fail failed"
 stage $vg_fail
 
+echo "=== ThreadSanitizer (unit tests; integration: mtls, http, ops, callers, pkcs11, close, retire)"
+rc=0
+cmake -S "$ROOT" -B "$ROOT/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMTLSGW_TSAN=ON > /dev/null
+cmake --build "$ROOT/build-tsan" -j "$(nproc)"
+(cd "$ROOT/build-tsan" && TSAN_OPTIONS=halt_on_error=0 ctest -L unit --output-on-failure) || rc=1
+ts_pass=0 ts_fail=0
+for t in mtls http ops callers pkcs11 close retire; do
+    # stop_gateways fails a script on any "Sanitizer" line in the gateway's log (a race).
+    if TSAN_OPTIONS=halt_on_error=0 MTLSGW="$ROOT/build-tsan/mtlsgw" bash "$ROOT/integration/test_$t.sh" > "$ROOT/build-tsan/tsan_$t.log" 2>&1; then
+        ts_pass=$((ts_pass + 1)); grep -E "passed," "$ROOT/build-tsan/tsan_$t.log"
+    else
+        ts_fail=$((ts_fail + 1)); grep -E "not ok|ThreadSanitizer|passed," "$ROOT/build-tsan/tsan_$t.log" | head -40
+    fi
+done
+echo "tsan: $ts_pass passed, $ts_fail failed"
+[ "$ts_fail" -eq 0 ] || rc=1
+stage $rc
+
 echo "=== fuzz (${FUZZ_SECONDS:-20} s per harness)"
 rc=0
 bash "$ROOT/tests/fuzz/run.sh" "${FUZZ_SECONDS:-20}" || rc=1
 stage $rc
 echo
-echo "stages: unit + integration; the same on ASan+UBSan; valgrind; fuzz"
+echo "stages: unit + integration; the same on ASan+UBSan; valgrind; ThreadSanitizer; fuzz"
 echo "run-all: $stages_ok passed, $stages_failed failed"
 exit $status

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,9 +15,15 @@
 
 #include "gateway/base/strbuf.h"
 
-static volatile int g_level = GW_LOG_INFO;
-static volatile int g_format = GW_LOG_TEXT;
-static volatile int g_access_fd = 2;  // -1: off
+// Read by every worker on every line, written on reload: atomics. The access log's
+// descriptor is 1, 2 or g_slot, a number that stays open (and names the current file)
+// for the life of the process: a worker that loaded it just before a reload still writes
+// to a log, never to a number closed and reused meanwhile (a client's socket, say).
+static atomic_int g_level = GW_LOG_INFO;
+static atomic_int g_format = GW_LOG_TEXT;
+static atomic_int g_access_fd = 2;
+static atomic_int g_access_on = 1;
+static int g_slot = -1;  // the access-log file's descriptor number, once there is one (g_lock)
 static char g_access_path[4096];
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -74,32 +81,45 @@ void gw_log_allow_owner(uint32_t uid) {
     g_allowed_owner = (uid_t)uid;
 }
 
+// into_slot makes the file open at |fd| (> 2) the one g_slot names and returns g_slot: the
+// first file's own number becomes the slot; later ones replace it there (dup3, atomic
+// for writers). Called with g_lock held.
+static int into_slot(int fd) {
+    if (g_slot < 0) {
+        g_slot = fd;
+    } else if (fd != g_slot) {
+        dup3(fd, g_slot, O_CLOEXEC);
+        close(fd);
+    }
+    return g_slot;
+}
+
 int gw_log_configure(gw_log_level level, gw_log_format format, const char *access) {
     int fd = open_access(access);
     if (fd == -1 && strcmp(access, "off") != 0) {
         return 0;
     }
     pthread_mutex_lock(&g_lock);
-    int old = g_access_fd;
-    g_access_fd = fd;
-    snprintf(g_access_path, sizeof(g_access_path), "%s", access);
-    g_level = level;
-    g_format = format;
-    pthread_mutex_unlock(&g_lock);
-    if (old > 2) {
-        close(old);
+    if (fd > 2) {
+        fd = into_slot(fd);
     }
+    if (fd >= 0) {
+        atomic_store(&g_access_fd, fd);
+    }
+    atomic_store(&g_access_on, fd >= 0);
+    snprintf(g_access_path, sizeof(g_access_path), "%s", access);
+    atomic_store(&g_level, (int)level);
+    atomic_store(&g_format, (int)format);
+    pthread_mutex_unlock(&g_lock);
     return 1;
 }
 
 void gw_log_reopen(void) {
     pthread_mutex_lock(&g_lock);
-    if (g_access_fd > 2) {
+    if (g_slot >= 0 && atomic_load(&g_access_fd) == g_slot) {
         int fd = open_access(g_access_path);
-        if (fd >= 0) {
-            // dup2 keeps the number valid for writers racing with us.
-            dup2(fd, g_access_fd);
-            close(fd);
+        if (fd > 2) {
+            into_slot(fd);  // the same number, the new file: writers racing with us are fine
         }
     }
     pthread_mutex_unlock(&g_lock);
@@ -107,15 +127,16 @@ void gw_log_reopen(void) {
 
 void gw_log_shutdown(void) {
     pthread_mutex_lock(&g_lock);
-    if (g_access_fd > 2) {
-        close(g_access_fd);
+    atomic_store(&g_access_fd, 2);
+    if (g_slot >= 0) {
+        close(g_slot);
+        g_slot = -1;
     }
-    g_access_fd = 2;
     pthread_mutex_unlock(&g_lock);
 }
 
 int gw_log_enabled(gw_log_level level) {
-    return (int)level <= g_level;
+    return (int)level <= atomic_load_explicit(&g_level, memory_order_relaxed);
 }
 
 static size_t format_time(char *out, size_t cap) {
@@ -155,7 +176,7 @@ void gw_log(gw_log_level level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (g_format == GW_LOG_JSON) {
+    if (atomic_load(&g_format) == GW_LOG_JSON) {
         n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts,
                              level_names[level]);
         n += gw_json_string(line + n, sizeof(line) - n - 2, msg);
@@ -245,15 +266,15 @@ static size_t put_num(char *line, size_t n, size_t cap, const char *key, int64_t
 }
 
 int gw_access_log_enabled(void) {
-    return g_access_fd >= 0;
+    return atomic_load_explicit(&g_access_on, memory_order_relaxed);
 }
 
 void gw_access_log(const gw_access_record *r) {
-    int fd = g_access_fd;
-    if (fd < 0) {
+    if (!atomic_load(&g_access_on)) {
         return;
     }
-    int json = g_format == GW_LOG_JSON;
+    int fd = atomic_load(&g_access_fd);
+    int json = atomic_load(&g_format) == GW_LOG_JSON;
     char line[4096];
     size_t cap = sizeof(line) - 2, n = 0;
     char ts[40];

@@ -1,5 +1,7 @@
 #include "gateway/base/loop.h"
 
+#include <stdatomic.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,7 @@ struct gw_loop {
     // Watchers removed while a batch is dispatched: their later events are dropped.
     struct epoll_event events[GW_LOOP_BATCH];
     int batch_len, batch_pos;
+    _Atomic uint64_t longest_turn_us;  // the longest one turn (a batch, its timers) took
 };
 
 uint64_t gw_monotonic_us(void) {
@@ -227,7 +230,8 @@ void gw_loop_run(gw_loop *loop) {
             timeout = d <= loop->now_ms ? 0 : (int)(d - loop->now_ms > 60000 ? 60000 : d - loop->now_ms);
         }
         int n = epoll_wait(loop->epfd, loop->events, GW_LOOP_BATCH, timeout);
-        loop->now_ms = gw_monotonic_ms();
+        uint64_t turn_start = gw_monotonic_us();
+        loop->now_ms = turn_start / 1000;
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -245,7 +249,15 @@ void gw_loop_run(gw_loop *loop) {
         loop->batch_len = loop->batch_pos = 0;
         run_timers(loop);
         run_deferred(loop);
+        uint64_t turn = gw_monotonic_us() - turn_start;
+        if (turn > atomic_load_explicit(&loop->longest_turn_us, memory_order_relaxed)) {
+            atomic_store_explicit(&loop->longest_turn_us, turn, memory_order_relaxed);
+        }
     }
     run_deferred(loop);
     loop->stopping = 0;  // the loop may be run again
+}
+
+uint64_t gw_loop_longest_turn_us(const gw_loop *loop) {
+    return atomic_load_explicit(&((gw_loop *)loop)->longest_turn_us, memory_order_relaxed);
 }

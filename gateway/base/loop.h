@@ -67,4 +67,8 @@ void gw_timer_stop(gw_loop *loop, gw_timer *t);
 // objects that close themselves inside a callback.
 void gw_loop_defer_free(gw_loop *loop, void (*free_fn)(void *), void *ptr);
 
+// gw_loop_longest_turn_us says how long the longest turn of |loop| took (one batch of
+// events with its timers and deferred frees): how long a tunnel could have waited on it.
+uint64_t gw_loop_longest_turn_us(const gw_loop *loop);
+
 #endif

@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <libconfig.h>
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@
 #include "gateway/worker.h"
 #include "policy/config.h"
 #include "policy/identity.h"
+#include "policy/pkcs11.h"
 #include "resolver/resolver.h"
 
 static const char run_usage[] =
@@ -276,6 +278,43 @@ static int drop_privileges(const pol_config *cfg) {
     return 1;
 }
 
+// ---- retiring snapshots ----
+//
+// The last reference to an old snapshot is often dropped on a worker (its last tunnel
+// closed) or the admin thread. Freeing it there would stall that thread: its PKCS#11
+// signers are stopped, its SSL_CTXs torn down. It goes to the supervisor instead, which
+// frees it on its next wake (SIGUSR2 says there is one), as redis's lazyfree does.
+
+static pthread_t g_supervisor;
+static pthread_mutex_t g_retire_lock = PTHREAD_MUTEX_INITIALIZER;
+static pol_config *g_retired;
+
+static int retire_to_supervisor(pol_config *cfg) {
+    if (pthread_equal(pthread_self(), g_supervisor)) {
+        return 0;  // the supervisor frees its own at once
+    }
+    pthread_mutex_lock(&g_retire_lock);
+    cfg->retired_next = g_retired;
+    g_retired = cfg;
+    pthread_mutex_unlock(&g_retire_lock);
+    pthread_kill(g_supervisor, SIGUSR2);
+    return 1;
+}
+
+static void free_retired(void) {
+    pthread_mutex_lock(&g_retire_lock);
+    pol_config *list = g_retired;
+    g_retired = NULL;
+    pthread_mutex_unlock(&g_retire_lock);
+    while (list != NULL) {
+        pol_config *next = list->retired_next;
+        gw_log(GW_LOG_DEBUG, "freed snapshot generation %llu (retired by a worker)", (unsigned long long)list->generation);
+        pol_config_free(list);
+        list = next;
+    }
+    pol_p11_reap_retired();
+}
+
 int gw_cmd_run(int argc, char **argv) {
     gw_cmd_opts o;
     gw_cmd_parse(argc, argv, GW_OPT_CONFIG, run_usage, &o);
@@ -290,7 +329,11 @@ int gw_cmd_run(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);  // a snapshot retired by another thread: free it
+    sigaddset(&set, SIGCHLD);  // a PKCS#11 signer ended: reap it
     pthread_sigmask(SIG_BLOCK, &set, NULL);  // workers inherit the mask; this thread waits
+    g_supervisor = pthread_self();
+    pol_config_set_retirer(retire_to_supervisor);
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
     // Not dumpable: no core files with keys in them, and no process of the service user
@@ -368,6 +411,10 @@ int gw_cmd_run(int argc, char **argv) {
     const struct timespec tick = {1, 0};
     for (;;) {
         int sig = sigtimedwait(&set, NULL, &tick);
+        free_retired();
+        if (sig == SIGUSR2 || sig == SIGCHLD) {
+            continue;
+        }
         if (sig < 0) {
             uint64_t now = identity_files_signature(cfg);
             if (now != seen) {
@@ -401,6 +448,7 @@ int gw_cmd_run(int argc, char **argv) {
     remove_unix_sockets(cfg);
     gw_admin_stop();
     pol_config_unref(cfg);
+    free_retired();
     gw_sesscache_clear();
     gw_log(GW_LOG_INFO, "stopped");
     gw_log_shutdown();

@@ -155,6 +155,19 @@ static void render_key_metrics(gw_strbuf *b, const pol_config *cfg, int times) {
     }
 }
 
+static _Atomic uint64_t g_worker_turn_us[GW_METRICS_MAX_WORKERS];
+static atomic_int g_num_workers;
+
+void gw_metrics_worker_turn(int index, uint64_t micros) {
+    if (index < 0 || index >= GW_METRICS_MAX_WORKERS) {
+        return;
+    }
+    atomic_store_explicit(&g_worker_turn_us[index], micros, memory_order_relaxed);
+    int n = atomic_load(&g_num_workers);
+    while (n < index + 1 && !atomic_compare_exchange_weak(&g_num_workers, &n, index + 1)) {
+    }
+}
+
 char *gw_metrics_render(const pol_config *cfg, int active) {
     gw_strbuf b = {0};
     gw_strbuf_printf(&b, "# HELP mtlsgw_connections_accepted_total Client connections accepted, per listener.\n"
@@ -166,6 +179,13 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
     }
     gw_strbuf_printf(&b, "# HELP mtlsgw_tunnels_active Tunnels open now.\n# TYPE mtlsgw_tunnels_active gauge\n"
                          "mtlsgw_tunnels_active %d\n", active);
+    gw_strbuf_printf(&b, "# HELP mtlsgw_worker_longest_turn_seconds The longest one turn of a worker's event loop took "
+                         "since start (a stall every tunnel of that worker waited out).\n"
+                         "# TYPE mtlsgw_worker_longest_turn_seconds gauge\n");
+    for (int i = 0; i < atomic_load(&g_num_workers); i++) {
+        gw_strbuf_printf(&b, "mtlsgw_worker_longest_turn_seconds{worker=\"%d\"} %.6f\n", i,
+                         (double)atomic_load_explicit(&g_worker_turn_us[i], memory_order_relaxed) / 1e6);
+    }
     gw_strbuf_printf(&b, "# HELP mtlsgw_relay_buffers 16 KiB relay buffers held by tunnels (in_use) and kept for reuse (free).\n"
                          "# TYPE mtlsgw_relay_buffers gauge\nmtlsgw_relay_buffers{state=\"in_use\"} %ld\n"
                          "mtlsgw_relay_buffers{state=\"free\"} %ld\n",

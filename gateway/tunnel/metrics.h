@@ -31,6 +31,11 @@ typedef enum { GW_PASS_VERIFIED = 0, GW_PASS_CACHED, GW_PASS_REJECTED, GW_PASS_Q
 void gw_metrics_password_check(gw_pass_result result);
 void gw_metrics_reload(int ok);
 
+// gw_metrics_worker_turn publishes worker |index|'s longest loop turn so far (once a
+// second, from the worker): mtlsgw_worker_longest_turn_seconds{worker}.
+#define GW_METRICS_MAX_WORKERS 256
+void gw_metrics_worker_turn(int index, uint64_t micros);
+
 // gw_metrics_identity_slot returns the slot for identity |name| (the same name always
 // gets the same slot, across reloads), or -1 when all slots are taken. Takes a lock:
 // called when a config is loaded, not on the data path.

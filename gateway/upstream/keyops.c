@@ -42,6 +42,8 @@ struct channel {
     gw_watcher w;
     gw_key_op *pending;
     int num_pending;
+    gw_timer exit_wait;  // a signer that died: how it ended is known a moment after its sockets closed
+    int exit_tries;
 };
 
 // Signatures one worker may have waiting on one signer. A token signs one at a time
@@ -75,6 +77,7 @@ static void count(const gw_upstream *u, gw_key_result r, uint64_t us) {
 struct gw_keyops {
     gw_loop *loop;
     channel *channels;
+    channel *dying;  // detached, waiting to learn how their signer ended (exit_wait)
     uint32_t next_id;
 };
 
@@ -127,8 +130,40 @@ static void finish_op(gw_loop *loop, gw_key_op *op, gw_key_result result) {
     }
 }
 
+// fail_pending fails every signature still waiting on |ch|: its signer |ended| so.
+static void fail_pending(gw_keyops *k, channel *ch, const char *ended) {
+    while (ch->pending != NULL) {
+        gw_key_op *op = ch->pending;
+        const pol_identity *id = op->u->identity;
+        set_error(op->u, "the PKCS#11 signer of identity \"%s\" (token \"%s\") %s before it signed", id->spec.name,
+                  id->p11 ? pol_p11_info(id->p11)->token : "?", ended);
+        finish_op(k->loop, op, GW_KEY_FAILED);
+    }
+}
+
+// on_exit_wait asks again how a dead signer ended: its sockets close a moment before its
+// parent may reap it. Never a sleep on the loop: a timer, 2 ms apart, 25 times at most.
+static void on_exit_wait(gw_loop *loop, gw_timer *timer) {
+    channel *ch = timer->data;
+    char ended[200] = "closed its channel";
+    const pol_identity *id = ch->pending != NULL ? ch->pending->u->identity : NULL;
+    int known = id != NULL && id->p11 != NULL && pol_p11_exit_text(id->p11, ch->epoch, ended, sizeof(ended));
+    if (!known && ch->pending != NULL && ++ch->exit_tries < 25) {
+        gw_timer_start(loop, &ch->exit_wait, 2);
+        return;
+    }
+    for (channel **p = &ch->owner->dying; *p != NULL; p = &(*p)->next) {
+        if (*p == ch) {
+            *p = ch->next;
+            break;
+        }
+    }
+    fail_pending(ch->owner, ch, ended);
+    gw_loop_defer_free(loop, free, ch);
+}
+
 // detach_channel takes |ch| out of service: its signer is gone. Pending signatures fail
-// with how it ended.
+// with how it ended (|why|, or what its exit status says once known).
 static void detach_channel(gw_keyops *k, channel *ch, const char *why) {
     if (ch->dead) {
         return;
@@ -143,17 +178,15 @@ static void detach_channel(gw_keyops *k, channel *ch, const char *why) {
             break;
         }
     }
-    char ended[200] = "";
-    if (why == NULL && ch->pending != NULL && ch->pending->u->identity->p11 != NULL) {
-        pol_p11_exit_text(ch->pending->u->identity->p11, ch->epoch, ended, sizeof(ended));
+    if (why == NULL && ch->pending != NULL) {
+        ch->next = k->dying;
+        k->dying = ch;
+        gw_timer_init(&ch->exit_wait, on_exit_wait, ch);
+        ch->exit_tries = 0;
+        on_exit_wait(k->loop, &ch->exit_wait);
+        return;
     }
-    while (ch->pending != NULL) {
-        gw_key_op *op = ch->pending;
-        const pol_identity *id = op->u->identity;
-        set_error(op->u, "the PKCS#11 signer of identity \"%s\" (token \"%s\") %s before it signed", id->spec.name,
-                  id->p11 ? pol_p11_info(id->p11)->token : "?", why ? why : ended);
-        finish_op(k->loop, op, GW_KEY_FAILED);
-    }
+    fail_pending(k, ch, why != NULL ? why : "closed its channel");
     gw_loop_defer_free(k->loop, free, ch);
 }
 
@@ -400,6 +433,17 @@ const SSL_PRIVATE_KEY_METHOD gw_token_key_method = {token_sign, token_decrypt, t
 void gw_keyops_free(gw_keyops *k) {
     if (k == NULL) {
         return;
+    }
+    while (k->dying != NULL) {
+        channel *ch = k->dying;
+        k->dying = ch->next;
+        gw_timer_stop(k->loop, &ch->exit_wait);
+        while (ch->pending != NULL) {
+            gw_key_op *op = ch->pending;
+            unlink_op(op);
+            gw_timer_stop(k->loop, &op->timer);
+        }
+        free(ch);
     }
     while (k->channels != NULL) {
         channel *ch = k->channels;
