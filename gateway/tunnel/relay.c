@@ -364,8 +364,11 @@ void tunnel_relay(gw_tunnel *t) {
             t->client_io.shut = 1;
         }
         if (t->upstream_io.write_dead && t->upstream_io.eof) {
-            // The upstream is done both ways: flush, FIN, and give the client that is still
-            // sending the flush deadline to stop.
+            // The upstream is done both ways while the client is still sending into the
+            // void: flush what the upstream sent, then end at once (as the upstream did),
+            // once the client's socket has taken every byte. Draining a client that keeps
+            // writing would only make it wait out the flush deadline to learn the end.
+            t->flush_reset = 1;
             flush_and_close(t);
             return;
         }
