@@ -7,7 +7,7 @@
 # to ::ffff:127.0.0.1, as Java and .NET make) served with the caller lookup on; and the
 # lesser holes: a client streaming after its refusal, a trickled second request head, one
 # client's share of max_connections, a planted access-log symlink, trusted files writable
-# by others, HTTP/1.0 clients and chunked responses.
+# by others. (HTTP/1.0 clients and chunked responses: test_http.sh.)
 source "$(dirname "$0")/lib.sh"
 
 if [ "$(id -u)" != 0 ]; then
@@ -18,27 +18,7 @@ fi
 
 make_pki
 start_backend
-start_dnsmasq self.loop.test=127.0.0.1 web.loop.test=127.0.0.1 pad.loop.test=127.0.0.1 chunky.loop.test=127.0.0.1
-# A server that answers every request with a chunked body (HTTP/1.1), then closes.
-CHUNKY_PORT=$(free_port)
-python3 - "$CHUNKY_PORT" <<'PY' &
-import socket, sys, threading
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16)
-def serve(c):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        d = c.recv(4096)
-        if not d: return
-        data += d
-    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
-              b"5\r\nhello\r\n7;x=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n")
-    c.close()
-while True:
-    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
-PY
-PIDS+=($!)
-wait_port "$CHUNKY_PORT" $!
+start_dnsmasq self.loop.test=127.0.0.1 web.loop.test=127.0.0.1 pad.loop.test=127.0.0.1
 
 GW_PORT=$(free_port); ADMIN_PORT=$(free_port); GW2_PORT=$(free_port)
 # deny_addresses as the operator wrote it, without loopback: only the gateway's own
@@ -216,15 +196,6 @@ expect_contains "the first request on the connection is answered" "first=ok" "$o
 expect_contains "a trickled second head is cut (handshake_timeout_ms = 1500, idle_timeout_s = 900)" "cut after" "$out"
 sleep 0.3
 expect_contains "... and logged saying why" "did not send a complete request head within handshake_timeout_ms" "$(cat "$WORK/gw.log")"
-
-# ---- HTTP/1.0 clients get a chunked body without its framing, ended by the close ----
-out=$(printf 'GET http://chunky.loop.test:%s/ HTTP/1.0\r\n\r\n' "$CHUNKY_PORT" | python3 "$HERE/raw.py" "$GW_PORT" | tr -d '\r')
-expect_contains "HTTP/1.0 client: an HTTP/1.0 status line" "HTTP/1.0 200 OK" "$out"
-check "HTTP/1.0 client: no Transfer-Encoding" bash -c "! grep -qi '^transfer-encoding' <<< '$out'"
-expect_contains "HTTP/1.0 client: Connection: close" "Connection: close" "$out"
-expect_eq "HTTP/1.0 client: the body is the data, unchunked" "hello, world" "$(sed '1,/^$/d' <<< "$out")"
-out=$(curl -s -m 5 -x "http://127.0.0.1:$GW_PORT" "http://chunky.loop.test:$CHUNKY_PORT/")
-expect_eq "control: an HTTP/1.1 client (curl) still reads it chunked" "hello, world" "$out"
 
 # ---- the default list fences loopback; an upstream literal is the operator's choice ----
 GW3_PORT=$(free_port)

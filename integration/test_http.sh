@@ -18,6 +18,7 @@ start_dnsmasq orders.dc2.test=127.0.0.1 billing.dc2.test=127.0.0.1 redis.dc2.tes
 #   /short     Content-Length 100, 50 bytes, then a close   -> the client sees an error
 #   /badlen    two different Content-Lengths                -> 502
 #   /garbage   not HTTP at all                              -> 502
+#   /chunked   a chunked body                               -> an HTTP/1.0 client gets it unchunked
 RAW_PORT=$(free_port)
 python3 - "$RAW_PORT" <<'PY' &
 import socket, sys, threading
@@ -35,6 +36,9 @@ def serve(c):
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"c" * 100000 + b"\nend-of-close\n")
     elif path == b"/short":
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"s" * 50)
+    elif path == b"/chunked":
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\n7;x=1\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n")
     elif path == b"/badlen":
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
     else:
@@ -165,6 +169,13 @@ check "httpoxy: no Proxy or Proxy-* header reached the backend" bash -c "! grep 
 out=$(hc http://raw.dc1.test/close)
 expect_contains "close-delimited response delivered whole" "end-of-close" "$out"
 expect_eq "close-delimited response: all bytes" "100014" "$(hc http://raw.dc1.test/close | wc -c)"
+# An HTTP/1.0 client cannot read chunked framing: it gets the data, ended by the close.
+out=$(printf 'GET http://raw.dc1.test/chunked HTTP/1.0\r\n\r\n' | raw)
+expect_contains "HTTP/1.0 client, chunked response: an HTTP/1.0 status line" "HTTP/1.0 200 OK" "$out"
+check "HTTP/1.0 client, chunked response: no Transfer-Encoding" bash -c "! grep -qi '^transfer-encoding' <<< '$out'"
+expect_contains "HTTP/1.0 client, chunked response: Connection: close" "Connection: close" "$out"
+expect_eq "HTTP/1.0 client, chunked response: the body is the data, unchunked" "hello, world" "$(sed '1,/^$/d' <<< "$out")"
+expect_eq "control: an HTTP/1.1 client (curl) still reads it chunked" "hello, world" "$(hc http://raw.dc1.test/chunked)"
 set +e
 hc -o /dev/null http://raw.dc1.test/short; rc=$?
 set -e
