@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gateway/base/buffer.h"
+#include "gateway/base/strbuf.h"
 #include "gateway/proto/http.h"
 #include "policy/identity.h"
 #include "policy/loader.h"
@@ -349,6 +350,58 @@ static void load_rule_identities(loader *ld, const config_setting_t *root, const
     r->identity = r->num_identities ? r->identities[0] : NULL;
 }
 
+// load_rule_listeners reads a rule's `listener`: one listener name or a list of them; the
+// rule then serves only clients that came in there (a UNIX socket folder per consumer,
+// say). Listeners are loaded before rules.
+static void load_rule_listeners(loader *ld, const config_setting_t *g, const char *prefix, pol_rule *r) {
+    const config_setting_t *s = config_setting_get_member(g, "listener");
+    if (s == NULL) {
+        return;
+    }
+    char path[96];
+    pol_ld_setting_path(path, sizeof(path), prefix, "listener");
+    int t = config_setting_type(s);
+    int n = t == CONFIG_TYPE_STRING ? 1 : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s) : -1;
+    if (n <= 0) {
+        pol_ld_problem(ld, s, path, "expected the name of a listener, or a list of them");
+        return;
+    }
+    pol_config *cfg = ld->cfg;
+    gw_strbuf text = {0};
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = t == CONFIG_TYPE_STRING ? s : config_setting_get_elem(s, (unsigned)i);
+        const char *name = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : NULL;
+        size_t found = cfg->num_listeners;
+        for (size_t j = 0; name != NULL && j < cfg->num_listeners; j++) {
+            if (strcmp(cfg->listeners[j].name, name) == 0) {
+                found = j;
+                break;
+            }
+        }
+        if (found == cfg->num_listeners) {
+            gw_strbuf names = {0};
+            for (size_t j = 0; j < cfg->num_listeners; j++) {
+                gw_strbuf_printf(&names, "%s\"%s\"", j ? ", " : "", cfg->listeners[j].name);
+            }
+            pol_ld_problem(ld, e, path, "no listener named \"%s\" (the listeners: %s)", name ? name : "?",
+                           names.p ? names.p : "none");
+            free(names.p);
+            continue;
+        }
+        if (found >= 64) {
+            pol_ld_problem(ld, e, path, "a rule can name only the first 64 listeners; \"%s\" is number %zu", name,
+                           found + 1);
+            continue;
+        }
+        r->listeners |= 1ull << found;
+        gw_strbuf_printf(&text, "%s%s", i ? ", " : "", name);
+    }
+    r->listeners_text = text.failed ? NULL : text.p;
+    if (text.failed) {
+        free(text.p);
+    }
+}
+
 static void load_rules(loader *ld, const config_setting_t *root, int identities_bad) {
     int bad = 0;
     const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", "rules", 0, &bad);
@@ -360,7 +413,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
     int n = config_setting_length(list);
     cfg->rules = calloc((size_t)n + 1, sizeof(*cfg->rules));
     static const char *const known[] = {"match", "action", "identity", "upstream", "upstream_port",
-                                        "server_name", "server_uri", "caller", NULL};
+                                        "server_name", "server_uri", "caller", "listener", NULL};
     pol_userdb *db = pol_userdb_new();
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
@@ -457,6 +510,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             pol_ld_problem(ld, g, prefix, "a deny rule takes no upstream");
         }
         r.callers = pol_ld_callers(ld, g, prefix, db);
+        load_rule_listeners(ld, g, prefix, &r);
         r.where = pol_ld_where_of(ld, g);
         r.match_text = strdup(match ? match : "");
         if ((int)pol_errors_count_fatal(ld->errs) != before) {
@@ -466,11 +520,12 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             free(r.server_name);
             free(r.server_uri);
             free(r.identities);
+            free(r.listeners_text);
             pol_callers_free(r.callers);
             continue;
         }
         cfg->rules[cfg->num_rules] = r;
-        pol_index_add(cfg->index, &r.match, (uint32_t)cfg->num_rules, r.callers);
+        pol_index_add(cfg->index, &r.match, (uint32_t)cfg->num_rules, r.callers, r.listeners);
         cfg->callers_in_rules |= r.callers != NULL;
         cfg->num_rules++;
     }
@@ -799,6 +854,7 @@ void pol_config_free(pol_config *cfg) {
         free(cfg->rules[i].upstream_host);
         free(cfg->rules[i].server_name);
         free(cfg->rules[i].where);
+        free(cfg->rules[i].listeners_text);
         pol_callers_free(cfg->rules[i].callers);
         free(cfg->rules[i].server_uri);
         free(cfg->rules[i].identities);
@@ -837,8 +893,8 @@ int pol_rule_uses_identity(const pol_rule *r, const pol_identity *id) {
     return 0;
 }
 
-const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d, uint32_t caller) {
-    long i = pol_index_lookup(cfg->index, d, caller);
+const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d, uint32_t caller, int listener) {
+    long i = pol_index_lookup(cfg->index, d, caller, listener);
     return i < 0 ? NULL : &cfg->rules[i];
 }
 

@@ -42,6 +42,8 @@ typedef struct {
     pol_callers *callers;    // `caller`: who may use the rule; NULL: everyone
     char *where;             // "file:line" of the rule
     int upstream_is_literal; // upstream_host is an IP address the operator wrote
+    uint64_t listeners;      // `listener`: bit i for listener i; 0: every listener
+    char *listeners_text;    // as written ("a, b"), for people; NULL: every listener
 } pol_rule;
 
 typedef struct {
@@ -151,8 +153,9 @@ void pol_config_set_retirer(int (*retire)(pol_config *cfg));
 void pol_config_free(pol_config *cfg);
 
 // pol_config_lookup returns the rule that decides |d| for the local caller |caller| (a uid,
-// or GW_CALLER_NONE) or NULL (default deny).
-const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d, uint32_t caller);
+// or GW_CALLER_NONE) on listener |listener| (its index; -1: none in particular) or NULL
+// (default deny).
+const pol_rule *pol_config_lookup(const pol_config *cfg, const pol_dest *d, uint32_t caller, int listener);
 
 // pol_config_allows says whether a client at |sa| may use the proxy (the `allow` list).
 int pol_config_allows(const pol_config *cfg, const struct sockaddr *sa);

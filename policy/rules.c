@@ -10,6 +10,7 @@ typedef struct {
     uint32_t rule;
     uint16_t port_lo, port_hi;
     const pol_callers *callers;  // NULL: any caller
+    uint64_t listeners;          // bit i: listener i; 0: any listener
 } entry;
 
 typedef struct {
@@ -40,7 +41,8 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n) {
     return gw_hash_bytes(GW_HASH_INIT, p, n);
 }
 
-static int list_push(entry_list *l, const pol_match *m, uint32_t rule, const pol_callers *callers) {
+static int list_push(entry_list *l, const pol_match *m, uint32_t rule, const pol_callers *callers,
+                     uint64_t listeners) {
     if (l->len == l->cap) {
         uint32_t cap = l->cap ? l->cap * 2 : 2;
         entry *v = realloc(l->v, cap * sizeof(*v));
@@ -50,15 +52,21 @@ static int list_push(entry_list *l, const pol_match *m, uint32_t rule, const pol
         l->v = v;
         l->cap = cap;
     }
-    l->v[l->len++] = (entry){rule, m->port_lo, m->port_hi, callers};
+    l->v[l->len++] = (entry){rule, m->port_lo, m->port_hi, callers, listeners};
     return 1;
 }
 
-// list_first returns the first rule in |l| whose ports include |port| and whose callers
-// include |caller|, or -1. Entries are in rule order, so the first hit is the lowest.
-static long list_first(const entry_list *l, uint16_t port, uint32_t caller) {
+static int serves_listener(uint64_t listeners, int listener) {
+    return listeners == 0 || (listener >= 0 && listener < 64 && (listeners >> listener) & 1);
+}
+
+// list_first returns the first rule in |l| whose ports include |port|, whose callers
+// include |caller| and whose listeners |listener|, or -1. Entries are in rule order, so
+// the first hit is the lowest.
+static long list_first(const entry_list *l, uint16_t port, uint32_t caller, int listener) {
     for (uint32_t i = 0; i < l->len; i++) {
-        if (port >= l->v[i].port_lo && port <= l->v[i].port_hi && pol_callers_match(l->v[i].callers, caller)) {
+        if (port >= l->v[i].port_lo && port <= l->v[i].port_hi && serves_listener(l->v[i].listeners, listener) &&
+            pol_callers_match(l->v[i].callers, caller)) {
             return l->v[i].rule;
         }
     }
@@ -154,7 +162,7 @@ static size_t cidr_key(uint8_t *key, int family, int prefix_len, const uint8_t *
     return n + 2;
 }
 
-int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule, const pol_callers *callers) {
+int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule, const pol_callers *callers, uint64_t listeners) {
     entry_list *l = NULL;
     switch (m->kind) {
         case POL_MATCH_ANY:
@@ -178,15 +186,15 @@ int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule, const pol_c
             break;
         }
     }
-    return l != NULL && list_push(l, m, rule, callers);
+    return l != NULL && list_push(l, m, rule, callers, listeners);
 }
 
 static long better(long best, long candidate) {
     return candidate >= 0 && (best < 0 || candidate < best) ? candidate : best;
 }
 
-long pol_index_lookup(const pol_index *idx, const pol_dest *d, uint32_t caller) {
-    long best = list_first(&idx->any, d->port, caller);
+long pol_index_lookup(const pol_index *idx, const pol_dest *d, uint32_t caller, int listener) {
+    long best = list_first(&idx->any, d->port, caller, listener);
     if (d->family != 0) {
         int max = d->family == AF_INET ? 32 : 128;
         const uint8_t *lens = d->family == AF_INET ? idx->v4_lens : idx->v6_lens;
@@ -198,7 +206,7 @@ long pol_index_lookup(const pol_index *idx, const pol_dest *d, uint32_t caller) 
             size_t n = cidr_key(key, d->family, len, d->addr);
             const entry_list *l = table_get(&idx->cidr, key, n);
             if (l != NULL) {
-                best = better(best, list_first(l, d->port, caller));
+                best = better(best, list_first(l, d->port, caller, listener));
             }
         }
         return best;
@@ -206,7 +214,7 @@ long pol_index_lookup(const pol_index *idx, const pol_dest *d, uint32_t caller) 
     size_t hl = strlen(d->host);
     const entry_list *l = table_get(&idx->exact, (const uint8_t *)d->host, hl);
     if (l != NULL) {
-        best = better(best, list_first(l, d->port, caller));
+        best = better(best, list_first(l, d->port, caller, listener));
     }
     // "*.b.c" is stored as "b.c": try every proper suffix that starts after a dot.
     for (size_t i = 0; i < hl; i++) {
@@ -216,7 +224,7 @@ long pol_index_lookup(const pol_index *idx, const pol_dest *d, uint32_t caller) 
         const char *suf = d->host + i + 1;
         l = table_get(&idx->suffix, (const uint8_t *)suf, hl - i - 1);
         if (l != NULL) {
-            best = better(best, list_first(l, d->port, caller));
+            best = better(best, list_first(l, d->port, caller, listener));
         }
     }
     return best;

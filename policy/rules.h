@@ -19,13 +19,15 @@ pol_index *pol_index_new(void);
 void pol_index_free(pol_index *idx);
 
 // pol_index_add adds |m| as rule number |rule|, for the callers |callers| (NULL: any;
-// kept by the caller, it must outlive the index). Rules must be added in increasing
-// order. Returns 1, or 0 on allocation failure.
-int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule, const pol_callers *callers);
+// kept by the caller, it must outlive the index) and the listeners in |listeners| (bit i:
+// listener i; 0: any). Rules must be added in increasing order. Returns 1, or 0 on
+// allocation failure.
+int pol_index_add(pol_index *idx, const pol_match *m, uint32_t rule, const pol_callers *callers, uint64_t listeners);
 
 // pol_index_lookup returns the lowest rule number matching |d| for the local caller
-// |caller| (GW_CALLER_NONE: not known), or -1. The caller is checked only on candidates
-// the destination found.
-long pol_index_lookup(const pol_index *idx, const pol_dest *d, uint32_t caller);
+// |caller| (GW_CALLER_NONE: not known) on listener |listener| (-1: none in particular:
+// only rules for any listener match), or -1. Caller and listener are checked only on
+// candidates the destination found.
+long pol_index_lookup(const pol_index *idx, const pol_dest *d, uint32_t caller, int listener);
 
 #endif

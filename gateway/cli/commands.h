@@ -18,10 +18,11 @@ enum {
     GW_OPT_CONFIG = 1u << 8,
     GW_OPT_CALLER = 1u << 9,
     GW_OPT_PKCS11 = 1u << 10,
+    GW_OPT_LISTENER = 1u << 11,
 };
 
 typedef struct {
-    const char *config, *subject, *san, *key, *out, *caller, *pkcs11;
+    const char *config, *subject, *san, *key, *out, *caller, *pkcs11, *listener;
     int json, strict, connect, warn_days;
     char **args;  // the operands left after the options
     int num_args;

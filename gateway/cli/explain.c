@@ -52,11 +52,13 @@ static const char check_usage[] =
     "every problem as file:line: setting: what was expected, and exits 1.\n";
 
 static const char explain_usage[] =
-    "usage: mtlsgw explain -c FILE HOST[:PORT] [--caller USER|UID] [--connect]\n\n"
+    "usage: mtlsgw explain -c FILE HOST[:PORT] [--caller USER|UID] [--listener NAME] [--connect]\n\n"
     "Shows the rule (file:line) deciding HOST:PORT (default port 443), its action, identity,\n"
     "upstream and server name. Rules with `caller` match only the callers they name: with\n"
     "--caller the decision is the one for a client run by that local user; without it, for a\n"
-    "client with no known caller (a remote one). With --connect it also resolves the upstream,\n"
+    "client with no known caller (a remote one). Rules with `listener` match only clients of\n"
+    "those listeners: --listener NAME asks for a client of that one; without it, only rules\n"
+    "for every listener count. With --connect it also resolves the upstream,\n"
     "connects and handshakes twice: the server chain, TLS version and cipher, whether the\n"
     "server accepted our certificate, and whether the second handshake resumed. Exit 1 if\n"
     "that fails. For a rule with an identity list it prints the CA names the server sent\n"
@@ -82,7 +84,7 @@ int gw_cmd_check(int argc, char **argv) {
 
 int gw_cmd_explain(int argc, char **argv) {
     gw_cmd_opts o;
-    gw_cmd_parse(argc, argv, GW_OPT_CONFIG | GW_OPT_CONNECT | GW_OPT_CALLER, explain_usage, &o);
+    gw_cmd_parse(argc, argv, GW_OPT_CONFIG | GW_OPT_CONNECT | GW_OPT_CALLER | GW_OPT_LISTENER, explain_usage, &o);
     if (o.num_args != 1) {
         fprintf(stderr, "mtlsgw explain: one HOST[:PORT] is required\n\n%s", explain_usage);
         return 2;
@@ -110,8 +112,22 @@ int gw_cmd_explain(int argc, char **argv) {
         pol_config_unref(cfg);
         return 2;
     }
-    const pol_rule *r = pol_config_lookup(cfg, &d, caller);
+    int listener = -1;
+    for (size_t i = 0; o.listener != NULL && i < cfg->num_listeners; i++) {
+        if (strcmp(cfg->listeners[i].name, o.listener) == 0) {
+            listener = (int)i;
+        }
+    }
+    if (o.listener != NULL && listener < 0) {
+        fprintf(stderr, "mtlsgw explain: --listener \"%s\": the config has no listener of that name\n", o.listener);
+        pol_config_unref(cfg);
+        return 2;
+    }
+    const pol_rule *r = pol_config_lookup(cfg, &d, caller, listener);
     printf("destination  %s:%u\n", d.host, d.port);
+    if (o.listener != NULL) {
+        printf("listener     %s\n", o.listener);
+    }
     if (caller != GW_CALLER_NONE) {
         const struct passwd *pw = getpwuid(caller);
         printf("caller       uid %u%s%s%s\n", caller, pw ? " (" : "", pw ? pw->pw_name : "", pw ? ")" : "");
@@ -123,8 +139,9 @@ int gw_cmd_explain(int argc, char **argv) {
         pol_config_unref(cfg);
         return 0;
     }
-    printf("rule         %s  match \"%s\"%s%s\n", r->where, r->match_text, r->callers ? "  caller " : "",
-           r->callers ? r->callers->text : "");
+    printf("rule         %s  match \"%s\"%s%s%s%s\n", r->where, r->match_text, r->callers ? "  caller " : "",
+           r->callers ? r->callers->text : "", r->listeners_text ? "  listener " : "",
+           r->listeners_text ? r->listeners_text : "");
     printf("action       %s\n", pol_action_name(r->action));
     if (r->action != POL_ACTION_DENY) {
         const char *h = r->upstream_host ? r->upstream_host : d.host;

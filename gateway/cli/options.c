@@ -40,7 +40,7 @@ void gw_cmd_parse(int argc, char **argv, unsigned allowed, const char *usage, gw
         {"subject", required_argument, NULL, 'S'},  {"san", required_argument, NULL, 'A'},
         {"key", required_argument, NULL, 'k'},      {"out", required_argument, NULL, 'o'},
         {"caller", required_argument, NULL, 'u'},   {"pkcs11", required_argument, NULL, 'P'},
-        {NULL, 0, NULL, 0}};
+        {"listener", required_argument, NULL, 'L'}, {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof(*o));
     o->warn_days = 14;
     optind = 1;
@@ -59,6 +59,7 @@ void gw_cmd_parse(int argc, char **argv, unsigned allowed, const char *usage, gw
             case 'o': bit = GW_OPT_OUT, o->out = optarg; break;
             case 'u': bit = GW_OPT_CALLER, o->caller = optarg; break;
             case 'P': bit = GW_OPT_PKCS11, o->pkcs11 = optarg; break;
+            case 'L': bit = GW_OPT_LISTENER, o->listener = optarg; break;
             case 'w': {
                 char *end;
                 long v = strtol(optarg, &end, 10);

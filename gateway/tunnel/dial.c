@@ -139,7 +139,7 @@ void tunnel_route(gw_tunnel *t, const char *host, uint16_t port) {
     if (tunnel_refuse_unadmitted(t)) {
         return;
     }
-    t->rule = pol_config_lookup(t->cfg, &t->dest, t->caller);
+    t->rule = pol_config_lookup(t->cfg, &t->dest, t->caller, (int)t->listener_index);
     char dest[300];
     if (t->dest.family == AF_INET6) {
         snprintf(dest, sizeof(dest), "[%s]:%u", t->dest.host, port);

@@ -28,7 +28,7 @@ static int address_refuses(gw_tunnel *t, const char *host, const char *ip, uint1
     if (t->admission != GW_ERR_NONE || !pol_dest_init(&addr, ip, port)) {
         return 0;  // tunnel_route refuses it for what it is
     }
-    const pol_rule *r = pol_config_lookup(t->cfg, &addr, t->caller);
+    const pol_rule *r = pol_config_lookup(t->cfg, &addr, t->caller, (int)t->listener_index);
     if (r != NULL && r->action != POL_ACTION_DENY) {
         return 0;
     }

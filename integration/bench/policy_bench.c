@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
         long matched = 0;
         t0 = now_s();
         for (int i = 0; i < LOOKUPS; i++) {
-            matched += pol_config_lookup(cfg, &dests[i & (DESTS - 1)], GW_CALLER_NONE) != NULL;
+            matched += pol_config_lookup(cfg, &dests[i & (DESTS - 1)], GW_CALLER_NONE, -1) != NULL;
         }
         double per = (now_s() - t0) / LOOKUPS * 1e9;
         printf("| %d | %.3f | %.0f | %.1f%% |\n", n, load, per, 100.0 * (double)matched / LOOKUPS);

@@ -114,7 +114,7 @@ static void bad_specs(void **state) {
 static long lookup(pol_index *idx, const char *host, uint16_t port, uint32_t caller) {
     pol_dest d;
     assert_true(pol_dest_init(&d, host, port));
-    return pol_index_lookup(idx, &d, caller);
+    return pol_index_lookup(idx, &d, caller, -1);
 }
 
 static void index_with_callers(void **state) {
@@ -127,7 +127,7 @@ static void index_with_callers(void **state) {
         pol_match m;
         char err[300];
         assert_true(pol_match_parse(pats[i], &m, err, sizeof(err)));
-        assert_true(pol_index_add(idx, &m, i, who[i]));
+        assert_true(pol_index_add(idx, &m, i, who[i], 0));
     }
     assert_int_equal(lookup(idx, "orders.dc2.test", 80, 1001), 0);
     assert_int_equal(lookup(idx, "orders.dc2.test", 80, 1003), 1);

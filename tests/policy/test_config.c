@@ -55,9 +55,9 @@ static void minimal_and_defaults(void **state) {
     assert_int_equal(cfg->num_allow, 2);  // loopback only by default
     pol_dest d;
     pol_dest_init(&d, "a.example.org", 80);
-    assert_non_null(pol_config_lookup(cfg, &d, GW_CALLER_NONE));
+    assert_non_null(pol_config_lookup(cfg, &d, GW_CALLER_NONE, -1));
     pol_dest_init(&d, "example.com", 80);
-    assert_null(pol_config_lookup(cfg, &d, GW_CALLER_NONE));  // default deny
+    assert_null(pol_config_lookup(cfg, &d, GW_CALLER_NONE, -1));  // default deny
     pol_config_unref(cfg);
     pol_errors_free(&errs);
 }
@@ -253,10 +253,39 @@ static void callers_need_user_as_root(void **state) {
     pol_errors_free(&errs);
 }
 
+// `listener`: a rule serves only the clients of the listeners it names.
+static void rules_by_listener(void **state) {
+    pol_errors errs;
+    pol_config *cfg = load("listen = ( { name = \"orders\"; address = \"127.0.0.1:1080\"; },\n"
+                           "           { name = \"billing\"; address = \"127.0.0.1:1081\"; } );\n"
+                           "rules = ( { match = \"a.test\"; action = \"direct\"; listener = \"orders\"; },\n"
+                           "          { match = \"a.test\"; action = \"deny\"; listener = [ \"billing\", \"orders\" ]; },\n"
+                           "          { match = \"*\"; action = \"direct\"; } );\n",
+                           &errs);
+    assert_non_null(cfg);
+    pol_dest d;
+    assert_true(pol_dest_init(&d, "a.test", 80));
+    assert_ptr_equal(pol_config_lookup(cfg, &d, GW_CALLER_NONE, 0), &cfg->rules[0]);
+    assert_ptr_equal(pol_config_lookup(cfg, &d, GW_CALLER_NONE, 1), &cfg->rules[1]);
+    assert_ptr_equal(pol_config_lookup(cfg, &d, GW_CALLER_NONE, -1), &cfg->rules[2]);  // no listener in particular
+    assert_string_equal(cfg->rules[1].listeners_text, "billing, orders");
+    assert_null(cfg->rules[2].listeners_text);
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
+    cfg = load("listen = ( { name = \"orders\"; address = \"127.0.0.1:1080\"; } );\n"
+               "rules = ( { match = \"a.test\"; action = \"direct\"; listener = \"ordres\"; },\n"
+               "          { match = \"b.test\"; action = \"direct\"; listener = 5; } );\n",
+               &errs);
+    assert_null(cfg);
+    assert_true(has(&errs, "2: rules[0].listener: no listener named \"ordres\" (the listeners: \"orders\")"));
+    assert_true(has(&errs, "3: rules[1].listener: expected the name of a listener, or a list of them"));
+    pol_errors_free(&errs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(minimal_and_defaults), cmocka_unit_test(every_error_with_line),
                                        cmocka_unit_test(syntax_error), cmocka_unit_test(missing_listen),
                                        cmocka_unit_test(deny_addresses), cmocka_unit_test(own_addresses),
-                                       cmocka_unit_test(callers_need_user_as_root)};
+                                       cmocka_unit_test(callers_need_user_as_root), cmocka_unit_test(rules_by_listener)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,7 +21,7 @@ static pol_match parse(const char *s) {
 static long lookup(pol_index *idx, const char *host, uint16_t port) {
     pol_dest d;
     assert_true(pol_dest_init(&d, host, port));
-    return pol_index_lookup(idx, &d, GW_CALLER_NONE);
+    return pol_index_lookup(idx, &d, GW_CALLER_NONE, -1);
 }
 
 static void first_match_wins(void **state) {
@@ -31,7 +31,7 @@ static void first_match_wins(void **state) {
     pol_match ms[7];
     for (uint32_t i = 0; i < 7; i++) {
         ms[i] = parse(pats[i]);
-        assert_true(pol_index_add(idx, &ms[i], i, NULL));
+        assert_true(pol_index_add(idx, &ms[i], i, NULL, 0));
     }
     assert_int_equal(lookup(idx, "redis.dc2.test", 6379), 0);
     assert_int_equal(lookup(idx, "redis.dc2.test", 80), 1);
@@ -69,7 +69,7 @@ static void agrees_with_linear_scan(void **state) {
             snprintf(p, sizeof(p), "%s.%s.%s", names[rand() % 6], names[rand() % 6], names[rand() % 6]);
         }
         ms[i] = parse(p);
-        pol_index_add(idx, &ms[i], i, NULL);
+        pol_index_add(idx, &ms[i], i, NULL, 0);
     }
     for (int k = 0; k < 3000; k++) {
         char h[64];
@@ -86,7 +86,7 @@ static void agrees_with_linear_scan(void **state) {
                 want = i;
             }
         }
-        assert_int_equal(pol_index_lookup(idx, &d, GW_CALLER_NONE), want);
+        assert_int_equal(pol_index_lookup(idx, &d, GW_CALLER_NONE, -1), want);
     }
     pol_index_free(idx);
     free(ms);
@@ -98,7 +98,7 @@ static void large_table(void **state) {
         char p[64];
         snprintf(p, sizeof(p), "host%u.dc%u.test", i, i % 50);
         pol_match m = parse(p);
-        assert_true(pol_index_add(idx, &m, i, NULL));
+        assert_true(pol_index_add(idx, &m, i, NULL, 0));
     }
     assert_int_equal(lookup(idx, "host99999.dc49.test", 1), 99999);
     assert_int_equal(lookup(idx, "HOST12345.dc45.test.", 1), 12345);
