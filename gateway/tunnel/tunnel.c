@@ -4,6 +4,7 @@
 #include "gateway/tunnel/internal.h"
 
 atomic_int gw_active_tunnels;
+atomic_int gw_rejecting_tunnels;
 atomic_int gw_share_counts[GW_SHARE_BUCKETS];
 
 unsigned gw_share_bucket(const gw_client_info *client) {
@@ -32,7 +33,6 @@ unsigned gw_share_bucket(const gw_client_info *client) {
     }
     return (unsigned)(h % GW_SHARE_BUCKETS) + 1;
 }
-atomic_int gw_rejecting_tunnels;
 
 
 gw_tunnel *gw_tunnel_next(gw_tunnel *t) {
