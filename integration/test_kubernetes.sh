@@ -5,6 +5,16 @@
 # the Secret mounted), and each ConfigMap's config passes `mtlsgw check` with the test
 # PKI laid out exactly where the manifests mount it.
 source "$(dirname "$0")/lib.sh"
+if [ "$(id -u)" != 0 ]; then
+    fail "this test plays pods with podman and makes a user: it must run as root"
+    finish
+    exit 1
+fi
+# The DaemonSet's config switches to user mtlsgw (the image has it, uid 10001); `check`
+# looks it up on this host, so the test makes one if there is none.
+if ! getent passwd mtlsgw > /dev/null; then
+    useradd --system --no-create-home --shell /usr/sbin/nologin mtlsgw; UNDO+=("userdel mtlsgw")
+fi
 make_pki
 K8S=$ROOT/etc/kubernetes
 /usr/bin/python3 - "$K8S" "$WORK/layout" "$PKI" > "$WORK/k8s.out" 2>&1 <<'PY' || true
@@ -23,9 +33,29 @@ for f, d in docs:
 say(len(docs) >= 5, "manifests parse: %d documents (%s)" % (len(docs), ", ".join(sorted(by_kind))))
 configmaps = {d["metadata"]["name"]: d for _, d in by_kind.get("ConfigMap", [])}
 secrets = {d["spec"]["secretName"] for _, d in by_kind.get("Certificate", [])}
+consumer_folders = {}
+for f, d in by_kind.get("Pod", []):
+    spec = d["spec"]
+    if any(c["image"].startswith("localhost/mtlsgw:") for c in spec["containers"]):
+        continue
+    # A consumer of the DaemonSet: its own socket folder, read-only, its group, no more.
+    name = "consumer Pod %s" % d["metadata"]["name"]
+    vols = {v["name"]: v for v in spec["volumes"]}
+    host = [(m, vols[m["name"]]["hostPath"]["path"]) for c in spec["containers"] for m in c.get("volumeMounts", [])
+            if "hostPath" in vols[m["name"]]]
+    say(len(host) == 1 and host[0][1].startswith("/run/mtlsgw/") and host[0][0].get("readOnly") is True,
+        name + ": mounts one consumer socket folder of the gateway, read-only")
+    say(bool(spec.get("securityContext", {}).get("supplementalGroups")), name + ": a supplemental group opens its sockets")
+    say(spec.get("securityContext", {}).get("runAsNonRoot") is True, name + ": runAsNonRoot")
+    if host:
+        consumer_folders.setdefault(host[0][1], []).append(d["metadata"]["name"])
+say(len(consumer_folders) >= 2 and all(len(v) == 1 for v in consumer_folders.values()),
+    "each consumer has a folder of its own: %s" % consumer_folders)
 for kind in ("DaemonSet", "Pod"):
     for f, d in by_kind.get(kind, []):
         spec = d["spec"]["template"]["spec"] if kind == "DaemonSet" else d["spec"]
+        if not any(c["image"].startswith("localhost/mtlsgw:") for c in spec["containers"]):
+            continue
         name = "%s %s" % (kind, d["metadata"]["name"])
         psc = spec.get("securityContext", {})
         say(psc.get("runAsNonRoot") is True, name + ": runAsNonRoot")
@@ -35,9 +65,15 @@ for kind in ("DaemonSet", "Pod"):
         say(any(c["command"][:2] == ["mtlsgw", "check"] for c in inits), name + ": an init container runs mtlsgw check")
         for c in gw + inits:
             sc = c.get("securityContext", {})
+            add = sc.get("capabilities", {}).get("add")
             say(sc.get("allowPrivilegeEscalation") is False and sc.get("readOnlyRootFilesystem") is True
-                and sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc.get("capabilities", {}).get("add"),
-                "%s/%s: no privilege escalation, read-only root, every capability dropped" % (name, c["name"]))
+                and sc.get("capabilities", {}).get("drop") == ["ALL"]
+                and (not add or (sorted(add) == ["CHOWN", "SETGID", "SETUID"] and sc.get("runAsUser") == 0)),
+                "%s/%s: no privilege escalation, read-only root, every capability dropped%s" % (
+                    name, c["name"], " but CHOWN, SETUID, SETGID to start as root" if add else ""))
+        for v in spec["volumes"]:
+            if "secret" in v:
+                say(v["secret"].get("optional") is False, "%s: secret volume %s says optional: false" % (name, v["name"]))
         for probe in ("livenessProbe", "readinessProbe"):
             p = gw[0].get(probe, {}).get("httpGet", {})
             say(p.get("path") == "/healthz", "%s: %s on /healthz" % (name, probe))
@@ -61,7 +97,8 @@ for kind in ("DaemonSet", "Pod"):
                     with open(os.path.join(dst, k), "w") as out:
                         out.write(text)
             elif "secret" in v:
-                for k, src in (("tls.crt", "ops.crt"), ("tls.key", "ops.key")):
+                who = "billing" if "billing" in v["secret"]["secretName"] else "ops"
+                for k, src in (("tls.crt", who + ".crt"), ("tls.key", who + ".key")):
                     with open(os.path.join(pki, src)) as i, open(os.path.join(dst, k), "w") as out:
                         out.write(i.read())
                     os.chmod(os.path.join(dst, k), 0o600)
@@ -75,5 +112,6 @@ while read -r _ name conf; do
     out=$("$MTLSGW" check -c "$conf" 2>&1) && rc=0 || rc=$?
     expect_eq "mtlsgw check passes on $name's config, with the files where the manifests mount them" "0" "$rc"
     [ "$rc" = 0 ] || echo "$out"
+    check "... and warns about nothing" bash -c "! grep -q 'warning' <<< '$out'"
 done < <(grep '^CONF ' "$WORK/k8s.out")
 finish
