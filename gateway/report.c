@@ -79,6 +79,18 @@ void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int war
                 first = 0;
             }
         }
+        // "listeners": the rules of this identity that name listeners, rule -> listeners.
+        gw_strbuf_printf(b, "}, \"listeners\": {");
+        first = 1;
+        for (size_t r = 0; r < cfg->num_rules; r++) {
+            if (pol_rule_uses_identity(&cfg->rules[r], id) && cfg->rules[r].listeners_text != NULL) {
+                gw_strbuf_printf(b, "%s", first ? "" : ", ");
+                gw_strbuf_json(b, cfg->rules[r].where);
+                gw_strbuf_printf(b, ": ");
+                gw_strbuf_json(b, cfg->rules[r].listeners_text);
+                first = 0;
+            }
+        }
         gw_strbuf_printf(b, "}}");
     }
     gw_strbuf_printf(b, "%s]\n", cfg->num_identities ? "\n" : "");

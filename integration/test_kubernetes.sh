@@ -113,5 +113,12 @@ while read -r _ name conf; do
     expect_eq "mtlsgw check passes on $name's config, with the files where the manifests mount them" "0" "$rc"
     [ "$rc" = 0 ] || echo "$out"
     check "... and warns about nothing" bash -c "! grep -q 'warning' <<< '$out'"
+    if [ "$name" = mtlsgw ]; then
+        out=$("$MTLSGW" identity list -c "$conf" 2>&1 || true)
+        expect_contains "identity list names the listeners whose clients get each identity" "(listener orders, node)" "$out"
+        expect_contains "... billing's only through billing's socket" "(listener billing)" "$out"
+        out=$("$MTLSGW" identity list -c "$conf" --json 2>&1 || true)
+        expect_contains "identity list --json: listeners per rule" '"listeners": {' "$out"
+    fi
 done < <(grep '^CONF ' "$WORK/k8s.out")
 finish

@@ -40,10 +40,12 @@ static void rules_of(const pol_config *cfg, const pol_identity *id, char *out, s
         if (!pol_rule_uses_identity(rule, id)) {
             continue;
         }
-        int w = snprintf(out + n, cap - n, "%s%s%s%s%s%s%s%s", n ? ", " : "", rule->where,
+        int w = snprintf(out + n, cap - n, "%s%s%s%s%s%s%s%s%s%s%s", n ? ", " : "", rule->where,
                          rule->callers ? " (caller " : "", rule->callers ? rule->callers->text : "",
-                         rule->callers ? ")" : "", rule->server_uri ? " (server_uri " : "",
-                         rule->server_uri ? rule->server_uri : "", rule->server_uri ? ")" : "");
+                         rule->callers ? ")" : "", rule->listeners_text ? " (listener " : "",
+                         rule->listeners_text ? rule->listeners_text : "", rule->listeners_text ? ")" : "",
+                         rule->server_uri ? " (server_uri " : "", rule->server_uri ? rule->server_uri : "",
+                         rule->server_uri ? ")" : "");
         if (w < 0 || (size_t)w >= cap - n) {
             out[n] = '\0';
             break;
