@@ -350,58 +350,6 @@ static void load_rule_identities(loader *ld, const config_setting_t *root, const
     r->identity = r->num_identities ? r->identities[0] : NULL;
 }
 
-// load_rule_listeners reads a rule's `listener`: one listener name or a list of them; the
-// rule then serves only clients that came in there (a UNIX socket folder per consumer,
-// say). Listeners are loaded before rules.
-static void load_rule_listeners(loader *ld, const config_setting_t *g, const char *prefix, pol_rule *r) {
-    const config_setting_t *s = config_setting_get_member(g, "listener");
-    if (s == NULL) {
-        return;
-    }
-    char path[96];
-    pol_ld_setting_path(path, sizeof(path), prefix, "listener");
-    int t = config_setting_type(s);
-    int n = t == CONFIG_TYPE_STRING ? 1 : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s) : -1;
-    if (n <= 0) {
-        pol_ld_problem(ld, s, path, "expected the name of a listener, or a list of them");
-        return;
-    }
-    pol_config *cfg = ld->cfg;
-    gw_strbuf text = {0};
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *e = t == CONFIG_TYPE_STRING ? s : config_setting_get_elem(s, (unsigned)i);
-        const char *name = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : NULL;
-        size_t found = cfg->num_listeners;
-        for (size_t j = 0; name != NULL && j < cfg->num_listeners; j++) {
-            if (strcmp(cfg->listeners[j].name, name) == 0) {
-                found = j;
-                break;
-            }
-        }
-        if (found == cfg->num_listeners) {
-            gw_strbuf names = {0};
-            for (size_t j = 0; j < cfg->num_listeners; j++) {
-                gw_strbuf_printf(&names, "%s\"%s\"", j ? ", " : "", cfg->listeners[j].name);
-            }
-            pol_ld_problem(ld, e, path, "no listener named \"%s\" (the listeners: %s)", name ? name : "?",
-                           names.p ? names.p : "none");
-            free(names.p);
-            continue;
-        }
-        if (found >= 64) {
-            pol_ld_problem(ld, e, path, "a rule can name only the first 64 listeners; \"%s\" is number %zu", name,
-                           found + 1);
-            continue;
-        }
-        r->listeners |= 1ull << found;
-        gw_strbuf_printf(&text, "%s%s", i ? ", " : "", name);
-    }
-    r->listeners_text = text.failed ? NULL : text.p;
-    if (text.failed) {
-        free(text.p);
-    }
-}
-
 static void load_rules(loader *ld, const config_setting_t *root, int identities_bad) {
     int bad = 0;
     const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", "rules", 0, &bad);
@@ -510,7 +458,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             pol_ld_problem(ld, g, prefix, "a deny rule takes no upstream");
         }
         r.callers = pol_ld_callers(ld, g, prefix, db);
-        load_rule_listeners(ld, g, prefix, &r);
+        pol_ld_rule_listeners(ld, g, prefix, &r.listeners, &r.listeners_text);
         r.where = pol_ld_where_of(ld, g);
         r.match_text = strdup(match ? match : "");
         if ((int)pol_errors_count_fatal(ld->errs) != before) {

@@ -85,6 +85,11 @@ typedef enum { POL_PROBLEM_SECRET_MODE, POL_PROBLEM_CRL, POL_PROBLEM_WRITABLE } 
 size_t pol_identity_file_problems(const pol_identity *id, time_t now,
                                   void (*cb)(void *arg, pol_problem_kind kind, const char *msg), void *arg);
 
+// pol_file_mode_problem says whether |path| (a secret: key, PKCS#12 or password file) is
+// readable by group or others; if so writes "WHAT PATH has mode ...: readable by others"
+// into |out| and returns 1 (files.c, with the checks below).
+int pol_file_mode_problem(const char *what, const char *path, char *out, size_t out_len);
+
 // pol_file_writable_problem says whether |path| (a file the gateway trusts: config,
 // trust, CRL, certificate, users, PIN) is writable by its group or others, or lies in a
 // folder they may write without the sticky bit; if so writes what and by whom into |out|

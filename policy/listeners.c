@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "gateway/base/strbuf.h"
 #include "gateway/proto/http.h"
 #include "policy/callers.h"
 #include "policy/loader.h"
@@ -234,3 +235,55 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
     }
 }
 
+// pol_ld_rule_listeners reads a rule's `listener`: one listener name or a list of them; the
+// rule then serves only clients that came in there (a UNIX socket folder per consumer,
+// say). Listeners are loaded before rules.
+void pol_ld_rule_listeners(loader *ld, const config_setting_t *g, const char *prefix, uint64_t *out_mask,
+                           char **out_text) {
+    const config_setting_t *s = config_setting_get_member(g, "listener");
+    if (s == NULL) {
+        return;
+    }
+    char path[96];
+    pol_ld_setting_path(path, sizeof(path), prefix, "listener");
+    int t = config_setting_type(s);
+    int n = t == CONFIG_TYPE_STRING ? 1 : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s) : -1;
+    if (n <= 0) {
+        pol_ld_problem(ld, s, path, "expected the name of a listener, or a list of them");
+        return;
+    }
+    pol_config *cfg = ld->cfg;
+    gw_strbuf text = {0};
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = t == CONFIG_TYPE_STRING ? s : config_setting_get_elem(s, (unsigned)i);
+        const char *name = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : NULL;
+        size_t found = cfg->num_listeners;
+        for (size_t j = 0; name != NULL && j < cfg->num_listeners; j++) {
+            if (strcmp(cfg->listeners[j].name, name) == 0) {
+                found = j;
+                break;
+            }
+        }
+        if (found == cfg->num_listeners) {
+            gw_strbuf names = {0};
+            for (size_t j = 0; j < cfg->num_listeners; j++) {
+                gw_strbuf_printf(&names, "%s\"%s\"", j ? ", " : "", cfg->listeners[j].name);
+            }
+            pol_ld_problem(ld, e, path, "no listener named \"%s\" (the listeners: %s)", name ? name : "?",
+                           names.p ? names.p : "none");
+            free(names.p);
+            continue;
+        }
+        if (found >= 64) {
+            pol_ld_problem(ld, e, path, "a rule can name only the first 64 listeners; \"%s\" is number %zu", name,
+                           found + 1);
+            continue;
+        }
+        *out_mask |= 1ull << found;
+        gw_strbuf_printf(&text, "%s%s", i ? ", " : "", name);
+    }
+    *out_text = text.failed ? NULL : text.p;
+    if (text.failed) {
+        free(text.p);
+    }
+}

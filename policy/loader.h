@@ -47,6 +47,12 @@ void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name
 
 // pol_ld_listeners reads `listen` (listeners.c).
 void pol_ld_listeners(loader *ld, const config_setting_t *root);
+
+// pol_ld_rule_listeners reads a rule's `listener` (one listener name or a list of them,
+// listeners loaded first) into a mask (bit i: listener i) and its text, "a, b"
+// (malloc'ed; stays NULL without the setting). Unknown names are file:line errors.
+void pol_ld_rule_listeners(loader *ld, const config_setting_t *g, const char *prefix, uint64_t *out_mask,
+                           char **out_text);
 // pol_ld_callers reads the `caller` of rule |g| (a string or a list of them) resolved
 // against |db|; NULL when absent or wrong (reported) (callers.c).
 pol_callers *pol_ld_callers(loader *ld, const config_setting_t *g, const char *prefix, pol_userdb *db);
