@@ -27,6 +27,33 @@ void gw_format_utc(time_t t, char *out, size_t cap) {
     strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+static const char *callers_text(const pol_rule *r) {
+    return r->callers != NULL ? r->callers->text : NULL;
+}
+
+static const char *listeners_text(const pol_rule *r) {
+    return r->listeners_text;
+}
+
+// rule_map writes {"file:line": "text", ...} for the rules of |id| that |text_of| has
+// words for (their callers, their listeners).
+static void rule_map(gw_strbuf *b, const pol_config *cfg, const pol_identity *id,
+                     const char *(*text_of)(const pol_rule *r)) {
+    int first = 1;
+    gw_strbuf_printf(b, "{");
+    for (size_t r = 0; r < cfg->num_rules; r++) {
+        const char *text = text_of(&cfg->rules[r]);
+        if (text != NULL && pol_rule_uses_identity(&cfg->rules[r], id)) {
+            gw_strbuf_printf(b, "%s", first ? "" : ", ");
+            gw_strbuf_json(b, cfg->rules[r].where);
+            gw_strbuf_printf(b, ": ");
+            gw_strbuf_json(b, text);
+            first = 0;
+        }
+    }
+    gw_strbuf_printf(b, "}");
+}
+
 void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int warn_days) {
     gw_strbuf_printf(b, "[");
     for (size_t i = 0; i < cfg->num_identities; i++) {
@@ -67,31 +94,11 @@ void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int war
                 first = 0;
             }
         }
-        // "callers": the rules of this identity that name callers, rule -> callers.
-        gw_strbuf_printf(b, "], \"callers\": {");
-        first = 1;
-        for (size_t r = 0; r < cfg->num_rules; r++) {
-            if (pol_rule_uses_identity(&cfg->rules[r], id) && cfg->rules[r].callers != NULL) {
-                gw_strbuf_printf(b, "%s", first ? "" : ", ");
-                gw_strbuf_json(b, cfg->rules[r].where);
-                gw_strbuf_printf(b, ": ");
-                gw_strbuf_json(b, cfg->rules[r].callers->text);
-                first = 0;
-            }
-        }
-        // "listeners": the rules of this identity that name listeners, rule -> listeners.
-        gw_strbuf_printf(b, "}, \"listeners\": {");
-        first = 1;
-        for (size_t r = 0; r < cfg->num_rules; r++) {
-            if (pol_rule_uses_identity(&cfg->rules[r], id) && cfg->rules[r].listeners_text != NULL) {
-                gw_strbuf_printf(b, "%s", first ? "" : ", ");
-                gw_strbuf_json(b, cfg->rules[r].where);
-                gw_strbuf_printf(b, ": ");
-                gw_strbuf_json(b, cfg->rules[r].listeners_text);
-                first = 0;
-            }
-        }
-        gw_strbuf_printf(b, "}}");
+        gw_strbuf_printf(b, "], \"callers\": ");
+        rule_map(b, cfg, id, callers_text);
+        gw_strbuf_printf(b, ", \"listeners\": ");
+        rule_map(b, cfg, id, listeners_text);
+        gw_strbuf_printf(b, "}");
     }
     gw_strbuf_printf(b, "%s]\n", cfg->num_identities ? "\n" : "");
 }
