@@ -45,7 +45,7 @@ start_redis
 start_nginx
 HOSTRUN=$WORK/hostrun
 mkdir -p "$HOSTRUN"
-NODE_PORT=$(free_port) ADMIN_PORT=$(free_port)
+NODE_PORT=$(free_port) ADMIN_PORT=$(free_port) SIDE_PORT=$(free_port) SIDE_ADMIN=$(free_port)
 
 # Secrets as cert-manager writes them (tls.crt, tls.key), in podman's secret store: a
 # Secret manifest (podman 4.3 reads its data as written, not base64).
@@ -65,9 +65,9 @@ done
 
 # The manifests, with this host's remote side.
 /usr/bin/python3 - "$ROOT/etc/kubernetes" "$WORK" "$PKI" "$HOSTRUN" "$NGX_HTTPS" "$NGX_REDIS" "$NODE_PORT" \
-    "$ADMIN_PORT" "$CLIENT" <<'PY'
+    "$ADMIN_PORT" "$CLIENT" "$SIDE_PORT" "$SIDE_ADMIN" <<'PY'
 import copy, os, sys, yaml
-k8s, work, pki, hostrun, https, redis, node, admin, client = sys.argv[1:10]
+k8s, work, pki, hostrun, https, redis, node, admin, client, side, sadmin = sys.argv[1:12]
 def load(f):
     with open(os.path.join(k8s, f)) as fh:
         return [d for d in yaml.safe_load_all(fh) if d]
@@ -81,6 +81,31 @@ conf += ('resolver = { hosts = ( { name = "orders.dc2.test"; address = "127.0.0.
          '                       { name = "redis.dc2.test"; address = "127.0.0.1"; } ); };\n'
          'deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # the test\'s remote side is this host\n')
 cm["data"]["mtlsgw.conf"] = conf
+# The sidecar's config: the same remote side; its pod is played on the host's network
+# (this host's nginx is the remote side), so its ports are free ones.
+scm = [d for d in load("configmap.yaml") if d["metadata"]["name"] == "mtlsgw-sidecar-config"][0]
+sconf = scm["data"]["mtlsgw.conf"]
+sconf = sconf.replace("upstream_port = 443", "upstream_port = %s" % https)
+sconf = sconf.replace("127.0.0.1:1080", "127.0.0.1:%s" % side).replace("0.0.0.0:9901", "0.0.0.0:%s" % sadmin)
+sconf += ('resolver = { hosts = ( { name = "orders.dc2.test"; address = "127.0.0.1"; } ); };\n'
+          'deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # the test\'s remote side is this host\n')
+scm["data"]["mtlsgw.conf"] = sconf
+scm["metadata"].pop("namespace", None)
+with open(os.path.join(work, "cm-sidecar.yaml"), "w") as out:
+    yaml.safe_dump(scm, out)
+sc = load("sidecar.yaml")[0]
+sc["metadata"].pop("namespace", None)
+s = sc["spec"]
+s["restartPolicy"] = "Never"
+for c in s["containers"]:
+    c.pop("livenessProbe", None); c.pop("readinessProbe", None)
+    if c["name"] == "app":  # the app changes nothing but http_proxy: curl once, then stop
+        c["image"] = client
+        c["command"] = ["curl", "-s", "-m", "10", "--retry", "20",
+                        "--retry-connrefused", "--retry-delay", "1", "http://orders.dc2.test/sidecar-app"]
+        c["env"] = [{"name": "http_proxy", "value": "http://127.0.0.1:%s" % side}]
+with open(os.path.join(work, "pod-sidecar.yaml"), "w") as out:
+    yaml.safe_dump(sc, out)
 trust = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mtlsgw-trust"},
          "data": {"ca.crt": open(os.path.join(pki, "server-trust.crt")).read()}}
 for name, doc in (("cm-config.yaml", cm), ("cm-trust.yaml", trust)):
@@ -153,4 +178,17 @@ expect_contains "billing's pod, through its socket: nginx saw the billing identi
 check "a pod with orders' folder but not its group cannot connect" bash -c "! grep -q 'dn=' <<< \"\$(${PODMAN[*]} logs intruder-app 2>&1)\""
 "${PODMAN[@]}" logs mtlsgw-node-mtlsgw > "$WORK/gateway-pod.log" 2>&1 || true
 expect_contains "the gateway's access log: orders' client on listener orders" '"listener":"orders"' "$(grep -- '/orders-app' "$WORK/gateway-pod.log" || grep '"listener":"orders"' "$WORK/gateway-pod.log")"
+
+# The sidecar (sidecar.yaml): the app and the gateway in one pod, sharing its network; the
+# app changes nothing but http_proxy. Played on the host's network: the remote side is
+# this host's nginx.
+check "the sidecar pod plays (init container check, then the app and the gateway)" \
+    play "$WORK/pod-sidecar.yaml" --network host --configmap "$WORK/cm-sidecar.yaml" --configmap "$WORK/cm-trust.yaml"
+for _ in $(seq 150); do
+    "${PODMAN[@]}" ps --filter status=running --format '{{.Names}}' | grep -q '^orders-client-app$' || break
+    sleep 0.2
+done
+expect_contains "the sidecar's app, with http_proxy only: nginx saw the orders identity" \
+    "dn=CN=orders-svc,O=mtlsgw-test" "$(logs orders-client-app)"
+expect_contains "the sidecar gateway logged the app's request" '"dest":"orders.dc2.test:80"' "$(logs orders-client-mtlsgw)"
 finish
