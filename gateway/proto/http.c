@@ -1,6 +1,7 @@
 #include "gateway/proto/http.h"
 
 #include <ctype.h>
+#include <openssl/base64.h>
 #include <string.h>
 #include <strings.h>
 
@@ -280,5 +281,28 @@ int gw_http_parse_absolute_uri(const char *s, size_t len, char *out_scheme, char
     }
     *out_path = a + alen;
     *out_path_len = len - slen - alen;
+    return 1;
+}
+
+int gw_http_basic_credentials(const char *value, size_t len, uint8_t *out, size_t cap, size_t *out_len,
+                              size_t *out_colon) {
+    if (len <= 6 || strncasecmp(value, "Basic ", 6) != 0) {
+        return 0;
+    }
+    value += 6, len -= 6;
+    while (len > 0 && *value == ' ') {
+        value++, len--;
+    }
+    size_t n = 0;
+    if (!EVP_DecodedLength(&n, len) || n > cap ||
+        !EVP_DecodeBase64(out, &n, cap, (const uint8_t *)value, len)) {
+        return 0;
+    }
+    const uint8_t *colon = memchr(out, ':', n);
+    if (colon == NULL) {
+        return 0;
+    }
+    *out_len = n;
+    *out_colon = (size_t)(colon - out);
     return 1;
 }

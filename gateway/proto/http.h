@@ -74,4 +74,12 @@ int gw_http_parse_authority(const char *s, size_t len, uint16_t default_port, ch
 int gw_http_parse_absolute_uri(const char *s, size_t len, char *out_scheme, char *out_host,
                                uint16_t *out_port, const char **out_path, size_t *out_path_len);
 
+// gw_http_basic_credentials decodes a Proxy-Authorization value of the Basic scheme
+// ("Basic " then base64 of user:password) into |out| (|cap| bytes). Returns 1 with the
+// decoded length in *|out_len| and the offset of the first ':' in *|out_colon|; 0 if the
+// value is not Basic, not base64, longer than |cap|, or has no ':' (|out| may then hold
+// part of it: the caller cleanses |out| either way).
+int gw_http_basic_credentials(const char *value, size_t len, uint8_t *out, size_t cap, size_t *out_len,
+                              size_t *out_colon);
+
 #endif

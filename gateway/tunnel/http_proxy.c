@@ -10,11 +10,10 @@
 // response head is rewritten into to_down and its body passed back. The upstream stays
 // open for the next request to the same destination; another destination gets its own.
 
-static void reset_client(gw_tunnel *t, gw_result result, const char *reason) {
+static tunnel_step reset_client(gw_tunnel *t, gw_result result, const char *reason) {
     // After part of a response went out, a FIN would let the client take a cut-off body
     // for a complete one: a RST cannot be mistaken.
-    gw_socket_reset(t->client_fd);
-    tunnel_close(t, result, reason);
+    return tunnel_end(t, result, END_RESET_CLIENT, reason);
 }
 
 // drop_upstream closes the upstream connection; the client connection stays for its
@@ -30,24 +29,22 @@ static void drop_upstream(gw_tunnel *t) {
     t->http.resp_scanned = 0;
 }
 
-void tunnel_upstream_failed(gw_tunnel *t, gw_result result, const char *reason) {
-    if (t->proto != P_HTTP_PROXY) {
-        tunnel_relay_upstream_failed(t, result, reason);
-    } else if (t->http.resp_phase == RS_IDLE) {
+tunnel_step tunnel_http_upstream_failed(gw_tunnel *t, gw_result result, const char *reason) {
+    if (t->http.resp_phase == RS_IDLE) {
         drop_upstream(t);  // a kept-alive upstream went away between requests
-    } else if (!t->http.resp_sent) {
-        tunnel_reject(t, GW_ERR_UPSTREAM_CLOSED, reason);
-    } else {
-        reset_client(t, result, reason);
+        return STEP_NEXT;
     }
+    if (!t->http.resp_sent) {
+        return tunnel_fail(t, GW_ERR_UPSTREAM_CLOSED, "%s", reason);
+    }
+    return reset_client(t, result, reason);
 }
 
-static void upstream_http_error(gw_tunnel *t, const char *reason) {
+static tunnel_step upstream_http_error(gw_tunnel *t, const char *reason) {
     if (t->http.resp_sent) {
-        reset_client(t, GW_RESULT_UPSTREAM_HTTP_ERROR, reason);
-    } else {
-        tunnel_reject(t, GW_ERR_UPSTREAM_HTTP, reason);
+        return reset_client(t, GW_RESULT_UPSTREAM_HTTP_ERROR, reason);
     }
+    return tunnel_fail(t, GW_ERR_UPSTREAM_HTTP, "%s", reason);
 }
 
 // move_framed passes bytes of one message body from *|src| to *|dst|: no further than
@@ -115,19 +112,18 @@ static long move_framed(gw_tunnel *t, gw_buf **src, gw_buf **dst, gw_body *body,
     return (long)n;
 }
 
-static int http_move_request_body(gw_tunnel *t) {
+// The exchange's steps return 1 on progress, 0 for nothing, or -1 with *|out| the step
+// that ends the exchange's turn (a failure, a close, or a new route).
+static int http_move_request_body(gw_tunnel *t, tunnel_step *out) {
     if (t->http.req_phase != RQ_BODY) {
         return 0;
     }
     int done;
     long n = move_framed(t, &t->http.from_client, &t->to_up, &t->http.req_body, &t->http.req_chunks, 0, &done);
     if (n < 0) {
-        if (t->http.resp_sent) {
-            reset_client(t, GW_RESULT_BAD_REQUEST, "malformed chunked request body");
-        } else {
-            tunnel_reject(t, GW_ERR_BAD_REQUEST, "malformed chunked request body");
-        }
-        return 0;
+        *out = t->http.resp_sent ? reset_client(t, GW_RESULT_BAD_REQUEST, "malformed chunked request body")
+                                 : tunnel_fail(t, GW_ERR_BAD_REQUEST, "malformed chunked request body");
+        return -1;
     }
     if (done) {
         t->http.req_phase = RQ_DONE;
@@ -138,7 +134,7 @@ static int http_move_request_body(gw_tunnel *t) {
 // tunnel_http_start_request takes the request head |hr| at the start of from_client: checks it,
 // keeps the current upstream if it goes to the same destination (else routes anew), and
 // writes the head in origin-form into to_up. On failure the client gets its error.
-void tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
+tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->http.http_idle = 0;
     t->t_start = gw_loop_now(t->host->loop);
     t->up_bytes = t->down_bytes = 0;
@@ -162,56 +158,49 @@ void tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
         pol_config_unref(t->cfg);
         t->cfg = pol_config_ref(t->host->cfg);
     }
-    if (tunnel_refuse_unadmitted(t)) {
-        return;
+    if (tunnel_unadmitted(t) == STEP_FAIL) {
+        return STEP_FAIL;
     }
-    int authorized = tunnel_http_authorized(t, hr);
-    if (authorized < 0) {
+    tunnel_step auth = tunnel_http_authorized(t, hr);
+    if (auth == STEP_WAIT) {
         t->http.resp_phase = RS_IDLE;  // the head stays in from_client, taken again after the check
-        return;
+        return STEP_WAIT;
     }
-    if (!authorized) {
-        return;
+    if (auth != STEP_NEXT) {
+        return auth;
     }
     if (gw_http_token_eq(hr->method, hr->method_len, "CONNECT")) {
-        tunnel_reject(t, GW_ERR_BAD_REQUEST, "CONNECT after a forwarded request is not supported: open a new connection");
-        return;
+        return tunnel_fail(t, GW_ERR_BAD_REQUEST,
+                           "CONNECT after a forwarded request is not supported: open a new connection");
     }
     char scheme[8], host[256];
     uint16_t port;
     const char *path;
     size_t path_len;
     if (!gw_http_parse_absolute_uri(hr->target, hr->target_len, scheme, host, &port, &path, &path_len)) {
-        tunnel_reject(t, GW_ERR_BAD_REQUEST,
-               hr->target_len > 0 && hr->target[0] == '/'
-                   ? "this is a proxy: the request target must be an absolute http:// URI"
-                   : "request target is not a valid http:// URI");
-        return;
+        return tunnel_fail(t, GW_ERR_BAD_REQUEST, "%s",
+                           hr->target_len > 0 && hr->target[0] == '/'
+                               ? "this is a proxy: the request target must be an absolute http:// URI"
+                               : "request target is not a valid http:// URI");
     }
     if (strcmp(scheme, "https") == 0) {
-        tunnel_reject(t, GW_ERR_BAD_REQUEST, "https:// URLs go through CONNECT: set https_proxy for them");
-        return;
+        return tunnel_fail(t, GW_ERR_BAD_REQUEST, "https:// URLs go through CONNECT: set https_proxy for them");
     }
     size_t hosts = 0;
     for (size_t i = 0; i < hr->num_headers; i++) {
         hosts += gw_http_token_eq(hr->headers[i].name, hr->headers[i].name_len, "Host");
     }
     if (hosts > 1 || (hosts == 0 && hr->minor_version == 1)) {
-        tunnel_reject(t, GW_ERR_BAD_REQUEST,
-               hosts ? "request has more than one Host header" : "HTTP/1.1 request without a Host header");
-        return;
+        return tunnel_fail(t, GW_ERR_BAD_REQUEST, "%s",
+                           hosts ? "request has more than one Host header" : "HTTP/1.1 request without a Host header");
     }
     const char *framing = gw_h1_request_body(hr, &t->http.req_body);
     if (framing != NULL) {
-        tunnel_reject(t, GW_ERR_BAD_REQUEST, framing);
-        return;
+        return tunnel_fail(t, GW_ERR_BAD_REQUEST, "%s", framing);
     }
     pol_dest d;
     if (!pol_dest_init(&d, host, port)) {
-        char reason[400];
-        snprintf(reason, sizeof(reason), "request target \"%s\" %s", host, pol_dest_problem(host));
-        tunnel_reject(t, GW_ERR_BAD_REQUEST, reason);
-        return;
+        return tunnel_fail(t, GW_ERR_BAD_REQUEST, "request target \"%s\" %s", host, pol_dest_problem(host));
     }
     int reuse = t->upstream.fd >= 0 && d.port == t->dest.port && strcmp(d.host, t->dest.host) == 0;
     if (!reuse && t->upstream.fd >= 0) {
@@ -222,15 +211,13 @@ void tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->http.up_keepalive = 1;
     t->http.req_is_head = gw_http_token_eq(hr->method, hr->method_len, "HEAD");
     if (t->to_up == NULL && (t->to_up = gw_buf_get(&t->host->pool)) == NULL) {
-        tunnel_reject(t, GW_ERR_INTERNAL, "out of memory");
-        return;
+        return tunnel_fail(t, GW_ERR_INTERNAL, "out of memory");
     }
     const char *authority = hr->target + strlen(scheme) + 3;
     size_t n = gw_h1_write_request(hr, path, path_len, authority, (size_t)(path - authority), !t->http.client_keepalive,
                                    (char *)t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
     if (n == 0) {
-        tunnel_reject(t, GW_ERR_HEADER_TOO_LARGE, "request head is too large once rewritten for the origin");
-        return;
+        return tunnel_fail(t, GW_ERR_HEADER_TOO_LARGE, "request head is too large once rewritten for the origin");
     }
     t->to_up->end += (uint32_t)n;
     t->http.from_client->start += (uint32_t)hr->head_len;
@@ -238,16 +225,20 @@ void tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->http.req_phase = t->http.req_body.kind == GW_BODY_NONE ? RQ_DONE : RQ_BODY;
     gw_chunked_init(&t->http.req_chunks);
     // The body bytes already here are checked before anything goes upstream.
-    http_move_request_body(t);
-    if (t->state != T_HTTP_PROXY || reuse) {
-        return;
+    tunnel_step out;
+    if (http_move_request_body(t, &out) < 0) {
+        return out;
     }
-    tunnel_route(t, host, port);
+    t->http.reuse = reuse;
+    if (reuse) {
+        return STEP_NEXT;  // over the kept upstream: the exchange goes on
+    }
+    return tunnel_want(t, host, port);
 }
 
 // http_take_response reads a response head from from_up and writes it for the client
-// into to_down. Returns 1 on progress.
-static int http_take_response(gw_tunnel *t) {
+// into to_down.
+static int http_take_response(gw_tunnel *t, tunnel_step *out) {
     gw_buf *b = t->http.from_up;
     size_t len = gw_buf_len(b);
     if (len == 0 || gw_buf_len(t->to_down) > 0) {
@@ -261,18 +252,19 @@ static int http_take_response(gw_tunnel *t) {
     }
     if (st == GW_HTTP_NEED_MORE) {
         if (gw_buf_room(b) == 0) {
-            upstream_http_error(t, "upstream response head is larger than 16 KiB");
+            *out = upstream_http_error(t, "upstream response head is larger than 16 KiB");
+            return -1;
         }
         return 0;
     }
     t->http.resp_scanned = 0;
     if (st != GW_HTTP_OK) {
-        upstream_http_error(t, "upstream sent a malformed response head");
-        return 0;
+        *out = upstream_http_error(t, "upstream sent a malformed response head");
+        return -1;
     }
     if (hr.status == 101) {
-        upstream_http_error(t, "upstream switched protocols (101), which a forwarded request cannot carry");
-        return 0;
+        *out = upstream_http_error(t, "upstream switched protocols (101), which a forwarded request cannot carry");
+        return -1;
     }
     if (hr.status < 200) {
         // 100 Continue and the like: HTTP/1.1 clients get them; the final head follows.
@@ -285,8 +277,8 @@ static int http_take_response(gw_tunnel *t) {
     }
     const char *framing = gw_h1_response_body(&hr, t->http.req_is_head, &t->http.resp_body);
     if (framing != NULL) {
-        upstream_http_error(t, framing);
-        return 0;
+        *out = upstream_http_error(t, framing);
+        return -1;
     }
     // A response that ends with the close, or one that came before its request was
     // sent whole, ends both connections after it.
@@ -301,8 +293,8 @@ static int http_take_response(gw_tunnel *t) {
     size_t n = gw_h1_write_response(&hr, t->http.client_minor, t->http.client_keepalive, t->http.resp_dechunk,
                                     (char *)t->to_down->data + t->to_down->end, gw_buf_room(t->to_down));
     if (n == 0) {
-        upstream_http_error(t, "upstream response head is too large");
-        return 0;
+        *out = upstream_http_error(t, "upstream response head is too large");
+        return -1;
     }
     t->to_down->end += (uint32_t)n;
     t->down_bytes += n;
@@ -315,7 +307,7 @@ static int http_take_response(gw_tunnel *t) {
     return 1;
 }
 
-static int http_move_response_body(gw_tunnel *t) {
+static int http_move_response_body(gw_tunnel *t, tunnel_step *out) {
     if (t->http.resp_phase != RS_BODY) {
         return 0;
     }
@@ -323,8 +315,8 @@ static int http_move_response_body(gw_tunnel *t) {
     long n = move_framed(t, &t->http.from_up, &t->to_down, &t->http.resp_body, &t->http.resp_chunks,
                          t->http.resp_dechunk, &done);
     if (n < 0) {
-        reset_client(t, GW_RESULT_UPSTREAM_HTTP_ERROR, "upstream sent a malformed chunked body");
-        return 0;
+        *out = reset_client(t, GW_RESULT_UPSTREAM_HTTP_ERROR, "upstream sent a malformed chunked body");
+        return -1;
     }
     t->down_bytes += (uint64_t)n;
     if (done) {
@@ -334,34 +326,36 @@ static int http_move_response_body(gw_tunnel *t) {
 }
 
 // http_upstream_eof handles the upstream's EOF once its bytes were taken.
-static void http_upstream_eof(gw_tunnel *t) {
+static int http_upstream_eof(gw_tunnel *t, tunnel_step *out) {
     switch (t->http.resp_phase) {
         case RS_IDLE:
             drop_upstream(t);
-            return;
+            return 1;
         case RS_DONE:
             t->http.up_keepalive = 0;
-            return;
+            return 1;
         case RS_HEAD:
-            tunnel_reject(t, GW_ERR_UPSTREAM_CLOSED, "upstream closed the connection before sending a response");
-            return;
+            *out = tunnel_fail(t, GW_ERR_UPSTREAM_CLOSED, "upstream closed the connection before sending a response");
+            return -1;
         default:
             break;
     }
     if (t->http.resp_body.kind == GW_BODY_CLOSE && !t->upstream_io.truncated) {
         t->http.resp_phase = RS_DONE;  // the close ends this response
         t->http.up_keepalive = 0;
-        return;
+        return 1;
     }
-    reset_client(t, GW_RESULT_UPSTREAM_CLOSED,
-                 t->http.resp_body.kind == GW_BODY_CLOSE
-                     ? "upstream closed without TLS close_notify: the response may be cut off"
-                     : "upstream closed in the middle of the response body");
+    *out = reset_client(t, GW_RESULT_UPSTREAM_CLOSED,
+                        t->http.resp_body.kind == GW_BODY_CLOSE
+                            ? "upstream closed without TLS close_notify: the response may be cut off"
+                            : "upstream closed in the middle of the response body");
+    return -1;
 }
 
 // http_exchange_done logs the finished exchange and readies the connection for the
-// next request, or closes it once the response is flushed.
-static void http_exchange_done(gw_tunnel *t) {
+// next request, or (the client does not keep it) flushes the response, sends FIN and
+// waits for the client's close, as after an error reply.
+static int http_exchange_done(gw_tunnel *t, tunnel_step *out) {
     t->result = GW_RESULT_OK;
     tunnel_log_access(t);
     t->result = GW_RESULT_NONE;
@@ -372,91 +366,128 @@ static void http_exchange_done(gw_tunnel *t) {
     if (!t->http.up_keepalive && t->upstream.fd >= 0) {
         drop_upstream(t);
     }
-    if (!t->http.client_keepalive) {
-        // Flush, FIN, then wait for the client's close (as after an error reply).
-        drop_upstream(t);
-        gw_buf_put(&t->host->pool, t->http.from_client);
-        t->http.from_client = NULL;
-        t->state = T_FLUSHING;
-        gw_timer_start(t->host->loop, &t->timer, (uint64_t)t->cfg->limits.idle_timeout_s * 1000);
+    if (t->http.client_keepalive) {
+        return 1;
     }
+    drop_upstream(t);
+    gw_buf_put(&t->host->pool, t->http.from_client);
+    t->http.from_client = NULL;
+    t->state = T_FLUSHING;
+    t->flush_reset = 0;
+    tunnel_set_timer(t, (uint64_t)t->cfg->limits.idle_timeout_s * 1000);
+    *out = STEP_NEXT;
+    return -1;
 }
 
-static void http_relay(gw_tunnel *t) {
+// http_next_head takes the next request head from from_client once the connection is
+// between exchanges.
+static int http_next_head(gw_tunnel *t, tunnel_step *out) {
+    if (!(t->http.req_phase == RQ_HEAD && t->http.resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
+          gw_buf_len(t->http.from_client) > 0 && t->front.auth_job == NULL)) {
+        return 0;
+    }
+    gw_http_request hr;
+    t->http.http_idle = 0;
+    if (t->http.head_deadline == 0) {
+        // A later request head has the first head's time from its first byte on: a client
+        // that trickles it cannot hold the connection by idle_timeout_s.
+        uint64_t limit = (uint64_t)t->cfg->limits.handshake_timeout_ms;
+        t->http.head_deadline = gw_loop_now(t->host->loop) + limit;
+        tunnel_set_timer(t, limit);
+    }
+    tunnel_step s = tunnel_take_request_head(t, t->http.from_client, &hr);
+    if (s == STEP_WAIT) {
+        return 0;
+    }
+    if (s == STEP_NEXT) {
+        t->http.head_deadline = 0;
+        s = tunnel_http_start_request(t, &hr);
+        if (s == STEP_WAIT || (s == STEP_NEXT && t->state == T_HTTP_PROXY)) {
+            return 1;  // a password check under way, or the kept upstream takes it
+        }
+    }
+    *out = s;
+    return -1;
+}
+
+tunnel_step tunnel_phase_http(gw_tunnel *t) {
+    tunnel_step out = STEP_WAIT;
     int progress, rounds = 0;
-#define STEP(expr)                          \
-    do {                                    \
-        progress |= (expr) > 0;             \
-        if (t->state != T_HTTP_PROXY) {   \
-            return;                         \
-        }                                   \
+    if (t->upstream_io.error && t->upstream.fd >= 0) {
+        // A reset: what the upstream sent before it was read with the data; the error
+        // decides now.
+        int e = 0;
+        socklen_t l = sizeof(e);
+        getsockopt(t->upstream.fd, SOL_SOCKET, SO_ERROR, &e, &l);
+        t->upstream_io.error = 0;
+        return tunnel_http_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, e ? strerror(e) : "connection reset");
+    }
+#define STEP(expr)                     \
+    do {                               \
+        int r_ = (expr);               \
+        if (r_ < 0) {                  \
+            return out;                \
+        }                              \
+        progress |= r_ > 0;            \
     } while (0)
     do {
         progress = 0;
-        STEP(tunnel_client_read(t, &t->http.from_client));
-        if (t->http.req_phase == RQ_HEAD && t->http.resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
-            gw_buf_len(t->http.from_client) > 0 && t->front.auth_job == NULL) {
-            gw_http_request hr;
-            t->http.http_idle = 0;
-            if (t->http.head_deadline == 0) {
-                // A later request head has the first head's time from its first byte on:
-                // a client that trickles it cannot hold the connection by idle_timeout_s.
-                uint64_t limit = (uint64_t)t->cfg->limits.handshake_timeout_ms;
-                t->http.head_deadline = gw_loop_now(t->host->loop) + limit;
-                gw_timer_start(t->host->loop, &t->timer, limit);
-            }
-            int r = tunnel_take_request_head(t, t->http.from_client, &hr);
-            if (r > 0) {
-                t->http.head_deadline = 0;
-                tunnel_http_start_request(t, &hr);
-            }
-            STEP(r);
-        }
+        STEP(tunnel_client_read(t, &t->http.from_client, &out));
+        STEP(http_next_head(t, &out));
         // A client that half-closed still gets the answers to every request it sent.
         if (t->client_io.eof && t->http.req_phase == RQ_BODY && gw_buf_len(t->http.from_client) == 0) {
-            tunnel_close(t, GW_RESULT_CLIENT_CLOSED, "client closed in the middle of the request body");
-            return;
+            return tunnel_end(t, GW_RESULT_CLIENT_CLOSED, END_CLOSE, "client closed in the middle of the request body");
         }
-        if (t->client_io.eof && t->http.req_phase == RQ_HEAD && t->http.resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
-            gw_buf_len(t->to_down) == 0) {
+        if (t->client_io.eof && t->http.req_phase == RQ_HEAD && t->http.resp_phase == RS_IDLE &&
+            gw_buf_len(t->to_up) == 0 && gw_buf_len(t->to_down) == 0) {
             if (gw_buf_len(t->http.from_client) > 0) {
-                tunnel_close(t, GW_RESULT_CLIENT_CLOSED, "client closed before sending a complete request");
-            } else {
-                tunnel_close(t, GW_RESULT_OK, NULL);
+                return tunnel_end(t, GW_RESULT_CLIENT_CLOSED, END_CLOSE,
+                                  "client closed before sending a complete request");
             }
-            return;
+            return tunnel_end(t, GW_RESULT_OK, END_CLOSE, NULL);
         }
-        STEP(http_move_request_body(t));
+        STEP(http_move_request_body(t, &out));
         if (t->upstream.fd >= 0) {
-            STEP(tunnel_relay_up_write(t));
-            STEP(tunnel_up_read(t, &t->http.from_up));
+            STEP(tunnel_up_write(t, &t->to_up, &out));
+            STEP(tunnel_up_read(t, &t->http.from_up, &out));
         }
         if (t->http.resp_phase == RS_HEAD) {
-            STEP(http_take_response(t));
+            STEP(http_take_response(t, &out));
         }
-        STEP(http_move_response_body(t));
+        STEP(http_move_response_body(t, &out));
         if (t->http.resp_phase == RS_IDLE && gw_buf_len(t->http.from_up) > 0) {
             drop_upstream(t);  // bytes nobody asked for: this connection is not to be trusted
         }
-        STEP(tunnel_relay_client_write(t));
-        if (t->upstream_io.eof && t->upstream.fd >= 0 && (gw_buf_len(t->http.from_up) == 0 || t->http.resp_phase == RS_IDLE)) {
-            http_upstream_eof(t);
-            STEP(1);
+        STEP(tunnel_client_write(t, &t->to_down, &out));
+        if (t->upstream_io.eof && t->upstream.fd >= 0 &&
+            (gw_buf_len(t->http.from_up) == 0 || t->http.resp_phase == RS_IDLE)) {
+            STEP(http_upstream_eof(t, &out));
         }
         if (t->http.req_phase == RQ_DONE && t->http.resp_phase == RS_DONE) {
-            http_exchange_done(t);
-            STEP(1);
+            STEP(http_exchange_done(t, &out));
         }
     } while (progress && ++rounds < 16);
 #undef STEP
     if (progress) {
-        gw_timer_start(t->host->loop, &t->yield_timer, 0);
+        tunnel_yield(t);
     }
+    return STEP_WAIT;
 }
 
-void tunnel_http_run(gw_tunnel *t) {
-    http_relay(t);
-    if (t->state == T_FLUSHING) {
-        tunnel_flush_last(t);
+tunnel_step tunnel_http_timeout(gw_tunnel *t) {
+    uint64_t idle_ms = (uint64_t)t->cfg->limits.idle_timeout_s * 1000;
+    uint64_t now = gw_loop_now(t->host->loop);
+    if (t->http.head_deadline != 0 && now >= t->http.head_deadline) {
+        return tunnel_end(t, GW_RESULT_CLIENT_TIMEOUT, END_CLOSE,
+                          "client did not send a complete request head within handshake_timeout_ms");
     }
+    if (now - t->last_activity >= idle_ms) {
+        return tunnel_end(t, GW_RESULT_IDLE_TIMEOUT, END_CLOSE, "no data either way for idle_timeout_s");
+    }
+    uint64_t next = idle_ms - (now - t->last_activity);
+    if (t->http.head_deadline != 0 && t->http.head_deadline - now < next) {
+        next = t->http.head_deadline - now;
+    }
+    tunnel_set_timer(t, next);
+    return STEP_WAIT;
 }

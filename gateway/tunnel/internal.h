@@ -34,44 +34,84 @@
 #include "gateway/upstream/upstream.h"
 #include "policy/users.h"
 
-// One value per phase of a tunnel's life.
+// One value per phase of a tunnel's life. Each has one phase function that does one thing
+// and returns a tunnel_step; only the driver (tunnel_advance, tunnel.c) moves between them
+// on failure, replies, flushes and closes. tunnel_state_name names each for logs.
 typedef enum {
-    T_DETECT,           // waiting for the first byte, which picks the protocol
+    T_DETECT,           // waiting for the first byte, which picks the protocol (the door)
     T_SOCKS5_GREETING,  // waiting for VER NMETHODS METHODS
     T_SOCKS5_AUTH,      // username/password method chosen, waiting for RFC 1929 credentials
     T_SOCKS5_REQUEST,   // method chosen (and credentials accepted), waiting for the CONNECT request
     T_SOCKS4_REQUEST,   // waiting for the rest of a SOCKS4/4a request
-    T_HTTP_HEAD,        // reading an HTTP request head (CONNECT)
+    T_HTTP_HEAD,        // reading an HTTP request head (CONNECT, or an http_proxy request)
     T_SNIFF,            // transparent listener: looking at the first bytes for an HTTP Host
+    T_ROUTE,            // destination known (dial.want_host/port): admission, rules, then DNS or a dial
     T_RESOLVING,        // a DNS query is out
-    T_CONNECTING,       // TCP connect to addrs[next_addr - 1] in progress
+    T_CONNECT_NEXT,     // connect to the next allowed address (none left: the last error)
+    T_CONNECTING,       // TCP connect to dial.addrs[next_addr - 1] in progress
     T_HANDSHAKING,      // TLS client handshake in progress
     T_CONFIRMING,       // full TLS 1.3 handshake done; waiting for the server's first record
-    T_RELAY,            // success reply queued; bytes flow both ways
-    T_HTTP_PROXY,     // http_proxy requests: messages framed and rewritten both ways
-    T_FLUSHING,        // error reply queued; flushing it, then closing
+    T_ESTABLISHED,      // upstream ready: the door's success reply, then T_RELAY or T_HTTP_PROXY
+    T_RELAY,            // bytes flow both ways
+    T_HTTP_PROXY,       // http_proxy: requests and responses framed and rewritten (http.req/resp)
+    T_FLUSHING,         // the last bytes for the client (an error reply) go out, then the close
     T_CLOSED,           // closed; freed after the current batch
+    T_NUM_STATES
 } tunnel_state;
 
+const char *tunnel_state_name(tunnel_state s);
+
+// What a phase function tells the driver.
 typedef enum {
-    P_NONE = 0,
-    P_SOCKS5,
-    P_SOCKS4,
-    P_HTTP_CONNECT,
-    P_FORWARD_LISTENER,
-    P_HTTP_PROXY,
-    P_TRANSPARENT,  // the destination came from the connection (a netfilter redirect)
-} tunnel_proto;
+    STEP_NEXT,   // the state changed: run the next phase now
+    STEP_WAIT,   // nothing more to do until an event (readiness, a timer, an answer)
+    STEP_FAIL,   // tunnel_fail recorded an error: the driver answers the client with it
+    STEP_CLOSE,  // tunnel_end recorded how the tunnel ends: the driver closes it
+} tunnel_step;
 
-static const char *const proto_names[] = {"-", "socks5", "socks4", "http-connect", "forward", "http", "transparent"};
+// How the driver closes after STEP_CLOSE.
+typedef enum {
+    END_CLOSE = 0,       // close both sockets
+    END_RESET_CLIENT,    // reset the client connection (a cut-off response, an upstream reset passed on)
+    END_RESET_UPSTREAM,  // reset the upstream connection (the client's reset passed on)
+} tunnel_end_how;
 
-// http_proxy: where the current request and its response are.
-enum { RQ_HEAD, RQ_BODY, RQ_DONE };           // waiting for a head / passing its body / sent
-enum { RS_IDLE, RS_HEAD, RS_BODY, RS_DONE };  // none expected / awaiting head / body / done
+// http_proxy: where the current request and its response are. They move independently (a
+// response may start before its request body was sent whole).
+typedef enum {
+    RQ_HEAD,  // waiting for a request head
+    RQ_BODY,  // passing its body on, as its framing says
+    RQ_DONE,  // sent whole
+} http_req_phase;
+typedef enum {
+    RS_IDLE,  // no request out: nothing expected (between requests)
+    RS_HEAD,  // awaiting the response head
+    RS_BODY,  // passing its body back
+    RS_DONE,  // passed back whole
+} http_resp_phase;
 
 // Where a password check stands. A check runs off the loop; meanwhile the request stays
 // in its buffer, and once the answer came it is parsed again and the answer taken.
 enum { AUTH_NONE = 0, AUTH_PENDING, AUTH_GRANTED, AUTH_DENIED };
+
+// A client protocol (sniproxy's struct Protocol): how a tunnel reads its request and
+// answers it. doors.c has one per protocol.
+typedef struct tunnel_door {
+    const char *name;  // in the access log
+    int has_replies;   // it has success and error replies (plain streams have none)
+    // read_request takes what the client sent so far (in to_up): STEP_NEXT once the
+    // destination is known (T_ROUTE) or the door changed (T_HTTP_PROXY), STEP_WAIT for
+    // more bytes, STEP_FAIL with the error to answer.
+    tunnel_step (*read_request)(gw_tunnel *t);
+    // reply_ok queues the success reply (upstream established).
+    void (*reply_ok)(gw_tunnel *t);
+    // reply_err queues the refusal of |err| for the phase the tunnel is in. Returns 1 to
+    // flush it and close, 0 to close at once, -1 to reset the client (no way to say no).
+    int (*reply_err)(gw_tunnel *t, gw_err err, const char *reason);
+} tunnel_door;
+
+extern const tunnel_door door_detect, door_socks5, door_socks4, door_connect, door_http, door_forward,
+    door_transparent;
 
 typedef struct {
     gw_watcher w;
@@ -84,6 +124,8 @@ typedef struct {
     unsigned truncated : 1;          // upstream EOF without close_notify
     unsigned write_dead : 1;         // writes toward this side failed: what it still sends goes on,
                                      // what comes for it is dropped (nothing lost the other way)
+    unsigned error : 1;              // the socket reported an error (a reset) to the loop
+    unsigned hup : 1;                // the socket hung up both ways
 } side;
 
 struct gw_tunnel {
@@ -91,11 +133,18 @@ struct gw_tunnel {
     pol_config *cfg;  // the snapshot this tunnel (or this http_proxy request) uses
     size_t listener_index;
     tunnel_state state;
-    tunnel_proto proto;
+    const tunnel_door *door;  // the client's protocol
+    // The driver's records: what the event sources saw, and what a phase decided.
+    unsigned advancing : 1;   // tunnel_advance is running: an event only records itself
+    unsigned again : 1;       // an event came while advancing: run the phases once more
+    unsigned timed_out : 1;   // the phase's timer fired
+    gw_err fail_err;          // STEP_FAIL: the error to answer with (the reason is in reason)
+    tunnel_end_how end_how;   // STEP_CLOSE: how to close
     gw_err admission;  // not admitted at accept (allow list, max_connections): the answer
     unsigned share;    // its client's bucket + 1 in gw_share_counts (counted); 0: none
     int share_full;    // admission GW_ERR_LIMIT because its client holds its whole share
     int flush_reset;   // T_FLUSHING after an upstream failure: reset the client once all is delivered
+    int flush_linger;  // T_FLUSHING: wait for the client's close after FIN (ms); 0: the error reply's 2 s
     int client_first;  // a plain stream's client closed before sending anything (a TCP probe)
     side client_io, upstream_io;  // readiness and shutdown of each socket
     int client_fd;
@@ -118,6 +167,10 @@ struct gw_tunnel {
     // dial.c: from the destination to an established upstream.
     struct {
         res_query *query;
+        char want_host[256];  // what the client asked for (T_ROUTE)
+        uint16_t want_port;
+        unsigned resolved : 1;  // the DNS answer came (dns_status, addrs)
+        res_status dns_status;
         char connect_host[256];
         uint16_t connect_port;
         char server_name[256];
@@ -135,12 +188,14 @@ struct gw_tunnel {
     char client_text[64], upstream_text[80];
     gw_result result;  // how it ended, once known
     char *reason;      // why it failed, in words (allocated when first set: most tunnels need none)
-    // http_proxy.c (P_HTTP_PROXY): raw bytes from each side are parsed, framed and
-    // rewritten into the buffer toward the other side.
+    // http_proxy.c (door_http): raw bytes from each side are parsed, framed and rewritten
+    // into the buffer toward the other side; the fields below the buffers are the current
+    // exchange's record (reset by each request head).
     struct {
         gw_buf *from_client, *from_up;
         size_t resp_scanned;  // how far the response was searched for a complete head
-        uint8_t req_phase, resp_phase;
+        http_req_phase req_phase;
+        http_resp_phase resp_phase;
         gw_body req_body, resp_body;
         gw_chunked req_chunks, resp_chunks;
         int client_minor;
@@ -150,6 +205,7 @@ struct gw_tunnel {
         unsigned resp_sent : 1;   // part of this response went toward the client
         unsigned resp_dechunk : 1;  // a chunked response for an HTTP/1.0 client: framing taken off
         unsigned http_idle : 1;   // between requests: nothing to log if the connection ends
+        unsigned reuse : 1;       // this request goes over the upstream kept from the last one
         char method[24];
         int status;
         uint64_t head_deadline;  // a later request head must be whole by then (loop ms); 0: none
@@ -159,22 +215,11 @@ struct gw_tunnel {
 
 // Phases by what they do, instead of enum arithmetic.
 static inline int tunnel_reading_request(const gw_tunnel *t) {
-    switch (t->state) {
-        case T_DETECT:
-        case T_SOCKS5_GREETING:
-        case T_SOCKS5_AUTH:
-        case T_SOCKS5_REQUEST:
-        case T_SOCKS4_REQUEST:
-        case T_HTTP_HEAD:
-            return 1;
-        default:
-            return 0;
-    }
+    return t->state <= T_HTTP_HEAD;
 }
 
 static inline int tunnel_dialing(const gw_tunnel *t) {
-    return t->state == T_RESOLVING || t->state == T_CONNECTING || t->state == T_HANDSHAKING ||
-           t->state == T_CONFIRMING;
+    return t->state >= T_ROUTE && t->state <= T_ESTABLISHED;
 }
 
 static inline int tunnel_flowing(const gw_tunnel *t) {
@@ -184,98 +229,109 @@ static inline int tunnel_flowing(const gw_tunnel *t) {
 // A plain byte stream with no proxy protocol (forward and transparent listeners): nothing
 // to answer the client with, and no reply to hold back while confirming.
 static inline int tunnel_is_plain_stream(const gw_tunnel *t) {
-    return t->proto == P_FORWARD_LISTENER || t->proto == P_TRANSPARENT;
+    return !t->door->has_replies && t->door != &door_detect;
 }
 
 // The longest reason kept for the access log and error replies (set_reason cuts there).
 #define REASON_MAX 600
 
-// ---- tunnel.c ----
+// ---- tunnel.c: the driver ----
+// tunnel_advance runs the tunnel's phases until one waits; every event source (readiness,
+// timers, a DNS answer, a key's signature, a password check's answer) records what it saw
+// and calls it. It is never re-entered: an event during a run only asks for another round.
+void tunnel_advance(gw_tunnel *t);
+// tunnel_fail records |err| and its reason for the driver to answer with: STEP_FAIL.
+tunnel_step tunnel_fail(gw_tunnel *t, gw_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+// tunnel_end records how the tunnel ends (|reason| may be NULL): STEP_CLOSE.
+tunnel_step tunnel_end(gw_tunnel *t, gw_result result, tunnel_end_how how, const char *reason);
 const pol_listener *tunnel_listener_of(const gw_tunnel *t);
 void tunnel_set_reason(gw_tunnel *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tunnel_clear_reason(gw_tunnel *t);
 const char *tunnel_reason_of(const gw_tunnel *t);
 void tunnel_log_access(gw_tunnel *t);
-// tunnel_close is the one way out: it logs the access line and releases everything.
-void tunnel_close(gw_tunnel *t, gw_result result, const char *reason);
 int tunnel_queue_down(gw_tunnel *t, const void *p, size_t len);
-// tunnel_reject answers the client with |err| in its protocol, then closes.
-void tunnel_reject(gw_tunnel *t, gw_err err, const char *reason);
-void tunnel_queue_success(gw_tunnel *t);
-// tunnel_client_failed ends a tunnel whose client connection broke (reset, error).
-void tunnel_client_failed(gw_tunnel *t, const char *reason);
 void tunnel_on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events);
-void tunnel_run(gw_tunnel *t);
+// tunnel_set_timer (re)starts the current phase's deadline.
+void tunnel_set_timer(gw_tunnel *t, uint64_t ms);
+// tunnel_yield continues the tunnel right after the other tunnels of this batch ran.
+void tunnel_yield(gw_tunnel *t);
 
-// ---- front.c ----
-// tunnel_read_request reads what the client sent so far into to_up. Returns 0 if the tunnel
-// closed (EOF or error before a complete request).
-int tunnel_read_request(gw_tunnel *t);
-// tunnel_http_authorized checks Proxy-Authorization: Basic when auth.users_file is set: 1 yes;
-// 0 no (the client got 407 with Proxy-Authenticate, or 503); -1 the check is under way.
-int tunnel_http_authorized(gw_tunnel *t, const gw_http_request *hr);
+// ---- doors.c: the client protocols ----
+// tunnel_read_request reads what the client sent so far into to_up. Returns STEP_WAIT (read
+// what there was), STEP_CLOSE (the client failed).
+tunnel_step tunnel_read_request(gw_tunnel *t);
 // tunnel_take_request_head parses the request head at the start of |b| (to_up or from_client).
-// Returns 1 with |hr| filled, 0 if more bytes are needed, -1 if the client was answered
-// with an error.
-int tunnel_take_request_head(gw_tunnel *t, gw_buf *b, gw_http_request *hr);
-void tunnel_parse_request(gw_tunnel *t);
+// Returns STEP_NEXT with |hr| filled, STEP_WAIT if more bytes are needed, STEP_FAIL.
+tunnel_step tunnel_take_request_head(gw_tunnel *t, gw_buf *b, gw_http_request *hr);
+// tunnel_want records the destination the client asked for and moves to T_ROUTE.
+tunnel_step tunnel_want(gw_tunnel *t, const char *host, uint16_t port);
+// tunnel_unadmitted fails a client that was not admitted at accept (outside `allow`, or
+// over max_connections) with that error; STEP_NEXT if it was admitted. It runs before any
+// credential is looked at, so such a client can never find out whether a password is right.
+tunnel_step tunnel_unadmitted(gw_tunnel *t);
 
-// ---- dial.c ----
-// tunnel_start_connect tries the next resolved address; when none is left, the last error goes
-// to the client.
-void tunnel_start_connect(gw_tunnel *t);
-// tunnel_refuse_unadmitted answers a client that was not admitted at accept (outside `allow`,
-// or over max_connections) with that error and returns 1. It runs before any credential
-// is looked at, so such a client can never find out whether a password is right.
-int tunnel_refuse_unadmitted(gw_tunnel *t);
-// tunnel_connect_addresses checks |addrs| against deny_addresses and connects to the first
-// allowed one (then the next on failure). Returns 0 if the client was refused.
-int tunnel_connect_addresses(gw_tunnel *t, const res_addr *addrs, size_t n);
-// tunnel_route decides what to do with the destination the client asked for.
-void tunnel_route(gw_tunnel *t, const char *host, uint16_t port);
-void tunnel_established(gw_tunnel *t);
-void tunnel_step_connecting(gw_tunnel *t);
-void tunnel_step_tls(gw_tunnel *t);
+// ---- auth.c: proxy users ----
+// tunnel_check_credentials says whether |name| / |pass| is a proxy user: 1 yes (t->user
+// set), 0 no, -1 the answer is being worked out off the loop (the request is parsed again
+// when it comes), -2 refused for now (too many checks waiting).
+int tunnel_check_credentials(gw_tunnel *t, const char *name, size_t name_len, const char *pass, size_t pass_len);
+// tunnel_http_authorized checks Proxy-Authorization: Basic when auth.users_file is set:
+// STEP_NEXT yes; STEP_FAIL no (407, or 503); STEP_WAIT the check is under way.
+tunnel_step tunnel_http_authorized(gw_tunnel *t, const gw_http_request *hr);
 
-// ---- relay.c ----
-// One read and one write routine serve both sides (relay.c, side_read / side_write); these
-// name them for the callers outside the relay. Each returns 1 on progress, 0 for nothing,
-// -1 if the tunnel failed or closed. Reads go into *|dst| (to_up / to_down, or the
-// http_proxy raw buffers); writes take to_up (toward upstream) or to_down (the client).
-int tunnel_client_read(gw_tunnel *t, gw_buf **dst);
-int tunnel_up_read(gw_tunnel *t, gw_buf **dst);
-int tunnel_relay_up_write(gw_tunnel *t);
-int tunnel_relay_client_write(gw_tunnel *t);
-void tunnel_relay(gw_tunnel *t);
-// tunnel_flush_last writes the last queued bytes (T_FLUSHING), then FIN, and waits for the
-// client to close so the reply is not destroyed by a reset.
-void tunnel_flush_last(gw_tunnel *t);
+// ---- dial.c: from a destination to an established upstream ----
+tunnel_step tunnel_phase_route(gw_tunnel *t);
+tunnel_step tunnel_phase_resolving(gw_tunnel *t);
+tunnel_step tunnel_phase_connect_next(gw_tunnel *t);
+tunnel_step tunnel_phase_connecting(gw_tunnel *t);
+tunnel_step tunnel_phase_tls(gw_tunnel *t);
+tunnel_step tunnel_phase_established(gw_tunnel *t);
+// tunnel_use_addresses checks |addrs| against deny_addresses and the gateway's own
+// listeners, keeps the allowed ones and moves to T_CONNECT_NEXT; STEP_FAIL if none is.
+tunnel_step tunnel_use_addresses(gw_tunnel *t, const res_addr *addrs, size_t n);
+// tunnel_drop_dial stops whatever the dial has under way (query, connection).
+void tunnel_drop_dial(gw_tunnel *t);
+// tunnel_timeout_dial answers the timer of a dialing phase.
+tunnel_step tunnel_timeout_dial(gw_tunnel *t);
+
+// ---- relay.c: bytes both ways ----
+// Each side's read and write: 1 progress, 0 nothing, or a step's end (tunnel_end /
+// tunnel_fail already called): -1.
+int tunnel_client_read(gw_tunnel *t, gw_buf **dst, tunnel_step *out);
+int tunnel_up_read(gw_tunnel *t, gw_buf **dst, tunnel_step *out);
+int tunnel_up_write(gw_tunnel *t, gw_buf **src, tunnel_step *out);
+int tunnel_client_write(gw_tunnel *t, gw_buf **src, tunnel_step *out);
+tunnel_step tunnel_phase_relay(gw_tunnel *t);
+// tunnel_phase_flush writes the last queued bytes (T_FLUSHING), then FIN (or the upstream's
+// reset), and waits for the client to close so the reply is not destroyed by a reset.
+tunnel_step tunnel_phase_flush(gw_tunnel *t);
 // tunnel_release_if_empty returns an emptied buffer to the pool: an idle connection holds none.
 void tunnel_release_if_empty(gw_tunnel *t, gw_buf **b);
+// tunnel_flush_then_reset ends a relaying tunnel whose upstream broke: what the upstream
+// sent is flushed to the client, then the reset passed on (bounded by the flush deadline).
+tunnel_step tunnel_flush_then_reset(gw_tunnel *t);
 
 // ---- transparent.c ----
-// tunnel_relay_upstream_failed ends a relaying tunnel whose upstream broke (a reset, a TLS
-// error): what the upstream sent before is flushed to the client first, then the reset is
-// passed on once our socket has delivered it all (bounded by the flush deadline).
-void tunnel_relay_upstream_failed(gw_tunnel *t, gw_result result, const char *reason);
-
 // tunnel_transparent_start begins a tunnel of a transparent listener whose connection was
 // going to |orig| (NULL: nothing redirected it).
-void tunnel_transparent_start(gw_tunnel *t, const struct sockaddr *orig);
-// tunnel_sniff looks at the first bytes (T_SNIFF) for an HTTP request head's Host.
-void tunnel_sniff(gw_tunnel *t);
-// tunnel_sniff_give_up routes by the original address alone (sniffing timed out).
-void tunnel_sniff_give_up(gw_tunnel *t);
-// tunnel_transparent_dial connects a routed transparent tunnel to its original address
-// (with the rule's upstream_port), without DNS. Returns 0 if the tunnel was refused.
-int tunnel_transparent_dial(gw_tunnel *t);
+tunnel_step tunnel_transparent_start(gw_tunnel *t, const struct sockaddr *orig);
+// tunnel_phase_sniff looks at the first bytes (T_SNIFF) for an HTTP request head's Host;
+// tunnel_sniff_give_up routes by the original address alone (the timer fired).
+tunnel_step tunnel_phase_sniff(gw_tunnel *t);
+tunnel_step tunnel_sniff_give_up(gw_tunnel *t);
+// tunnel_transparent_route routes a transparent tunnel to its original address (with the
+// rule's upstream_port), without DNS.
+tunnel_step tunnel_transparent_route(gw_tunnel *t);
 
 // ---- http_proxy.c ----
-void tunnel_upstream_failed(gw_tunnel *t, gw_result result, const char *reason);
-// tunnel_http_start_request takes the request head |hr| at the start of from_client: checks it,
-// keeps the current upstream if it goes to the same destination (else routes anew), and
-// writes the head in origin-form into to_up. On failure the client gets its error.
-void tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr);
-void tunnel_http_run(gw_tunnel *t);
+// tunnel_http_start_request takes the request head |hr| at the start of from_client: checks
+// it, keeps the current upstream if it goes to the same destination (else T_ROUTE), and
+// writes the head in origin-form into to_up.
+tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr);
+tunnel_step tunnel_phase_http(gw_tunnel *t);
+// tunnel_http_upstream_failed: the upstream broke (reset, TLS error) during an exchange.
+tunnel_step tunnel_http_upstream_failed(gw_tunnel *t, gw_result result, const char *reason);
+// tunnel_http_timeout answers the timer during the exchange (idle, a slow later head).
+tunnel_step tunnel_http_timeout(gw_tunnel *t);
 
 #endif

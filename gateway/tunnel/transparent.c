@@ -23,64 +23,60 @@ static void orig_text(const gw_tunnel *t, char *ip, size_t cap, uint16_t *port) 
 // address_refuses says whether the rules refuse the original address itself (no rule, or
 // a deny rule), and if so rejects the tunnel saying so. The client chooses the Host it
 // sends, so a name cannot lift what the address meets: both must allow, a deny wins.
-static int address_refuses(gw_tunnel *t, const char *host, const char *ip, uint16_t port) {
+static tunnel_step address_refuses(gw_tunnel *t, const char *host, const char *ip, uint16_t port) {
     pol_dest addr;
     if (t->admission != GW_ERR_NONE || !pol_dest_init(&addr, ip, port)) {
-        return 0;  // tunnel_route refuses it for what it is
+        return STEP_NEXT;  // T_ROUTE refuses it for what it is
     }
     const pol_rule *r = pol_config_lookup(t->cfg, &addr, t->caller, (int)t->listener_index);
     if (r != NULL && r->action != POL_ACTION_DENY) {
-        return 0;
+        return STEP_NEXT;
     }
     if (!pol_dest_init(&t->dest, host, port)) {
         t->dest = addr;
     }
-    char reason[600], where[80];
+    char where[80];
     snprintf(where, sizeof(where), addr.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr.host, port);
     if (r == NULL) {
-        snprintf(reason, sizeof(reason), "no rule matches the original destination %s (default deny); the sniffed Host "
-                 "\"%s\" cannot lift it", where, host);
-    } else {
-        snprintf(reason, sizeof(reason), "the original destination %s is denied by rule %s; the sniffed Host \"%s\" "
-                 "cannot lift it", where, r->where, host);
+        return tunnel_fail(t, GW_ERR_NO_RULE, "no rule matches the original destination %s (default deny); the "
+                           "sniffed Host \"%s\" cannot lift it", where, host);
     }
-    tunnel_reject(t, r == NULL ? GW_ERR_NO_RULE : GW_ERR_DENIED, reason);
-    return 1;
+    return tunnel_fail(t, GW_ERR_DENIED, "the original destination %s is denied by rule %s; the sniffed Host \"%s\" "
+                       "cannot lift it", where, r->where, host);
 }
 
 // route routes by |host| (a sniffed Host) or, when NULL, by the original address. A
 // sniffed name is used only when the rules allow the original address too.
-static void route(gw_tunnel *t, const char *host) {
+static tunnel_step route(gw_tunnel *t, const char *host) {
     char ip[INET6_ADDRSTRLEN];
     uint16_t port;
     orig_text(t, ip, sizeof(ip), &port);
-    t->state = T_RESOLVING;  // not reading any more; tunnel_route moves it on
+    t->state = T_ROUTE;  // not reading any more
     gw_timer_stop(t->host->loop, &t->timer);
-    if (host != NULL && address_refuses(t, host, ip, port)) {
-        return;
+    if (host != NULL && address_refuses(t, host, ip, port) == STEP_FAIL) {
+        return STEP_FAIL;
     }
-    tunnel_route(t, host != NULL ? host : ip, port);
+    return tunnel_want(t, host != NULL ? host : ip, port);
 }
 
-void tunnel_transparent_start(gw_tunnel *t, const struct sockaddr *orig) {
-    t->proto = P_TRANSPARENT;
+tunnel_step tunnel_transparent_start(gw_tunnel *t, const struct sockaddr *orig) {
     if (orig == NULL) {
-        tunnel_reject(t, GW_ERR_DENIED,
-                      "connection to the transparent listener itself: nothing redirected it (a client that "
-                      "connected directly, or a redirect loop: see upstream_mark)");
-        return;
+        t->state = T_ROUTE;
+        return tunnel_fail(t, GW_ERR_DENIED,
+                           "connection to the transparent listener itself: nothing redirected it (a client that "
+                           "connected directly, or a redirect loop: see upstream_mark)");
     }
     memcpy(&t->dial.orig, orig, orig->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     if (tunnel_listener_of(t)->sniff & POL_SNIFF_HTTP) {
         t->state = T_SNIFF;
-        gw_timer_start(t->host->loop, &t->timer, (uint64_t)t->cfg->limits.handshake_timeout_ms);
-        return;
+        tunnel_set_timer(t, (uint64_t)t->cfg->limits.handshake_timeout_ms);
+        return STEP_WAIT;
     }
-    route(t, NULL);
+    return route(t, NULL);
 }
 
-void tunnel_sniff_give_up(gw_tunnel *t) {
-    route(t, NULL);
+tunnel_step tunnel_sniff_give_up(gw_tunnel *t) {
+    return route(t, NULL);
 }
 
 // looks_like_http says whether |p| (|n| bytes) starts like a request line: 1 yes (a
@@ -97,17 +93,17 @@ static int looks_like_http(const uint8_t *p, size_t n) {
     return n < 20 ? -1 : 0;
 }
 
-void tunnel_sniff(gw_tunnel *t) {
-    if (!tunnel_read_request(t)) {
-        return;
+tunnel_step tunnel_phase_sniff(gw_tunnel *t) {
+    tunnel_step s = tunnel_read_request(t);
+    if (s != STEP_WAIT) {
+        return s;
     }
     const gw_buf *b = t->to_up;
     size_t n = gw_buf_len(b);
     const uint8_t *p = b ? b->data + b->start : NULL;
     int http = n ? looks_like_http(p, n) : -1;
     if (http == 0) {
-        route(t, NULL);  // opaque bytes (TLS, redis, ...): relayed to the original address
-        return;
+        return route(t, NULL);  // opaque bytes (TLS, redis, ...): relayed to the original address
     }
     if (http == 1) {
         gw_http_request hr;
@@ -119,23 +115,21 @@ void tunnel_sniff(gw_tunnel *t) {
             uint16_t port;
             if (h != NULL && gw_http_parse_authority(h->value, h->value_len, 80, host, &port) &&
                 gw_host_is_valid(host, strlen(host))) {
-                route(t, host);  // the name for rules and SNI; the connection goes to the original address
-                return;
+                return route(t, host);  // the name for rules and SNI; the connection goes to the original address
             }
-            route(t, NULL);
-            return;
+            return route(t, NULL);
         }
         if (st != GW_HTTP_NEED_MORE || limit == (size_t)t->cfg->limits.header_max) {
-            route(t, NULL);  // not a head we can read, or longer than header_max: opaque
-            return;
+            return route(t, NULL);  // not a head we can read, or longer than header_max: opaque
         }
     }
     if (t->client_io.eof) {
-        route(t, NULL);  // the client stopped sending before a whole head: relay what came
+        return route(t, NULL);  // the client stopped sending before a whole head: relay what came
     }
+    return STEP_WAIT;
 }
 
-int tunnel_transparent_dial(gw_tunnel *t) {
+tunnel_step tunnel_transparent_route(gw_tunnel *t) {
     const struct sockaddr *sa = (const struct sockaddr *)&t->dial.orig;
     res_addr a = {0};
     a.family = sa->sa_family;
@@ -146,5 +140,5 @@ int tunnel_transparent_dial(gw_tunnel *t) {
     }
     uint16_t port;
     orig_text(t, t->dial.connect_host, sizeof(t->dial.connect_host), &port);
-    return tunnel_connect_addresses(t, &a, 1);
+    return tunnel_use_addresses(t, &a, 1);
 }

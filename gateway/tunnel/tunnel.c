@@ -1,6 +1,7 @@
-// tunnel: a tunnel's life around its phases: accept, the timers and readiness marks, the
-// dispatch to each phase (tunnel_run), the error replies in each protocol, and the one way out
-// (close, with the access-log line).
+// tunnel: a tunnel's life around one driver (ARCHITECTURE.md, "The driver"): accept, the
+// event sources that record what happened, tunnel_advance that runs one phase function
+// after another until one waits, the answer to a failure in the client's protocol, and the
+// one way out (close, with the access-log line).
 #include "gateway/tunnel/internal.h"
 
 atomic_int gw_active_tunnels;
@@ -103,7 +104,7 @@ void tunnel_log_access(gw_tunnel *t) {
         .client = t->client_text,
         .caller = t->caller == GW_CALLER_NONE ? -1 : (int64_t)t->caller,
         .listener = tunnel_listener_of(t)->name,
-        .proto = proto_names[t->proto],
+        .proto = t->door->name,
         .dest = dest[0] ? dest : NULL,
         .rule = t->rule ? t->rule->where : NULL,
         .action = t->rule ? pol_action_name(t->rule->action) : NULL,
@@ -120,16 +121,16 @@ void tunnel_log_access(gw_tunnel *t) {
         .duration_ms = (int64_t)(gw_loop_now(t->host->loop) - t->t_start),
         .result = gw_result_name(t->result),
         .reason = tunnel_reason_of(t),
-        .method = t->proto == P_HTTP_PROXY && t->http.method[0] ? t->http.method : NULL,
+        .method = t->door == &door_http && t->http.method[0] ? t->http.method : NULL,
         .user = t->user,
-        .status = t->proto == P_HTTP_PROXY ? t->http.status : 0,
+        .status = t->door == &door_http ? t->http.status : 0,
     };
     gw_access_log(&r);
     gw_metrics_tunnel_done(t->rule ? (int)t->rule->action : -1, t->result, t->up_bytes, t->down_bytes);
 }
 
 // tunnel_close is the one way out: it logs the access line and releases everything.
-void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
+static void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
     if (t->state == T_CLOSED) {
         return;
     }
@@ -140,7 +141,7 @@ void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
     if (reason != NULL && tunnel_reason_of(t) == NULL) {
         tunnel_set_reason(t, "%s", reason);
     }
-    if (!(t->proto == P_HTTP_PROXY && t->http.http_idle)) {
+    if (!(t->door == &door_http && t->http.http_idle)) {
         tunnel_log_access(t);
     }
     t->state = T_CLOSED;
@@ -197,8 +198,6 @@ void gw_tunnel_drain(gw_tunnel *t) {
     }
 }
 
-// ---- replies ----
-
 int tunnel_queue_down(gw_tunnel *t, const void *p, size_t len) {
     if (t->to_down == NULL && (t->to_down = gw_buf_get(&t->host->pool)) == NULL) {
         return 0;
@@ -206,80 +205,84 @@ int tunnel_queue_down(gw_tunnel *t, const void *p, size_t len) {
     return gw_buf_append(t->to_down, p, len) == len;
 }
 
-// queue_http_error queues the error response for |err|. |reason| is the tunnel's reason,
-// which tunnel_set_reason caps at REASON_MAX: the one cap that makes the reply fit, so its
-// Content-Length is always the length of the body sent.
-static void queue_http_error(gw_tunnel *t, gw_err err, const char *reason) {
-    const gw_err_info *info = gw_err_describe(err);
-    const char *proxy_status = info->proxy_status;
-    if ((err == GW_ERR_DENIED || err == GW_ERR_NO_RULE) && t->dest.family == 0) {
-        proxy_status = "http_request_denied";  // a name, not an IP, was refused
-    }
-    char body[REASON_MAX + 1];
-    size_t body_len = 0;
-    char details[2 * REASON_MAX];
-    size_t n = 0;
-    for (const char *p = reason; *p && body_len < REASON_MAX - 1; p++) {
-        char c = (unsigned char)*p < ' ' || *p == 0x7f ? ' ' : *p;
-        body[body_len++] = c;
-        if (c == '"' || c == '\\') {
-            details[n++] = '\\';
-        }
-        details[n++] = c;
-    }
-    body[body_len++] = '\n';
-    body[body_len] = '\0';
-    details[n] = '\0';
-    char head[3 * REASON_MAX + 512];
-    int len = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n", info->http_status,
-                       gw_http_reason_phrase(info->http_status));
-    if (proxy_status != NULL) {
-        len += snprintf(head + len, sizeof(head) - (size_t)len, "Proxy-Status: mtlsgw; error=%s; details=\"%s\"\r\n",
-                        proxy_status, details);
-    }
-    if (info->http_status == 407) {
-        len += snprintf(head + len, sizeof(head) - (size_t)len, "Proxy-Authenticate: Basic realm=\"mtlsgw\"\r\n");
-    }
-    len += snprintf(head + len, sizeof(head) - (size_t)len,
-                    "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                    body_len, body);
-    assert((size_t)len < sizeof(head));
-    tunnel_queue_down(t, head, (size_t)len);
+void tunnel_set_timer(gw_tunnel *t, uint64_t ms) {
+    gw_timer_start(t->host->loop, &t->timer, ms);
 }
 
-// tunnel_reject answers the client with |err| in its protocol, then closes.
-void tunnel_reject(gw_tunnel *t, gw_err err, const char *reason) {
+void tunnel_yield(gw_tunnel *t) {
+    gw_timer_start(t->host->loop, &t->yield_timer, 0);
+}
+
+const char *tunnel_state_name(tunnel_state s) {
+    static const char *const names[T_NUM_STATES] = {
+        [T_DETECT] = "detect",
+        [T_SOCKS5_GREETING] = "socks5-greeting",
+        [T_SOCKS5_AUTH] = "socks5-auth",
+        [T_SOCKS5_REQUEST] = "socks5-request",
+        [T_SOCKS4_REQUEST] = "socks4-request",
+        [T_HTTP_HEAD] = "http-head",
+        [T_SNIFF] = "sniff",
+        [T_ROUTE] = "route",
+        [T_RESOLVING] = "resolving",
+        [T_CONNECT_NEXT] = "connect-next",
+        [T_CONNECTING] = "connecting",
+        [T_HANDSHAKING] = "handshaking",
+        [T_CONFIRMING] = "confirming",
+        [T_ESTABLISHED] = "established",
+        [T_RELAY] = "relay",
+        [T_HTTP_PROXY] = "http-proxy",
+        [T_FLUSHING] = "flushing",
+        [T_CLOSED] = "closed",
+    };
+    return (unsigned)s < T_NUM_STATES && names[s] != NULL ? names[s] : "?";
+}
+
+// ---- what a phase tells the driver ----
+
+tunnel_step tunnel_fail(gw_tunnel *t, gw_err err, const char *fmt, ...) {
+    assert(err != GW_ERR_NONE);
+    t->fail_err = err;
+    char reason[REASON_MAX];  // the arguments may be the reason itself
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    tunnel_set_reason(t, "%s", reason);
+    return STEP_FAIL;
+}
+
+tunnel_step tunnel_end(gw_tunnel *t, gw_result result, tunnel_end_how how, const char *reason) {
+    if (result != GW_RESULT_NONE && (t->result == GW_RESULT_NONE || t->result == GW_RESULT_OK)) {
+        t->result = result;
+    }
+    if (reason != NULL && tunnel_reason_of(t) == NULL) {
+        tunnel_set_reason(t, "%s", reason);
+    }
+    t->end_how = how;
+    return STEP_CLOSE;
+}
+
+// answer_failure answers the client with the error a phase failed with, in its protocol,
+// and moves to T_FLUSHING (or ends the tunnel when its protocol has no way to answer).
+static tunnel_step answer_failure(gw_tunnel *t) {
     // A tunnel is answered once: never after it closed or while its last bytes flush.
     assert(t->state != T_CLOSED && t->state != T_FLUSHING);
-    assert(err != GW_ERR_NONE);
+    gw_err err = t->fail_err;
+    t->fail_err = GW_ERR_NONE;
     const gw_err_info *info = gw_err_describe(err);
     t->http.status = info->http_status;
     t->result = info->result;
-    tunnel_set_reason(t, "%s", reason);
-    gw_upstream_close(&t->upstream);
-    gw_watcher_remove(t->host->loop, &t->upstream_io.w);
-    res_query_detach(t->dial.query);
-    t->dial.query = NULL;
-    uint8_t reply[32];
-    switch (t->proto) {
-        case P_SOCKS5:
-            tunnel_queue_down(t, reply, gw_socks5_encode_reply(info->socks5_rep, NULL, reply));
-            break;
-        case P_SOCKS4:
-            tunnel_queue_down(t, reply, gw_socks4_encode_reply(info->socks4_code, NULL, reply));
-            break;
-        case P_HTTP_CONNECT:
-        case P_HTTP_PROXY:
-            queue_http_error(t, err, tunnel_reason_of(t) ? t->reason : reason);
-            break;
-        case P_TRANSPARENT:
-            // No protocol to answer in: reset, so the client sees a failure, not an empty
-            // stream that ended well. The access log has the reason.
-            gw_socket_reset(t->client_fd);
-            tunnel_close(t, GW_RESULT_NONE, NULL);
-            return;
-        default:
-            break;  // forward listeners and unknown protocols: just close
+    const char *reason = tunnel_reason_of(t) ? t->reason : gw_err_describe(err)->proxy_status;
+    tunnel_drop_dial(t);
+    int after = t->door->reply_err(t, err, reason ? reason : "");
+    if (gw_log_enabled(GW_LOG_DEBUG)) {
+        gw_log(GW_LOG_DEBUG, "%s: %s (%s)", t->client_text, reason ? reason : "", tunnel_state_name(t->state));
+    }
+    if (after < 0) {
+        return tunnel_end(t, GW_RESULT_NONE, END_RESET_CLIENT, NULL);
+    }
+    if (after == 0) {
+        return tunnel_end(t, GW_RESULT_NONE, END_CLOSE, NULL);
     }
     // Discard what the client sent; keep reading so a close does not become a RST that
     // destroys the reply before the client reads it.
@@ -289,39 +292,15 @@ void tunnel_reject(gw_tunnel *t, gw_err err, const char *reason) {
     t->to_up = t->http.from_client = t->http.from_up = NULL;
     t->http.http_idle = 0;
     t->state = T_FLUSHING;
-    gw_timer_start(t->host->loop, &t->timer, 2000);
-    if (gw_log_enabled(GW_LOG_DEBUG)) {
-        gw_log(GW_LOG_DEBUG, "%s: %s", t->client_text, reason);
-    }
-}
-
-void tunnel_queue_success(gw_tunnel *t) {
-    uint8_t reply[32];
-    struct sockaddr_storage bound;
-    socklen_t bl = sizeof(bound);
-    int have = getsockname(t->upstream.fd, (struct sockaddr *)&bound, &bl) == 0;
-    switch (t->proto) {
-        case P_SOCKS5:
-            tunnel_queue_down(t, reply, gw_socks5_encode_reply(0, have ? (struct sockaddr *)&bound : NULL, reply));
-            break;
-        case P_SOCKS4:
-            tunnel_queue_down(t, reply, gw_socks4_encode_reply(0x5a, have ? (struct sockaddr *)&bound : NULL, reply));
-            break;
-        case P_HTTP_CONNECT: {
-            static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-            tunnel_queue_down(t, ok, sizeof(ok) - 1);
-            break;
-        }
-        default:
-            break;
-    }
+    t->flush_reset = 0;
+    tunnel_set_timer(t, 2000);
+    return STEP_NEXT;
 }
 
 // ---- timers ----
 
-static void on_timer(gw_loop *loop, gw_timer *timer) {
-    gw_tunnel *t = timer->data;
-    char reason[200];
+// phase_timeout answers the current phase's timer.
+static tunnel_step phase_timeout(gw_tunnel *t) {
     switch (t->state) {
         case T_DETECT:
         case T_SOCKS5_GREETING:
@@ -329,85 +308,36 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
         case T_SOCKS5_REQUEST:
         case T_SOCKS4_REQUEST:
         case T_HTTP_HEAD:
-            tunnel_close(t, GW_RESULT_CLIENT_TIMEOUT, "client did not send a complete request in time");
-            break;
+            return tunnel_end(t, GW_RESULT_CLIENT_TIMEOUT, END_CLOSE, "client did not send a complete request in time");
         case T_SNIFF:
-            tunnel_sniff_give_up(t);  // no whole HTTP head in time: relay it as opaque bytes
-            tunnel_run(t);
-            break;
+            return tunnel_sniff_give_up(t);  // no whole HTTP head in time: relay it as opaque bytes
+        case T_ROUTE:
         case T_RESOLVING:
-            tunnel_reject(t, GW_ERR_DNS_TIMEOUT, "DNS lookup did not finish in time");
-            tunnel_run(t);
-            break;
+        case T_CONNECT_NEXT:
         case T_CONNECTING:
-            snprintf(reason, sizeof(reason), "connect to %s timed out after %d ms", t->upstream_text,
-                     t->cfg->limits.connect_timeout_ms);
-            t->dial.last_connect_err = GW_ERR_CONNECT_TIMEOUT;
-            tunnel_set_reason(t, "%s", reason);
-            gw_watcher_remove(loop, &t->upstream_io.w);
-            gw_upstream_close(&t->upstream);
-            tunnel_start_connect(t);
-            break;
         case T_HANDSHAKING:
-            // Waiting for a token's signature (key_timeout_ms longer than what was left of
-            // the handshake's time): the key is what is missing, not the server. The
-            // handshake goes on to fail with key_unavailable through on_key_ready.
-            if (gw_keyops_expire(&t->upstream, "handshake_timeout_ms", t->cfg->limits.handshake_timeout_ms)) {
-                break;
-            }
-            snprintf(reason, sizeof(reason), "TLS handshake with %s timed out after %d ms", t->upstream_text,
-                     t->cfg->limits.handshake_timeout_ms);
-            tunnel_reject(t, GW_ERR_HANDSHAKE_TIMEOUT, reason);
-            tunnel_run(t);
-            break;
         case T_CONFIRMING:
-            // The server said nothing after the handshake: nothing says it rejected us.
-            tunnel_established(t);
-            tunnel_run(t);
-            break;
-        case T_RELAY:
-        case T_HTTP_PROXY: {
+        case T_ESTABLISHED:
+            return tunnel_timeout_dial(t);
+        case T_RELAY: {
             uint64_t idle_ms = (uint64_t)t->cfg->limits.idle_timeout_s * 1000;
-            uint64_t now = gw_loop_now(loop);
-            if (t->state == T_HTTP_PROXY && t->http.head_deadline != 0 && now >= t->http.head_deadline) {
-                tunnel_close(t, GW_RESULT_CLIENT_TIMEOUT,
-                             "client did not send a complete request head within handshake_timeout_ms");
-            } else if (now - t->last_activity >= idle_ms) {
-                tunnel_close(t, GW_RESULT_IDLE_TIMEOUT, "no data either way for idle_timeout_s");
-            } else {
-                uint64_t next = idle_ms - (now - t->last_activity);
-                if (t->state == T_HTTP_PROXY && t->http.head_deadline != 0 && t->http.head_deadline - now < next) {
-                    next = t->http.head_deadline - now;
-                }
-                gw_timer_start(loop, &t->timer, next);
+            uint64_t now = gw_loop_now(t->host->loop);
+            if (now - t->last_activity >= idle_ms) {
+                return tunnel_end(t, GW_RESULT_IDLE_TIMEOUT, END_CLOSE, "no data either way for idle_timeout_s");
             }
-            break;
+            tunnel_set_timer(t, idle_ms - (now - t->last_activity));
+            return STEP_WAIT;
         }
+        case T_HTTP_PROXY:
+            return tunnel_http_timeout(t);
         case T_FLUSHING:
-            if (t->flush_reset) {
-                gw_socket_reset(t->client_fd);  // the upstream's reset, passed on
-            }
-            tunnel_close(t, GW_RESULT_NONE, NULL);
-            break;
-        case T_CLOSED:
-            break;
+            return tunnel_end(t, GW_RESULT_NONE, t->flush_reset ? END_RESET_CLIENT : END_CLOSE, NULL);
+        default:
+            return STEP_WAIT;
     }
 }
 
-static void on_yield_timer(gw_loop *loop, gw_timer *timer) {
-    tunnel_run(timer->data);
-}
-
-// ---- events ----
-
-static void mark(side *s, uint32_t events) {
-    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        s->readable = 1;
-    }
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
-        s->writable = 1;
-    }
-}
+// ---- the driver ----
 
 static int socket_error(int fd) {
     int e = 0;
@@ -416,114 +346,156 @@ static int socket_error(int fd) {
     return e;
 }
 
-// tunnel_client_failed ends a tunnel whose client connection broke (reset, error).
-void tunnel_client_failed(gw_tunnel *t, const char *reason) {
-    gw_socket_reset(t->upstream.fd);
-    tunnel_close(t, GW_RESULT_CLIENT_RESET, reason);
-}
-
-static void on_client(gw_loop *loop, gw_watcher *w, uint32_t events) {
-    gw_tunnel *t = w->data;
-    mark(&t->client_io, events);
-    if ((events & EPOLLERR) && (tunnel_flowing(t) || t->state == T_FLUSHING)) {
+static tunnel_step run_phase(gw_tunnel *t) {
+    if (t->fail_err != GW_ERR_NONE) {
+        return STEP_FAIL;  // recorded before the driver ran (at accept)
+    }
+    if (t->timed_out) {
+        t->timed_out = 0;
+        return phase_timeout(t);
+    }
+    if (t->client_io.error && (tunnel_flowing(t) || t->state == T_FLUSHING)) {
         // A reset is noticed even while backpressure keeps us from reading this side.
+        if (t->state == T_FLUSHING) {
+            return tunnel_end(t, GW_RESULT_NONE, END_CLOSE, NULL);
+        }
         int e = socket_error(t->client_fd);
-        if (t->state == T_FLUSHING) {
-            tunnel_close(t, GW_RESULT_NONE, NULL);
-        } else {
-            tunnel_client_failed(t, e ? strerror(e) : "connection reset");
-        }
-        return;
+        return tunnel_end(t, GW_RESULT_CLIENT_RESET, END_RESET_UPSTREAM, e ? strerror(e) : "connection reset");
     }
-    if ((events & (EPOLLHUP | EPOLLERR)) && tunnel_dialing(t)) {
-        tunnel_close(t, GW_RESULT_CLIENT_CLOSED, "client went away before the tunnel was established");
-        return;
+    if ((t->client_io.hup || t->client_io.error) && tunnel_dialing(t)) {
+        return tunnel_end(t, GW_RESULT_CLIENT_CLOSED, END_CLOSE, "client went away before the tunnel was established");
     }
-    tunnel_run(t);
-}
-
-void tunnel_on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events) {
-    gw_tunnel *t = w->data;
-    mark(&t->upstream_io, events);
-    // A relaying tunnel reads what the upstream sent before its reset first: the read
-    // that finds the error comes after the data (redis answers, then resets).
-    if ((events & EPOLLERR) && t->state == T_HTTP_PROXY) {
-        int e = socket_error(t->upstream.fd);
-        tunnel_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, e ? strerror(e) : "connection reset");
-        if (t->state == T_FLUSHING) {
-            tunnel_flush_last(t);
-        } else if (t->state == T_HTTP_PROXY) {
-            tunnel_run(t);
-        }
-        return;
-    }
-    tunnel_run(t);
-}
-
-void tunnel_run(gw_tunnel *t) {
     switch (t->state) {
         case T_DETECT:
         case T_SOCKS5_GREETING:
         case T_SOCKS5_AUTH:
         case T_SOCKS5_REQUEST:
         case T_SOCKS4_REQUEST:
-        case T_HTTP_HEAD:
-            if (!tunnel_read_request(t)) {
-                return;
+        case T_HTTP_HEAD: {
+            tunnel_step s = tunnel_read_request(t);
+            if (s != STEP_WAIT) {
+                return s;
             }
-            tunnel_parse_request(t);
-            if (t->client_io.eof && tunnel_reading_request(t)) {
-                tunnel_close(t, GW_RESULT_CLIENT_CLOSED, "client closed before sending a complete request");
-                return;
+            tunnel_state before = t->state;
+            s = t->door->read_request(t);
+            if (s == STEP_WAIT && t->client_io.eof && t->state == before) {
+                return tunnel_end(t, GW_RESULT_CLIENT_CLOSED, END_CLOSE,
+                                  "client closed before sending a complete request");
             }
-            if (t->state == T_FLUSHING) {
-                tunnel_flush_last(t);
-            } else if (tunnel_reading_request(t)) {
-                tunnel_relay_client_write(t);  // SOCKS5 method selection
-            } else if (t->state == T_RELAY) {
-                tunnel_relay(t);
-            } else if (t->state == T_HTTP_PROXY) {
-                tunnel_http_run(t);
+            if (s == STEP_WAIT && gw_buf_len(t->to_down) > 0) {
+                tunnel_step w;
+                if (tunnel_client_write(t, &t->to_down, &w) < 0) {  // SOCKS5 method selection
+                    return w;
+                }
             }
-            return;
+            return s;
+        }
+        case T_SNIFF:
+            return tunnel_phase_sniff(t);
+        case T_ROUTE:
+            return tunnel_phase_route(t);
         case T_RESOLVING:
-            return;
+            return tunnel_phase_resolving(t);
+        case T_CONNECT_NEXT:
+            return tunnel_phase_connect_next(t);
         case T_CONNECTING:
-            tunnel_step_connecting(t);
-            break;
+            return tunnel_phase_connecting(t);
         case T_HANDSHAKING:
         case T_CONFIRMING:
-            tunnel_step_tls(t);
-            break;
+            return tunnel_phase_tls(t);
+        case T_ESTABLISHED:
+            return tunnel_phase_established(t);
         case T_RELAY:
-            tunnel_relay(t);
-            return;
+            return tunnel_phase_relay(t);
         case T_HTTP_PROXY:
-            tunnel_http_run(t);
-            return;
-        case T_SNIFF:
-            tunnel_sniff(t);
-            if (t->state == T_RELAY) {
-                tunnel_relay(t);
-            }
-            return;
+            return tunnel_phase_http(t);
         case T_FLUSHING:
-            tunnel_flush_last(t);
-            return;
-        case T_CLOSED:
-            return;
+            return tunnel_phase_flush(t);
+        default:
+            return STEP_WAIT;
     }
-    // A phase may have moved on: run the next one with the same readiness.
-    if (t->state == T_HANDSHAKING && (t->upstream_io.readable || t->upstream_io.writable)) {
-        tunnel_step_tls(t);
+}
+
+static void finish(gw_tunnel *t) {
+    switch (t->end_how) {
+        case END_RESET_CLIENT:
+            gw_socket_reset(t->client_fd);
+            break;
+        case END_RESET_UPSTREAM:
+            gw_socket_reset(t->upstream.fd);
+            break;
+        default:
+            break;
     }
-    if (t->state == T_RELAY) {
-        tunnel_relay(t);
-    } else if (t->state == T_HTTP_PROXY) {
-        tunnel_http_run(t);
-    } else if (t->state == T_FLUSHING) {
-        tunnel_flush_last(t);
+    tunnel_close(t, GW_RESULT_NONE, NULL);
+}
+
+void tunnel_advance(gw_tunnel *t) {
+    if (t->state == T_CLOSED) {
+        return;
     }
+    if (t->advancing) {
+        t->again = 1;  // an event during a run (an answer given at once): one more round
+        return;
+    }
+    t->advancing = 1;
+    do {
+        t->again = 0;
+        for (int guard = 0;; guard++) {
+            assert(guard < 1000);
+            tunnel_step s = run_phase(t);
+            if (s == STEP_FAIL) {
+                s = answer_failure(t);
+            }
+            if (s == STEP_CLOSE) {
+                finish(t);  // freed after this batch: nothing here touches it again
+                return;
+            }
+            if (s == STEP_WAIT) {
+                break;
+            }
+        }
+    } while (t->again);
+    t->advancing = 0;
+}
+
+// ---- event sources: each records what it saw, then advances ----
+
+static void on_timer(gw_loop *loop, gw_timer *timer) {
+    gw_tunnel *t = timer->data;
+    t->timed_out = 1;
+    tunnel_advance(t);
+}
+
+static void on_yield_timer(gw_loop *loop, gw_timer *timer) {
+    tunnel_advance(timer->data);
+}
+
+static void mark(side *s, uint32_t events) {
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        s->readable = 1;
+    }
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+        s->writable = 1;
+    }
+    if (events & EPOLLERR) {
+        s->error = 1;
+    }
+    if (events & EPOLLHUP) {
+        s->hup = 1;
+    }
+}
+
+static void on_client(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    gw_tunnel *t = w->data;
+    mark(&t->client_io, events);
+    tunnel_advance(t);
+}
+
+void tunnel_on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    gw_tunnel *t = w->data;
+    mark(&t->upstream_io, events);
+    tunnel_advance(t);
 }
 
 void gw_tunnel_accept(gw_tunnel_host *w, int fd, const gw_client_info *client, size_t listener_index,
@@ -548,6 +520,7 @@ void gw_tunnel_accept(gw_tunnel_host *w, int fd, const gw_client_info *client, s
     t->share = client->share;
     t->share_full = client->share_full;
     t->client_fd = fd;
+    t->door = &door_detect;
     gw_upstream_init(&t->upstream);
     t->dns_ms = t->connect_ms = t->handshake_ms = -1;
     t->t_start = gw_loop_now(w->loop);
@@ -571,20 +544,18 @@ void gw_tunnel_accept(gw_tunnel_host *w, int fd, const gw_client_info *client, s
         tunnel_close(t, GW_RESULT_INTERNAL_ERROR, strerror(errno));
         return;
     }
+    // The door's first step only records (a destination, or an error to answer with); the
+    // driver takes it from there.
     const pol_listener *l = tunnel_listener_of(t);
     if (l->transparent) {
+        t->door = &door_transparent;
         tunnel_transparent_start(t, client->orig_dst);
-        return;
+    } else if (l->forward_host != NULL) {
+        t->door = &door_forward;
+        tunnel_want(t, l->forward_host, l->forward_port);
+    } else {
+        t->state = T_DETECT;
+        tunnel_set_timer(t, (uint64_t)t->cfg->limits.handshake_timeout_ms);
     }
-    if (l->forward_host != NULL) {
-        t->proto = P_FORWARD_LISTENER;
-        tunnel_route(t, l->forward_host, l->forward_port);
-        if (t->state == T_FLUSHING) {
-            // Nothing to answer in a plain TCP stream: close at once.
-            tunnel_close(t, GW_RESULT_NONE, NULL);
-        }
-        return;
-    }
-    t->state = T_DETECT;
-    gw_timer_start(w->loop, &t->timer, (uint64_t)t->cfg->limits.handshake_timeout_ms);
+    tunnel_advance(t);
 }

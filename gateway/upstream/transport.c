@@ -1,0 +1,122 @@
+// transport: plain and TLS reads and writes of an established upstream, one result type.
+#include "gateway/upstream/transport.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static gw_io io_data(size_t n) {
+    return (gw_io){.kind = GW_IO_DATA, .n = n};
+}
+
+static gw_io io_failed(gw_result result) {
+    return (gw_io){.kind = GW_IO_FAILED, .result = result};
+}
+
+static gw_io plain_read(gw_upstream *u, uint8_t *p, size_t n, char *reason, size_t reason_len) {
+    ssize_t r;
+    do {
+        r = read(u->fd, p, n);
+    } while (r < 0 && errno == EINTR);
+    if (r > 0) {
+        return io_data((size_t)r);
+    }
+    if (r == 0) {
+        return (gw_io){.kind = GW_IO_EOF};
+    }
+    if (errno == EAGAIN) {
+        return (gw_io){.kind = GW_IO_WANT_READ};
+    }
+    snprintf(reason, reason_len, "%s", strerror(errno));
+    return io_failed(GW_RESULT_UPSTREAM_RESET);
+}
+
+static gw_io tls_read(gw_upstream *u, uint8_t *p, size_t n, int judge_rejection, char *reason, size_t reason_len) {
+    int r = SSL_read(u->ssl, p, (int)n);
+    if (r > 0) {
+        if (!u->confirmed) {
+            gw_upstream_confirm(u);  // the server's first data: it accepted us
+        }
+        return io_data((size_t)r);
+    }
+    int e = SSL_get_error(u->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        return (gw_io){.kind = GW_IO_WANT_READ};
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        return (gw_io){.kind = GW_IO_WANT_WRITE};
+    }
+    if (!u->confirmed && judge_rejection) {
+        gw_err err = gw_upstream_read_failure(u, r, reason, reason_len);
+        return io_failed(gw_err_describe(err)->result);
+    }
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && r == 0)) {
+        ERR_clear_error();
+        return (gw_io){.kind = GW_IO_EOF, .truncated = e != SSL_ERROR_ZERO_RETURN};
+    }
+    uint32_t code = ERR_peek_error();
+    if (u->alert >= 0) {
+        snprintf(reason, reason_len, "upstream sent TLS alert %s", gw_tls_alert_name(u->alert));
+    } else {
+        snprintf(reason, reason_len, "TLS read from upstream failed: %s",
+                 code ? ERR_reason_error_string(code) : strerror(errno));
+    }
+    ERR_clear_error();
+    return io_failed(GW_RESULT_UPSTREAM_ERROR);
+}
+
+gw_io gw_upstream_read(gw_upstream *u, uint8_t *p, size_t n, int judge_rejection, char *reason, size_t reason_len) {
+    return u->ssl != NULL ? tls_read(u, p, n, judge_rejection, reason, reason_len)
+                          : plain_read(u, p, n, reason, reason_len);
+}
+
+gw_io gw_upstream_write(gw_upstream *u, const uint8_t *p, size_t n, char *reason, size_t reason_len) {
+    if (u->ssl == NULL) {
+        ssize_t r;
+        do {
+            r = send(u->fd, p, n, MSG_NOSIGNAL);
+        } while (r < 0 && errno == EINTR);
+        if (r >= 0) {
+            return io_data((size_t)r);
+        }
+        if (errno == EAGAIN) {
+            return (gw_io){.kind = GW_IO_WANT_WRITE};
+        }
+        snprintf(reason, reason_len, "%s", strerror(errno));
+        return io_failed(GW_RESULT_UPSTREAM_RESET);
+    }
+    int r = SSL_write(u->ssl, p, (int)n);
+    if (r > 0) {
+        return io_data((size_t)r);
+    }
+    int e = SSL_get_error(u->ssl, r);
+    if (e == SSL_ERROR_WANT_WRITE) {
+        return (gw_io){.kind = GW_IO_WANT_WRITE};
+    }
+    if (e == SSL_ERROR_WANT_READ) {
+        return (gw_io){.kind = GW_IO_WANT_READ};
+    }
+    uint32_t code = ERR_peek_error();
+    snprintf(reason, reason_len, "TLS write to upstream failed: %s",
+             code ? ERR_reason_error_string(code) : strerror(errno));
+    ERR_clear_error();
+    return io_failed(GW_RESULT_UPSTREAM_ERROR);
+}
+
+gw_io gw_upstream_shutdown(gw_upstream *u) {
+    if (u->ssl != NULL) {
+        int r = SSL_shutdown(u->ssl);
+        if (r < 0) {
+            int e = SSL_get_error(u->ssl, r);
+            ERR_clear_error();
+            if (e == SSL_ERROR_WANT_WRITE) {
+                return (gw_io){.kind = GW_IO_WANT_WRITE};
+            }
+        }
+    }
+    shutdown(u->fd, SHUT_WR);
+    return io_data(0);
+}
