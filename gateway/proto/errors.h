@@ -1,5 +1,5 @@
 // errors: every way a tunnel can fail before it is established, and what each client
-// protocol says about it (DESIGN.md, "Errors a client sees").
+// protocol says about it (README, "Errors a client sees").
 #ifndef MTLSGW_ERRORS_H
 #define MTLSGW_ERRORS_H
 

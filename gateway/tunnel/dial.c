@@ -278,8 +278,7 @@ tunnel_step tunnel_phase_established(gw_tunnel *t) {
         t->state = T_HTTP_PROXY;  // the request waiting in to_up goes out now
         return STEP_NEXT;
     }
-    t->state = T_RELAY;
-    t->door->reply_ok(t);
+    t->state = T_RELAY;  // the driver queues the door's success reply
     return STEP_NEXT;
 }
 

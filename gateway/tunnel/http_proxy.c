@@ -30,18 +30,18 @@ static void drop_upstream(gw_tunnel *t) {
 }
 
 tunnel_step tunnel_http_upstream_failed(gw_tunnel *t, gw_result result, const char *reason) {
-    if (t->http.resp_phase == RS_IDLE) {
+    if (t->http.x.resp_phase == RS_IDLE) {
         drop_upstream(t);  // a kept-alive upstream went away between requests
         return STEP_NEXT;
     }
-    if (!t->http.resp_sent) {
+    if (!t->http.x.resp_sent) {
         return tunnel_fail(t, GW_ERR_UPSTREAM_CLOSED, "%s", reason);
     }
     return reset_client(t, result, reason);
 }
 
 static tunnel_step upstream_http_error(gw_tunnel *t, const char *reason) {
-    if (t->http.resp_sent) {
+    if (t->http.x.resp_sent) {
         return reset_client(t, GW_RESULT_UPSTREAM_HTTP_ERROR, reason);
     }
     return tunnel_fail(t, GW_ERR_UPSTREAM_HTTP, "%s", reason);
@@ -115,18 +115,18 @@ static long move_framed(gw_tunnel *t, gw_buf **src, gw_buf **dst, gw_body *body,
 // The exchange's steps return 1 on progress, 0 for nothing, or -1 with *|out| the step
 // that ends the exchange's turn (a failure, a close, or a new route).
 static int http_move_request_body(gw_tunnel *t, tunnel_step *out) {
-    if (t->http.req_phase != RQ_BODY) {
+    if (t->http.x.req_phase != RQ_BODY) {
         return 0;
     }
     int done;
-    long n = move_framed(t, &t->http.from_client, &t->to_up, &t->http.req_body, &t->http.req_chunks, 0, &done);
+    long n = move_framed(t, &t->http.from_client, &t->to_up, &t->http.x.req_body, &t->http.x.req_chunks, 0, &done);
     if (n < 0) {
-        *out = t->http.resp_sent ? reset_client(t, GW_RESULT_BAD_REQUEST, "malformed chunked request body")
+        *out = t->http.x.resp_sent ? reset_client(t, GW_RESULT_BAD_REQUEST, "malformed chunked request body")
                                  : tunnel_fail(t, GW_ERR_BAD_REQUEST, "malformed chunked request body");
         return -1;
     }
     if (done) {
-        t->http.req_phase = RQ_DONE;
+        t->http.x.req_phase = RQ_DONE;
     }
     return n > 0 || done;
 }
@@ -141,11 +141,9 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->dns_ms = t->connect_ms = t->handshake_ms = -1;
     t->result = GW_RESULT_NONE;
     tunnel_clear_reason(t);
-    t->http.status = 0;
-    t->http.req_phase = RQ_HEAD;
-    t->http.resp_phase = RS_HEAD;  // from here on, a failure is this request's
-    t->http.resp_sent = 0;
-    snprintf(t->http.method, sizeof(t->http.method), "%.*s", (int)(hr->method_len > 20 ? 20 : hr->method_len), hr->method);
+    // A new exchange record: from here on, a failure is this request's.
+    t->http.x = (http_exchange){.req_phase = RQ_HEAD, .resp_phase = RS_HEAD};
+    snprintf(t->http.x.method, sizeof(t->http.x.method), "%.*s", (int)(hr->method_len > 20 ? 20 : hr->method_len), hr->method);
     if (t->cfg != t->host->cfg) {
         // Reloaded since the last request: each request is routed like a new tunnel, with
         // the current rules, identities and users (listeners are the same in every snapshot).
@@ -163,7 +161,7 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     }
     tunnel_step auth = tunnel_http_authorized(t, hr);
     if (auth == STEP_WAIT) {
-        t->http.resp_phase = RS_IDLE;  // the head stays in from_client, taken again after the check
+        t->http.x.resp_phase = RS_IDLE;  // the head stays in from_client, taken again after the check
         return STEP_WAIT;
     }
     if (auth != STEP_NEXT) {
@@ -194,7 +192,7 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
         return tunnel_fail(t, GW_ERR_BAD_REQUEST, "%s",
                            hosts ? "request has more than one Host header" : "HTTP/1.1 request without a Host header");
     }
-    const char *framing = gw_h1_request_body(hr, &t->http.req_body);
+    const char *framing = gw_h1_request_body(hr, &t->http.x.req_body);
     if (framing != NULL) {
         return tunnel_fail(t, GW_ERR_BAD_REQUEST, "%s", framing);
     }
@@ -206,15 +204,15 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     if (!reuse && t->upstream.fd >= 0) {
         drop_upstream(t);
     }
-    t->http.client_minor = hr->minor_version;
-    t->http.client_keepalive = gw_h1_keep_alive(hr->headers, hr->num_headers, hr->minor_version);
-    t->http.up_keepalive = 1;
-    t->http.req_is_head = gw_http_token_eq(hr->method, hr->method_len, "HEAD");
+    t->http.x.client_minor = hr->minor_version;
+    t->http.x.client_keepalive = gw_h1_keep_alive(hr->headers, hr->num_headers, hr->minor_version);
+    t->http.x.up_keepalive = 1;
+    t->http.x.req_is_head = gw_http_token_eq(hr->method, hr->method_len, "HEAD");
     if (t->to_up == NULL && (t->to_up = gw_buf_get(&t->host->pool)) == NULL) {
         return tunnel_fail(t, GW_ERR_INTERNAL, "out of memory");
     }
     const char *authority = hr->target + strlen(scheme) + 3;
-    size_t n = gw_h1_write_request(hr, path, path_len, authority, (size_t)(path - authority), !t->http.client_keepalive,
+    size_t n = gw_h1_write_request(hr, path, path_len, authority, (size_t)(path - authority), !t->http.x.client_keepalive,
                                    (char *)t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
     if (n == 0) {
         return tunnel_fail(t, GW_ERR_HEADER_TOO_LARGE, "request head is too large once rewritten for the origin");
@@ -222,14 +220,14 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->to_up->end += (uint32_t)n;
     t->http.from_client->start += (uint32_t)hr->head_len;
     tunnel_release_if_empty(t, &t->http.from_client);
-    t->http.req_phase = t->http.req_body.kind == GW_BODY_NONE ? RQ_DONE : RQ_BODY;
-    gw_chunked_init(&t->http.req_chunks);
+    t->http.x.req_phase = t->http.x.req_body.kind == GW_BODY_NONE ? RQ_DONE : RQ_BODY;
+    gw_chunked_init(&t->http.x.req_chunks);
     // The body bytes already here are checked before anything goes upstream.
     tunnel_step out;
     if (http_move_request_body(t, &out) < 0) {
         return out;
     }
-    t->http.reuse = reuse;
+    t->http.x.reuse = reuse;
     if (reuse) {
         return STEP_NEXT;  // over the kept upstream: the exchange goes on
     }
@@ -268,29 +266,29 @@ static int http_take_response(gw_tunnel *t, tunnel_step *out) {
     }
     if (hr.status < 200) {
         // 100 Continue and the like: HTTP/1.1 clients get them; the final head follows.
-        if (t->http.client_minor == 1 && tunnel_queue_down(t, p, hr.head_len)) {
+        if (t->http.x.client_minor == 1 && tunnel_queue_down(t, p, hr.head_len)) {
             t->down_bytes += hr.head_len;
         }
         b->start += (uint32_t)hr.head_len;
         tunnel_release_if_empty(t, &t->http.from_up);
         return 1;
     }
-    const char *framing = gw_h1_response_body(&hr, t->http.req_is_head, &t->http.resp_body);
+    const char *framing = gw_h1_response_body(&hr, t->http.x.req_is_head, &t->http.x.resp_body);
     if (framing != NULL) {
         *out = upstream_http_error(t, framing);
         return -1;
     }
     // A response that ends with the close, or one that came before its request was
     // sent whole, ends both connections after it.
-    int clean = t->http.resp_body.kind != GW_BODY_CLOSE && t->http.req_phase == RQ_DONE;
-    t->http.up_keepalive = clean && gw_h1_keep_alive(hr.headers, hr.num_headers, hr.minor_version);
+    int clean = t->http.x.resp_body.kind != GW_BODY_CLOSE && t->http.x.req_phase == RQ_DONE;
+    t->http.x.up_keepalive = clean && gw_h1_keep_alive(hr.headers, hr.num_headers, hr.minor_version);
     // An HTTP/1.0 client cannot read chunked framing: it gets the data, ended by the close.
-    t->http.resp_dechunk = t->http.resp_body.kind == GW_BODY_CHUNKED && t->http.client_minor == 0;
-    t->http.client_keepalive = t->http.client_keepalive && clean && !t->host->draining && !t->http.resp_dechunk;
+    t->http.x.resp_dechunk = t->http.x.resp_body.kind == GW_BODY_CHUNKED && t->http.x.client_minor == 0;
+    t->http.x.client_keepalive = t->http.x.client_keepalive && clean && !t->host->draining && !t->http.x.resp_dechunk;
     if (t->to_down == NULL && (t->to_down = gw_buf_get(&t->host->pool)) == NULL) {
         return 0;
     }
-    size_t n = gw_h1_write_response(&hr, t->http.client_minor, t->http.client_keepalive, t->http.resp_dechunk,
+    size_t n = gw_h1_write_response(&hr, t->http.x.client_minor, t->http.x.client_keepalive, t->http.x.resp_dechunk,
                                     (char *)t->to_down->data + t->to_down->end, gw_buf_room(t->to_down));
     if (n == 0) {
         *out = upstream_http_error(t, "upstream response head is too large");
@@ -298,41 +296,41 @@ static int http_take_response(gw_tunnel *t, tunnel_step *out) {
     }
     t->to_down->end += (uint32_t)n;
     t->down_bytes += n;
-    t->http.status = hr.status;
-    t->http.resp_sent = 1;
+    t->http.x.status = hr.status;
+    t->http.x.resp_sent = 1;
     b->start += (uint32_t)hr.head_len;
     tunnel_release_if_empty(t, &t->http.from_up);
-    t->http.resp_phase = t->http.resp_body.kind == GW_BODY_NONE ? RS_DONE : RS_BODY;
-    gw_chunked_init(&t->http.resp_chunks);
+    t->http.x.resp_phase = t->http.x.resp_body.kind == GW_BODY_NONE ? RS_DONE : RS_BODY;
+    gw_chunked_init(&t->http.x.resp_chunks);
     return 1;
 }
 
 static int http_move_response_body(gw_tunnel *t, tunnel_step *out) {
-    if (t->http.resp_phase != RS_BODY) {
+    if (t->http.x.resp_phase != RS_BODY) {
         return 0;
     }
     int done;
-    long n = move_framed(t, &t->http.from_up, &t->to_down, &t->http.resp_body, &t->http.resp_chunks,
-                         t->http.resp_dechunk, &done);
+    long n = move_framed(t, &t->http.from_up, &t->to_down, &t->http.x.resp_body, &t->http.x.resp_chunks,
+                         t->http.x.resp_dechunk, &done);
     if (n < 0) {
         *out = reset_client(t, GW_RESULT_UPSTREAM_HTTP_ERROR, "upstream sent a malformed chunked body");
         return -1;
     }
     t->down_bytes += (uint64_t)n;
     if (done) {
-        t->http.resp_phase = RS_DONE;
+        t->http.x.resp_phase = RS_DONE;
     }
     return n > 0 || done;
 }
 
 // http_upstream_eof handles the upstream's EOF once its bytes were taken.
 static int http_upstream_eof(gw_tunnel *t, tunnel_step *out) {
-    switch (t->http.resp_phase) {
+    switch (t->http.x.resp_phase) {
         case RS_IDLE:
             drop_upstream(t);
             return 1;
         case RS_DONE:
-            t->http.up_keepalive = 0;
+            t->http.x.up_keepalive = 0;
             return 1;
         case RS_HEAD:
             *out = tunnel_fail(t, GW_ERR_UPSTREAM_CLOSED, "upstream closed the connection before sending a response");
@@ -340,13 +338,13 @@ static int http_upstream_eof(gw_tunnel *t, tunnel_step *out) {
         default:
             break;
     }
-    if (t->http.resp_body.kind == GW_BODY_CLOSE && !t->upstream_io.truncated) {
-        t->http.resp_phase = RS_DONE;  // the close ends this response
-        t->http.up_keepalive = 0;
+    if (t->http.x.resp_body.kind == GW_BODY_CLOSE && !t->upstream_io.truncated) {
+        t->http.x.resp_phase = RS_DONE;  // the close ends this response
+        t->http.x.up_keepalive = 0;
         return 1;
     }
     *out = reset_client(t, GW_RESULT_UPSTREAM_CLOSED,
-                        t->http.resp_body.kind == GW_BODY_CLOSE
+                        t->http.x.resp_body.kind == GW_BODY_CLOSE
                             ? "upstream closed without TLS close_notify: the response may be cut off"
                             : "upstream closed in the middle of the response body");
     return -1;
@@ -360,13 +358,13 @@ static int http_exchange_done(gw_tunnel *t, tunnel_step *out) {
     tunnel_log_access(t);
     t->result = GW_RESULT_NONE;
     tunnel_clear_reason(t);
-    t->http.req_phase = RQ_HEAD;
-    t->http.resp_phase = RS_IDLE;
+    t->http.x.req_phase = RQ_HEAD;
+    t->http.x.resp_phase = RS_IDLE;
     t->http.http_idle = 1;
-    if (!t->http.up_keepalive && t->upstream.fd >= 0) {
+    if (!t->http.x.up_keepalive && t->upstream.fd >= 0) {
         drop_upstream(t);
     }
-    if (t->http.client_keepalive) {
+    if (t->http.x.client_keepalive) {
         return 1;
     }
     drop_upstream(t);
@@ -382,7 +380,7 @@ static int http_exchange_done(gw_tunnel *t, tunnel_step *out) {
 // http_next_head takes the next request head from from_client once the connection is
 // between exchanges.
 static int http_next_head(gw_tunnel *t, tunnel_step *out) {
-    if (!(t->http.req_phase == RQ_HEAD && t->http.resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
+    if (!(t->http.x.req_phase == RQ_HEAD && t->http.x.resp_phase == RS_IDLE && gw_buf_len(t->to_up) == 0 &&
           gw_buf_len(t->http.from_client) > 0 && t->front.auth_job == NULL)) {
         return 0;
     }
@@ -435,10 +433,10 @@ tunnel_step tunnel_phase_http(gw_tunnel *t) {
         STEP(tunnel_client_read(t, &t->http.from_client, &out));
         STEP(http_next_head(t, &out));
         // A client that half-closed still gets the answers to every request it sent.
-        if (t->client_io.eof && t->http.req_phase == RQ_BODY && gw_buf_len(t->http.from_client) == 0) {
+        if (t->client_io.eof && t->http.x.req_phase == RQ_BODY && gw_buf_len(t->http.from_client) == 0) {
             return tunnel_end(t, GW_RESULT_CLIENT_CLOSED, END_CLOSE, "client closed in the middle of the request body");
         }
-        if (t->client_io.eof && t->http.req_phase == RQ_HEAD && t->http.resp_phase == RS_IDLE &&
+        if (t->client_io.eof && t->http.x.req_phase == RQ_HEAD && t->http.x.resp_phase == RS_IDLE &&
             gw_buf_len(t->to_up) == 0 && gw_buf_len(t->to_down) == 0) {
             if (gw_buf_len(t->http.from_client) > 0) {
                 return tunnel_end(t, GW_RESULT_CLIENT_CLOSED, END_CLOSE,
@@ -451,19 +449,19 @@ tunnel_step tunnel_phase_http(gw_tunnel *t) {
             STEP(tunnel_up_write(t, &t->to_up, &out));
             STEP(tunnel_up_read(t, &t->http.from_up, &out));
         }
-        if (t->http.resp_phase == RS_HEAD) {
+        if (t->http.x.resp_phase == RS_HEAD) {
             STEP(http_take_response(t, &out));
         }
         STEP(http_move_response_body(t, &out));
-        if (t->http.resp_phase == RS_IDLE && gw_buf_len(t->http.from_up) > 0) {
+        if (t->http.x.resp_phase == RS_IDLE && gw_buf_len(t->http.from_up) > 0) {
             drop_upstream(t);  // bytes nobody asked for: this connection is not to be trusted
         }
         STEP(tunnel_client_write(t, &t->to_down, &out));
         if (t->upstream_io.eof && t->upstream.fd >= 0 &&
-            (gw_buf_len(t->http.from_up) == 0 || t->http.resp_phase == RS_IDLE)) {
+            (gw_buf_len(t->http.from_up) == 0 || t->http.x.resp_phase == RS_IDLE)) {
             STEP(http_upstream_eof(t, &out));
         }
-        if (t->http.req_phase == RQ_DONE && t->http.resp_phase == RS_DONE) {
+        if (t->http.x.req_phase == RQ_DONE && t->http.x.resp_phase == RS_DONE) {
             STEP(http_exchange_done(t, &out));
         }
     } while (progress && ++rounds < 16);

@@ -90,6 +90,23 @@ typedef enum {
     RS_DONE,  // passed back whole
 } http_resp_phase;
 
+// One http_proxy exchange: a request and its response, started afresh by each request head.
+typedef struct {
+    http_req_phase req_phase;
+    http_resp_phase resp_phase;
+    gw_body req_body, resp_body;
+    gw_chunked req_chunks, resp_chunks;
+    int client_minor;
+    unsigned client_keepalive : 1;  // the client keeps its connection after this exchange
+    unsigned up_keepalive : 1;      // so does the upstream
+    unsigned req_is_head : 1;
+    unsigned resp_sent : 1;     // part of this response went toward the client
+    unsigned resp_dechunk : 1;  // a chunked response for an HTTP/1.0 client: framing taken off
+    unsigned reuse : 1;         // the request goes over the upstream kept from the last one
+    char method[24];
+    int status;                 // the response's status (or our error reply's), for the access log
+} http_exchange;
+
 // Where a password check stands. A check runs off the loop; meanwhile the request stays
 // in its buffer, and once the answer came it is parsed again and the answer taken.
 enum { AUTH_NONE = 0, AUTH_PENDING, AUTH_GRANTED, AUTH_DENIED };
@@ -189,26 +206,13 @@ struct gw_tunnel {
     gw_result result;  // how it ended, once known
     char *reason;      // why it failed, in words (allocated when first set: most tunnels need none)
     // http_proxy.c (door_http): raw bytes from each side are parsed, framed and rewritten
-    // into the buffer toward the other side; the fields below the buffers are the current
-    // exchange's record (reset by each request head).
+    // into the buffer toward the other side.
     struct {
         gw_buf *from_client, *from_up;
-        size_t resp_scanned;  // how far the response was searched for a complete head
-        http_req_phase req_phase;
-        http_resp_phase resp_phase;
-        gw_body req_body, resp_body;
-        gw_chunked req_chunks, resp_chunks;
-        int client_minor;
-        unsigned client_keepalive : 1;  // the client keeps its connection after this exchange
-        unsigned up_keepalive : 1;      // so does the upstream
-        unsigned req_is_head : 1;
-        unsigned resp_sent : 1;   // part of this response went toward the client
-        unsigned resp_dechunk : 1;  // a chunked response for an HTTP/1.0 client: framing taken off
+        size_t resp_scanned;      // how far the response was searched for a complete head
         unsigned http_idle : 1;   // between requests: nothing to log if the connection ends
-        unsigned reuse : 1;       // this request goes over the upstream kept from the last one
-        char method[24];
-        int status;
-        uint64_t head_deadline;  // a later request head must be whole by then (loop ms); 0: none
+        uint64_t head_deadline;   // a later request head must be whole by then (loop ms); 0: none
+        http_exchange x;          // the current request and its response
     } http;
     gw_tunnel *prev, *next;
 };

@@ -1,6 +1,6 @@
 // metrics: process-wide counters behind the admin endpoint's /metrics (Prometheus text
 // format). Workers add to them with relaxed atomics, never a lock; the admin thread reads
-// them when scraped. Series are in DESIGN.md, "Logs and metrics".
+// them when scraped. Series are in README, "Metrics and health".
 #ifndef MTLSGW_METRICS_H
 #define MTLSGW_METRICS_H
 

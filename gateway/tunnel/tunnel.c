@@ -121,9 +121,9 @@ void tunnel_log_access(gw_tunnel *t) {
         .duration_ms = (int64_t)(gw_loop_now(t->host->loop) - t->t_start),
         .result = gw_result_name(t->result),
         .reason = tunnel_reason_of(t),
-        .method = t->door == &door_http && t->http.method[0] ? t->http.method : NULL,
+        .method = t->door == &door_http && t->http.x.method[0] ? t->http.x.method : NULL,
         .user = t->user,
-        .status = t->door == &door_http ? t->http.status : 0,
+        .status = t->door == &door_http ? t->http.x.status : 0,
     };
     gw_access_log(&r);
     gw_metrics_tunnel_done(t->rule ? (int)t->rule->action : -1, t->result, t->up_bytes, t->down_bytes);
@@ -270,7 +270,7 @@ static tunnel_step answer_failure(gw_tunnel *t) {
     gw_err err = t->fail_err;
     t->fail_err = GW_ERR_NONE;
     const gw_err_info *info = gw_err_describe(err);
-    t->http.status = info->http_status;
+    t->http.x.status = info->http_status;
     t->result = info->result;
     const char *reason = tunnel_reason_of(t) ? t->reason : gw_err_describe(err)->proxy_status;
     tunnel_drop_dial(t);
@@ -403,8 +403,13 @@ static tunnel_step run_phase(gw_tunnel *t) {
         case T_HANDSHAKING:
         case T_CONFIRMING:
             return tunnel_phase_tls(t);
-        case T_ESTABLISHED:
-            return tunnel_phase_established(t);
+        case T_ESTABLISHED: {
+            tunnel_step s = tunnel_phase_established(t);
+            if (t->state == T_RELAY) {
+                t->door->reply_ok(t);  // the success reply (none for plain streams and http_proxy)
+            }
+            return s;
+        }
         case T_RELAY:
             return tunnel_phase_relay(t);
         case T_HTTP_PROXY:
