@@ -13,14 +13,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/proto/errors.h"
-#include "gateway/proto/http.h"
-#include "gateway/base/loop.h"
 #include "gateway/base/log.h"
-#include "gateway/tunnel/metrics.h"
+#include "gateway/base/loop.h"
 #include "gateway/base/netutil.h"
 #include "gateway/base/peer.h"
+#include "gateway/proto/errors.h"
+#include "gateway/proto/http.h"
 #include "gateway/report.h"
+#include "gateway/tunnel/metrics.h"
 #include "gateway/worker.h"
 
 typedef struct admin_conn admin_conn;

@@ -11,9 +11,9 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "gateway/listener.h"
 #include "gateway/base/log.h"
 #include "gateway/base/peer.h"
+#include "gateway/listener.h"
 #include "gateway/tunnel/metrics.h"
 #include "gateway/tunnel/tunnel.h"
 

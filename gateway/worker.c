@@ -10,8 +10,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "gateway/listener.h"
 #include "gateway/base/log.h"
+#include "gateway/listener.h"
 #include "gateway/tunnel/metrics.h"
 #include "gateway/tunnel/tunnel.h"
 
@@ -174,7 +174,8 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
     w->own_uid = (uint32_t)geteuid();
     if (!gw_sockdiag_open(&w->diag) || !gw_sockdiag_selftest(&w->diag, (uint32_t)geteuid())) {
         if (w->index == 0) {
-            gw_log(GW_LOG_WARN, "caller lookups (NETLINK_SOCK_DIAG) do not work here (%s): TCP clients have no "
+            gw_log(GW_LOG_WARN,
+                   "caller lookups (NETLINK_SOCK_DIAG) do not work here (%s): TCP clients have no "
                    "caller, so rules with `caller` match only UNIX-socket clients",
                    w->diag.fd < 0 ? strerror(errno) : "a loopback test connection was not found");
         }
@@ -240,7 +241,7 @@ void gw_worker_free(gw_worker *w) {
     free(w->retired);
     gw_passcheck_free(w->host.passcheck);  // after the tunnels: none waits on a check any more
     gw_keyops_free(w->host.keyops);        // likewise for signatures
-    gw_loop_free(w->host.loop);  // runs the deferred frees of closed tunnels
+    gw_loop_free(w->host.loop);            // runs the deferred frees of closed tunnels
     gw_buf_pool_clear(&w->host.pool);
     free(w->listeners);
     gw_sockdiag_close(&w->diag);

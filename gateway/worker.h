@@ -20,9 +20,9 @@ typedef struct gw_listener gw_listener;
 struct gw_worker {
     int index;
     pthread_t thread;
-    gw_tunnel_host host;  // loop, pool, current snapshot, resolver, password checks, tunnels
+    gw_tunnel_host host;             // loop, pool, current snapshot, resolver, password checks, tunnels
     _Atomic(pol_config *) next_cfg;  // a reloaded snapshot, taken on the next wake-up
-    res_resolver **retired;  // replaced by a reload; each freed once its lookups are done
+    res_resolver **retired;          // replaced by a reload; each freed once its lookups are done
     size_t num_retired;
     gw_listener *listeners;
     size_t num_listeners;
@@ -37,8 +37,7 @@ struct gw_worker {
 
 // gw_worker_init prepares |w| with |listen_fds| (one per config listener, owned by the
 // worker from now on). Returns 1, or 0 with a reason in |err|.
-int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_fds, char *err,
-                   size_t err_len);
+int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_fds, char *err, size_t err_len);
 // gw_worker_start runs the worker's loop in a new thread.
 int gw_worker_start(gw_worker *w);
 // gw_worker_request_stop: stop accepting, let tunnels finish for drain_timeout_s, then

@@ -146,8 +146,7 @@ int pol_callers_add(pol_callers *c, pol_userdb *db, const char *spec, char *err,
             return 0;
         }
         push(c, id);
-    } else if ((kind_len == 5 && strncmp(spec, "group", 5) == 0) ||
-               (kind_len == 3 && strncmp(spec, "gid", 3) == 0)) {
+    } else if ((kind_len == 5 && strncmp(spec, "group", 5) == 0) || (kind_len == 3 && strncmp(spec, "gid", 3) == 0)) {
         int by_name = spec[0] == 'g' && spec[1] == 'r';
         char buf[16384];
         struct group gr, *res = NULL;
@@ -168,8 +167,10 @@ int pol_callers_add(pol_callers *c, pol_userdb *db, const char *spec, char *err,
             }
         }
         if (add_group(c, db, id, res) == 0) {
-            snprintf(err, err_len, "warning: %s has no members (no user has it as primary or supplementary "
-                     "group), so it matches no caller", spec);
+            snprintf(err, err_len,
+                     "warning: %s has no members (no user has it as primary or supplementary "
+                     "group), so it matches no caller",
+                     spec);
             r = 2;
         }
     } else {
@@ -256,7 +257,9 @@ pol_callers *pol_ld_callers(loader *ld, const config_setting_t *g, const char *p
     char path[96];
     pol_ld_setting_path(path, sizeof(path), prefix, "caller");
     int t = config_setting_type(s);
-    int n = t == CONFIG_TYPE_STRING ? 1 : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s) : -1;
+    int n = t == CONFIG_TYPE_STRING                             ? 1
+            : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s)
+                                                                : -1;
     if (n <= 0) {
         pol_ld_problem(ld, s, path, "expected \"user:NAME\", \"uid:N\", \"group:NAME\", \"gid:N\" or a list of them");
         return NULL;

@@ -2,8 +2,6 @@
 
 #include <arpa/inet.h>
 #include <libconfig.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -11,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/base/buffer.h"
@@ -24,9 +24,12 @@ static atomic_ullong g_generation;
 
 const char *pol_action_name(pol_action a) {
     switch (a) {
-        case POL_ACTION_DIRECT: return "direct";
-        case POL_ACTION_MTLS: return "mtls";
-        default: return "deny";
+        case POL_ACTION_DIRECT:
+            return "direct";
+        case POL_ACTION_MTLS:
+            return "mtls";
+        default:
+            return "deny";
     }
 }
 
@@ -69,8 +72,9 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
                 ok = pol_parse_socket_address(with_port, &ss, &sl);
             }
             if (!ok) {
-                pol_ld_problem(ld, e, "resolver.servers", "expected \"IP\" or \"IP:port\" of a DNS server, found %s%s%s",
-                        v ? "\"" : "", v ? v : "a non-string", v ? "\"" : "");
+                pol_ld_problem(ld, e, "resolver.servers",
+                               "expected \"IP\" or \"IP:port\" of a DNS server, found %s%s%s", v ? "\"" : "",
+                               v ? v : "a non-string", v ? "\"" : "");
                 continue;
             }
             if (csv[0]) {
@@ -103,7 +107,8 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
                 continue;
             }
             pol_dest a;
-            if (pol_ld_get_string(ld, h, prefix, "address", &addr) != 1 || !pol_dest_init(&a, addr, 1) || a.family == 0) {
+            if (pol_ld_get_string(ld, h, prefix, "address", &addr) != 1 || !pol_dest_init(&a, addr, 1) ||
+                a.family == 0) {
                 pol_ld_setting_path(path, sizeof(path), prefix, "address");
                 pol_ld_problem(ld, h, path, "expected an IPv4 or IPv6 address");
                 continue;
@@ -136,9 +141,10 @@ static void load_identities(loader *ld, const config_setting_t *root) {
     pol_config *cfg = ld->cfg;
     int n = config_setting_length(list);
     cfg->identities = calloc((size_t)n + 1, sizeof(*cfg->identities));
-    static const char *const known[] = {"name", "certificate", "key", "key_password_file", "pkcs12",
-                                        "pkcs12_password_file", "trust", "crl", "verify_depth",
-                                        "tls_min", "tls_max", "ciphers", "pin_sha256", "pkcs11_module", NULL};
+    static const char *const known[] = {
+        "name", "certificate",  "key",     "key_password_file", "pkcs12",  "pkcs12_password_file", "trust",
+        "crl",  "verify_depth", "tls_min", "tls_max",           "ciphers", "pin_sha256",           "pkcs11_module",
+        NULL};
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
         char prefix[300];
@@ -171,9 +177,12 @@ static void load_identities(loader *ld, const config_setting_t *root) {
         struct {
             const char *key;
             char **dst;
-        } files[] = {{"certificate", &spec.certificate}, {"key", &spec.key},
-                     {"key_password_file", &spec.key_password_file}, {"pkcs12", &spec.pkcs12},
-                     {"pkcs12_password_file", &spec.pkcs12_password_file}, {"trust", &spec.trust},
+        } files[] = {{"certificate", &spec.certificate},
+                     {"key", &spec.key},
+                     {"key_password_file", &spec.key_password_file},
+                     {"pkcs12", &spec.pkcs12},
+                     {"pkcs12_password_file", &spec.pkcs12_password_file},
+                     {"trust", &spec.trust},
                      {"crl", &spec.crl}};
         char path[400];
         for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
@@ -225,11 +234,13 @@ static void load_identities(loader *ld, const config_setting_t *root) {
         const char *v;
         if (pol_ld_get_string(ld, g, prefix, "tls_min", &v) == 1 && !(spec.tls_min = pol_tls_version_parse(v))) {
             pol_ld_setting_path(path, sizeof(path), prefix, "tls_min");
-            pol_ld_problem(ld, config_setting_get_member(g, "tls_min"), path, "expected \"1.2\" or \"1.3\", found \"%s\"", v);
+            pol_ld_problem(ld, config_setting_get_member(g, "tls_min"), path,
+                           "expected \"1.2\" or \"1.3\", found \"%s\"", v);
         }
         if (pol_ld_get_string(ld, g, prefix, "tls_max", &v) == 1 && !(spec.tls_max = pol_tls_version_parse(v))) {
             pol_ld_setting_path(path, sizeof(path), prefix, "tls_max");
-            pol_ld_problem(ld, config_setting_get_member(g, "tls_max"), path, "expected \"1.2\" or \"1.3\", found \"%s\"", v);
+            pol_ld_problem(ld, config_setting_get_member(g, "tls_max"), path,
+                           "expected \"1.2\" or \"1.3\", found \"%s\"", v);
         }
         if (spec.tls_min && spec.tls_max && spec.tls_min > spec.tls_max) {
             pol_ld_problem(ld, g, prefix, "tls_min is above tls_max");
@@ -246,11 +257,12 @@ static void load_identities(loader *ld, const config_setting_t *root) {
                 const char *b64 = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "";
                 size_t out_len = 0;
                 uint8_t out[64];
-                if (!EVP_DecodeBase64(out, &out_len, sizeof(out), (const uint8_t *)b64, strlen(b64)) ||
-                    out_len != 32) {
+                if (!EVP_DecodeBase64(out, &out_len, sizeof(out), (const uint8_t *)b64, strlen(b64)) || out_len != 32) {
                     pol_ld_setting_path(path, sizeof(path), prefix, "pin_sha256");
-                    pol_ld_problem(ld, e, path, "expected base64 of a 32-byte SHA-256 of the server's public key "
-                                         "(openssl x509 -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)");
+                    pol_ld_problem(ld, e, path,
+                                   "expected base64 of a 32-byte SHA-256 of the server's public key "
+                                   "(openssl x509 -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256 "
+                                   "-binary | base64)");
                     continue;
                 }
                 memcpy(spec.pins[spec.num_pins++], out, 32);
@@ -313,11 +325,13 @@ static pol_identity *rule_identity(loader *ld, const config_setting_t *root, con
 // load_rule_identities reads `identity` of rule |g|: one name, or a list presented by what
 // the server asks for (the first when it names no CA we have). The server is verified
 // with the first identity's settings, so each other one must accept its TLS versions.
-static void load_rule_identities(loader *ld, const config_setting_t *root, const config_setting_t *g,
-                                 const char *path, int identities_bad, pol_rule *r) {
+static void load_rule_identities(loader *ld, const config_setting_t *root, const config_setting_t *g, const char *path,
+                                 int identities_bad, pol_rule *r) {
     const config_setting_t *s = config_setting_get_member(g, "identity");
     int t = config_setting_type(s);
-    int n = t == CONFIG_TYPE_STRING ? 1 : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s) : 0;
+    int n = t == CONFIG_TYPE_STRING                             ? 1
+            : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s)
+                                                                : 0;
     if (n <= 0) {
         pol_ld_problem(ld, s, path, "expected an identity name, or a list [ \"new\", \"old\" ] of them");
         return;
@@ -341,9 +355,10 @@ static void load_rule_identities(loader *ld, const config_setting_t *root, const
         }
         const pol_identity *first = r->num_identities ? r->identities[0] : NULL;
         if (first != NULL && (id->spec.tls_min > first->spec.tls_min || id->spec.tls_max < first->spec.tls_max)) {
-            pol_ld_problem(ld, e, path, "identity \"%s\" does not accept every TLS version of \"%s\", whose "
-                           "settings the handshake uses: give both the same tls_min and tls_max", name,
-                           first->spec.name);
+            pol_ld_problem(ld, e, path,
+                           "identity \"%s\" does not accept every TLS version of \"%s\", whose "
+                           "settings the handshake uses: give both the same tls_min and tls_max",
+                           name, first->spec.name);
         }
         r->identities[r->num_identities++] = id;
     }
@@ -360,8 +375,8 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
     }
     int n = config_setting_length(list);
     cfg->rules = calloc((size_t)n + 1, sizeof(*cfg->rules));
-    static const char *const known[] = {"match", "action", "identity", "upstream", "upstream_port",
-                                        "server_name", "server_uri", "caller", "listener", NULL};
+    static const char *const known[] = {"match",       "action",     "identity", "upstream", "upstream_port",
+                                        "server_name", "server_uri", "caller",   "listener", NULL};
     pol_userdb *db = pol_userdb_new();
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
@@ -398,10 +413,11 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
                 r.action = POL_ACTION_DENY;
             } else {
                 pol_ld_problem(ld, config_setting_get_member(g, "action"), path,
-                        "expected \"mtls\", \"direct\" or \"deny\", found \"%s\"", action);
+                               "expected \"mtls\", \"direct\" or \"deny\", found \"%s\"", action);
             }
         } else if (!has_identity) {
-            pol_ld_problem(ld, g, path, "required: set identity = \"...\" for mTLS, or action = \"direct\" or \"deny\"");
+            pol_ld_problem(ld, g, path,
+                           "required: set identity = \"...\" for mTLS, or action = \"direct\" or \"deny\"");
         }
         pol_ld_setting_path(path, sizeof(path), prefix, "identity");
         if (r.action == POL_ACTION_MTLS && !has_identity) {
@@ -417,7 +433,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             char host[256];
             if (!gw_http_parse_authority(upstream, strlen(upstream), 0, host, &r.upstream_port)) {
                 pol_ld_problem(ld, config_setting_get_member(g, "upstream"), path,
-                        "expected \"host:port\" or \"[IPv6]:port\", found \"%s\"", upstream);
+                               "expected \"host:port\" or \"[IPv6]:port\", found \"%s\"", upstream);
             } else {
                 r.upstream_host = strdup(host);
             }
@@ -427,7 +443,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             if (has_upstream) {
                 pol_ld_setting_path(path, sizeof(path), prefix, "upstream_port");
                 pol_ld_problem(ld, config_setting_get_member(g, "upstream_port"), path,
-                        "give the port inside upstream = \"host:port\" instead");
+                               "give the port inside upstream = \"host:port\" instead");
             }
             r.upstream_port = (uint16_t)port;
         }
@@ -436,7 +452,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             pol_ld_setting_path(path, sizeof(path), prefix, "server_name");
             if (!pol_dest_init(&d, sni, 1)) {
                 pol_ld_problem(ld, config_setting_get_member(g, "server_name"), path,
-                        "expected a host name or IP address, found \"%s\"", sni);
+                               "expected a host name or IP address, found \"%s\"", sni);
             } else if (r.action != POL_ACTION_MTLS) {
                 pol_ld_problem(ld, config_setting_get_member(g, "server_name"), path, "only used by action \"mtls\"");
             } else {
@@ -497,9 +513,17 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     if (g == NULL) {
         return;
     }
-    static const char *const known[] = {"max_connections", "connect_timeout_ms", "handshake_timeout_ms",
-                                        "confirm_ms", "idle_timeout_s", "header_max", "drain_timeout_s",
-                                        "session_cache_size", "key_timeout_ms", "max_connections_per_client", NULL};
+    static const char *const known[] = {"max_connections",
+                                        "connect_timeout_ms",
+                                        "handshake_timeout_ms",
+                                        "confirm_ms",
+                                        "idle_timeout_s",
+                                        "header_max",
+                                        "drain_timeout_s",
+                                        "session_cache_size",
+                                        "key_timeout_ms",
+                                        "max_connections_per_client",
+                                        NULL};
     pol_ld_check_members(ld, g, "limits", known);
     pol_ld_get_int(ld, g, "limits", "max_connections", 1, 10000000, &cfg->limits.max_connections);
     pol_ld_get_int(ld, g, "limits", "connect_timeout_ms", 10, 600000, &cfg->limits.connect_timeout_ms);
@@ -524,7 +548,8 @@ static void load_allow(loader *ld, const config_setting_t *root) {
 // the operator's own choice and passes the default list; inside a list the operator
 // wrote, it could never be reached: a config error.
 static void load_deny_addresses(loader *ld, const config_setting_t *root) {
-    static const char *const fenced[] = {"0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10", "127.0.0.0/8", "::1/128"};
+    static const char *const fenced[] = {"0.0.0.0/8", "::/128",      "169.254.0.0/16",
+                                         "fe80::/10", "127.0.0.0/8", "::1/128"};
     pol_config *cfg = ld->cfg;
     pol_ld_cidr_list(ld, root, "deny_addresses", fenced, 6, &cfg->deny_addresses, &cfg->num_deny_addresses);
     cfg->deny_addresses_written = config_setting_get_member(root, "deny_addresses") != NULL;
@@ -553,11 +578,12 @@ static void check_callers_need_user(loader *ld) {
     }
     for (size_t i = 0; i < cfg->num_rules; i++) {
         if (cfg->rules[i].callers != NULL) {
-            pol_errors_add(ld->errs,
-                           "%s: rules[%zu].caller: caller rules need `user` when the gateway is started as root (it never "
-                           "takes its own uid for a caller, and would run as uid 0): add user = \"mtlsgw\"; or "
-                           "another service user",
-                           cfg->rules[i].where, i);
+            pol_errors_add(
+                ld->errs,
+                "%s: rules[%zu].caller: caller rules need `user` when the gateway is started as root (it never "
+                "takes its own uid for a caller, and would run as uid 0): add user = \"mtlsgw\"; or "
+                "another service user",
+                cfg->rules[i].where, i);
             return;
         }
     }
@@ -576,14 +602,14 @@ static void load_log(loader *ld, const config_setting_t *root) {
         const char *v;
         if (pol_ld_get_string(ld, g, "log", "level", &v) == 1 && !gw_log_parse_level(v, &cfg->log_level)) {
             pol_ld_problem(ld, config_setting_get_member(g, "level"), "log.level",
-                    "expected \"error\", \"warn\", \"info\" or \"debug\", found \"%s\"", v);
+                           "expected \"error\", \"warn\", \"info\" or \"debug\", found \"%s\"", v);
         }
         if (pol_ld_get_string(ld, g, "log", "format", &v) == 1) {
             if (strcmp(v, "json") == 0) {
                 cfg->log_format = GW_LOG_JSON;
             } else if (strcmp(v, "text") != 0) {
                 pol_ld_problem(ld, config_setting_get_member(g, "format"), "log.format",
-                        "expected \"text\" (logfmt) or \"json\", found \"%s\"", v);
+                               "expected \"text\" (logfmt) or \"json\", found \"%s\"", v);
             }
         }
         pol_ld_get_string(ld, g, "log", "access", &access);
@@ -619,13 +645,14 @@ static void load_admin(loader *ld, const config_setting_t *root) {
     if (pol_ld_get_string(ld, g, "admin", "address", &v) == 1) {
         if (!pol_parse_socket_address(v, &cfg->admin_addr, &cfg->admin_addr_len)) {
             pol_ld_problem(ld, config_setting_get_member(g, "address"), "admin.address",
-                    "expected \"IPv4:port\" or \"[IPv6]:port\", found \"%s\"", v);
+                           "expected \"IPv4:port\" or \"[IPv6]:port\", found \"%s\"", v);
         } else if (!is_loopback((const struct sockaddr *)&cfg->admin_addr) && !explicit_allow) {
             // /metrics and /identities describe every identity and destination: reachable
             // from elsewhere only when the operator says from where.
             pol_ld_problem(ld, config_setting_get_member(g, "address"), "admin.address",
-                    "%s is not a loopback address: set admin.allow to the networks that may read /metrics and "
-                    "/identities (e.g. allow = [ \"10.0.0.0/8\" ];)", v);
+                           "%s is not a loopback address: set admin.allow to the networks that may read /metrics and "
+                           "/identities (e.g. allow = [ \"10.0.0.0/8\" ];)",
+                           v);
         } else {
             cfg->admin_address_text = strdup(v);
         }
@@ -647,33 +674,34 @@ static void load_auth(loader *ld, const config_setting_t *root) {
     pol_ld_check_members(ld, g, "auth", known);
     const char *v;
     if (pol_ld_get_string(ld, g, "auth", "users_file", &v) != 1) {
-        pol_ld_problem(ld, g, "auth.users_file", "expected the path of a users file (lines made by: mtlsgw passwd NAME)");
+        pol_ld_problem(ld, g, "auth.users_file",
+                       "expected the path of a users file (lines made by: mtlsgw passwd NAME)");
         return;
     }
     cfg->users_file = pol_ld_resolve_path(ld, v);
     size_t before = pol_errors_count_fatal(ld->errs);
     cfg->users = pol_users_load(cfg->users_file, users_problem, ld);
     if (cfg->users == NULL && pol_errors_count_fatal(ld->errs) == before) {
-        pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file", "cannot load %s", cfg->users_file);
+        pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file", "cannot load %s",
+                       cfg->users_file);
     } else if (cfg->users != NULL && cfg->users->num_users == 0) {
         pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
-                "%s has no users: nobody could use the proxy", cfg->users_file);
+                       "%s has no users: nobody could use the proxy", cfg->users_file);
     }
     struct stat st;
     char msg[PATH_MAX * 2 + 300];
     if (cfg->users != NULL && stat(cfg->users_file, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
         pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
-                "warning: %s has mode %04o: readable by others; chmod 600 it", cfg->users_file,
-                (unsigned)(st.st_mode & 07777));
+                       "warning: %s has mode %04o: readable by others; chmod 600 it", cfg->users_file,
+                       (unsigned)(st.st_mode & 07777));
     } else if (cfg->users != NULL && pol_file_writable_problem("users file", cfg->users_file, msg, sizeof(msg))) {
         pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file", "warning: %s", msg);
     }
 }
 
-static const char *const top_known[] = {"workers", "listen", "resolver", "identities", "rules",
-                                        "limits", "allow", "deny_addresses", "log", "admin", "auth", "user",
-                                        "upstream_mark",
-                                        NULL};
+static const char *const top_known[] = {"workers", "listen", "resolver",       "identities", "rules",
+                                        "limits",  "allow",  "deny_addresses", "log",        "admin",
+                                        "auth",    "user",   "upstream_mark",  NULL};
 
 pol_config *pol_config_load(const char *path, pol_errors *errs) {
     config_t lc;
@@ -713,7 +741,8 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
             pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "expected a user name to run as");
         } else if (pw == NULL) {
             // Found now, so that `check` says it, not a failed start as root.
-            pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "no such user \"%s\" on this system", user);
+            pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "no such user \"%s\" on this system",
+                           user);
         } else {
             cfg->user = strdup(user);
             ld.user_uid = (int)pw->pw_uid;
@@ -739,7 +768,8 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     const config_setting_t *mark = config_setting_get_member(root, "upstream_mark");
     if (mark != NULL) {
         long long v = config_setting_type(mark) == CONFIG_TYPE_INT64 ? config_setting_get_int64(mark)
-                      : config_setting_type(mark) == CONFIG_TYPE_INT ? config_setting_get_int(mark) : -1;
+                      : config_setting_type(mark) == CONFIG_TYPE_INT ? config_setting_get_int(mark)
+                                                                     : -1;
         if (v < 0 || v > 0xffffffffLL) {
             pol_ld_problem(&ld, mark, "upstream_mark", "expected a mark from 0 (none) to 0xffffffff, e.g. 0x4d47");
         } else {

@@ -32,18 +32,18 @@ typedef struct {
     pol_match match;
     char *match_text;
     pol_action action;
-    pol_identity *identity;  // set for POL_ACTION_MTLS: the first of identities
+    pol_identity *identity;     // set for POL_ACTION_MTLS: the first of identities
     pol_identity **identities;  // `identity` (one, or a list chosen by the server's CA names)
     size_t num_identities;
-    char *server_uri;        // a URI SAN (SPIFFE ID) the server must carry; server_name is then SNI only
-    char *upstream_host;     // NULL: connect to the destination
-    uint16_t upstream_port;  // with upstream_host: its port; alone: replaces the destination's
-    char *server_name;       // NULL: the host connected to
-    pol_callers *callers;    // `caller`: who may use the rule; NULL: everyone
-    char *where;             // "file:line" of the rule
-    int upstream_is_literal; // upstream_host is an IP address the operator wrote
-    uint64_t listeners;      // `listener`: bit i for listener i; 0: every listener
-    char *listeners_text;    // as written ("a, b"), for people; NULL: every listener
+    char *server_uri;         // a URI SAN (SPIFFE ID) the server must carry; server_name is then SNI only
+    char *upstream_host;      // NULL: connect to the destination
+    uint16_t upstream_port;   // with upstream_host: its port; alone: replaces the destination's
+    char *server_name;        // NULL: the host connected to
+    pol_callers *callers;     // `caller`: who may use the rule; NULL: everyone
+    char *where;              // "file:line" of the rule
+    int upstream_is_literal;  // upstream_host is an IP address the operator wrote
+    uint64_t listeners;       // `listener`: bit i for listener i; 0: every listener
+    char *listeners_text;     // as written ("a, b"), for people; NULL: every listener
 } pol_rule;
 
 typedef struct {
@@ -54,11 +54,11 @@ typedef struct {
     unsigned protocols;  // POL_PROTO_* bits, 0 for a forward listener
     char *forward_host;  // forward listener: fixed destination
     uint16_t forward_port;
-    char *unix_path;     // "unix:PATH" listener: the socket's path (addr holds it too); else NULL
-    unsigned unix_mode;  // its permissions (default 0660)
+    char *unix_path;                  // "unix:PATH" listener: the socket's path (addr holds it too); else NULL
+    unsigned unix_mode;               // its permissions (default 0660)
     uint32_t unix_owner, unix_group;  // chown to these; GW_CALLER_NONE: leave as made
-    int transparent;     // the destination is the connection's original one (SO_ORIGINAL_DST)
-    unsigned sniff;      // POL_SNIFF_* bits (transparent listeners)
+    int transparent;                  // the destination is the connection's original one (SO_ORIGINAL_DST)
+    unsigned sniff;                   // POL_SNIFF_* bits (transparent listeners)
 } pol_listener;
 
 typedef struct {
@@ -95,10 +95,10 @@ typedef struct pol_config {
     pol_index *index;
     int callers_in_rules;  // some rule has `caller`: every client's caller must be known
     struct {
-        int max_connections, connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s,
-            header_max, drain_timeout_s;
-        int session_cache_size;  // TLS sessions cached in all (least recently used keys go first)
-        int key_timeout_ms;      // a token's signature (PKCS#11 keys): how long a handshake waits for it
+        int max_connections, connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s, header_max,
+            drain_timeout_s;
+        int session_cache_size;          // TLS sessions cached in all (least recently used keys go first)
+        int key_timeout_ms;              // a token's signature (PKCS#11 keys): how long a handshake waits for it
         int max_connections_per_client;  // one caller (uid) or remote address: its share of max_connections
     } limits;
     pol_cidr *allow;
@@ -119,7 +119,7 @@ typedef struct pol_config {
     gw_log_level log_level;
     gw_log_format log_format;
     char *log_access;
-    char *user;  // drop to this user when started as root
+    char *user;                       // drop to this user when started as root
     struct pol_config *retired_next;  // in the supervisor's list of snapshots to free
 } pol_config;
 

@@ -34,8 +34,10 @@ int pol_file_writable_problem(const char *what, const char *path, char *out, siz
     }
     const char *who = writable_words(st.st_mode);
     if (who != NULL) {
-        snprintf(out, out_len, "%s %s has mode %04o: writable by %s, who could change what the gateway trusts; "
-                 "chmod go-w it", what, path, (unsigned)(st.st_mode & 07777), who);
+        snprintf(out, out_len,
+                 "%s %s has mode %04o: writable by %s, who could change what the gateway trusts; "
+                 "chmod go-w it",
+                 what, path, (unsigned)(st.st_mode & 07777), who);
         return 1;
     }
     // Its folder: whoever may write there may replace the file (unless the sticky bit
@@ -55,8 +57,10 @@ int pol_file_writable_problem(const char *what, const char *path, char *out, siz
     }
     who = writable_words(st.st_mode);
     if (who != NULL) {
-        snprintf(out, out_len, "%s %s is in folder %s with mode %04o: writable by %s, who could replace the file; "
-                 "chmod go-w %s", what, path, dir, (unsigned)(st.st_mode & 07777), who, dir);
+        snprintf(out, out_len,
+                 "%s %s is in folder %s with mode %04o: writable by %s, who could replace the file; "
+                 "chmod go-w %s",
+                 what, path, dir, (unsigned)(st.st_mode & 07777), who, dir);
         return 1;
     }
     return 0;

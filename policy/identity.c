@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -16,7 +17,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -69,8 +69,7 @@ static int readable(const char *setting, const char *path, char *err, size_t err
     return 1;
 }
 
-static int read_password(const char *setting, const char *path, char *out, size_t cap, char *err,
-                         size_t err_len) {
+static int read_password(const char *setting, const char *path, char *out, size_t cap, char *err, size_t err_len) {
     FILE *f = fopen(path, "re");
     if (f == NULL) {
         snprintf(err, err_len, "%s: %s: %s", setting, path, strerror(errno));
@@ -126,10 +125,11 @@ static void describe_key(EVP_PKEY *key, char *out, size_t len) {
             break;
         case EVP_PKEY_EC: {
             int nid = EC_GROUP_get_curve_name(EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(key)));
-            snprintf(out, len, "%s", nid == NID_X9_62_prime256v1 ? "ec-p256"
-                                     : nid == NID_secp384r1      ? "ec-p384"
-                                     : nid == NID_secp521r1      ? "ec-p521"
-                                                                 : "ec");
+            snprintf(out, len, "%s",
+                     nid == NID_X9_62_prime256v1 ? "ec-p256"
+                     : nid == NID_secp384r1      ? "ec-p384"
+                     : nid == NID_secp521r1      ? "ec-p521"
+                                                 : "ec");
             break;
         }
         case EVP_PKEY_ED25519:
@@ -246,8 +246,10 @@ void pol_verify_describe(long e, X509 *cur, X509 *leaf, const char *identity, co
                      issuer, identity, subject);
             break;
         case X509_V_ERR_CRL_HAS_EXPIRED:
-            snprintf(out, cap, "the CRL from %s in the crl file of identity \"%s\" is past its nextUpdate: "
-                     "fetch a new one", issuer, identity);
+            snprintf(out, cap,
+                     "the CRL from %s in the crl file of identity \"%s\" is past its nextUpdate: "
+                     "fetch a new one",
+                     issuer, identity);
             break;
         case X509_V_ERR_CRL_NOT_YET_VALID:
             snprintf(out, cap, "the CRL from %s in the crl file of identity \"%s\" is not valid yet", issuer, identity);
@@ -284,15 +286,15 @@ static int has_uri_san(X509 *cert, const char *uri) {
         const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
         if (g->type == GEN_URI) {
             const ASN1_IA5STRING *s = g->d.uniformResourceIdentifier;
-            found = (size_t)ASN1_STRING_length(s) == strlen(uri) &&
-                    memcmp(ASN1_STRING_get0_data(s), uri, strlen(uri)) == 0;
+            found =
+                (size_t)ASN1_STRING_length(s) == strlen(uri) && memcmp(ASN1_STRING_get0_data(s), uri, strlen(uri)) == 0;
         }
     }
     GENERAL_NAMES_free(names);
     return found;
 }
 
-int pol_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) *chain, const STACK_OF(CRYPTO_BUFFER) *names) {
+int pol_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) * chain, const STACK_OF(CRYPTO_BUFFER) * names) {
     size_t n_chain = chain ? sk_X509_num(chain) : 0;
     for (size_t i = 0; names != NULL && i < sk_CRYPTO_BUFFER_num(names); i++) {
         const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(names, i);
@@ -325,7 +327,8 @@ static int verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
         }
         return 0;
     }
-    if (res != NULL && res->expected_uri[0] != '\0' && !has_uri_san(X509_STORE_CTX_get0_cert(store_ctx), res->expected_uri)) {
+    if (res != NULL && res->expected_uri[0] != '\0' &&
+        !has_uri_san(X509_STORE_CTX_get0_cert(store_ctx), res->expected_uri)) {
         char sans[400];
         pol_cert_sans(X509_STORE_CTX_get0_cert(store_ctx), 1, sans, sizeof(sans));
         X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_HOSTNAME_MISMATCH);
@@ -354,8 +357,8 @@ static int verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
     if (res != NULL) {
         res->failed = 1;
         res->x509_error = 0;
-        snprintf(res->reason, sizeof(res->reason),
-                 "no key in the server's chain matches pin_sha256 of identity \"%s\"", id->spec.name);
+        snprintf(res->reason, sizeof(res->reason), "no key in the server's chain matches pin_sha256 of identity \"%s\"",
+                 id->spec.name);
     }
     return 0;
 }
@@ -376,7 +379,7 @@ int pol_set_verify_name(SSL *ssl, const char *name) {
 // load_pem_objects adds the certificates (or CRLs) of |path| to |ctx|'s store. With
 // |keep|, the parsed objects are handed to the caller (who frees them) instead of freed.
 static int load_pem_objects(SSL_CTX *ctx, const char *path, const char *setting, int want_crl,
-                            STACK_OF(X509_INFO) **keep, char *err, size_t err_len) {
+                            STACK_OF(X509_INFO) * *keep, char *err, size_t err_len) {
     if (!readable(setting, path, err, err_len)) {
         return 0;
     }
@@ -509,9 +512,10 @@ static int test_signature(pol_identity *id, EVP_PKEY *pub, uint16_t sigalg, char
     EVP_MD_CTX_free(mctx);
     ERR_clear_error();
     if (!ok) {
-        snprintf(err, err_len, "key: the key %s on token \"%s\" does not match the certificate in %s (a test "
-                 "signature did not verify with its public key)", id->spec.key, pol_p11_info(id->p11)->token,
-                 id->spec.certificate);
+        snprintf(err, err_len,
+                 "key: the key %s on token \"%s\" does not match the certificate in %s (a test "
+                 "signature did not verify with its public key)",
+                 id->spec.key, pol_p11_info(id->p11)->token, id->spec.certificate);
     }
     return ok;
 }
@@ -525,7 +529,8 @@ static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identi
         return 0;
     }
     if (spec->pkcs11_module == NULL) {
-        snprintf(err, err_len, "pkcs11_module: required with a pkcs11: key (or module-path in the URI), e.g. "
+        snprintf(err, err_len,
+                 "pkcs11_module: required with a pkcs11: key (or module-path in the URI), e.g. "
                  "/usr/lib/softhsm/libsofthsm2.so");
         return 0;
     }
@@ -538,8 +543,8 @@ static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identi
         return 0;
     }
     char why[600];
-    id->p11 = pol_p11_open(spec->pkcs11_module, spec->key, have_pin ? pin : NULL, spec->run_uid, spec->run_gid, 0,
-                           why, sizeof(why));
+    id->p11 = pol_p11_open(spec->pkcs11_module, spec->key, have_pin ? pin : NULL, spec->run_uid, spec->run_gid, 0, why,
+                           sizeof(why));
     OPENSSL_cleanse(pin, sizeof(pin));
     if (id->p11 == NULL) {
         snprintf(err, err_len, "key: %s: %s", spec->key, why);
@@ -554,16 +559,16 @@ static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identi
     size_t n = 0;
     if ((type == EVP_PKEY_EC) != (info->key_type == P11W_KEYTYPE_EC) ||
         (type == EVP_PKEY_RSA) != (info->key_type == P11W_KEYTYPE_RSA)) {
-        snprintf(err, err_len, "key: the key %s on token \"%s\" is %s, the certificate's in %s is not",
-                 spec->key, info->token, info->key_type == P11W_KEYTYPE_EC ? "an EC key" : "an RSA key",
-                 spec->certificate);
+        snprintf(err, err_len, "key: the key %s on token \"%s\" is %s, the certificate's in %s is not", spec->key,
+                 info->token, info->key_type == P11W_KEYTYPE_EC ? "an EC key" : "an RSA key", spec->certificate);
     } else if (type == EVP_PKEY_EC && !(info->mechs & P11W_HAS_ECDSA)) {
         snprintf(err, err_len, "key: token \"%s\" does not offer ECDSA signatures (CKM_ECDSA)", info->token);
     } else if (type == EVP_PKEY_EC) {
         int nid = EC_GROUP_get_curve_name(EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(pub)));
         test = nid == NID_X9_62_prime256v1 ? SSL_SIGN_ECDSA_SECP256R1_SHA256
                : nid == NID_secp384r1      ? SSL_SIGN_ECDSA_SECP384R1_SHA384
-               : nid == NID_secp521r1      ? SSL_SIGN_ECDSA_SECP521R1_SHA512 : 0;
+               : nid == NID_secp521r1      ? SSL_SIGN_ECDSA_SECP521R1_SHA512
+                                           : 0;
         id->sigalgs[n++] = SSL_SIGN_ECDSA_SECP256R1_SHA256;
         id->sigalgs[n++] = SSL_SIGN_ECDSA_SECP384R1_SHA384;
         id->sigalgs[n++] = SSL_SIGN_ECDSA_SECP521R1_SHA512;
@@ -574,8 +579,10 @@ static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identi
     } else if (type == EVP_PKEY_RSA && !(info->mechs & (P11W_HAS_RSA_PSS | P11W_HAS_RSA_PKCS))) {
         snprintf(err, err_len, "key: token \"%s\" offers neither CKM_RSA_PKCS_PSS nor CKM_RSA_PKCS", info->token);
     } else if (type == EVP_PKEY_RSA && !(info->mechs & P11W_HAS_RSA_PSS) && spec->tls_max >= TLS1_3_VERSION) {
-        snprintf(err, err_len, "key: token \"%s\" offers no RSA-PSS (CKM_RSA_PKCS_PSS), which TLS 1.3 needs with "
-                 "an RSA key: set tls_max = \"1.2\"", info->token);
+        snprintf(err, err_len,
+                 "key: token \"%s\" offers no RSA-PSS (CKM_RSA_PKCS_PSS), which TLS 1.3 needs with "
+                 "an RSA key: set tls_max = \"1.2\"",
+                 info->token);
     } else if (type == EVP_PKEY_RSA) {
         if (info->mechs & P11W_HAS_RSA_PSS) {
             id->sigalgs[n++] = SSL_SIGN_RSA_PSS_RSAE_SHA256;
@@ -594,7 +601,8 @@ static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identi
         snprintf(err, err_len, "key: a key in a token must be EC or RSA");
     }
     id->num_sigalgs = n;
-    ok = ok && test_signature(id, pub, test, err, err_len) && (test2 == 0 || test_signature(id, pub, test2, err, err_len));
+    ok = ok && test_signature(id, pub, test, err, err_len) &&
+         (test2 == 0 || test_signature(id, pub, test2, err, err_len));
     ok = ok && SSL_CTX_set_signing_algorithm_prefs(ctx, id->sigalgs, id->num_sigalgs);
     EVP_PKEY_free(pub);
     return ok;
@@ -655,7 +663,7 @@ static int load_pkcs12_identity(SSL_CTX *ctx, const pol_identity_spec *spec, cha
 
 // note_crl_coverage records the earliest nextUpdate of the CRLs and the trusted CAs that
 // no CRL comes from (each would fail every handshake through it).
-static int note_crl_coverage(pol_identity *id, STACK_OF(X509_INFO) *trust, STACK_OF(X509_INFO) *crls) {
+static int note_crl_coverage(pol_identity *id, STACK_OF(X509_INFO) * trust, STACK_OF(X509_INFO) * crls) {
     for (size_t i = 0; i < sk_X509_INFO_num(crls); i++) {
         X509_CRL *crl = sk_X509_INFO_value(crls, i)->crl;
         const ASN1_TIME *next = crl ? X509_CRL_get0_nextUpdate(crl) : NULL;
@@ -863,13 +871,16 @@ size_t pol_identity_file_problems(const pol_identity *id, time_t now,
     for (size_t i = 0; i < id->num_crl_uncovered; i++) {
         snprintf(msg, sizeof(msg),
                  "crl: no CRL from trusted CA %s in %s: with crl set every CA in a server's chain needs one, "
-                 "so every handshake through this CA fails", id->crl_uncovered[i], sp->crl);
+                 "so every handshake through this CA fails",
+                 id->crl_uncovered[i], sp->crl);
         cb(arg, POL_PROBLEM_CRL, msg);
         n++;
     }
     if (id->crl_next_update != 0 && id->crl_next_update <= now) {
-        snprintf(msg, sizeof(msg), "crl: a CRL in %s is past its nextUpdate: every handshake it covers fails until "
-                 "a fresh CRL is in place", sp->crl);
+        snprintf(msg, sizeof(msg),
+                 "crl: a CRL in %s is past its nextUpdate: every handshake it covers fails until "
+                 "a fresh CRL is in place",
+                 sp->crl);
         cb(arg, POL_PROBLEM_CRL, msg);
         n++;
     }

@@ -15,7 +15,7 @@ typedef struct {
     char *name;
     char *where;  // "file:line"
     char *certificate, *key, *key_password_file, *pkcs12, *pkcs12_password_file, *trust, *crl;
-    char *pkcs11_module;  // with key = "pkcs11:...": the module (else the URI's module-path)
+    char *pkcs11_module;   // with key = "pkcs11:...": the module (else the URI's module-path)
     int run_uid, run_gid;  // the `user` the gateway runs as (a token signer runs as it); -1: none
     int verify_depth;
     uint16_t tls_min, tls_max;  // TLS1_2_VERSION...
@@ -32,13 +32,13 @@ struct pol_identity {
     time_t not_before, not_after;
     char subject[256], issuer[256];
     char key_type[32];
-    char serial[80];   // hex, as nginx's $ssl_client_serial shows it
-    int metrics_slot;  // set by the gateway (gw_metrics_identity_slot); -1: none
-    time_t crl_next_update;   // earliest nextUpdate of the CRLs in spec.crl; 0: no CRL
-    char **crl_uncovered;     // subjects of CAs in spec.trust that no CRL comes from
+    char serial[80];         // hex, as nginx's $ssl_client_serial shows it
+    int metrics_slot;        // set by the gateway (gw_metrics_identity_slot); -1: none
+    time_t crl_next_update;  // earliest nextUpdate of the CRLs in spec.crl; 0: no CRL
+    char **crl_uncovered;    // subjects of CAs in spec.trust that no CRL comes from
     size_t num_crl_uncovered;
-    pol_p11 *p11;             // key = "pkcs11:...": the token's signer; NULL for a key file
-    uint16_t sigalgs[12];     // with p11: the signature algorithms the token can make
+    pol_p11 *p11;          // key = "pkcs11:...": the token's signer; NULL for a key file
+    uint16_t sigalgs[12];  // with p11: the signature algorithms the token can make
     size_t num_sigalgs;
 };
 typedef struct pol_identity pol_identity;
@@ -47,10 +47,10 @@ typedef struct pol_identity pol_identity;
 // (pol_verify_ex_index) at one of these before the handshake.
 typedef struct {
     int failed;
-    long x509_error;    // X509_V_ERR_*, or 0 for a pin mismatch
-    char expected[256]; // the name the certificate must carry (set by the caller)
-    char expected_uri[256]; // server_uri: a URI SAN the certificate must carry instead ("" none)
-    char reason[700];   // in words
+    long x509_error;         // X509_V_ERR_*, or 0 for a pin mismatch
+    char expected[256];      // the name the certificate must carry (set by the caller)
+    char expected_uri[256];  // server_uri: a URI SAN the certificate must carry instead ("" none)
+    char reason[700];        // in words
 } pol_verify_result;
 
 int pol_verify_ex_index(void);
@@ -79,8 +79,8 @@ int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len);
 // pol_identity_file_problems reports, through |cb| (one message each), what an operator
 // must fix about |id|'s files: a key, key_password_file or pkcs12_password_file readable
 // by group or others; any of its files (certificate, key, trust, crl, password files)
-// writable by group or others, or in a folder they may write; with a crl, each trusted CA no CRL comes from, and a CRL past its
-// nextUpdate at |now|. Returns how many it reported.
+// writable by group or others, or in a folder they may write; with a crl, each trusted CA no CRL comes from, and a CRL
+// past its nextUpdate at |now|. Returns how many it reported.
 typedef enum { POL_PROBLEM_SECRET_MODE, POL_PROBLEM_CRL, POL_PROBLEM_WRITABLE } pol_problem_kind;
 size_t pol_identity_file_problems(const pol_identity *id, time_t now,
                                   void (*cb)(void *arg, pol_problem_kind kind, const char *msg), void *arg);
@@ -106,8 +106,8 @@ size_t pol_cert_sans(X509 *cert, int typed, char *out, size_t cap);
 // the access log: |cur| is the certificate it is about, |leaf| the server's, |identity|
 // the identity whose settings failed it, |expected| the name required. Any of the
 // certificates may be NULL or arbitrary (a hostile server's); |out| is always terminated.
-void pol_verify_describe(long x509_error, X509 *cur, X509 *leaf, const char *identity, const char *expected,
-                         char *out, size_t cap);
+void pol_verify_describe(long x509_error, X509 *cur, X509 *leaf, const char *identity, const char *expected, char *out,
+                         size_t cap);
 
 // pol_set_verify_name configures |ssl| to require |name| (a DNS name, or an IP literal
 // checked against IP SANs) in the server certificate.
@@ -118,7 +118,7 @@ int pol_set_verify_name(SSL *ssl, const char *name);
 // CertificateRequest lists them), or is one of them. Names compare as X.509 names
 // (X509_NAME_cmp on their canonical form: case and string type of attribute values do
 // not matter), not as bytes. Unparsable names are skipped.
-int pol_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) *chain, const STACK_OF(CRYPTO_BUFFER) *names);
+int pol_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) * chain, const STACK_OF(CRYPTO_BUFFER) * names);
 
 // pol_tls_version_parse turns "1.2"/"1.3" into TLS1_2_VERSION/TLS1_3_VERSION (0: bad).
 uint16_t pol_tls_version_parse(const char *s);

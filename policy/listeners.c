@@ -13,11 +13,16 @@
 #include "policy/loader.h"
 
 static const char *file_kind(mode_t m) {
-    if (S_ISREG(m)) return "regular file";
-    if (S_ISDIR(m)) return "directory";
-    if (S_ISLNK(m)) return "symbolic link";
-    if (S_ISFIFO(m)) return "FIFO";
-    if (S_ISCHR(m) || S_ISBLK(m)) return "device";
+    if (S_ISREG(m))
+        return "regular file";
+    if (S_ISDIR(m))
+        return "directory";
+    if (S_ISLNK(m))
+        return "symbolic link";
+    if (S_ISFIFO(m))
+        return "FIFO";
+    if (S_ISCHR(m) || S_ISBLK(m))
+        return "device";
     return "file that is not a socket";
 }
 
@@ -29,8 +34,10 @@ static void load_unix_address(loader *ld, const config_setting_t *g, const char 
     const config_setting_t *at = config_setting_get_member(g, "address");
     const char *p = address + 5;
     if (p[0] == '\0' || p[0] == '@') {
-        pol_ld_problem(ld, at, path, "expected \"unix:/path/to/socket\" (abstract names are not supported: "
-                                     "they have no permissions), found \"%s\"", address);
+        pol_ld_problem(ld, at, path,
+                       "expected \"unix:/path/to/socket\" (abstract names are not supported: "
+                       "they have no permissions), found \"%s\"",
+                       address);
         return;
     }
     l->unix_path = pol_ld_resolve_path(ld, p);
@@ -95,8 +102,9 @@ static void load_transparent(loader *ld, const config_setting_t *g, const char *
         } else if (config_setting_get_bool(tr)) {
             l->transparent = 1;
             if (other_kind) {
-                pol_ld_problem(ld, tr, path, "a transparent listener takes the destination from the connection: "
-                                             "remove protocols and forward");
+                pol_ld_problem(ld, tr, path,
+                               "a transparent listener takes the destination from the connection: "
+                               "remove protocols and forward");
             } else if (l->unix_path != NULL) {
                 pol_ld_problem(ld, tr, path, "only for an IP:port listener (netfilter redirects TCP)");
             }
@@ -130,8 +138,9 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
     const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", "listen", 0, &bad);
     if (list == NULL) {
         if (!bad) {
-            pol_ld_problem(ld, root, "listen", "at least one listener is required, e.g. listen = ( { name = "
-                                        "\"proxy\"; address = \"127.0.0.1:1080\"; } );");
+            pol_ld_problem(ld, root, "listen",
+                           "at least one listener is required, e.g. listen = ( { name = "
+                           "\"proxy\"; address = \"127.0.0.1:1080\"; } );");
         }
         return;
     }
@@ -142,8 +151,8 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
     }
     pol_config *cfg = ld->cfg;
     cfg->listeners = calloc((size_t)n, sizeof(*cfg->listeners));
-    static const char *const known[] = {"name", "address", "protocols", "forward", "mode", "owner", "group",
-                                        "transparent", "sniff", NULL};
+    static const char *const known[] = {"name",  "address", "protocols",   "forward", "mode",
+                                        "owner", "group",   "transparent", "sniff",   NULL};
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
         char prefix[64];
@@ -188,7 +197,7 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
             pol_ld_setting_path(path, sizeof(path), prefix, "address");
             if (!pol_parse_socket_address(address, &l->addr, &l->addr_len)) {
                 pol_ld_problem(ld, config_setting_get_member(g, "address"), path,
-                        "expected \"IPv4:port\", \"[IPv6]:port\" or \"unix:PATH\", found \"%s\"", address);
+                               "expected \"IPv4:port\", \"[IPv6]:port\" or \"unix:PATH\", found \"%s\"", address);
             }
             l->address_text = strdup(address);
         }
@@ -198,7 +207,7 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
             pol_ld_setting_path(path, sizeof(path), prefix, "forward");
             if (!gw_http_parse_authority(forward, strlen(forward), 0, host, &l->forward_port)) {
                 pol_ld_problem(ld, config_setting_get_member(g, "forward"), path,
-                        "expected \"host:port\" of the fixed destination, found \"%s\"", forward);
+                               "expected \"host:port\" of the fixed destination, found \"%s\"", forward);
             } else {
                 l->forward_host = strdup(host);
             }
@@ -247,7 +256,9 @@ void pol_ld_rule_listeners(loader *ld, const config_setting_t *g, const char *pr
     char path[96];
     pol_ld_setting_path(path, sizeof(path), prefix, "listener");
     int t = config_setting_type(s);
-    int n = t == CONFIG_TYPE_STRING ? 1 : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s) : -1;
+    int n = t == CONFIG_TYPE_STRING                             ? 1
+            : (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) ? config_setting_length(s)
+                                                                : -1;
     if (n <= 0) {
         pol_ld_problem(ld, s, path, "expected the name of a listener, or a list of them");
         return;

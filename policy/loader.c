@@ -49,14 +49,11 @@ size_t pol_errors_count_fatal(const pol_errors *errs) {
     return errs->len - errs->warnings;
 }
 
-
-
 int pol_ld_line_of(const config_setting_t *s) {
     return s ? (int)config_setting_source_line(s) : 0;
 }
 
-void pol_ld_problem(loader *ld, const config_setting_t *s, const char *setting, const char *fmt,
-                    ...) {
+void pol_ld_problem(loader *ld, const config_setting_t *s, const char *setting, const char *fmt, ...) {
     char msg[800];
     va_list ap;
     va_start(ap, fmt);
@@ -67,15 +64,23 @@ void pol_ld_problem(loader *ld, const config_setting_t *s, const char *setting, 
 
 static const char *type_name(int type) {
     switch (type) {
-        case CONFIG_TYPE_GROUP: return "a group { }";
+        case CONFIG_TYPE_GROUP:
+            return "a group { }";
         case CONFIG_TYPE_INT:
-        case CONFIG_TYPE_INT64: return "an integer";
-        case CONFIG_TYPE_FLOAT: return "a number";
-        case CONFIG_TYPE_STRING: return "a string";
-        case CONFIG_TYPE_BOOL: return "true/false";
-        case CONFIG_TYPE_ARRAY: return "an array [ ]";
-        case CONFIG_TYPE_LIST: return "a list ( )";
-        default: return "a value";
+        case CONFIG_TYPE_INT64:
+            return "an integer";
+        case CONFIG_TYPE_FLOAT:
+            return "a number";
+        case CONFIG_TYPE_STRING:
+            return "a string";
+        case CONFIG_TYPE_BOOL:
+            return "true/false";
+        case CONFIG_TYPE_ARRAY:
+            return "an array [ ]";
+        case CONFIG_TYPE_LIST:
+            return "a list ( )";
+        default:
+            return "a value";
     }
 }
 
@@ -103,8 +108,7 @@ static size_t edit_distance(const char *a, const char *b) {
     return prev[lb];
 }
 
-void pol_ld_check_members(loader *ld, const config_setting_t *group, const char *prefix,
-                          const char *const *known) {
+void pol_ld_check_members(loader *ld, const config_setting_t *group, const char *prefix, const char *const *known) {
     int n = config_setting_length(group);
     for (int i = 0; i < n; i++) {
         const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
@@ -157,16 +161,15 @@ int pol_ld_get_string(loader *ld, const config_setting_t *group, const char *pre
     char path[256];
     pol_ld_setting_path(path, sizeof(path), prefix, key);
     if (config_setting_type(s) != CONFIG_TYPE_STRING) {
-        pol_ld_problem(ld, s, path, "expected a string in double quotes, found %s",
-                type_name(config_setting_type(s)));
+        pol_ld_problem(ld, s, path, "expected a string in double quotes, found %s", type_name(config_setting_type(s)));
         return -1;
     }
     *out = config_setting_get_string(s);
     return 1;
 }
 
-int pol_ld_get_int(loader *ld, const config_setting_t *group, const char *prefix, const char *key,
-                   long long lo, long long hi, int *out) {
+int pol_ld_get_int(loader *ld, const config_setting_t *group, const char *prefix, const char *key, long long lo,
+                   long long hi, int *out) {
     const config_setting_t *s = config_setting_get_member(group, key);
     if (s == NULL) {
         return 0;
@@ -187,9 +190,8 @@ int pol_ld_get_int(loader *ld, const config_setting_t *group, const char *prefix
     return 1;
 }
 
-const config_setting_t *pol_ld_get_aggregate(loader *ld, const config_setting_t *group,
-                                             const char *prefix, const char *key, int want_group,
-                                             int *bad) {
+const config_setting_t *pol_ld_get_aggregate(loader *ld, const config_setting_t *group, const char *prefix,
+                                             const char *key, int want_group, int *bad) {
     const config_setting_t *s = config_setting_get_member(group, key);
     if (s == NULL) {
         return NULL;
@@ -200,7 +202,7 @@ const config_setting_t *pol_ld_get_aggregate(loader *ld, const config_setting_t 
     int ok = want_group ? t == CONFIG_TYPE_GROUP : (t == CONFIG_TYPE_LIST || t == CONFIG_TYPE_ARRAY);
     if (!ok) {
         pol_ld_problem(ld, s, path, "expected %s, found %s",
-                want_group ? "a group { ... }" : "a list ( ... ) or array [ ... ]", type_name(t));
+                       want_group ? "a group { ... }" : "a list ( ... ) or array [ ... ]", type_name(t));
         *bad = 1;
         return NULL;
     }
@@ -230,7 +232,7 @@ char *pol_ld_where_of(loader *ld, const config_setting_t *s) {
 // load_cidr_list reads the list of IP addresses / CIDRs |name| of |root| into |out|, or
 // |defaults| (|num_defaults| of them) when the setting is absent.
 void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name, const char *const *defaults,
-                           int num_defaults, pol_cidr **out, size_t *out_len) {
+                      int num_defaults, pol_cidr **out, size_t *out_len) {
     int bad = 0;
     const char *dot = strrchr(name, '.');
     const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", dot ? dot + 1 : name, 0, &bad);
@@ -239,14 +241,15 @@ void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name
     *out_len = 0;
     for (int i = 0; i < n; i++) {
         const config_setting_t *e = list ? config_setting_get_elem(list, (unsigned)i) : NULL;
-        const char *v = list ? (config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "")
-                             : defaults[i];
+        const char *v =
+            list ? (config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "") : defaults[i];
         pol_match m;
         char err[300];
         // A CIDR pattern without port is exactly what these lists take.
         if (!pol_match_parse(v, &m, err, sizeof(err)) || m.kind != POL_MATCH_CIDR || m.port_lo != 1 ||
             m.port_hi != 65535) {
-            pol_ld_problem(ld, e ? e : list, name, "expected an IP address or CIDR like \"127.0.0.0/8\", found \"%s\"", v);
+            pol_ld_problem(ld, e ? e : list, name, "expected an IP address or CIDR like \"127.0.0.0/8\", found \"%s\"",
+                           v);
             continue;
         }
         pol_cidr *c = &(*out)[(*out_len)++];

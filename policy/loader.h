@@ -18,24 +18,21 @@ typedef struct {
 // pol_ld_line_of is the line |s| is on (0 for none).
 int pol_ld_line_of(const config_setting_t *s);
 // pol_ld_problem adds "file:line: setting: message" for |s|.
-void pol_ld_problem(loader *ld, const config_setting_t *s, const char *setting, const char *fmt,
-                    ...) __attribute__((format(printf, 4, 5)));
+void pol_ld_problem(loader *ld, const config_setting_t *s, const char *setting, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 // pol_ld_check_members reports every member of |group| not in |known| (with a "did you
 // mean" when one is close).
-void pol_ld_check_members(loader *ld, const config_setting_t *group, const char *prefix,
-                          const char *const *known);
+void pol_ld_check_members(loader *ld, const config_setting_t *group, const char *prefix, const char *const *known);
 void pol_ld_setting_path(char *out, size_t cap, const char *prefix, const char *key);
 // pol_ld_get_string: 1 found (|*out| set), 0 absent, -1 wrong type (reported).
-int pol_ld_get_string(loader *ld, const config_setting_t *group, const char *prefix, const char *key,
-                      const char **out);
+int pol_ld_get_string(loader *ld, const config_setting_t *group, const char *prefix, const char *key, const char **out);
 // pol_ld_get_int: as get_string, for an integer from |lo| to |hi|.
-int pol_ld_get_int(loader *ld, const config_setting_t *group, const char *prefix, const char *key,
-                   long long lo, long long hi, int *out);
+int pol_ld_get_int(loader *ld, const config_setting_t *group, const char *prefix, const char *key, long long lo,
+                   long long hi, int *out);
 // pol_ld_get_aggregate returns the group (|want_group|) or list/array |key| of |group|, or
 // NULL when absent; a wrong type is reported and sets *|bad|.
-const config_setting_t *pol_ld_get_aggregate(loader *ld, const config_setting_t *group,
-                                             const char *prefix, const char *key, int want_group,
-                                             int *bad);
+const config_setting_t *pol_ld_get_aggregate(loader *ld, const config_setting_t *group, const char *prefix,
+                                             const char *key, int want_group, int *bad);
 // pol_ld_resolve_path makes |p| relative to the config file's folder (malloc'd).
 char *pol_ld_resolve_path(loader *ld, const char *p);
 // pol_ld_where_of returns "file:line" of |s| (malloc'd).

@@ -59,8 +59,7 @@ static int parse_cidr(const char *s, int family, pol_match *out, char *err, size
     memcpy(buf, s, alen);
     buf[alen] = '\0';
     if (inet_pton(family, buf, out->addr) != 1) {
-        snprintf(err, err_len, "a valid %s address, not \"%s\"", family == AF_INET ? "IPv4" : "IPv6",
-                 buf);
+        snprintf(err, err_len, "a valid %s address, not \"%s\"", family == AF_INET ? "IPv4" : "IPv6", buf);
         return 0;
     }
     int max = family == AF_INET ? 32 : 128;
@@ -81,8 +80,7 @@ static int parse_cidr(const char *s, int family, pol_match *out, char *err, size
     if (memcmp(masked, out->addr, bytes) != 0) {
         char net[64];
         inet_ntop(family, masked, net, sizeof(net));
-        snprintf(err, err_len, "a network address without host bits: did you mean %s/%d?", net,
-                 out->prefix_len);
+        snprintf(err, err_len, "a network address without host bits: did you mean %s/%d?", net, out->prefix_len);
         return 0;
     }
     out->family = family;
@@ -147,8 +145,10 @@ int pol_match_parse(const char *s, pol_match *out, char *err, size_t err_len) {
     }
     normalise_name(norm, name, nlen);
     if (pol_name_is_numeric(norm)) {
-        snprintf(err, err_len, "a host name or an IP address in dotted-quad form; \"%s\" ends in a numeric label, "
-                 "which no name does (a destination like it is refused)", host);
+        snprintf(err, err_len,
+                 "a host name or an IP address in dotted-quad form; \"%s\" ends in a numeric label, "
+                 "which no name does (a destination like it is refused)",
+                 host);
         return 0;
     }
     if (!gw_host_is_dns_name(norm)) {

@@ -17,9 +17,9 @@ typedef enum {
 
 typedef struct {
     pol_match_kind kind;
-    char host[256];       // HOST/SUFFIX: lower case, no trailing dot, no "*."
-    int family;           // CIDR: AF_INET or AF_INET6
-    uint8_t addr[16];     // CIDR: network address (host bits zero)
+    char host[256];    // HOST/SUFFIX: lower case, no trailing dot, no "*."
+    int family;        // CIDR: AF_INET or AF_INET6
+    uint8_t addr[16];  // CIDR: network address (host bits zero)
     int prefix_len;
     uint16_t port_lo, port_hi;  // 1..65535 when no port is given
 } pol_match;
@@ -31,7 +31,7 @@ int pol_match_parse(const char *s, pol_match *out, char *err, size_t err_len);
 // A destination, normalised: host lower case without trailing dot, or an IP literal.
 typedef struct {
     char host[256];
-    int family;       // 0 for a name, AF_INET/AF_INET6 for an IP literal
+    int family;  // 0 for a name, AF_INET/AF_INET6 for an IP literal
     uint8_t addr[16];
     uint16_t port;
 } pol_dest;

@@ -34,13 +34,13 @@ struct pol_p11 {
     char *module, *uri, *pin;
     int uid, gid;
     uint64_t id;
-    int control;         // our end of the signer's control socket; -1 when none
-    pid_t pid;           // the signer; 0 when none
-    uint64_t epoch;      // which signer: counts starts
+    int control;     // our end of the signer's control socket; -1 when none
+    pid_t pid;       // the signer; 0 when none
+    uint64_t epoch;  // which signer: counts starts
     uint32_t next_req;
-    char last_exit[120]; // how the signer of epoch - 1 (or this one, once reaped) ended
+    char last_exit[120];  // how the signer of epoch - 1 (or this one, once reaped) ended
     uint64_t exit_epoch;
-    pid_t exit_pid;      // the signer last_exit is about
+    pid_t exit_pid;  // the signer last_exit is about
     p11w_hello_ok info;
 };
 
@@ -72,11 +72,14 @@ int pol_p11_uri_parse(const char *uri, char **out_module, char **out_pin_file, c
     if (!ok) {
         snprintf(err, cap, "\"%s\" is not a PKCS#11 URI (RFC 7512): %s", uri, p11_kit_uri_message(r));
     } else if (p11_kit_uri_any_unrecognized(u)) {
-        snprintf(err, cap, "\"%s\": an attribute p11-kit does not know; expected token, object, id, serial, "
-                 "manufacturer, model, slot-id, type=private, module-path, pin-source", uri);
+        snprintf(err, cap,
+                 "\"%s\": an attribute p11-kit does not know; expected token, object, id, serial, "
+                 "manufacturer, model, slot-id, type=private, module-path, pin-source",
+                 uri);
         ok = 0;
     } else if (p11_kit_uri_get_pin_value(u) != NULL) {
-        snprintf(err, cap, "a PIN in the URI (pin-value) would be in the config for anyone who can read it: "
+        snprintf(err, cap,
+                 "a PIN in the URI (pin-value) would be in the config for anyone who can read it: "
                  "put it in a file (mode 0600) named by key_password_file or pin-source");
         ok = 0;
     } else if (p11_kit_uri_get_attribute(u, CKA_LABEL) == NULL && p11_kit_uri_get_attribute(u, CKA_ID) == NULL) {
@@ -235,7 +238,8 @@ size_t pol_p11_reap_retired(void) {
             g_retired[i] = g_retired[--g_num_retired];
             continue;
         }
-        long ms = (now.tv_sec - g_retired[i].since.tv_sec) * 1000 + (now.tv_nsec - g_retired[i].since.tv_nsec) / 1000000;
+        long ms =
+            (now.tv_sec - g_retired[i].since.tv_sec) * 1000 + (now.tv_nsec - g_retired[i].since.tv_nsec) / 1000000;
         if (ms >= RETIRE_GRACE_MS) {
             kill(g_retired[i].pid, SIGKILL);  // reaped at the next tick
         }
@@ -406,8 +410,8 @@ static int ensure_running(pol_p11 *k, char *err, size_t cap) {
     return ok;
 }
 
-pol_p11 *pol_p11_open(const char *module, const char *uri, const char *pin, int uid, int gid, uint32_t flags,
-                      char *err, size_t cap) {
+pol_p11 *pol_p11_open(const char *module, const char *uri, const char *pin, int uid, int gid, uint32_t flags, char *err,
+                      size_t cap) {
     pol_p11 *k = calloc(1, sizeof(*k));
     if (k == NULL || (k->module = strdup(module)) == NULL || (k->uri = strdup(uri)) == NULL ||
         (pin != NULL && (k->pin = strdup(pin)) == NULL)) {
@@ -495,8 +499,8 @@ static int request(pol_p11 *k, uint32_t type, uint32_t arg, const void *in, size
     return ok;
 }
 
-int pol_p11_sign(pol_p11 *k, uint32_t mech, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len,
-                 size_t cap, int timeout_ms, char *err, size_t err_cap) {
+int pol_p11_sign(pol_p11 *k, uint32_t mech, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len, size_t cap,
+                 int timeout_ms, char *err, size_t err_cap) {
     return request(k, P11W_SIGN, mech, in, in_len, out, out_len, cap, timeout_ms, err, err_cap);
 }
 
@@ -586,9 +590,10 @@ int pol_p11_prepare(uint16_t sigalg, const uint8_t *in, size_t in_len, uint8_t *
         *out_mech = P11W_MECH_ECDSA;
     } else if (type == EVP_PKEY_RSA && SSL_is_signature_algorithm_rsa_pss(sigalg)) {
         int nid = EVP_MD_type(md);
-        *out_mech = nid == NID_sha256 ? P11W_MECH_PSS_SHA256
+        *out_mech = nid == NID_sha256   ? P11W_MECH_PSS_SHA256
                     : nid == NID_sha384 ? P11W_MECH_PSS_SHA384
-                    : nid == NID_sha512 ? P11W_MECH_PSS_SHA512 : 0;
+                    : nid == NID_sha512 ? P11W_MECH_PSS_SHA512
+                                        : 0;
         if (*out_mech == 0) {
             return 0;
         }

@@ -33,8 +33,8 @@ void pol_p11_uri_describe(const char *uri, char *out, size_t cap);
 // NULL), running as |uid|/|gid| when this process is root (-1: as this process), and
 // waits for its answer. |flags| are P11W_HELLO_* (P11W_HELLO_NO_KEY for key generation).
 // Returns NULL with the reason in |err| (a wrong PIN, no such token or key, ...).
-pol_p11 *pol_p11_open(const char *module, const char *uri, const char *pin, int uid, int gid, uint32_t flags,
-                      char *err, size_t cap);
+pol_p11 *pol_p11_open(const char *module, const char *uri, const char *pin, int uid, int gid, uint32_t flags, char *err,
+                      size_t cap);
 // pol_p11_free ends the signer and frees |k| (NULL is fine).
 void pol_p11_free(pol_p11 *k);
 
@@ -46,8 +46,8 @@ uint64_t pol_p11_id(const pol_p11 *k);
 // pol_p11_sign signs |in| with mechanism |mech| (P11W_MECH_*) on the control socket and
 // waits up to |timeout_ms|: for checks and commands, never on a worker's loop. The raw
 // signature (r || s for ECDSA) goes to |out|. Returns 1, or 0 with words in |err|.
-int pol_p11_sign(pol_p11 *k, uint32_t mech, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len,
-                 size_t cap, int timeout_ms, char *err, size_t err_cap);
+int pol_p11_sign(pol_p11 *k, uint32_t mech, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len, size_t cap,
+                 int timeout_ms, char *err, size_t err_cap);
 
 // pol_p11_keygen generates a key pair |kind| (P11W_KEY_*) labelled |label| (id |id_hex|,
 // or a random one when empty) on the token; the signer then signs with it. The public key

@@ -48,17 +48,17 @@ enum { P11W_HAS_ECDSA = 1, P11W_HAS_RSA_PKCS = 2, P11W_HAS_RSA_PSS = 4 };
 
 // Errors of our own (beside CKR_* values, which are below 0x80000000).
 enum {
-    P11W_ERR_MODULE = 0x80000001u,   // the module does not load
+    P11W_ERR_MODULE = 0x80000001u,  // the module does not load
     P11W_ERR_NO_TOKEN = 0x80000002u,
     P11W_ERR_NO_KEY = 0x80000003u,
-    P11W_ERR_EXISTS = 0x80000004u,   // KEYGEN: the object exists
-    P11W_ERR_BAD = 0x80000005u,      // malformed request, URI or state
-    P11W_ERR_LOGIN = 0x80000006u,    // an earlier login failed: not retried (a PIN has few tries)
+    P11W_ERR_EXISTS = 0x80000004u,  // KEYGEN: the object exists
+    P11W_ERR_BAD = 0x80000005u,     // malformed request, URI or state
+    P11W_ERR_LOGIN = 0x80000006u,   // an earlier login failed: not retried (a PIN has few tries)
 };
 
 typedef struct {
     uint32_t type;
-    uint32_t id;   // the requester's; echoed in the reply
+    uint32_t id;  // the requester's; echoed in the reply
     uint32_t arg;
     uint32_t len;  // payload bytes after the head
 } p11w_head;

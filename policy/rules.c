@@ -41,8 +41,7 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n) {
     return gw_hash_bytes(GW_HASH_INIT, p, n);
 }
 
-static int list_push(entry_list *l, const pol_match *m, uint32_t rule, const pol_callers *callers,
-                     uint64_t listeners) {
+static int list_push(entry_list *l, const pol_match *m, uint32_t rule, const pol_callers *callers, uint64_t listeners) {
     if (l->len == l->cap) {
         uint32_t cap = l->cap ? l->cap * 2 : 2;
         entry *v = realloc(l->v, cap * sizeof(*v));

@@ -29,7 +29,9 @@ static int unhex(const char *s, size_t len, uint8_t *out, size_t cap, size_t *ou
         int v = 0;
         for (int k = 0; k < 2; k++) {
             char c = s[i + (size_t)k];
-            int d = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10 : -1;
+            int d = c >= '0' && c <= '9'                     ? c - '0'
+                    : (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
+                                                             : -1;
             if (d < 0) {
                 return 0;
             }
@@ -96,8 +98,8 @@ static int parse_line(const char *p, pol_user *user) {
         }
         // A power of two from 2^10, memory (128 * N * r * p bytes) within the cap: a
         // hostile or mistyped line cannot make every check allocate gigabytes.
-        return user->n >= 1024 && (user->n & (user->n - 1)) == 0 && user->r >= 1 && user->r <= 32 &&
-               user->p >= 1 && user->p <= 16 && 128 * user->n * user->r * user->p <= POL_SCRYPT_MAX_MEM;
+        return user->n >= 1024 && (user->n & (user->n - 1)) == 0 && user->r >= 1 && user->r <= 32 && user->p >= 1 &&
+               user->p <= 16 && 128 * user->n * user->r * user->p <= POL_SCRYPT_MAX_MEM;
     }
     return 0;
 }

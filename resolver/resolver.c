@@ -69,10 +69,14 @@ void res_library_cleanup(void) {
 
 const char *res_status_text(res_status s) {
     switch (s) {
-        case RES_OK: return "ok";
-        case RES_NOT_FOUND: return "no such name or no address";
-        case RES_TIMEOUT: return "DNS timeout";
-        default: return "DNS failure";
+        case RES_OK:
+            return "ok";
+        case RES_NOT_FOUND:
+            return "no such name or no address";
+        case RES_TIMEOUT:
+            return "DNS timeout";
+        default:
+            return "DNS failure";
     }
 }
 

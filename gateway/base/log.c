@@ -3,8 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +62,8 @@ static int open_access(const char *path) {
         }
         return -1;
     }
-    if (S_ISREG(st.st_mode) && (st.st_nlink != 1 || (st.st_uid != geteuid() && st.st_uid != 0 && st.st_uid != g_allowed_owner))) {
+    if (S_ISREG(st.st_mode) &&
+        (st.st_nlink != 1 || (st.st_uid != geteuid() && st.st_uid != 0 && st.st_uid != g_allowed_owner))) {
         close(fd);
         errno = EPERM;
         return -1;
@@ -177,8 +178,7 @@ void gw_log(gw_log_level level, const char *fmt, ...) {
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (atomic_load(&g_format) == GW_LOG_JSON) {
-        n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts,
-                             level_names[level]);
+        n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_names[level]);
         n += gw_json_string(line + n, sizeof(line) - n - 2, msg);
         line[n++] = '}';
     } else {
@@ -232,7 +232,6 @@ size_t gw_logfmt_value(char *out, size_t cap, const char *v) {
     out[n] = '\0';
     return n;
 }
-
 
 static size_t put_str(char *line, size_t n, size_t cap, const char *key, const char *v, int json) {
     if (n + 64 >= cap) {

@@ -32,8 +32,7 @@ void gw_log(gw_log_level level, const char *fmt, ...) __attribute__((format(prin
 // An access-log record. Strings may be NULL (logged as "-"); numbers < 0 are "-".
 typedef struct {
     int64_t caller;  // uid of the local caller; < 0: not known
-    const char *client, *listener, *proto, *dest, *rule, *action, *identity, *upstream, *sni,
-        *tls, *result, *reason;
+    const char *client, *listener, *proto, *dest, *rule, *action, *identity, *upstream, *sni, *tls, *result, *reason;
     int resumed;  // -1: no TLS
     int64_t dns_ms, connect_ms, handshake_ms, duration_ms;
     uint64_t up_bytes, down_bytes;

@@ -214,8 +214,7 @@ void gw_loop_defer_free(gw_loop *loop, void (*free_fn)(void *), void *ptr) {
 
 static void run_timers(gw_loop *loop) {
     uint64_t seq_limit = loop->timer_seq;
-    while (loop->heap_len > 0 && loop->heap[0]->deadline_ms <= loop->now_ms &&
-           loop->heap[0]->seq < seq_limit) {
+    while (loop->heap_len > 0 && loop->heap[0]->deadline_ms <= loop->now_ms && loop->heap[0]->seq < seq_limit) {
         gw_timer *t = loop->heap[0];
         gw_timer_stop(loop, t);
         t->fn(loop, t);

@@ -1,13 +1,13 @@
 #include "gateway/base/netutil.h"
 
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 void gw_format_addr(const struct sockaddr *sa, char *out, size_t len) {

@@ -1,12 +1,12 @@
 #include "gateway/base/peer.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <poll.h>
 #include <string.h>
 #include <unistd.h>
@@ -106,8 +106,7 @@ typedef struct {
 size_t gw_sockdiag_build(uint8_t *buf, size_t cap, uint32_t seq, const struct sockaddr *client,
                          const struct sockaddr *server) {
     endpoint c, s;
-    if (cap < sizeof(diag_request) || !endpoint_of(client, &c) || !endpoint_of(server, &s) ||
-        c.family != s.family) {
+    if (cap < sizeof(diag_request) || !endpoint_of(client, &c) || !endpoint_of(server, &s) || c.family != s.family) {
         return 0;
     }
     diag_request r;
@@ -215,8 +214,8 @@ int gw_sockdiag_parse(const uint8_t *buf, size_t len, uint32_t seq, const struct
     }
 }
 
-int gw_sockdiag_owner(gw_sockdiag *d, const struct sockaddr *client, const struct sockaddr *server,
-                      int wait_ms, uint32_t *uid) {
+int gw_sockdiag_owner(gw_sockdiag *d, const struct sockaddr *client, const struct sockaddr *server, int wait_ms,
+                      uint32_t *uid) {
     uint8_t req[sizeof(diag_request)];
     if (d->fd < 0) {
         return GW_SOCKDIAG_ERROR;
@@ -269,8 +268,7 @@ int gw_sockdiag_selftest(gw_sockdiag *d, uint32_t expect_uid) {
     socklen_t al = sizeof(a), pl = sizeof(peer), ml = sizeof(me);
     uint32_t uid = GW_CALLER_NONE;
     if (l >= 0 && bind(l, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(l, 1) == 0 &&
-        getsockname(l, (struct sockaddr *)&a, &al) == 0 &&
-        (c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0 &&
+        getsockname(l, (struct sockaddr *)&a, &al) == 0 && (c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0 &&
         connect(c, (struct sockaddr *)&a, sizeof(a)) == 0 &&
         (s = accept4(l, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC)) >= 0 &&
         getsockname(s, (struct sockaddr *)&me, &ml) == 0) {

@@ -58,8 +58,8 @@ int gw_sockdiag_parse(const uint8_t *buf, size_t len, uint32_t seq, const struct
 
 // gw_sockdiag_owner asks for the owner of the client's socket and waits for the answer
 // at most |wait_ms| (the kernel answers during the send; the wait is a bound, not a cost).
-int gw_sockdiag_owner(gw_sockdiag *d, const struct sockaddr *client, const struct sockaddr *server,
-                      int wait_ms, uint32_t *uid);
+int gw_sockdiag_owner(gw_sockdiag *d, const struct sockaddr *client, const struct sockaddr *server, int wait_ms,
+                      uint32_t *uid);
 
 // gw_sockdiag_selftest makes a loopback connection and looks up its client socket, which
 // must come back owned by |expect_uid| (our effective uid). 0: lookups do not work here

@@ -21,6 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ares.h>
+#include <grp.h>
+#include <libconfig.h>
+#include <openssl/crypto.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include "gateway/base/loop.h"
 #include "gateway/base/netutil.h"
 #include "gateway/report.h"
@@ -29,19 +36,12 @@
 #include "policy/identity.h"
 #include "policy/users.h"
 #include "resolver/resolver.h"
-#include <ares.h>
-#include <libconfig.h>
-#include <openssl/crypto.h>
-#include <signal.h>
-#include <grp.h>
-#include <pwd.h>
-#include <sys/resource.h>
 
 #include "gateway/admin.h"
 #include "gateway/base/hash.h"
+#include "gateway/base/log.h"
 #include "gateway/proto/http.h"
 #include "gateway/tunnel/metrics.h"
-#include "gateway/base/log.h"
 #include "gateway/tunnel/tunnel.h"
 #include "gateway/worker.h"
 #include "policy/config.h"
@@ -76,8 +76,8 @@ int gw_cmd_check(int argc, char **argv) {
     if (cfg == NULL) {
         return 1;
     }
-    printf("configuration OK: %zu listeners, %zu identities, %zu rules\n", cfg->num_listeners,
-           cfg->num_identities, cfg->num_rules);
+    printf("configuration OK: %zu listeners, %zu identities, %zu rules\n", cfg->num_listeners, cfg->num_identities,
+           cfg->num_rules);
     pol_config_unref(cfg);
     return 0;
 }
@@ -213,8 +213,8 @@ static int wait_fd(int fd, short events, int timeout_ms) {
 
 // handshake runs one connection to |sa| to its end: connect, handshake, the wait for the
 // server's verdict on our certificate. Returns 1 if the server accepted us.
-static int handshake(const pol_config *cfg, const pol_rule *r, const struct sockaddr *sa, socklen_t sl,
-                     const char *sni, const char *key, int print_details) {
+static int handshake(const pol_config *cfg, const pol_rule *r, const struct sockaddr *sa, socklen_t sl, const char *sni,
+                     const char *key, int print_details) {
     gw_upstream u;
     gw_upstream_init(&u);
     char reason[700];
@@ -310,7 +310,9 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
                 graced = 1;
                 int grace = elapsed + (cfg->limits.confirm_ms > 0 ? cfg->limits.confirm_ms / 4 : 250);
                 limit = grace < limit ? grace : limit;
-                why = "the server sent a session ticket and did not close (an HTTP server may still answer 400 to requests)";
+                why =
+                    "the server sent a session ticket and did not close (an HTTP server may still answer 400 to "
+                    "requests)";
             }
             if (elapsed >= limit) {
                 break;

@@ -140,8 +140,10 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
         printf("%s (%s)\n", id->spec.name, id->spec.where);
         if (id->p11 != NULL) {
             const p11w_hello_ok *info = pol_p11_info(id->p11);
-            printf("  ok       key matches certificate (%s): a test signature by the key \"%s\" in token \"%s\" "
-                   "verified with the certificate's public key\n", id->key_type, info->object, info->token);
+            printf(
+                "  ok       key matches certificate (%s): a test signature by the key \"%s\" in token \"%s\" "
+                "verified with the certificate's public key\n",
+                id->key_type, info->object, info->token);
         } else {
             printf("  ok       key matches certificate (%s)\n", id->key_type);
         }
@@ -154,8 +156,10 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
             printf("  PROBLEM  certificate not valid before %s\n", nb);
             p++;
         } else if (strcmp(status, "expiring") == 0) {
-            printf("  WARNING  certificate expires %s: %.1f days left (warn below %d days, or a third of a short lifetime)\n",
-                   na, days, o->warn_days);
+            printf(
+                "  WARNING  certificate expires %s: %.1f days left (warn below %d days, or a third of a short "
+                "lifetime)\n",
+                na, days, o->warn_days);
             w++;
         } else {
             printf("  ok       valid until %s (%.1f days left)\n", na, days);
@@ -298,7 +302,8 @@ static EVP_PKEY *public_key_from_token(int ec, const uint8_t *p, size_t len) {
         static const uint8_t p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
         static const uint8_t p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
         int nid = l1 == sizeof(p256) && memcmp(a, p256, l1) == 0   ? NID_X9_62_prime256v1
-                  : l1 == sizeof(p384) && memcmp(a, p384, l1) == 0 ? NID_secp384r1 : 0;
+                  : l1 == sizeof(p384) && memcmp(a, p384, l1) == 0 ? NID_secp384r1
+                                                                   : 0;
         // CKA_EC_POINT is the point inside a DER OCTET STRING (some tokens give it bare).
         CBS cbs, point;
         CBS_init(&cbs, b, l2);
@@ -341,21 +346,26 @@ static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **o
     uint32_t kind = strcmp(key_type, "ec-p256") == 0    ? P11W_KEY_EC_P256
                     : strcmp(key_type, "ec-p384") == 0  ? P11W_KEY_EC_P384
                     : strcmp(key_type, "rsa-2048") == 0 ? P11W_KEY_RSA_2048
-                    : strcmp(key_type, "rsa-3072") == 0 ? P11W_KEY_RSA_3072 : 0;
+                    : strcmp(key_type, "rsa-3072") == 0 ? P11W_KEY_RSA_3072
+                                                        : 0;
     char pin[256] = "";
     *out_rc = 2;
     if (kind == 0) {
-        fprintf(stderr, "mtlsgw identity new: --key for a token must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not "
-                "\"%s\"\n", key_type);
+        fprintf(stderr,
+                "mtlsgw identity new: --key for a token must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not "
+                "\"%s\"\n",
+                key_type);
     } else if (!pol_p11_uri_parse(uri, &module, &pin_file, err, sizeof(err))) {
         fprintf(stderr, "mtlsgw identity new: --pkcs11: %s\n", err);
     } else if (!pol_p11_uri_object(uri, label, sizeof(label), id_hex, sizeof(id_hex)) || label[0] == '\0') {
         fprintf(stderr, "mtlsgw identity new: --pkcs11: name the new key with object=LABEL in the URI\n");
     } else if (module == NULL) {
-        fprintf(stderr, "mtlsgw identity new: --pkcs11: the URI needs module-path=/path/to/module.so, e.g. "
+        fprintf(stderr,
+                "mtlsgw identity new: --pkcs11: the URI needs module-path=/path/to/module.so, e.g. "
                 "?module-path=/usr/lib/softhsm/libsofthsm2.so\n");
     } else if (pin_file == NULL) {
-        fprintf(stderr, "mtlsgw identity new: --pkcs11: the URI needs pin-source=file:/path/to/pin (a file of mode "
+        fprintf(stderr,
+                "mtlsgw identity new: --pkcs11: the URI needs pin-source=file:/path/to/pin (a file of mode "
                 "0600 holding the token's user PIN)\n");
     } else {
         *out_rc = 1;
@@ -397,12 +407,13 @@ static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **o
 static int token_sign_req(X509_REQ **req, pol_p11 *token, EVP_PKEY *pub) {
     static const uint8_t ecdsa_sha256[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
     static const uint8_t ecdsa_sha384[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03};
-    static const uint8_t rsa_sha256[] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
-                                         0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00};
+    static const uint8_t rsa_sha256[] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
+                                         0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00};
     int ec = EVP_PKEY_id(pub) == EVP_PKEY_EC;
     int p384 = ec && EC_GROUP_get_curve_name(EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(pub))) == NID_secp384r1;
-    uint16_t sigalg = !ec ? SSL_SIGN_RSA_PKCS1_SHA256 : p384 ? SSL_SIGN_ECDSA_SECP384R1_SHA384
-                                                               : SSL_SIGN_ECDSA_SECP256R1_SHA256;
+    uint16_t sigalg = !ec    ? SSL_SIGN_RSA_PKCS1_SHA256
+                      : p384 ? SSL_SIGN_ECDSA_SECP384R1_SHA384
+                             : SSL_SIGN_ECDSA_SECP256R1_SHA256;
     const uint8_t *alg = !ec ? rsa_sha256 : p384 ? ecdsa_sha384 : ecdsa_sha256;
     size_t alg_len = !ec ? sizeof(rsa_sha256) : sizeof(ecdsa_sha256);
     uint8_t *tbs = NULL, tbs_sig[128], raw[1024], sig[1100];
@@ -411,8 +422,8 @@ static int token_sign_req(X509_REQ **req, pol_p11 *token, EVP_PKEY *pub) {
     char err[600];
     int tbs_len = i2d_re_X509_REQ_tbs(*req, &tbs);
     int ok = tbs_len > 0 && pol_p11_prepare(sigalg, tbs, (size_t)tbs_len, tbs_sig, &tbs_sig_len, &mech);
-    if (ok && !pol_p11_sign(token, mech, tbs_sig, tbs_sig_len, raw, &raw_len, sizeof(raw), POL_P11_SIGN_TIMEOUT_MS,
-                            err, sizeof(err))) {
+    if (ok && !pol_p11_sign(token, mech, tbs_sig, tbs_sig_len, raw, &raw_len, sizeof(raw), POL_P11_SIGN_TIMEOUT_MS, err,
+                            sizeof(err))) {
         fprintf(stderr, "mtlsgw identity new: the token did not sign the request: %s\n", err);
         ok = 0;
     }
@@ -449,7 +460,8 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
         return 2;
     }
     for (const char *p = name; *p; p++) {
-        if (!(*p == '-' || *p == '_' || *p == '.' || (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z'))) {
+        if (!(*p == '-' || *p == '_' || *p == '.' || (*p >= '0' && *p <= '9') ||
+              ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z'))) {
             fprintf(stderr, "mtlsgw identity new: NAME may hold letters, digits, '-', '_' and '.', not \"%s\"\n", name);
             return 2;
         }
@@ -490,7 +502,8 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
         pkey = generate_key(key_type);
     }
     if (pkey == NULL) {
-        fprintf(stderr, "mtlsgw identity new: --key must be ec-p256, ec-p384, rsa-2048, rsa-3072 or ed25519, not \"%s\"\n",
+        fprintf(stderr,
+                "mtlsgw identity new: --key must be ec-p256, ec-p384, rsa-2048, rsa-3072 or ed25519, not \"%s\"\n",
                 key_type);
         rc = 2;
         goto out;
@@ -501,7 +514,8 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
     if (o->san != NULL) {
         X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, o->san);
         if (ext == NULL) {
-            fprintf(stderr, "mtlsgw identity new: --san must look like \"DNS:ops.example.com,IP:10.0.0.1\", not \"%s\"\n",
+            fprintf(stderr,
+                    "mtlsgw identity new: --san must look like \"DNS:ops.example.com,IP:10.0.0.1\", not \"%s\"\n",
                     o->san);
             rc = 2;
             goto out;
@@ -541,13 +555,14 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
         printf("private key  on the token: %s  (%s, generated there, not extractable: it never leaves the token)\n",
                o->pkcs11, key_type);
         printf("request      %s  (signed by the token)\n\n", csr_path);
-        printf("Next steps:\n"
-               "  1. Send %s to the CA that the remote side trusts, e.g.\n"
-               "       openssl x509 -req -in %s -CA client-ca.crt -CAkey client-ca.key -days 30 -out %s/%s.crt\n"
-               "  2. Add the identity (module and PIN file from the URI, or pkcs11_module and key_password_file):\n"
-               "       { name = \"%s\"; certificate = \"%s/%s.crt\"; key = \"%s\"; trust = \"server-ca.crt\"; }\n"
-               "  3. mtlsgw identity check -c FILE %s, then reload (SIGHUP).\n",
-               csr_path, csr_path, o->out, name, name, o->out, name, o->pkcs11, name);
+        printf(
+            "Next steps:\n"
+            "  1. Send %s to the CA that the remote side trusts, e.g.\n"
+            "       openssl x509 -req -in %s -CA client-ca.crt -CAkey client-ca.key -days 30 -out %s/%s.crt\n"
+            "  2. Add the identity (module and PIN file from the URI, or pkcs11_module and key_password_file):\n"
+            "       { name = \"%s\"; certificate = \"%s/%s.crt\"; key = \"%s\"; trust = \"server-ca.crt\"; }\n"
+            "  3. mtlsgw identity check -c FILE %s, then reload (SIGHUP).\n",
+            csr_path, csr_path, o->out, name, name, o->out, name, o->pkcs11, name);
         rc = 0;
         goto out;
     }
@@ -572,16 +587,17 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
     }
     printf("private key  %s  (%s, mode 0600: it never leaves this machine)\n", key_path, key_type);
     printf("request      %s\n\n", csr_path);
-    printf("Next steps:\n"
-           "  1. Send %s to the CA that the remote side trusts (its ssl_client_certificate).\n"
-           "     With the openssl CA of the README, for example:\n"
-           "       openssl x509 -req -in %s -CA client-ca.crt -CAkey client-ca.key \\\n"
-           "         -days 30 -copy_extensions copy -out %s/%s.crt\n"
-           "  2. Add the identity to the config and point a rule at it:\n"
-           "       { name = \"%s\"; certificate = \"%s/%s.crt\"; key = \"%s\"; trust = \"server-ca.crt\"; }\n"
-           "  3. mtlsgw identity check -c FILE %s, then reload (SIGHUP). A rotated pair\n"
-           "     written over the same files is picked up without a signal.\n",
-           csr_path, csr_path, o->out, name, name, o->out, name, key_path, name);
+    printf(
+        "Next steps:\n"
+        "  1. Send %s to the CA that the remote side trusts (its ssl_client_certificate).\n"
+        "     With the openssl CA of the README, for example:\n"
+        "       openssl x509 -req -in %s -CA client-ca.crt -CAkey client-ca.key \\\n"
+        "         -days 30 -copy_extensions copy -out %s/%s.crt\n"
+        "  2. Add the identity to the config and point a rule at it:\n"
+        "       { name = \"%s\"; certificate = \"%s/%s.crt\"; key = \"%s\"; trust = \"server-ca.crt\"; }\n"
+        "  3. mtlsgw identity check -c FILE %s, then reload (SIGHUP). A rotated pair\n"
+        "     written over the same files is picked up without a signal.\n",
+        csr_path, csr_path, o->out, name, name, o->out, name, key_path, name);
     rc = 0;
 out:
     if (rc == 1 && !said) {
@@ -611,7 +627,8 @@ static const char identity_usage[] =
     "new    a new private key (mode 0600) and a certificate signing request for your CA;\n"
     "       with --pkcs11 the key pair is generated on a PKCS#11 token (it never leaves it) and\n"
     "       the request is signed there: the URI names the new object and its module and PIN,\n"
-    "       pkcs11:token=gw;object=app1?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mtlsgw/ids/gw.pin\n"
+    "       "
+    "pkcs11:token=gw;object=app1?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mtlsgw/ids/gw.pin\n"
     "       (an object of that label or id on the token is refused)\n";
 
 int gw_cmd_identity(int argc, char **argv) {
@@ -635,10 +652,11 @@ int gw_cmd_identity(int argc, char **argv) {
         return 2;
     }
     int list = strcmp(sub, "list") == 0;
-    gw_cmd_parse(argc - 1, argv + 1,
-                 GW_OPT_CONFIG | GW_OPT_WARN_DAYS | (list ? GW_OPT_JSON : GW_OPT_STRICT), identity_usage, &o);
+    gw_cmd_parse(argc - 1, argv + 1, GW_OPT_CONFIG | GW_OPT_WARN_DAYS | (list ? GW_OPT_JSON : GW_OPT_STRICT),
+                 identity_usage, &o);
     if (o.num_args > (list ? 0 : 1)) {
-        fprintf(stderr, "mtlsgw identity %s: unexpected argument \"%s\"\n\n%s", sub, o.args[list ? 0 : 1], identity_usage);
+        fprintf(stderr, "mtlsgw identity %s: unexpected argument \"%s\"\n\n%s", sub, o.args[list ? 0 : 1],
+                identity_usage);
         return 2;
     }
     pol_config *cfg = gw_load_or_report(o.config);

@@ -33,14 +33,20 @@
 // ---- options ----
 
 void gw_cmd_parse(int argc, char **argv, unsigned allowed, const char *usage, gw_cmd_opts *o) {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},   {"help", no_argument, NULL, 'h'},
-        {"json", no_argument, NULL, 'j'},           {"strict", no_argument, NULL, 's'},
-        {"warn-days", required_argument, NULL, 'w'}, {"connect", no_argument, NULL, 'C'},
-        {"subject", required_argument, NULL, 'S'},  {"san", required_argument, NULL, 'A'},
-        {"key", required_argument, NULL, 'k'},      {"out", required_argument, NULL, 'o'},
-        {"caller", required_argument, NULL, 'u'},   {"pkcs11", required_argument, NULL, 'P'},
-        {"listener", required_argument, NULL, 'L'}, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"strict", no_argument, NULL, 's'},
+                                         {"warn-days", required_argument, NULL, 'w'},
+                                         {"connect", no_argument, NULL, 'C'},
+                                         {"subject", required_argument, NULL, 'S'},
+                                         {"san", required_argument, NULL, 'A'},
+                                         {"key", required_argument, NULL, 'k'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"caller", required_argument, NULL, 'u'},
+                                         {"pkcs11", required_argument, NULL, 'P'},
+                                         {"listener", required_argument, NULL, 'L'},
+                                         {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof(*o));
     o->warn_days = 14;
     optind = 1;
@@ -48,18 +54,42 @@ void gw_cmd_parse(int argc, char **argv, unsigned allowed, const char *usage, gw
     while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
         unsigned bit = 0;
         switch (c) {
-            case 'h': fputs(usage, stdout); exit(0);
-            case 'c': bit = GW_OPT_CONFIG, o->config = optarg; break;
-            case 'j': bit = GW_OPT_JSON, o->json = 1; break;
-            case 's': bit = GW_OPT_STRICT, o->strict = 1; break;
-            case 'C': bit = GW_OPT_CONNECT, o->connect = 1; break;
-            case 'S': bit = GW_OPT_SUBJECT, o->subject = optarg; break;
-            case 'A': bit = GW_OPT_SAN, o->san = optarg; break;
-            case 'k': bit = GW_OPT_KEY, o->key = optarg; break;
-            case 'o': bit = GW_OPT_OUT, o->out = optarg; break;
-            case 'u': bit = GW_OPT_CALLER, o->caller = optarg; break;
-            case 'P': bit = GW_OPT_PKCS11, o->pkcs11 = optarg; break;
-            case 'L': bit = GW_OPT_LISTENER, o->listener = optarg; break;
+            case 'h':
+                fputs(usage, stdout);
+                exit(0);
+            case 'c':
+                bit = GW_OPT_CONFIG, o->config = optarg;
+                break;
+            case 'j':
+                bit = GW_OPT_JSON, o->json = 1;
+                break;
+            case 's':
+                bit = GW_OPT_STRICT, o->strict = 1;
+                break;
+            case 'C':
+                bit = GW_OPT_CONNECT, o->connect = 1;
+                break;
+            case 'S':
+                bit = GW_OPT_SUBJECT, o->subject = optarg;
+                break;
+            case 'A':
+                bit = GW_OPT_SAN, o->san = optarg;
+                break;
+            case 'k':
+                bit = GW_OPT_KEY, o->key = optarg;
+                break;
+            case 'o':
+                bit = GW_OPT_OUT, o->out = optarg;
+                break;
+            case 'u':
+                bit = GW_OPT_CALLER, o->caller = optarg;
+                break;
+            case 'P':
+                bit = GW_OPT_PKCS11, o->pkcs11 = optarg;
+                break;
+            case 'L':
+                bit = GW_OPT_LISTENER, o->listener = optarg;
+                break;
             case 'w': {
                 char *end;
                 long v = strtol(optarg, &end, 10);
@@ -70,7 +100,9 @@ void gw_cmd_parse(int argc, char **argv, unsigned allowed, const char *usage, gw
                 bit = GW_OPT_WARN_DAYS, o->warn_days = (int)v;
                 break;
             }
-            default: fputs(usage, stderr); exit(2);
+            default:
+                fputs(usage, stderr);
+                exit(2);
         }
         if (!(allowed & bit)) {
             fprintf(stderr, "mtlsgw %s: option %s is not used here\n\n%s", argv[0], argv[optind - 1], usage);

@@ -74,7 +74,8 @@ int gw_cmd_passwd(int argc, char **argv) {
     int ok = pol_users_make_line(o.args[0], pass, len, line, sizeof(line));
     OPENSSL_cleanse(pass, sizeof(pass));
     if (!ok) {
-        fprintf(stderr, "mtlsgw passwd: \"%s\" is not a valid user name (1 to 255 bytes, no spaces or ':')\n", o.args[0]);
+        fprintf(stderr, "mtlsgw passwd: \"%s\" is not a valid user name (1 to 255 bytes, no spaces or ':')\n",
+                o.args[0]);
         return 2;
     }
     fputs(line, stdout);

@@ -5,15 +5,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <libconfig.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <grp.h>
-#include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -22,13 +22,13 @@
 
 #include "gateway/admin.h"
 #include "gateway/base/hash.h"
+#include "gateway/base/log.h"
+#include "gateway/base/netutil.h"
 #include "gateway/cli/commands.h"
 #include "gateway/proto/http.h"
 #include "gateway/tunnel/metrics.h"
-#include "gateway/base/log.h"
-#include "gateway/base/netutil.h"
-#include "gateway/upstream/sesscache.h"
 #include "gateway/tunnel/tunnel.h"
+#include "gateway/upstream/sesscache.h"
 #include "gateway/upstream/upstream.h"
 #include "gateway/worker.h"
 #include "policy/config.h"
@@ -160,8 +160,8 @@ static uint64_t identity_files_signature(const pol_config *cfg) {
     uint64_t h = GW_HASH_INIT;
     for (size_t i = 0; i < cfg->num_identities; i++) {
         const pol_identity_spec *sp = &cfg->identities[i]->spec;
-        const char *files[] = {sp->certificate, sp->key, sp->key_password_file, sp->pkcs12,
-                               sp->pkcs12_password_file, sp->trust, sp->crl};
+        const char *files[] = {sp->certificate, sp->key, sp->key_password_file, sp->pkcs12, sp->pkcs12_password_file,
+                               sp->trust,       sp->crl};
         for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
             struct stat st;
             if (files[f] == NULL) {
@@ -170,8 +170,8 @@ static uint64_t identity_files_signature(const pol_config *cfg) {
             if (stat(files[f], &st) != 0) {
                 memset(&st, 0, sizeof(st));
             }
-            uint64_t v[] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size,
-                            (uint64_t)st.st_mtim.tv_sec, (uint64_t)st.st_mtim.tv_nsec};
+            uint64_t v[] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino, (uint64_t)st.st_size, (uint64_t)st.st_mtim.tv_sec,
+                            (uint64_t)st.st_mtim.tv_nsec};
             h = gw_hash_bytes(h, v, sizeof(v));
         }
     }
@@ -308,7 +308,8 @@ static void free_retired(void) {
     pthread_mutex_unlock(&g_retire_lock);
     while (list != NULL) {
         pol_config *next = list->retired_next;
-        gw_log(GW_LOG_DEBUG, "freed snapshot generation %llu (retired by a worker)", (unsigned long long)list->generation);
+        gw_log(GW_LOG_DEBUG, "freed snapshot generation %llu (retired by a worker)",
+               (unsigned long long)list->generation);
         pol_config_free(list);
         list = next;
     }
@@ -329,8 +330,8 @@ int gw_cmd_run(int argc, char **argv) {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGUSR1);
-    sigaddset(&set, SIGUSR2);  // a snapshot retired by another thread: free it
-    sigaddset(&set, SIGCHLD);  // a PKCS#11 signer ended: reap it
+    sigaddset(&set, SIGUSR2);                // a snapshot retired by another thread: free it
+    sigaddset(&set, SIGCHLD);                // a PKCS#11 signer ended: reap it
     pthread_sigmask(SIG_BLOCK, &set, NULL);  // workers inherit the mask; this thread waits
     g_supervisor = pthread_self();
     pol_config_set_retirer(retire_to_supervisor);
@@ -364,8 +365,10 @@ int gw_cmd_run(int argc, char **argv) {
     }
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);  // setuid may have made us dumpable again (fs.suid_dumpable)
     if (!gw_upstream_set_mark(cfg->upstream_mark)) {
-        gw_log(GW_LOG_ERROR, "upstream_mark: cannot set SO_MARK 0x%x on upstream sockets: %s (it needs "
-               "CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17+: with systemd, AmbientCapabilities=CAP_NET_ADMIN; or exclude the gateway "
+        gw_log(GW_LOG_ERROR,
+               "upstream_mark: cannot set SO_MARK 0x%x on upstream sockets: %s (it needs "
+               "CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17+: with systemd, AmbientCapabilities=CAP_NET_ADMIN; or "
+               "exclude the gateway "
                "from the redirect by its user, meta skuid, and leave upstream_mark unset)",
                (unsigned)cfg->upstream_mark, strerror(errno));
         remove_unix_sockets(cfg);

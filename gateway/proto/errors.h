@@ -7,13 +7,13 @@
 
 typedef enum {
     GW_ERR_NONE = 0,
-    GW_ERR_DENIED,           // a deny rule matched
-    GW_ERR_NO_RULE,          // no rule matched: default deny
-    GW_ERR_NOT_ALLOWED,      // client address not in `allow`
-    GW_ERR_ADDRESS_DENIED,   // every address to connect to is in deny_addresses
-    GW_ERR_DNS,              // no such name / no address
+    GW_ERR_DENIED,          // a deny rule matched
+    GW_ERR_NO_RULE,         // no rule matched: default deny
+    GW_ERR_NOT_ALLOWED,     // client address not in `allow`
+    GW_ERR_ADDRESS_DENIED,  // every address to connect to is in deny_addresses
+    GW_ERR_DNS,             // no such name / no address
     GW_ERR_DNS_TIMEOUT,
-    GW_ERR_REFUSED,          // TCP RST on connect
+    GW_ERR_REFUSED,  // TCP RST on connect
     GW_ERR_NET_UNREACHABLE,
     GW_ERR_HOST_UNREACHABLE,
     GW_ERR_CONNECT_TIMEOUT,
@@ -24,7 +24,7 @@ typedef enum {
     GW_ERR_TLS_PROTOCOL,     // any other TLS failure
     GW_ERR_BAD_COMMAND,      // SOCKS BIND/UDP ASSOCIATE, HTTP method we do not proxy
     GW_ERR_BAD_ADDRESS_TYPE,
-    GW_ERR_BAD_REQUEST,      // malformed request
+    GW_ERR_BAD_REQUEST,  // malformed request
     GW_ERR_HEADER_TOO_LARGE,
     GW_ERR_AUTH,             // proxy authentication failed
     GW_ERR_LIMIT,            // max_connections reached

@@ -3,8 +3,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define MAX_CHUNK_LINE 4096    // chunk size plus extensions
-#define MAX_TRAILERS 16384     // all trailer lines together
+#define MAX_CHUNK_LINE 4096  // chunk size plus extensions
+#define MAX_TRAILERS 16384   // all trailer lines together
 #define MAX_LENGTH (1ull << 62)
 
 // ---- header helpers ----
@@ -169,17 +169,17 @@ int gw_h1_keep_alive(const gw_http_header *headers, size_t num_headers, int mino
 // ---- chunked bodies ----
 
 enum {
-    CH_SIZE,      // hex digits of the chunk size
-    CH_SIZE_WS,   // whitespace after the size, before ';' or CR
-    CH_EXT,       // chunk extensions, up to CR
-    CH_SIZE_LF,   // LF ending the size line
-    CH_DATA,      // |remaining| data bytes
-    CH_DATA_CR,   // CR after the data
-    CH_DATA_LF,   // LF after the data
-    CH_TRAILER,   // start of a trailer line (or of the final CRLF)
+    CH_SIZE,     // hex digits of the chunk size
+    CH_SIZE_WS,  // whitespace after the size, before ';' or CR
+    CH_EXT,      // chunk extensions, up to CR
+    CH_SIZE_LF,  // LF ending the size line
+    CH_DATA,     // |remaining| data bytes
+    CH_DATA_CR,  // CR after the data
+    CH_DATA_LF,  // LF after the data
+    CH_TRAILER,  // start of a trailer line (or of the final CRLF)
     CH_TRAILER_LINE,
     CH_TRAILER_LF,
-    CH_LAST_LF,   // LF of the final CRLF
+    CH_LAST_LF,  // LF of the final CRLF
     CH_DONE,
 };
 
@@ -375,8 +375,8 @@ static void puts_(writer *w, const char *s) {
 }
 
 static int is_hop_by_hop(const char *name, size_t len) {
-    static const char *const hop[] = {"Connection", "Keep-Alive", "Proxy-Connection", "TE",
-                                      "Upgrade", "Proxy-Authorization", "Proxy-Authenticate", "Trailer"};
+    static const char *const hop[] = {"Connection", "Keep-Alive",          "Proxy-Connection",   "TE",
+                                      "Upgrade",    "Proxy-Authorization", "Proxy-Authenticate", "Trailer"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
         if (gw_http_token_eq(name, len, hop[i])) {
             return 1;
@@ -449,8 +449,8 @@ size_t gw_h1_write_request(const gw_http_request *req, const char *path, size_t 
     return w.overflow ? 0 : w.len;
 }
 
-size_t gw_h1_write_response(const gw_http_response *resp, int client_minor, int keep_alive, int dechunk,
-                            char *out, size_t cap) {
+size_t gw_h1_write_response(const gw_http_response *resp, int client_minor, int keep_alive, int dechunk, char *out,
+                            size_t cap) {
     writer w = {out, cap, 0, 0};
     char status[16];
     memcpy(status, client_minor ? "HTTP/1.1 " : "HTTP/1.0 ", 9);

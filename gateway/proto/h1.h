@@ -32,8 +32,7 @@ const char *gw_h1_request_body(const gw_http_request *req, gw_body *out_body);
 // gw_h1_response_body decides how the body of |resp| is framed for a request whose
 // method was HEAD if |request_was_head|. 1xx, 204 and 304 have no body. Returns NULL, or
 // the reason the response cannot be passed on (502).
-const char *gw_h1_response_body(const gw_http_response *resp, int request_was_head,
-                                gw_body *out_body);
+const char *gw_h1_response_body(const gw_http_response *resp, int request_was_head, gw_body *out_body);
 
 // gw_h1_keep_alive says whether the sender of a message with these headers keeps the
 // connection open afterwards: HTTP/1.1 unless "close" is among the Connection (or
@@ -70,9 +69,8 @@ long gw_chunked_decode(gw_chunked *c, const uint8_t *p, size_t len, uint8_t *out
 // bare Proxy header (httpoxy), and those named in Connection;
 // "Connection: close" when |close| is set. Returns the head's length, or 0 if it does
 // not fit in |cap| bytes.
-size_t gw_h1_write_request(const gw_http_request *req, const char *path, size_t path_len,
-                           const char *authority, size_t authority_len, int close, char *out,
-                           size_t cap);
+size_t gw_h1_write_request(const gw_http_request *req, const char *path, size_t path_len, const char *authority,
+                           size_t authority_len, int close, char *out, size_t cap);
 
 // gw_h1_write_response writes the head of |resp| for a client speaking HTTP/1.|client_minor|:
 // the status line in that version, the end-to-end headers (a Content-Length next to
@@ -81,8 +79,8 @@ size_t gw_h1_write_request(const gw_http_request *req, const char *path, size_t 
 // |dechunk| Transfer-Encoding is dropped too: the body goes out without its chunked
 // framing, ended by the close (for an HTTP/1.0 client; |keep_alive| must then be 0).
 // Returns the length, or 0 if it does not fit.
-size_t gw_h1_write_response(const gw_http_response *resp, int client_minor, int keep_alive, int dechunk,
-                            char *out, size_t cap);
+size_t gw_h1_write_response(const gw_http_response *resp, int client_minor, int keep_alive, int dechunk, char *out,
+                            size_t cap);
 
 // gw_h1_head_complete says whether |len| bytes at |buf| may hold a whole head (a CRLF
 // CRLF, or a bare LF the parser will refuse), looking only at bytes from |*scanned|

@@ -9,8 +9,8 @@ int gw_host_is_valid(const char *name, size_t len) {
     }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)name[i];
-        if (c <= ' ' || c >= 0x7f || c == '/' || c == '\\' || c == '@' || c == '%' || c == '?' ||
-            c == '#' || c == '"' || c == '\'') {
+        if (c <= ' ' || c >= 0x7f || c == '/' || c == '\\' || c == '@' || c == '%' || c == '?' || c == '#' ||
+            c == '"' || c == '\'') {
             return 0;
         }
     }

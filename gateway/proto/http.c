@@ -23,8 +23,7 @@ int gw_http_token_eq(const char *s, size_t len, const char *lit) {
     return strlen(lit) == len && strncasecmp(s, lit, len) == 0;
 }
 
-const gw_http_header *gw_http_find_header(const gw_http_header *headers, size_t n,
-                                          const char *name) {
+const gw_http_header *gw_http_find_header(const gw_http_header *headers, size_t n, const char *name) {
     for (size_t i = 0; i < n; i++) {
         if (gw_http_token_eq(headers[i].name, headers[i].name_len, name)) {
             return &headers[i];
@@ -63,8 +62,8 @@ static int parse_version(const char *s, size_t len, int *out_minor) {
 }
 
 // parse_headers parses header lines starting at |p| until the empty line.
-static gw_http_status parse_headers(const char *buf, size_t len, size_t p, gw_http_header *headers,
-                                    size_t *out_n, size_t *out_head_len) {
+static gw_http_status parse_headers(const char *buf, size_t len, size_t p, gw_http_header *headers, size_t *out_n,
+                                    size_t *out_head_len) {
     size_t n = 0;
     for (;;) {
         long eol = find_crlf(buf, len, p);
@@ -155,8 +154,7 @@ gw_http_status gw_http_parse_request(const char *buf, size_t len, gw_http_reques
     if (v == 0) {
         return GW_HTTP_ERR_VERSION;
     }
-    return parse_headers(buf, len, e + 2, out_req->headers, &out_req->num_headers,
-                         &out_req->head_len);
+    return parse_headers(buf, len, e + 2, out_req->headers, &out_req->num_headers, &out_req->head_len);
 }
 
 gw_http_status gw_http_parse_response(const char *buf, size_t len, gw_http_response *out_resp) {
@@ -165,9 +163,8 @@ gw_http_status gw_http_parse_response(const char *buf, size_t len, gw_http_respo
         return GW_HTTP_ERR_SYNTAX;
     }
     if (eol == -1) {
-        return len > 0 && (len > 5 ? memcmp(buf, "HTTP/", 5) : memcmp(buf, "HTTP/", len)) != 0
-                   ? GW_HTTP_ERR_SYNTAX
-                   : GW_HTTP_NEED_MORE;
+        return len > 0 && (len > 5 ? memcmp(buf, "HTTP/", 5) : memcmp(buf, "HTTP/", len)) != 0 ? GW_HTTP_ERR_SYNTAX
+                                                                                               : GW_HTTP_NEED_MORE;
     }
     size_t e = (size_t)eol;
     if (e < 12 || buf[8] != ' ') {
@@ -177,8 +174,8 @@ gw_http_status gw_http_parse_response(const char *buf, size_t len, gw_http_respo
     if (v <= 0) {
         return v < 0 ? GW_HTTP_ERR_SYNTAX : GW_HTTP_ERR_VERSION;
     }
-    if (!isdigit((unsigned char)buf[9]) || !isdigit((unsigned char)buf[10]) ||
-        !isdigit((unsigned char)buf[11]) || (e > 12 && buf[12] != ' ')) {
+    if (!isdigit((unsigned char)buf[9]) || !isdigit((unsigned char)buf[10]) || !isdigit((unsigned char)buf[11]) ||
+        (e > 12 && buf[12] != ' ')) {
         return GW_HTTP_ERR_SYNTAX;
     }
     out_resp->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
@@ -192,8 +189,7 @@ gw_http_status gw_http_parse_response(const char *buf, size_t len, gw_http_respo
             return GW_HTTP_ERR_SYNTAX;
         }
     }
-    return parse_headers(buf, len, e + 2, out_resp->headers, &out_resp->num_headers,
-                         &out_resp->head_len);
+    return parse_headers(buf, len, e + 2, out_resp->headers, &out_resp->num_headers, &out_resp->head_len);
 }
 
 int gw_parse_port(const char *s, size_t len, uint16_t *out_port) {
@@ -214,8 +210,7 @@ int gw_parse_port(const char *s, size_t len, uint16_t *out_port) {
     return 1;
 }
 
-int gw_http_parse_authority(const char *s, size_t len, uint16_t default_port, char *out_host,
-                            uint16_t *out_port) {
+int gw_http_parse_authority(const char *s, size_t len, uint16_t default_port, char *out_host, uint16_t *out_port) {
     const char *host;
     size_t hlen;
     const char *rest;
@@ -253,8 +248,8 @@ int gw_http_parse_authority(const char *s, size_t len, uint16_t default_port, ch
     return 1;
 }
 
-int gw_http_parse_absolute_uri(const char *s, size_t len, char *out_scheme, char *out_host,
-                               uint16_t *out_port, const char **out_path, size_t *out_path_len) {
+int gw_http_parse_absolute_uri(const char *s, size_t len, char *out_scheme, char *out_host, uint16_t *out_port,
+                               const char **out_path, size_t *out_path_len) {
     size_t slen;
     uint16_t default_port;
     if (len >= 7 && strncasecmp(s, "http://", 7) == 0) {
@@ -294,8 +289,7 @@ int gw_http_basic_credentials(const char *value, size_t len, uint8_t *out, size_
         value++, len--;
     }
     size_t n = 0;
-    if (!EVP_DecodedLength(&n, len) || n > cap ||
-        !EVP_DecodeBase64(out, &n, cap, (const uint8_t *)value, len)) {
+    if (!EVP_DecodedLength(&n, len) || n > cap || !EVP_DecodeBase64(out, &n, cap, (const uint8_t *)value, len)) {
         return 0;
     }
     const uint8_t *colon = memchr(out, ':', n);

@@ -11,9 +11,9 @@
 typedef enum {
     GW_HTTP_OK = 0,
     GW_HTTP_NEED_MORE,
-    GW_HTTP_ERR_SYNTAX,       // 400: malformed request line or header
-    GW_HTTP_ERR_VERSION,      // 505: not HTTP/1.0 or HTTP/1.1
-    GW_HTTP_ERR_TOO_LARGE,    // 431: more headers than GW_HTTP_MAX_HEADERS
+    GW_HTTP_ERR_SYNTAX,     // 400: malformed request line or header
+    GW_HTTP_ERR_VERSION,    // 505: not HTTP/1.0 or HTTP/1.1
+    GW_HTTP_ERR_TOO_LARGE,  // 431: more headers than GW_HTTP_MAX_HEADERS
 } gw_http_status;
 
 typedef struct {
@@ -52,8 +52,7 @@ gw_http_status gw_http_parse_request(const char *buf, size_t len, gw_http_reques
 gw_http_status gw_http_parse_response(const char *buf, size_t len, gw_http_response *out_resp);
 
 // gw_http_find_header returns the first header named |name| (case-insensitive) or NULL.
-const gw_http_header *gw_http_find_header(const gw_http_header *headers, size_t n,
-                                          const char *name);
+const gw_http_header *gw_http_find_header(const gw_http_header *headers, size_t n, const char *name);
 
 // gw_http_token_eq compares |len| bytes at |s| with the NUL-terminated |lit| ignoring case.
 int gw_http_token_eq(const char *s, size_t len, const char *lit);
@@ -65,14 +64,13 @@ int gw_parse_port(const char *s, size_t len, uint16_t *out_port);
 // gw_http_parse_authority splits "host:port" or "[v6]:port" (|len| bytes) into
 // |out_host| (256 bytes, brackets removed) and |out_port|. |default_port| is used when
 // no port is given (0: a port is required). Returns 1 on success, 0 if malformed.
-int gw_http_parse_authority(const char *s, size_t len, uint16_t default_port, char *out_host,
-                            uint16_t *out_port);
+int gw_http_parse_authority(const char *s, size_t len, uint16_t default_port, char *out_host, uint16_t *out_port);
 
 // gw_http_parse_absolute_uri splits "scheme://authority/path?query". |out_scheme| gets
 // "http" or "https" (lower case, 8 bytes); |out_path| points at the path (or "" when
 // absent: the caller sends "/"). Userinfo ("user@") is refused. Returns 1 or 0.
-int gw_http_parse_absolute_uri(const char *s, size_t len, char *out_scheme, char *out_host,
-                               uint16_t *out_port, const char **out_path, size_t *out_path_len);
+int gw_http_parse_absolute_uri(const char *s, size_t len, char *out_scheme, char *out_host, uint16_t *out_port,
+                               const char **out_path, size_t *out_path_len);
 
 // gw_http_basic_credentials decodes a Proxy-Authorization value of the Basic scheme
 // ("Basic " then base64 of user:password) into |out| (|cap| bytes). Returns 1 with the

@@ -4,8 +4,7 @@
 #include <netinet/in.h>
 #include <string.h>
 
-gw_socks_status gw_socks5_parse_greeting(const uint8_t *buf, size_t len, size_t *out_consumed,
-                                         uint32_t *out_methods) {
+gw_socks_status gw_socks5_parse_greeting(const uint8_t *buf, size_t len, size_t *out_consumed, uint32_t *out_methods) {
     if (len < 1) {
         return GW_SOCKS_NEED_MORE;
     }
@@ -31,8 +30,8 @@ gw_socks_status gw_socks5_parse_greeting(const uint8_t *buf, size_t len, size_t 
     return GW_SOCKS_OK;
 }
 
-gw_socks_status gw_socks5_parse_userpass(const uint8_t *buf, size_t len, size_t *out_consumed,
-                                         char *out_user, char *out_pass) {
+gw_socks_status gw_socks5_parse_userpass(const uint8_t *buf, size_t len, size_t *out_consumed, char *out_user,
+                                         char *out_pass) {
     if (len < 1) {
         return GW_SOCKS_NEED_MORE;
     }
@@ -133,8 +132,8 @@ static long find_nul(const uint8_t *buf, size_t len, size_t from, size_t max) {
     return len - from > max ? -2 : -1;
 }
 
-gw_socks_status gw_socks4_parse_request(const uint8_t *buf, size_t len, size_t *out_consumed,
-                                        gw_socks_request *out_req, char *out_user) {
+gw_socks_status gw_socks4_parse_request(const uint8_t *buf, size_t len, size_t *out_consumed, gw_socks_request *out_req,
+                                        char *out_user) {
     if (len < 1) {
         return GW_SOCKS_NEED_MORE;
     }

@@ -7,17 +7,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gateway/proto/hostname.h"
 #include <sys/socket.h>
+#include "gateway/proto/hostname.h"
 
 typedef enum {
-    GW_SOCKS_OK = 0,           // one message parsed; *out_consumed bytes
-    GW_SOCKS_NEED_MORE,        // the message is not complete yet
-    GW_SOCKS_ERR_VERSION,      // wrong version byte
-    GW_SOCKS_ERR_COMMAND,      // well-formed, but not CONNECT (*out_consumed is valid)
-    GW_SOCKS_ERR_ADDRESS_TYPE, // unknown ATYP: the rest cannot be delimited
-    GW_SOCKS_ERR_NAME,         // empty name, or a name with bytes no host name has
-    GW_SOCKS_ERR_FORMAT,       // other malformed message (no methods, overlong field)
+    GW_SOCKS_OK = 0,            // one message parsed; *out_consumed bytes
+    GW_SOCKS_NEED_MORE,         // the message is not complete yet
+    GW_SOCKS_ERR_VERSION,       // wrong version byte
+    GW_SOCKS_ERR_COMMAND,       // well-formed, but not CONNECT (*out_consumed is valid)
+    GW_SOCKS_ERR_ADDRESS_TYPE,  // unknown ATYP: the rest cannot be delimited
+    GW_SOCKS_ERR_NAME,          // empty name, or a name with bytes no host name has
+    GW_SOCKS_ERR_FORMAT,        // other malformed message (no methods, overlong field)
 } gw_socks_status;
 
 #define GW_SOCKS5_ATYP_IPV4 0x01
@@ -39,13 +39,12 @@ typedef struct {
 
 // gw_socks5_parse_greeting parses VER NMETHODS METHODS. On OK, *out_methods has bit m
 // set for each offered method m < 8 (bit 8 for any method >= 8).
-gw_socks_status gw_socks5_parse_greeting(const uint8_t *buf, size_t len, size_t *out_consumed,
-                                         uint32_t *out_methods);
+gw_socks_status gw_socks5_parse_greeting(const uint8_t *buf, size_t len, size_t *out_consumed, uint32_t *out_methods);
 
 // gw_socks5_parse_userpass parses an RFC 1929 request into NUL-terminated |out_user| and
 // |out_pass| (each at least 256 bytes).
-gw_socks_status gw_socks5_parse_userpass(const uint8_t *buf, size_t len, size_t *out_consumed,
-                                         char *out_user, char *out_pass);
+gw_socks_status gw_socks5_parse_userpass(const uint8_t *buf, size_t len, size_t *out_consumed, char *out_user,
+                                         char *out_pass);
 
 // gw_socks5_parse_request parses VER CMD RSV ATYP DST.ADDR DST.PORT.
 gw_socks_status gw_socks5_parse_request(const uint8_t *buf, size_t len, size_t *out_consumed,
@@ -53,8 +52,8 @@ gw_socks_status gw_socks5_parse_request(const uint8_t *buf, size_t len, size_t *
 
 // gw_socks4_parse_request parses a SOCKS4 or SOCKS4a request (VN CD DSTPORT DSTIP USERID
 // NUL [HOST NUL]). |out_user| (256 bytes) receives USERID.
-gw_socks_status gw_socks4_parse_request(const uint8_t *buf, size_t len, size_t *out_consumed,
-                                        gw_socks_request *out_req, char *out_user);
+gw_socks_status gw_socks4_parse_request(const uint8_t *buf, size_t len, size_t *out_consumed, gw_socks_request *out_req,
+                                        char *out_user);
 
 // gw_socks5_encode_reply writes VER REP RSV ATYP BND.ADDR BND.PORT for |bound| (NULL or
 // an unknown family gives 0.0.0.0:0) into |out| (at least 22 bytes); returns the length.
@@ -62,6 +61,5 @@ size_t gw_socks5_encode_reply(uint8_t rep, const struct sockaddr *bound, uint8_t
 
 // gw_socks4_encode_reply writes the 8-byte SOCKS4 reply (VN=0, CD=|code|).
 size_t gw_socks4_encode_reply(uint8_t code, const struct sockaddr *bound, uint8_t *out);
-
 
 #endif

@@ -40,7 +40,7 @@ static uint32_t g_login_failed;  // CKR of a failed login: never retried
 static char g_login_error[700];
 static p11w_hello_ok g_info;
 static int g_always_authenticate;  // the key wants the PIN again for every signature (CKA_ALWAYS_AUTHENTICATE)
-static int g_dropped_uid = -1;  // the user the signer switched to (the gateway's `user`)
+static int g_dropped_uid = -1;     // the user the signer switched to (the gateway's `user`)
 
 typedef struct {
     p11w_head h;
@@ -71,24 +71,42 @@ static int send_error(int fd, uint32_t type, uint32_t id, uint32_t code, const c
 // ckr_text names the return values an operator may meet, in words.
 static const char *ckr_text(CK_RV rv) {
     switch (rv) {
-        case CKR_PIN_INCORRECT: return "wrong PIN (CKR_PIN_INCORRECT)";
-        case CKR_PIN_LOCKED: return "the PIN is locked after too many wrong tries (CKR_PIN_LOCKED): unlock it with the SO PIN";
-        case CKR_PIN_EXPIRED: return "the PIN has expired (CKR_PIN_EXPIRED)";
-        case CKR_PIN_LEN_RANGE: return "the PIN has a length the token does not take (CKR_PIN_LEN_RANGE)";
-        case CKR_USER_PIN_NOT_INITIALIZED: return "the token's user PIN is not set (CKR_USER_PIN_NOT_INITIALIZED)";
-        case CKR_TOKEN_NOT_PRESENT: return "the token is not present (CKR_TOKEN_NOT_PRESENT)";
-        case CKR_TOKEN_NOT_RECOGNIZED: return "the token is not recognized (CKR_TOKEN_NOT_RECOGNIZED)";
-        case CKR_DEVICE_REMOVED: return "the token was removed (CKR_DEVICE_REMOVED)";
-        case CKR_DEVICE_ERROR: return "device error (CKR_DEVICE_ERROR)";
-        case CKR_MECHANISM_INVALID: return "the token does not offer this mechanism (CKR_MECHANISM_INVALID)";
-        case CKR_KEY_TYPE_INCONSISTENT: return "the key does not fit the mechanism (CKR_KEY_TYPE_INCONSISTENT)";
-        case CKR_KEY_FUNCTION_NOT_PERMITTED: return "the key may not sign (CKR_KEY_FUNCTION_NOT_PERMITTED)";
-        case CKR_USER_NOT_LOGGED_IN: return "not logged in (CKR_USER_NOT_LOGGED_IN)";
-        case CKR_SESSION_HANDLE_INVALID: return "the session was closed (CKR_SESSION_HANDLE_INVALID)";
-        case CKR_DATA_LEN_RANGE: return "input of a length the key cannot sign (CKR_DATA_LEN_RANGE)";
-        case CKR_TOKEN_WRITE_PROTECTED: return "the token is write-protected (CKR_TOKEN_WRITE_PROTECTED)";
-        case CKR_TEMPLATE_INCONSISTENT: return "the token refused the key template (CKR_TEMPLATE_INCONSISTENT)";
-        case CKR_ATTRIBUTE_VALUE_INVALID: return "the token refused a key attribute (CKR_ATTRIBUTE_VALUE_INVALID)";
+        case CKR_PIN_INCORRECT:
+            return "wrong PIN (CKR_PIN_INCORRECT)";
+        case CKR_PIN_LOCKED:
+            return "the PIN is locked after too many wrong tries (CKR_PIN_LOCKED): unlock it with the SO PIN";
+        case CKR_PIN_EXPIRED:
+            return "the PIN has expired (CKR_PIN_EXPIRED)";
+        case CKR_PIN_LEN_RANGE:
+            return "the PIN has a length the token does not take (CKR_PIN_LEN_RANGE)";
+        case CKR_USER_PIN_NOT_INITIALIZED:
+            return "the token's user PIN is not set (CKR_USER_PIN_NOT_INITIALIZED)";
+        case CKR_TOKEN_NOT_PRESENT:
+            return "the token is not present (CKR_TOKEN_NOT_PRESENT)";
+        case CKR_TOKEN_NOT_RECOGNIZED:
+            return "the token is not recognized (CKR_TOKEN_NOT_RECOGNIZED)";
+        case CKR_DEVICE_REMOVED:
+            return "the token was removed (CKR_DEVICE_REMOVED)";
+        case CKR_DEVICE_ERROR:
+            return "device error (CKR_DEVICE_ERROR)";
+        case CKR_MECHANISM_INVALID:
+            return "the token does not offer this mechanism (CKR_MECHANISM_INVALID)";
+        case CKR_KEY_TYPE_INCONSISTENT:
+            return "the key does not fit the mechanism (CKR_KEY_TYPE_INCONSISTENT)";
+        case CKR_KEY_FUNCTION_NOT_PERMITTED:
+            return "the key may not sign (CKR_KEY_FUNCTION_NOT_PERMITTED)";
+        case CKR_USER_NOT_LOGGED_IN:
+            return "not logged in (CKR_USER_NOT_LOGGED_IN)";
+        case CKR_SESSION_HANDLE_INVALID:
+            return "the session was closed (CKR_SESSION_HANDLE_INVALID)";
+        case CKR_DATA_LEN_RANGE:
+            return "input of a length the key cannot sign (CKR_DATA_LEN_RANGE)";
+        case CKR_TOKEN_WRITE_PROTECTED:
+            return "the token is write-protected (CKR_TOKEN_WRITE_PROTECTED)";
+        case CKR_TEMPLATE_INCONSISTENT:
+            return "the token refused the key template (CKR_TEMPLATE_INCONSISTENT)";
+        case CKR_ATTRIBUTE_VALUE_INVALID:
+            return "the token refused a key attribute (CKR_ATTRIBUTE_VALUE_INVALID)";
         default: {
             static char buf[40];
             snprintf(buf, sizeof(buf), "PKCS#11 error 0x%lx", (unsigned long)rv);
@@ -206,8 +224,7 @@ static CK_RV login(char *err, size_t cap) {
         snprintf(err, cap, "cannot open a session on token \"%s\": %s", g_info.token, ckr_text(rv));
         return rv;
     }
-    rv = g_fl->C_Login(g_session, CKU_USER, g_have_pin ? (CK_UTF8CHAR *)g_pin : NULL,
-                       g_have_pin ? strlen(g_pin) : 0);
+    rv = g_fl->C_Login(g_session, CKU_USER, g_have_pin ? (CK_UTF8CHAR *)g_pin : NULL, g_have_pin ? strlen(g_pin) : 0);
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN) {
         return CKR_OK;
     }
@@ -258,8 +275,8 @@ static CK_RV find_key(char *err, size_t cap) {
         snprintf(err, cap, "no private key on token \"%s\" matches %s", g_info.token, want ? want : "the URI");
         result = P11W_ERR_NO_KEY;
     } else if (count > 1) {
-        snprintf(err, cap, "several private keys on token \"%s\" match %s: name one with object= or id=",
-                 g_info.token, want ? want : "the URI");
+        snprintf(err, cap, "several private keys on token \"%s\" match %s: name one with object= or id=", g_info.token,
+                 want ? want : "the URI");
         result = P11W_ERR_NO_KEY;
     }
     free(want);
@@ -270,7 +287,8 @@ static CK_RV find_key(char *err, size_t cap) {
     CK_KEY_TYPE kt = 0;
     CK_BBOOL always = CK_FALSE;
     unsigned char label[128];
-    CK_ATTRIBUTE get[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)}, {CKA_LABEL, label, sizeof(label)},
+    CK_ATTRIBUTE get[] = {{CKA_KEY_TYPE, &kt, sizeof(kt)},
+                          {CKA_LABEL, label, sizeof(label)},
                           {CKA_ALWAYS_AUTHENTICATE, &always, sizeof(always)}};
     if (g_fl->C_GetAttributeValue(g_session, g_key, get, 1) != CKR_OK) {
         snprintf(err, cap, "cannot read the key's type");
@@ -299,9 +317,10 @@ static void read_mechanisms(void) {
     CK_MECHANISM_TYPE *m = calloc(n, sizeof(*m));
     if (m != NULL && g_fl->C_GetMechanismList(g_slot, m, &n) == CKR_OK) {
         for (CK_ULONG i = 0; i < n; i++) {
-            g_info.mechs |= m[i] == CKM_ECDSA ? P11W_HAS_ECDSA
-                            : m[i] == CKM_RSA_PKCS ? P11W_HAS_RSA_PKCS
-                            : m[i] == CKM_RSA_PKCS_PSS ? P11W_HAS_RSA_PSS : 0;
+            g_info.mechs |= m[i] == CKM_ECDSA          ? P11W_HAS_ECDSA
+                            : m[i] == CKM_RSA_PKCS     ? P11W_HAS_RSA_PKCS
+                            : m[i] == CKM_RSA_PKCS_PSS ? P11W_HAS_RSA_PSS
+                                                       : 0;
         }
     }
     free(m);
@@ -389,12 +408,23 @@ static CK_RV sign_once(uint32_t mech, const uint8_t *in, size_t in_len, uint8_t 
     CK_RSA_PKCS_PSS_PARAMS pss = {0, 0, 0};
     CK_MECHANISM m = {0, NULL, 0};
     switch (mech) {
-        case P11W_MECH_ECDSA: m.mechanism = CKM_ECDSA; break;
-        case P11W_MECH_RSA_PKCS: m.mechanism = CKM_RSA_PKCS; break;
-        case P11W_MECH_PSS_SHA256: pss = (CK_RSA_PKCS_PSS_PARAMS){CKM_SHA256, CKG_MGF1_SHA256, 32}; break;
-        case P11W_MECH_PSS_SHA384: pss = (CK_RSA_PKCS_PSS_PARAMS){CKM_SHA384, CKG_MGF1_SHA384, 48}; break;
-        case P11W_MECH_PSS_SHA512: pss = (CK_RSA_PKCS_PSS_PARAMS){CKM_SHA512, CKG_MGF1_SHA512, 64}; break;
-        default: return CKR_MECHANISM_INVALID;
+        case P11W_MECH_ECDSA:
+            m.mechanism = CKM_ECDSA;
+            break;
+        case P11W_MECH_RSA_PKCS:
+            m.mechanism = CKM_RSA_PKCS;
+            break;
+        case P11W_MECH_PSS_SHA256:
+            pss = (CK_RSA_PKCS_PSS_PARAMS){CKM_SHA256, CKG_MGF1_SHA256, 32};
+            break;
+        case P11W_MECH_PSS_SHA384:
+            pss = (CK_RSA_PKCS_PSS_PARAMS){CKM_SHA384, CKG_MGF1_SHA384, 48};
+            break;
+        case P11W_MECH_PSS_SHA512:
+            pss = (CK_RSA_PKCS_PSS_PARAMS){CKM_SHA512, CKG_MGF1_SHA512, 64};
+            break;
+        default:
+            return CKR_MECHANISM_INVALID;
     }
     if (pss.hashAlg != 0) {
         m = (CK_MECHANISM){CKM_RSA_PKCS_PSS, &pss, sizeof(pss)};
@@ -500,8 +530,8 @@ static void keygen(const message *m) {
     CK_ATTRIBUTE by_label = {CKA_LABEL, (void *)label, strlen(label)};
     CK_ATTRIBUTE by_id = {CKA_ID, ckid, ckid_len};
     if (find_objects(&by_label, 1, found, 1) > 0) {
-        send_error(CONTROL_FD, P11W_KEYGEN, id, P11W_ERR_EXISTS, "an object labelled \"%s\" already exists on token \"%s\"",
-                   label, g_info.token);
+        send_error(CONTROL_FD, P11W_KEYGEN, id, P11W_ERR_EXISTS,
+                   "an object labelled \"%s\" already exists on token \"%s\"", label, g_info.token);
         return;
     }
     if (ckid_len > 0 && find_objects(&by_id, 1, found, 1) > 0) {
@@ -541,15 +571,14 @@ static void keygen(const message *m) {
         pub[n_pub++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, (void *)f4, sizeof(f4)};
     }
     CK_ATTRIBUTE priv[] = {
-        {CKA_TOKEN, &yes, sizeof(yes)},      {CKA_PRIVATE, &yes, sizeof(yes)},
-        {CKA_SENSITIVE, &yes, sizeof(yes)},  {CKA_EXTRACTABLE, &no, sizeof(no)},
-        {CKA_SIGN, &yes, sizeof(yes)},       {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_TOKEN, &yes, sizeof(yes)},     {CKA_PRIVATE, &yes, sizeof(yes)}, {CKA_SENSITIVE, &yes, sizeof(yes)},
+        {CKA_EXTRACTABLE, &no, sizeof(no)}, {CKA_SIGN, &yes, sizeof(yes)},    {CKA_LABEL, (void *)label, strlen(label)},
         {CKA_ID, ckid, ckid_len},
     };
     CK_MECHANISM mech = {ec ? CKM_EC_KEY_PAIR_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
     CK_OBJECT_HANDLE hpub, hpriv;
-    CK_RV rv = g_fl->C_GenerateKeyPair(g_session, &mech, pub, n_pub, priv, sizeof(priv) / sizeof(priv[0]), &hpub,
-                                       &hpriv);
+    CK_RV rv =
+        g_fl->C_GenerateKeyPair(g_session, &mech, pub, n_pub, priv, sizeof(priv) / sizeof(priv[0]), &hpub, &hpriv);
     if (rv != CKR_OK) {
         send_error(CONTROL_FD, P11W_KEYGEN, id, (uint32_t)rv, "key generation failed: %s", ckr_text(rv));
         return;

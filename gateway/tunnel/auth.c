@@ -62,8 +62,8 @@ tunnel_step tunnel_http_authorized(gw_tunnel *t, const gw_http_request *hr) {
     if (ok) {
         snprintf(name, sizeof(name), "%.*s", (int)(colon < sizeof(name) - 1 ? colon : sizeof(name) - 1),
                  (const char *)decoded);
-        ok = tunnel_check_credentials(t, (const char *)decoded, colon, (const char *)decoded + colon + 1,
-                                      n - colon - 1);
+        ok =
+            tunnel_check_credentials(t, (const char *)decoded, colon, (const char *)decoded + colon + 1, n - colon - 1);
         if (ok == 0) {
             ok = -3;  // a user and a password, not the right ones
         }

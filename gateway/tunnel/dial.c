@@ -54,13 +54,16 @@ tunnel_step tunnel_phase_route(gw_tunnel *t) {
         // Where the client was going, whatever name it sniffed to: no DNS. The server name
         // is the sniffed name (or the address).
         t->dial.connect_port = r->upstream_port ? r->upstream_port : port;
-        snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s", r->server_name ? r->server_name : t->dest.host);
+        snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s",
+                 r->server_name ? r->server_name : t->dest.host);
         t->t_phase = gw_monotonic_ms();
         return tunnel_transparent_route(t);
     }
-    snprintf(t->dial.connect_host, sizeof(t->dial.connect_host), "%s", r->upstream_host ? r->upstream_host : t->dest.host);
+    snprintf(t->dial.connect_host, sizeof(t->dial.connect_host), "%s",
+             r->upstream_host ? r->upstream_host : t->dest.host);
     t->dial.connect_port = r->upstream_port ? r->upstream_port : port;
-    snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s", r->server_name ? r->server_name : t->dial.connect_host);
+    snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s",
+             r->server_name ? r->server_name : t->dial.connect_host);
     t->state = T_RESOLVING;
     t->t_phase = gw_monotonic_ms();
     t->dial.resolved = 0;
@@ -161,8 +164,7 @@ tunnel_step tunnel_phase_connect_next(gw_tunnel *t) {
         tunnel_set_timer(t, (uint64_t)t->cfg->limits.connect_timeout_ms);
         return STEP_NEXT;
     }
-    return tunnel_fail(t, t->dial.last_connect_err, "%s",
-                       tunnel_reason_of(t) ? t->reason : "no address to connect to");
+    return tunnel_fail(t, t->dial.last_connect_err, "%s", tunnel_reason_of(t) ? t->reason : "no address to connect to");
 }
 
 // connect_failed gives up on the current address: the next one is tried.
@@ -188,7 +190,8 @@ static tunnel_step start_tls(gw_tunnel *t) {
     t->upstream.key_ready = on_key_ready;
     t->upstream.key_arg = t;
     char where[600];
-    snprintf(where, sizeof(where), "%s|%s|%s", t->upstream_text, t->dial.server_name, r->server_uri ? r->server_uri : "");
+    snprintf(where, sizeof(where), "%s|%s|%s", t->upstream_text, t->dial.server_name,
+             r->server_uri ? r->server_uri : "");
     if (!gw_upstream_tls_begin(&t->upstream, (const pol_identity *const *)r->identities, r->num_identities,
                                t->dial.server_name, r->server_uri, where, &t->host->pool)) {
         return tunnel_fail(t, GW_ERR_INTERNAL, "cannot create a TLS connection");

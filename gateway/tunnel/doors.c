@@ -65,9 +65,9 @@ tunnel_step tunnel_take_request_head(gw_tunnel *t, gw_buf *b, gw_http_request *h
         return tunnel_fail(t, GW_ERR_HEADER_TOO_LARGE, "request head is larger than header_max");
     }
     if (st != GW_HTTP_OK) {
-        return tunnel_fail(t, GW_ERR_BAD_REQUEST, "%s",
-                           st == GW_HTTP_ERR_VERSION ? "only HTTP/1.0 and HTTP/1.1 are supported"
-                                                     : "malformed HTTP request");
+        return tunnel_fail(
+            t, GW_ERR_BAD_REQUEST, "%s",
+            st == GW_HTTP_ERR_VERSION ? "only HTTP/1.0 and HTTP/1.1 are supported" : "malformed HTTP request");
     }
     t->front.head_scanned = 0;
     return STEP_NEXT;
@@ -90,9 +90,9 @@ tunnel_step tunnel_unadmitted(gw_tunnel *t) {
                            "(max_connections_per_client = %d)",
                            t->cfg->limits.max_connections_per_client);
     }
-    return tunnel_fail(t, t->admission, "%s",
-                       t->admission == GW_ERR_LIMIT ? "max_connections reached"
-                                                    : "client address is not in the allow list");
+    return tunnel_fail(
+        t, t->admission, "%s",
+        t->admission == GW_ERR_LIMIT ? "max_connections reached" : "client address is not in the allow list");
 }
 
 // ---- the first byte: which door ----
@@ -123,8 +123,7 @@ static int flush_nothing(gw_tunnel *t, gw_err err, const char *reason) {
     return 1;  // nothing to say: FIN once the client's bytes are drained
 }
 
-static void reply_nothing(gw_tunnel *t) {
-}
+static void reply_nothing(gw_tunnel *t) {}
 
 const tunnel_door door_detect = {"-", 0, detect_read, reply_nothing, flush_nothing};
 
@@ -180,8 +179,9 @@ static tunnel_step socks5_auth(gw_tunnel *t, const uint8_t *p, size_t len) {
         return tunnel_fail(t, GW_ERR_LIMIT, "too many proxy password checks waiting; try again");
     }
     if (!ok) {
-        return tunnel_fail(t, GW_ERR_AUTH, st == GW_SOCKS_OK ? "proxy authentication failed for user \"%.64s\""
-                                                             : "malformed SOCKS5 username/password request%.0s",
+        return tunnel_fail(t, GW_ERR_AUTH,
+                           st == GW_SOCKS_OK ? "proxy authentication failed for user \"%.64s\""
+                                             : "malformed SOCKS5 username/password request%.0s",
                            name);
     }
     consume(t, used);
@@ -269,8 +269,8 @@ static tunnel_step socks4_read(gw_tunnel *t) {
     size_t used = 0;
     gw_socks_request req;
     char user[256];
-    gw_socks_status st = gw_socks4_parse_request(t->to_up->data + t->to_up->start, gw_buf_len(t->to_up), &used, &req,
-                                                 user);
+    gw_socks_status st =
+        gw_socks4_parse_request(t->to_up->data + t->to_up->start, gw_buf_len(t->to_up), &used, &req, user);
     if (st == GW_SOCKS_NEED_MORE) {
         return STEP_WAIT;
     }
@@ -366,8 +366,8 @@ static int http_err(gw_tunnel *t, gw_err err, const char *reason) {
     body[body_len] = '\0';
     details[n] = '\0';
     char head[3 * REASON_MAX + 512];
-    int len = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n", info->http_status,
-                       gw_http_reason_phrase(info->http_status));
+    int len =
+        snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n", info->http_status, gw_http_reason_phrase(info->http_status));
     if (proxy_status != NULL) {
         len += snprintf(head + len, sizeof(head) - (size_t)len, "Proxy-Status: mtlsgw; error=%s; details=\"%s\"\r\n",
                         proxy_status, details);

@@ -122,7 +122,7 @@ static int http_move_request_body(gw_tunnel *t, tunnel_step *out) {
     long n = move_framed(t, &t->http.from_client, &t->to_up, &t->http.x.req_body, &t->http.x.req_chunks, 0, &done);
     if (n < 0) {
         *out = t->http.x.resp_sent ? reset_client(t, GW_RESULT_BAD_REQUEST, "malformed chunked request body")
-                                 : tunnel_fail(t, GW_ERR_BAD_REQUEST, "malformed chunked request body");
+                                   : tunnel_fail(t, GW_ERR_BAD_REQUEST, "malformed chunked request body");
         return -1;
     }
     if (done) {
@@ -143,7 +143,8 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     tunnel_clear_reason(t);
     // A new exchange record: from here on, a failure is this request's.
     t->http.x = (http_exchange){.req_phase = RQ_HEAD, .resp_phase = RS_HEAD};
-    snprintf(t->http.x.method, sizeof(t->http.x.method), "%.*s", (int)(hr->method_len > 20 ? 20 : hr->method_len), hr->method);
+    snprintf(t->http.x.method, sizeof(t->http.x.method), "%.*s", (int)(hr->method_len > 20 ? 20 : hr->method_len),
+             hr->method);
     if (t->cfg != t->host->cfg) {
         // Reloaded since the last request: each request is routed like a new tunnel, with
         // the current rules, identities and users (listeners are the same in every snapshot).
@@ -212,8 +213,9 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
         return tunnel_fail(t, GW_ERR_INTERNAL, "out of memory");
     }
     const char *authority = hr->target + strlen(scheme) + 3;
-    size_t n = gw_h1_write_request(hr, path, path_len, authority, (size_t)(path - authority), !t->http.x.client_keepalive,
-                                   (char *)t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
+    size_t n =
+        gw_h1_write_request(hr, path, path_len, authority, (size_t)(path - authority), !t->http.x.client_keepalive,
+                            (char *)t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
     if (n == 0) {
         return tunnel_fail(t, GW_ERR_HEADER_TOO_LARGE, "request head is too large once rewritten for the origin");
     }
@@ -420,13 +422,13 @@ tunnel_step tunnel_phase_http(gw_tunnel *t) {
         t->upstream_io.error = 0;
         return tunnel_http_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, e ? strerror(e) : "connection reset");
     }
-#define STEP(expr)                     \
-    do {                               \
-        int r_ = (expr);               \
-        if (r_ < 0) {                  \
-            return out;                \
-        }                              \
-        progress |= r_ > 0;            \
+#define STEP(expr)          \
+    do {                    \
+        int r_ = (expr);    \
+        if (r_ < 0) {       \
+            return out;     \
+        }                   \
+        progress |= r_ > 0; \
     } while (0)
     do {
         progress = 0;

@@ -23,14 +23,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/base/log.h"
+#include "gateway/base/netutil.h"
+#include "gateway/base/peer.h"
 #include "gateway/proto/h1.h"
 #include "gateway/proto/http.h"
-#include "gateway/base/log.h"
-#include "gateway/base/peer.h"
-#include "gateway/tunnel/metrics.h"
-#include "gateway/base/netutil.h"
-#include "gateway/tunnel/passcheck.h"
 #include "gateway/proto/socks.h"
+#include "gateway/tunnel/metrics.h"
+#include "gateway/tunnel/passcheck.h"
 #include "gateway/upstream/upstream.h"
 #include "policy/users.h"
 
@@ -104,7 +104,7 @@ typedef struct {
     unsigned resp_dechunk : 1;  // a chunked response for an HTTP/1.0 client: framing taken off
     unsigned reuse : 1;         // the request goes over the upstream kept from the last one
     char method[24];
-    int status;                 // the response's status (or our error reply's), for the access log
+    int status;  // the response's status (or our error reply's), for the access log
 } http_exchange;
 
 // Where a password check stands. A check runs off the loop; meanwhile the request stays
@@ -127,22 +127,21 @@ typedef struct tunnel_door {
     int (*reply_err)(gw_tunnel *t, gw_err err, const char *reason);
 } tunnel_door;
 
-extern const tunnel_door door_detect, door_socks5, door_socks4, door_connect, door_http, door_forward,
-    door_transparent;
+extern const tunnel_door door_detect, door_socks5, door_socks4, door_connect, door_http, door_forward, door_transparent;
 
 typedef struct {
     gw_watcher w;
-    unsigned readable : 1;  // the socket may have bytes (or TLS has decrypted bytes)
-    unsigned writable : 1;  // the socket may take bytes
-    unsigned eof : 1;       // this side will send nothing more
-    unsigned shut : 1;      // we sent FIN / close_notify toward this side
-    unsigned read_wants_write : 1;   // TLS read needs the socket writable
-    unsigned write_wants_read : 1;   // TLS write needs the socket readable
-    unsigned truncated : 1;          // upstream EOF without close_notify
-    unsigned write_dead : 1;         // writes toward this side failed: what it still sends goes on,
-                                     // what comes for it is dropped (nothing lost the other way)
-    unsigned error : 1;              // the socket reported an error (a reset) to the loop
-    unsigned hup : 1;                // the socket hung up both ways
+    unsigned readable : 1;          // the socket may have bytes (or TLS has decrypted bytes)
+    unsigned writable : 1;          // the socket may take bytes
+    unsigned eof : 1;               // this side will send nothing more
+    unsigned shut : 1;              // we sent FIN / close_notify toward this side
+    unsigned read_wants_write : 1;  // TLS read needs the socket writable
+    unsigned write_wants_read : 1;  // TLS write needs the socket readable
+    unsigned truncated : 1;         // upstream EOF without close_notify
+    unsigned write_dead : 1;        // writes toward this side failed: what it still sends goes on,
+                                    // what comes for it is dropped (nothing lost the other way)
+    unsigned error : 1;             // the socket reported an error (a reset) to the loop
+    unsigned hup : 1;               // the socket hung up both ways
 } side;
 
 struct gw_tunnel {
@@ -152,34 +151,34 @@ struct gw_tunnel {
     tunnel_state state;
     const tunnel_door *door;  // the client's protocol
     // The driver's records: what the event sources saw, and what a phase decided.
-    unsigned advancing : 1;   // tunnel_advance is running: an event only records itself
-    unsigned again : 1;       // an event came while advancing: run the phases once more
-    unsigned timed_out : 1;   // the phase's timer fired
-    gw_err fail_err;          // STEP_FAIL: the error to answer with (the reason is in reason)
-    tunnel_end_how end_how;   // STEP_CLOSE: how to close
-    gw_err admission;  // not admitted at accept (allow list, max_connections): the answer
-    unsigned share;    // its client's bucket + 1 in gw_share_counts (counted); 0: none
-    int share_full;    // admission GW_ERR_LIMIT because its client holds its whole share
-    int flush_reset;   // T_FLUSHING after an upstream failure: reset the client once all is delivered
-    int flush_linger;  // T_FLUSHING: wait for the client's close after FIN (ms); 0: the error reply's 2 s
-    int client_first;  // a plain stream's client closed before sending anything (a TCP probe)
+    unsigned advancing : 1;       // tunnel_advance is running: an event only records itself
+    unsigned again : 1;           // an event came while advancing: run the phases once more
+    unsigned timed_out : 1;       // the phase's timer fired
+    gw_err fail_err;              // STEP_FAIL: the error to answer with (the reason is in reason)
+    tunnel_end_how end_how;       // STEP_CLOSE: how to close
+    gw_err admission;             // not admitted at accept (allow list, max_connections): the answer
+    unsigned share;               // its client's bucket + 1 in gw_share_counts (counted); 0: none
+    int share_full;               // admission GW_ERR_LIMIT because its client holds its whole share
+    int flush_reset;              // T_FLUSHING after an upstream failure: reset the client once all is delivered
+    int flush_linger;             // T_FLUSHING: wait for the client's close after FIN (ms); 0: the error reply's 2 s
+    int client_first;             // a plain stream's client closed before sending anything (a TCP probe)
     side client_io, upstream_io;  // readiness and shutdown of each socket
     int client_fd;
     gw_upstream upstream;
-    gw_buf *to_up;    // read from the client, to be written upstream
-    gw_buf *to_down;  // read from upstream (or our replies), to be written to the client
+    gw_buf *to_up;         // read from the client, to be written upstream
+    gw_buf *to_down;       // read from upstream (or our replies), to be written to the client
     gw_timer timer;        // the current phase's deadline
     gw_timer yield_timer;  // continues a relay that yielded to other tunnels
     const pol_rule *rule;
-    pol_dest dest;         // what the client asked for
-    const char *user;      // the authenticated proxy user (owned by cfg->users), for the access log
-    uint32_t caller;       // the local user behind the client connection, or GW_CALLER_NONE
+    pol_dest dest;     // what the client asked for
+    const char *user;  // the authenticated proxy user (owned by cfg->users), for the access log
+    uint32_t caller;   // the local user behind the client connection, or GW_CALLER_NONE
     // front.c: reading the request.
     struct {
-        size_t head_scanned;          // how far an HTTP head was searched for its end
-        gw_passcheck_job *auth_job;   // a password check under way (off the loop)
-        uint8_t auth_state;           // AUTH_*: what the last check said, for the re-parse after it
-        const char *auth_user;        // the user that check was for
+        size_t head_scanned;         // how far an HTTP head was searched for its end
+        gw_passcheck_job *auth_job;  // a password check under way (off the loop)
+        uint8_t auth_state;          // AUTH_*: what the last check said, for the re-parse after it
+        const char *auth_user;       // the user that check was for
     } front;
     // dial.c: from the destination to an established upstream.
     struct {
@@ -209,10 +208,10 @@ struct gw_tunnel {
     // into the buffer toward the other side.
     struct {
         gw_buf *from_client, *from_up;
-        size_t resp_scanned;      // how far the response was searched for a complete head
-        unsigned http_idle : 1;   // between requests: nothing to log if the connection ends
-        uint64_t head_deadline;   // a later request head must be whole by then (loop ms); 0: none
-        http_exchange x;          // the current request and its response
+        size_t resp_scanned;     // how far the response was searched for a complete head
+        unsigned http_idle : 1;  // between requests: nothing to log if the connection ends
+        uint64_t head_deadline;  // a later request head must be whole by then (loop ms); 0: none
+        http_exchange x;         // the current request and its response
     } http;
     gw_tunnel *prev, *next;
 };

@@ -15,10 +15,11 @@
 #include "policy/identity.h"
 
 #define NUM_RESULTS GW_RESULT_COUNT  // every gw_result; NONE is shown as "other"
-#define NUM_ACTIONS 4  // deny, direct, mtls, none
+#define NUM_ACTIONS 4                // deny, direct, mtls, none
 
 // Handshake time buckets, in microseconds (the `le` labels are in seconds).
-static const uint64_t buckets_us[] = {1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000};
+static const uint64_t buckets_us[] = {1000,   2500,   5000,   10000,   25000,   50000,
+                                      100000, 250000, 500000, 1000000, 2500000, 5000000};
 static const char *const bucket_labels[] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
                                             "0.1",   "0.25",   "0.5",   "1",    "2.5",   "5"};
 #define NUM_BUCKETS (sizeof(buckets_us) / sizeof(buckets_us[0]))
@@ -170,28 +171,35 @@ void gw_metrics_worker_turn(int index, uint64_t micros) {
 
 char *gw_metrics_render(const pol_config *cfg, int active) {
     gw_strbuf b = {0};
-    gw_strbuf_printf(&b, "# HELP mtlsgw_connections_accepted_total Client connections accepted, per listener.\n"
-                         "# TYPE mtlsgw_connections_accepted_total counter\n");
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_connections_accepted_total Client connections accepted, per listener.\n"
+                     "# TYPE mtlsgw_connections_accepted_total counter\n");
     for (size_t i = 0; i < cfg->num_listeners && i < GW_METRICS_MAX_LISTENERS; i++) {
         gw_strbuf_printf(&b, "mtlsgw_connections_accepted_total{listener=\"");
         label_value(&b, cfg->listeners[i].name);
         gw_strbuf_printf(&b, "\"} %llu\n", GET(g.accepted[i]));
     }
-    gw_strbuf_printf(&b, "# HELP mtlsgw_tunnels_active Tunnels open now.\n# TYPE mtlsgw_tunnels_active gauge\n"
-                         "mtlsgw_tunnels_active %d\n", active);
-    gw_strbuf_printf(&b, "# HELP mtlsgw_worker_longest_turn_seconds The longest one turn of a worker's event loop took "
-                         "since start (a stall every tunnel of that worker waited out).\n"
-                         "# TYPE mtlsgw_worker_longest_turn_seconds gauge\n");
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_tunnels_active Tunnels open now.\n# TYPE mtlsgw_tunnels_active gauge\n"
+                     "mtlsgw_tunnels_active %d\n",
+                     active);
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_worker_longest_turn_seconds The longest one turn of a worker's event loop took "
+                     "since start (a stall every tunnel of that worker waited out).\n"
+                     "# TYPE mtlsgw_worker_longest_turn_seconds gauge\n");
     for (int i = 0; i < atomic_load(&g_num_workers); i++) {
         gw_strbuf_printf(&b, "mtlsgw_worker_longest_turn_seconds{worker=\"%d\"} %.6f\n", i,
                          (double)atomic_load_explicit(&g_worker_turn_us[i], memory_order_relaxed) / 1e6);
     }
-    gw_strbuf_printf(&b, "# HELP mtlsgw_relay_buffers 16 KiB relay buffers held by tunnels (in_use) and kept for reuse (free).\n"
-                         "# TYPE mtlsgw_relay_buffers gauge\nmtlsgw_relay_buffers{state=\"in_use\"} %ld\n"
-                         "mtlsgw_relay_buffers{state=\"free\"} %ld\n",
-                     atomic_load(&gw_buffers_in_use), atomic_load(&gw_buffers_free));
-    gw_strbuf_printf(&b, "# HELP mtlsgw_tunnels_total Finished tunnels (and http_proxy requests), per action and result.\n"
-                         "# TYPE mtlsgw_tunnels_total counter\n");
+    gw_strbuf_printf(
+        &b,
+        "# HELP mtlsgw_relay_buffers 16 KiB relay buffers held by tunnels (in_use) and kept for reuse (free).\n"
+        "# TYPE mtlsgw_relay_buffers gauge\nmtlsgw_relay_buffers{state=\"in_use\"} %ld\n"
+        "mtlsgw_relay_buffers{state=\"free\"} %ld\n",
+        atomic_load(&gw_buffers_in_use), atomic_load(&gw_buffers_free));
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_tunnels_total Finished tunnels (and http_proxy requests), per action and result.\n"
+                     "# TYPE mtlsgw_tunnels_total counter\n");
     static const char *const actions[NUM_ACTIONS] = {"deny", "direct", "mtls", "none"};
     for (size_t a = 0; a < NUM_ACTIONS; a++) {
         for (size_t r = 0; r < NUM_RESULTS; r++) {
@@ -202,30 +210,37 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
             }
         }
     }
-    gw_strbuf_printf(&b, "# HELP mtlsgw_bytes_total Bytes relayed: up (client to upstream) and down.\n"
-                         "# TYPE mtlsgw_bytes_total counter\n"
-                         "mtlsgw_bytes_total{direction=\"up\"} %llu\nmtlsgw_bytes_total{direction=\"down\"} %llu\n",
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_bytes_total Bytes relayed: up (client to upstream) and down.\n"
+                     "# TYPE mtlsgw_bytes_total counter\n"
+                     "mtlsgw_bytes_total{direction=\"up\"} %llu\nmtlsgw_bytes_total{direction=\"down\"} %llu\n",
                      GET(g.bytes_up), GET(g.bytes_down));
     static const char *const dns[GW_DNS_COUNT] = {"ok", "not_found", "timeout", "failed"};
-    gw_strbuf_printf(&b, "# HELP mtlsgw_dns_lookups_total Name lookups (cache and static hosts included), per result.\n"
-                         "# TYPE mtlsgw_dns_lookups_total counter\n");
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_dns_lookups_total Name lookups (cache and static hosts included), per result.\n"
+                     "# TYPE mtlsgw_dns_lookups_total counter\n");
     for (size_t i = 0; i < GW_DNS_COUNT; i++) {
         gw_strbuf_printf(&b, "mtlsgw_dns_lookups_total{result=\"%s\"} %llu\n", dns[i], GET(g.dns[i]));
     }
     static const char *const pass[GW_PASS_COUNT] = {"verified", "cached", "rejected", "queue_full"};
-    gw_strbuf_printf(&b, "# HELP mtlsgw_password_checks_total Proxy password checks: verified by the KDF, answered "
-                         "from the cache of verified credentials, rejected, or refused with the KDF queue full.\n"
-                         "# TYPE mtlsgw_password_checks_total counter\n");
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_password_checks_total Proxy password checks: verified by the KDF, answered "
+                     "from the cache of verified credentials, rejected, or refused with the KDF queue full.\n"
+                     "# TYPE mtlsgw_password_checks_total counter\n");
     for (size_t i = 0; i < GW_PASS_COUNT; i++) {
         gw_strbuf_printf(&b, "mtlsgw_password_checks_total{result=\"%s\"} %llu\n", pass[i], GET(g.passwords[i]));
     }
-    gw_strbuf_printf(&b, "# HELP mtlsgw_config_reloads_total Configuration reloads (SIGHUP or changed identity files).\n"
-                         "# TYPE mtlsgw_config_reloads_total counter\n"
-                         "mtlsgw_config_reloads_total{result=\"ok\"} %llu\nmtlsgw_config_reloads_total{result=\"failed\"} %llu\n",
-                     GET(g.reloads[1]), GET(g.reloads[0]));
+    gw_strbuf_printf(
+        &b,
+        "# HELP mtlsgw_config_reloads_total Configuration reloads (SIGHUP or changed identity files).\n"
+        "# TYPE mtlsgw_config_reloads_total counter\n"
+        "mtlsgw_config_reloads_total{result=\"ok\"} %llu\nmtlsgw_config_reloads_total{result=\"failed\"} %llu\n",
+        GET(g.reloads[1]), GET(g.reloads[0]));
     int slots = atomic_load(&g_num_slots);
-    gw_strbuf_printf(&b, "# HELP mtlsgw_upstream_handshakes_total Completed upstream TLS handshakes, per identity, resumed or not.\n"
-                         "# TYPE mtlsgw_upstream_handshakes_total counter\n");
+    gw_strbuf_printf(
+        &b,
+        "# HELP mtlsgw_upstream_handshakes_total Completed upstream TLS handshakes, per identity, resumed or not.\n"
+        "# TYPE mtlsgw_upstream_handshakes_total counter\n");
     for (int s = 0; s < slots; s++) {
         for (int r = 0; r < 2; r++) {
             gw_strbuf_printf(&b, "mtlsgw_upstream_handshakes_total{identity=\"");
@@ -233,8 +248,9 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
             gw_strbuf_printf(&b, "\",resumed=\"%s\"} %llu\n", r ? "true" : "false", GET(g.identities[s].handshakes[r]));
         }
     }
-    gw_strbuf_printf(&b, "# HELP mtlsgw_upstream_handshake_seconds Upstream TLS handshake time, per identity.\n"
-                         "# TYPE mtlsgw_upstream_handshake_seconds histogram\n");
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_upstream_handshake_seconds Upstream TLS handshake time, per identity.\n"
+                     "# TYPE mtlsgw_upstream_handshake_seconds histogram\n");
     for (int s = 0; s < slots; s++) {
         unsigned long long cum = 0;
         for (size_t i = 0; i <= NUM_BUCKETS; i++) {
@@ -252,16 +268,19 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
     }
     render_key_metrics(&b, cfg, 0);
     render_key_metrics(&b, cfg, 1);
-    gw_strbuf_printf(&b, "# HELP mtlsgw_identity_not_after_seconds Expiry of each loaded identity's certificate (Unix time).\n"
-                         "# TYPE mtlsgw_identity_not_after_seconds gauge\n");
+    gw_strbuf_printf(
+        &b,
+        "# HELP mtlsgw_identity_not_after_seconds Expiry of each loaded identity's certificate (Unix time).\n"
+        "# TYPE mtlsgw_identity_not_after_seconds gauge\n");
     for (size_t i = 0; i < cfg->num_identities; i++) {
         gw_strbuf_printf(&b, "mtlsgw_identity_not_after_seconds{identity=\"");
         label_value(&b, cfg->identities[i]->spec.name);
         gw_strbuf_printf(&b, "\"} %lld\n", (long long)cfg->identities[i]->not_after);
     }
-    gw_strbuf_printf(&b, "# HELP mtlsgw_identity_crl_next_update_seconds Earliest nextUpdate of the CRLs of each "
-                         "identity with a crl (Unix time); past it, handshakes fail until a fresh CRL is loaded.\n"
-                         "# TYPE mtlsgw_identity_crl_next_update_seconds gauge\n");
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_identity_crl_next_update_seconds Earliest nextUpdate of the CRLs of each "
+                     "identity with a crl (Unix time); past it, handshakes fail until a fresh CRL is loaded.\n"
+                     "# TYPE mtlsgw_identity_crl_next_update_seconds gauge\n");
     for (size_t i = 0; i < cfg->num_identities; i++) {
         if (cfg->identities[i]->crl_next_update == 0) {
             continue;
@@ -272,11 +291,13 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
     }
     size_t keys = 0, sessions = 0;
     gw_sesscache_stats(&keys, &sessions);
-    gw_strbuf_printf(&b, "# HELP mtlsgw_session_cache_keys Keys (identity, upstream, server name) in the TLS session cache.\n"
-                         "# TYPE mtlsgw_session_cache_keys gauge\nmtlsgw_session_cache_keys %zu\n"
-                         "# HELP mtlsgw_session_cache_sessions TLS sessions held in the cache.\n"
-                         "# TYPE mtlsgw_session_cache_sessions gauge\nmtlsgw_session_cache_sessions %zu\n",
-                     keys, sessions);
+    gw_strbuf_printf(
+        &b,
+        "# HELP mtlsgw_session_cache_keys Keys (identity, upstream, server name) in the TLS session cache.\n"
+        "# TYPE mtlsgw_session_cache_keys gauge\nmtlsgw_session_cache_keys %zu\n"
+        "# HELP mtlsgw_session_cache_sessions TLS sessions held in the cache.\n"
+        "# TYPE mtlsgw_session_cache_sessions gauge\nmtlsgw_session_cache_sessions %zu\n",
+        keys, sessions);
     if (b.failed) {
         free(b.p);
         return NULL;

@@ -27,7 +27,13 @@ void gw_metrics_dns(gw_dns_result result);
 
 // Proxy password checks: verified by the KDF (or a legacy hash), answered from the
 // worker's cache of verified credentials, refused, or turned away with the queue full.
-typedef enum { GW_PASS_VERIFIED = 0, GW_PASS_CACHED, GW_PASS_REJECTED, GW_PASS_QUEUE_FULL, GW_PASS_COUNT } gw_pass_result;
+typedef enum {
+    GW_PASS_VERIFIED = 0,
+    GW_PASS_CACHED,
+    GW_PASS_REJECTED,
+    GW_PASS_QUEUE_FULL,
+    GW_PASS_COUNT
+} gw_pass_result;
 void gw_metrics_password_check(gw_pass_result result);
 void gw_metrics_reload(int ok);
 
@@ -45,7 +51,5 @@ int gw_metrics_identity_slot(const char *name);
 // names, identity expiry) with |active| tunnels, NUL-terminated, malloc'd; NULL if out
 // of memory.
 char *gw_metrics_render(const pol_config *cfg, int active);
-
-
 
 #endif

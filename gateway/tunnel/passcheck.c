@@ -14,9 +14,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define MAX_QUEUED 64      // checks waiting for a thread, in the whole process
+#define MAX_QUEUED 64  // checks waiting for a thread, in the whole process
 #define MAX_THREADS 4
-#define CACHE_SLOTS 256    // verified credentials remembered per worker
+#define CACHE_SLOTS 256  // verified credentials remembered per worker
 #define CACHE_TTL_MS 60000
 #define PASS_MAX 640
 
@@ -239,10 +239,9 @@ gw_pass_status gw_passcheck_start(gw_passcheck *pc, const pol_users *users, cons
     HMAC_CTX h;
     HMAC_CTX_init(&h);
     uint8_t nl[2] = {(uint8_t)(name_len >> 8), (uint8_t)name_len};
-    int hashed = HMAC_Init_ex(&h, pc->hmac_key, sizeof(pc->hmac_key), EVP_sha256(), NULL) &&
-                 HMAC_Update(&h, nl, 2) && HMAC_Update(&h, (const uint8_t *)name, name_len) &&
-                 HMAC_Update(&h, (const uint8_t *)pass, pass_len) && HMAC_Update(&h, u->hash, sizeof(u->hash)) &&
-                 HMAC_Final(&h, key, &key_len);
+    int hashed = HMAC_Init_ex(&h, pc->hmac_key, sizeof(pc->hmac_key), EVP_sha256(), NULL) && HMAC_Update(&h, nl, 2) &&
+                 HMAC_Update(&h, (const uint8_t *)name, name_len) && HMAC_Update(&h, (const uint8_t *)pass, pass_len) &&
+                 HMAC_Update(&h, u->hash, sizeof(u->hash)) && HMAC_Final(&h, key, &key_len);
     HMAC_CTX_cleanup(&h);
     if (hashed && found && cache_hit(pc, key)) {
         *out_user = u->name;

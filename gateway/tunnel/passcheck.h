@@ -21,11 +21,11 @@ typedef struct gw_passcheck_job gw_passcheck_job;
 typedef void (*gw_passcheck_cb)(void *arg, int ok);
 
 typedef enum {
-    GW_PASS_OK = 0,   // verified now (a fast legacy hash)
+    GW_PASS_OK = 0,     // verified now (a fast legacy hash)
     GW_PASS_CACHE_HIT,  // verified a minute ago by this worker
-    GW_PASS_BAD,      // wrong (decided at once: legacy hash, or no users)
-    GW_PASS_PENDING,  // a job is out; the callback will say
-    GW_PASS_BUSY,     // too many checks waiting: refuse the client for now
+    GW_PASS_BAD,        // wrong (decided at once: legacy hash, or no users)
+    GW_PASS_PENDING,    // a job is out; the callback will say
+    GW_PASS_BUSY,       // too many checks waiting: refuse the client for now
 } gw_pass_status;
 
 // gw_passcheck_new makes the per-worker side on |loop| (threads start on first use).

@@ -93,8 +93,10 @@ static tunnel_step side_failed(gw_tunnel *t, int which, int reading, gw_io io, c
         // what the upstream sent before, for the client, and drops what the client sends
         // on; the read that finds the upstream's end then flushes and closes.
         t->result = io.result;
-        tunnel_set_reason(t, "upstream stopped taking data while the client was still sending (%s); what it had "
-                          "sent was passed on", reason);
+        tunnel_set_reason(t,
+                          "upstream stopped taking data while the client was still sending (%s); what it had "
+                          "sent was passed on",
+                          reason);
         t->upstream_io.write_dead = 1;
         t->upstream_io.shut = 1;  // nothing more goes that way, not even close_notify
         t->upstream_io.writable = 0;

@@ -38,11 +38,15 @@ static tunnel_step address_refuses(gw_tunnel *t, const char *host, const char *i
     char where[80];
     snprintf(where, sizeof(where), addr.family == AF_INET6 ? "[%s]:%u" : "%s:%u", addr.host, port);
     if (r == NULL) {
-        return tunnel_fail(t, GW_ERR_NO_RULE, "no rule matches the original destination %s (default deny); the "
-                           "sniffed Host \"%s\" cannot lift it", where, host);
+        return tunnel_fail(t, GW_ERR_NO_RULE,
+                           "no rule matches the original destination %s (default deny); the "
+                           "sniffed Host \"%s\" cannot lift it",
+                           where, host);
     }
-    return tunnel_fail(t, GW_ERR_DENIED, "the original destination %s is denied by rule %s; the sniffed Host \"%s\" "
-                       "cannot lift it", where, r->where, host);
+    return tunnel_fail(t, GW_ERR_DENIED,
+                       "the original destination %s is denied by rule %s; the sniffed Host \"%s\" "
+                       "cannot lift it",
+                       where, r->where, host);
 }
 
 // route routes by |host| (a sniffed Host) or, when NULL, by the original address. A

@@ -35,7 +35,6 @@ unsigned gw_share_bucket(const gw_client_info *client) {
     return (unsigned)(h % GW_SHARE_BUCKETS) + 1;
 }
 
-
 gw_tunnel *gw_tunnel_next(gw_tunnel *t) {
     return t->next;
 }
@@ -110,7 +109,9 @@ void tunnel_log_access(gw_tunnel *t) {
         .action = t->rule ? pol_action_name(t->rule->action) : NULL,
         .identity = presented_identity(t),
         .upstream = t->upstream_text[0] ? t->upstream_text : NULL,
-        .sni = t->rule && t->rule->action == POL_ACTION_MTLS && !gw_host_is_ip(t->dial.server_name) ? t->dial.server_name : NULL,
+        .sni = t->rule && t->rule->action == POL_ACTION_MTLS && !gw_host_is_ip(t->dial.server_name)
+                   ? t->dial.server_name
+                   : NULL,
         .tls = tls,
         .resumed = resumed,
         .dns_ms = t->dns_ms,

@@ -28,9 +28,9 @@ typedef struct gw_tunnel_host {
     pol_config *cfg;  // the snapshot new tunnels (and new http_proxy requests) use
     res_resolver *resolver;
     gw_passcheck *passcheck;
-    gw_keyops *keyops;    // channels to the signers of keys in tokens
-    int draining;         // stopping: responses say Connection: close
-    gw_tunnel *tunnels;   // open tunnels, for draining and shutdown
+    gw_keyops *keyops;   // channels to the signers of keys in tokens
+    int draining;        // stopping: responses say Connection: close
+    gw_tunnel *tunnels;  // open tunnels, for draining and shutdown
     size_t num_tunnels;
     void (*on_closed)(struct gw_tunnel_host *host);  // a tunnel just went away
 } gw_tunnel_host;
@@ -48,12 +48,12 @@ extern atomic_int gw_share_counts[GW_SHARE_BUCKETS];
 
 // Who a new client is: its address, and the local user behind it.
 typedef struct {
-    const struct sockaddr *addr;  // AF_UNIX for a UNIX-socket listener
-    uint32_t caller;              // uid, or GW_CALLER_NONE: not known (remote, or not looked up)
-    int32_t pid;                  // UNIX-socket clients: the peer's process id; else -1
+    const struct sockaddr *addr;      // AF_UNIX for a UNIX-socket listener
+    uint32_t caller;                  // uid, or GW_CALLER_NONE: not known (remote, or not looked up)
+    int32_t pid;                      // UNIX-socket clients: the peer's process id; else -1
     const struct sockaddr *orig_dst;  // transparent listeners: the original destination; NULL: none
-    unsigned share;               // its bucket + 1 in gw_share_counts, already counted; 0: none
-    int share_full;               // refused: this client holds its whole share
+    unsigned share;                   // its bucket + 1 in gw_share_counts, already counted; 0: none
+    int share_full;                   // refused: this client holds its whole share
 } gw_client_info;
 
 // gw_share_bucket returns the bucket + 1 of |client|'s share: by caller when known, else

@@ -27,7 +27,7 @@ struct gw_key_op {
     uint32_t id, mech;
     int state;
     uint64_t start_us;  // when the request went out
-    gw_timer timer;  // key_timeout_ms
+    gw_timer timer;     // key_timeout_ms
     size_t sig_len;
     uint8_t sig[1024];
 };
@@ -59,9 +59,13 @@ static struct {
 
 void gw_keyops_stats(int slot, uint64_t counts[GW_KEY_RESULTS], uint64_t *signed_us) {
     for (int r = 0; r < GW_KEY_RESULTS; r++) {
-        counts[r] = slot >= 0 && slot < GW_KEYOPS_MAX_SLOTS ? atomic_load_explicit(&g_stats[slot].counts[r], memory_order_relaxed) : 0;
+        counts[r] = slot >= 0 && slot < GW_KEYOPS_MAX_SLOTS
+                        ? atomic_load_explicit(&g_stats[slot].counts[r], memory_order_relaxed)
+                        : 0;
     }
-    *signed_us = slot >= 0 && slot < GW_KEYOPS_MAX_SLOTS ? atomic_load_explicit(&g_stats[slot].signed_us, memory_order_relaxed) : 0;
+    *signed_us = slot >= 0 && slot < GW_KEYOPS_MAX_SLOTS
+                     ? atomic_load_explicit(&g_stats[slot].signed_us, memory_order_relaxed)
+                     : 0;
 }
 
 static void count(const gw_upstream *u, gw_key_result r, uint64_t us) {
@@ -216,8 +220,8 @@ static void on_channel(gw_loop *loop, gw_watcher *w, uint32_t events) {
             continue;  // an answer after the tunnel gave up on it
         }
         if (h.arg != 0) {
-            set_error(op->u, "the token of identity \"%s\" did not sign: %.*s", op->u->identity->spec.name,
-                      (int)h.len, (const char *)buf + sizeof(h));
+            set_error(op->u, "the token of identity \"%s\" did not sign: %.*s", op->u->identity->spec.name, (int)h.len,
+                      (const char *)buf + sizeof(h));
             finish_op(loop, op, GW_KEY_FAILED);
         } else if (h.len > sizeof(op->sig)) {
             set_error(op->u, "the token's signature is too long");
@@ -235,8 +239,10 @@ static void on_channel(gw_loop *loop, gw_watcher *w, uint32_t events) {
 static void expire_op(gw_loop *loop, gw_key_op *op, const char *limit, int ms) {
     gw_upstream *u = op->u;
     const pol_identity *id = u->identity;
-    set_error(u, "the token of identity \"%s\" (token \"%s\") did not sign within %s (%d ms); its signer is "
-              "restarted", id->spec.name, pol_p11_info(id->p11)->token, limit, ms);
+    set_error(u,
+              "the token of identity \"%s\" (token \"%s\") did not sign within %s (%d ms); its signer is "
+              "restarted",
+              id->spec.name, pol_p11_info(id->p11)->token, limit, ms);
     gw_log(GW_LOG_WARN, "identity %s: the PKCS#11 signer did not answer within %s (%d ms): restarting it",
            id->spec.name, limit, ms);
     channel *ch = op->ch;
@@ -308,8 +314,10 @@ static int send_request(gw_keyops *k, pol_p11 *key, gw_key_op *op, const uint8_t
             return 0;
         }
         if (ch->num_pending >= KEYOPS_MAX_PENDING) {
-            snprintf(err, cap, "the PKCS#11 signer has %d signatures of this worker waiting already: refused at "
-                     "once rather than queued", ch->num_pending);
+            snprintf(err, cap,
+                     "the PKCS#11 signer has %d signatures of this worker waiting already: refused at "
+                     "once rather than queued",
+                     ch->num_pending);
             return 0;
         }
         p11w_head h = {P11W_SIGN, op->id, op->mech, (uint32_t)len};

@@ -13,7 +13,7 @@
 typedef struct entry {
     struct entry *lru_prev, *lru_next;  // least recently used first
     struct entry *bucket_next;
-    uint64_t generation;                // of the identity the sessions belong to
+    uint64_t generation;  // of the identity the sessions belong to
     SSL_SESSION *sessions[SESSIONS_PER_KEY];
     size_t n;
     char key[];

@@ -14,18 +14,18 @@
 #include "gateway/upstream/upstream.h"
 
 typedef enum {
-    GW_IO_DATA = 0,   // n bytes moved
-    GW_IO_WANT_READ,  // try again once the socket is readable (TLS may need that to write)
-    GW_IO_WANT_WRITE, // try again once the socket is writable (TLS may need that to read)
-    GW_IO_EOF,        // read: the server ended its stream (truncated: with no close_notify)
-    GW_IO_FAILED,     // result and the reason say why; the connection is of no more use
+    GW_IO_DATA = 0,    // n bytes moved
+    GW_IO_WANT_READ,   // try again once the socket is readable (TLS may need that to write)
+    GW_IO_WANT_WRITE,  // try again once the socket is writable (TLS may need that to read)
+    GW_IO_EOF,         // read: the server ended its stream (truncated: with no close_notify)
+    GW_IO_FAILED,      // result and the reason say why; the connection is of no more use
 } gw_io_kind;
 
 typedef struct {
     gw_io_kind kind;
-    size_t n;           // GW_IO_DATA: bytes moved
-    int truncated;      // GW_IO_EOF over TLS: the stream ended without close_notify
-    gw_result result;   // GW_IO_FAILED: how the tunnel ends because of it
+    size_t n;          // GW_IO_DATA: bytes moved
+    int truncated;     // GW_IO_EOF over TLS: the stream ended without close_notify
+    gw_result result;  // GW_IO_FAILED: how the tunnel ends because of it
 } gw_io;
 
 // gw_upstream_read reads up to |n| bytes into |p|. The server's first data confirms the

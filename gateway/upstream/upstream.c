@@ -56,18 +56,24 @@ void gw_upstream_close(gw_upstream *u) {
 
 static gw_err errno_to_err(int e) {
     switch (e) {
-        case ECONNREFUSED: return GW_ERR_REFUSED;
+        case ECONNREFUSED:
+            return GW_ERR_REFUSED;
         case ENETUNREACH:
-        case ENETDOWN: return GW_ERR_NET_UNREACHABLE;
+        case ENETDOWN:
+            return GW_ERR_NET_UNREACHABLE;
         case EHOSTUNREACH:
         case EHOSTDOWN:
-        case EADDRNOTAVAIL: return GW_ERR_HOST_UNREACHABLE;
-        case ETIMEDOUT: return GW_ERR_CONNECT_TIMEOUT;
+        case EADDRNOTAVAIL:
+            return GW_ERR_HOST_UNREACHABLE;
+        case ETIMEDOUT:
+            return GW_ERR_CONNECT_TIMEOUT;
         case EMFILE:
         case ENFILE:
         case ENOBUFS:
-        case ENOMEM: return GW_ERR_INTERNAL;
-        default: return GW_ERR_HOST_UNREACHABLE;
+        case ENOMEM:
+            return GW_ERR_INTERNAL;
+        default:
+            return GW_ERR_HOST_UNREACHABLE;
     }
 }
 
@@ -90,8 +96,7 @@ int gw_upstream_set_mark(uint32_t mark) {
     return 1;
 }
 
-gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason,
-                           size_t reason_len) {
+gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason, size_t reason_len) {
     char addr[80];
     gw_format_addr(sa, addr, sizeof(addr));
     u->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -298,7 +303,7 @@ static void set_presented(gw_upstream *u, const pol_identity *id) {
     }
 }
 
-static void note_cas(gw_upstream *u, const STACK_OF(CRYPTO_BUFFER) *names, const char *choice) {
+static void note_cas(gw_upstream *u, const STACK_OF(CRYPTO_BUFFER) * names, const char *choice) {
     size_t cap = 2048, n = 0;
     char *out = malloc(cap);
     if (out == NULL) {
@@ -349,7 +354,7 @@ static int on_cert_request(SSL *ssl, void *arg) {
         pick = u->candidates[0];
         snprintf(choice, sizeof(choice), "presented \"%s\", the first: %s", pick->spec.name,
                  names == NULL || sk_CRYPTO_BUFFER_num(names) == 0 ? "the server named no CA"
-                                                                    : "no identity is under a CA the server named");
+                                                                   : "no identity is under a CA the server named");
     }
     if (u->describe_cas) {
         note_cas(u, names, choice);
@@ -357,11 +362,12 @@ static int on_cert_request(SSL *ssl, void *arg) {
     if (pick != u->candidates[0]) {
         // Every signature algorithm a key file may use; BoringSSL keeps those that fit
         // the key (a token identity's list is narrower: what the token offers).
-        static const uint16_t any_key[] = {
-            SSL_SIGN_ECDSA_SECP256R1_SHA256, SSL_SIGN_RSA_PSS_RSAE_SHA256, SSL_SIGN_RSA_PKCS1_SHA256,
-            SSL_SIGN_ECDSA_SECP384R1_SHA384, SSL_SIGN_RSA_PSS_RSAE_SHA384, SSL_SIGN_RSA_PKCS1_SHA384,
-            SSL_SIGN_ECDSA_SECP521R1_SHA512, SSL_SIGN_RSA_PSS_RSAE_SHA512, SSL_SIGN_RSA_PKCS1_SHA512,
-            SSL_SIGN_ED25519,                SSL_SIGN_RSA_PKCS1_SHA1,     SSL_SIGN_ECDSA_SHA1};
+        static const uint16_t any_key[] = {SSL_SIGN_ECDSA_SECP256R1_SHA256, SSL_SIGN_RSA_PSS_RSAE_SHA256,
+                                           SSL_SIGN_RSA_PKCS1_SHA256,       SSL_SIGN_ECDSA_SECP384R1_SHA384,
+                                           SSL_SIGN_RSA_PSS_RSAE_SHA384,    SSL_SIGN_RSA_PKCS1_SHA384,
+                                           SSL_SIGN_ECDSA_SECP521R1_SHA512, SSL_SIGN_RSA_PSS_RSAE_SHA512,
+                                           SSL_SIGN_RSA_PKCS1_SHA512,       SSL_SIGN_ED25519,
+                                           SSL_SIGN_RSA_PKCS1_SHA1,         SSL_SIGN_ECDSA_SHA1};
         STACK_OF(X509) *chain = NULL;
         SSL_CTX_get0_chain_certs(pick->ctx, &chain);
         if (!SSL_use_certificate(ssl, pick->leaf)) {
@@ -452,32 +458,58 @@ int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *const *ids, size_t
 
 const char *gw_tls_alert_name(int alert) {
     switch (alert) {
-        case 0: return "close_notify";
-        case 10: return "unexpected_message";
-        case 20: return "bad_record_mac";
-        case 22: return "record_overflow";
-        case 40: return "handshake_failure";
-        case 42: return "bad_certificate";
-        case 43: return "unsupported_certificate";
-        case 44: return "certificate_revoked";
-        case 45: return "certificate_expired";
-        case 46: return "certificate_unknown";
-        case 47: return "illegal_parameter";
-        case 48: return "unknown_ca";
-        case 49: return "access_denied";
-        case 50: return "decode_error";
-        case 51: return "decrypt_error";
-        case 70: return "protocol_version";
-        case 71: return "insufficient_security";
-        case 80: return "internal_error";
-        case 86: return "inappropriate_fallback";
-        case 90: return "user_canceled";
-        case 109: return "missing_extension";
-        case 110: return "unsupported_extension";
-        case 112: return "unrecognized_name";
-        case 116: return "certificate_required";
-        case 120: return "no_application_protocol";
-        default: return "unknown_alert";
+        case 0:
+            return "close_notify";
+        case 10:
+            return "unexpected_message";
+        case 20:
+            return "bad_record_mac";
+        case 22:
+            return "record_overflow";
+        case 40:
+            return "handshake_failure";
+        case 42:
+            return "bad_certificate";
+        case 43:
+            return "unsupported_certificate";
+        case 44:
+            return "certificate_revoked";
+        case 45:
+            return "certificate_expired";
+        case 46:
+            return "certificate_unknown";
+        case 47:
+            return "illegal_parameter";
+        case 48:
+            return "unknown_ca";
+        case 49:
+            return "access_denied";
+        case 50:
+            return "decode_error";
+        case 51:
+            return "decrypt_error";
+        case 70:
+            return "protocol_version";
+        case 71:
+            return "insufficient_security";
+        case 80:
+            return "internal_error";
+        case 86:
+            return "inappropriate_fallback";
+        case 90:
+            return "user_canceled";
+        case 109:
+            return "missing_extension";
+        case 110:
+            return "unsupported_extension";
+        case 112:
+            return "unrecognized_name";
+        case 116:
+            return "certificate_required";
+        case 120:
+            return "no_application_protocol";
+        default:
+            return "unknown_alert";
     }
 }
 
@@ -504,8 +536,8 @@ static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *o
     } else if (u->alert >= 0) {
         *out_err = GW_ERR_TLS_ALERT;
         if (u->cert_requested) {
-            snprintf(reason, reason_len, "upstream rejected client certificate of identity \"%s\" (TLS alert %s)",
-                     who, gw_tls_alert_name(u->alert));
+            snprintf(reason, reason_len, "upstream rejected client certificate of identity \"%s\" (TLS alert %s)", who,
+                     gw_tls_alert_name(u->alert));
         } else {
             snprintf(reason, reason_len, "upstream sent TLS alert %s", gw_tls_alert_name(u->alert));
         }
@@ -517,7 +549,8 @@ static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *o
         } else {
             snprintf(reason, reason_len,
                      "upstream closed right after the handshake: our certificate was probably rejected "
-                     "(identity \"%s\")", who);
+                     "(identity \"%s\")",
+                     who);
         }
     } else {
         *out_err = GW_ERR_TLS_PROTOCOL;

@@ -15,20 +15,20 @@
 typedef struct gw_upstream_s {
     int fd;
     SSL *ssl;
-    const pol_identity *identity;  // the identity presented (or to be): sessions are cached under it
+    const pol_identity *identity;           // the identity presented (or to be): sessions are cached under it
     const pol_identity *const *candidates;  // the rule's identities, chosen from in the handshake
     size_t num_candidates;
     uint8_t where_digest[32];  // SHA-256 of (upstream, server name, server_uri): the rest of the cache key
-    char *ca_note;  // with describe_cas: the CA names the server sent and the choice, in words
+    char *ca_note;             // with describe_cas: the CA names the server sent and the choice, in words
     int describe_cas;
     pol_verify_result *verify;  // during the handshake only: what verification found
-    int alert;           // fatal alert received from the server, -1 if none
-    int cert_requested;  // the server sent a CertificateRequest
-    int ticket_seen;     // a session arrived through the new-session callback
-    int confirmed;       // the server accepted us: sessions may go to the cache
-    SSL_SESSION *held[4];  // sessions that arrived before confirmation
+    int alert;                  // fatal alert received from the server, -1 if none
+    int cert_requested;         // the server sent a CertificateRequest
+    int ticket_seen;            // a session arrived through the new-session callback
+    int confirmed;              // the server accepted us: sessions may go to the cache
+    SSL_SESSION *held[4];       // sessions that arrived before confirmation
     size_t num_held;
-    char sess_key[65];   // session cache key: hex SHA-256 of (identity, upstream, name)
+    char sess_key[65];  // session cache key: hex SHA-256 of (identity, upstream, name)
     // Keys in tokens (keyops.c): the worker's channels (NULL: sign synchronously), and who
     // to call when a signature is there.
     struct gw_keyops *keyops;
@@ -57,8 +57,7 @@ void gw_upstream_close(gw_upstream *u);
 int gw_upstream_set_mark(uint32_t mark);
 // gw_upstream_connect starts a non-blocking connect to |sa|. Returns GW_ERR_NONE when the
 // connect is under way (or done), else the error; |reason| gets words.
-gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason,
-                           size_t reason_len);
+gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason, size_t reason_len);
 // gw_upstream_connect_result reads the outcome of the connect once the socket is writable.
 gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_len);
 

@@ -274,7 +274,7 @@ log = {{ level = "warn"; access = "off"; }};
 
 # ---- the gateways: each returns (process, http port, iperf port, socks "name:port" or None) ----
 
-def gw_mtlsgw(workers, tls=True):
+def gw_mtlsgw(workers, tls=True, binary=None):
     def run():
         h, i, s = free_port(), free_port(), free_port()
         if tls:
@@ -301,7 +301,7 @@ rules = ({rules});
 limits = {{ max_connections = 30000; idle_timeout_s = 900; confirm_ms = %s; }};
 log = {{ level = "warn"; access = "off"; }};
 """.format(w=workers, h=h, i=i, s=s, p=PKI, rules=rules) % os.environ.get("CONFIRM", "200"))
-        p = start([MTLSGW, "run", "-c", conf], "mtlsgw")
+        p = start([binary or MTLSGW, "run", "-c", conf], "mtlsgw")
         wait_port(h, p)
         return p, h, i, "bench.test:80"
     return run
@@ -400,13 +400,21 @@ ROWS = [
     ("relay", "plain TCP relay (mtlsgw direct, no TLS), 1 worker", gw_mtlsgw(1, tls=False)),
     ("direct", "direct to the backend (no gateway, no TLS)", gw_direct),
 ]
+# MTLSGW_BASE: an older build's rows in the same run, to compare a change before and after.
+BASE = os.environ.get("MTLSGW_BASE")
+if BASE:
+    ROWS[3:3] = [
+        ("base-1w", "mtlsgw BASE forward listener, 1 worker", gw_mtlsgw(1, binary=BASE)),
+        ("base-socks5", "mtlsgw BASE SOCKS5 path, 1 worker", gw_mtlsgw(1, binary=BASE)),
+        ("base-2w", "mtlsgw BASE forward listener, 2 workers", gw_mtlsgw(2, binary=BASE)),
+    ]
 
 
 def start_row(key, fn):
     """Starts a row's gateway and warms it up: sessions into the caches, buffers into the pools."""
     p, h, i, socks = fn()
     row = {"key": key, "p": p, "h": h, "i": i, "socks": socks, "pids": tree(p.pid) if p else [],
-           "socks_row": key == "mtlsgw-socks5", "tls": key not in ("relay", "direct")}
+           "socks_row": key.endswith("-socks5"), "tls": key not in ("relay", "direct")}
     if row["socks_row"]:
         row["sp"] = SOCKS_PORT(p, key)
         subprocess.run([LOADGEN, "close", "127.0.0.1:%d" % row["sp"], "1", "4", "--socks5", socks],
@@ -432,7 +440,7 @@ def measure_once(row):
     r["new_rps"], r["new_err"] = new["rps"], new["errors"]
     r["cpu_per_tunnel_us"] = (c1 - c0) / max(new["requests"], 1) * 1e6 if pids else float("nan")
     r["resumed"], r["handshakes"] = term_reused(off) if row["tls"] else (float("nan"), 0)
-    if key == "mtlsgw-1w":
+    if key in ("mtlsgw-1w", "base-1w"):
         # The same client as the SOCKS5 row, for the SOCKS5-vs-forward comparison.
         c0 = cpu_s(pids)
         lg = loadgen_close(h, None)

@@ -356,8 +356,9 @@ static int run_hold(int count) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: loadgen close HOST:PORT SECONDS CONCURRENCY [--socks5 NAME:PORT] [--path /P]\n"
-                        "       loadgen hold HOST:PORT COUNT [--socks5 NAME:PORT] [--from IP,...] [--path /P]\n");
+        fprintf(stderr,
+                "usage: loadgen close HOST:PORT SECONDS CONCURRENCY [--socks5 NAME:PORT] [--path /P]\n"
+                "       loadgen hold HOST:PORT COUNT [--socks5 NAME:PORT] [--from IP,...] [--path /P]\n");
         return 2;
     }
     char host[64];
@@ -371,7 +372,8 @@ int main(int argc, char **argv) {
     int first_opt = strcmp(argv[1], "close") == 0 ? 5 : 4;
     const char *path = "/";
     for (int i = first_opt; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--socks5") == 0 && parse_hostport(argv[i + 1], g_socks_host, sizeof(g_socks_host), &g_socks_port)) {
+        if (strcmp(argv[i], "--socks5") == 0 &&
+            parse_hostport(argv[i + 1], g_socks_host, sizeof(g_socks_host), &g_socks_port)) {
             continue;
         }
         if (strcmp(argv[i], "--path") == 0 && argv[i + 1][0] == '/') {
@@ -391,7 +393,8 @@ int main(int argc, char **argv) {
     if (g_socks_port != 0) {
         snprintf(host_header, sizeof(host_header), "%s", g_socks_host);
     }
-    snprintf(req_close, sizeof(req_close), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, host_header);
+    snprintf(req_close, sizeof(req_close), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path,
+             host_header);
     snprintf(req_keep, sizeof(req_keep), "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host_header);
     signal(SIGPIPE, SIG_IGN);
     g_ep = epoll_create1(EPOLL_CLOEXEC);

@@ -25,10 +25,18 @@ static void write_config(const char *path, int n) {
     fprintf(f, "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\nrules = (\n");
     for (int i = 0; i < n; i++) {
         switch (i % 4) {
-            case 0: fprintf(f, "  { match = \"host%d.dc%d.test:443\"; action = \"direct\"; },\n", i, i % 7); break;
-            case 1: fprintf(f, "  { match = \"*.zone%d.example\"; action = \"direct\"; },\n", i); break;
-            case 2: fprintf(f, "  { match = \"10.%d.%d.0/24\"; action = \"direct\"; },\n", (i >> 8) & 255, i & 255); break;
-            default: fprintf(f, "  { match = \"svc%d.test:8000-8100\"; action = \"deny\"; },\n", i); break;
+            case 0:
+                fprintf(f, "  { match = \"host%d.dc%d.test:443\"; action = \"direct\"; },\n", i, i % 7);
+                break;
+            case 1:
+                fprintf(f, "  { match = \"*.zone%d.example\"; action = \"direct\"; },\n", i);
+                break;
+            case 2:
+                fprintf(f, "  { match = \"10.%d.%d.0/24\"; action = \"direct\"; },\n", (i >> 8) & 255, i & 255);
+                break;
+            default:
+                fprintf(f, "  { match = \"svc%d.test:8000-8100\"; action = \"deny\"; },\n", i);
+                break;
         }
     }
     fprintf(f, "  { match = \"last.test\"; action = \"direct\"; }\n);\n");
@@ -45,14 +53,22 @@ int main(int argc, char **argv) {
     srand(7);
     for (int i = 0; i < DESTS; i++) {
         int k = rand() % 8;
-        if (k == 0) snprintf(host, sizeof(host), "host0.dc0.test");
-        else if (k == 1) snprintf(host, sizeof(host), "a.b.zone1.example");
-        else if (k == 2) snprintf(host, sizeof(host), "10.0.2.%d", rand() % 256);
-        else if (k == 3) snprintf(host, sizeof(host), "nothing%d.nowhere.test", rand());
-        else if (k == 4) snprintf(host, sizeof(host), "192.0.2.%d", rand() % 256);
-        else if (k == 5) snprintf(host, sizeof(host), "x%d.y.z.zone5.example", rand());
-        else if (k == 6) snprintf(host, sizeof(host), "last.test");
-        else snprintf(host, sizeof(host), "svc3.test");
+        if (k == 0)
+            snprintf(host, sizeof(host), "host0.dc0.test");
+        else if (k == 1)
+            snprintf(host, sizeof(host), "a.b.zone1.example");
+        else if (k == 2)
+            snprintf(host, sizeof(host), "10.0.2.%d", rand() % 256);
+        else if (k == 3)
+            snprintf(host, sizeof(host), "nothing%d.nowhere.test", rand());
+        else if (k == 4)
+            snprintf(host, sizeof(host), "192.0.2.%d", rand() % 256);
+        else if (k == 5)
+            snprintf(host, sizeof(host), "x%d.y.z.zone5.example", rand());
+        else if (k == 6)
+            snprintf(host, sizeof(host), "last.test");
+        else
+            snprintf(host, sizeof(host), "svc3.test");
         pol_dest_init(&dests[i], host, k == 7 ? 8050 : 443);
     }
     printf("| rules | load (s) | lookup (ns) | matched |\n|---:|---:|---:|---:|\n");

@@ -9,6 +9,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
 #include <cmocka.h>
 
 #include "gateway/base/buffer.h"
@@ -96,15 +97,15 @@ static void pool_trim_frees_what_stayed_unused(void **state) {
         gw_buf_put(&pool, b[i]);
     }
     assert_int_equal(pool.free_count, 10);
-    gw_buf_pool_trim(&pool);               // marks the low water of this period
-    gw_buf *again = gw_buf_get(&pool);     // one used again since
+    gw_buf_pool_trim(&pool);            // marks the low water of this period
+    gw_buf *again = gw_buf_get(&pool);  // one used again since
     gw_buf_put(&pool, again);
     size_t freed = gw_buf_pool_trim(&pool);
-    assert_true(freed >= 9);               // those nobody took in a whole period go back
+    assert_true(freed >= 9);  // those nobody took in a whole period go back
     assert_true(pool.free_count <= 1);
     gw_buf *c = gw_buf_get(&pool);
     assert_int_equal(gw_buf_append(c, "hello", 5), 5);
-    c->start = 5;                          // consumed: room is regained by compacting
+    c->start = 5;  // consumed: room is regained by compacting
     assert_int_equal(gw_buf_room(c), GW_BUF_SIZE);
     gw_buf_put(&pool, c);
     gw_buf_put(&pool, NULL);
@@ -113,10 +114,14 @@ static void pool_trim_frees_what_stayed_unused(void **state) {
 
 static void one_json_escaper(void **state) {
     char out[64];
-    gw_json_string(out, sizeof(out), "a\"b\\c\n\x7f" "d");
+    gw_json_string(out, sizeof(out),
+                   "a\"b\\c\n\x7f"
+                   "d");
     assert_string_equal(out, "\"a\\\"b\\\\c\\u000a\\u007fd\"");
     gw_strbuf b = {0};
-    gw_strbuf_json(&b, "a\"b\\c\n\x7f" "d");
+    gw_strbuf_json(&b,
+                   "a\"b\\c\n\x7f"
+                   "d");
     assert_false(b.failed);
     assert_string_equal(b.p, out);  // the admin pages and the access log agree
     free(b.p);

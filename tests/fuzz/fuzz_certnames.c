@@ -24,10 +24,10 @@ static void check_text(const char *s, size_t cap) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static const long errors[] = {X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH,
-                                  X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, X509_V_ERR_CERT_REVOKED,
-                                  X509_V_ERR_UNABLE_TO_GET_CRL, X509_V_ERR_CRL_HAS_EXPIRED,
-                                  X509_V_ERR_CERT_HAS_EXPIRED, X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN};
+    static const long errors[] = {
+        X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH,      X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+        X509_V_ERR_CERT_REVOKED,      X509_V_ERR_UNABLE_TO_GET_CRL,        X509_V_ERR_CRL_HAS_EXPIRED,
+        X509_V_ERR_CERT_HAS_EXPIRED,  X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN};
     if (size < 1) {
         return 0;
     }

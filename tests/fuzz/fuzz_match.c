@@ -23,8 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (m.port_lo < 1 || m.port_lo > m.port_hi) {
             abort();
         }
-        if (m.kind == POL_MATCH_CIDR &&
-            (m.prefix_len < 0 || m.prefix_len > (m.family == AF_INET ? 32 : 128))) {
+        if (m.kind == POL_MATCH_CIDR && (m.prefix_len < 0 || m.prefix_len > (m.family == AF_INET ? 32 : 128))) {
             abort();
         }
         if (m.kind == POL_MATCH_HOST) {

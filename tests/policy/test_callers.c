@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
 #include <cmocka.h>
 
 #include "policy/callers.h"
@@ -134,7 +135,7 @@ static void index_with_callers(void **state) {
     assert_int_equal(lookup(idx, "orders.dc2.test", 80, 1004), 2);  // falls to the rule for everyone
     assert_int_equal(lookup(idx, "orders.dc2.test", 80, GW_CALLER_NONE), 2);
     assert_int_equal(lookup(idx, "10.1.2.3", 22, 1002), 3);
-    assert_int_equal(lookup(idx, "10.1.2.3", 22, 1001), 4);  // "*" for 1001 only
+    assert_int_equal(lookup(idx, "10.1.2.3", 22, 1001), 4);   // "*" for 1001 only
     assert_int_equal(lookup(idx, "10.1.2.3", 22, 1004), -1);  // nothing for this caller: default deny
     assert_int_equal(lookup(idx, "example.org", 443, GW_CALLER_NONE), -1);
     pol_index_free(idx);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
 #include <cmocka.h>
 #include <openssl/bytestring.h>
 #include <openssl/pool.h>
@@ -32,7 +33,7 @@ static X509 *cert(X509_NAME *subject, X509_NAME *issuer) {
     return x;
 }
 
-static STACK_OF(CRYPTO_BUFFER) *names_of(X509_NAME *const *ns, size_t n) {
+static STACK_OF(CRYPTO_BUFFER) * names_of(X509_NAME *const *ns, size_t n) {
     STACK_OF(CRYPTO_BUFFER) *s = sk_CRYPTO_BUFFER_new_null();
     for (size_t i = 0; i < n; i++) {
         uint8_t *der = NULL;
@@ -45,7 +46,7 @@ static STACK_OF(CRYPTO_BUFFER) *names_of(X509_NAME *const *ns, size_t n) {
     return s;
 }
 
-static void free_names(STACK_OF(CRYPTO_BUFFER) *s) {
+static void free_names(STACK_OF(CRYPTO_BUFFER) * s) {
     sk_CRYPTO_BUFFER_pop_free(s, CRYPTO_BUFFER_free);
 }
 
@@ -57,12 +58,12 @@ static void issuer_of_leaf_or_of_the_chain(void **state) {
     sk_X509_push(chain, inter);
     X509_NAME *root[] = {name("t", "Root", MBSTRING_ASC)};
     STACK_OF(CRYPTO_BUFFER) *n = names_of(root, 1);
-    assert_true(pol_chain_issued_by_named_ca(leaf, chain, n));   // through the intermediate
-    assert_false(pol_chain_issued_by_named_ca(leaf, NULL, n));   // the leaf alone is not under Root
+    assert_true(pol_chain_issued_by_named_ca(leaf, chain, n));  // through the intermediate
+    assert_false(pol_chain_issued_by_named_ca(leaf, NULL, n));  // the leaf alone is not under Root
     free_names(n);
     X509_NAME *direct[] = {name("t", "Intermediate", MBSTRING_ASC)};
     n = names_of(direct, 1);
-    assert_true(pol_chain_issued_by_named_ca(leaf, NULL, n));    // the leaf's own issuer
+    assert_true(pol_chain_issued_by_named_ca(leaf, NULL, n));  // the leaf's own issuer
     free_names(n);
     X509_NAME *other[] = {name("t", "Other CA", MBSTRING_ASC), name("u", "Root", MBSTRING_ASC)};
     n = names_of(other, 2);
@@ -90,7 +91,7 @@ static void equal_as_x509_names(void **state) {
 static void unparsable_or_no_names(void **state) {
     X509 *leaf = cert(name("t", "leaf", MBSTRING_ASC), name("t", "CA", MBSTRING_ASC));
     STACK_OF(CRYPTO_BUFFER) *n = sk_CRYPTO_BUFFER_new_null();
-    assert_false(pol_chain_issued_by_named_ca(leaf, NULL, n));  // no names
+    assert_false(pol_chain_issued_by_named_ca(leaf, NULL, n));           // no names
     static const uint8_t junk[] = {0x30, 0x05, 0x31, 0x03, 0x30, 0x01};  // truncated
     sk_CRYPTO_BUFFER_push(n, CRYPTO_BUFFER_new(junk, sizeof(junk), NULL));
     assert_false(pol_chain_issued_by_named_ca(leaf, NULL, n));  // skipped, not a crash

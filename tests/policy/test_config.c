@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
 #include <cmocka.h>
 
 #include "policy/config.h"
@@ -43,9 +44,10 @@ static int has(const pol_errors *errs, const char *line_suffix) {
 
 static void minimal_and_defaults(void **state) {
     pol_errors errs;
-    pol_config *cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
-                           "rules = ( { match = \"*.example.org\"; action = \"direct\"; } );\n",
-                           &errs);
+    pol_config *cfg = load(
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+        "rules = ( { match = \"*.example.org\"; action = \"direct\"; } );\n",
+        &errs);
     assert_non_null(cfg);
     assert_int_equal(errs.len, 0);
     assert_int_equal(cfg->listeners[0].protocols, POL_PROTO_SOCKS5 | POL_PROTO_SOCKS4 | POL_PROTO_HTTP);
@@ -64,30 +66,36 @@ static void minimal_and_defaults(void **state) {
 
 static void every_error_with_line(void **state) {
     pol_errors errs;
-    pol_config *cfg = load("workers = \"two\";\n"
-                           "listen = ( { name = \"p\"; address = \"localhost:1080\"; protocols = [\"socks6\"]; } );\n"
-                           "limits = { max_connections = 0; header_mx = 1; };\n"
-                           "rules = (\n"
-                           "  { match = \"a.test\"; action = \"allow\"; },\n"
-                           "  { match = \"b.test\"; identity = \"nobody\"; },\n"
-                           "  { match = \"c.test\"; action = \"direct\"; upstream = \"c.test\"; }\n"
-                           ");\n"
-                           "resolver = { servers = [ \"dns.example\" ]; };\n"
-                           "allow = [ \"everyone\" ];\n"
-                           "log = { level = \"loud\"; };\n",
-                           &errs);
+    pol_config *cfg = load(
+        "workers = \"two\";\n"
+        "listen = ( { name = \"p\"; address = \"localhost:1080\"; protocols = [\"socks6\"]; } );\n"
+        "limits = { max_connections = 0; header_mx = 1; };\n"
+        "rules = (\n"
+        "  { match = \"a.test\"; action = \"allow\"; },\n"
+        "  { match = \"b.test\"; identity = \"nobody\"; },\n"
+        "  { match = \"c.test\"; action = \"direct\"; upstream = \"c.test\"; }\n"
+        ");\n"
+        "resolver = { servers = [ \"dns.example\" ]; };\n"
+        "allow = [ \"everyone\" ];\n"
+        "log = { level = \"loud\"; };\n",
+        &errs);
     assert_null(cfg);
     assert_true(has(&errs, "1: workers: expected an integer from 0 to 256, found a string"));
-    assert_true(has(&errs, "2: listen[0].address: expected \"IPv4:port\", \"[IPv6]:port\" or \"unix:PATH\", found \"localhost:1080\""));
+    assert_true(has(
+        &errs,
+        "2: listen[0].address: expected \"IPv4:port\", \"[IPv6]:port\" or \"unix:PATH\", found \"localhost:1080\""));
     assert_true(has(&errs, "2: listen[0].protocols: expected \"socks5\", \"socks4\" or \"http\", found \"socks6\""));
     assert_true(has(&errs, "3: limits.max_connections: expected an integer from 1 to 10000000, found 0"));
-    assert_true(has(&errs, "3: limits.header_mx: unknown setting; did you mean \"header_max\"? (expected one of: max_connections, "
-                           "connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s, header_max, "
-                           "drain_timeout_s, session_cache_size, key_timeout_ms, max_connections_per_client)"));
+    assert_true(
+        has(&errs,
+            "3: limits.header_mx: unknown setting; did you mean \"header_max\"? (expected one of: max_connections, "
+            "connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s, header_max, "
+            "drain_timeout_s, session_cache_size, key_timeout_ms, max_connections_per_client)"));
     assert_true(has(&errs, "5: rules[0].action: expected \"mtls\", \"direct\" or \"deny\", found \"allow\""));
     assert_true(has(&errs, "6: rules[1].identity: no identity is named \"nobody\" (see identities)"));
     assert_true(has(&errs, "7: rules[2].upstream: expected \"host:port\" or \"[IPv6]:port\", found \"c.test\""));
-    assert_true(has(&errs, "9: resolver.servers: expected \"IP\" or \"IP:port\" of a DNS server, found \"dns.example\""));
+    assert_true(
+        has(&errs, "9: resolver.servers: expected \"IP\" or \"IP:port\" of a DNS server, found \"dns.example\""));
     assert_true(has(&errs, "10: allow: expected an IP address or CIDR like \"127.0.0.0/8\", found \"everyone\""));
     assert_true(has(&errs, "11: log.level: expected \"error\", \"warn\", \"info\" or \"debug\", found \"loud\""));
     pol_errors_free(&errs);
@@ -153,21 +161,24 @@ static void deny_addresses(void **state) {
     pol_config_unref(cfg);
     pol_errors_free(&errs);
     // An upstream literal inside the list could never be reached: an error naming the rule.
-    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
-               "deny_addresses = [ \"10.9.0.0/16\", \"bogus\" ];\n"
-               "rules = ( { match = \"*\"; action = \"direct\";\n"
-               "            upstream = \"10.9.8.7:80\"; } );\n",
-               &errs);
+    cfg = load(
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+        "deny_addresses = [ \"10.9.0.0/16\", \"bogus\" ];\n"
+        "rules = ( { match = \"*\"; action = \"direct\";\n"
+        "            upstream = \"10.9.8.7:80\"; } );\n",
+        &errs);
     assert_null(cfg);
     assert_true(has(&errs, "2: deny_addresses: expected an IP address or CIDR like \"127.0.0.0/8\", found \"bogus\""));
-    assert_true(has(&errs, "3: upstream: 10.9.8.7 is in deny_addresses (10.9.0.0/16): the gateway never connects there"));
+    assert_true(
+        has(&errs, "3: upstream: 10.9.8.7 is in deny_addresses (10.9.0.0/16): the gateway never connects there"));
     pol_errors_free(&errs);
     // An upstream literal is the operator's own choice: the default list does not fence
     // it (that is how a rule reaches a local service); a name resolving there is fenced.
-    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
-               "rules = ( { match = \"local.test\"; action = \"direct\"; upstream = \"127.0.0.1:6379\"; },\n"
-               "          { match = \"name.test\"; action = \"direct\"; upstream = \"localhost:6379\"; } );\n",
-               &errs);
+    cfg = load(
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+        "rules = ( { match = \"local.test\"; action = \"direct\"; upstream = \"127.0.0.1:6379\"; },\n"
+        "          { match = \"name.test\"; action = \"direct\"; upstream = \"localhost:6379\"; } );\n",
+        &errs);
     assert_non_null(cfg);
     const uint8_t lo[16] = {127, 0, 0, 1};
     assert_true(cfg->rules[0].upstream_is_literal);
@@ -179,16 +190,19 @@ static void deny_addresses(void **state) {
     pol_config_unref(cfg);
     pol_errors_free(&errs);
     // A non-loopback admin address needs an explicit admin.allow.
-    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
-               "admin = { address = \"0.0.0.0:9901\"; };\n",
-               &errs);
+    cfg = load(
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+        "admin = { address = \"0.0.0.0:9901\"; };\n",
+        &errs);
     assert_null(cfg);
-    assert_true(has(&errs, "2: admin.address: 0.0.0.0:9901 is not a loopback address: set admin.allow to the networks "
-                           "that may read /metrics and /identities (e.g. allow = [ \"10.0.0.0/8\" ];)"));
+    assert_true(has(&errs,
+                    "2: admin.address: 0.0.0.0:9901 is not a loopback address: set admin.allow to the networks "
+                    "that may read /metrics and /identities (e.g. allow = [ \"10.0.0.0/8\" ];)"));
     pol_errors_free(&errs);
-    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
-               "admin = { address = \"0.0.0.0:9901\"; allow = [ \"10.0.0.0/8\" ]; };\n",
-               &errs);
+    cfg = load(
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+        "admin = { address = \"0.0.0.0:9901\"; allow = [ \"10.0.0.0/8\" ]; };\n",
+        &errs);
     assert_non_null(cfg);
     assert_int_equal(cfg->num_admin_allow, 1);
     pol_config_unref(cfg);
@@ -199,13 +213,14 @@ static void deny_addresses(void **state) {
 // one at any loopback or interface address, whatever deny_addresses says.
 static void own_addresses(void **state) {
     pol_errors errs;
-    pol_config *cfg = load("listen = ( { name = \"proxy\"; address = \"127.0.0.1:1080\"; },\n"
-                           "           { name = \"all\"; address = \"0.0.0.0:1081\"; },\n"
-                           "           { name = \"six\"; address = \"[::1]:1082\"; } );\n"
-                           "allow = [ \"0.0.0.0/0\" ];\n"
-                           "deny_addresses = [ ];\n"
-                           "admin = { address = \"127.0.0.1:9901\"; };\n",
-                           &errs);
+    pol_config *cfg = load(
+        "listen = ( { name = \"proxy\"; address = \"127.0.0.1:1080\"; },\n"
+        "           { name = \"all\"; address = \"0.0.0.0:1081\"; },\n"
+        "           { name = \"six\"; address = \"[::1]:1082\"; } );\n"
+        "allow = [ \"0.0.0.0/0\" ];\n"
+        "deny_addresses = [ ];\n"
+        "admin = { address = \"127.0.0.1:9901\"; };\n",
+        &errs);
     assert_non_null(cfg);
     assert_string_equal(own(cfg, "127.0.0.1", 1080), "proxy");
     assert_string_equal(own(cfg, "::ffff:127.0.0.1", 1080), "proxy");
@@ -231,15 +246,17 @@ static void own_addresses(void **state) {
 // root's as one uid. Refused unless `user` says whom to run as.
 static void callers_need_user_as_root(void **state) {
     pol_errors errs;
-    const char *conf = "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
-                       "rules = ( { match = \"*\"; action = \"direct\"; },\n"
-                       "          { match = \"a.test\"; action = \"direct\"; caller = \"uid:0\"; } );\n";
+    const char *conf =
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+        "rules = ( { match = \"*\"; action = \"direct\"; },\n"
+        "          { match = \"a.test\"; action = \"direct\"; caller = \"uid:0\"; } );\n";
     pol_config *cfg = load(conf, &errs);
     if (geteuid() == 0) {
         assert_null(cfg);
-        assert_true(has(&errs, "3: rules[1].caller: caller rules need `user` when the gateway is started as root (it "
-                               "never takes its own uid for a caller, and would run as uid 0): add user = \"mtlsgw\"; "
-                               "or another service user"));
+        assert_true(has(&errs,
+                        "3: rules[1].caller: caller rules need `user` when the gateway is started as root (it "
+                        "never takes its own uid for a caller, and would run as uid 0): add user = \"mtlsgw\"; "
+                        "or another service user"));
     } else {
         assert_non_null(cfg);  // a gateway started as another user is that user already
         pol_config_unref(cfg);
@@ -256,12 +273,13 @@ static void callers_need_user_as_root(void **state) {
 // `listener`: a rule serves only the clients of the listeners it names.
 static void rules_by_listener(void **state) {
     pol_errors errs;
-    pol_config *cfg = load("listen = ( { name = \"orders\"; address = \"127.0.0.1:1080\"; },\n"
-                           "           { name = \"billing\"; address = \"127.0.0.1:1081\"; } );\n"
-                           "rules = ( { match = \"a.test\"; action = \"direct\"; listener = \"orders\"; },\n"
-                           "          { match = \"a.test\"; action = \"deny\"; listener = [ \"billing\", \"orders\" ]; },\n"
-                           "          { match = \"*\"; action = \"direct\"; } );\n",
-                           &errs);
+    pol_config *cfg = load(
+        "listen = ( { name = \"orders\"; address = \"127.0.0.1:1080\"; },\n"
+        "           { name = \"billing\"; address = \"127.0.0.1:1081\"; } );\n"
+        "rules = ( { match = \"a.test\"; action = \"direct\"; listener = \"orders\"; },\n"
+        "          { match = \"a.test\"; action = \"deny\"; listener = [ \"billing\", \"orders\" ]; },\n"
+        "          { match = \"*\"; action = \"direct\"; } );\n",
+        &errs);
     assert_non_null(cfg);
     pol_dest d;
     assert_true(pol_dest_init(&d, "a.test", 80));
@@ -272,10 +290,11 @@ static void rules_by_listener(void **state) {
     assert_null(cfg->rules[2].listeners_text);
     pol_config_unref(cfg);
     pol_errors_free(&errs);
-    cfg = load("listen = ( { name = \"orders\"; address = \"127.0.0.1:1080\"; } );\n"
-               "rules = ( { match = \"a.test\"; action = \"direct\"; listener = \"ordres\"; },\n"
-               "          { match = \"b.test\"; action = \"direct\"; listener = 5; } );\n",
-               &errs);
+    cfg = load(
+        "listen = ( { name = \"orders\"; address = \"127.0.0.1:1080\"; } );\n"
+        "rules = ( { match = \"a.test\"; action = \"direct\"; listener = \"ordres\"; },\n"
+        "          { match = \"b.test\"; action = \"direct\"; listener = 5; } );\n",
+        &errs);
     assert_null(cfg);
     assert_true(has(&errs, "2: rules[0].listener: no listener named \"ordres\" (the listeners: \"orders\")"));
     assert_true(has(&errs, "3: rules[1].listener: expected the name of a listener, or a list of them"));
@@ -283,9 +302,13 @@ static void rules_by_listener(void **state) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(minimal_and_defaults), cmocka_unit_test(every_error_with_line),
-                                       cmocka_unit_test(syntax_error), cmocka_unit_test(missing_listen),
-                                       cmocka_unit_test(deny_addresses), cmocka_unit_test(own_addresses),
-                                       cmocka_unit_test(callers_need_user_as_root), cmocka_unit_test(rules_by_listener)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(minimal_and_defaults),
+                                       cmocka_unit_test(every_error_with_line),
+                                       cmocka_unit_test(syntax_error),
+                                       cmocka_unit_test(missing_listen),
+                                       cmocka_unit_test(deny_addresses),
+                                       cmocka_unit_test(own_addresses),
+                                       cmocka_unit_test(callers_need_user_as_root),
+                                       cmocka_unit_test(rules_by_listener)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
 #include <cmocka.h>
 
 #include "policy/match.h"
@@ -44,9 +45,9 @@ static void forms(void **state) {
 }
 
 static void errors(void **state) {
-    const char *bad[] = {"", "a.test:0", "a.test:65536", "a.test:90-80", "a*.test", "*.",
-                         "a..test", "10.0.0.1/8", "10.0.0.0/33", "[::1", "[::1]x", "a b", "300.1.1.1",
-                         "a.test:", "a.test:1-", "*.*.test"};
+    const char *bad[] = {"",          "a.test:0",   "a.test:65536", "a.test:90-80", "a*.test", "*.",
+                         "a..test",   "10.0.0.1/8", "10.0.0.0/33",  "[::1",         "[::1]x",  "a b",
+                         "300.1.1.1", "a.test:",    "a.test:1-",    "*.*.test"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         pol_match m;
         char err[300] = "";
@@ -93,8 +94,8 @@ static void address_spellings(void **state) {
     assert_string_equal(d.host, "127.0.0.1");
     assert_true(pol_match_test(&m, &d));
     // Spellings c-ares or libc read as addresses and inet_pton does not: refused.
-    const char *const refused[] = {"127.000.000.001", "127.000.000.001.", "127.1", "2130706433", "0177.0.0.1",
-                                   "0x7f.0.0.1", "127.0.0.1..", "foo.123", "10.0.0.1.5"};
+    const char *const refused[] = {"127.000.000.001", "127.000.000.001.", "127.1",   "2130706433", "0177.0.0.1",
+                                   "0x7f.0.0.1",      "127.0.0.1..",      "foo.123", "10.0.0.1.5"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         assert_false(pol_dest_init(&d, refused[i], 80));
     }

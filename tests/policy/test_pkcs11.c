@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
 #include <cmocka.h>
 #include <openssl/bn.h>
 #include <openssl/digest.h>
@@ -27,9 +28,10 @@ static void uri_accepted(void **state) {
     assert_true(pol_p11_uri_parse("pkcs11:token=gw;object=ops", &module, &pin, err, sizeof(err)));
     assert_null(module);
     assert_null(pin);
-    assert_true(pol_p11_uri_parse("pkcs11:token=gw;id=%01%02?module-path=/usr/lib/softhsm/libsofthsm2.so"
-                                  "&pin-source=file:/etc/mtlsgw/ids/gw.pin",
-                                  &module, &pin, err, sizeof(err)));
+    assert_true(
+        pol_p11_uri_parse("pkcs11:token=gw;id=%01%02?module-path=/usr/lib/softhsm/libsofthsm2.so"
+                          "&pin-source=file:/etc/mtlsgw/ids/gw.pin",
+                          &module, &pin, err, sizeof(err)));
     assert_string_equal(module, "/usr/lib/softhsm/libsofthsm2.so");
     assert_string_equal(pin, "/etc/mtlsgw/ids/gw.pin");
     free(module);
@@ -144,7 +146,7 @@ static void rsa_forms(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(uri_accepted), cmocka_unit_test(uri_refused), cmocka_unit_test(uri_parts),
+        cmocka_unit_test(uri_accepted),     cmocka_unit_test(uri_refused), cmocka_unit_test(uri_parts),
         cmocka_unit_test(ecdsa_round_trip), cmocka_unit_test(rsa_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

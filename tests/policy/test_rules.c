@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
 #include <cmocka.h>
 
 #include "policy/rules.h"
@@ -25,8 +26,13 @@ static long lookup(pol_index *idx, const char *host, uint16_t port) {
 }
 
 static void first_match_wins(void **state) {
-    const char *pats[] = {"redis.dc2.test:6379", "*.dc2.test:80", "10.20.0.0/16", "*.example.org",
-                          "10.20.30.0/24", "orders.dc2.test", "*"};
+    const char *pats[] = {"redis.dc2.test:6379",
+                          "*.dc2.test:80",
+                          "10.20.0.0/16",
+                          "*.example.org",
+                          "10.20.30.0/24",
+                          "orders.dc2.test",
+                          "*"};
     pol_index *idx = pol_index_new();
     pol_match ms[7];
     for (uint32_t i = 0; i < 7; i++) {

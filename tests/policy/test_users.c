@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
 #include <cmocka.h>
 
 #include <openssl/sha.h>
@@ -151,12 +152,9 @@ static void missing_file_reported(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(made_lines_verify),
-        cmocka_unit_test(same_password_different_salt),
-        cmocka_unit_test(invalid_names_refused),
-        cmocka_unit_test(bad_lines_reported),
-        cmocka_unit_test(scrypt_lines),
-        cmocka_unit_test(missing_file_reported),
+        cmocka_unit_test(made_lines_verify),     cmocka_unit_test(same_password_different_salt),
+        cmocka_unit_test(invalid_names_refused), cmocka_unit_test(bad_lines_reported),
+        cmocka_unit_test(scrypt_lines),          cmocka_unit_test(missing_file_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
 #include <cmocka.h>
 
 #include "gateway/proto/h1.h"
@@ -149,16 +150,16 @@ static void chunked_every_split(void **state) {
 
 static void chunked_malformed(void **state) {
     const char *bad[] = {
-        "zz\r\nhello\r\n0\r\n\r\n",          // not hex
-        "\r\n",                              // no size
-        "5\r\nhelloX\r\n0\r\n\r\n",          // data longer than its size
-        "5\nhello\r\n0\r\n\r\n",             // bare LF
-        "5\r\nhello\r\n0\r\n\n",             // bare LF at the end
-        "-5\r\nhello\r\n",                   // sign
-        "1000000000000000\r\n",              // 2^60: too large
-        "5 x\r\nhello\r\n",                  // junk after the size
-        "0\r\n folded: x\r\n\r\n",           // trailer starting with whitespace
-        "5;a\x01\r\nhello\r\n",              // control byte in an extension
+        "zz\r\nhello\r\n0\r\n\r\n",  // not hex
+        "\r\n",                      // no size
+        "5\r\nhelloX\r\n0\r\n\r\n",  // data longer than its size
+        "5\nhello\r\n0\r\n\r\n",     // bare LF
+        "5\r\nhello\r\n0\r\n\n",     // bare LF at the end
+        "-5\r\nhello\r\n",           // sign
+        "1000000000000000\r\n",      // 2^60: too large
+        "5 x\r\nhello\r\n",          // junk after the size
+        "0\r\n folded: x\r\n\r\n",   // trailer starting with whitespace
+        "5;a\x01\r\nhello\r\n",      // control byte in an extension
     };
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
         for (size_t cut = 0; cut <= strlen(bad[k]); cut++) {
@@ -297,10 +298,14 @@ static void head_complete(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(request_framing), cmocka_unit_test(response_framing),
-        cmocka_unit_test(keep_alive),      cmocka_unit_test(chunked_every_split),
-        cmocka_unit_test(chunked_malformed), cmocka_unit_test(rewrite_request),
-        cmocka_unit_test(rewrite_response),  cmocka_unit_test(head_complete),
+        cmocka_unit_test(request_framing),
+        cmocka_unit_test(response_framing),
+        cmocka_unit_test(keep_alive),
+        cmocka_unit_test(chunked_every_split),
+        cmocka_unit_test(chunked_malformed),
+        cmocka_unit_test(rewrite_request),
+        cmocka_unit_test(rewrite_response),
+        cmocka_unit_test(head_complete),
         cmocka_unit_test(chunked_decode_every_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

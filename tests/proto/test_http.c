@@ -4,12 +4,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
 #include <cmocka.h>
 
 #include "gateway/proto/http.h"
 
 static void connect_every_split(void **state) {
-    const char *msg = "CONNECT orders.dc2.test:443 HTTP/1.1\r\nHost: orders.dc2.test:443\r\nProxy-Connection: keep-alive\r\n\r\n\x16\x03\x01";
+    const char *msg =
+        "CONNECT orders.dc2.test:443 HTTP/1.1\r\nHost: orders.dc2.test:443\r\nProxy-Connection: "
+        "keep-alive\r\n\r\n\x16\x03\x01";
     size_t head = strlen(msg) - 3;
     gw_http_request r;
     for (size_t cut = 0; cut < head; cut++) {
@@ -32,13 +35,13 @@ static void connect_every_split(void **state) {
 static void strictness(void **state) {
     gw_http_request r;
     const char *bad[] = {
-        "CONNECT a:1 HTTP/1.1\r\n folded\r\n\r\n",        // obs-fold
-        "CONNECT a:1 HTTP/1.1\r\nX : y\r\n\r\n",          // space before colon
-        "CONNECT a:1 HTTP/1.1\nX: y\n\n",                 // bare LF
-        "CONNECT a:1 HTTP/1.1\r\nX: a\rb\r\n\r\n",        // bare CR
-        "CONNECT  a:1 HTTP/1.1\r\n\r\n",                  // double space
-        "\x16\x03\x01\x02\x00",                           // TLS, not HTTP
-        "CONNECT a:1 HTTP/1.1\r\nX: \x01\r\n\r\n",        // control byte
+        "CONNECT a:1 HTTP/1.1\r\n folded\r\n\r\n",  // obs-fold
+        "CONNECT a:1 HTTP/1.1\r\nX : y\r\n\r\n",    // space before colon
+        "CONNECT a:1 HTTP/1.1\nX: y\n\n",           // bare LF
+        "CONNECT a:1 HTTP/1.1\r\nX: a\rb\r\n\r\n",  // bare CR
+        "CONNECT  a:1 HTTP/1.1\r\n\r\n",            // double space
+        "\x16\x03\x01\x02\x00",                     // TLS, not HTTP
+        "CONNECT a:1 HTTP/1.1\r\nX: \x01\r\n\r\n",  // control byte
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(gw_http_parse_request(bad[i], strlen(bad[i]), &r), GW_HTTP_ERR_SYNTAX);
@@ -105,8 +108,8 @@ static void response_head(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(connect_every_split), cmocka_unit_test(strictness), cmocka_unit_test(too_many_headers),
-        cmocka_unit_test(authority_forms), cmocka_unit_test(absolute_uri), cmocka_unit_test(response_head),
+        cmocka_unit_test(connect_every_split), cmocka_unit_test(strictness),   cmocka_unit_test(too_many_headers),
+        cmocka_unit_test(authority_forms),     cmocka_unit_test(absolute_uri), cmocka_unit_test(response_head),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

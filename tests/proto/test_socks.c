@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
 #include <cmocka.h>
 
 #include "gateway/proto/socks.h"
@@ -36,10 +37,15 @@ static void request_domain_every_split_and_merged(void **state) {
     uint8_t msg[64];
     const char *host = "redis.dc2.test";
     size_t n = 0;
-    msg[n++] = 5; msg[n++] = 1; msg[n++] = 0; msg[n++] = 3; msg[n++] = (uint8_t)strlen(host);
+    msg[n++] = 5;
+    msg[n++] = 1;
+    msg[n++] = 0;
+    msg[n++] = 3;
+    msg[n++] = (uint8_t)strlen(host);
     memcpy(msg + n, host, strlen(host));
     n += strlen(host);
-    msg[n++] = 0x18; msg[n++] = 0xeb;  // 6379
+    msg[n++] = 0x18;
+    msg[n++] = 0xeb;  // 6379
     for (size_t cut = 0; cut < n; cut++) {
         size_t used = 0;
         gw_socks_request req;
@@ -63,7 +69,8 @@ static void request_ip_types(void **state) {
     assert_string_equal(req.host, "10.20.0.1");
     uint8_t v6[22] = {5, 1, 0, 4};
     v6[19] = 1;
-    v6[20] = 1; v6[21] = 187;
+    v6[20] = 1;
+    v6[21] = 187;
     assert_int_equal(gw_socks5_parse_request(v6, sizeof(v6), &used, &req), GW_SOCKS_OK);
     assert_string_equal(req.host, "::1");
     assert_int_equal(req.port, 443);
@@ -141,10 +148,15 @@ static void replies(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(greeting_every_split), cmocka_unit_test(greeting_errors),
-        cmocka_unit_test(request_domain_every_split_and_merged), cmocka_unit_test(request_ip_types),
-        cmocka_unit_test(request_errors), cmocka_unit_test(socks4a_every_split),
-        cmocka_unit_test(socks4_plain_and_errors), cmocka_unit_test(userpass), cmocka_unit_test(replies),
+        cmocka_unit_test(greeting_every_split),
+        cmocka_unit_test(greeting_errors),
+        cmocka_unit_test(request_domain_every_split_and_merged),
+        cmocka_unit_test(request_ip_types),
+        cmocka_unit_test(request_errors),
+        cmocka_unit_test(socks4a_every_split),
+        cmocka_unit_test(socks4_plain_and_errors),
+        cmocka_unit_test(userpass),
+        cmocka_unit_test(replies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
 #include <cmocka.h>
 
 #include "gateway/base/log.h"
@@ -54,9 +55,11 @@ static int checks_under_way(void) {
 static pol_config *load(const char *extra) {
     snprintf(conf_path, sizeof(conf_path), "/tmp/mtlsgw-front-%d.conf", (int)getpid());
     FILE *f = fopen(conf_path, "w");
-    fprintf(f, "listen = ( { name = \"p\"; address = \"127.0.0.1:1\"; } );\n"
-               "limits = { handshake_timeout_ms = 2000; header_max = 1024; };\n"
-               "rules = ( { match = \"*\"; action = \"deny\"; } );\n%s", extra);
+    fprintf(f,
+            "listen = ( { name = \"p\"; address = \"127.0.0.1:1\"; } );\n"
+            "limits = { handshake_timeout_ms = 2000; header_max = 1024; };\n"
+            "rules = ( { match = \"*\"; action = \"deny\"; } );\n%s",
+            extra);
     fclose(f);
     pol_errors errs;
     pol_errors_init(&errs);
@@ -149,7 +152,8 @@ static void connect_and_http_proxy_errors(void **state) {
     const char *c = "CONNECT orders.test:443 HTTP/1.1\r\nHost: orders.test:443\r\n\r\n";
     one(GW_ERR_NONE, c, strlen(c), out, sizeof(out));
     assert_non_null(strstr(out, "HTTP/1.1 403 Forbidden\r\n"));
-    assert_non_null(strstr(out, "Proxy-Status: mtlsgw; error=http_request_denied; details=\"orders.test:443 denied by rule "));
+    assert_non_null(
+        strstr(out, "Proxy-Status: mtlsgw; error=http_request_denied; details=\"orders.test:443 denied by rule "));
     const char *ip = "CONNECT 10.1.2.3:443 HTTP/1.1\r\nHost: x\r\n\r\n";
     one(GW_ERR_NONE, ip, strlen(ip), out, sizeof(out));
     assert_non_null(strstr(out, "error=destination_ip_prohibited"));  // an IP, not a name
@@ -161,7 +165,8 @@ static void connect_and_http_proxy_errors(void **state) {
     assert_non_null(strstr(out, "400 Bad Request"));
     assert_non_null(strstr(out, "https:// URLs go through CONNECT"));
     char big[1500];
-    int len = snprintf(big, sizeof(big), "GET http://orders.test/ HTTP/1.1\r\nHost: orders.test\r\nX-Big: %01300d\r\n\r\n", 0);
+    int len = snprintf(big, sizeof(big),
+                       "GET http://orders.test/ HTTP/1.1\r\nHost: orders.test\r\nX-Big: %01300d\r\n\r\n", 0);
     one(GW_ERR_NONE, big, (size_t)len, out, sizeof(out));
     assert_non_null(strstr(out, "431 Request Header Fields Too Large"));
     // Content-Length is the body sent.
@@ -193,7 +198,8 @@ static void authentication(void **state) {
     const char *good = "CONNECT orders.test:443 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YWxpY2U6cHc=\r\n\r\n";
     one(GW_ERR_NONE, good, strlen(good), out, sizeof(out));
     assert_non_null(strstr(out, "HTTP/1.1 403"));
-    const char *wrong = "CONNECT orders.test:443 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YWxpY2U6cHg=\r\n\r\n";
+    const char *wrong =
+        "CONNECT orders.test:443 HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YWxpY2U6cHg=\r\n\r\n";
     one(GW_ERR_NONE, wrong, strlen(wrong), out, sizeof(out));
     assert_non_null(strstr(out, "HTTP/1.1 407"));
     // SOCKS5 offering only "no authentication": 0xFF.
@@ -201,15 +207,24 @@ static void authentication(void **state) {
     assert_true(n >= 2);
     assert_memory_equal(out, "\x05\xff", 2);
     // SOCKS5 with the right password, split inside the credentials.
-    const char *parts[] = {"\x05\x01\x02", "\x01\x05" "ali", "ce\x02pw", "\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50"};
+    const char *parts[] = {"\x05\x01\x02",
+                           "\x01\x05"
+                           "ali",
+                           "ce\x02pw", "\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50"};
     size_t lens[] = {3, 5, 5, 10};
     n = exchange(GW_ERR_NONE, parts, lens, 4, out, sizeof(out));
     assert_true(n >= 6);
     assert_memory_equal(out, "\x05\x02\x01\x00\x05\x02", 6);  // userpass, accepted, denied by rule
     // Outside allow: the same answer whatever the password, credentials never checked.
     char a[64], b[64];
-    const char *right[] = {"\x05\x01\x02", "\x01\x05" "alice\x02pw", "\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50"};
-    const char *bad[] = {"\x05\x01\x02", "\x01\x05" "alice\x02px", "\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50"};
+    const char *right[] = {"\x05\x01\x02",
+                           "\x01\x05"
+                           "alice\x02pw",
+                           "\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50"};
+    const char *bad[] = {"\x05\x01\x02",
+                         "\x01\x05"
+                         "alice\x02px",
+                         "\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50"};
     size_t l3[] = {3, 10, 10};
     size_t na = exchange(GW_ERR_NOT_ALLOWED, right, l3, 3, a, sizeof(a));
     size_t nb = exchange(GW_ERR_NOT_ALLOWED, bad, l3, 3, b, sizeof(b));

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
+
 #include <cmocka.h>
 
 #include "gateway/upstream/sesscache.h"
@@ -50,7 +51,7 @@ static void tls12_is_reused_and_expired_dropped(void **state) {
     }
     SSL_SESSION *old = session(TLS1_2_VERSION);
     SSL_SESSION_set_time(old, (uint64_t)time(NULL) - 7200);
-    gw_sesscache_put("k", 1, old);  // replaces the reusable one
+    gw_sesscache_put("k", 1, old);        // replaces the reusable one
     assert_null(gw_sesscache_take("k"));  // and is expired
 }
 
