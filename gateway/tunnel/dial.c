@@ -18,8 +18,10 @@ static void on_resolved(void *arg, res_status status, const res_addr *addrs, siz
     t->dial.query = NULL;
     t->dial.resolved = 1;
     t->dial.dns_status = status;
-    t->dial.num_addrs = n < RES_MAX_ADDRS ? n : RES_MAX_ADDRS;
-    memcpy(t->dial.addrs, addrs, t->dial.num_addrs * sizeof(*addrs));
+    t->dial.num_addrs = addrs != NULL && n < RES_MAX_ADDRS ? n : addrs != NULL ? RES_MAX_ADDRS : 0;
+    if (t->dial.num_addrs > 0) {
+        memcpy(t->dial.addrs, addrs, t->dial.num_addrs * sizeof(*addrs));
+    }
     t->dns_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
     gw_metrics_dns(status == RES_OK          ? GW_DNS_OK
                    : status == RES_NOT_FOUND ? GW_DNS_NOT_FOUND
