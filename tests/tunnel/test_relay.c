@@ -2,7 +2,9 @@
 // an upstream this test accepts itself. Half-close passes on both ways; backpressure holds
 // the client while the upstream reads nothing and then delivers every byte in order; the
 // dial falls back from a refused address to the next; an upstream's reset reaches the
-// client only after the bytes it sent before. The loop runs until a condition holds (no
+// client only after the bytes it sent before; an http_proxy exchange is rewritten to
+// origin-form, its chunked response passed whole, and the next request to the same
+// destination rides the same upstream. The loop runs until a condition holds (no
 // fixed sleeps), bounded so a broken build fails instead of hanging.
 #include <arpa/inet.h>
 #include <errno.h>
@@ -77,7 +79,8 @@ static pol_config *load(void) {
     FILE *f = fopen(path, "w");
     // up.test resolves to 127.0.0.2 (nobody listens there: refused) and then 127.0.0.1.
     fprintf(f,
-            "listen = ( { name = \"f\"; address = \"127.0.0.1:1\"; forward = \"up.test:80\"; } );\n"
+            "listen = ( { name = \"f\"; address = \"127.0.0.1:1\"; forward = \"up.test:80\"; },\n"
+            "           { name = \"p\"; address = \"127.0.0.1:2\"; } );\n"
             "resolver = { hosts = ( { name = \"up.test\"; address = \"127.0.0.2\"; },\n"
             "                       { name = \"up.test\"; address = \"127.0.0.1\"; } ); };\n"
             "rules = ( { match = \"up.test:80\"; action = \"direct\"; upstream_port = %u; } );\n"
@@ -103,7 +106,7 @@ typedef struct {
 
 // open_tunnel: a client connection accepted by the forward listener, and the upstream
 // connection it made, accepted here.
-static conn open_tunnel(void) {
+static conn open_tunnel_on(size_t listener) {
     uint16_t port;
     int l = listen_loopback(&port);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -120,10 +123,33 @@ static conn open_tunnel(void) {
     socklen_t pl = sizeof(peer);
     getpeername(s, (struct sockaddr *)&peer, &pl);
     gw_client_info client = {(struct sockaddr *)&peer, GW_CALLER_NONE, -1, NULL, 0, 0};
-    gw_tunnel_accept(&host, s, &client, 0, GW_ERR_NONE);
-    conn k = {nonblock(c), -1};
+    gw_tunnel_accept(&host, s, &client, listener, GW_ERR_NONE);
+    return (conn){nonblock(c), -1};
+}
+
+static conn open_tunnel(void) {
+    conn k = open_tunnel_on(0);
     until((k.upstream = accept4(up_listener, NULL, NULL, SOCK_NONBLOCK)) >= 0);
     return k;
+}
+
+// read_until reads from |fd| into |buf| (running the loop between tries) until |end|
+// appears; returns the length.
+static size_t read_until(int fd, char *buf, size_t cap, const char *end) {
+    size_t got = 0;
+    buf[0] = '\0';
+    for (int turns = 0; strstr(buf, end) == NULL; turns++) {
+        assert_true(turns < 2000 && got < cap - 1);
+        ssize_t r = read(fd, buf + got, cap - 1 - got);
+        if (r > 0) {
+            got += (size_t)r;
+            buf[got] = '\0';
+        } else {
+            assert_true(r < 0 && errno == EAGAIN);  // no early end
+            run_for(5);
+        }
+    }
+    return got;
 }
 
 // read_all reads from |fd| (running the loop between tries) until |n| bytes or EOF.
@@ -264,6 +290,29 @@ static void upstream_reset_comes_after_its_bytes(void **state) {
     until(host.tunnels == NULL);
 }
 
+static void http_exchange_rewrites_frames_and_keeps_the_upstream(void **state) {
+    conn k = open_tunnel_on(1);
+    const char *req = "GET http://up.test/x HTTP/1.1\r\nHost: up.test\r\n\r\n";
+    assert_int_equal(write(k.client, req, strlen(req)), (ssize_t)strlen(req));
+    until((k.upstream = accept4(up_listener, NULL, NULL, SOCK_NONBLOCK)) >= 0);
+    char buf[1024];
+    read_until(k.upstream, buf, sizeof(buf), "\r\n\r\n");
+    assert_memory_equal(buf, "GET /x HTTP/1.1\r\n", 17);  // origin-form for the server
+    assert_non_null(strstr(buf, "Host: up.test\r\n"));
+    const char *resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert_int_equal(write(k.upstream, resp, strlen(resp)), (ssize_t)strlen(resp));
+    read_until(k.client, buf, sizeof(buf), "0\r\n\r\n");
+    assert_memory_equal(buf, "HTTP/1.1 200 OK\r\n", 17);
+    assert_non_null(strstr(buf, "5\r\nhello\r\n0\r\n\r\n"));  // the chunks, whole
+    // The next request to the same destination goes over the same upstream connection.
+    req = "GET http://up.test/y HTTP/1.1\r\nHost: up.test\r\n\r\n";
+    assert_int_equal(write(k.client, req, strlen(req)), (ssize_t)strlen(req));
+    read_until(k.upstream, buf, sizeof(buf), "\r\n\r\n");
+    assert_memory_equal(buf, "GET /y HTTP/1.1\r\n", 17);
+    assert_int_equal(accept4(up_listener, NULL, NULL, SOCK_NONBLOCK), -1);  // no second connection
+    finish_tunnel(&k);
+}
+
 int main(void) {
     gw_log_configure(GW_LOG_ERROR, GW_LOG_TEXT, "off");
     res_library_init();
@@ -280,6 +329,7 @@ int main(void) {
         cmocka_unit_test_setup(dial_falls_back_to_the_next_address, fresh),
         cmocka_unit_test_setup(backpressure_holds_then_delivers_in_order, fresh),
         cmocka_unit_test_setup(upstream_reset_comes_after_its_bytes, fresh),
+        cmocka_unit_test_setup(http_exchange_rewrites_frames_and_keeps_the_upstream, fresh),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     while (host.tunnels != NULL) {
