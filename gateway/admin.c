@@ -20,7 +20,7 @@
 #include "gateway/proto/errors.h"
 #include "gateway/proto/http.h"
 #include "gateway/report.h"
-#include "gateway/tunnel/metrics.h"
+#include "gateway/service/metrics.h"
 #include "gateway/worker.h"
 
 typedef struct admin_conn admin_conn;

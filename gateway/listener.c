@@ -14,7 +14,7 @@
 #include "gateway/base/log.h"
 #include "gateway/base/peer.h"
 #include "gateway/listener.h"
-#include "gateway/tunnel/metrics.h"
+#include "gateway/service/metrics.h"
 #include "gateway/tunnel/tunnel.h"
 
 #define ACCEPTS_PER_EVENT 64

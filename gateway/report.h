@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <time.h>
 
-#include "gateway/tunnel/metrics.h"
+#include "gateway/service/metrics.h"
 #include "policy/config.h"
 #include "policy/identity.h"
 

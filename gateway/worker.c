@@ -11,8 +11,9 @@
 #include <unistd.h>
 
 #include "gateway/base/log.h"
+#include "gateway/base/xalloc.h"
 #include "gateway/listener.h"
-#include "gateway/tunnel/metrics.h"
+#include "gateway/service/metrics.h"
 #include "gateway/tunnel/tunnel.h"
 
 static void free_idle_retired(gw_worker *w, int all);
@@ -182,7 +183,7 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
         gw_sockdiag_close(&w->diag);
     }
     w->num_listeners = cfg->num_listeners;
-    w->listeners = calloc(cfg->num_listeners, sizeof(*w->listeners));
+    w->listeners = gw_xcalloc(cfg->num_listeners, sizeof(*w->listeners));  // at start: nothing to run without it
     for (size_t i = 0; i < cfg->num_listeners; i++) {
         gw_listener_start(&w->listeners[i], w, listen_fds[i], i);
     }

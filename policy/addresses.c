@@ -1,6 +1,7 @@
 // addresses: the questions asked of a snapshot about addresses: may this client use the
 // proxy (allow) or the admin endpoint (admin.allow), may the gateway connect there
 // (deny_addresses), and socket addresses as written in the config.
+#include "gateway/base/xalloc.h"
 #include "policy/config.h"
 
 #include <arpa/inet.h>
@@ -178,7 +179,7 @@ int pol_config_load_local_addresses(pol_config *cfg) {
     for (struct ifaddrs *i = list; i != NULL; i = i->ifa_next) {
         n += i->ifa_addr != NULL && (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6);
     }
-    cfg->local_addresses = calloc(n + 1, sizeof(*cfg->local_addresses));
+    cfg->local_addresses = gw_xcalloc(n + 1, sizeof(*cfg->local_addresses));
     if (cfg->local_addresses == NULL) {
         freeifaddrs(list);
         return 0;

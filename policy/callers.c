@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gateway/base/xalloc.h"
+
 typedef struct {
     uint32_t uid, gid;
 } account;
@@ -21,7 +23,7 @@ struct pol_userdb {
 };
 
 pol_userdb *pol_userdb_new(void) {
-    return calloc(1, sizeof(pol_userdb));
+    return gw_xcalloc(1, sizeof(pol_userdb));
 }
 
 void pol_userdb_free(pol_userdb *db) {
@@ -264,7 +266,7 @@ pol_callers *pol_ld_callers(loader *ld, const config_setting_t *g, const char *p
         pol_ld_problem(ld, s, path, "expected \"user:NAME\", \"uid:N\", \"group:NAME\", \"gid:N\" or a list of them");
         return NULL;
     }
-    pol_callers *c = calloc(1, sizeof(*c));
+    pol_callers *c = gw_xcalloc(1, sizeof(*c));
     int ok = c != NULL;
     for (int i = 0; ok && i < n; i++) {
         const config_setting_t *e = t == CONFIG_TYPE_STRING ? s : config_setting_get_elem(s, (unsigned)i);

@@ -15,9 +15,11 @@
 
 #include "gateway/base/buffer.h"
 #include "gateway/base/strbuf.h"
+#include "gateway/base/xalloc.h"
 #include "gateway/proto/http.h"
 #include "policy/identity.h"
 #include "policy/loader.h"
+#include "policy/settings.h"
 #include "policy/users.h"
 
 static atomic_ullong g_generation;
@@ -35,19 +37,13 @@ const char *pol_action_name(pol_action a) {
 
 static void load_resolver(loader *ld, const config_setting_t *root) {
     pol_config *cfg = ld->cfg;
-    cfg->resolver.timeout_ms = 2000;
-    cfg->resolver.tries = 2;
-    cfg->resolver.cache_max_ttl = 300;
     int bad = 0;
     const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "resolver", 1, &bad);
+    pol_settings_read_ints(ld, g, "resolver", "resolver", cfg);
     if (g == NULL) {
         return;
     }
-    static const char *const known[] = {"servers", "timeout_ms", "tries", "cache_max_ttl", "hosts", NULL};
-    pol_ld_check_members(ld, g, "resolver", known);
-    pol_ld_get_int(ld, g, "resolver", "timeout_ms", 10, 60000, &cfg->resolver.timeout_ms);
-    pol_ld_get_int(ld, g, "resolver", "tries", 1, 10, &cfg->resolver.tries);
-    pol_ld_get_int(ld, g, "resolver", "cache_max_ttl", 0, 86400, &cfg->resolver.cache_max_ttl);
+    pol_settings_check_members(ld, g, "resolver", "resolver");
     const config_setting_t *servers = pol_ld_get_aggregate(ld, g, "resolver", "servers", 0, &bad);
     if (servers != NULL && config_setting_length(servers) > 0) {
         char csv[2048] = "";
@@ -82,13 +78,12 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
             }
             strncat(csv, with_port, sizeof(csv) - strlen(csv) - 1);
         }
-        cfg->resolver.servers_csv = strdup(csv);
+        cfg->resolver.servers_csv = gw_xstrdup(csv);
     }
     const config_setting_t *hosts = pol_ld_get_aggregate(ld, g, "resolver", "hosts", 0, &bad);
     if (hosts != NULL) {
         int n = config_setting_length(hosts);
-        cfg->resolver.hosts = calloc((size_t)n + 1, sizeof(*cfg->resolver.hosts));
-        static const char *const hknown[] = {"name", "address", NULL};
+        cfg->resolver.hosts = gw_xcalloc((size_t)n + 1, sizeof(*cfg->resolver.hosts));
         for (int i = 0; i < n; i++) {
             const config_setting_t *h = config_setting_get_elem(hosts, (unsigned)i);
             char prefix[64];
@@ -97,7 +92,7 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
                 pol_ld_problem(ld, h, prefix, "expected { name = \"...\"; address = \"IP\"; }");
                 continue;
             }
-            pol_ld_check_members(ld, h, prefix, hknown);
+            pol_settings_check_members(ld, h, prefix, "resolver.hosts[]");
             const char *name = NULL, *addr = NULL;
             char path[96];
             pol_dest d;
@@ -114,7 +109,7 @@ static void load_resolver(loader *ld, const config_setting_t *root) {
                 continue;
             }
             pol_host_entry *e = &cfg->resolver.hosts[cfg->resolver.num_hosts++];
-            e->name = strdup(d.host);
+            e->name = gw_xstrdup(d.host);
             e->family = a.family;
             memcpy(e->addr, a.addr, 16);
         }
@@ -140,11 +135,7 @@ static void load_identities(loader *ld, const config_setting_t *root) {
     }
     pol_config *cfg = ld->cfg;
     int n = config_setting_length(list);
-    cfg->identities = calloc((size_t)n + 1, sizeof(*cfg->identities));
-    static const char *const known[] = {
-        "name", "certificate",  "key",     "key_password_file", "pkcs12",  "pkcs12_password_file", "trust",
-        "crl",  "verify_depth", "tls_min", "tls_max",           "ciphers", "pin_sha256",           "pkcs11_module",
-        NULL};
+    cfg->identities = gw_xcalloc((size_t)n + 1, sizeof(*cfg->identities));
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
         char prefix[300];
@@ -159,7 +150,7 @@ static void load_identities(loader *ld, const config_setting_t *root) {
             continue;
         }
         snprintf(prefix, sizeof(prefix), "identities.%s", name);
-        pol_ld_check_members(ld, g, prefix, known);
+        pol_settings_check_members(ld, g, prefix, "identities[]");
         int dup = 0;
         for (size_t j = 0; j < cfg->num_identities; j++) {
             dup |= strcmp(cfg->identities[j]->spec.name, name) == 0;
@@ -170,7 +161,6 @@ static void load_identities(loader *ld, const config_setting_t *root) {
         }
         pol_identity_spec spec;
         memset(&spec, 0, sizeof(spec));
-        spec.verify_depth = 4;
         spec.tls_min = TLS1_2_VERSION;
         spec.tls_max = TLS1_3_VERSION;
         int errors_before = (int)pol_errors_count_fatal(ld->errs);
@@ -189,7 +179,8 @@ static void load_identities(loader *ld, const config_setting_t *root) {
             const char *v;
             if (pol_ld_get_string(ld, g, prefix, files[f].key, &v) == 1) {
                 // A key in a token is a PKCS#11 URI, not a path.
-                *files[f].dst = files[f].dst == &spec.key && pol_p11_is_uri(v) ? strdup(v) : pol_ld_resolve_path(ld, v);
+                *files[f].dst =
+                    files[f].dst == &spec.key && pol_p11_is_uri(v) ? gw_xstrdup(v) : pol_ld_resolve_path(ld, v);
             }
         }
         const char *module;
@@ -230,7 +221,7 @@ static void load_identities(loader *ld, const config_setting_t *root) {
             pol_ld_setting_path(path, sizeof(path), prefix, "trust");
             pol_ld_problem(ld, g, path, "required: a PEM file of the CAs that sign the servers' certificates");
         }
-        pol_ld_get_int(ld, g, prefix, "verify_depth", 1, 16, &spec.verify_depth);
+        pol_settings_read_ints(ld, g, prefix, "identities[]", &spec);
         const char *v;
         if (pol_ld_get_string(ld, g, prefix, "tls_min", &v) == 1 && !(spec.tls_min = pol_tls_version_parse(v))) {
             pol_ld_setting_path(path, sizeof(path), prefix, "tls_min");
@@ -246,12 +237,12 @@ static void load_identities(loader *ld, const config_setting_t *root) {
             pol_ld_problem(ld, g, prefix, "tls_min is above tls_max");
         }
         if (pol_ld_get_string(ld, g, prefix, "ciphers", &v) == 1 && v[0]) {
-            spec.ciphers = strdup(v);
+            spec.ciphers = gw_xstrdup(v);
         }
         const config_setting_t *pins = pol_ld_get_aggregate(ld, g, prefix, "pin_sha256", 0, &bad);
         if (pins != NULL && config_setting_length(pins) > 0) {
             int np = config_setting_length(pins);
-            spec.pins = calloc((size_t)np, 32);
+            spec.pins = gw_xcalloc((size_t)np, 32);
             for (int j = 0; j < np; j++) {
                 const config_setting_t *e = config_setting_get_elem(pins, (unsigned)j);
                 const char *b64 = config_setting_type(e) == CONFIG_TYPE_STRING ? config_setting_get_string(e) : "";
@@ -268,7 +259,7 @@ static void load_identities(loader *ld, const config_setting_t *root) {
                 memcpy(spec.pins[spec.num_pins++], out, 32);
             }
         }
-        spec.name = strdup(name);
+        spec.name = gw_xstrdup(name);
         spec.where = pol_ld_where_of(ld, g);
         if ((int)pol_errors_count_fatal(ld->errs) != errors_before) {
             pol_identity_spec_free(&spec);
@@ -336,7 +327,7 @@ static void load_rule_identities(loader *ld, const config_setting_t *root, const
         pol_ld_problem(ld, s, path, "expected an identity name, or a list [ \"new\", \"old\" ] of them");
         return;
     }
-    r->identities = calloc((size_t)n, sizeof(*r->identities));
+    r->identities = gw_xcalloc((size_t)n, sizeof(*r->identities));
     for (int i = 0; r->identities != NULL && i < n; i++) {
         const config_setting_t *e = t == CONFIG_TYPE_STRING ? s : config_setting_get_elem(s, (unsigned)i);
         if (config_setting_type(e) != CONFIG_TYPE_STRING) {
@@ -374,9 +365,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
         return;  // no rules: everything is denied
     }
     int n = config_setting_length(list);
-    cfg->rules = calloc((size_t)n + 1, sizeof(*cfg->rules));
-    static const char *const known[] = {"match",       "action",     "identity", "upstream", "upstream_port",
-                                        "server_name", "server_uri", "caller",   "listener", NULL};
+    cfg->rules = gw_xcalloc((size_t)n + 1, sizeof(*cfg->rules));
     pol_userdb *db = pol_userdb_new();
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
@@ -386,7 +375,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             pol_ld_problem(ld, g, prefix, "expected a group { match = \"...\"; ... }");
             continue;
         }
-        pol_ld_check_members(ld, g, prefix, known);
+        pol_settings_check_members(ld, g, prefix, "rules[]");
         int before = (int)pol_errors_count_fatal(ld->errs);
         pol_rule r;
         memset(&r, 0, sizeof(r));
@@ -435,7 +424,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
                 pol_ld_problem(ld, config_setting_get_member(g, "upstream"), path,
                                "expected \"host:port\" or \"[IPv6]:port\", found \"%s\"", upstream);
             } else {
-                r.upstream_host = strdup(host);
+                r.upstream_host = gw_xstrdup(host);
             }
         }
         int port = 0;
@@ -456,7 +445,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             } else if (r.action != POL_ACTION_MTLS) {
                 pol_ld_problem(ld, config_setting_get_member(g, "server_name"), path, "only used by action \"mtls\"");
             } else {
-                r.server_name = strdup(d.host);
+                r.server_name = gw_xstrdup(d.host);
             }
         }
         if (pol_ld_get_string(ld, g, prefix, "server_uri", &uri) == 1) {
@@ -467,7 +456,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
                 pol_ld_problem(ld, config_setting_get_member(g, "server_uri"), path,
                                "expected a URI like \"spiffe://dc2.test/ns/prod/sa/orders\", found \"%s\"", uri);
             } else {
-                r.server_uri = strdup(uri);
+                r.server_uri = gw_xstrdup(uri);
             }
         }
         if (r.action == POL_ACTION_DENY && (has_upstream || port)) {
@@ -476,7 +465,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
         r.callers = pol_ld_callers(ld, g, prefix, db);
         pol_ld_rule_listeners(ld, g, prefix, &r.listeners, &r.listeners_text);
         r.where = pol_ld_where_of(ld, g);
-        r.match_text = strdup(match ? match : "");
+        r.match_text = gw_xstrdup(match ? match : "");
         if ((int)pol_errors_count_fatal(ld->errs) != before) {
             free(r.where);
             free(r.match_text);
@@ -497,44 +486,12 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
 }
 
 static void load_limits(loader *ld, const config_setting_t *root) {
-    pol_config *cfg = ld->cfg;
-    cfg->limits.max_connections = 20000;
-    cfg->limits.connect_timeout_ms = 5000;
-    cfg->limits.handshake_timeout_ms = 10000;
-    cfg->limits.confirm_ms = 200;
-    cfg->limits.idle_timeout_s = 900;
-    cfg->limits.header_max = 16384;
-    cfg->limits.drain_timeout_s = 30;
-    cfg->limits.session_cache_size = 8192;
-    cfg->limits.key_timeout_ms = 5000;
-    cfg->limits.max_connections_per_client = 0;  // 0: a quarter of max_connections
     int bad = 0;
     const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "limits", 1, &bad);
-    if (g == NULL) {
-        return;
+    pol_settings_read_ints(ld, g, "limits", "limits", ld->cfg);
+    if (g != NULL) {
+        pol_settings_check_members(ld, g, "limits", "limits");
     }
-    static const char *const known[] = {"max_connections",
-                                        "connect_timeout_ms",
-                                        "handshake_timeout_ms",
-                                        "confirm_ms",
-                                        "idle_timeout_s",
-                                        "header_max",
-                                        "drain_timeout_s",
-                                        "session_cache_size",
-                                        "key_timeout_ms",
-                                        "max_connections_per_client",
-                                        NULL};
-    pol_ld_check_members(ld, g, "limits", known);
-    pol_ld_get_int(ld, g, "limits", "max_connections", 1, 10000000, &cfg->limits.max_connections);
-    pol_ld_get_int(ld, g, "limits", "connect_timeout_ms", 10, 600000, &cfg->limits.connect_timeout_ms);
-    pol_ld_get_int(ld, g, "limits", "handshake_timeout_ms", 10, 600000, &cfg->limits.handshake_timeout_ms);
-    pol_ld_get_int(ld, g, "limits", "confirm_ms", 0, 60000, &cfg->limits.confirm_ms);
-    pol_ld_get_int(ld, g, "limits", "idle_timeout_s", 1, 7 * 86400, &cfg->limits.idle_timeout_s);
-    pol_ld_get_int(ld, g, "limits", "header_max", 1024, GW_HEADER_MAX, &cfg->limits.header_max);
-    pol_ld_get_int(ld, g, "limits", "drain_timeout_s", 0, 86400, &cfg->limits.drain_timeout_s);
-    pol_ld_get_int(ld, g, "limits", "session_cache_size", 1, 1000000, &cfg->limits.session_cache_size);
-    pol_ld_get_int(ld, g, "limits", "key_timeout_ms", 10, 600000, &cfg->limits.key_timeout_ms);
-    pol_ld_get_int(ld, g, "limits", "max_connections_per_client", 0, 10000000, &cfg->limits.max_connections_per_client);
 }
 
 static void load_allow(loader *ld, const config_setting_t *root) {
@@ -597,8 +554,7 @@ static void load_log(loader *ld, const config_setting_t *root) {
     int bad = 0;
     const config_setting_t *g = pol_ld_get_aggregate(ld, root, "", "log", 1, &bad);
     if (g != NULL) {
-        static const char *const known[] = {"level", "format", "access", NULL};
-        pol_ld_check_members(ld, g, "log", known);
+        pol_settings_check_members(ld, g, "log", "log");
         const char *v;
         if (pol_ld_get_string(ld, g, "log", "level", &v) == 1 && !gw_log_parse_level(v, &cfg->log_level)) {
             pol_ld_problem(ld, config_setting_get_member(g, "level"), "log.level",
@@ -615,7 +571,7 @@ static void load_log(loader *ld, const config_setting_t *root) {
         pol_ld_get_string(ld, g, "log", "access", &access);
     }
     if (strcmp(access, "stderr") == 0 || strcmp(access, "stdout") == 0 || strcmp(access, "off") == 0) {
-        cfg->log_access = strdup(access);
+        cfg->log_access = gw_xstrdup(access);
     } else {
         cfg->log_access = pol_ld_resolve_path(ld, access);
     }
@@ -636,8 +592,7 @@ static void load_admin(loader *ld, const config_setting_t *root) {
     if (g == NULL) {
         return;
     }
-    static const char *const known[] = {"address", "allow", NULL};
-    pol_ld_check_members(ld, g, "admin", known);
+    pol_settings_check_members(ld, g, "admin", "admin");
     static const char *const loopback[] = {"127.0.0.0/8", "::1/128"};
     int explicit_allow = config_setting_get_member(g, "allow") != NULL;
     pol_ld_cidr_list(ld, g, "admin.allow", loopback, 2, &cfg->admin_allow, &cfg->num_admin_allow);
@@ -654,7 +609,7 @@ static void load_admin(loader *ld, const config_setting_t *root) {
                            "/identities (e.g. allow = [ \"10.0.0.0/8\" ];)",
                            v);
         } else {
-            cfg->admin_address_text = strdup(v);
+            cfg->admin_address_text = gw_xstrdup(v);
         }
     }
 }
@@ -670,8 +625,7 @@ static void load_auth(loader *ld, const config_setting_t *root) {
     if (g == NULL) {
         return;
     }
-    static const char *const known[] = {"users_file", NULL};
-    pol_ld_check_members(ld, g, "auth", known);
+    pol_settings_check_members(ld, g, "auth", "auth");
     const char *v;
     if (pol_ld_get_string(ld, g, "auth", "users_file", &v) != 1) {
         pol_ld_problem(ld, g, "auth.users_file",
@@ -699,10 +653,6 @@ static void load_auth(loader *ld, const config_setting_t *root) {
     }
 }
 
-static const char *const top_known[] = {"workers", "listen", "resolver",       "identities", "rules",
-                                        "limits",  "allow",  "deny_addresses", "log",        "admin",
-                                        "auth",    "user",   "upstream_mark",  NULL};
-
 pol_config *pol_config_load(const char *path, pol_errors *errs) {
     config_t lc;
     config_init(&lc);
@@ -716,21 +666,20 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
         config_destroy(&lc);
         return NULL;
     }
-    pol_config *cfg = calloc(1, sizeof(*cfg));
+    pol_config *cfg = gw_xcalloc(1, sizeof(*cfg));
     atomic_init(&cfg->refs, 1);
-    cfg->path = strdup(path);
+    cfg->path = gw_xstrdup(path);
     char *slash = strrchr(cfg->path, '/');
-    cfg->dir = slash ? strndup(cfg->path, (size_t)(slash - cfg->path)) : strdup(".");
+    cfg->dir = slash ? gw_xstrndup(cfg->path, (size_t)(slash - cfg->path)) : gw_xstrdup(".");
     if (cfg->dir[0] == '\0') {
         free(cfg->dir);
-        cfg->dir = strdup("/");
+        cfg->dir = gw_xstrdup("/");
     }
     loader ld = {cfg, errs, path, -1, -1};
     const config_setting_t *root = config_root_setting(&lc);
     size_t before = pol_errors_count_fatal(errs);
-    pol_ld_check_members(&ld, root, "", top_known);
-    cfg->workers = 0;
-    pol_ld_get_int(&ld, root, "", "workers", 0, 256, &cfg->workers);
+    pol_settings_check_members(&ld, root, "", "");
+    pol_settings_read_ints(&ld, root, "", "", cfg);
     pol_ld_listeners(&ld, root);
     load_resolver(&ld, root);
     // Before the identities: a token's signer runs as the user the gateway will run as.
@@ -744,7 +693,7 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
             pol_ld_problem(&ld, config_setting_get_member(root, "user"), "user", "no such user \"%s\" on this system",
                            user);
         } else {
-            cfg->user = strdup(user);
+            cfg->user = gw_xstrdup(user);
             ld.user_uid = (int)pw->pw_uid;
             ld.user_gid = (int)pw->pw_gid;
         }

@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gateway/base/xalloc.h"
+
 static void (*g_ctx_hook)(SSL_CTX *ctx);
 static atomic_ullong g_identity_generation;
 static int g_verify_index = -1;
@@ -694,7 +696,7 @@ static int note_crl_coverage(pol_identity *id, STACK_OF(X509_INFO) * trust, STAC
             return 0;
         }
         id->crl_uncovered = grown;
-        if ((grown[id->num_crl_uncovered] = strdup(subject)) == NULL) {
+        if ((grown[id->num_crl_uncovered] = gw_xstrdup(subject)) == NULL) {
             return 0;
         }
         id->num_crl_uncovered++;
@@ -724,7 +726,7 @@ static void cert_pool_init(void) {
 pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_len) {
     pthread_once(&g_cert_pool_once, cert_pool_init);
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
-    pol_identity *id = calloc(1, sizeof(*id));
+    pol_identity *id = gw_xcalloc(1, sizeof(*id));
     if (ctx == NULL || id == NULL) {
         snprintf(err, err_len, "out of memory");
         SSL_CTX_free(ctx);

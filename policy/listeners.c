@@ -8,9 +8,11 @@
 #include <sys/un.h>
 
 #include "gateway/base/strbuf.h"
+#include "gateway/base/xalloc.h"
 #include "gateway/proto/http.h"
 #include "policy/callers.h"
 #include "policy/loader.h"
+#include "policy/settings.h"
 
 static const char *file_kind(mode_t m) {
     if (S_ISREG(m))
@@ -150,9 +152,7 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
         return;
     }
     pol_config *cfg = ld->cfg;
-    cfg->listeners = calloc((size_t)n, sizeof(*cfg->listeners));
-    static const char *const known[] = {"name",  "address", "protocols",   "forward", "mode",
-                                        "owner", "group",   "transparent", "sniff",   NULL};
+    cfg->listeners = gw_xcalloc((size_t)n, sizeof(*cfg->listeners));
     for (int i = 0; i < n; i++) {
         const config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
         char prefix[64];
@@ -161,7 +161,7 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
             pol_ld_problem(ld, g, prefix, "expected a group { name = ...; address = ...; }");
             continue;
         }
-        pol_ld_check_members(ld, g, prefix, known);
+        pol_settings_check_members(ld, g, prefix, "listen[]");
         pol_listener *l = &cfg->listeners[cfg->num_listeners++];
         const char *name = NULL, *address = NULL, *forward = NULL;
         char path[96];
@@ -176,7 +176,7 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
                     pol_ld_problem(ld, g, path, "\"%s\" is already the name of listen[%zu]", name, j);
                 }
             }
-            l->name = strdup(name);
+            l->name = gw_xstrdup(name);
         }
         pol_ld_setting_path(path, sizeof(path), prefix, "address");
         int r = pol_ld_get_string(ld, g, prefix, "address", &address);
@@ -184,7 +184,7 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
             pol_ld_problem(ld, g, path, "required: \"IP:port\" or \"unix:PATH\", e.g. \"127.0.0.1:1080\"");
         } else if (r == 1 && strncmp(address, "unix:", 5) == 0) {
             load_unix_address(ld, g, prefix, l, address);
-            l->address_text = strdup(address);
+            l->address_text = gw_xstrdup(address);
         } else if (r == 1) {
             static const char *const unix_only[] = {"mode", "owner", "group"};
             for (size_t k = 0; k < 3; k++) {
@@ -199,7 +199,7 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
                 pol_ld_problem(ld, config_setting_get_member(g, "address"), path,
                                "expected \"IPv4:port\", \"[IPv6]:port\" or \"unix:PATH\", found \"%s\"", address);
             }
-            l->address_text = strdup(address);
+            l->address_text = gw_xstrdup(address);
         }
         r = pol_ld_get_string(ld, g, prefix, "forward", &forward);
         if (r == 1) {
@@ -209,7 +209,7 @@ void pol_ld_listeners(loader *ld, const config_setting_t *root) {
                 pol_ld_problem(ld, config_setting_get_member(g, "forward"), path,
                                "expected \"host:port\" of the fixed destination, found \"%s\"", forward);
             } else {
-                l->forward_host = strdup(host);
+                l->forward_host = gw_xstrdup(host);
             }
         }
         const config_setting_t *protos = config_setting_get_member(g, "protocols");

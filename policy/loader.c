@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/base/xalloc.h"
 #include "policy/match.h"
 void pol_errors_init(pol_errors *errs) {
     memset(errs, 0, sizeof(*errs));
@@ -35,7 +36,7 @@ void pol_errors_add(pol_errors *errs, const char *fmt, ...) {
         errs->lines = lines;
         errs->cap = cap;
     }
-    char *line = strdup(buf);
+    char *line = gw_xstrdup(buf);
     if (line == NULL) {
         return;
     }
@@ -211,10 +212,10 @@ const config_setting_t *pol_ld_get_aggregate(loader *ld, const config_setting_t 
 
 char *pol_ld_resolve_path(loader *ld, const char *p) {
     if (p[0] == '/') {
-        return strdup(p);
+        return gw_xstrdup(p);
     }
     size_t n = strlen(ld->cfg->dir) + strlen(p) + 2;
-    char *out = malloc(n);
+    char *out = gw_xmalloc(n);
     if (out != NULL) {
         snprintf(out, n, "%s/%s", ld->cfg->dir, p);
     }
@@ -224,7 +225,7 @@ char *pol_ld_resolve_path(loader *ld, const char *p) {
 char *pol_ld_where_of(loader *ld, const config_setting_t *s) {
     char buf[PATH_MAX + 16];
     snprintf(buf, sizeof(buf), "%s:%d", ld->file, pol_ld_line_of(s));
-    return strdup(buf);
+    return gw_xstrdup(buf);
 }
 
 // ---- sections ----
@@ -237,7 +238,7 @@ void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name
     const char *dot = strrchr(name, '.');
     const config_setting_t *list = pol_ld_get_aggregate(ld, root, "", dot ? dot + 1 : name, 0, &bad);
     int n = list ? config_setting_length(list) : num_defaults;
-    *out = calloc((size_t)n + 1, sizeof(**out));
+    *out = gw_xcalloc((size_t)n + 1, sizeof(**out));
     *out_len = 0;
     for (int i = 0; i < n; i++) {
         const config_setting_t *e = list ? config_setting_get_elem(list, (unsigned)i) : NULL;
@@ -256,6 +257,6 @@ void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name
         c->family = m.family;
         memcpy(c->addr, m.addr, 16);
         c->prefix_len = m.prefix_len;
-        c->text = strdup(v);
+        c->text = gw_xstrdup(v);
     }
 }

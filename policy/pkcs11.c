@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "gateway/base/log.h"
+#include "gateway/base/xalloc.h"
 
 #define MTLSGW_SIGNER_PATH "/usr/libexec/mtlsgw/mtlsgw-pkcs11"  // where the package puts it
 
@@ -57,7 +58,7 @@ static char *pin_source_path(const char *src) {
             src += 2;  // file:///path
         }
     }
-    return src[0] == '/' ? strdup(src) : NULL;
+    return src[0] == '/' ? gw_xstrdup(src) : NULL;
 }
 
 int pol_p11_uri_parse(const char *uri, char **out_module, char **out_pin_file, char *err, size_t cap) {
@@ -93,7 +94,7 @@ int pol_p11_uri_parse(const char *uri, char **out_module, char **out_pin_file, c
     }
     const char *module = ok ? p11_kit_uri_get_module_path(u) : NULL;
     if (ok && module != NULL) {
-        *out_module = strdup(module);
+        *out_module = gw_xstrdup(module);
     }
     p11_kit_uri_free(u);
     if (!ok) {
@@ -412,9 +413,9 @@ static int ensure_running(pol_p11 *k, char *err, size_t cap) {
 
 pol_p11 *pol_p11_open(const char *module, const char *uri, const char *pin, int uid, int gid, uint32_t flags, char *err,
                       size_t cap) {
-    pol_p11 *k = calloc(1, sizeof(*k));
-    if (k == NULL || (k->module = strdup(module)) == NULL || (k->uri = strdup(uri)) == NULL ||
-        (pin != NULL && (k->pin = strdup(pin)) == NULL)) {
+    pol_p11 *k = gw_xcalloc(1, sizeof(*k));
+    if (k == NULL || (k->module = gw_xstrdup(module)) == NULL || (k->uri = gw_xstrdup(uri)) == NULL ||
+        (pin != NULL && (k->pin = gw_xstrdup(pin)) == NULL)) {
         snprintf(err, cap, "out of memory");
         if (k != NULL) {
             free(k->module);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "gateway/base/hash.h"
+#include "gateway/base/xalloc.h"
 
 typedef struct {
     uint32_t rule;
@@ -89,7 +90,7 @@ static slot *table_find(const table *t, const uint8_t *key, size_t len, uint64_t
 
 static int table_grow(table *t) {
     size_t cap = t->cap ? t->cap * 2 : 64;
-    slot *slots = calloc(cap, sizeof(*slots));
+    slot *slots = gw_xcalloc(cap, sizeof(*slots));
     if (slots == NULL) {
         return 0;
     }
@@ -111,7 +112,7 @@ static entry_list *table_get_or_add(table *t, const uint8_t *key, size_t len) {
     uint64_t h = hash_bytes(key, len);
     slot *s = table_find(t, key, len, h);
     if (s->key == NULL) {
-        s->key = malloc(len ? len : 1);
+        s->key = gw_xmalloc(len ? len : 1);
         if (s->key == NULL) {
             return NULL;
         }
@@ -137,7 +138,7 @@ static void table_free(table *t) {
 }
 
 pol_index *pol_index_new(void) {
-    return calloc(1, sizeof(pol_index));
+    return gw_xcalloc(1, sizeof(pol_index));
 }
 
 void pol_index_free(pol_index *idx) {

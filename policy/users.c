@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/base/xalloc.h"
+
 static int valid_name(const char *s, size_t len) {
     if (len == 0 || len > 255) {
         return 0;
@@ -112,7 +114,7 @@ pol_users *pol_users_load(const char *path, void (*problem)(void *arg, const cha
         problem(arg, msg);
         return NULL;
     }
-    pol_users *u = calloc(1, sizeof(*u));
+    pol_users *u = gw_xcalloc(1, sizeof(*u));
     size_t cap = 0;
     char line[2048];
     int lineno = 0, bad = 0;
@@ -162,7 +164,7 @@ pol_users *pol_users_load(const char *path, void (*problem)(void *arg, const cha
             }
             u->users = n;
         }
-        user.name = strndup(p, user.name_len);
+        user.name = gw_xstrndup(p, user.name_len);
         u->users[u->num_users++] = user;
     }
     OPENSSL_cleanse(line, sizeof(line));

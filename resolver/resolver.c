@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 
 #include "gateway/base/hash.h"
+#include "gateway/base/xalloc.h"
 
 #define CACHE_BUCKETS 1024
 #define CACHE_MAX 8192
@@ -162,10 +163,10 @@ res_resolver *res_resolver_new(gw_loop *loop, const pol_config *cfg, char *err, 
         return NULL;
     }
     if (cfg->resolver.num_hosts > 0) {
-        r->hosts = calloc(cfg->resolver.num_hosts, sizeof(*r->hosts));
-        for (size_t i = 0; r->hosts && i < cfg->resolver.num_hosts; i++) {
+        r->hosts = gw_xcalloc(cfg->resolver.num_hosts, sizeof(*r->hosts));  // made at start and reload
+        for (size_t i = 0; i < cfg->resolver.num_hosts; i++) {
             r->hosts[i] = cfg->resolver.hosts[i];
-            r->hosts[i].name = strdup(cfg->resolver.hosts[i].name);
+            r->hosts[i].name = gw_xstrdup(cfg->resolver.hosts[i].name);
             r->num_hosts++;
         }
     }

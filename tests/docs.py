@@ -1,12 +1,11 @@
 #!/usr/bin/env python3
 """The manual pages, etc/mtlsgw.conf and --help stay in step with the code.
 
-Every setting the config loader knows (the known[] lists of policy/*.c) must be described
+Every setting the config loader knows (the rows of the settings table, policy/settings.c) must be described
 in mtlsgw.conf(5) and appear in etc/mtlsgw.conf; every command main.c dispatches (and each
 identity subcommand) and every long option of options.c must be in mtlsgw(8) and in
 `mtlsgw --help` or the command's own --help. Fails with the list of what is missing.
 """
-import glob
 import os
 import re
 import subprocess
@@ -21,13 +20,14 @@ def read(path):
         return f.read()
 
 
-settings = set()
-for src in glob.glob(os.path.join(ROOT, "policy", "*.c")):
-    with open(src) as f:
-        for block in re.findall(r"known\[\]\s*=\s*\{(.*?)NULL\s*\}", f.read(), re.S):
-            settings.update(re.findall(r'"([a-z_0-9]+)"', block))
+settings = set(re.findall(r'^\s*(?:INT|INT_CUSTOM|OF)\("[a-z_.\[\]]*", "([a-z_0-9]+)"', read("policy/settings.c"), re.M))
 conf5, conf, man8 = read("etc/man/mtlsgw.conf.5.scd"), read("etc/mtlsgw.conf"), read("etc/man/mtlsgw.8.scd")
 missing = []
+# Each integer's default, as the table has it, is the one mtlsgw.conf(5) gives: "*name* [default".
+src = read("policy/settings.c")
+for name, lo, hi, default in re.findall(r'^\s*INT\("[a-z_.\[\]]*", "([a-z_0-9]+)", ([^,]+), ([^,]+), ([^,]+),', src, re.M):
+    if not re.search(r"\*%s\* \[%s\b" % (re.escape(name), re.escape(default.strip())), conf5):
+        missing.append("mtlsgw.conf(5) does not give setting %s its default [%s]" % (name, default.strip()))
 for s in sorted(settings):
     if not re.search(r"\*%s\*" % re.escape(s), conf5):
         missing.append("mtlsgw.conf(5) does not describe setting %s" % s)

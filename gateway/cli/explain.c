@@ -41,7 +41,7 @@
 #include "gateway/base/hash.h"
 #include "gateway/base/log.h"
 #include "gateway/proto/http.h"
-#include "gateway/tunnel/metrics.h"
+#include "gateway/service/metrics.h"
 #include "gateway/tunnel/tunnel.h"
 #include "gateway/worker.h"
 #include "policy/config.h"

@@ -23,6 +23,7 @@
 
 #include "gateway/base/loop.h"
 #include "gateway/base/netutil.h"
+#include "gateway/base/xalloc.h"
 #include "gateway/report.h"
 #include "gateway/upstream/sesscache.h"
 #include "gateway/upstream/upstream.h"
@@ -243,7 +244,7 @@ static int parse_subject(const char *s, X509_NAME *name, char *err, size_t err_l
         snprintf(err, err_len, "--subject must look like \"/CN=name/O=org\", not \"%s\"", s);
         return 0;
     }
-    char *copy = strdup(s + 1);
+    char *copy = gw_xstrdup(s + 1);
     int ok = copy != NULL, any = 0;
     for (char *part = copy, *next; ok && part != NULL && *part; part = next) {
         next = strchr(part, '/');

@@ -29,8 +29,8 @@
 #include "gateway/proto/h1.h"
 #include "gateway/proto/http.h"
 #include "gateway/proto/socks.h"
-#include "gateway/tunnel/metrics.h"
-#include "gateway/tunnel/passcheck.h"
+#include "gateway/service/metrics.h"
+#include "gateway/service/passcheck.h"
 #include "gateway/upstream/upstream.h"
 #include "policy/users.h"
 

@@ -12,7 +12,7 @@
 #include "gateway/base/buffer.h"
 #include "gateway/base/loop.h"
 #include "gateway/proto/errors.h"
-#include "gateway/tunnel/passcheck.h"
+#include "gateway/service/passcheck.h"
 #include "gateway/upstream/keyops.h"
 #include "policy/config.h"
 #include "resolver/resolver.h"

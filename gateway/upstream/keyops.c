@@ -118,7 +118,7 @@ static void set_error(gw_upstream *u, const char *fmt, ...) {
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
     free(u->key_error);
-    u->key_error = strdup(text);
+    u->key_error = strdup(text);  // NULL (no memory): the handshake still fails, in general words
 }
 
 // finish_op ends |op| (no longer pending) and lets its tunnel go on. The tunnel may

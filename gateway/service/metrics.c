@@ -1,4 +1,4 @@
-#include "gateway/tunnel/metrics.h"
+#include "gateway/service/metrics.h"
 
 #include <pthread.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-#include "gateway/tunnel/passcheck.h"
+#include "gateway/service/passcheck.h"
 
 #include <errno.h>
 #include <openssl/hmac.h>
