@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *gw_identity_status(const pol_identity *id, time_t now, int warn_days) {
+const char *gw_identity_status(const gw_identity *id, time_t now, int warn_days) {
     if (now >= id->not_after) {
         return "expired";
     }
@@ -17,8 +17,8 @@ const char *gw_identity_status(const pol_identity *id, time_t now, int warn_days
     return "ok";
 }
 
-void gw_identity_sans(const pol_identity *id, char *out, size_t cap) {
-    pol_cert_sans(id->leaf, 1, out, cap);
+void gw_identity_sans(const gw_identity *id, char *out, size_t cap) {
+    gw_cert_sans(id->leaf, 1, out, cap);
 }
 
 void gw_format_utc(time_t t, char *out, size_t cap) {
@@ -37,7 +37,7 @@ static const char *listeners_text(const pol_rule *r) {
 
 // rule_map writes {"file:line": "text", ...} for the rules of |id| that |text_of| has
 // words for (their callers, their listeners).
-static void rule_map(gw_strbuf *b, const pol_config *cfg, const pol_identity *id,
+static void rule_map(gw_strbuf *b, const pol_config *cfg, const gw_identity *id,
                      const char *(*text_of)(const pol_rule *r)) {
     int first = 1;
     gw_strbuf_printf(b, "{");
@@ -57,7 +57,7 @@ static void rule_map(gw_strbuf *b, const pol_config *cfg, const pol_identity *id
 void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int warn_days) {
     gw_strbuf_printf(b, "[");
     for (size_t i = 0; i < cfg->num_identities; i++) {
-        const pol_identity *id = cfg->identities[i];
+        const gw_identity *id = cfg->identities[i];
         char sans[1024], nb[40], na[40];
         gw_identity_sans(id, sans, sizeof(sans));
         gw_format_utc(id->not_before, nb, sizeof(nb));
@@ -78,7 +78,7 @@ void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int war
             gw_strbuf_printf(b, ", \"key\": ");
             gw_strbuf_json(b, id->spec.key);
             gw_strbuf_printf(b, ", \"token\": ");
-            gw_strbuf_json(b, pol_p11_info(id->p11)->token);
+            gw_strbuf_json(b, gw_p11_info(id->p11)->token);
         }
         gw_strbuf_printf(b, ", \"serial\": ");
         gw_strbuf_json(b, id->serial);

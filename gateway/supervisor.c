@@ -27,13 +27,13 @@
 #include "gateway/base/netutil.h"
 #include "gateway/base/xalloc.h"
 #include "gateway/service/metrics.h"
+#include "gateway/tls/identity.h"
+#include "gateway/tls/pkcs11.h"
 #include "gateway/tunnel/tunnel.h"
 #include "gateway/upstream/sesscache.h"
 #include "gateway/upstream/upstream.h"
 #include "gateway/worker.h"
 #include "policy/config.h"
-#include "policy/identity.h"
-#include "policy/pkcs11.h"
 #include "resolver/resolver.h"
 
 // remove_unix_sockets unlinks the sockets of UNIX listeners (on exit: each was made by us).
@@ -127,7 +127,7 @@ static void raise_nofile(void) {
 static uint64_t identity_files_signature(const pol_config *cfg) {
     uint64_t h = GW_HASH_INIT;
     for (size_t i = 0; i < cfg->num_identities; i++) {
-        const pol_identity_spec *sp = &cfg->identities[i]->spec;
+        const gw_identity_spec *sp = &cfg->identities[i]->spec;
         const char *files[] = {sp->certificate, sp->key, sp->key_password_file, sp->pkcs12, sp->pkcs12_password_file,
                                sp->trust,       sp->crl};
         for (size_t f = 0; f < sizeof(files) / sizeof(files[0]); f++) {
@@ -281,7 +281,7 @@ static void free_retired(void) {
         pol_config_free(list);
         list = next;
     }
-    pol_p11_reap_retired();
+    gw_p11_reap_retired();
 }
 
 // The signals the supervisor waits for; every other thread has them blocked.

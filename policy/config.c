@@ -17,7 +17,7 @@
 #include "gateway/base/strbuf.h"
 #include "gateway/base/xalloc.h"
 #include "gateway/proto/http.h"
-#include "policy/identity.h"
+#include "gateway/tls/identity.h"
 #include "policy/loader.h"
 #include "policy/settings.h"
 #include "policy/users.h"
@@ -122,7 +122,7 @@ typedef struct {
     const char *prefix;
 } identity_warning_ctx;
 
-static void identity_warning(void *arg, pol_problem_kind kind, const char *msg) {
+static void identity_warning(void *arg, gw_problem_kind kind, const char *msg) {
     identity_warning_ctx *c = arg;
     pol_ld_problem(c->ld, c->where, c->prefix, "warning: %s", msg);
 }
@@ -159,7 +159,7 @@ static void load_identities(loader *ld, const config_setting_t *root) {
             pol_ld_problem(ld, g, prefix, "another identity is already named \"%s\"", name);
             continue;
         }
-        pol_identity_spec spec;
+        gw_identity_spec spec;
         memset(&spec, 0, sizeof(spec));
         spec.tls_min = TLS1_2_VERSION;
         spec.tls_max = TLS1_3_VERSION;
@@ -180,7 +180,7 @@ static void load_identities(loader *ld, const config_setting_t *root) {
             if (pol_ld_get_string(ld, g, prefix, files[f].key, &v) == 1) {
                 // A key in a token is a PKCS#11 URI, not a path.
                 *files[f].dst =
-                    files[f].dst == &spec.key && pol_p11_is_uri(v) ? gw_xstrdup(v) : pol_ld_resolve_path(ld, v);
+                    files[f].dst == &spec.key && gw_p11_is_uri(v) ? gw_xstrdup(v) : pol_ld_resolve_path(ld, v);
             }
         }
         const char *module;
@@ -189,10 +189,10 @@ static void load_identities(loader *ld, const config_setting_t *root) {
         }
         spec.run_uid = ld->user_uid;
         spec.run_gid = ld->user_gid;
-        if (pol_p11_is_uri(spec.key)) {
+        if (gw_p11_is_uri(spec.key)) {
             char *uri_module = NULL, *uri_pin = NULL, err[600];
             pol_ld_setting_path(path, sizeof(path), prefix, "key");
-            if (!pol_p11_uri_parse(spec.key, &uri_module, &uri_pin, err, sizeof(err))) {
+            if (!gw_p11_uri_parse(spec.key, &uri_module, &uri_pin, err, sizeof(err))) {
                 pol_ld_problem(ld, config_setting_get_member(g, "key"), path, "%s", err);
             }
             // key_password_file and pkcs11_module win over the URI's pin-source and module-path.
@@ -223,12 +223,12 @@ static void load_identities(loader *ld, const config_setting_t *root) {
         }
         pol_settings_read_ints(ld, g, prefix, "identities[]", &spec);
         const char *v;
-        if (pol_ld_get_string(ld, g, prefix, "tls_min", &v) == 1 && !(spec.tls_min = pol_tls_version_parse(v))) {
+        if (pol_ld_get_string(ld, g, prefix, "tls_min", &v) == 1 && !(spec.tls_min = gw_tls_version_parse(v))) {
             pol_ld_setting_path(path, sizeof(path), prefix, "tls_min");
             pol_ld_problem(ld, config_setting_get_member(g, "tls_min"), path,
                            "expected \"1.2\" or \"1.3\", found \"%s\"", v);
         }
-        if (pol_ld_get_string(ld, g, prefix, "tls_max", &v) == 1 && !(spec.tls_max = pol_tls_version_parse(v))) {
+        if (pol_ld_get_string(ld, g, prefix, "tls_max", &v) == 1 && !(spec.tls_max = gw_tls_version_parse(v))) {
             pol_ld_setting_path(path, sizeof(path), prefix, "tls_max");
             pol_ld_problem(ld, config_setting_get_member(g, "tls_max"), path,
                            "expected \"1.2\" or \"1.3\", found \"%s\"", v);
@@ -262,23 +262,23 @@ static void load_identities(loader *ld, const config_setting_t *root) {
         spec.name = gw_xstrdup(name);
         spec.where = pol_ld_where_of(ld, g);
         if ((int)pol_errors_count_fatal(ld->errs) != errors_before) {
-            pol_identity_spec_free(&spec);
+            gw_identity_spec_free(&spec);
             continue;
         }
         char err[700];
-        pol_identity *id = pol_identity_load(&spec, err, sizeof(err));
+        gw_identity *id = gw_identity_load(&spec, err, sizeof(err));
         if (id == NULL) {
             pol_ld_problem(ld, g, prefix, "%s", err);
-            pol_identity_spec_free(&spec);
+            gw_identity_spec_free(&spec);
             continue;
         }
         cfg->identities[cfg->num_identities++] = id;
         identity_warning_ctx wc = {ld, g, prefix};
-        pol_identity_file_problems(id, time(NULL), identity_warning, &wc);
+        gw_identity_file_problems(id, time(NULL), identity_warning, &wc);
     }
 }
 
-static pol_identity *find_identity(pol_config *cfg, const char *name) {
+static gw_identity *find_identity(pol_config *cfg, const char *name) {
     for (size_t i = 0; i < cfg->num_identities; i++) {
         if (strcmp(cfg->identities[i]->spec.name, name) == 0) {
             return cfg->identities[i];
@@ -288,10 +288,10 @@ static pol_identity *find_identity(pol_config *cfg, const char *name) {
 }
 
 // rule_identity finds identity |name| for a rule, or reports why there is none.
-static pol_identity *rule_identity(loader *ld, const config_setting_t *root, const config_setting_t *at,
-                                   const char *path, const char *name, int identities_bad) {
+static gw_identity *rule_identity(loader *ld, const config_setting_t *root, const config_setting_t *at,
+                                  const char *path, const char *name, int identities_bad) {
     pol_config *cfg = ld->cfg;
-    pol_identity *id = find_identity(cfg, name);
+    gw_identity *id = find_identity(cfg, name);
     if (id != NULL) {
         return id;
     }
@@ -340,11 +340,11 @@ static void load_rule_identities(loader *ld, const config_setting_t *root, const
                 pol_ld_problem(ld, e, path, "identity \"%s\" is already in the list", name);
             }
         }
-        pol_identity *id = rule_identity(ld, root, e, path, name, identities_bad);
+        gw_identity *id = rule_identity(ld, root, e, path, name, identities_bad);
         if (id == NULL) {
             continue;
         }
-        const pol_identity *first = r->num_identities ? r->identities[0] : NULL;
+        const gw_identity *first = r->num_identities ? r->identities[0] : NULL;
         if (first != NULL && (id->spec.tls_min > first->spec.tls_min || id->spec.tls_max < first->spec.tls_max)) {
             pol_ld_problem(ld, e, path,
                            "identity \"%s\" does not accept every TLS version of \"%s\", whose "
@@ -648,7 +648,7 @@ static void load_auth(loader *ld, const config_setting_t *root) {
         pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file",
                        "warning: %s has mode %04o: readable by others; chmod 600 it", cfg->users_file,
                        (unsigned)(st.st_mode & 07777));
-    } else if (cfg->users != NULL && pol_file_writable_problem("users file", cfg->users_file, msg, sizeof(msg))) {
+    } else if (cfg->users != NULL && gw_file_writable_problem("users file", cfg->users_file, msg, sizeof(msg))) {
         pol_ld_problem(ld, config_setting_get_member(g, "users_file"), "auth.users_file", "warning: %s", msg);
     }
 }
@@ -727,7 +727,7 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     }
     config_destroy(&lc);
     char msg[PATH_MAX * 2 + 300];
-    if (pol_file_writable_problem("config file", path, msg, sizeof(msg))) {
+    if (gw_file_writable_problem("config file", path, msg, sizeof(msg))) {
         pol_errors_add(errs, "%s:1: warning: %s", path, msg);
     }
     if (pol_errors_count_fatal(errs) != before) {
@@ -773,7 +773,7 @@ void pol_config_free(pol_config *cfg) {
     }
     free(cfg->resolver.hosts);
     for (size_t i = 0; i < cfg->num_identities; i++) {
-        pol_identity_free(cfg->identities[i]);
+        gw_identity_free(cfg->identities[i]);
     }
     free(cfg->identities);
     for (size_t i = 0; i < cfg->num_rules; i++) {
@@ -811,7 +811,7 @@ void pol_config_free(pol_config *cfg) {
     free(cfg);
 }
 
-int pol_rule_uses_identity(const pol_rule *r, const pol_identity *id) {
+int pol_rule_uses_identity(const pol_rule *r, const gw_identity *id) {
     for (size_t i = 0; i < r->num_identities; i++) {
         if (r->identities[i] == id) {
             return 1;

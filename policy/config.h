@@ -16,7 +16,7 @@
 #include "policy/match.h"
 #include "policy/rules.h"
 
-typedef struct pol_identity pol_identity;
+typedef struct gw_identity gw_identity;
 
 typedef enum { POL_ACTION_DENY = 0, POL_ACTION_DIRECT, POL_ACTION_MTLS } pol_action;
 
@@ -32,8 +32,8 @@ typedef struct {
     pol_match match;
     char *match_text;
     pol_action action;
-    pol_identity *identity;     // set for POL_ACTION_MTLS: the first of identities
-    pol_identity **identities;  // `identity` (one, or a list chosen by the server's CA names)
+    gw_identity *identity;     // set for POL_ACTION_MTLS: the first of identities
+    gw_identity **identities;  // `identity` (one, or a list chosen by the server's CA names)
     size_t num_identities;
     char *server_uri;         // a URI SAN (SPIFFE ID) the server must carry; server_name is then SNI only
     char *upstream_host;      // NULL: connect to the destination
@@ -88,7 +88,7 @@ typedef struct pol_config {
         pol_host_entry *hosts;
         size_t num_hosts;
     } resolver;
-    pol_identity **identities;
+    gw_identity **identities;
     size_t num_identities;
     pol_rule *rules;
     size_t num_rules;
@@ -189,7 +189,7 @@ int pol_config_resolver_equal(const pol_config *a, const pol_config *b);
 int pol_parse_socket_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len);
 
 // pol_rule_uses_identity says whether |id| is one of |r|'s identities.
-int pol_rule_uses_identity(const pol_rule *r, const pol_identity *id);
+int pol_rule_uses_identity(const pol_rule *r, const gw_identity *id);
 
 // pol_action_name returns "deny", "direct" or "mtls".
 const char *pol_action_name(pol_action a);

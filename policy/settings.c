@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "gateway/base/buffer.h"
-#include "policy/identity.h"
+#include "gateway/tls/identity.h"
 
 #define INT(sec, nm, lo, hi, def, st, member) \
     { sec, nm, PST_INT, lo, hi, def, offsetof(st, member) }
@@ -56,7 +56,7 @@ const pol_setting pol_settings[] = {
     OF("identities[]", "pkcs12_password_file", PST_STRING),
     OF("identities[]", "trust", PST_STRING),
     OF("identities[]", "crl", PST_STRING),
-    INT("identities[]", "verify_depth", 1, 16, 4, pol_identity_spec, verify_depth),
+    INT("identities[]", "verify_depth", 1, 16, 4, gw_identity_spec, verify_depth),
     OF("identities[]", "tls_min", PST_STRING),
     OF("identities[]", "tls_max", PST_STRING),
     OF("identities[]", "ciphers", PST_STRING),

@@ -7,7 +7,7 @@ import re
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-ORDER = ["gateway/base", "gateway/proto", "policy", "gateway/signer", "resolver", "gateway/upstream", "gateway/service",
+ORDER = ["gateway/base", "gateway/proto", "gateway/tls", "policy", "gateway/signer", "resolver", "gateway/upstream", "gateway/service",
          "gateway/tunnel",
          "gateway", "gateway/cli"]
 
@@ -40,8 +40,8 @@ for top in ("gateway", "policy", "resolver"):
                 graph.setdefault(rel, []).append(inc)
                 # The PKCS#11 signer is a program of its own that must never load
                 # BoringSSL: it shares the wire header with the gateway and nothing else.
-                if rel.startswith("gateway/signer/") and inc != "policy/pkcs11_wire.h":
-                    problems.append("%s:%d: the signer includes %s; it may include policy/pkcs11_wire.h only" %
+                if rel.startswith("gateway/signer/") and inc != "gateway/tls/pkcs11_wire.h":
+                    problems.append("%s:%d: the signer includes %s; it may include gateway/tls/pkcs11_wire.h only" %
                                     (rel, n, inc))
                 theirs = layer_of(inc)
                 if theirs is None:

@@ -31,9 +31,9 @@
 #include "gateway/base/loop.h"
 #include "gateway/base/netutil.h"
 #include "gateway/report.h"
+#include "gateway/tls/identity.h"
 #include "gateway/upstream/sesscache.h"
 #include "gateway/upstream/upstream.h"
-#include "policy/identity.h"
 #include "policy/users.h"
 #include "resolver/resolver.h"
 
@@ -152,9 +152,9 @@ int gw_cmd_explain(int argc, char **argv) {
             printf("identity     %s  (%s)\n", r->identity->spec.name, r->identity->subject);
             if (r->identity->p11 != NULL) {
                 char where[300];
-                pol_p11_uri_describe(r->identity->spec.key, where, sizeof(where));
+                gw_p11_uri_describe(r->identity->spec.key, where, sizeof(where));
                 printf("key          in PKCS#11 token \"%s\" (%s): each full handshake asks it to sign\n",
-                       pol_p11_info(r->identity->p11)->token, where);
+                       gw_p11_info(r->identity->p11)->token, where);
             }
             for (size_t i = 1; i < r->num_identities; i++) {
                 printf("             or %s  (%s), when the server names its CA\n", r->identities[i]->spec.name,
@@ -238,7 +238,7 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
     }
     uint64_t t0 = gw_monotonic_us(), t1;
     u.describe_cas = 1;
-    if (!gw_upstream_tls_begin(&u, (const pol_identity *const *)r->identities, r->num_identities, sni, r->server_uri,
+    if (!gw_upstream_tls_begin(&u, (const gw_identity *const *)r->identities, r->num_identities, sni, r->server_uri,
                                key, NULL)) {
         printf("tls          FAILED: cannot create a TLS connection\n");
         gw_upstream_close(&u);

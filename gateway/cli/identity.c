@@ -25,15 +25,15 @@
 #include "gateway/base/netutil.h"
 #include "gateway/base/xalloc.h"
 #include "gateway/report.h"
+#include "gateway/tls/identity.h"
 #include "gateway/upstream/sesscache.h"
 #include "gateway/upstream/upstream.h"
-#include "policy/identity.h"
 #include "policy/users.h"
 #include "resolver/resolver.h"
 
 // ---- identity list / check ----
 
-static void rules_of(const pol_config *cfg, const pol_identity *id, char *out, size_t cap) {
+static void rules_of(const pol_config *cfg, const gw_identity *id, char *out, size_t cap) {
     size_t n = 0;
     out[0] = '\0';
     for (size_t r = 0; r < cfg->num_rules; r++) {
@@ -71,7 +71,7 @@ static int identity_list(const pol_config *cfg, const gw_cmd_opts *o) {
         printf("no identities in %s\n", cfg->path);
     }
     for (size_t i = 0; i < cfg->num_identities; i++) {
-        const pol_identity *id = cfg->identities[i];
+        const gw_identity *id = cfg->identities[i];
         char sans[1024], na[40], rules[1024];
         gw_identity_sans(id, sans, sizeof(sans));
         gw_format_utc(id->not_after, na, sizeof(na));
@@ -80,9 +80,9 @@ static int identity_list(const pol_config *cfg, const gw_cmd_opts *o) {
         printf("  subject    %s\n  issuer     %s\n  sans       %s\n", id->subject, id->issuer, sans[0] ? sans : "-");
         if (id->p11 != NULL) {
             char where[300];
-            pol_p11_uri_describe(id->spec.key, where, sizeof(where));
+            gw_p11_uri_describe(id->spec.key, where, sizeof(where));
             printf("  key        pkcs11 %s  (%s, in token \"%s\", module %s)\n", where, id->key_type,
-                   pol_p11_info(id->p11)->token, id->spec.pkcs11_module);
+                   gw_p11_info(id->p11)->token, id->spec.pkcs11_module);
         } else {
             printf("  key        %s\n", id->key_type);
         }
@@ -94,7 +94,7 @@ static int identity_list(const pol_config *cfg, const gw_cmd_opts *o) {
 }
 
 // chain_problem checks that each certificate sent after the leaf issued the one before.
-static int chain_problem(const pol_identity *id, char *out, size_t cap) {
+static int chain_problem(const gw_identity *id, char *out, size_t cap) {
     STACK_OF(X509) *chain = NULL;
     if (!SSL_CTX_get0_chain_certs(id->ctx, &chain) || chain == NULL) {
         return 0;
@@ -114,12 +114,12 @@ static int chain_problem(const pol_identity *id, char *out, size_t cap) {
     return 0;
 }
 
-// print_problem prints one finding of pol_identity_file_problems: a secret readable by
+// print_problem prints one finding of gw_identity_file_problems: a secret readable by
 // others, or a trusted file writable by them, is a problem; a CRL that will fail
 // handshakes a warning. |arg| counts warnings.
-static void print_problem(void *arg, pol_problem_kind kind, const char *msg) {
-    printf("  %s  %s\n", kind == POL_PROBLEM_CRL ? "WARNING" : "PROBLEM", msg);
-    if (kind == POL_PROBLEM_CRL) {
+static void print_problem(void *arg, gw_problem_kind kind, const char *msg) {
+    printf("  %s  %s\n", kind == GW_PROBLEM_CRL ? "WARNING" : "PROBLEM", msg);
+    if (kind == GW_PROBLEM_CRL) {
         (*(int *)arg)++;
     }
 }
@@ -128,7 +128,7 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
     time_t now = time(NULL);
     int problems = 0, warnings = 0, found = 0;
     for (size_t i = 0; i < cfg->num_identities; i++) {
-        const pol_identity *id = cfg->identities[i];
+        const gw_identity *id = cfg->identities[i];
         if (only != NULL && strcmp(only, id->spec.name) != 0) {
             continue;
         }
@@ -140,7 +140,7 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
         int p = 0, w = 0;
         printf("%s (%s)\n", id->spec.name, id->spec.where);
         if (id->p11 != NULL) {
-            const p11w_hello_ok *info = pol_p11_info(id->p11);
+            const p11w_hello_ok *info = gw_p11_info(id->p11);
             printf(
                 "  ok       key matches certificate (%s): a test signature by the key \"%s\" in token \"%s\" "
                 "verified with the certificate's public key\n",
@@ -180,7 +180,7 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
         }
         const char *keyfile = id->spec.key ? id->spec.key : id->spec.pkcs12;
         int crl_warnings = 0;
-        int reported = (int)pol_identity_file_problems(id, now, print_problem, &crl_warnings);
+        int reported = (int)gw_identity_file_problems(id, now, print_problem, &crl_warnings);
         if (reported == crl_warnings && id->p11 != NULL && id->spec.key_password_file != NULL) {
             printf("  ok       PIN file %s is not readable by group or others\n", id->spec.key_password_file);
         } else if (reported == crl_warnings && keyfile != NULL && id->p11 == NULL) {
@@ -340,10 +340,10 @@ static EVP_PKEY *public_key_from_token(int ec, const uint8_t *p, size_t len) {
 // token_keygen generates the key pair |key_type| on the token |uri| names (refusing an
 // object that exists) and returns its public key; *|out_token| can then sign with it. On
 // failure (said on stderr) NULL, with *|out_rc| 2 for a wrong argument, 1 otherwise.
-static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **out_token, int *out_rc) {
+static EVP_PKEY *token_keygen(const char *uri, const char *key_type, gw_p11 **out_token, int *out_rc) {
     char err[700], *module = NULL, *pin_file = NULL, label[128], id_hex[130];
     EVP_PKEY *pkey = NULL;
-    pol_p11 *token = NULL;
+    gw_p11 *token = NULL;
     uint32_t kind = strcmp(key_type, "ec-p256") == 0    ? P11W_KEY_EC_P256
                     : strcmp(key_type, "ec-p384") == 0  ? P11W_KEY_EC_P384
                     : strcmp(key_type, "rsa-2048") == 0 ? P11W_KEY_RSA_2048
@@ -356,9 +356,9 @@ static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **o
                 "mtlsgw identity new: --key for a token must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not "
                 "\"%s\"\n",
                 key_type);
-    } else if (!pol_p11_uri_parse(uri, &module, &pin_file, err, sizeof(err))) {
+    } else if (!gw_p11_uri_parse(uri, &module, &pin_file, err, sizeof(err))) {
         fprintf(stderr, "mtlsgw identity new: --pkcs11: %s\n", err);
-    } else if (!pol_p11_uri_object(uri, label, sizeof(label), id_hex, sizeof(id_hex)) || label[0] == '\0') {
+    } else if (!gw_p11_uri_object(uri, label, sizeof(label), id_hex, sizeof(id_hex)) || label[0] == '\0') {
         fprintf(stderr, "mtlsgw identity new: --pkcs11: name the new key with object=LABEL in the URI\n");
     } else if (module == NULL) {
         fprintf(stderr,
@@ -379,13 +379,13 @@ static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **o
             }
             fclose(f);
             pin[strcspn(pin, "\r\n")] = '\0';
-            token = pol_p11_open(module, uri, pin, -1, -1, P11W_HELLO_NO_KEY, err, sizeof(err));
+            token = gw_p11_open(module, uri, pin, -1, -1, P11W_HELLO_NO_KEY, err, sizeof(err));
             OPENSSL_cleanse(pin, sizeof(pin));
             uint8_t pub[P11W_MAX];
             size_t pub_len = 0;
             if (token == NULL) {
                 fprintf(stderr, "mtlsgw identity new: %s\n", err);
-            } else if (!pol_p11_keygen(token, kind, label, id_hex, pub, &pub_len, sizeof(pub), err, sizeof(err))) {
+            } else if (!gw_p11_keygen(token, kind, label, id_hex, pub, &pub_len, sizeof(pub), err, sizeof(err))) {
                 fprintf(stderr, "mtlsgw identity new: %s\n", err);
             } else if ((pkey = public_key_from_token(kind == P11W_KEY_EC_P256 || kind == P11W_KEY_EC_P384, pub,
                                                      pub_len)) == NULL) {
@@ -396,7 +396,7 @@ static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **o
     free(module);
     free(pin_file);
     if (pkey == NULL) {
-        pol_p11_free(token);
+        gw_p11_free(token);
         return NULL;
     }
     *out_token = token;
@@ -405,7 +405,7 @@ static EVP_PKEY *token_keygen(const char *uri, const char *key_type, pol_p11 **o
 
 // token_sign_req signs |*req| with the token's key: its CertificationRequestInfo, then
 // the algorithm and the signature around it (RFC 2986), parsed back into |*req|.
-static int token_sign_req(X509_REQ **req, pol_p11 *token, EVP_PKEY *pub) {
+static int token_sign_req(X509_REQ **req, gw_p11 *token, EVP_PKEY *pub) {
     static const uint8_t ecdsa_sha256[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
     static const uint8_t ecdsa_sha384[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03};
     static const uint8_t rsa_sha256[] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
@@ -422,13 +422,13 @@ static int token_sign_req(X509_REQ **req, pol_p11 *token, EVP_PKEY *pub) {
     uint32_t mech = 0;
     char err[600];
     int tbs_len = i2d_re_X509_REQ_tbs(*req, &tbs);
-    int ok = tbs_len > 0 && pol_p11_prepare(sigalg, tbs, (size_t)tbs_len, tbs_sig, &tbs_sig_len, &mech);
-    if (ok && !pol_p11_sign(token, mech, tbs_sig, tbs_sig_len, raw, &raw_len, sizeof(raw), POL_P11_SIGN_TIMEOUT_MS, err,
-                            sizeof(err))) {
+    int ok = tbs_len > 0 && gw_p11_prepare(sigalg, tbs, (size_t)tbs_len, tbs_sig, &tbs_sig_len, &mech);
+    if (ok && !gw_p11_sign(token, mech, tbs_sig, tbs_sig_len, raw, &raw_len, sizeof(raw), GW_P11_SIGN_TIMEOUT_MS, err,
+                           sizeof(err))) {
         fprintf(stderr, "mtlsgw identity new: the token did not sign the request: %s\n", err);
         ok = 0;
     }
-    ok = ok && pol_p11_finish(mech, raw, raw_len, sig, &sig_len, sizeof(sig));
+    ok = ok && gw_p11_finish(mech, raw, raw_len, sig, &sig_len, sizeof(sig));
     CBB cbb, seq, bits;
     uint8_t *der = NULL;
     size_t der_len = 0;
@@ -471,7 +471,7 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
     X509_REQ *req = X509_REQ_new();
     X509_NAME *subject = X509_NAME_new();
     EVP_PKEY *pkey = NULL;
-    pol_p11 *token = NULL;
+    gw_p11 *token = NULL;
     int rc = 1, said = 0;  // said: the failure is on stderr already
     if (req == NULL || subject == NULL) {
         goto out;
@@ -609,7 +609,7 @@ out:
     EVP_PKEY_free(pkey);
     X509_NAME_free(subject);
     X509_REQ_free(req);
-    pol_p11_free(token);
+    gw_p11_free(token);
     return rc;
 }
 

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "gateway/cli/commands.h"
+#include "gateway/tls/identity.h"
 #include "gateway/upstream/upstream.h"
-#include "policy/identity.h"
 #include "resolver/resolver.h"
 
 static const char usage[] =
@@ -52,7 +52,6 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         return cmd_version();
     }
-    pol_identity_set_ctx_hook(gw_tls_install_callbacks);
     if (!res_library_init()) {
         fprintf(stderr, "mtlsgw: c-ares initialisation failed\n");
         return 1;

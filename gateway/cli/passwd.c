@@ -23,9 +23,9 @@
 #include "gateway/base/loop.h"
 #include "gateway/base/netutil.h"
 #include "gateway/report.h"
+#include "gateway/tls/identity.h"
 #include "gateway/upstream/sesscache.h"
 #include "gateway/upstream/upstream.h"
-#include "policy/identity.h"
 #include "policy/users.h"
 #include "resolver/resolver.h"
 

@@ -12,7 +12,7 @@
 #include "gateway/upstream/keyops.h"
 #include "gateway/upstream/sesscache.h"
 
-#include "policy/identity.h"
+#include "gateway/tls/identity.h"
 
 #define NUM_RESULTS GW_RESULT_COUNT  // every gw_result; NONE is shown as "other"
 #define NUM_ACTIONS 4                // deny, direct, mtls, none
@@ -126,7 +126,7 @@ static void label_value(gw_strbuf *b, const char *s) {
 static void render_key_metrics(gw_strbuf *b, const pol_config *cfg, int times) {
     static const char *const results[GW_KEY_RESULTS] = {"signed", "failed", "timeout"};
     for (size_t i = 0, first = 1; i < cfg->num_identities; i++) {
-        const pol_identity *id = cfg->identities[i];
+        const gw_identity *id = cfg->identities[i];
         uint64_t counts[GW_KEY_RESULTS], us;
         if (id->p11 == NULL) {
             continue;

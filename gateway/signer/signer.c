@@ -1,6 +1,6 @@
 // mtlsgw-pkcs11: the process that holds a PKCS#11 session for one identity and signs for
 // the gateway. The gateway starts it with a control socket as descriptor 3
-// (policy/pkcs11_wire.h says what goes over it) and never loads a PKCS#11 module itself:
+// (gateway/tls/pkcs11_wire.h says what goes over it) and never loads a PKCS#11 module itself:
 // Debian's modules link OpenSSL 3, whose symbols would bind to BoringSSL's libcrypto in
 // the gateway's process. Here the module has the process to itself, a crashing module
 // takes only this process down, and the gateway starts another.
@@ -23,7 +23,7 @@
 #include <p11-kit/pkcs11.h>
 #include <p11-kit/uri.h>
 
-#include "policy/pkcs11_wire.h"
+#include "gateway/tls/pkcs11_wire.h"
 
 #define MAX_CHANNELS 256
 #define CONTROL_FD 3

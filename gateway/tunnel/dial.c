@@ -194,7 +194,7 @@ static tunnel_step start_tls(gw_tunnel *t) {
     char where[600];
     snprintf(where, sizeof(where), "%s|%s|%s", t->upstream_text, t->dial.server_name,
              r->server_uri ? r->server_uri : "");
-    if (!gw_upstream_tls_begin(&t->upstream, (const pol_identity *const *)r->identities, r->num_identities,
+    if (!gw_upstream_tls_begin(&t->upstream, (const gw_identity *const *)r->identities, r->num_identities,
                                t->dial.server_name, r->server_uri, where, &t->host->pool)) {
         return tunnel_fail(t, GW_ERR_INTERNAL, "cannot create a TLS connection");
     }

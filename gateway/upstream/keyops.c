@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "gateway/base/log.h"
+#include "gateway/tls/pkcs11.h"
 #include "gateway/upstream/upstream.h"
-#include "policy/pkcs11.h"
 
 enum { OP_PENDING, OP_DONE, OP_FAILED };
 
@@ -138,9 +138,9 @@ static void finish_op(gw_loop *loop, gw_key_op *op, gw_key_result result) {
 static void fail_pending(gw_keyops *k, channel *ch, const char *ended) {
     while (ch->pending != NULL) {
         gw_key_op *op = ch->pending;
-        const pol_identity *id = op->u->identity;
+        const gw_identity *id = op->u->identity;
         set_error(op->u, "the PKCS#11 signer of identity \"%s\" (token \"%s\") %s before it signed", id->spec.name,
-                  id->p11 ? pol_p11_info(id->p11)->token : "?", ended);
+                  id->p11 ? gw_p11_info(id->p11)->token : "?", ended);
         finish_op(k->loop, op, GW_KEY_FAILED);
     }
 }
@@ -150,8 +150,8 @@ static void fail_pending(gw_keyops *k, channel *ch, const char *ended) {
 static void on_exit_wait(gw_loop *loop, gw_timer *timer) {
     channel *ch = timer->data;
     char ended[200] = "closed its channel";
-    const pol_identity *id = ch->pending != NULL ? ch->pending->u->identity : NULL;
-    int known = id != NULL && id->p11 != NULL && pol_p11_exit_text(id->p11, ch->epoch, ended, sizeof(ended));
+    const gw_identity *id = ch->pending != NULL ? ch->pending->u->identity : NULL;
+    int known = id != NULL && id->p11 != NULL && gw_p11_exit_text(id->p11, ch->epoch, ended, sizeof(ended));
     if (!known && ch->pending != NULL && ++ch->exit_tries < 25) {
         gw_timer_start(loop, &ch->exit_wait, 2);
         return;
@@ -238,17 +238,17 @@ static void on_channel(gw_loop *loop, gw_watcher *w, uint32_t events) {
 // is restarted: a hung module or token gets a new process (and login) for the next one.
 static void expire_op(gw_loop *loop, gw_key_op *op, const char *limit, int ms) {
     gw_upstream *u = op->u;
-    const pol_identity *id = u->identity;
+    const gw_identity *id = u->identity;
     set_error(u,
               "the token of identity \"%s\" (token \"%s\") did not sign within %s (%d ms); its signer is "
               "restarted",
-              id->spec.name, pol_p11_info(id->p11)->token, limit, ms);
+              id->spec.name, gw_p11_info(id->p11)->token, limit, ms);
     gw_log(GW_LOG_WARN, "identity %s: the PKCS#11 signer did not answer within %s (%d ms): restarting it",
            id->spec.name, limit, ms);
     channel *ch = op->ch;
     unlink_op(op);
     if (ch != NULL) {
-        pol_p11_restart(id->p11, ch->epoch);
+        gw_p11_restart(id->p11, ch->epoch);
         detach_channel(ch->owner, ch, "was restarted after a signature timed out");
     }
     finish_op(loop, op, GW_KEY_TIMEOUT);
@@ -268,8 +268,8 @@ int gw_keyops_expire(gw_upstream *u, const char *limit, int ms) {
     return 1;
 }
 
-static channel *get_channel(gw_keyops *k, pol_p11 *key, char *err, size_t cap) {
-    uint64_t id = pol_p11_id(key);
+static channel *get_channel(gw_keyops *k, gw_p11 *key, char *err, size_t cap) {
+    uint64_t id = gw_p11_id(key);
     for (channel *ch = k->channels; ch != NULL; ch = ch->next) {
         if (ch->key_id == id && !ch->dead) {
             return ch;
@@ -280,7 +280,7 @@ static channel *get_channel(gw_keyops *k, pol_p11 *key, char *err, size_t cap) {
         snprintf(err, cap, "out of memory");
         return NULL;
     }
-    ch->fd = pol_p11_channel(key, &ch->epoch, err, cap);
+    ch->fd = gw_p11_channel(key, &ch->epoch, err, cap);
     if (ch->fd < 0) {
         free(ch);
         return NULL;
@@ -301,7 +301,7 @@ static channel *get_channel(gw_keyops *k, pol_p11 *key, char *err, size_t cap) {
 
 // send_request sends the signature request of |op| over a channel to |key|'s signer; a
 // channel found dead (the signer exited since) is replaced once.
-static int send_request(gw_keyops *k, pol_p11 *key, gw_key_op *op, const uint8_t *tbs, size_t len, char *err,
+static int send_request(gw_keyops *k, gw_p11 *key, gw_key_op *op, const uint8_t *tbs, size_t len, char *err,
                         size_t cap) {
     uint8_t buf[sizeof(p11w_head) + 256];
     if (len > 256) {
@@ -362,7 +362,7 @@ void gw_keyops_cancel(gw_upstream *u) {
 static enum ssl_private_key_result_t token_sign(SSL *ssl, uint8_t *out, size_t *out_len, size_t max_out,
                                                 uint16_t sigalg, const uint8_t *in, size_t in_len) {
     gw_upstream *u = SSL_get_app_data(ssl);
-    const pol_identity *id = u ? u->identity : NULL;
+    const gw_identity *id = u ? u->identity : NULL;
     if (u == NULL || id == NULL || id->p11 == NULL) {
         return ssl_private_key_failure;
     }
@@ -372,7 +372,7 @@ static enum ssl_private_key_result_t token_sign(SSL *ssl, uint8_t *out, size_t *
     uint8_t tbs[128];
     size_t tbs_len = 0;
     uint32_t mech = 0;
-    if (!pol_p11_prepare(sigalg, in, in_len, tbs, &tbs_len, &mech)) {
+    if (!gw_p11_prepare(sigalg, in, in_len, tbs, &tbs_len, &mech)) {
         set_error(u, "the server asked for signature algorithm 0x%04x, which a token key cannot make", sigalg);
         return ssl_private_key_failure;
     }
@@ -380,12 +380,12 @@ static enum ssl_private_key_result_t token_sign(SSL *ssl, uint8_t *out, size_t *
     if (u->keyops == NULL) {
         uint8_t raw[1024];
         size_t raw_len = 0;
-        if (!pol_p11_sign(id->p11, mech, tbs, tbs_len, raw, &raw_len, sizeof(raw), POL_P11_SIGN_TIMEOUT_MS, err,
-                          sizeof(err))) {
+        if (!gw_p11_sign(id->p11, mech, tbs, tbs_len, raw, &raw_len, sizeof(raw), GW_P11_SIGN_TIMEOUT_MS, err,
+                         sizeof(err))) {
             set_error(u, "the token of identity \"%s\" did not sign: %s", id->spec.name, err);
             return ssl_private_key_failure;
         }
-        if (!pol_p11_finish(mech, raw, raw_len, out, out_len, max_out)) {
+        if (!gw_p11_finish(mech, raw, raw_len, out, out_len, max_out)) {
             set_error(u, "the token's signature is malformed");
             return ssl_private_key_failure;
         }
@@ -423,7 +423,7 @@ static enum ssl_private_key_result_t token_complete(SSL *ssl, uint8_t *out, size
         return ssl_private_key_retry;
     }
     int ok = op->state == OP_DONE;
-    if (ok && !pol_p11_finish(op->mech, op->sig, op->sig_len, out, out_len, max_out)) {
+    if (ok && !gw_p11_finish(op->mech, op->sig, op->sig_len, out, out_len, max_out)) {
         set_error(u, "the token's signature is malformed");
         ok = 0;
     }

@@ -31,7 +31,7 @@ void gw_keyops_cancel(struct gw_upstream_s *u);
 int gw_keyops_expire(struct gw_upstream_s *u, const char *limit, int ms);
 
 // What became of the signatures handshakes asked of tokens, counted per identity metrics
-// slot (pol_identity.metrics_slot) for /metrics.
+// slot (gw_identity.metrics_slot) for /metrics.
 typedef enum { GW_KEY_SIGNED = 0, GW_KEY_FAILED, GW_KEY_TIMEOUT, GW_KEY_RESULTS } gw_key_result;
 #define GW_KEYOPS_MAX_SLOTS 256
 // gw_keyops_stats reads the counts of slot |slot| and the time the signed ones took.

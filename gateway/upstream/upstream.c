@@ -26,7 +26,7 @@ void gw_upstream_init(gw_upstream *u) {
 static void free_verify(gw_upstream *u) {
     if (u->verify != NULL) {
         if (u->ssl != NULL) {
-            SSL_set_ex_data(u->ssl, pol_verify_ex_index(), NULL);
+            SSL_set_ex_data(u->ssl, gw_verify_ex_index(), NULL);
         }
         free(u->verify);
         u->verify = NULL;
@@ -292,7 +292,7 @@ static void on_info(const SSL *ssl, int where, int ret) {
 }
 
 // set_presented makes |id| the identity presented and cached under.
-static void set_presented(gw_upstream *u, const pol_identity *id) {
+static void set_presented(gw_upstream *u, const gw_identity *id) {
     u->identity = id;
     uint8_t in[8 + 32], digest[SHA256_DIGEST_LENGTH];
     memcpy(in, &id->generation, 8);
@@ -339,11 +339,11 @@ static int on_cert_request(SSL *ssl, void *arg) {
         return 1;
     }
     const STACK_OF(CRYPTO_BUFFER) *names = SSL_get0_server_requested_CAs(ssl);
-    const pol_identity *pick = NULL;
+    const gw_identity *pick = NULL;
     for (size_t i = 0; i < u->num_candidates && pick == NULL && names != NULL; i++) {
         STACK_OF(X509) *chain = NULL;
         SSL_CTX_get0_chain_certs(u->candidates[i]->ctx, &chain);
-        if (pol_chain_issued_by_named_ca(u->candidates[i]->leaf, chain, names)) {
+        if (gw_chain_issued_by_named_ca(u->candidates[i]->leaf, chain, names)) {
             pick = u->candidates[i];
         }
     }
@@ -394,15 +394,17 @@ static int on_cert_request(SSL *ssl, void *arg) {
     return 1;
 }
 
-void gw_tls_install_callbacks(SSL_CTX *ctx) {
-    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
-    SSL_CTX_set_info_callback(ctx, on_info);
-    SSL_CTX_set_cert_cb(ctx, on_cert_request, NULL);
+static const gw_session_taker g_taker = {on_new_session};
+
+void gw_tls_install_callbacks(SSL *ssl) {
+    gw_tls_set_session_taker(ssl, &g_taker);
+    SSL_set_info_callback(ssl, on_info);
+    SSL_set_cert_cb(ssl, on_cert_request, NULL);
 }
 
-int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *const *ids, size_t n, const char *server_name,
+int gw_upstream_tls_begin(gw_upstream *u, const gw_identity *const *ids, size_t n, const char *server_name,
                           const char *server_uri, const char *where, gw_buf_pool *pool) {
-    const pol_identity *id = ids[0];
+    const gw_identity *id = ids[0];
     u->identity = id;
     u->candidates = ids;
     u->num_candidates = n;
@@ -420,6 +422,7 @@ int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *const *ids, size_t
         return 0;
     }
     SSL_set_app_data(u->ssl, u);
+    gw_tls_install_callbacks(u->ssl);
     if (id->p11 != NULL) {
         SSL_set_private_key_method(u->ssl, &gw_token_key_method);  // the key stays in the token
     }
@@ -427,7 +430,7 @@ int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *const *ids, size_t
     if (u->verify == NULL) {
         return 0;
     }
-    SSL_set_ex_data(u->ssl, pol_verify_ex_index(), u->verify);
+    SSL_set_ex_data(u->ssl, gw_verify_ex_index(), u->verify);
     SSL_set_shed_handshake_config(u->ssl, 1);  // an established tunnel keeps less memory
     SSL_set_connect_state(u->ssl);
     snprintf(u->verify->expected, sizeof(u->verify->expected), "%s", server_uri ? server_uri : server_name);
@@ -438,7 +441,7 @@ int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *const *ids, size_t
     if (!gw_host_is_ip(server_name) && !SSL_set_tlsext_host_name(u->ssl, server_name)) {
         return 0;
     }
-    if (server_uri == NULL && !pol_set_verify_name(u->ssl, server_name)) {
+    if (server_uri == NULL && !gw_set_verify_name(u->ssl, server_name)) {
         return 0;
     }
     // A resumed handshake has no CertificateRequest: offer a session of the identity it

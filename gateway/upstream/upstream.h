@@ -10,23 +10,23 @@
 
 #include "gateway/base/buffer.h"
 #include "gateway/proto/errors.h"
-#include "policy/identity.h"
+#include "gateway/tls/identity.h"
 
 typedef struct gw_upstream_s {
     int fd;
     SSL *ssl;
-    const pol_identity *identity;           // the identity presented (or to be): sessions are cached under it
-    const pol_identity *const *candidates;  // the rule's identities, chosen from in the handshake
+    const gw_identity *identity;           // the identity presented (or to be): sessions are cached under it
+    const gw_identity *const *candidates;  // the rule's identities, chosen from in the handshake
     size_t num_candidates;
     uint8_t where_digest[32];  // SHA-256 of (upstream, server name, server_uri): the rest of the cache key
     char *ca_note;             // with describe_cas: the CA names the server sent and the choice, in words
     int describe_cas;
-    pol_verify_result *verify;  // during the handshake only: what verification found
-    int alert;                  // fatal alert received from the server, -1 if none
-    int cert_requested;         // the server sent a CertificateRequest
-    int ticket_seen;            // a session arrived through the new-session callback
-    int confirmed;              // the server accepted us: sessions may go to the cache
-    SSL_SESSION *held[4];       // sessions that arrived before confirmation
+    gw_verify_result *verify;  // during the handshake only: what verification found
+    int alert;                 // fatal alert received from the server, -1 if none
+    int cert_requested;        // the server sent a CertificateRequest
+    int ticket_seen;           // a session arrived through the new-session callback
+    int confirmed;             // the server accepted us: sessions may go to the cache
+    SSL_SESSION *held[4];      // sessions that arrived before confirmation
     size_t num_held;
     char sess_key[65];  // session cache key: hex SHA-256 of (identity, upstream, name)
     // Keys in tokens (keyops.c): the worker's channels (NULL: sign synchronously), and who
@@ -73,7 +73,7 @@ gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t re
 // upstream address and names) if there is one. With |pool| (the worker's), the socket is
 // read ahead through a pool buffer: one read() per TLS record instead of two (header,
 // then body), the buffer given back as soon as it is empty.
-int gw_upstream_tls_begin(gw_upstream *u, const pol_identity *const *ids, size_t n, const char *server_name,
+int gw_upstream_tls_begin(gw_upstream *u, const gw_identity *const *ids, size_t n, const char *server_name,
                           const char *server_uri, const char *where, gw_buf_pool *pool);
 // gw_upstream_tls_step advances the handshake.
 gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
@@ -90,9 +90,9 @@ gw_step gw_upstream_confirm_step(gw_upstream *u, gw_err *out_err, char *reason, 
 // or the next connection would resume into the same rejection).
 void gw_upstream_confirm(gw_upstream *u);
 
-// gw_tls_install_callbacks sets the session, alert and certificate-request callbacks on an
-// identity's SSL_CTX (registered with pol_identity_set_ctx_hook).
-void gw_tls_install_callbacks(SSL_CTX *ctx);
+// gw_tls_install_callbacks sets the session, alert and certificate-request callbacks on
+// an SSL whose app data is its gw_upstream (gw_upstream_tls_begin does it).
+void gw_tls_install_callbacks(SSL *ssl);
 
 // gw_tls_alert_name returns the RFC 8446 name of an alert ("unknown_ca").
 const char *gw_tls_alert_name(int alert);

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "policy/identity.h"
+#include "gateway/tls/identity.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -35,11 +35,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const uint8_t *p = data + 1;
     X509 *cert = d2i_X509(NULL, &p, (long)(size - 1));
     char out[700], sans[300];
-    pol_verify_describe(e, cert, cert, "ops", "expected.example", out, sizeof(out));
+    gw_verify_describe(e, cert, cert, "ops", "expected.example", out, sizeof(out));
     check_text(out, sizeof(out));
-    pol_cert_sans(cert, 1, sans, sizeof(sans));
+    gw_cert_sans(cert, 1, sans, sizeof(sans));
     check_text(sans, sizeof(sans));
-    pol_cert_sans(cert, 0, sans, 7);  // a small buffer is still respected
+    gw_cert_sans(cert, 0, sans, 7);  // a small buffer is still respected
     check_text(sans, 7);
     X509_free(cert);
     return 0;

@@ -69,7 +69,6 @@ static int setup(void **state) {
     server_ctx = make_server_ctx();
     client_ctx = SSL_CTX_new(TLS_method());
     SSL_CTX_set_verify(client_ctx, SSL_VERIFY_NONE, NULL);  // verification is the handshake's, not the transport's
-    gw_tls_install_callbacks(client_ctx);                   // the alert callback
     return 0;
 }
 
@@ -89,6 +88,7 @@ static void connected(pair *p, int unconfirmed) {
     p->u.ssl = SSL_new(client_ctx);
     SSL_set_fd(p->u.ssl, p->fds[0]);
     SSL_set_app_data(p->u.ssl, &p->u);
+    gw_tls_install_callbacks(p->u.ssl);  // the alert callback
     SSL_set_connect_state(p->u.ssl);
     p->server = SSL_new(server_ctx);
     SSL_set_fd(p->server, p->fds[1]);

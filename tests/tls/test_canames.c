@@ -13,7 +13,7 @@
 #include <openssl/pool.h>
 #include <openssl/x509.h>
 
-#include "policy/identity.h"
+#include "gateway/tls/identity.h"
 
 // name builds /O=o/CN=cn with |type| (MBSTRING_ASC gives a PrintableString or IA5String,
 // V_ASN1_UTF8STRING a UTF8String).
@@ -58,16 +58,16 @@ static void issuer_of_leaf_or_of_the_chain(void **state) {
     sk_X509_push(chain, inter);
     X509_NAME *root[] = {name("t", "Root", MBSTRING_ASC)};
     STACK_OF(CRYPTO_BUFFER) *n = names_of(root, 1);
-    assert_true(pol_chain_issued_by_named_ca(leaf, chain, n));  // through the intermediate
-    assert_false(pol_chain_issued_by_named_ca(leaf, NULL, n));  // the leaf alone is not under Root
+    assert_true(gw_chain_issued_by_named_ca(leaf, chain, n));  // through the intermediate
+    assert_false(gw_chain_issued_by_named_ca(leaf, NULL, n));  // the leaf alone is not under Root
     free_names(n);
     X509_NAME *direct[] = {name("t", "Intermediate", MBSTRING_ASC)};
     n = names_of(direct, 1);
-    assert_true(pol_chain_issued_by_named_ca(leaf, NULL, n));  // the leaf's own issuer
+    assert_true(gw_chain_issued_by_named_ca(leaf, NULL, n));  // the leaf's own issuer
     free_names(n);
     X509_NAME *other[] = {name("t", "Other CA", MBSTRING_ASC), name("u", "Root", MBSTRING_ASC)};
     n = names_of(other, 2);
-    assert_false(pol_chain_issued_by_named_ca(leaf, chain, n));  // same CN, other O: another CA
+    assert_false(gw_chain_issued_by_named_ca(leaf, chain, n));  // same CN, other O: another CA
     free_names(n);
     sk_X509_pop_free(chain, X509_free);
     X509_free(leaf);
@@ -79,11 +79,11 @@ static void equal_as_x509_names(void **state) {
     // comparison rules (RFC 5280 7.1), though not byte for byte.
     X509_NAME *n1[] = {name("MTLSGW-TEST", "client ca", V_ASN1_UTF8STRING)};
     STACK_OF(CRYPTO_BUFFER) *n = names_of(n1, 1);
-    assert_true(pol_chain_issued_by_named_ca(leaf, NULL, n));
+    assert_true(gw_chain_issued_by_named_ca(leaf, NULL, n));
     free_names(n);
     X509_NAME *n2[] = {name("mtlsgw-test", "Client CA 2", MBSTRING_ASC)};
     n = names_of(n2, 1);
-    assert_false(pol_chain_issued_by_named_ca(leaf, NULL, n));
+    assert_false(gw_chain_issued_by_named_ca(leaf, NULL, n));
     free_names(n);
     X509_free(leaf);
 }
@@ -91,19 +91,19 @@ static void equal_as_x509_names(void **state) {
 static void unparsable_or_no_names(void **state) {
     X509 *leaf = cert(name("t", "leaf", MBSTRING_ASC), name("t", "CA", MBSTRING_ASC));
     STACK_OF(CRYPTO_BUFFER) *n = sk_CRYPTO_BUFFER_new_null();
-    assert_false(pol_chain_issued_by_named_ca(leaf, NULL, n));           // no names
+    assert_false(gw_chain_issued_by_named_ca(leaf, NULL, n));            // no names
     static const uint8_t junk[] = {0x30, 0x05, 0x31, 0x03, 0x30, 0x01};  // truncated
     sk_CRYPTO_BUFFER_push(n, CRYPTO_BUFFER_new(junk, sizeof(junk), NULL));
-    assert_false(pol_chain_issued_by_named_ca(leaf, NULL, n));  // skipped, not a crash
+    assert_false(gw_chain_issued_by_named_ca(leaf, NULL, n));  // skipped, not a crash
     X509_NAME *ca[] = {name("t", "CA", MBSTRING_ASC)};
     uint8_t *der = NULL;
     int len = i2d_X509_NAME(ca[0], &der);
     sk_CRYPTO_BUFFER_push(n, CRYPTO_BUFFER_new(der, (size_t)len, NULL));
     OPENSSL_free(der);
     X509_NAME_free(ca[0]);
-    assert_true(pol_chain_issued_by_named_ca(leaf, NULL, n));  // a good name after a bad one
+    assert_true(gw_chain_issued_by_named_ca(leaf, NULL, n));  // a good name after a bad one
     free_names(n);
-    assert_false(pol_chain_issued_by_named_ca(leaf, NULL, NULL));
+    assert_false(gw_chain_issued_by_named_ca(leaf, NULL, NULL));
     X509_free(leaf);
 }
 

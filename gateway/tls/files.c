@@ -1,14 +1,14 @@
 // files: what `check` says about the permissions of the files the gateway reads: a secret
 // (key, PKCS#12, password, users) readable by group or others, and any file it trusts
 // writable by group or others or lying in a folder they may write.
-#include "policy/identity.h"
+#include "gateway/tls/identity.h"
 
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
-int pol_file_mode_problem(const char *what, const char *path, char *out, size_t out_len) {
+int gw_file_mode_problem(const char *what, const char *path, char *out, size_t out_len) {
     struct stat st;
     if (path == NULL || stat(path, &st) != 0) {
         return 0;
@@ -27,7 +27,7 @@ static const char *writable_words(mode_t mode) {
     return g && o ? "group and others" : g ? "its group" : o ? "others" : NULL;
 }
 
-int pol_file_writable_problem(const char *what, const char *path, char *out, size_t out_len) {
+int gw_file_writable_problem(const char *what, const char *path, char *out, size_t out_len) {
     struct stat st;
     if (path == NULL || stat(path, &st) != 0) {
         return 0;
@@ -66,6 +66,6 @@ int pol_file_writable_problem(const char *what, const char *path, char *out, siz
     return 0;
 }
 
-int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len) {
-    return pol_file_mode_problem("private key file", path, out, out_len);
+int gw_identity_key_mode_problem(const char *path, char *out, size_t out_len) {
+    return gw_file_mode_problem("private key file", path, out, out_len);
 }

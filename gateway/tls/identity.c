@@ -1,4 +1,4 @@
-#include "policy/identity.h"
+#include "gateway/tls/identity.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -23,7 +23,6 @@
 
 #include "gateway/base/xalloc.h"
 
-static void (*g_ctx_hook)(SSL_CTX *ctx);
 static atomic_ullong g_identity_generation;
 static int g_verify_index = -1;
 static pthread_once_t g_verify_once = PTHREAD_ONCE_INIT;
@@ -32,16 +31,32 @@ static void init_verify_index(void) {
     g_verify_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
-int pol_verify_ex_index(void) {
+int gw_verify_ex_index(void) {
     pthread_once(&g_verify_once, init_verify_index);
     return g_verify_index;
 }
 
-void pol_identity_set_ctx_hook(void (*hook)(SSL_CTX *ctx)) {
-    g_ctx_hook = hook;
+static int g_taker_index = -1;
+static pthread_once_t g_taker_once = PTHREAD_ONCE_INIT;
+
+static void init_taker_index(void) {
+    g_taker_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
-uint16_t pol_tls_version_parse(const char *s) {
+void gw_tls_set_session_taker(SSL *ssl, const gw_session_taker *taker) {
+    pthread_once(&g_taker_once, init_taker_index);
+    SSL_set_ex_data(ssl, g_taker_index, (void *)taker);
+}
+
+// on_new_session hands a session the server sent to the SSL's taker (none: not kept).
+// Sessions are a context's callback in BoringSSL; whoever makes the SSL decides.
+static int on_new_session(SSL *ssl, SSL_SESSION *session) {
+    pthread_once(&g_taker_once, init_taker_index);
+    const gw_session_taker *taker = SSL_get_ex_data(ssl, g_taker_index);
+    return taker != NULL && taker->take(ssl, session);
+}
+
+uint16_t gw_tls_version_parse(const char *s) {
     if (strcmp(s, "1.2") == 0) {
         return TLS1_2_VERSION;
     }
@@ -147,7 +162,7 @@ static void describe_key(EVP_PKEY *key, char *out, size_t len) {
 // One formatter for a certificate's subject alternative names, used by verification
 // errors and by reports. An iPAddress of any length other than 4 or 16 bytes is not an
 // address: it is shown as "IP:?" (typed) or skipped, never read past its length.
-size_t pol_cert_sans(X509 *cert, int typed, char *out, size_t cap) {
+size_t gw_cert_sans(X509 *cert, int typed, char *out, size_t cap) {
     if (cap == 0) {
         return 0;
     }
@@ -211,8 +226,8 @@ static void name_text(X509_NAME *name, char *out, size_t cap) {
     }
 }
 
-void pol_verify_describe(long e, X509 *cur, X509 *leaf, const char *identity, const char *expected, char *out,
-                         size_t cap) {
+void gw_verify_describe(long e, X509 *cur, X509 *leaf, const char *identity, const char *expected, char *out,
+                        size_t cap) {
     char subject[256], issuer[256], names[300];
     name_text(cur ? X509_get_subject_name(cur) : NULL, subject, sizeof(subject));
     name_text(cur ? X509_get_issuer_name(cur) : NULL, issuer, sizeof(issuer));
@@ -220,7 +235,7 @@ void pol_verify_describe(long e, X509 *cur, X509 *leaf, const char *identity, co
     switch (e) {
         case X509_V_ERR_HOSTNAME_MISMATCH:
         case X509_V_ERR_IP_ADDRESS_MISMATCH:
-            if (pol_cert_sans(leaf, 0, names, sizeof(names)) > 0) {
+            if (gw_cert_sans(leaf, 0, names, sizeof(names)) > 0) {
                 snprintf(out, cap, "certificate is for %s, not %s", names, want);
             } else {
                 char leaf_subject[256];
@@ -272,12 +287,12 @@ static int spki_sha256(X509 *cert, uint8_t out[32]) {
     return 1;
 }
 
-static void describe_failure(X509_STORE_CTX *store_ctx, const pol_identity *id, pol_verify_result *res) {
+static void describe_failure(X509_STORE_CTX *store_ctx, const gw_identity *id, gw_verify_result *res) {
     long e = X509_STORE_CTX_get_error(store_ctx);
     res->failed = 1;
     res->x509_error = e;
-    pol_verify_describe(e, X509_STORE_CTX_get_current_cert(store_ctx), X509_STORE_CTX_get0_cert(store_ctx),
-                        id->spec.name, res->expected, res->reason, sizeof(res->reason));
+    gw_verify_describe(e, X509_STORE_CTX_get_current_cert(store_ctx), X509_STORE_CTX_get0_cert(store_ctx),
+                       id->spec.name, res->expected, res->reason, sizeof(res->reason));
 }
 
 // has_uri_san says whether |cert| carries the URI subjectAltName |uri| (exactly).
@@ -296,7 +311,7 @@ static int has_uri_san(X509 *cert, const char *uri) {
     return found;
 }
 
-int pol_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) * chain, const STACK_OF(CRYPTO_BUFFER) * names) {
+int gw_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) * chain, const STACK_OF(CRYPTO_BUFFER) * names) {
     size_t n_chain = chain ? sk_X509_num(chain) : 0;
     for (size_t i = 0; names != NULL && i < sk_CRYPTO_BUFFER_num(names); i++) {
         const CRYPTO_BUFFER *b = sk_CRYPTO_BUFFER_value(names, i);
@@ -320,9 +335,9 @@ int pol_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) * chain, const
 }
 
 static int verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
-    const pol_identity *id = arg;
+    const gw_identity *id = arg;
     SSL *ssl = X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
-    pol_verify_result *res = ssl ? SSL_get_ex_data(ssl, pol_verify_ex_index()) : NULL;
+    gw_verify_result *res = ssl ? SSL_get_ex_data(ssl, gw_verify_ex_index()) : NULL;
     if (X509_verify_cert(store_ctx) != 1) {
         if (res != NULL) {
             describe_failure(store_ctx, id, res);
@@ -332,7 +347,7 @@ static int verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
     if (res != NULL && res->expected_uri[0] != '\0' &&
         !has_uri_san(X509_STORE_CTX_get0_cert(store_ctx), res->expected_uri)) {
         char sans[400];
-        pol_cert_sans(X509_STORE_CTX_get0_cert(store_ctx), 1, sans, sizeof(sans));
+        gw_cert_sans(X509_STORE_CTX_get0_cert(store_ctx), 1, sans, sizeof(sans));
         X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_HOSTNAME_MISMATCH);
         res->failed = 1;
         res->x509_error = X509_V_ERR_HOSTNAME_MISMATCH;
@@ -365,7 +380,7 @@ static int verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
     return 0;
 }
 
-int pol_set_verify_name(SSL *ssl, const char *name) {
+int gw_set_verify_name(SSL *ssl, const char *name) {
     X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
     struct in6_addr a;
     if (inet_pton(AF_INET, name, &a) == 1 || inet_pton(AF_INET6, name, &a) == 1) {
@@ -419,7 +434,7 @@ static int load_pem_objects(SSL_CTX *ctx, const char *path, const char *setting,
 }
 
 // load_chain puts the certificate chain of |spec| into |ctx|.
-static int load_chain(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, size_t err_len) {
+static int load_chain(SSL_CTX *ctx, const gw_identity_spec *spec, char *err, size_t err_len) {
     char e[200];
     if (!readable("certificate", spec->certificate, err, err_len)) {
         return 0;
@@ -434,7 +449,7 @@ static int load_chain(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, si
 
 // read_key_password reads key_password_file (the key's password, or a token's PIN) into
 // |out|: 1 with *|have| set when there is one, 0 on error.
-static int read_key_password(const pol_identity_spec *spec, char *out, size_t cap, int *have, char *err,
+static int read_key_password(const gw_identity_spec *spec, char *out, size_t cap, int *have, char *err,
                              size_t err_len) {
     *have = 0;
     if (spec->key_password_file == NULL) {
@@ -447,7 +462,7 @@ static int read_key_password(const pol_identity_spec *spec, char *out, size_t ca
     return 1;
 }
 
-static int load_pem_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, size_t err_len) {
+static int load_pem_identity(SSL_CTX *ctx, const gw_identity_spec *spec, char *err, size_t err_len) {
     char e[200];
     if (!readable("certificate", spec->certificate, err, err_len) || !readable("key", spec->key, err, err_len) ||
         !load_chain(ctx, spec, err, err_len)) {
@@ -488,24 +503,24 @@ static int load_pem_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *
 
 // test_signature has the token sign a random digest with |sigalg| and verifies it with
 // the certificate's public key: the key in the token is the certificate's.
-static int test_signature(pol_identity *id, EVP_PKEY *pub, uint16_t sigalg, char *err, size_t err_len) {
+static int test_signature(gw_identity *id, EVP_PKEY *pub, uint16_t sigalg, char *err, size_t err_len) {
     uint8_t msg[32], tbs[128], raw[1024], sig[1100];
     size_t tbs_len = 0, raw_len = 0, sig_len = 0;
     uint32_t mech = 0;
     RAND_bytes(msg, sizeof(msg));
     char why[600];
-    if (!pol_p11_prepare(sigalg, msg, sizeof(msg), tbs, &tbs_len, &mech)) {
+    if (!gw_p11_prepare(sigalg, msg, sizeof(msg), tbs, &tbs_len, &mech)) {
         snprintf(err, err_len, "key: cannot prepare a test signature");
         return 0;
     }
-    if (!pol_p11_sign(id->p11, mech, tbs, tbs_len, raw, &raw_len, sizeof(raw), POL_P11_SIGN_TIMEOUT_MS, why,
-                      sizeof(why))) {
+    if (!gw_p11_sign(id->p11, mech, tbs, tbs_len, raw, &raw_len, sizeof(raw), GW_P11_SIGN_TIMEOUT_MS, why,
+                     sizeof(why))) {
         snprintf(err, err_len, "key: %s: test signature failed: %s", id->spec.key, why);
         return 0;
     }
     EVP_MD_CTX *mctx = EVP_MD_CTX_new();
     EVP_PKEY_CTX *pctx = NULL;
-    int ok = pol_p11_finish(mech, raw, raw_len, sig, &sig_len, sizeof(sig)) && mctx != NULL &&
+    int ok = gw_p11_finish(mech, raw, raw_len, sig, &sig_len, sizeof(sig)) && mctx != NULL &&
              EVP_DigestVerifyInit(mctx, &pctx, SSL_get_signature_algorithm_digest(sigalg), NULL, pub);
     if (ok && SSL_is_signature_algorithm_rsa_pss(sigalg)) {
         ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) && EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, -1);
@@ -517,7 +532,7 @@ static int test_signature(pol_identity *id, EVP_PKEY *pub, uint16_t sigalg, char
         snprintf(err, err_len,
                  "key: the key %s on token \"%s\" does not match the certificate in %s (a test "
                  "signature did not verify with its public key)",
-                 id->spec.key, pol_p11_info(id->p11)->token, id->spec.certificate);
+                 id->spec.key, gw_p11_info(id->p11)->token, id->spec.certificate);
     }
     return ok;
 }
@@ -525,7 +540,7 @@ static int test_signature(pol_identity *id, EVP_PKEY *pub, uint16_t sigalg, char
 // load_pkcs11_identity loads the certificate chain from its file and opens the key in the
 // token through a signer process: found, logged in, and proven to be the certificate's by
 // a test signature. Handshakes sign through the key method (gateway/upstream/keyops.c).
-static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identity_spec *spec, char *err,
+static int load_pkcs11_identity(SSL_CTX *ctx, gw_identity *id, const gw_identity_spec *spec, char *err,
                                 size_t err_len) {
     if (!load_chain(ctx, spec, err, err_len)) {
         return 0;
@@ -545,14 +560,14 @@ static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identi
         return 0;
     }
     char why[600];
-    id->p11 = pol_p11_open(spec->pkcs11_module, spec->key, have_pin ? pin : NULL, spec->run_uid, spec->run_gid, 0, why,
-                           sizeof(why));
+    id->p11 = gw_p11_open(spec->pkcs11_module, spec->key, have_pin ? pin : NULL, spec->run_uid, spec->run_gid, 0, why,
+                          sizeof(why));
     OPENSSL_cleanse(pin, sizeof(pin));
     if (id->p11 == NULL) {
         snprintf(err, err_len, "key: %s: %s", spec->key, why);
         return 0;
     }
-    const p11w_hello_ok *info = pol_p11_info(id->p11);
+    const p11w_hello_ok *info = gw_p11_info(id->p11);
     X509 *leaf = SSL_CTX_get0_certificate(ctx);
     EVP_PKEY *pub = leaf ? X509_get_pubkey(leaf) : NULL;
     int type = pub ? EVP_PKEY_id(pub) : 0;
@@ -610,7 +625,7 @@ static int load_pkcs11_identity(SSL_CTX *ctx, pol_identity *id, const pol_identi
     return ok;
 }
 
-static int load_pkcs12_identity(SSL_CTX *ctx, const pol_identity_spec *spec, char *err, size_t err_len) {
+static int load_pkcs12_identity(SSL_CTX *ctx, const gw_identity_spec *spec, char *err, size_t err_len) {
     char e[200];
     if (!readable("pkcs12", spec->pkcs12, err, err_len)) {
         return 0;
@@ -665,7 +680,7 @@ static int load_pkcs12_identity(SSL_CTX *ctx, const pol_identity_spec *spec, cha
 
 // note_crl_coverage records the earliest nextUpdate of the CRLs and the trusted CAs that
 // no CRL comes from (each would fail every handshake through it).
-static int note_crl_coverage(pol_identity *id, STACK_OF(X509_INFO) * trust, STACK_OF(X509_INFO) * crls) {
+static int note_crl_coverage(gw_identity *id, STACK_OF(X509_INFO) * trust, STACK_OF(X509_INFO) * crls) {
     for (size_t i = 0; i < sk_X509_INFO_num(crls); i++) {
         X509_CRL *crl = sk_X509_INFO_value(crls, i)->crl;
         const ASN1_TIME *next = crl ? X509_CRL_get0_nextUpdate(crl) : NULL;
@@ -704,7 +719,7 @@ static int note_crl_coverage(pol_identity *id, STACK_OF(X509_INFO) * trust, STAC
     return 1;
 }
 
-static void free_crl_notes(pol_identity *id) {
+static void free_crl_notes(gw_identity *id) {
     for (size_t i = 0; i < id->num_crl_uncovered; i++) {
         free(id->crl_uncovered[i]);
     }
@@ -723,10 +738,10 @@ static void cert_pool_init(void) {
     g_cert_pool = CRYPTO_BUFFER_POOL_new();
 }
 
-pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_len) {
+gw_identity *gw_identity_load(gw_identity_spec *spec, char *err, size_t err_len) {
     pthread_once(&g_cert_pool_once, cert_pool_init);
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
-    pol_identity *id = gw_xcalloc(1, sizeof(*id));
+    gw_identity *id = gw_xcalloc(1, sizeof(*id));
     if (ctx == NULL || id == NULL) {
         snprintf(err, err_len, "out of memory");
         SSL_CTX_free(ctx);
@@ -740,9 +755,9 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
                  last_ssl_error(e, sizeof(e)));
         ok = 0;
     } else if (ok) {
-        ok = spec->pkcs12                ? load_pkcs12_identity(ctx, spec, err, err_len)
-             : pol_p11_is_uri(spec->key) ? load_pkcs11_identity(ctx, id, spec, err, err_len)
-                                         : load_pem_identity(ctx, spec, err, err_len);
+        ok = spec->pkcs12               ? load_pkcs12_identity(ctx, spec, err, err_len)
+             : gw_p11_is_uri(spec->key) ? load_pkcs11_identity(ctx, id, spec, err, err_len)
+                                        : load_pem_identity(ctx, spec, err, err_len);
     }
     STACK_OF(X509_INFO) *trust = NULL, *crls = NULL;
     ok = ok && load_pem_objects(ctx, spec->trust, "trust", 0, &trust, err, err_len);
@@ -764,7 +779,7 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
     if (!ok) {
         SSL_CTX_free(ctx);
         free_crl_notes(id);
-        pol_p11_free(id->p11);
+        gw_p11_free(id->p11);
         free(id);
         return NULL;
     }
@@ -803,13 +818,11 @@ pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_l
             EVP_PKEY_free(pub);
         }
     }
-    if (g_ctx_hook != NULL) {
-        g_ctx_hook(ctx);
-    }
+    SSL_CTX_sess_set_new_cb(ctx, on_new_session);
     return id;
 }
 
-void pol_identity_spec_free(pol_identity_spec *spec) {
+void gw_identity_spec_free(gw_identity_spec *spec) {
     free(spec->name);
     free(spec->where);
     free(spec->certificate);
@@ -825,20 +838,20 @@ void pol_identity_spec_free(pol_identity_spec *spec) {
     memset(spec, 0, sizeof(*spec));
 }
 
-void pol_identity_free(pol_identity *id) {
+void gw_identity_free(gw_identity *id) {
     if (id == NULL) {
         return;
     }
     SSL_CTX_free(id->ctx);
-    pol_p11_free(id->p11);
-    pol_identity_spec_free(&id->spec);
+    gw_p11_free(id->p11);
+    gw_identity_spec_free(&id->spec);
     free_crl_notes(id);
     free(id);
 }
 
-size_t pol_identity_file_problems(const pol_identity *id, time_t now,
-                                  void (*cb)(void *arg, pol_problem_kind kind, const char *msg), void *arg) {
-    const pol_identity_spec *sp = &id->spec;
+size_t gw_identity_file_problems(const gw_identity *id, time_t now,
+                                 void (*cb)(void *arg, gw_problem_kind kind, const char *msg), void *arg) {
+    const gw_identity_spec *sp = &id->spec;
     const struct {
         const char *what, *path;
     } secrets[] = {{"private key file", sp->key ? sp->key : sp->pkcs12},
@@ -847,8 +860,8 @@ size_t pol_identity_file_problems(const pol_identity *id, time_t now,
     char msg[PATH_MAX * 2 + 300];
     size_t n = 0;
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
-        if (pol_file_mode_problem(secrets[i].what, secrets[i].path, msg, sizeof(msg))) {
-            cb(arg, POL_PROBLEM_SECRET_MODE, msg);
+        if (gw_file_mode_problem(secrets[i].what, secrets[i].path, msg, sizeof(msg))) {
+            cb(arg, GW_PROBLEM_SECRET_MODE, msg);
             n++;
         }
     }
@@ -862,8 +875,8 @@ size_t pol_identity_file_problems(const pol_identity *id, time_t now,
                    {"trust", sp->trust},
                    {"crl", sp->crl}};
     for (size_t i = 0; i < sizeof(trusted) / sizeof(trusted[0]); i++) {
-        if (pol_file_writable_problem(trusted[i].what, trusted[i].path, msg, sizeof(msg))) {
-            cb(arg, POL_PROBLEM_WRITABLE, msg);
+        if (gw_file_writable_problem(trusted[i].what, trusted[i].path, msg, sizeof(msg))) {
+            cb(arg, GW_PROBLEM_WRITABLE, msg);
             n++;
         }
     }
@@ -875,7 +888,7 @@ size_t pol_identity_file_problems(const pol_identity *id, time_t now,
                  "crl: no CRL from trusted CA %s in %s: with crl set every CA in a server's chain needs one, "
                  "so every handshake through this CA fails",
                  id->crl_uncovered[i], sp->crl);
-        cb(arg, POL_PROBLEM_CRL, msg);
+        cb(arg, GW_PROBLEM_CRL, msg);
         n++;
     }
     if (id->crl_next_update != 0 && id->crl_next_update <= now) {
@@ -883,7 +896,7 @@ size_t pol_identity_file_problems(const pol_identity *id, time_t now,
                  "crl: a CRL in %s is past its nextUpdate: every handshake it covers fails until "
                  "a fresh CRL is in place",
                  sp->crl);
-        cb(arg, POL_PROBLEM_CRL, msg);
+        cb(arg, GW_PROBLEM_CRL, msg);
         n++;
     }
     return n;

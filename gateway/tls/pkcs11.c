@@ -1,4 +1,4 @@
-#include "policy/pkcs11.h"
+#include "gateway/tls/pkcs11.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -30,7 +30,7 @@
 
 #define HELLO_TIMEOUT_MS 30000  // a TPM or a smart card may take seconds to log in
 
-struct pol_p11 {
+struct gw_p11 {
     pthread_mutex_t lock;
     char *module, *uri, *pin;
     int uid, gid;
@@ -47,7 +47,7 @@ struct pol_p11 {
 
 static atomic_ullong g_p11_ids;
 
-int pol_p11_is_uri(const char *s) {
+int gw_p11_is_uri(const char *s) {
     return s != NULL && strncmp(s, "pkcs11:", 7) == 0;
 }
 
@@ -61,7 +61,7 @@ static char *pin_source_path(const char *src) {
     return src[0] == '/' ? gw_xstrdup(src) : NULL;
 }
 
-int pol_p11_uri_parse(const char *uri, char **out_module, char **out_pin_file, char *err, size_t cap) {
+int gw_p11_uri_parse(const char *uri, char **out_module, char **out_pin_file, char *err, size_t cap) {
     *out_module = *out_pin_file = NULL;
     P11KitUri *u = p11_kit_uri_new();
     if (u == NULL) {
@@ -104,7 +104,7 @@ int pol_p11_uri_parse(const char *uri, char **out_module, char **out_pin_file, c
     return ok;
 }
 
-int pol_p11_uri_object(const char *uri, char *label, size_t label_cap, char *id_hex, size_t id_cap) {
+int gw_p11_uri_object(const char *uri, char *label, size_t label_cap, char *id_hex, size_t id_cap) {
     label[0] = id_hex[0] = '\0';
     P11KitUri *u = p11_kit_uri_new();
     int ok = u != NULL && p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u) == P11_KIT_URI_OK;
@@ -127,7 +127,7 @@ int pol_p11_uri_object(const char *uri, char *label, size_t label_cap, char *id_
     return ok;
 }
 
-void pol_p11_uri_describe(const char *uri, char *out, size_t cap) {
+void gw_p11_uri_describe(const char *uri, char *out, size_t cap) {
     // The token and object parts, formatted by p11-kit without the query (module, PIN
     // source): "token=gw;object=ops" shown as "token=gw object=ops".
     P11KitUri *u = p11_kit_uri_new();
@@ -180,7 +180,7 @@ static void describe_status(int status, char *out, size_t cap) {
 }
 
 // reap notes how the current signer ended, if it did (|block|: wait for it). Lock held.
-static int reap(pol_p11 *k, int block) {
+static int reap(gw_p11 *k, int block) {
     if (k->pid <= 0) {
         return 1;
     }
@@ -204,7 +204,7 @@ static int reap(pol_p11 *k, int block) {
 }
 
 // Signers that were told to stop but had not exited yet: never waited for where they
-// are stopped (a worker, a retiring snapshot), reaped by pol_p11_reap_retired on the
+// are stopped (a worker, a retiring snapshot), reaped by gw_p11_reap_retired on the
 // supervisor's tick, killed if they take longer than RETIRE_GRACE_MS.
 #define RETIRE_MAX 256
 #define RETIRE_GRACE_MS 2000
@@ -228,7 +228,7 @@ static void retire_pid(pid_t pid) {
     pthread_mutex_unlock(&g_retired_lock);
 }
 
-size_t pol_p11_reap_retired(void) {
+size_t gw_p11_reap_retired(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     pthread_mutex_lock(&g_retired_lock);
@@ -253,8 +253,8 @@ size_t pol_p11_reap_retired(void) {
 
 // stop_signer closes the control socket (the signer exits on its end of file; with
 // |kill_now| it is killed at once) and never waits for it: one that has not exited yet is
-// left to pol_p11_reap_retired. Lock held.
-static void stop_signer(pol_p11 *k, int kill_now) {
+// left to gw_p11_reap_retired. Lock held.
+static void stop_signer(gw_p11 *k, int kill_now) {
     if (k->control >= 0) {
         close(k->control);
         k->control = -1;
@@ -288,7 +288,7 @@ static int send_msg(int fd, uint32_t type, uint32_t id, uint32_t arg, const void
 }
 
 // send_hello asks the signer to log in. Lock held.
-static int send_hello(pol_p11 *k, uint32_t flags) {
+static int send_hello(gw_p11 *k, uint32_t flags) {
     uint8_t buf[P11W_MAX - sizeof(p11w_head)];
     p11w_hello who = {k->uid, k->gid};
     size_t ml = strlen(k->module) + 1, ul = strlen(k->uri) + 1, pl = k->pin ? strlen(k->pin) + 1 : 1;
@@ -305,7 +305,7 @@ static int send_hello(pol_p11 *k, uint32_t flags) {
 }
 
 // start_signer starts a signer with a new control socket and sends it the hello. Lock held.
-static int start_signer(pol_p11 *k, uint32_t flags, char *err, size_t cap) {
+static int start_signer(gw_p11 *k, uint32_t flags, char *err, size_t cap) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
         snprintf(err, cap, "cannot make a socket for the PKCS#11 signer: %s", strerror(errno));
@@ -353,7 +353,7 @@ static int start_signer(pol_p11 *k, uint32_t flags, char *err, size_t cap) {
 }
 
 // wait_reply reads the control socket until the reply to |id| arrives. Lock held.
-static int wait_reply(pol_p11 *k, uint32_t id, uint8_t *buf, size_t cap, p11w_head *h, int timeout_ms, char *err,
+static int wait_reply(gw_p11 *k, uint32_t id, uint8_t *buf, size_t cap, p11w_head *h, int timeout_ms, char *err,
                       size_t err_cap) {
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -394,14 +394,14 @@ static int wait_reply(pol_p11 *k, uint32_t id, uint8_t *buf, size_t cap, p11w_he
 
 // ensure_running starts a new signer (without waiting for its login) when the last one
 // died. Lock held.
-static int ensure_running(pol_p11 *k, char *err, size_t cap) {
+static int ensure_running(gw_p11 *k, char *err, size_t cap) {
     if (k->pid > 0 && !reap(k, 0) && k->control >= 0) {
         return 1;
     }
     stop_signer(k, 1);
     int ok = start_signer(k, P11W_HELLO_NO_REPLY, err, cap);
     char where[200];
-    pol_p11_uri_describe(k->uri, where, sizeof(where));
+    gw_p11_uri_describe(k->uri, where, sizeof(where));
     if (ok) {
         gw_log(GW_LOG_WARN, "PKCS#11 signer for %s (pid %d) %s: started a new one (pid %d)", where, (int)k->exit_pid,
                k->last_exit[0] ? k->last_exit : "was stopped", (int)k->pid);
@@ -411,9 +411,9 @@ static int ensure_running(pol_p11 *k, char *err, size_t cap) {
     return ok;
 }
 
-pol_p11 *pol_p11_open(const char *module, const char *uri, const char *pin, int uid, int gid, uint32_t flags, char *err,
-                      size_t cap) {
-    pol_p11 *k = gw_xcalloc(1, sizeof(*k));
+gw_p11 *gw_p11_open(const char *module, const char *uri, const char *pin, int uid, int gid, uint32_t flags, char *err,
+                    size_t cap) {
+    gw_p11 *k = gw_xcalloc(1, sizeof(*k));
     if (k == NULL || (k->module = gw_xstrdup(module)) == NULL || (k->uri = gw_xstrdup(uri)) == NULL ||
         (pin != NULL && (k->pin = gw_xstrdup(pin)) == NULL)) {
         snprintf(err, cap, "out of memory");
@@ -444,13 +444,13 @@ pol_p11 *pol_p11_open(const char *module, const char *uri, const char *pin, int 
     }
     pthread_mutex_unlock(&k->lock);
     if (!ok) {
-        pol_p11_free(k);
+        gw_p11_free(k);
         return NULL;
     }
     return k;
 }
 
-void pol_p11_free(pol_p11 *k) {
+void gw_p11_free(gw_p11 *k) {
     if (k == NULL) {
         return;
     }
@@ -467,16 +467,16 @@ void pol_p11_free(pol_p11 *k) {
     free(k);
 }
 
-const p11w_hello_ok *pol_p11_info(const pol_p11 *k) {
+const p11w_hello_ok *gw_p11_info(const gw_p11 *k) {
     return &k->info;
 }
 
-uint64_t pol_p11_id(const pol_p11 *k) {
+uint64_t gw_p11_id(const gw_p11 *k) {
     return k->id;
 }
 
-static int request(pol_p11 *k, uint32_t type, uint32_t arg, const void *in, size_t in_len, uint8_t *out,
-                   size_t *out_len, size_t cap, int timeout_ms, char *err, size_t err_cap) {
+static int request(gw_p11 *k, uint32_t type, uint32_t arg, const void *in, size_t in_len, uint8_t *out, size_t *out_len,
+                   size_t cap, int timeout_ms, char *err, size_t err_cap) {
     pthread_mutex_lock(&k->lock);
     int ok = ensure_running(k, err, err_cap);
     uint32_t id = ++k->next_req;
@@ -500,13 +500,13 @@ static int request(pol_p11 *k, uint32_t type, uint32_t arg, const void *in, size
     return ok;
 }
 
-int pol_p11_sign(pol_p11 *k, uint32_t mech, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len, size_t cap,
-                 int timeout_ms, char *err, size_t err_cap) {
+int gw_p11_sign(gw_p11 *k, uint32_t mech, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len, size_t cap,
+                int timeout_ms, char *err, size_t err_cap) {
     return request(k, P11W_SIGN, mech, in, in_len, out, out_len, cap, timeout_ms, err, err_cap);
 }
 
-int pol_p11_keygen(pol_p11 *k, uint32_t kind, const char *label, const char *id_hex, uint8_t *out, size_t *out_len,
-                   size_t cap, char *err, size_t err_cap) {
+int gw_p11_keygen(gw_p11 *k, uint32_t kind, const char *label, const char *id_hex, uint8_t *out, size_t *out_len,
+                  size_t cap, char *err, size_t err_cap) {
     char in[400];
     size_t ll = strlen(label), il = strlen(id_hex);
     if (ll + il + 2 > sizeof(in)) {
@@ -519,7 +519,7 @@ int pol_p11_keygen(pol_p11 *k, uint32_t kind, const char *label, const char *id_
     return request(k, P11W_KEYGEN, kind, in, ll + il + 2, out, out_len, cap, 120000, err, err_cap);
 }
 
-int pol_p11_channel(pol_p11 *k, uint64_t *epoch, char *err, size_t cap) {
+int gw_p11_channel(gw_p11 *k, uint64_t *epoch, char *err, size_t cap) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) {
         snprintf(err, cap, "cannot make a channel to the PKCS#11 signer: %s", strerror(errno));
@@ -557,7 +557,7 @@ int pol_p11_channel(pol_p11 *k, uint64_t *epoch, char *err, size_t cap) {
     return sv[0];
 }
 
-void pol_p11_restart(pol_p11 *k, uint64_t epoch) {
+void gw_p11_restart(gw_p11 *k, uint64_t epoch) {
     pthread_mutex_lock(&k->lock);
     if (k->epoch == epoch && k->pid > 0) {
         stop_signer(k, 1);
@@ -565,7 +565,7 @@ void pol_p11_restart(pol_p11 *k, uint64_t epoch) {
     pthread_mutex_unlock(&k->lock);
 }
 
-int pol_p11_exit_text(pol_p11 *k, uint64_t epoch, char *out, size_t cap) {
+int gw_p11_exit_text(gw_p11 *k, uint64_t epoch, char *out, size_t cap) {
     pthread_mutex_lock(&k->lock);
     if (k->epoch == epoch && k->pid > 0) {
         reap(k, 0);  // never waits: the caller asks again a moment later
@@ -578,8 +578,8 @@ int pol_p11_exit_text(pol_p11 *k, uint64_t epoch, char *out, size_t cap) {
 
 // ---- signature algorithms ----
 
-int pol_p11_prepare(uint16_t sigalg, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len,
-                    uint32_t *out_mech) {
+int gw_p11_prepare(uint16_t sigalg, const uint8_t *in, size_t in_len, uint8_t *out, size_t *out_len,
+                   uint32_t *out_mech) {
     const EVP_MD *md = SSL_get_signature_algorithm_digest(sigalg);
     int type = SSL_get_signature_algorithm_key_type(sigalg);
     uint8_t digest[EVP_MAX_MD_SIZE];
@@ -623,7 +623,7 @@ int pol_p11_prepare(uint16_t sigalg, const uint8_t *in, size_t in_len, uint8_t *
     return 1;
 }
 
-int pol_p11_finish(uint32_t mech, const uint8_t *sig, size_t sig_len, uint8_t *out, size_t *out_len, size_t max) {
+int gw_p11_finish(uint32_t mech, const uint8_t *sig, size_t sig_len, uint8_t *out, size_t *out_len, size_t max) {
     if (mech != P11W_MECH_ECDSA) {
         if (sig_len > max) {
             return 0;

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "policy/pkcs11.h"
+#include "gateway/tls/pkcs11.h"
 
 typedef struct {
     char *name;
@@ -22,10 +22,10 @@ typedef struct {
     char *ciphers;
     uint8_t (*pins)[32];
     size_t num_pins;
-} pol_identity_spec;
+} gw_identity_spec;
 
-struct pol_identity {
-    pol_identity_spec spec;
+struct gw_identity {
+    gw_identity_spec spec;
     SSL_CTX *ctx;
     uint64_t generation;  // unique per load in this process: part of session cache keys
     X509 *leaf;
@@ -37,90 +37,94 @@ struct pol_identity {
     time_t crl_next_update;  // earliest nextUpdate of the CRLs in spec.crl; 0: no CRL
     char **crl_uncovered;    // subjects of CAs in spec.trust that no CRL comes from
     size_t num_crl_uncovered;
-    pol_p11 *p11;          // key = "pkcs11:...": the token's signer; NULL for a key file
+    gw_p11 *p11;           // key = "pkcs11:...": the token's signer; NULL for a key file
     uint16_t sigalgs[12];  // with p11: the signature algorithms the token can make
     size_t num_sigalgs;
 };
-typedef struct pol_identity pol_identity;
+typedef struct gw_identity gw_identity;
 
 // What verification found, for error messages. A tunnel points the SSL's ex_data slot
-// (pol_verify_ex_index) at one of these before the handshake.
+// (gw_verify_ex_index) at one of these before the handshake.
 typedef struct {
     int failed;
     long x509_error;         // X509_V_ERR_*, or 0 for a pin mismatch
     char expected[256];      // the name the certificate must carry (set by the caller)
     char expected_uri[256];  // server_uri: a URI SAN the certificate must carry instead ("" none)
     char reason[700];        // in words
-} pol_verify_result;
+} gw_verify_result;
 
-int pol_verify_ex_index(void);
+int gw_verify_ex_index(void);
 
-// pol_identity_set_ctx_hook registers a function called on every new SSL_CTX (the
-// gateway installs its session and alert callbacks there).
-void pol_identity_set_ctx_hook(void (*hook)(SSL_CTX *ctx));
+// Who takes the sessions a server sends over an SSL made from an identity's SSL_CTX:
+// |take| returns 1 when it keeps the reference. Set per SSL (the upstream sets its session
+// cache); an SSL without one keeps none.
+typedef struct {
+    int (*take)(SSL *ssl, SSL_SESSION *session);
+} gw_session_taker;
+void gw_tls_set_session_taker(SSL *ssl, const gw_session_taker *taker);
 
-// pol_identity_load builds the SSL_CTX for |spec|. On success the identity takes over
+// gw_identity_load builds the SSL_CTX for |spec|. On success the identity takes over
 // |spec|'s strings (and |spec| is zeroed); on failure |spec| is untouched, NULL is
 // returned and the reason (naming the setting and file) is written into |err|.
-pol_identity *pol_identity_load(pol_identity_spec *spec, char *err, size_t err_len);
-// POL_P11_SIGN_TIMEOUT_MS bounds a signature asked for outside the event loop (the
+gw_identity *gw_identity_load(gw_identity_spec *spec, char *err, size_t err_len);
+// GW_P11_SIGN_TIMEOUT_MS bounds a signature asked for outside the event loop (the
 // load-time test signature, explain, the CSR of identity new).
-#define POL_P11_SIGN_TIMEOUT_MS 10000
+#define GW_P11_SIGN_TIMEOUT_MS 10000
 
-// pol_identity_free frees |id| and everything it owns (NULL is fine).
-void pol_identity_free(pol_identity *id);
-// pol_identity_spec_free frees the strings of a spec that was not loaded.
-void pol_identity_spec_free(pol_identity_spec *spec);
+// gw_identity_free frees |id| and everything it owns (NULL is fine).
+void gw_identity_free(gw_identity *id);
+// gw_identity_spec_free frees the strings of a spec that was not loaded.
+void gw_identity_spec_free(gw_identity_spec *spec);
 
-// pol_identity_key_mode_problem: if |path| is readable by group or others, writes a
+// gw_identity_key_mode_problem: if |path| is readable by group or others, writes a
 // warning into |out| and returns 1.
-int pol_identity_key_mode_problem(const char *path, char *out, size_t out_len);
+int gw_identity_key_mode_problem(const char *path, char *out, size_t out_len);
 
-// pol_identity_file_problems reports, through |cb| (one message each), what an operator
+// gw_identity_file_problems reports, through |cb| (one message each), what an operator
 // must fix about |id|'s files: a key, key_password_file or pkcs12_password_file readable
 // by group or others; any of its files (certificate, key, trust, crl, password files)
 // writable by group or others, or in a folder they may write; with a crl, each trusted CA no CRL comes from, and a CRL
 // past its nextUpdate at |now|. Returns how many it reported.
-typedef enum { POL_PROBLEM_SECRET_MODE, POL_PROBLEM_CRL, POL_PROBLEM_WRITABLE } pol_problem_kind;
-size_t pol_identity_file_problems(const pol_identity *id, time_t now,
-                                  void (*cb)(void *arg, pol_problem_kind kind, const char *msg), void *arg);
+typedef enum { GW_PROBLEM_SECRET_MODE, GW_PROBLEM_CRL, GW_PROBLEM_WRITABLE } gw_problem_kind;
+size_t gw_identity_file_problems(const gw_identity *id, time_t now,
+                                 void (*cb)(void *arg, gw_problem_kind kind, const char *msg), void *arg);
 
-// pol_file_mode_problem says whether |path| (a secret: key, PKCS#12 or password file) is
+// gw_file_mode_problem says whether |path| (a secret: key, PKCS#12 or password file) is
 // readable by group or others; if so writes "WHAT PATH has mode ...: readable by others"
 // into |out| and returns 1 (files.c, with the checks below).
-int pol_file_mode_problem(const char *what, const char *path, char *out, size_t out_len);
+int gw_file_mode_problem(const char *what, const char *path, char *out, size_t out_len);
 
-// pol_file_writable_problem says whether |path| (a file the gateway trusts: config,
+// gw_file_writable_problem says whether |path| (a file the gateway trusts: config,
 // trust, CRL, certificate, users, PIN) is writable by its group or others, or lies in a
 // folder they may write without the sticky bit; if so writes what and by whom into |out|
 // (words like "writable by others", from the bits set) and returns 1.
-int pol_file_writable_problem(const char *what, const char *path, char *out, size_t out_len);
+int gw_file_writable_problem(const char *what, const char *path, char *out, size_t out_len);
 
-// pol_cert_sans writes the subject alternative names of |cert| into |out| (|cap| bytes):
+// gw_cert_sans writes the subject alternative names of |cert| into |out| (|cap| bytes):
 // "DNS:a, IP:b, URI:c" with |typed|, else the DNS names and IP addresses alone ("a, b").
 // Bytes outside printable ASCII are shown as '?'; an iPAddress that is not 4 or 16 bytes
 // long is "IP:?" (typed) or left out. Returns how many names it wrote.
-size_t pol_cert_sans(X509 *cert, int typed, char *out, size_t cap);
+size_t gw_cert_sans(X509 *cert, int typed, char *out, size_t cap);
 
-// pol_verify_describe puts verification error |x509_error| in words for the client and
+// gw_verify_describe puts verification error |x509_error| in words for the client and
 // the access log: |cur| is the certificate it is about, |leaf| the server's, |identity|
 // the identity whose settings failed it, |expected| the name required. Any of the
 // certificates may be NULL or arbitrary (a hostile server's); |out| is always terminated.
-void pol_verify_describe(long x509_error, X509 *cur, X509 *leaf, const char *identity, const char *expected, char *out,
-                         size_t cap);
+void gw_verify_describe(long x509_error, X509 *cur, X509 *leaf, const char *identity, const char *expected, char *out,
+                        size_t cap);
 
-// pol_set_verify_name configures |ssl| to require |name| (a DNS name, or an IP literal
+// gw_set_verify_name configures |ssl| to require |name| (a DNS name, or an IP literal
 // checked against IP SANs) in the server certificate.
-int pol_set_verify_name(SSL *ssl, const char *name);
+int gw_set_verify_name(SSL *ssl, const char *name);
 
-// pol_chain_issued_by_named_ca says whether |leaf| or a certificate of |chain| (NULL:
+// gw_chain_issued_by_named_ca says whether |leaf| or a certificate of |chain| (NULL:
 // none) was issued by one of the CAs |names| (DER X.509 names, as a server's
 // CertificateRequest lists them), or is one of them. Names compare as X.509 names
 // (X509_NAME_cmp on their canonical form: case and string type of attribute values do
 // not matter), not as bytes. Unparsable names are skipped.
-int pol_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) * chain, const STACK_OF(CRYPTO_BUFFER) * names);
+int gw_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) * chain, const STACK_OF(CRYPTO_BUFFER) * names);
 
-// pol_tls_version_parse turns "1.2"/"1.3" into TLS1_2_VERSION/TLS1_3_VERSION (0: bad).
-uint16_t pol_tls_version_parse(const char *s);
+// gw_tls_version_parse turns "1.2"/"1.3" into TLS1_2_VERSION/TLS1_3_VERSION (0: bad).
+uint16_t gw_tls_version_parse(const char *s);
 
 #endif
