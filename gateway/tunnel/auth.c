@@ -3,14 +3,6 @@
 // answer comes back as an event that advances the tunnel, which parses its request again.
 #include "gateway/tunnel/internal.h"
 
-static void on_passcheck(void *arg, int ok) {
-    gw_tunnel *t = arg;
-    t->front.auth_job = NULL;
-    t->front.auth_state = ok ? AUTH_GRANTED : AUTH_DENIED;
-    gw_metrics_password_check(ok ? GW_PASS_VERIFIED : GW_PASS_REJECTED);
-    tunnel_advance(t);
-}
-
 int tunnel_check_credentials(gw_tunnel *t, const char *name, size_t name_len, const char *pass, size_t pass_len) {
     switch (t->front.auth_state) {
         case AUTH_PENDING:
@@ -27,7 +19,7 @@ int tunnel_check_credentials(gw_tunnel *t, const char *name, size_t name_len, co
     }
     const char *user = NULL;
     gw_pass_status st = gw_passcheck_start(t->host->passcheck, t->cfg->users, name, name_len, pass, pass_len,
-                                           on_passcheck, t, &user, &t->front.auth_job);
+                                           t->events->password_checked, t, &user, &t->front.auth_job);
     switch (st) {
         case GW_PASS_OK:
         case GW_PASS_CACHE_HIT:

@@ -11,25 +11,6 @@ void tunnel_drop_dial(gw_tunnel *t) {
     t->dial.query = NULL;
 }
 
-// on_resolved records the DNS answer (the addresses are copied: they live only during the
-// call) and advances.
-static void on_resolved(void *arg, res_status status, const res_addr *addrs, size_t n) {
-    gw_tunnel *t = arg;
-    t->dial.query = NULL;
-    t->dial.resolved = 1;
-    t->dial.dns_status = status;
-    t->dial.num_addrs = addrs != NULL && n < RES_MAX_ADDRS ? n : addrs != NULL ? RES_MAX_ADDRS : 0;
-    if (t->dial.num_addrs > 0) {
-        memcpy(t->dial.addrs, addrs, t->dial.num_addrs * sizeof(*addrs));
-    }
-    t->dns_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
-    gw_metrics_dns(status == RES_OK          ? GW_DNS_OK
-                   : status == RES_NOT_FOUND ? GW_DNS_NOT_FOUND
-                   : status == RES_TIMEOUT   ? GW_DNS_TIMEOUT
-                                             : GW_DNS_FAILED);
-    tunnel_advance(t);
-}
-
 // ---- T_ROUTE ----
 
 tunnel_step tunnel_phase_route(gw_tunnel *t) {
@@ -52,14 +33,15 @@ tunnel_step tunnel_phase_route(gw_tunnel *t) {
         return tunnel_fail(t, GW_ERR_DENIED, "%s denied by rule %s", dest, t->rule->where);
     }
     const pol_rule *r = t->rule;
-    if (t->door == &door_transparent && r->upstream_host == NULL) {
+    if (t->door->original_dest && r->upstream_host == NULL) {
         // Where the client was going, whatever name it sniffed to: no DNS. The server name
         // is the sniffed name (or the address).
         t->dial.connect_port = r->upstream_port ? r->upstream_port : port;
         snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s",
                  r->server_name ? r->server_name : t->dest.host);
         t->t_phase = gw_monotonic_ms();
-        return tunnel_transparent_route(t);
+        snprintf(t->dial.connect_host, sizeof(t->dial.connect_host), "%s", t->dial.orig_ip);
+        return tunnel_use_addresses(t, &t->dial.orig_addr, 1);
     }
     snprintf(t->dial.connect_host, sizeof(t->dial.connect_host), "%s",
              r->upstream_host ? r->upstream_host : t->dest.host);
@@ -71,7 +53,7 @@ tunnel_step tunnel_phase_route(gw_tunnel *t) {
     t->dial.resolved = 0;
     // The DNS timeout is c-ares' own; this timer is only a backstop.
     tunnel_set_timer(t, (uint64_t)t->cfg->resolver.timeout_ms * (uint64_t)t->cfg->resolver.tries * 2 + 1000);
-    t->dial.query = res_resolve(t->host->resolver, t->dial.connect_host, on_resolved, t);
+    t->dial.query = res_resolve(t->host->resolver, t->dial.connect_host, t->events->resolved, t);
     return STEP_NEXT;  // the answer may have come at once
 }
 
@@ -157,7 +139,7 @@ tunnel_step tunnel_phase_connect_next(gw_tunnel *t) {
         t->state = T_CONNECTING;
         t->t_phase = gw_monotonic_ms();
         t->upstream_io = (side){0};
-        gw_watcher_init(&t->upstream_io.w, t->upstream.fd, tunnel_on_upstream, t);
+        gw_watcher_init(&t->upstream_io.w, t->upstream.fd, t->events->upstream, t);
         if (!gw_watcher_set(loop, &t->upstream_io.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
             gw_upstream_close(&t->upstream);
             t->dial.last_connect_err = GW_ERR_INTERNAL;
@@ -177,19 +159,11 @@ static tunnel_step connect_failed(gw_tunnel *t) {
     return STEP_NEXT;
 }
 
-// on_key_ready continues a handshake that waited for a token's signature.
-static void on_key_ready(void *arg) {
-    gw_tunnel *t = arg;
-    if (t->state == T_HANDSHAKING) {
-        tunnel_advance(t);
-    }
-}
-
 static tunnel_step start_tls(gw_tunnel *t) {
     const pol_rule *r = t->rule;
     t->upstream.keyops = t->host->keyops;
     t->upstream.key_timeout_ms = t->cfg->limits.key_timeout_ms;
-    t->upstream.key_ready = on_key_ready;
+    t->upstream.key_ready = t->events->key_ready;
     t->upstream.key_arg = t;
     char where[600];
     snprintf(where, sizeof(where), "%s|%s|%s", t->upstream_text, t->dial.server_name,
@@ -248,7 +222,7 @@ tunnel_step tunnel_phase_tls(gw_tunnel *t) {
             t->upstream_io.writable = 0;
             return STEP_WAIT;
         case GW_STEP_WANT_KEY:
-            return STEP_WAIT;  // on_key_ready goes on once the token signed (or key_timeout_ms passed)
+            return STEP_WAIT;  // the key_ready event goes on once the token signed (or key_timeout_ms passed)
         case GW_STEP_FAILED:
             return tunnel_fail(t, err, "%s", reason);
         case GW_STEP_DONE:
@@ -279,7 +253,7 @@ tunnel_step tunnel_phase_established(gw_tunnel *t) {
     }
     t->last_activity = gw_loop_now(t->host->loop);
     tunnel_set_timer(t, (uint64_t)t->cfg->limits.idle_timeout_s * 1000);
-    if (t->door == &door_http) {
+    if (t->door->exchanges) {
         t->state = T_HTTP_PROXY;  // the request waiting in to_up goes out now
         return STEP_NEXT;
     }
@@ -301,7 +275,7 @@ tunnel_step tunnel_timeout_dial(gw_tunnel *t) {
         case T_HANDSHAKING:
             // Waiting for a token's signature (key_timeout_ms longer than what was left of
             // the handshake's time): the key is what is missing, not the server. The
-            // handshake goes on to fail with key_unavailable through on_key_ready.
+            // handshake goes on to fail with key_unavailable through the key_ready event.
             if (gw_keyops_expire(&t->upstream, "handshake_timeout_ms", t->cfg->limits.handshake_timeout_ms)) {
                 return STEP_WAIT;
             }

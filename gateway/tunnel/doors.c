@@ -125,7 +125,8 @@ static int flush_nothing(gw_tunnel *t, gw_err err, const char *reason) {
 
 static void reply_nothing(gw_tunnel *t) {}
 
-const tunnel_door door_detect = {"-", 0, detect_read, reply_nothing, flush_nothing};
+const tunnel_door door_detect = {
+    .name = "-", .read_request = detect_read, .reply_ok = reply_nothing, .reply_err = flush_nothing};
 
 // ---- SOCKS5 (RFC 1928, with RFC 1929 username/password) ----
 
@@ -261,7 +262,8 @@ static int socks5_err(gw_tunnel *t, gw_err err, const char *reason) {
     }
 }
 
-const tunnel_door door_socks5 = {"socks5", 1, socks5_read, socks5_ok, socks5_err};
+const tunnel_door door_socks5 = {
+    .name = "socks5", .has_replies = 1, .read_request = socks5_read, .reply_ok = socks5_ok, .reply_err = socks5_err};
 
 // ---- SOCKS4 and SOCKS4a ----
 
@@ -303,7 +305,8 @@ static int socks4_err(gw_tunnel *t, gw_err err, const char *reason) {
     return 1;
 }
 
-const tunnel_door door_socks4 = {"socks4", 1, socks4_read, socks4_ok, socks4_err};
+const tunnel_door door_socks4 = {
+    .name = "socks4", .has_replies = 1, .read_request = socks4_read, .reply_ok = socks4_ok, .reply_err = socks4_err};
 
 // ---- HTTP: CONNECT, and the error responses of http_proxy too ----
 
@@ -314,12 +317,14 @@ static tunnel_step connect_read(gw_tunnel *t) {
         return s;
     }
     if (!gw_http_token_eq(hr.method, hr.method_len, "CONNECT")) {
-        // An http_proxy request: the forward proxy's door takes over this connection.
+        // An http_proxy request: the forward proxy's door takes over this connection, and
+        // its exchange takes this head as its first (with the time left since accept).
         t->door = &door_http;
         t->http.from_client = t->to_up;
         t->to_up = NULL;
+        t->http.head_deadline = t->t_start + (uint64_t)t->cfg->limits.handshake_timeout_ms;
         t->state = T_HTTP_PROXY;
-        return tunnel_http_start_request(t, &hr);
+        return STEP_NEXT;
     }
     if (tunnel_unadmitted(t) == STEP_FAIL) {
         return STEP_FAIL;
@@ -383,14 +388,23 @@ static int http_err(gw_tunnel *t, gw_err err, const char *reason) {
     return 1;
 }
 
-const tunnel_door door_connect = {"http-connect", 1, connect_read, connect_ok, http_err};
+const tunnel_door door_connect = {.name = "http-connect",
+                                  .has_replies = 1,
+                                  .read_request = connect_read,
+                                  .reply_ok = connect_ok,
+                                  .reply_err = http_err};
 
 // http_proxy requests: read by the exchange (http_proxy.c), answered like CONNECT.
 static tunnel_step http_read(gw_tunnel *t) {
     return STEP_WAIT;
 }
 
-const tunnel_door door_http = {"http", 1, http_read, reply_nothing, http_err};
+const tunnel_door door_http = {.name = "http",
+                               .has_replies = 1,
+                               .exchanges = 1,
+                               .read_request = http_read,
+                               .reply_ok = reply_nothing,
+                               .reply_err = http_err};
 
 // ---- plain streams: forward and transparent listeners ----
 
@@ -399,7 +413,11 @@ static int forward_err(gw_tunnel *t, gw_err err, const char *reason) {
     return t->state == T_ROUTE ? 0 : 1;
 }
 
-const tunnel_door door_forward = {"forward", 0, http_read, reply_nothing, forward_err};
+const tunnel_door door_forward = {.name = "forward",
+                                  .plain_stream = 1,
+                                  .read_request = http_read,
+                                  .reply_ok = reply_nothing,
+                                  .reply_err = forward_err};
 
 static int transparent_err(gw_tunnel *t, gw_err err, const char *reason) {
     // No protocol to answer in: reset, so the client sees a failure, not an empty stream
@@ -407,4 +425,9 @@ static int transparent_err(gw_tunnel *t, gw_err err, const char *reason) {
     return -1;
 }
 
-const tunnel_door door_transparent = {"transparent", 0, http_read, reply_nothing, transparent_err};
+const tunnel_door door_transparent = {.name = "transparent",
+                                      .plain_stream = 1,
+                                      .original_dest = 1,
+                                      .read_request = http_read,
+                                      .reply_ok = reply_nothing,
+                                      .reply_err = transparent_err};

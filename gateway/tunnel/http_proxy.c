@@ -22,7 +22,7 @@ static void drop_upstream(gw_tunnel *t) {
     gw_watcher_remove(t->host->loop, &t->upstream_io.w);
     gw_upstream_close(&t->upstream);
     t->upstream_io = (side){0};
-    gw_watcher_init(&t->upstream_io.w, -1, tunnel_on_upstream, t);
+    gw_watcher_init(&t->upstream_io.w, -1, t->events->upstream, t);
     gw_buf_put(&t->host->pool, t->http.from_up);
     gw_buf_put(&t->host->pool, t->to_up);
     t->http.from_up = t->to_up = NULL;
@@ -410,8 +410,19 @@ static int http_next_head(gw_tunnel *t, tunnel_step *out) {
     return -1;
 }
 
+// io turns a failed read or write into the exchange's step: the upstream's failure is
+// this request's (answered, or the client reset after part of a response), the client's
+// ends the connection.
+static int io(gw_tunnel *t, int r, const tunnel_io_failure *f, tunnel_step *out) {
+    if (r < 0) {
+        *out = f->upstream ? tunnel_http_upstream_failed(t, f->result, f->reason) : tunnel_client_failure(t, f);
+    }
+    return r;
+}
+
 tunnel_step tunnel_phase_http(gw_tunnel *t) {
     tunnel_step out = STEP_WAIT;
+    tunnel_io_failure f;
     int progress, rounds = 0;
     if (t->upstream_io.error && t->upstream.fd >= 0) {
         // A reset: what the upstream sent before it was read with the data; the error
@@ -432,7 +443,7 @@ tunnel_step tunnel_phase_http(gw_tunnel *t) {
     } while (0)
     do {
         progress = 0;
-        STEP(tunnel_client_read(t, &t->http.from_client, &out));
+        STEP(io(t, tunnel_client_read(t, &t->http.from_client, &f), &f, &out));
         STEP(http_next_head(t, &out));
         // A client that half-closed still gets the answers to every request it sent.
         if (t->client_io.eof && t->http.x.req_phase == RQ_BODY && gw_buf_len(t->http.from_client) == 0) {
@@ -448,8 +459,8 @@ tunnel_step tunnel_phase_http(gw_tunnel *t) {
         }
         STEP(http_move_request_body(t, &out));
         if (t->upstream.fd >= 0) {
-            STEP(tunnel_up_write(t, &t->to_up, &out));
-            STEP(tunnel_up_read(t, &t->http.from_up, &out));
+            STEP(io(t, tunnel_up_write(t, &t->to_up, &f), &f, &out));
+            STEP(io(t, tunnel_up_read(t, &t->http.from_up, &f), &f, &out));
         }
         if (t->http.x.resp_phase == RS_HEAD) {
             STEP(http_take_response(t, &out));
@@ -458,7 +469,7 @@ tunnel_step tunnel_phase_http(gw_tunnel *t) {
         if (t->http.x.resp_phase == RS_IDLE && gw_buf_len(t->http.from_up) > 0) {
             drop_upstream(t);  // bytes nobody asked for: this connection is not to be trusted
         }
-        STEP(tunnel_client_write(t, &t->to_down, &out));
+        STEP(io(t, tunnel_client_write(t, &t->to_down, &f), &f, &out));
         if (t->upstream_io.eof && t->upstream.fd >= 0 &&
             (gw_buf_len(t->http.from_up) == 0 || t->http.x.resp_phase == RS_IDLE)) {
             STEP(http_upstream_eof(t, &out));

@@ -111,11 +111,23 @@ typedef struct {
 // in its buffer, and once the answer came it is parsed again and the answer taken.
 enum { AUTH_NONE = 0, AUTH_PENDING, AUTH_GRANTED, AUTH_DENIED };
 
+// Where the answers for a tunnel go: the driver's event sources (tunnel.c). Phases hand
+// these to whoever calls back, so that only the driver's file calls the driver.
+typedef struct {
+    void (*resolved)(void *arg, res_status status, const res_addr *addrs, size_t n);
+    void (*key_ready)(void *arg);
+    void (*password_checked)(void *arg, int ok);
+    void (*upstream)(gw_loop *loop, gw_watcher *w, uint32_t events);
+} tunnel_events;
+
 // A client protocol (sniproxy's struct Protocol): how a tunnel reads its request and
 // answers it. doors.c has one per protocol.
 typedef struct tunnel_door {
-    const char *name;  // in the access log
-    int has_replies;   // it has success and error replies (plain streams have none)
+    const char *name;            // in the access log
+    unsigned has_replies : 1;    // it has success and error replies
+    unsigned plain_stream : 1;   // a byte stream with no proxy protocol (forward, transparent)
+    unsigned original_dest : 1;  // the destination is the connection's original one (transparent)
+    unsigned exchanges : 1;      // requests of their own (http_proxy): each logged, with method and status
     // read_request takes what the client sent so far (in to_up): STEP_NEXT once the
     // destination is known (T_ROUTE) or the door changed (T_HTTP_PROXY), STEP_WAIT for
     // more bytes, STEP_FAIL with the error to answer.
@@ -150,6 +162,7 @@ struct gw_tunnel {
     size_t listener_index;
     tunnel_state state;
     const tunnel_door *door;  // the client's protocol
+    const tunnel_events *events;
     // The driver's records: what the event sources saw, and what a phase decided.
     unsigned advancing : 1;       // tunnel_advance is running: an event only records itself
     unsigned again : 1;           // an event came while advancing: run the phases once more
@@ -194,7 +207,9 @@ struct gw_tunnel {
         res_addr addrs[RES_MAX_ADDRS];
         size_t num_addrs, next_addr;
         gw_err last_connect_err;
-        struct sockaddr_storage orig;  // transparent: where the client was going
+        struct sockaddr_storage orig;    // transparent: where the client was going
+        res_addr orig_addr;              // ... as an address to connect to
+        char orig_ip[INET6_ADDRSTRLEN];  // ... in words
     } dial;
     // The access log.
     uint64_t t_start, t_phase, last_activity;
@@ -232,7 +247,7 @@ static inline int tunnel_flowing(const gw_tunnel *t) {
 // A plain byte stream with no proxy protocol (forward and transparent listeners): nothing
 // to answer the client with, and no reply to hold back while confirming.
 static inline int tunnel_is_plain_stream(const gw_tunnel *t) {
-    return !t->door->has_replies && t->door != &door_detect;
+    return t->door->plain_stream;
 }
 
 // The longest reason kept for the access log and error replies (set_reason cuts there).
@@ -240,9 +255,12 @@ static inline int tunnel_is_plain_stream(const gw_tunnel *t) {
 
 // ---- tunnel.c: the driver ----
 // tunnel_advance runs the tunnel's phases until one waits; every event source (readiness,
-// timers, a DNS answer, a key's signature, a password check's answer) records what it saw
-// and calls it. It is never re-entered: an event during a run only asks for another round.
+// timers, a DNS answer, a key's signature, a password check's answer: all in tunnel.c)
+// records what it saw and calls it. It is never re-entered: an event during a run only
+// asks for another round.
 void tunnel_advance(gw_tunnel *t);
+
+// ---- record.c: what every phase uses ----
 // tunnel_fail records |err| and its reason for the driver to answer with: STEP_FAIL.
 tunnel_step tunnel_fail(gw_tunnel *t, gw_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 // tunnel_end records how the tunnel ends (|reason| may be NULL): STEP_CLOSE.
@@ -253,7 +271,6 @@ void tunnel_clear_reason(gw_tunnel *t);
 const char *tunnel_reason_of(const gw_tunnel *t);
 void tunnel_log_access(gw_tunnel *t);
 int tunnel_queue_down(gw_tunnel *t, const void *p, size_t len);
-void tunnel_on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events);
 // tunnel_set_timer (re)starts the current phase's deadline.
 void tunnel_set_timer(gw_tunnel *t, uint64_t ms);
 // tunnel_yield continues the tunnel right after the other tunnels of this batch ran.
@@ -298,12 +315,23 @@ void tunnel_drop_dial(gw_tunnel *t);
 tunnel_step tunnel_timeout_dial(gw_tunnel *t);
 
 // ---- relay.c: bytes both ways ----
-// Each side's read and write: 1 progress, 0 nothing, or a step's end (tunnel_end /
-// tunnel_fail already called): -1.
-int tunnel_client_read(gw_tunnel *t, gw_buf **dst, tunnel_step *out);
-int tunnel_up_read(gw_tunnel *t, gw_buf **dst, tunnel_step *out);
-int tunnel_up_write(gw_tunnel *t, gw_buf **src, tunnel_step *out);
-int tunnel_client_write(gw_tunnel *t, gw_buf **src, tunnel_step *out);
+// What failed in a read or write of one side: each caller decides what it means (the relay
+// flushes what the upstream sent, then passes its reset on; the http exchange answers the
+// request, or resets a client that got part of a response).
+typedef struct {
+    int upstream;      // the upstream's side failed (else the client's)
+    int reading;       // a read (else a write)
+    gw_result result;  // how the tunnel ends because of it
+    char reason[600];
+} tunnel_io_failure;
+// Each side's read and write: 1 progress, 0 nothing, -1 failed (*|f| says what).
+int tunnel_client_read(gw_tunnel *t, gw_buf **dst, tunnel_io_failure *f);
+int tunnel_up_read(gw_tunnel *t, gw_buf **dst, tunnel_io_failure *f);
+int tunnel_up_write(gw_tunnel *t, gw_buf **src, tunnel_io_failure *f);
+int tunnel_client_write(gw_tunnel *t, gw_buf **src, tunnel_io_failure *f);
+// tunnel_client_failure: the client's connection broke (its reset is passed on to the
+// upstream), or it did not take a reply (closed).
+tunnel_step tunnel_client_failure(gw_tunnel *t, const tunnel_io_failure *f);
 tunnel_step tunnel_phase_relay(gw_tunnel *t);
 // tunnel_phase_flush writes the last queued bytes (T_FLUSHING), then FIN (or the upstream's
 // reset), and waits for the client to close so the reply is not destroyed by a reset.
@@ -322,9 +350,6 @@ tunnel_step tunnel_transparent_start(gw_tunnel *t, const struct sockaddr *orig);
 // tunnel_sniff_give_up routes by the original address alone (the timer fired).
 tunnel_step tunnel_phase_sniff(gw_tunnel *t);
 tunnel_step tunnel_sniff_give_up(gw_tunnel *t);
-// tunnel_transparent_route routes a transparent tunnel to its original address (with the
-// rule's upstream_port), without DNS.
-tunnel_step tunnel_transparent_route(gw_tunnel *t);
 
 // ---- http_proxy.c ----
 // tunnel_http_start_request takes the request head |hr| at the start of from_client: checks

@@ -76,27 +76,28 @@ static void wait_for(side *s, gw_io_kind kind, int reading) {
     }
 }
 
-// side_failed decides what a failed read or write of side |which| means.
-static tunnel_step side_failed(gw_tunnel *t, int which, int reading, gw_io io, const char *reason) {
-    if (which == CLIENT) {
-        if (!reading && !tunnel_flowing(t)) {
-            return tunnel_end(t, GW_RESULT_NONE, END_CLOSE, reason);  // a reply the client did not take
-        }
-        return tunnel_end(t, io.result, END_RESET_UPSTREAM, reason);
+tunnel_step tunnel_client_failure(gw_tunnel *t, const tunnel_io_failure *f) {
+    if (!f->reading && !tunnel_flowing(t)) {
+        return tunnel_end(t, GW_RESULT_NONE, END_CLOSE, f->reason);  // a reply the client did not take
     }
-    if (t->door == &door_http) {
-        return tunnel_http_upstream_failed(t, io.result, reason);
+    return tunnel_end(t, f->result, END_RESET_UPSTREAM, f->reason);  // its reset, passed on
+}
+
+// relay_failure decides what a failed read or write means for a relaying tunnel.
+static tunnel_step relay_failure(gw_tunnel *t, const tunnel_io_failure *f) {
+    if (!f->upstream) {
+        return tunnel_client_failure(t, f);
     }
-    if (!reading) {
+    if (!f->reading) {
         // The upstream no longer takes our bytes (it closed or reset while the client was
         // still sending, as redis does after a protocol error). The tunnel keeps reading
         // what the upstream sent before, for the client, and drops what the client sends
         // on; the read that finds the upstream's end then flushes and closes.
-        t->result = io.result;
+        t->result = f->result;
         tunnel_set_reason(t,
                           "upstream stopped taking data while the client was still sending (%s); what it had "
                           "sent was passed on",
-                          reason);
+                          f->reason);
         t->upstream_io.write_dead = 1;
         t->upstream_io.shut = 1;  // nothing more goes that way, not even close_notify
         t->upstream_io.writable = 0;
@@ -106,9 +107,9 @@ static tunnel_step side_failed(gw_tunnel *t, int which, int reading, gw_io io, c
         return STEP_NEXT;
     }
     if (!t->upstream_io.write_dead || t->result == GW_RESULT_NONE || t->result == GW_RESULT_OK) {
-        t->result = io.result;
+        t->result = f->result;
         tunnel_clear_reason(t);
-        tunnel_set_reason(t, "%s", reason);
+        tunnel_set_reason(t, "%s", f->reason);
     }
     t->upstream_io.eof = 1;
     return tunnel_flush_then_reset(t);
@@ -129,22 +130,21 @@ static gw_buf *read_target(gw_tunnel *t, gw_buf **dst, int readable) {
 }
 
 // side_read reads from side |which| into *|dst|. Returns 1 on progress (bytes, or the end
-// of the stream), 0 for nothing, -1 with *|out| the step when the tunnel goes on otherwise.
-static int side_read(gw_tunnel *t, int which, gw_buf **dst, tunnel_step *out) {
+// of the stream), 0 for nothing, -1 with *|f| saying what failed.
+static int side_read(gw_tunnel *t, int which, gw_buf **dst, tunnel_io_failure *f) {
     side *s = which == CLIENT ? &t->client_io : &t->upstream_io;
     gw_buf *b = read_target(t, dst, can_read(t, which));
     if (b == NULL) {
         return 0;
     }
-    char reason[600];  // written only on a failure (no per-call clearing on the hot path)
     gw_io io;
     if (which == CLIENT) {
-        io = client_io_read(t, b->data + b->end, gw_buf_room(b), reason, sizeof(reason));
+        io = client_io_read(t, b->data + b->end, gw_buf_room(b), f->reason, sizeof(f->reason));
     } else {
         // A forward tunnel the server ended before sending anything, while its client was
         // still there, was rejected (if the client closed first, the server only followed).
         io = gw_upstream_read(&t->upstream, b->data + b->end, gw_buf_room(b),
-                              tunnel_is_plain_stream(t) && !t->client_first, reason, sizeof(reason));
+                              tunnel_is_plain_stream(t) && !t->client_first, f->reason, sizeof(f->reason));
     }
     switch (io.kind) {
         case GW_IO_DATA:
@@ -167,14 +167,14 @@ static int side_read(gw_tunnel *t, int which, gw_buf **dst, tunnel_step *out) {
             tunnel_release_if_empty(t, dst);
             return 1;
         default:
-            *out = side_failed(t, which, 1, io, reason);
+            f->upstream = which == UPSTREAM, f->reading = 1, f->result = io.result;
             return -1;
     }
 }
 
 // side_write writes *|src| toward side |which|, giving the buffer back once it is empty.
-// Returns 1 on progress, 0 for nothing, -1 with *|out| the step.
-static int side_write(gw_tunnel *t, int which, gw_buf **src, tunnel_step *out) {
+// Returns 1 on progress, 0 for nothing, -1 with *|f| saying what failed.
+static int side_write(gw_tunnel *t, int which, gw_buf **src, tunnel_io_failure *f) {
     side *s = which == CLIENT ? &t->client_io : &t->upstream_io;
     if (which == UPSTREAM && s->write_dead) {
         gw_buf_put(&t->host->pool, *src);  // the upstream takes nothing more: dropped
@@ -185,16 +185,15 @@ static int side_write(gw_tunnel *t, int which, gw_buf **src, tunnel_step *out) {
     if (len == 0 || !can_write(t, which)) {
         return 0;
     }
-    char reason[600];  // written only on a failure (no per-call clearing on the hot path)
     const uint8_t *p = (*src)->data + (*src)->start;
-    gw_io io = which == CLIENT ? client_io_write(t, p, len, reason, sizeof(reason))
-                               : gw_upstream_write(&t->upstream, p, len, reason, sizeof(reason));
+    gw_io io = which == CLIENT ? client_io_write(t, p, len, f->reason, sizeof(f->reason))
+                               : gw_upstream_write(&t->upstream, p, len, f->reason, sizeof(f->reason));
     if (io.kind == GW_IO_WANT_READ || io.kind == GW_IO_WANT_WRITE) {
         wait_for(s, io.kind, 0);
         return 0;
     }
     if (io.kind != GW_IO_DATA) {
-        *out = side_failed(t, which, 0, io, reason);
+        f->upstream = which == UPSTREAM, f->reading = 0, f->result = io.result;
         return -1;
     }
     s->write_wants_read = 0;
@@ -212,20 +211,20 @@ static int side_write(gw_tunnel *t, int which, gw_buf **src, tunnel_step *out) {
     return 1;
 }
 
-int tunnel_client_read(gw_tunnel *t, gw_buf **dst, tunnel_step *out) {
-    return side_read(t, CLIENT, dst, out);
+int tunnel_client_read(gw_tunnel *t, gw_buf **dst, tunnel_io_failure *f) {
+    return side_read(t, CLIENT, dst, f);
 }
 
-int tunnel_up_read(gw_tunnel *t, gw_buf **dst, tunnel_step *out) {
-    return side_read(t, UPSTREAM, dst, out);
+int tunnel_up_read(gw_tunnel *t, gw_buf **dst, tunnel_io_failure *f) {
+    return side_read(t, UPSTREAM, dst, f);
 }
 
-int tunnel_up_write(gw_tunnel *t, gw_buf **src, tunnel_step *out) {
-    return side_write(t, UPSTREAM, src, out);
+int tunnel_up_write(gw_tunnel *t, gw_buf **src, tunnel_io_failure *f) {
+    return side_write(t, UPSTREAM, src, f);
 }
 
-int tunnel_client_write(gw_tunnel *t, gw_buf **src, tunnel_step *out) {
-    return side_write(t, CLIENT, src, out);
+int tunnel_client_write(gw_tunnel *t, gw_buf **src, tunnel_io_failure *f) {
+    return side_write(t, CLIENT, src, f);
 }
 
 // shut_upstream passes the client's EOF on: close_notify over TLS, then FIN.
@@ -250,19 +249,19 @@ tunnel_step tunnel_flush_then_reset(gw_tunnel *t) {
 
 tunnel_step tunnel_phase_relay(gw_tunnel *t) {
     int progress, rounds = 0;
-    tunnel_step out = STEP_WAIT;
+    tunnel_io_failure f;
     do {
         progress = 0;
         // One routine for both directions: from the client toward upstream, then back.
         for (int from = CLIENT; from <= UPSTREAM; from++) {
             gw_buf **b = from == CLIENT ? &t->to_up : &t->to_down;
-            int r = side_read(t, from, b, &out);
+            int r = side_read(t, from, b, &f);
             if (r < 0) {
-                return out;
+                return relay_failure(t, &f);
             }
             progress |= r;
-            if ((r = side_write(t, !from, b, &out)) < 0) {
-                return out;
+            if ((r = side_write(t, !from, b, &f)) < 0) {
+                return relay_failure(t, &f);
             }
             progress |= r;
         }
@@ -298,11 +297,11 @@ tunnel_step tunnel_phase_relay(gw_tunnel *t) {
 }
 
 tunnel_step tunnel_phase_flush(gw_tunnel *t) {
-    tunnel_step out;
+    tunnel_io_failure f;
     while (gw_buf_len(t->to_down) > 0 && t->client_io.writable) {
-        int r = side_write(t, CLIENT, &t->to_down, &out);
+        int r = side_write(t, CLIENT, &t->to_down, &f);
         if (r < 0) {
-            return out;
+            return tunnel_client_failure(t, &f);
         }
         if (r == 0) {
             break;

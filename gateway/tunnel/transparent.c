@@ -71,6 +71,16 @@ tunnel_step tunnel_transparent_start(gw_tunnel *t, const struct sockaddr *orig) 
                            "connected directly, or a redirect loop: see upstream_mark)");
     }
     memcpy(&t->dial.orig, orig, orig->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+    // Where the connection goes when no rule names an upstream: the original address, as
+    // dial takes resolved ones.
+    t->dial.orig_addr.family = orig->sa_family;
+    if (orig->sa_family == AF_INET6) {
+        memcpy(t->dial.orig_addr.addr, &((const struct sockaddr_in6 *)orig)->sin6_addr, 16);
+    } else {
+        memcpy(t->dial.orig_addr.addr, &((const struct sockaddr_in *)orig)->sin_addr, 4);
+    }
+    uint16_t port;
+    orig_text(t, t->dial.orig_ip, sizeof(t->dial.orig_ip), &port);
     if (tunnel_listener_of(t)->sniff & POL_SNIFF_HTTP) {
         t->state = T_SNIFF;
         tunnel_set_timer(t, (uint64_t)t->cfg->limits.handshake_timeout_ms);
@@ -131,18 +141,4 @@ tunnel_step tunnel_phase_sniff(gw_tunnel *t) {
         return route(t, NULL);  // the client stopped sending before a whole head: relay what came
     }
     return STEP_WAIT;
-}
-
-tunnel_step tunnel_transparent_route(gw_tunnel *t) {
-    const struct sockaddr *sa = (const struct sockaddr *)&t->dial.orig;
-    res_addr a = {0};
-    a.family = sa->sa_family;
-    if (a.family == AF_INET6) {
-        memcpy(a.addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-    } else {
-        memcpy(a.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-    }
-    uint16_t port;
-    orig_text(t, t->dial.connect_host, sizeof(t->dial.connect_host), &port);
-    return tunnel_use_addresses(t, &a, 1);
 }

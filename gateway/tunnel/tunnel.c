@@ -39,10 +39,6 @@ gw_tunnel *gw_tunnel_next(gw_tunnel *t) {
     return t->next;
 }
 
-const pol_listener *tunnel_listener_of(const gw_tunnel *t) {
-    return &t->cfg->listeners[t->listener_index];
-}
-
 // ---- closing ----
 
 static void tunnel_free(void *p) {
@@ -50,87 +46,6 @@ static void tunnel_free(void *p) {
     free(p);
 }
 
-void tunnel_set_reason(gw_tunnel *t, const char *fmt, ...) {
-    if (t->reason == NULL && (t->reason = malloc(REASON_MAX)) == NULL) {
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->reason, REASON_MAX, fmt, ap);
-    va_end(ap);
-}
-
-void tunnel_clear_reason(gw_tunnel *t) {
-    if (t->reason != NULL) {
-        t->reason[0] = '\0';
-    }
-}
-
-const char *tunnel_reason_of(const gw_tunnel *t) {
-    return t->reason != NULL && t->reason[0] ? t->reason : NULL;
-}
-
-// presented_identity names the identity this tunnel presented (or would have): of a rule
-// with a list, the one the handshake chose; an upstream kept from an earlier http_proxy
-// request for another rule does not count.
-static const char *presented_identity(const gw_tunnel *t) {
-    const pol_rule *r = t->rule;
-    if (r == NULL || r->action != POL_ACTION_MTLS) {
-        return NULL;
-    }
-    for (size_t i = 0; i < r->num_identities; i++) {
-        if (t->upstream.identity == r->identities[i]) {
-            return t->upstream.identity->spec.name;
-        }
-    }
-    return r->identity->spec.name;
-}
-
-void tunnel_log_access(gw_tunnel *t) {
-    char dest[300] = "";
-    if (t->dest.host[0] && t->dest.family == AF_INET6) {
-        snprintf(dest, sizeof(dest), "[%s]:%u", t->dest.host, t->dest.port);
-    } else if (t->dest.host[0]) {
-        snprintf(dest, sizeof(dest), "%s:%u", t->dest.host, t->dest.port);
-    }
-    const char *tls = NULL;
-    int resumed = -1;
-    if (t->upstream.ssl != NULL && SSL_is_init_finished(t->upstream.ssl)) {
-        tls = SSL_get_version(t->upstream.ssl);
-        resumed = SSL_session_reused(t->upstream.ssl) ? 1 : 0;
-    }
-    gw_access_record r = {
-        .client = t->client_text,
-        .caller = t->caller == GW_CALLER_NONE ? -1 : (int64_t)t->caller,
-        .listener = tunnel_listener_of(t)->name,
-        .proto = t->door->name,
-        .dest = dest[0] ? dest : NULL,
-        .rule = t->rule ? t->rule->where : NULL,
-        .action = t->rule ? pol_action_name(t->rule->action) : NULL,
-        .identity = presented_identity(t),
-        .upstream = t->upstream_text[0] ? t->upstream_text : NULL,
-        .sni = t->rule && t->rule->action == POL_ACTION_MTLS && !gw_host_is_ip(t->dial.server_name)
-                   ? t->dial.server_name
-                   : NULL,
-        .tls = tls,
-        .resumed = resumed,
-        .dns_ms = t->dns_ms,
-        .connect_ms = t->connect_ms,
-        .handshake_ms = t->handshake_ms,
-        .up_bytes = t->up_bytes,
-        .down_bytes = t->down_bytes,
-        .duration_ms = (int64_t)(gw_loop_now(t->host->loop) - t->t_start),
-        .result = gw_result_name(t->result),
-        .reason = tunnel_reason_of(t),
-        .method = t->door == &door_http && t->http.x.method[0] ? t->http.x.method : NULL,
-        .user = t->user,
-        .status = t->door == &door_http ? t->http.x.status : 0,
-    };
-    gw_access_log(&r);
-    gw_metrics_tunnel_done(t->rule ? (int)t->rule->action : -1, t->result, t->up_bytes, t->down_bytes);
-}
-
-// tunnel_close is the one way out: it logs the access line and releases everything.
 static void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
     if (t->state == T_CLOSED) {
         return;
@@ -142,7 +57,7 @@ static void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
     if (reason != NULL && tunnel_reason_of(t) == NULL) {
         tunnel_set_reason(t, "%s", reason);
     }
-    if (!(t->door == &door_http && t->http.http_idle)) {
+    if (!(t->door->exchanges && t->http.http_idle)) {
         tunnel_log_access(t);
     }
     t->state = T_CLOSED;
@@ -197,70 +112,6 @@ void gw_tunnel_drain(gw_tunnel *t) {
         gw_buf_len(t->http.from_client) == 0) {
         tunnel_close(t, GW_RESULT_OK, NULL);
     }
-}
-
-int tunnel_queue_down(gw_tunnel *t, const void *p, size_t len) {
-    if (t->to_down == NULL && (t->to_down = gw_buf_get(&t->host->pool)) == NULL) {
-        return 0;
-    }
-    return gw_buf_append(t->to_down, p, len) == len;
-}
-
-void tunnel_set_timer(gw_tunnel *t, uint64_t ms) {
-    gw_timer_start(t->host->loop, &t->timer, ms);
-}
-
-void tunnel_yield(gw_tunnel *t) {
-    gw_timer_start(t->host->loop, &t->yield_timer, 0);
-}
-
-const char *tunnel_state_name(tunnel_state s) {
-    static const char *const names[T_NUM_STATES] = {
-        [T_DETECT] = "detect",
-        [T_SOCKS5_GREETING] = "socks5-greeting",
-        [T_SOCKS5_AUTH] = "socks5-auth",
-        [T_SOCKS5_REQUEST] = "socks5-request",
-        [T_SOCKS4_REQUEST] = "socks4-request",
-        [T_HTTP_HEAD] = "http-head",
-        [T_SNIFF] = "sniff",
-        [T_ROUTE] = "route",
-        [T_RESOLVING] = "resolving",
-        [T_CONNECT_NEXT] = "connect-next",
-        [T_CONNECTING] = "connecting",
-        [T_HANDSHAKING] = "handshaking",
-        [T_CONFIRMING] = "confirming",
-        [T_ESTABLISHED] = "established",
-        [T_RELAY] = "relay",
-        [T_HTTP_PROXY] = "http-proxy",
-        [T_FLUSHING] = "flushing",
-        [T_CLOSED] = "closed",
-    };
-    return (unsigned)s < T_NUM_STATES && names[s] != NULL ? names[s] : "?";
-}
-
-// ---- what a phase tells the driver ----
-
-tunnel_step tunnel_fail(gw_tunnel *t, gw_err err, const char *fmt, ...) {
-    assert(err != GW_ERR_NONE);
-    t->fail_err = err;
-    char reason[REASON_MAX];  // the arguments may be the reason itself
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(reason, sizeof(reason), fmt, ap);
-    va_end(ap);
-    tunnel_set_reason(t, "%s", reason);
-    return STEP_FAIL;
-}
-
-tunnel_step tunnel_end(gw_tunnel *t, gw_result result, tunnel_end_how how, const char *reason) {
-    if (result != GW_RESULT_NONE && (t->result == GW_RESULT_NONE || t->result == GW_RESULT_OK)) {
-        t->result = result;
-    }
-    if (reason != NULL && tunnel_reason_of(t) == NULL) {
-        tunnel_set_reason(t, "%s", reason);
-    }
-    t->end_how = how;
-    return STEP_CLOSE;
 }
 
 // answer_failure answers the client with the error a phase failed with, in its protocol,
@@ -384,9 +235,9 @@ static tunnel_step run_phase(gw_tunnel *t) {
                                   "client closed before sending a complete request");
             }
             if (s == STEP_WAIT && gw_buf_len(t->to_down) > 0) {
-                tunnel_step w;
-                if (tunnel_client_write(t, &t->to_down, &w) < 0) {  // SOCKS5 method selection
-                    return w;
+                tunnel_io_failure f;
+                if (tunnel_client_write(t, &t->to_down, &f) < 0) {  // SOCKS5 method selection
+                    return tunnel_client_failure(t, &f);
                 }
             }
             return s;
@@ -467,6 +318,45 @@ void tunnel_advance(gw_tunnel *t) {
 
 // ---- event sources: each records what it saw, then advances ----
 
+// The answers that come back for a tunnel (phases hand these to whoever will call back,
+// through t->events, so that only this file calls the driver).
+static void on_resolved(void *arg, res_status status, const res_addr *addrs, size_t n) {
+    gw_tunnel *t = arg;
+    t->dial.query = NULL;
+    t->dial.resolved = 1;
+    t->dial.dns_status = status;
+    // The addresses live only during this call: copied.
+    t->dial.num_addrs = addrs != NULL && n < RES_MAX_ADDRS ? n : addrs != NULL ? RES_MAX_ADDRS : 0;
+    if (t->dial.num_addrs > 0) {
+        memcpy(t->dial.addrs, addrs, t->dial.num_addrs * sizeof(*addrs));
+    }
+    t->dns_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+    gw_metrics_dns(status == RES_OK          ? GW_DNS_OK
+                   : status == RES_NOT_FOUND ? GW_DNS_NOT_FOUND
+                   : status == RES_TIMEOUT   ? GW_DNS_TIMEOUT
+                                             : GW_DNS_FAILED);
+    tunnel_advance(t);
+}
+
+static void on_key_ready(void *arg) {
+    gw_tunnel *t = arg;
+    if (t->state == T_HANDSHAKING) {
+        tunnel_advance(t);  // a token signed (or key_timeout_ms passed): the handshake goes on
+    }
+}
+
+static void on_password_checked(void *arg, int ok) {
+    gw_tunnel *t = arg;
+    t->front.auth_job = NULL;
+    t->front.auth_state = ok ? AUTH_GRANTED : AUTH_DENIED;
+    gw_metrics_password_check(ok ? GW_PASS_VERIFIED : GW_PASS_REJECTED);
+    tunnel_advance(t);  // the request is parsed again and takes the answer
+}
+
+static void on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events);
+
+static const tunnel_events event_table = {on_resolved, on_key_ready, on_password_checked, on_upstream};
+
 static void on_timer(gw_loop *loop, gw_timer *timer) {
     gw_tunnel *t = timer->data;
     t->timed_out = 1;
@@ -498,7 +388,7 @@ static void on_client(gw_loop *loop, gw_watcher *w, uint32_t events) {
     tunnel_advance(t);
 }
 
-void tunnel_on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events) {
+static void on_upstream(gw_loop *loop, gw_watcher *w, uint32_t events) {
     gw_tunnel *t = w->data;
     mark(&t->upstream_io, events);
     tunnel_advance(t);
@@ -539,7 +429,8 @@ void gw_tunnel_accept(gw_tunnel_host *w, int fd, const gw_client_info *client, s
     gw_timer_init(&t->timer, on_timer, t);
     gw_timer_init(&t->yield_timer, on_yield_timer, t);
     gw_watcher_init(&t->client_io.w, fd, on_client, t);
-    gw_watcher_init(&t->upstream_io.w, -1, tunnel_on_upstream, t);
+    t->events = &event_table;
+    gw_watcher_init(&t->upstream_io.w, -1, on_upstream, t);
     t->next = w->tunnels;
     if (w->tunnels) {
         w->tunnels->prev = t;
