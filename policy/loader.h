@@ -42,6 +42,9 @@ char *pol_ld_where_of(loader *ld, const config_setting_t *s);
 void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name, const char *const *defaults,
                       int num_defaults, pol_cidr **out, size_t *out_len);
 
+// pol_ld_identities reads `identities`, loading each identity's credentials (identities.c).
+void pol_ld_identities(loader *ld, const config_setting_t *root);
+
 // pol_ld_listeners reads `listen` (listeners.c).
 void pol_ld_listeners(loader *ld, const config_setting_t *root);
 

@@ -55,6 +55,15 @@ typedef struct {
 
 int gw_verify_ex_index(void);
 
+// gw_x509_name_text writes |name| (NULL: none) one line, with control characters,
+// quotes and backslashes as '?': safe in a log line and a Proxy-Status.
+void gw_x509_name_text(X509_NAME *name, char *out, size_t cap);
+
+// gw_tls_verify_cb is an identity's certificate verification (verify.c), installed on its
+// SSL_CTX with the identity as |arg|: chain, CRLs, name or URI SAN and pins, in words on
+// failure in the gw_verify_result of the SSL.
+int gw_tls_verify_cb(X509_STORE_CTX *store_ctx, void *arg);
+
 // Who takes the sessions a server sends over an SSL made from an identity's SSL_CTX:
 // |take| returns 1 when it keeps the reference. Set per SSL (the upstream sets its session
 // cache); an SSL without one keeps none.
