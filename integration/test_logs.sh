@@ -42,6 +42,28 @@ expect_contains "a denied tunnel is logged as such" "denied=True" "$keys"
 expect_contains "log.level = warn, format json: warnings are logged, as JSON" '"level":"warn","msg":"running as root' "$(cat "$WORK/gw.log")"
 check "log.level = warn: no info messages (the listener lines are info)" bash -c "! grep -q '\"level\":\"info\"' '$WORK/gw.log'"
 
+# Every client is logged with its protocol, also one refused halfway through its SOCKS5
+# negotiation (no acceptable method; a broken greeting): these were proto=- before the
+# protocols became doors of their own.
+python3 - "$GW_PORT" <<'PY'
+import socket, sys
+for data in (b"\x05\x01\x02", b"\x05\x00"):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+    s.sendall(data)
+    try:
+        s.recv(64)
+    except OSError:
+        pass
+    s.close()
+PY
+for _ in $(seq 50); do [ "$(grep -c '"result":"auth_failed"\|"result":"bad_request"' "$WORK/access.json")" -ge 2 ] && break; sleep 0.1; done
+refused=$(python3 -c '
+import json, sys
+ls = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(" ".join(sorted("%s/%s" % (l.get("proto"), l.get("result")) for l in ls if l.get("result") in ("auth_failed", "bad_request"))))
+' "$WORK/access.json")
+expect_eq "SOCKS5 clients refused mid-negotiation are logged proto=socks5" "socks5/auth_failed socks5/bad_request" "$refused"
+
 mv "$WORK/access.json" "$WORK/access.json.1"
 kill -USR1 "$GW_PID"
 sleep 0.3

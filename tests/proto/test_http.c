@@ -106,10 +106,34 @@ static void response_head(void **state) {
     assert_int_equal(gw_http_parse_response("SSH-2.0", 7, &r), GW_HTTP_ERR_SYNTAX);
 }
 
+static void basic_credentials(void **state) {
+    uint8_t out[64];
+    size_t n = 0, colon = 0;
+    const char *v = "Basic YWxpY2U6cHc=";  // alice:pw
+    assert_true(gw_http_basic_credentials(v, strlen(v), out, sizeof(out), &n, &colon));
+    assert_int_equal(n, 8);
+    assert_int_equal(colon, 5);
+    assert_memory_equal(out, "alice:pw", 8);
+    v = "basic   YWxpY2U6cHc=";  // the scheme in any case, spaces before the value
+    assert_true(gw_http_basic_credentials(v, strlen(v), out, sizeof(out), &n, &colon));
+    v = "Basic YWxpY2U6";  // an empty password is still a user and a password
+    assert_true(gw_http_basic_credentials(v, strlen(v), out, sizeof(out), &n, &colon));
+    assert_int_equal(n, 6);
+    assert_int_equal(colon, 5);
+    const char *bad[] = {"Bearer YWxpY2U6cHc=", "Basic !!!!", "Basic YWxpY2U=", "Basic ", "Basic"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_false(gw_http_basic_credentials(bad[i], strlen(bad[i]), out, sizeof(out), &n, &colon));
+    }
+    uint8_t small[4];  // longer than the caller's room: refused, never written past it
+    v = "Basic YWxpY2U6cHc=";
+    assert_false(gw_http_basic_credentials(v, strlen(v), small, sizeof(small), &n, &colon));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(connect_every_split), cmocka_unit_test(strictness),   cmocka_unit_test(too_many_headers),
         cmocka_unit_test(authority_forms),     cmocka_unit_test(absolute_uri), cmocka_unit_test(response_head),
+        cmocka_unit_test(basic_credentials),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
