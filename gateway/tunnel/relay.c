@@ -18,39 +18,6 @@
 
 enum { CLIENT = 0, UPSTREAM = 1 };
 
-static gw_io client_io_read(gw_tunnel *t, uint8_t *p, size_t n, char *reason, size_t cap) {
-    ssize_t r;
-    do {
-        r = read(t->client_fd, p, n);
-    } while (r < 0 && errno == EINTR);
-    if (r > 0) {
-        return (gw_io){.kind = GW_IO_DATA, .n = (size_t)r};
-    }
-    if (r == 0) {
-        return (gw_io){.kind = GW_IO_EOF};
-    }
-    if (errno == EAGAIN) {
-        return (gw_io){.kind = GW_IO_WANT_READ};
-    }
-    snprintf(reason, cap, "%s", strerror(errno));
-    return (gw_io){.kind = GW_IO_FAILED, .result = GW_RESULT_CLIENT_RESET};
-}
-
-static gw_io client_io_write(gw_tunnel *t, const uint8_t *p, size_t n, char *reason, size_t cap) {
-    ssize_t r;
-    do {
-        r = send(t->client_fd, p, n, MSG_NOSIGNAL);
-    } while (r < 0 && errno == EINTR);
-    if (r >= 0) {
-        return (gw_io){.kind = GW_IO_DATA, .n = (size_t)r};
-    }
-    if (errno == EAGAIN) {
-        return (gw_io){.kind = GW_IO_WANT_WRITE};
-    }
-    snprintf(reason, cap, "%s", strerror(errno));
-    return (gw_io){.kind = GW_IO_FAILED, .result = GW_RESULT_CLIENT_RESET};
-}
-
 // Over TLS a read may need the socket writable and a write readable (the flags say so).
 static int can_read(const gw_tunnel *t, int which) {
     const side *s = which == CLIENT ? &t->client_io : &t->upstream_io;
@@ -139,7 +106,8 @@ static int side_read(gw_tunnel *t, int which, gw_buf **dst, tunnel_io_failure *f
     }
     gw_io io;
     if (which == CLIENT) {
-        io = client_io_read(t, b->data + b->end, gw_buf_room(b), f->reason, sizeof(f->reason));
+        io = gw_socket_read(t->client_fd, b->data + b->end, gw_buf_room(b), GW_RESULT_CLIENT_RESET, f->reason,
+                            sizeof(f->reason));
     } else {
         // A forward tunnel the server ended before sending anything, while its client was
         // still there, was rejected (if the client closed first, the server only followed).
@@ -186,8 +154,9 @@ static int side_write(gw_tunnel *t, int which, gw_buf **src, tunnel_io_failure *
         return 0;
     }
     const uint8_t *p = (*src)->data + (*src)->start;
-    gw_io io = which == CLIENT ? client_io_write(t, p, len, f->reason, sizeof(f->reason))
-                               : gw_upstream_write(&t->upstream, p, len, f->reason, sizeof(f->reason));
+    gw_io io = which == CLIENT
+                   ? gw_socket_write(t->client_fd, p, len, GW_RESULT_CLIENT_RESET, f->reason, sizeof(f->reason))
+                   : gw_upstream_write(&t->upstream, p, len, f->reason, sizeof(f->reason));
     if (io.kind == GW_IO_WANT_READ || io.kind == GW_IO_WANT_WRITE) {
         wait_for(s, io.kind, 0);
         return 0;

@@ -16,10 +16,10 @@ static gw_io io_failed(gw_result result) {
     return (gw_io){.kind = GW_IO_FAILED, .result = result};
 }
 
-static gw_io plain_read(gw_upstream *u, uint8_t *p, size_t n, char *reason, size_t reason_len) {
+gw_io gw_socket_read(int fd, uint8_t *p, size_t n, gw_result on_error, char *reason, size_t reason_len) {
     ssize_t r;
     do {
-        r = read(u->fd, p, n);
+        r = read(fd, p, n);
     } while (r < 0 && errno == EINTR);
     if (r > 0) {
         return io_data((size_t)r);
@@ -31,7 +31,22 @@ static gw_io plain_read(gw_upstream *u, uint8_t *p, size_t n, char *reason, size
         return (gw_io){.kind = GW_IO_WANT_READ};
     }
     snprintf(reason, reason_len, "%s", strerror(errno));
-    return io_failed(GW_RESULT_UPSTREAM_RESET);
+    return io_failed(on_error);
+}
+
+gw_io gw_socket_write(int fd, const uint8_t *p, size_t n, gw_result on_error, char *reason, size_t reason_len) {
+    ssize_t r;
+    do {
+        r = send(fd, p, n, MSG_NOSIGNAL);
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+        return io_data((size_t)r);
+    }
+    if (errno == EAGAIN) {
+        return (gw_io){.kind = GW_IO_WANT_WRITE};
+    }
+    snprintf(reason, reason_len, "%s", strerror(errno));
+    return io_failed(on_error);
 }
 
 static gw_io tls_read(gw_upstream *u, uint8_t *p, size_t n, int judge_rejection, char *reason, size_t reason_len) {
@@ -70,23 +85,12 @@ static gw_io tls_read(gw_upstream *u, uint8_t *p, size_t n, int judge_rejection,
 
 gw_io gw_upstream_read(gw_upstream *u, uint8_t *p, size_t n, int judge_rejection, char *reason, size_t reason_len) {
     return u->ssl != NULL ? tls_read(u, p, n, judge_rejection, reason, reason_len)
-                          : plain_read(u, p, n, reason, reason_len);
+                          : gw_socket_read(u->fd, p, n, GW_RESULT_UPSTREAM_RESET, reason, reason_len);
 }
 
 gw_io gw_upstream_write(gw_upstream *u, const uint8_t *p, size_t n, char *reason, size_t reason_len) {
     if (u->ssl == NULL) {
-        ssize_t r;
-        do {
-            r = send(u->fd, p, n, MSG_NOSIGNAL);
-        } while (r < 0 && errno == EINTR);
-        if (r >= 0) {
-            return io_data((size_t)r);
-        }
-        if (errno == EAGAIN) {
-            return (gw_io){.kind = GW_IO_WANT_WRITE};
-        }
-        snprintf(reason, reason_len, "%s", strerror(errno));
-        return io_failed(GW_RESULT_UPSTREAM_RESET);
+        return gw_socket_write(u->fd, p, n, GW_RESULT_UPSTREAM_RESET, reason, reason_len);
     }
     int r = SSL_write(u->ssl, p, (int)n);
     if (r > 0) {

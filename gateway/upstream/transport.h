@@ -28,6 +28,11 @@ typedef struct {
     gw_result result;  // GW_IO_FAILED: how the tunnel ends because of it
 } gw_io;
 
+// gw_socket_read and gw_socket_write move bytes over a plain non-blocking socket (the
+// client's, or a direct upstream) in the same vocabulary; a failure is |on_error|.
+gw_io gw_socket_read(int fd, uint8_t *p, size_t n, gw_result on_error, char *reason, size_t reason_len);
+gw_io gw_socket_write(int fd, const uint8_t *p, size_t n, gw_result on_error, char *reason, size_t reason_len);
+
 // gw_upstream_read reads up to |n| bytes into |p|. The server's first data confirms the
 // connection (its sessions go to the cache). With |judge_rejection|, a connection the
 // server has not accepted yet that ends or fails (after a TLS 1.3 handshake, which a

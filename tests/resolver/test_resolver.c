@@ -20,6 +20,7 @@
 
 #include "gateway/base/log.h"
 #include "resolver/resolver.h"
+#include "tests/config_text.h"
 
 static gw_loop *loop;
 static res_resolver *resolver;
@@ -243,24 +244,12 @@ int main(void) {
     dns_port = ntohs(sa.sin_port);
     gw_watcher_init(&dns_w, dns_fd, on_dns, NULL);
     gw_watcher_set(loop, &dns_w, EPOLLIN);
-    char path[64];
-    snprintf(path, sizeof(path), "/tmp/mtlsgw-resolver-%d.conf", (int)getpid());
-    FILE *f = fopen(path, "w");
-    fprintf(f,
-            "listen = ( { name = \"p\"; address = \"127.0.0.1:1\"; } );\n"
-            "resolver = { servers = [ \"127.0.0.1:%u\" ]; timeout_ms = 200; tries = 1;\n"
-            "             hosts = ( { name = \"static.test\"; address = \"198.51.100.7\"; } ); };\n"
-            "rules = ( { match = \"*\"; action = \"deny\"; } );\n",
-            dns_port);
-    fclose(f);
-    pol_errors errs;
-    pol_errors_init(&errs);
-    cfg = pol_config_load(path, &errs);
-    for (size_t i = 0; i < errs.len; i++) {
-        fprintf(stderr, "%s\n", errs.lines[i]);
-    }
-    pol_errors_free(&errs);
-    unlink(path);
+    cfg = config_from_text(
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1\"; } );\n"
+        "resolver = { servers = [ \"127.0.0.1:%u\" ]; timeout_ms = 200; tries = 1;\n"
+        "             hosts = ( { name = \"static.test\"; address = \"198.51.100.7\"; } ); };\n"
+        "rules = ( { match = \"*\"; action = \"deny\"; } );\n",
+        dns_port);
     if (cfg == NULL) {
         return 1;
     }

@@ -24,9 +24,10 @@
 #include "gateway/tunnel/internal.h"  // a tunnel's password check, to wait for it
 #include "gateway/tunnel/tunnel.h"
 #include "policy/users.h"
+#include "tests/config_text.h"
 
 static gw_tunnel_host host;
-static char conf_path[64], users_path[64];
+static char users_path[64];
 
 static void on_closed(gw_tunnel_host *h) {
     (void)h;
@@ -54,22 +55,11 @@ static int checks_under_way(void) {
 }
 
 static pol_config *load(const char *extra) {
-    snprintf(conf_path, sizeof(conf_path), "/tmp/mtlsgw-front-%d.conf", (int)getpid());
-    FILE *f = fopen(conf_path, "w");
-    fprintf(f,
-            "listen = ( { name = \"p\"; address = \"127.0.0.1:1\"; } );\n"
-            "limits = { handshake_timeout_ms = 2000; header_max = 1024; };\n"
-            "rules = ( { match = \"*\"; action = \"deny\"; } );\n%s",
-            extra);
-    fclose(f);
-    pol_errors errs;
-    pol_errors_init(&errs);
-    pol_config *cfg = pol_config_load(conf_path, &errs);
-    for (size_t i = 0; i < errs.len; i++) {
-        fprintf(stderr, "%s\n", errs.lines[i]);
-    }
-    pol_errors_free(&errs);
-    unlink(conf_path);
+    pol_config *cfg = config_from_text(
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1\"; } );\n"
+        "limits = { handshake_timeout_ms = 2000; header_max = 1024; };\n"
+        "rules = ( { match = \"*\"; action = \"deny\"; } );\n%s",
+        extra);
     assert_non_null(cfg);
     return cfg;
 }

@@ -26,6 +26,7 @@
 #include "gateway/base/log.h"
 #include "gateway/tunnel/internal.h"  // the tunnel's dial record, to see which address it used
 #include "gateway/tunnel/tunnel.h"
+#include "tests/config_text.h"
 
 static gw_tunnel_host host;
 static int up_listener = -1;
@@ -74,27 +75,15 @@ static int listen_loopback(uint16_t *port) {
 }
 
 static pol_config *load(void) {
-    char path[64];
-    snprintf(path, sizeof(path), "/tmp/mtlsgw-relay-%d.conf", (int)getpid());
-    FILE *f = fopen(path, "w");
     // up.test resolves to 127.0.0.2 (nobody listens there: refused) and then 127.0.0.1.
-    fprintf(f,
-            "listen = ( { name = \"f\"; address = \"127.0.0.1:1\"; forward = \"up.test:80\"; },\n"
-            "           { name = \"p\"; address = \"127.0.0.1:2\"; } );\n"
-            "resolver = { hosts = ( { name = \"up.test\"; address = \"127.0.0.2\"; },\n"
-            "                       { name = \"up.test\"; address = \"127.0.0.1\"; } ); };\n"
-            "rules = ( { match = \"up.test:80\"; action = \"direct\"; upstream_port = %u; } );\n"
-            "deny_addresses = [ \"0.0.0.0/8\" ];\n",
-            up_port);
-    fclose(f);
-    pol_errors errs;
-    pol_errors_init(&errs);
-    pol_config *cfg = pol_config_load(path, &errs);
-    for (size_t i = 0; i < errs.len; i++) {
-        fprintf(stderr, "%s\n", errs.lines[i]);
-    }
-    pol_errors_free(&errs);
-    unlink(path);
+    pol_config *cfg = config_from_text(
+        "listen = ( { name = \"f\"; address = \"127.0.0.1:1\"; forward = \"up.test:80\"; },\n"
+        "           { name = \"p\"; address = \"127.0.0.1:2\"; } );\n"
+        "resolver = { hosts = ( { name = \"up.test\"; address = \"127.0.0.2\"; },\n"
+        "                       { name = \"up.test\"; address = \"127.0.0.1\"; } ); };\n"
+        "rules = ( { match = \"up.test:80\"; action = \"direct\"; upstream_port = %u; } );\n"
+        "deny_addresses = [ \"0.0.0.0/8\" ];\n",
+        up_port);
     assert_non_null(cfg);
     return cfg;
 }
