@@ -16,6 +16,8 @@ void tunnel_drop_dial(gw_tunnel *t) {
 tunnel_step tunnel_phase_route(gw_tunnel *t) {
     const char *host = t->dial.want_host;
     uint16_t port = t->dial.want_port;
+    t->dial.confirm_grace = 0;
+    t->dial.unconfirmed = 0;
     if (!pol_dest_init(&t->dest, host, port)) {
         snprintf(t->dest.host, sizeof(t->dest.host), "%s", host);
         return tunnel_fail(t, GW_ERR_BAD_REQUEST, "\"%s\" %s", host, pol_dest_problem(host));
@@ -210,12 +212,15 @@ tunnel_step tunnel_phase_tls(gw_tunnel *t) {
         case GW_STEP_WANT_READ:
             t->upstream_io.readable = 0;
             if (t->state == T_CONFIRMING && t->upstream.ticket_seen && !t->dial.confirm_grace) {
-                // OpenSSL-based servers such as nginx send their tickets before they look
-                // at our certificate, and close right after: a ticket shortens the wait to
-                // a grace period instead of ending it.
+                // nginx sends its tickets before it looks at our certificate, and closes
+                // in the same moment when it rejects it: the close comes right behind the
+                // ticket, not a round trip later. A ticket ends the wait after a grace of
+                // a twentieth of the handshake's time (at least 3 ms, at most confirm_ms/4).
                 t->dial.confirm_grace = 1;
-                uint64_t grace = (uint64_t)t->cfg->limits.confirm_ms / 4;
-                tunnel_set_timer(t, grace ? grace : 1);
+                uint64_t grace = (uint64_t)(t->handshake_ms > 0 ? t->handshake_ms : 0) / 20;
+                uint64_t most = (uint64_t)t->cfg->limits.confirm_ms / 4;
+                grace = grace < 3 ? 3 : grace;
+                tunnel_set_timer(t, grace < most ? grace : (most ? most : 1));
             }
             return STEP_WAIT;
         case GW_STEP_WANT_WRITE:
@@ -232,13 +237,21 @@ tunnel_step tunnel_phase_tls(gw_tunnel *t) {
         t->handshake_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
         gw_metrics_handshake(t->upstream.identity->metrics_slot, SSL_session_reused(t->upstream.ssl),
                              gw_monotonic_us() - t->hs_start_us);
-        // A forward listener has no reply to hold back: its client's bytes go out at once
-        // (the server is verified; if it rejects us the client sees the close). The
-        // sessions of such a handshake are cached only once the server's data arrives.
-        if (t->cfg->limits.confirm_ms > 0 && gw_upstream_needs_confirm(&t->upstream) && !tunnel_is_plain_stream(t)) {
-            t->state = T_CONFIRMING;
-            tunnel_set_timer(t, (uint64_t)t->cfg->limits.confirm_ms);
-            return STEP_NEXT;
+        // After a full TLS 1.3 handshake the server's verdict on our certificate comes a
+        // round trip later, if at all. Only SOCKS and CONNECT wait for it, and only on
+        // first contact: their success reply cannot be taken back. A forward listener has
+        // no reply to hold back, and an http_proxy request goes out at once (a server that
+        // rejects us answers it with an alert or a close, which the read judges); neither
+        // does a tunnel to a server that accepted this identity before. The sessions of
+        // such a handshake are cached only once the server's data arrives.
+        if (gw_upstream_needs_confirm(&t->upstream)) {
+            t->dial.unconfirmed = tunnel_is_plain_stream(t) || t->door->exchanges || t->cfg->limits.confirm_ms == 0 ||
+                                  gw_upstream_known_accepted(&t->upstream);
+            if (!t->dial.unconfirmed) {
+                t->state = T_CONFIRMING;
+                tunnel_set_timer(t, (uint64_t)t->cfg->limits.confirm_ms);
+                return STEP_NEXT;
+            }
         }
     }
     t->state = T_ESTABLISHED;
@@ -248,7 +261,7 @@ tunnel_step tunnel_phase_tls(gw_tunnel *t) {
 // ---- T_ESTABLISHED ----
 
 tunnel_step tunnel_phase_established(gw_tunnel *t) {
-    if (!(tunnel_is_plain_stream(t) && t->upstream.ssl != NULL && gw_upstream_needs_confirm(&t->upstream))) {
+    if (!t->dial.unconfirmed) {
         gw_upstream_confirm(&t->upstream);
     }
     t->last_activity = gw_loop_now(t->host->loop);

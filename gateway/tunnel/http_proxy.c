@@ -29,15 +29,17 @@ static void drop_upstream(gw_tunnel *t) {
     t->http.resp_scanned = 0;
 }
 
-tunnel_step tunnel_http_upstream_failed(gw_tunnel *t, gw_result result, const char *reason) {
+tunnel_step tunnel_http_upstream_failed(gw_tunnel *t, const tunnel_io_failure *f) {
     if (t->http.x.resp_phase == RS_IDLE) {
         drop_upstream(t);  // a kept-alive upstream went away between requests
         return STEP_NEXT;
     }
     if (!t->http.x.resp_sent) {
-        return tunnel_fail(t, GW_ERR_UPSTREAM_CLOSED, "%s", reason);
+        // The request went out right after a full handshake: a server that rejected our
+        // certificate says so now, with an alert or a close, in the handshake's words.
+        return tunnel_fail(t, f->err != GW_ERR_NONE ? f->err : GW_ERR_UPSTREAM_CLOSED, "%s", f->reason);
     }
-    return reset_client(t, result, reason);
+    return reset_client(t, f->result, f->reason);
 }
 
 static tunnel_step upstream_http_error(gw_tunnel *t, const char *reason) {
@@ -415,7 +417,7 @@ static int http_next_head(gw_tunnel *t, tunnel_step *out) {
 // ends the connection.
 static int io(gw_tunnel *t, int r, const tunnel_io_failure *f, tunnel_step *out) {
     if (r < 0) {
-        *out = f->upstream ? tunnel_http_upstream_failed(t, f->result, f->reason) : tunnel_client_failure(t, f);
+        *out = f->upstream ? tunnel_http_upstream_failed(t, f) : tunnel_client_failure(t, f);
     }
     return r;
 }
@@ -424,14 +426,17 @@ tunnel_step tunnel_phase_http(gw_tunnel *t) {
     tunnel_step out = STEP_WAIT;
     tunnel_io_failure f;
     int progress, rounds = 0;
-    if (t->upstream_io.error && t->upstream.fd >= 0) {
+    if (t->upstream_io.error && t->upstream.fd >= 0 && t->upstream.confirmed) {
         // A reset: what the upstream sent before it was read with the data; the error
-        // decides now.
+        // decides now. (Before the server confirmed us, the read says why: a server that
+        // rejects our certificate may reset the connection after its alert.)
         int e = 0;
         socklen_t l = sizeof(e);
         getsockopt(t->upstream.fd, SOL_SOCKET, SO_ERROR, &e, &l);
         t->upstream_io.error = 0;
-        return tunnel_http_upstream_failed(t, GW_RESULT_UPSTREAM_RESET, e ? strerror(e) : "connection reset");
+        tunnel_io_failure rf = {.upstream = 1, .result = GW_RESULT_UPSTREAM_RESET, .err = GW_ERR_NONE};
+        snprintf(rf.reason, sizeof(rf.reason), "%s", e ? strerror(e) : "connection reset");
+        return tunnel_http_upstream_failed(t, &rf);
     }
 #define STEP(expr)          \
     do {                    \

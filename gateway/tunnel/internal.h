@@ -204,6 +204,7 @@ struct gw_tunnel {
         uint16_t connect_port;
         char server_name[256];
         int confirm_grace;  // a session ticket arrived while confirming
+        int unconfirmed;    // a full TLS 1.3 handshake went on without waiting for the server's verdict
         res_addr addrs[RES_MAX_ADDRS];
         size_t num_addrs, next_addr;
         gw_err last_connect_err;
@@ -322,6 +323,7 @@ typedef struct {
     int upstream;      // the upstream's side failed (else the client's)
     int reading;       // a read (else a write)
     gw_result result;  // how the tunnel ends because of it
+    gw_err err;        // a read that showed the server rejected us: the error to answer with; else NONE
     char reason[600];
 } tunnel_io_failure;
 // Each side's read and write: 1 progress, 0 nothing, -1 failed (*|f| says what).
@@ -358,7 +360,7 @@ tunnel_step tunnel_sniff_give_up(gw_tunnel *t);
 tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr);
 tunnel_step tunnel_phase_http(gw_tunnel *t);
 // tunnel_http_upstream_failed: the upstream broke (reset, TLS error) during an exchange.
-tunnel_step tunnel_http_upstream_failed(gw_tunnel *t, gw_result result, const char *reason);
+tunnel_step tunnel_http_upstream_failed(gw_tunnel *t, const tunnel_io_failure *f);
 // tunnel_http_timeout answers the timer during the exchange (idle, a slow later head).
 tunnel_step tunnel_http_timeout(gw_tunnel *t);
 

@@ -109,10 +109,12 @@ static int side_read(gw_tunnel *t, int which, gw_buf **dst, tunnel_io_failure *f
         io = gw_socket_read(t->client_fd, b->data + b->end, gw_buf_room(b), GW_RESULT_CLIENT_RESET, f->reason,
                             sizeof(f->reason));
     } else {
-        // A forward tunnel the server ended before sending anything, while its client was
-        // still there, was rejected (if the client closed first, the server only followed).
-        io = gw_upstream_read(&t->upstream, b->data + b->end, gw_buf_room(b),
-                              tunnel_is_plain_stream(t) && !t->client_first, f->reason, sizeof(f->reason));
+        // A tunnel the server ended before sending anything after a full handshake it had
+        // not confirmed (a forward tunnel's, an http_proxy request's, or one to a server
+        // that accepted this identity before), while its client was still there, was
+        // rejected (if the client closed first, the server only followed).
+        io = gw_upstream_read(&t->upstream, b->data + b->end, gw_buf_room(b), !t->client_first, f->reason,
+                              sizeof(f->reason));
     }
     switch (io.kind) {
         case GW_IO_DATA:
@@ -135,7 +137,7 @@ static int side_read(gw_tunnel *t, int which, gw_buf **dst, tunnel_io_failure *f
             tunnel_release_if_empty(t, dst);
             return 1;
         default:
-            f->upstream = which == UPSTREAM, f->reading = 1, f->result = io.result;
+            f->upstream = which == UPSTREAM, f->reading = 1, f->result = io.result, f->err = io.err;
             return -1;
     }
 }
@@ -162,7 +164,7 @@ static int side_write(gw_tunnel *t, int which, gw_buf **src, tunnel_io_failure *
         return 0;
     }
     if (io.kind != GW_IO_DATA) {
-        f->upstream = which == UPSTREAM, f->reading = 0, f->result = io.result;
+        f->upstream = which == UPSTREAM, f->reading = 0, f->result = io.result, f->err = GW_ERR_NONE;
         return -1;
     }
     s->write_wants_read = 0;

@@ -14,6 +14,7 @@ typedef struct entry {
     struct entry *lru_prev, *lru_next;  // least recently used first
     struct entry *bucket_next;
     uint64_t generation;  // of the identity the sessions belong to
+    int accepted;         // the server accepted this identity here once: no need to wait for it again
     SSL_SESSION *sessions[SESSIONS_PER_KEY];
     size_t n;
     char key[];
@@ -143,7 +144,7 @@ SSL_SESSION *gw_sesscache_take(const char *key) {
             out = s;
         }
     }
-    if (e != NULL && e->n == 0) {
+    if (e != NULL && e->n == 0 && !e->accepted) {
         drop(e);  // its tickets are used up: the key goes until new sessions come
     } else if (e != NULL) {
         lru_unlink(e);
@@ -153,27 +154,41 @@ SSL_SESSION *gw_sesscache_take(const char *key) {
     return out;
 }
 
-void gw_sesscache_put(const char *key, uint64_t generation, SSL_SESSION *session) {
-    pthread_mutex_lock(&g_lock);
+// find_or_add returns the entry of |key|, made if there is none, as the most recently
+// used; NULL when out of memory. Called with the lock.
+static entry *find_or_add(const char *key, uint64_t generation) {
     entry *e = find(key);
-    if (e == NULL) {
-        size_t len = strlen(key);
-        e = calloc(1, sizeof(*e) + len + 1);
-        if (e == NULL) {
-            pthread_mutex_unlock(&g_lock);
-            SSL_SESSION_free(session);
-            return;
-        }
-        memcpy(e->key, key, len + 1);
-        e->generation = generation;
-        size_t b = hash_key(key);
-        e->bucket_next = g_buckets[b];
-        g_buckets[b] = e;
-        lru_append(e);
-        g_keys++;
-    } else {
+    if (e != NULL) {
         lru_unlink(e);
         lru_append(e);
+        return e;
+    }
+    size_t len = strlen(key);
+    e = calloc(1, sizeof(*e) + len + 1);
+    if (e == NULL) {
+        return NULL;
+    }
+    memcpy(e->key, key, len + 1);
+    e->generation = generation;
+    size_t b = hash_key(key);
+    e->bucket_next = g_buckets[b];
+    g_buckets[b] = e;
+    lru_append(e);
+    g_keys++;
+    // Keys with no session left (only "accepted") count too: at most as many keys as sessions.
+    while (g_keys > g_max_sessions && g_lru_head != NULL && g_lru_head != e) {
+        drop(g_lru_head);
+    }
+    return e;
+}
+
+void gw_sesscache_put(const char *key, uint64_t generation, SSL_SESSION *session) {
+    pthread_mutex_lock(&g_lock);
+    entry *e = find_or_add(key, generation);
+    if (e == NULL) {
+        pthread_mutex_unlock(&g_lock);
+        SSL_SESSION_free(session);
+        return;
     }
     if (!SSL_SESSION_should_be_single_use(session)) {
         // A reusable (TLS 1.2) session replaces the ones before it.
@@ -202,4 +217,24 @@ void gw_sesscache_put(const char *key, uint64_t generation, SSL_SESSION *session
         g_sessions--;
     }
     pthread_mutex_unlock(&g_lock);
+}
+
+void gw_sesscache_set_accepted(const char *key, uint64_t generation, int accepted) {
+    pthread_mutex_lock(&g_lock);
+    entry *e = accepted ? find_or_add(key, generation) : find(key);
+    if (e != NULL) {
+        e->accepted = accepted;
+        if (!accepted && e->n == 0) {
+            drop(e);
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+int gw_sesscache_accepted(const char *key) {
+    pthread_mutex_lock(&g_lock);
+    entry *e = find(key);
+    int accepted = e != NULL && e->accepted;
+    pthread_mutex_unlock(&g_lock);
+    return accepted;
 }

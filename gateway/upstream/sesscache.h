@@ -26,4 +26,12 @@ SSL_SESSION *gw_sesscache_take(const char *key);
 // over the caller's reference.
 void gw_sesscache_put(const char *key, uint64_t generation, SSL_SESSION *session);
 
+// gw_sesscache_set_accepted records whether the server of |key| accepted the identity of
+// |generation| there (it answered with data after a full handshake), or forgets it (it
+// rejected the identity since). Kept with the key's sessions, purged with them.
+void gw_sesscache_set_accepted(const char *key, uint64_t generation, int accepted);
+// gw_sesscache_accepted says whether the server of |key| accepted its identity before: a
+// full handshake to it need not wait for its verdict.
+int gw_sesscache_accepted(const char *key);
+
 #endif

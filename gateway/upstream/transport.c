@@ -66,7 +66,10 @@ static gw_io tls_read(gw_upstream *u, uint8_t *p, size_t n, int judge_rejection,
     }
     if (!u->confirmed && judge_rejection) {
         gw_err err = gw_upstream_read_failure(u, r, reason, reason_len);
-        return io_failed(gw_err_describe(err)->result);
+        gw_upstream_rejected(u);
+        gw_io io = io_failed(gw_err_describe(err)->result);
+        io.err = err;
+        return io;
     }
     if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && r == 0)) {
         ERR_clear_error();

@@ -26,6 +26,7 @@ typedef struct {
     size_t n;          // GW_IO_DATA: bytes moved
     int truncated;     // GW_IO_EOF over TLS: the stream ended without close_notify
     gw_result result;  // GW_IO_FAILED: how the tunnel ends because of it
+    gw_err err;        // GW_IO_FAILED with judge_rejection: the error to answer a client with; else NONE
 } gw_io;
 
 // gw_socket_read and gw_socket_write move bytes over a plain non-blocking socket (the

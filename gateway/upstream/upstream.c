@@ -273,6 +273,9 @@ static int on_new_session(SSL *ssl, SSL_SESSION *session) {
 
 void gw_upstream_confirm(gw_upstream *u) {
     u->confirmed = 1;
+    if (u->ssl != NULL && u->identity != NULL && gw_upstream_needs_confirm(u)) {
+        gw_sesscache_set_accepted(u->sess_key, u->identity->generation, 1);
+    }
     for (size_t i = 0; i < u->num_held; i++) {
         gw_sesscache_put(u->sess_key, u->identity->generation, u->held[i]);
     }
@@ -577,6 +580,16 @@ gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size
 
 int gw_upstream_needs_confirm(const gw_upstream *u) {
     return !SSL_session_reused(u->ssl) && u->cert_requested && SSL_version(u->ssl) >= TLS1_3_VERSION;
+}
+
+int gw_upstream_known_accepted(const gw_upstream *u) {
+    return u->identity != NULL && gw_sesscache_accepted(u->sess_key);
+}
+
+void gw_upstream_rejected(gw_upstream *u) {
+    if (u->identity != NULL) {
+        gw_sesscache_set_accepted(u->sess_key, u->identity->generation, 0);
+    }
 }
 
 gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t reason_len) {

@@ -80,6 +80,13 @@ gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size
 // gw_upstream_needs_confirm says whether the server may still reject our certificate after
 // the handshake looks complete (full TLS 1.3 handshake in which we sent a certificate).
 int gw_upstream_needs_confirm(const gw_upstream *u);
+// gw_upstream_known_accepted says whether this server accepted this identity (of this
+// generation, under this server name) on an earlier connection: its full handshakes need
+// not wait for the verdict.
+int gw_upstream_known_accepted(const gw_upstream *u);
+// gw_upstream_rejected forgets that: the server ended the connection before it sent
+// anything, after a handshake it had not confirmed.
+void gw_upstream_rejected(gw_upstream *u);
 // gw_upstream_confirm_step looks at what the server sent after the handshake without
 // consuming application data: DONE once data arrived, FAILED on an alert or a close,
 // WANT_READ otherwise (session tickets are processed; see ticket_seen).
