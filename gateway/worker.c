@@ -55,11 +55,14 @@ static void on_trim(gw_loop *loop, gw_timer *t) {
     gw_timer_start(loop, t, 1000);
 }
 
+static void apply_pool_limits(gw_worker *w);
+
 static void begin_drain(gw_worker *w) {
     if (w->host.draining) {
         return;
     }
     w->host.draining = 1;
+    apply_pool_limits(w);  // stopping: nothing more is kept, and what was kept is closed
     for (size_t i = 0; i < w->num_listeners; i++) {
         gw_listener_stop(&w->listeners[i]);
     }
@@ -109,6 +112,37 @@ static void replace_resolver(gw_worker *w, const pol_config *cfg) {
     w->host.resolver = r;
 }
 
+// apply_pool_limits sizes the upstream pool for the current config.
+static void apply_pool_limits(gw_worker *w) {
+    const pol_config *cfg = w->host.cfg;
+    gw_upool_limits l = {
+        .idle_per_key = w->host.draining ? 0 : cfg->upstream_pool.idle_per_key,
+        .idle_total = cfg->upstream_pool.idle_total,
+        .idle_timeout_s = cfg->upstream_pool.idle_timeout_s,
+        .max_requests = cfg->upstream_pool.max_requests,
+    };
+    gw_upool_set_limits(w->host.upool, &l);
+}
+
+// retire_pooled closes the pooled connections of identities |cfg| no longer has (a
+// reload, a rotated certificate or CRL: each loads identities of a new generation), before
+// the snapshot they belong to is let go.
+static void retire_pooled(gw_worker *w, const pol_config *cfg) {
+    uint64_t gens[64] = {0};
+    uint64_t *g = cfg->num_identities <= 64 ? gens : malloc(cfg->num_identities * sizeof(*g));
+    if (g == NULL) {
+        gw_upool_retire(w->host.upool, NULL, 0);  // out of memory: all of them go
+        return;
+    }
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        g[i] = cfg->identities[i]->generation;
+    }
+    gw_upool_retire(w->host.upool, g, cfg->num_identities);
+    if (g != gens) {
+        free(g);
+    }
+}
+
 static void on_event(gw_loop *loop, gw_watcher *watcher, uint32_t events) {
     gw_worker *w = watcher->data;
     uint64_t v;
@@ -119,8 +153,10 @@ static void on_event(gw_loop *loop, gw_watcher *watcher, uint32_t events) {
         if (!pol_config_resolver_equal(w->host.cfg, next)) {
             replace_resolver(w, next);
         }
+        retire_pooled(w, next);
         pol_config_unref(w->host.cfg);
         w->host.cfg = next;
+        apply_pool_limits(w);
     }
     if (atomic_load(&w->stop_requested)) {
         begin_drain(w);
@@ -160,6 +196,12 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
         return 0;
     }
     gw_buf_pool_init(&w->host.pool, 256);
+    w->host.upool = gw_upool_new(w->host.loop);
+    if (w->host.upool == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return 0;
+    }
+    apply_pool_limits(w);
     w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->event_fd < 0) {
         snprintf(err, err_len, "eventfd: %s", strerror(errno));
@@ -237,6 +279,8 @@ void gw_worker_free(gw_worker *w) {
         gw_timer_stop(w->host.loop, &w->drain_timer);
         gw_timer_stop(w->host.loop, &w->trim_timer);
     }
+    gw_upool_free(w->host.upool);  // before the buffer pool: read-ahead buffers go back to it
+    w->host.upool = NULL;
     res_resolver_free(w->host.resolver);
     free_idle_retired(w, 1);
     free(w->retired);

@@ -7,7 +7,8 @@ source "$(dirname "$0")/lib.sh"
 make_pki
 start_backend
 NGX_FULL=$(free_port)
-start_nginx_with "$NGX_FULL" <<NGX
+NGX_POOL=$(free_port)
+start_nginx_with "$NGX_FULL" "$NGX_POOL" <<NGX
 http {
     include $WORK/nginx/temp_paths.conf;
     log_format conn '\$connection \$ssl_session_reused "\$ssl_client_s_dn" \$request';
@@ -24,18 +25,30 @@ http {
         ssl_session_cache off;
         location / { return 200 "conn=\$connection dn=\$ssl_client_s_dn reused=\$ssl_session_reused\n"; }
     }
+    # Sessions resume here; /444 closes the connection without a response (nginx's 444).
+    server {
+        listen 127.0.0.1:$NGX_POOL ssl;
+        ssl_session_tickets on;
+        location /444 { return 444; }
+        location / { return 200 "conn=\$connection dn=\$ssl_client_s_dn\n"; }
+    }
 }
 NGX
 
 GW_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
 cat > "$WORK/gw.conf" <<CONF
 workers = 1;
 listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
+admin = { address = "127.0.0.1:$ADMIN_PORT"; };
 identities = (
-  { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; }
+  { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; },
+  { name = "billing"; certificate = "$PKI/billing.crt"; key = "$PKI/billing.key"; trust = "$PKI/server-trust.crt"; }
 );
 rules = (
-  { match = "full.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_FULL"; server_name = "orders.dc2.test"; }
+  { match = "full.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_FULL"; server_name = "orders.dc2.test"; },
+  { match = "pool.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_POOL"; server_name = "orders.dc2.test"; },
+  { match = "pool-billing.test"; identity = "billing"; upstream = "127.0.0.1:$NGX_POOL"; server_name = "orders.dc2.test"; }
 );
 # Far longer than any client here waits: a tunnel that waited for the server's verdict
 # would time out.
@@ -58,5 +71,61 @@ out=$(curl -s -m 10 -p -x "http://127.0.0.1:$GW_PORT" http://full.test/third)
 expect_contains "CONNECT to it: no wait either" "dn=CN=ops,O=mtlsgw-test" "$out"
 expect_eq "every one of them was a full handshake (access log: resumed=0)" "3" \
     "$(grep 'dest=full.test' "$WORK/gw.log" | grep -c 'resumed=0' || true)"
+
+# ---- the upstream pool (http_proxy) ----
+metric() {  # metric NAME{LABELS}: its value on /metrics
+    curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v k="$1" '$1 == k { print $2 }'
+}
+idle_before=$(metric mtlsgw_upstream_pool_idle)
+conns=""
+for i in 1 2 3 4 5; do  # five clients, each its own connection (curl runs once per request)
+    out=$(curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" "http://pool.test/r$i")
+    conns="$conns ${out%% *}"
+done
+expect_eq "five client connections, one upstream connection (nginx's \$connection)" "1" \
+    "$(echo "$conns" | tr ' ' '\n' | grep . | sort -u | wc -l)"
+expect_contains "... presenting identity ops" "dn=CN=ops,O=mtlsgw-test" "$out"
+expect_eq "access log: the first request made the connection (conn=new)" "1" \
+    "$(grep 'dest=pool.test:80' "$WORK/gw.log" | grep -c 'conn=new' || true)"
+expect_eq "access log: the four after it took it from the pool (conn=pooled)" "4" \
+    "$(grep 'dest=pool.test:80' "$WORK/gw.log" | grep -c 'conn=pooled' || true)"
+expect_eq "metrics: 4 pool hits" "4" "$(metric 'mtlsgw_upstream_pool_requests_total{result="hit"}')"
+expect_eq "metrics: one more idle connection in the pool" "$((idle_before + 1))" "$(metric mtlsgw_upstream_pool_idle)"
+conn_ops=${conns##* }
+
+# Another identity to the same upstream and server name never gets that connection.
+out=$(curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" "http://pool-billing.test/b1")
+expect_contains "identity billing to the same upstream: presents billing" "dn=CN=billing,O=mtlsgw-test" "$out"
+check "... on a connection of its own (${out%% *} is not $conn_ops)" [ "${out%% *}" != "$conn_ops" ]
+out=$(curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" "http://pool.test/r6")
+expect_eq "identity ops still gets its own pooled connection" "$conn_ops dn=CN=ops,O=mtlsgw-test" "$out"
+
+# A pooled connection the server closes without a response: an idempotent request is sent
+# again once on a new connection (nginx sees it twice); a POST is not (once), and gets 502.
+before_get=$(grep -c 'GET /444g' "$WORK/nginx/logs/access.log" || true)
+h=$(curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" "http://pool.test/444g" -D - -o /dev/null | tr -d '\r')
+expect_contains "GET over a pooled connection closed without a response: 502 in the end" "HTTP/1.1 502" "$h"
+expect_eq "... nginx saw it twice: sent again on a new connection" "$((before_get + 2))" \
+    "$(grep -c 'GET /444g' "$WORK/nginx/logs/access.log" || true)"
+expect_contains "... the gateway's log says so" "was closed by the server before a response: sent again" \
+    "$(cat "$WORK/gw.log")"
+curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" "http://pool.test/warm" > /dev/null  # a pooled connection again
+h=$(curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" -d 'x=1' "http://pool.test/444p" -D - -o /dev/null | tr -d '\r')
+expect_contains "POST over a pooled connection closed without a response: 502" "HTTP/1.1 502" "$h"
+expect_contains "... saying why it was not sent again" "POST is not idempotent: not sent again" "$h"
+expect_eq "... nginx saw it once" "1" "$(grep -c 'POST /444p' "$WORK/nginx/logs/access.log" || true)"
+
+# A reload retires the pooled connections of the identities it replaced.
+curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" "http://pool.test/before-reload" > /dev/null
+retired=$(metric 'mtlsgw_upstream_pool_evictions_total{reason="retired"}')
+reload_gw
+for _ in $(seq 50); do
+    [ "$(metric 'mtlsgw_upstream_pool_evictions_total{reason="retired"}')" != "$retired" ] && break
+    sleep 0.1
+done
+check "reload: the pooled connection was retired" [ "$(metric 'mtlsgw_upstream_pool_evictions_total{reason="retired"}')" -gt "$retired" ]
+out=$(curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" "http://pool.test/after-reload")
+expect_contains "after the reload: a new connection" "dn=CN=ops" "$out"
+expect_contains "... logged conn=new" "conn=new" "$(grep 'after-reload\|dest=pool.test:80' "$WORK/gw.log" | tail -1)"
 
 finish

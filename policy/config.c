@@ -330,6 +330,11 @@ static void load_limits(loader *ld, const config_setting_t *root) {
     if (g != NULL) {
         pol_settings_check_members(ld, g, "limits", "limits");
     }
+    g = pol_ld_get_aggregate(ld, root, "", "upstream_pool", 1, &bad);
+    pol_settings_read_ints(ld, g, "upstream_pool", "upstream_pool", ld->cfg);
+    if (g != NULL) {
+        pol_settings_check_members(ld, g, "upstream_pool", "upstream_pool");
+    }
 }
 
 static void load_allow(loader *ld, const config_setting_t *root) {

@@ -100,7 +100,14 @@ typedef struct pol_config {
         int session_cache_size;          // TLS sessions cached in all (least recently used keys go first)
         int key_timeout_ms;              // a token's signature (PKCS#11 keys): how long a handshake waits for it
         int max_connections_per_client;  // one caller (uid) or remote address: its share of max_connections
+        int happy_eyeballs_ms;           // RFC 8305: the next address is tried after this; 0: one after another
     } limits;
+    struct {
+        int idle_per_key;    // idle connections kept per key; 0: no pool
+        int idle_total;      // idle connections kept per worker
+        int idle_timeout_s;  // an idle connection is closed after this
+        int max_requests;    // requests one upstream connection carries
+    } upstream_pool;
     pol_cidr *allow;
     size_t num_allow;
     uint32_t upstream_mark;    // SO_MARK on every upstream socket; 0: none

@@ -28,6 +28,7 @@ const pol_setting pol_settings[] = {
     OF("", "log", PST_GROUP),
     OF("", "admin", PST_GROUP),
     OF("", "auth", PST_GROUP),
+    OF("", "upstream_pool", PST_GROUP),
     INT_CUSTOM("", "upstream_mark", 0, 0xffffffffLL),  // an unsigned 32-bit mark: read by the loader
     // listen = ( { ... }, ... )
     OF("listen[]", "name", PST_STRING),
@@ -84,6 +85,12 @@ const pol_setting pol_settings[] = {
     INT("limits", "key_timeout_ms", 10, 600000, 5000, pol_config, limits.key_timeout_ms),
     INT("limits", "max_connections_per_client", 0, 10000000, 0, pol_config,
         limits.max_connections_per_client),  // 0: a quarter of max_connections
+    INT("limits", "happy_eyeballs_ms", 0, 10000, 250, pol_config, limits.happy_eyeballs_ms),
+    // upstream_pool = { ... }: http_proxy upstream connections reused by later requests
+    INT("upstream_pool", "idle_per_key", 0, 100000, 16, pol_config, upstream_pool.idle_per_key),  // 0: off
+    INT("upstream_pool", "idle_total", 0, 1000000, 4096, pol_config, upstream_pool.idle_total),
+    INT("upstream_pool", "idle_timeout_s", 1, 3600, 30, pol_config, upstream_pool.idle_timeout_s),
+    INT("upstream_pool", "max_requests", 1, 100000000, 1000, pol_config, upstream_pool.max_requests),
     // log = { ... }
     OF("log", "level", PST_STRING),
     OF("log", "format", PST_STRING),

@@ -297,6 +297,7 @@ void gw_access_log(const gw_access_record *r) {
     n = put_str(line, n, cap, "sni", r->sni, json);
     n = put_str(line, n, cap, "tls", r->tls, json);
     n = put_num(line, n, cap, "resumed", r->resumed, json);
+    n = put_str(line, n, cap, "conn", r->conn, json);
     n = put_num(line, n, cap, "dns_ms", r->dns_ms, json);
     n = put_num(line, n, cap, "connect_ms", r->connect_ms, json);
     n = put_num(line, n, cap, "handshake_ms", r->handshake_ms, json);

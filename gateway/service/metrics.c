@@ -10,6 +10,7 @@
 
 #include "gateway/base/buffer.h"
 #include "gateway/upstream/keyops.h"
+#include "gateway/upstream/pool.h"
 #include "gateway/upstream/sesscache.h"
 
 #include "gateway/tls/identity.h"
@@ -298,6 +299,25 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
         "# HELP mtlsgw_session_cache_sessions TLS sessions held in the cache.\n"
         "# TYPE mtlsgw_session_cache_sessions gauge\nmtlsgw_session_cache_sessions %zu\n",
         keys, sessions);
+    gw_upool_stats ps;
+    gw_upool_read_stats(&ps);
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_upstream_pool_requests_total http_proxy requests that found an idle pooled "
+                     "upstream connection (hit) or not (miss).\n"
+                     "# TYPE mtlsgw_upstream_pool_requests_total counter\n"
+                     "mtlsgw_upstream_pool_requests_total{result=\"hit\"} %llu\n"
+                     "mtlsgw_upstream_pool_requests_total{result=\"miss\"} %llu\n"
+                     "# HELP mtlsgw_upstream_pool_evictions_total Idle pooled upstream connections closed, by why.\n"
+                     "# TYPE mtlsgw_upstream_pool_evictions_total counter\n",
+                     (unsigned long long)ps.hits, (unsigned long long)ps.misses);
+    for (int i = 0; i < GW_POOL_EVICT_COUNT; i++) {
+        gw_strbuf_printf(&b, "mtlsgw_upstream_pool_evictions_total{reason=\"%s\"} %llu\n",
+                         gw_pool_evict_name((gw_pool_evict)i), (unsigned long long)ps.evictions[i]);
+    }
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_upstream_pool_idle Idle upstream connections in the pools of all workers.\n"
+                     "# TYPE mtlsgw_upstream_pool_idle gauge\nmtlsgw_upstream_pool_idle %lld\n",
+                     (long long)ps.idle);
     if (b.failed) {
         free(b.p);
         return NULL;

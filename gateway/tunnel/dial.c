@@ -4,6 +4,8 @@
 // T_CONFIRMING), then the door's success reply (T_ESTABLISHED).
 #include "gateway/tunnel/internal.h"
 
+#include <openssl/sha.h>
+
 void tunnel_drop_dial(gw_tunnel *t) {
     gw_upstream_close(&t->upstream);
     gw_watcher_remove(t->host->loop, &t->upstream_io.w);
@@ -123,13 +125,66 @@ tunnel_step tunnel_use_addresses(gw_tunnel *t, const res_addr *addrs, size_t n) 
 
 // ---- T_CONNECT_NEXT, T_CONNECTING ----
 
+// pool_key is the upstream pool's key of a connection to |addr_text| for this tunnel's
+// rule: everything that decided the connection's verification and identity (the action,
+// the generations of the rule's identities, the address, server name and server_uri).
+static void pool_key(const gw_tunnel *t, const char *addr_text, uint8_t out[GW_POOL_KEY_LEN]) {
+    const pol_rule *r = t->rule;
+    SHA256_CTX c;
+    SHA256_Init(&c);
+    uint8_t action = (uint8_t)r->action;
+    SHA256_Update(&c, &action, 1);
+    for (size_t i = 0; r->action == POL_ACTION_MTLS && i < r->num_identities; i++) {
+        SHA256_Update(&c, &r->identities[i]->generation, sizeof(r->identities[i]->generation));
+    }
+    SHA256_Update(&c, addr_text, strlen(addr_text) + 1);
+    SHA256_Update(&c, t->dial.server_name, strlen(t->dial.server_name) + 1);
+    const char *uri = r->server_uri ? r->server_uri : "";
+    SHA256_Update(&c, uri, strlen(uri) + 1);
+    SHA256_Final(out, &c);
+}
+
+// take_pooled looks in the worker's pool for an idle connection to one of the allowed
+// addresses under this tunnel's key (http_proxy requests). Returns 1 with the connection
+// moved into the tunnel.
+static int take_pooled(gw_tunnel *t) {
+    for (size_t i = 0; i < t->dial.num_addrs; i++) {
+        const res_addr *a = &t->dial.addrs[i];
+        struct sockaddr_storage ss;
+        char text[sizeof(t->upstream_text)];
+        gw_sockaddr_from(&ss, a->family, a->addr, t->dial.connect_port);
+        gw_format_addr((struct sockaddr *)&ss, text, sizeof(text));
+        uint8_t key[GW_POOL_KEY_LEN];
+        pool_key(t, text, key);
+        if (!gw_upool_take(t->host->upool, key, &t->upstream, t->upstream_text, sizeof(t->upstream_text))) {
+            continue;
+        }
+        memcpy(t->dial.pool_key, key, sizeof(key));
+        t->upstream_io = (side){.writable = 1};
+        gw_watcher_init(&t->upstream_io.w, t->upstream.fd, t->events->upstream, t);
+        if (!gw_watcher_set(t->host->loop, &t->upstream_io.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+            gw_upstream_close(&t->upstream);
+            continue;
+        }
+        t->conn_kind = CONN_POOLED;
+        return 1;
+    }
+    return 0;
+}
+
 tunnel_step tunnel_phase_connect_next(gw_tunnel *t) {
     gw_loop *loop = t->host->loop;
+    if (t->dial.next_addr == 0 && t->door->exchanges && !t->dial.fresh && take_pooled(t)) {
+        t->state = T_ESTABLISHED;
+        return STEP_NEXT;
+    }
     while (t->dial.next_addr < t->dial.num_addrs) {
         const res_addr *a = &t->dial.addrs[t->dial.next_addr++];
         struct sockaddr_storage ss;
         socklen_t len = gw_sockaddr_from(&ss, a->family, a->addr, t->dial.connect_port);
         gw_format_addr((struct sockaddr *)&ss, t->upstream_text, sizeof(t->upstream_text));
+        pool_key(t, t->upstream_text, t->dial.pool_key);
+        t->conn_kind = CONN_NEW;
         tunnel_clear_reason(t);
         char why[REASON_MAX];
         gw_err err = gw_upstream_connect(&t->upstream, (struct sockaddr *)&ss, len, why, sizeof(why));
@@ -261,7 +316,7 @@ tunnel_step tunnel_phase_tls(gw_tunnel *t) {
 // ---- T_ESTABLISHED ----
 
 tunnel_step tunnel_phase_established(gw_tunnel *t) {
-    if (!t->dial.unconfirmed) {
+    if (!t->dial.unconfirmed && !t->upstream.confirmed) {
         gw_upstream_confirm(&t->upstream);
     }
     t->last_activity = gw_loop_now(t->host->loop);

@@ -29,10 +29,104 @@ static void drop_upstream(gw_tunnel *t) {
     t->http.resp_scanned = 0;
 }
 
+// release_upstream gives the upstream connection, idle between exchanges, to the
+// worker's pool for the next request with its key from any client connection (the pool
+// keeps it only if it is reusable); anything else is closed.
+static void release_upstream(gw_tunnel *t) {
+    if (t->upstream.fd < 0) {
+        return;
+    }
+    int idle = t->http.x.req_phase == RQ_HEAD && t->http.x.resp_phase == RS_IDLE && t->http.x.up_keepalive &&
+               gw_buf_len(t->to_up) == 0 && gw_buf_len(t->http.from_up) == 0 && !t->upstream_io.eof &&
+               !t->upstream_io.error && !t->upstream_io.write_dead && t->cfg == t->host->cfg;
+    if (!idle) {
+        drop_upstream(t);
+        return;
+    }
+    gw_watcher_remove(t->host->loop, &t->upstream_io.w);
+    gw_upool_put(t->host->upool, t->dial.pool_key, &t->upstream, t->upstream_text);
+    drop_upstream(t);  // what is left: the watcher, the buffers
+}
+
+// idempotent says whether |method| may be sent twice with the effect of once (RFC 9110
+// §9.2.2): only those are retried on a new connection.
+static int idempotent(const char *method) {
+    static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        if (strcmp(method, ok[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+// keep_replay keeps a copy of a request about to go over a connection that carried
+// requests before (kept or pooled): the server may have closed it meanwhile, and an
+// idempotent request that got no response byte is then sent again on a new connection.
+// Only a request that is here whole (head and body) is kept.
+static void keep_replay(gw_tunnel *t) {
+    http_exchange *x = &t->http.x;
+    if (x->replay_considered || t->upstream.fd < 0) {
+        return;
+    }
+    x->replay_considered = 1;
+    if ((t->conn_kind != CONN_KEPT && t->conn_kind != CONN_POOLED) || x->retried || x->req_phase != RQ_DONE ||
+        !idempotent(x->method) || gw_buf_len(t->to_up) == 0) {
+        return;
+    }
+    if (t->http.replay == NULL && (t->http.replay = gw_buf_get(&t->host->pool)) == NULL) {
+        return;  // out of buffers: this request is not retried
+    }
+    t->http.replay->start = t->http.replay->end = 0;
+    gw_buf_append(t->http.replay, t->to_up->data + t->to_up->start, gw_buf_len(t->to_up));
+}
+
+// retry sends the request again on a new connection, if it may be: it went over a kept
+// or pooled connection the server closed before any response byte, and it is idempotent
+// and was kept whole. Returns STEP_NEXT (routed anew) or STEP_WAIT (it may not).
+static tunnel_step retry(gw_tunnel *t) {
+    http_exchange *x = &t->http.x;
+    if (t->http.replay == NULL || x->retried || x->resp_sent || gw_buf_len(t->http.from_up) > 0 || t->down_bytes > 0) {
+        return STEP_WAIT;
+    }
+    gw_log(GW_LOG_INFO,
+           "%s: %s %s:%u: the %s connection to %s was closed by the server before a response: sent "
+           "again on a new connection",
+           t->client_text, x->method, t->dest.host, t->dest.port, tunnel_conn_name(t->conn_kind), t->upstream_text);
+    gw_buf *req = t->http.replay;
+    t->http.replay = NULL;
+    drop_upstream(t);
+    t->to_up = req;
+    x->retried = 1;
+    x->reuse = 0;
+    x->resp_phase = RS_HEAD;
+    t->dial.fresh = 1;
+    t->conn_kind = CONN_NEW;
+    tunnel_clear_reason(t);
+    return tunnel_want(t, t->dest.host, t->dest.port);
+}
+
+// closed_before_response fails a request whose upstream ended before any response byte:
+// sent again when it may be, else 502 with the reason.
+static tunnel_step closed_before_response(gw_tunnel *t, gw_err err, const char *reason) {
+    if (retry(t) == STEP_NEXT) {
+        return STEP_NEXT;
+    }
+    if ((t->conn_kind == CONN_KEPT || t->conn_kind == CONN_POOLED) && !t->http.x.retried &&
+        !idempotent(t->http.x.method)) {
+        return tunnel_fail(t, err, "%s (a reused connection; %s is not idempotent: not sent again)", reason,
+                           t->http.x.method);
+    }
+    return tunnel_fail(t, err, "%s", reason);
+}
+
 tunnel_step tunnel_http_upstream_failed(gw_tunnel *t, const tunnel_io_failure *f) {
     if (t->http.x.resp_phase == RS_IDLE) {
         drop_upstream(t);  // a kept-alive upstream went away between requests
         return STEP_NEXT;
+    }
+    if (!t->http.x.resp_sent && f->err == GW_ERR_NONE) {
+        return closed_before_response(t, GW_ERR_UPSTREAM_CLOSED, f->reason);
     }
     if (!t->http.x.resp_sent) {
         // The request went out right after a full handshake: a server that rejected our
@@ -144,7 +238,9 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     t->result = GW_RESULT_NONE;
     tunnel_clear_reason(t);
     // A new exchange record: from here on, a failure is this request's.
-    t->http.x = (http_exchange){.req_phase = RQ_HEAD, .resp_phase = RS_HEAD};
+    int kept_up = t->http.x.up_keepalive;
+    t->http.x = (http_exchange){.req_phase = RQ_HEAD, .resp_phase = RS_HEAD, .up_keepalive = kept_up};
+    t->dial.fresh = 0;
     snprintf(t->http.x.method, sizeof(t->http.x.method), "%.*s", (int)(hr->method_len > 20 ? 20 : hr->method_len),
              hr->method);
     if (t->cfg != t->host->cfg) {
@@ -205,7 +301,9 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     }
     int reuse = t->upstream.fd >= 0 && d.port == t->dest.port && strcmp(d.host, t->dest.host) == 0;
     if (!reuse && t->upstream.fd >= 0) {
-        drop_upstream(t);
+        t->http.x.resp_phase = RS_IDLE;  // between exchanges, as far as that connection is concerned
+        release_upstream(t);             // another destination: the connection may serve someone else
+        t->http.x.resp_phase = RS_HEAD;
     }
     t->http.x.client_minor = hr->minor_version;
     t->http.x.client_keepalive = gw_h1_keep_alive(hr->headers, hr->num_headers, hr->minor_version);
@@ -215,9 +313,10 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
         return tunnel_fail(t, GW_ERR_INTERNAL, "out of memory");
     }
     const char *authority = hr->target + strlen(scheme) + 3;
-    size_t n =
-        gw_h1_write_request(hr, path, path_len, authority, (size_t)(path - authority), !t->http.x.client_keepalive,
-                            (char *)t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
+    // With the pool on, the upstream connection is kept whether or not the client keeps its own.
+    int up_close = !t->http.x.client_keepalive && t->cfg->upstream_pool.idle_per_key == 0;
+    size_t n = gw_h1_write_request(hr, path, path_len, authority, (size_t)(path - authority), up_close,
+                                   (char *)t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
     if (n == 0) {
         return tunnel_fail(t, GW_ERR_HEADER_TOO_LARGE, "request head is too large once rewritten for the origin");
     }
@@ -233,6 +332,7 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
     }
     t->http.x.reuse = reuse;
     if (reuse) {
+        t->conn_kind = CONN_KEPT;
         return STEP_NEXT;  // over the kept upstream: the exchange goes on
     }
     return tunnel_want(t, host, port);
@@ -337,7 +437,8 @@ static int http_upstream_eof(gw_tunnel *t, tunnel_step *out) {
             t->http.x.up_keepalive = 0;
             return 1;
         case RS_HEAD:
-            *out = tunnel_fail(t, GW_ERR_UPSTREAM_CLOSED, "upstream closed the connection before sending a response");
+            *out = closed_before_response(t, GW_ERR_UPSTREAM_CLOSED,
+                                          "upstream closed the connection before sending a response");
             return -1;
         default:
             break;
@@ -365,13 +466,19 @@ static int http_exchange_done(gw_tunnel *t, tunnel_step *out) {
     t->http.x.req_phase = RQ_HEAD;
     t->http.x.resp_phase = RS_IDLE;
     t->http.http_idle = 1;
+    gw_buf_put(&t->host->pool, t->http.replay);
+    t->http.replay = NULL;
+    t->upstream.requests++;
+    if (t->upstream.requests >= (unsigned)t->cfg->upstream_pool.max_requests) {
+        t->http.x.up_keepalive = 0;  // it carried its share
+    }
     if (!t->http.x.up_keepalive && t->upstream.fd >= 0) {
         drop_upstream(t);
     }
     if (t->http.x.client_keepalive) {
         return 1;
     }
-    drop_upstream(t);
+    release_upstream(t);
     gw_buf_put(&t->host->pool, t->http.from_client);
     t->http.from_client = NULL;
     t->state = T_FLUSHING;
@@ -460,10 +567,12 @@ tunnel_step tunnel_phase_http(gw_tunnel *t) {
                 return tunnel_end(t, GW_RESULT_CLIENT_CLOSED, END_CLOSE,
                                   "client closed before sending a complete request");
             }
+            release_upstream(t);  // the client is done with it; others may not be
             return tunnel_end(t, GW_RESULT_OK, END_CLOSE, NULL);
         }
         STEP(http_move_request_body(t, &out));
         if (t->upstream.fd >= 0) {
+            keep_replay(t);
             STEP(io(t, tunnel_up_write(t, &t->to_up, &f), &f, &out));
             STEP(io(t, tunnel_up_read(t, &t->http.from_up, &f), &f, &out));
         }

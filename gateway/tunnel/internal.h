@@ -61,6 +61,15 @@ typedef enum {
 
 const char *tunnel_state_name(tunnel_state s);
 
+// How a tunnel (or an http_proxy request) got its upstream connection: the access log's conn.
+typedef enum {
+    CONN_NEW = 0,       // connected (and handshaken) for it
+    CONN_KEPT,          // http_proxy: kept from the client connection's previous request
+    CONN_POOLED,        // http_proxy: taken from the worker's pool, made for another client connection
+    CONN_PRECONNECTED,  // taken from the connections a rule keeps ready (preconnect)
+} tunnel_conn;
+const char *tunnel_conn_name(tunnel_conn c);
+
 // What a phase function tells the driver.
 typedef enum {
     STEP_NEXT,   // the state changed: run the next phase now
@@ -100,9 +109,11 @@ typedef struct {
     unsigned client_keepalive : 1;  // the client keeps its connection after this exchange
     unsigned up_keepalive : 1;      // so does the upstream
     unsigned req_is_head : 1;
-    unsigned resp_sent : 1;     // part of this response went toward the client
-    unsigned resp_dechunk : 1;  // a chunked response for an HTTP/1.0 client: framing taken off
-    unsigned reuse : 1;         // the request goes over the upstream kept from the last one
+    unsigned resp_sent : 1;          // part of this response went toward the client
+    unsigned resp_dechunk : 1;       // a chunked response for an HTTP/1.0 client: framing taken off
+    unsigned reuse : 1;              // the request goes over the upstream kept from the last one
+    unsigned replay_considered : 1;  // keep_replay looked at this request
+    unsigned retried : 1;            // sent again on a new connection: never a second time
     char method[24];
     int status;  // the response's status (or our error reply's), for the access log
 } http_exchange;
@@ -208,6 +219,8 @@ struct gw_tunnel {
         res_addr addrs[RES_MAX_ADDRS];
         size_t num_addrs, next_addr;
         gw_err last_connect_err;
+        uint8_t pool_key[32];            // the upstream pool's key for the address connected to
+        unsigned fresh : 1;              // a retried request: a new connection, not one from the pool
         struct sockaddr_storage orig;    // transparent: where the client was going
         res_addr orig_addr;              // ... as an address to connect to
         char orig_ip[INET6_ADDRSTRLEN];  // ... in words
@@ -215,6 +228,7 @@ struct gw_tunnel {
     // The access log.
     uint64_t t_start, t_phase, last_activity;
     uint64_t hs_start_us;
+    tunnel_conn conn_kind;
     int64_t dns_ms, connect_ms, handshake_ms;
     uint64_t up_bytes, down_bytes;
     char client_text[64], upstream_text[80];
@@ -224,6 +238,7 @@ struct gw_tunnel {
     // into the buffer toward the other side.
     struct {
         gw_buf *from_client, *from_up;
+        gw_buf *replay;          // a copy of the request, to send again if a reused connection was closed
         size_t resp_scanned;     // how far the response was searched for a complete head
         unsigned http_idle : 1;  // between requests: nothing to log if the connection ends
         uint64_t head_deadline;  // a later request head must be whole by then (loop ms); 0: none

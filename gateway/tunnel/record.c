@@ -72,6 +72,8 @@ void tunnel_log_access(gw_tunnel *t) {
                    : NULL,
         .tls = tls,
         .resumed = resumed,
+        .conn = t->upstream_text[0] && (t->connect_ms >= 0 || t->conn_kind != CONN_NEW) ? tunnel_conn_name(t->conn_kind)
+                                                                                        : NULL,
         .dns_ms = t->dns_ms,
         .connect_ms = t->connect_ms,
         .handshake_ms = t->handshake_ms,
@@ -102,6 +104,12 @@ void tunnel_set_timer(gw_tunnel *t, uint64_t ms) {
 
 void tunnel_yield(gw_tunnel *t) {
     gw_timer_start(t->host->loop, &t->yield_timer, 0);
+}
+
+const char *tunnel_conn_name(tunnel_conn c) {
+    static const char *const names[] = {
+        [CONN_NEW] = "new", [CONN_KEPT] = "kept", [CONN_POOLED] = "pooled", [CONN_PRECONNECTED] = "preconnected"};
+    return names[c];
 }
 
 const char *tunnel_state_name(tunnel_state s) {

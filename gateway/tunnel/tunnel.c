@@ -75,7 +75,8 @@ static void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
     gw_buf_put(&t->host->pool, t->to_down);
     gw_buf_put(&t->host->pool, t->http.from_client);
     gw_buf_put(&t->host->pool, t->http.from_up);
-    t->to_up = t->to_down = t->http.from_client = t->http.from_up = NULL;
+    gw_buf_put(&t->host->pool, t->http.replay);
+    t->to_up = t->to_down = t->http.from_client = t->http.from_up = t->http.replay = NULL;
     if (t->admission != GW_ERR_NONE) {
         atomic_fetch_sub(&gw_rejecting_tunnels, 1);
     } else {

@@ -14,6 +14,7 @@
 #include "gateway/proto/errors.h"
 #include "gateway/service/passcheck.h"
 #include "gateway/upstream/keyops.h"
+#include "gateway/upstream/pool.h"
 #include "policy/config.h"
 #include "resolver/resolver.h"
 
@@ -29,6 +30,7 @@ typedef struct gw_tunnel_host {
     res_resolver *resolver;
     gw_passcheck *passcheck;
     gw_keyops *keyops;   // channels to the signers of keys in tokens
+    gw_upool *upool;     // idle upstream connections for http_proxy requests (upstream_pool)
     int draining;        // stopping: responses say Connection: close
     gw_tunnel *tunnels;  // open tunnels, for draining and shutdown
     size_t num_tunnels;

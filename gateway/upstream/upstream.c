@@ -23,6 +23,21 @@ void gw_upstream_init(gw_upstream *u) {
     u->alert = -1;
 }
 
+void gw_upstream_move(gw_upstream *dst, gw_upstream *src) {
+    *dst = *src;
+    if (dst->ssl != NULL) {
+        SSL_set_app_data(dst->ssl, dst);  // the callbacks find it where it is now
+    }
+    dst->key_ready = NULL;  // the handshake is over: nobody to call about a key
+    dst->key_arg = NULL;
+    gw_upstream_init(src);
+}
+
+int gw_upstream_buffered(const gw_upstream *u) {
+    BIO *rbio = u->ssl != NULL ? SSL_get_rbio(u->ssl) : NULL;
+    return rbio != NULL && BIO_ctrl_pending(rbio) > 0;
+}
+
 static void free_verify(gw_upstream *u) {
     if (u->verify != NULL) {
         if (u->ssl != NULL) {
@@ -206,6 +221,8 @@ static long ra_ctrl(BIO *bio, int cmd, long larg, void *parg) {
     switch (cmd) {
         case BIO_CTRL_FLUSH:
             return 1;
+        case BIO_CTRL_PENDING:  // bytes read ahead and not yet taken
+            return ra->buf != NULL ? (long)gw_buf_len(ra->buf) : 0;
         case BIO_C_GET_FD:  // SSL_get_fd and friends still see the socket
             if (parg != NULL) {
                 *(int *)parg = ra->fd;

@@ -29,6 +29,7 @@ typedef struct gw_upstream_s {
     SSL_SESSION *held[4];      // sessions that arrived before confirmation
     size_t num_held;
     char sess_key[65];  // session cache key: hex SHA-256 of (identity, upstream, name)
+    unsigned requests;  // http_proxy requests this connection carried (upstream_pool.max_requests)
     // Keys in tokens (keyops.c): the worker's channels (NULL: sign synchronously), and who
     // to call when a signature is there.
     struct gw_keyops *keyops;
@@ -48,6 +49,12 @@ typedef enum {
 } gw_step;
 
 void gw_upstream_init(gw_upstream *u);
+// gw_upstream_move hands the connection in |src| to |dst| (another tunnel, or the pool),
+// leaving |src| empty (closed).
+void gw_upstream_move(gw_upstream *dst, gw_upstream *src);
+// gw_upstream_buffered says whether bytes the server sent were read ahead from the socket
+// and not yet taken by TLS.
+int gw_upstream_buffered(const gw_upstream *u);
 // gw_upstream_close frees the SSL (no close_notify) and closes the socket.
 void gw_upstream_close(gw_upstream *u);
 

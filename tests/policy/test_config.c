@@ -90,7 +90,7 @@ static void every_error_with_line(void **state) {
         has(&errs,
             "3: limits.header_mx: unknown setting; did you mean \"header_max\"? (expected one of: max_connections, "
             "connect_timeout_ms, handshake_timeout_ms, confirm_ms, idle_timeout_s, header_max, "
-            "drain_timeout_s, session_cache_size, key_timeout_ms, max_connections_per_client)"));
+            "drain_timeout_s, session_cache_size, key_timeout_ms, max_connections_per_client, happy_eyeballs_ms)"));
     assert_true(has(&errs, "5: rules[0].action: expected \"mtls\", \"direct\" or \"deny\", found \"allow\""));
     assert_true(has(&errs, "6: rules[1].identity: no identity is named \"nobody\" (see identities)"));
     assert_true(has(&errs, "7: rules[2].upstream: expected \"host:port\" or \"[IPv6]:port\", found \"c.test\""));

@@ -3,8 +3,9 @@
 // the client while the upstream reads nothing and then delivers every byte in order; the
 // dial falls back from a refused address to the next; an upstream's reset reaches the
 // client only after the bytes it sent before; an http_proxy exchange is rewritten to
-// origin-form, its chunked response passed whole, and the next request to the same
-// destination rides the same upstream. The loop runs until a condition holds (no
+// origin-form, its chunked response passed whole, the next request to the same
+// destination rides the same upstream, and is sent again on a new connection when the
+// server closes that one without a response. The loop runs until a condition holds (no
 // fixed sleeps), bounded so a broken build fails instead of hanging.
 #include <arpa/inet.h>
 #include <errno.h>
@@ -299,6 +300,18 @@ static void http_exchange_rewrites_frames_and_keeps_the_upstream(void **state) {
     read_until(k.upstream, buf, sizeof(buf), "\r\n\r\n");
     assert_memory_equal(buf, "GET /y HTTP/1.1\r\n", 17);
     assert_int_equal(accept4(up_listener, NULL, NULL, SOCK_NONBLOCK), -1);  // no second connection
+    // The server closes that kept connection without a response: the GET (idempotent, no
+    // response byte yet) is sent again, once, on a new connection, and its answer arrives.
+    close(k.upstream);
+    until((k.upstream = accept4(up_listener, NULL, NULL, SOCK_NONBLOCK)) >= 0);
+    memset(buf, 0, sizeof(buf));
+    read_until(k.upstream, buf, sizeof(buf), "\r\n\r\n");
+    assert_memory_equal(buf, "GET /y HTTP/1.1\r\n", 17);
+    resp = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond";
+    assert_int_equal(write(k.upstream, resp, strlen(resp)), (ssize_t)strlen(resp));
+    memset(buf, 0, sizeof(buf));
+    read_until(k.client, buf, sizeof(buf), "second");
+    assert_memory_equal(buf, "HTTP/1.1 200 OK\r\n", 17);
     finish_tunnel(&k);
 }
 
