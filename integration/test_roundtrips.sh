@@ -128,4 +128,85 @@ out=$(curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" "http://pool.test/after-reloa
 expect_contains "after the reload: a new connection" "dn=CN=ops" "$out"
 expect_contains "... logged conn=new" "conn=new" "$(grep 'after-reload\|dest=pool.test:80' "$WORK/gw.log" | tail -1)"
 
+# ---- Happy Eyeballs (RFC 8305), in a network namespace ----
+# A name with an IPv6 and an IPv4 address, IPv6 first. nftables drops SYNs to the IPv6
+# address on one port and resets them on another. connect_timeout_ms is 20 s: a gateway
+# that tried one address after the other would outlast the client's 8 s.
+NS=mgw-he-$$
+ip netns add "$NS"
+UNDO+=("ip netns del $NS")
+ip -n "$NS" link set lo up
+ip -n "$NS" addr add 2001:db8::10/128 dev lo nodad
+ip -n "$NS" addr add 192.0.2.10/32 dev lo
+HE_DROP=8443
+HE_RESET=8444
+mkdir -p "$WORK/ns-nginx"
+cat > "$WORK/ns-nginx/nginx.conf" <<NGX
+worker_processes 1;
+pid $WORK/ns-nginx/nginx.pid;
+error_log $WORK/ns-nginx/error.log info;
+events { worker_connections 128; }
+http {
+$(for d in client_body proxy fastcgi uwsgi scgi; do echo "    ${d}_temp_path $WORK/ns-nginx/$d;"; done)
+    access_log off;
+    ssl_certificate $PKI/orders.chain.crt;
+    ssl_certificate_key $PKI/orders.key;
+    ssl_client_certificate $PKI/client-ca.crt;
+    ssl_verify_client on;
+    server {
+        listen 192.0.2.10:$HE_DROP ssl; listen [2001:db8::10]:$HE_DROP ssl;
+        listen 192.0.2.10:$HE_RESET ssl; listen [2001:db8::10]:$HE_RESET ssl;
+        location / { return 200 "addr=\$server_addr\n"; }
+    }
+}
+NGX
+ip netns exec "$NS" nginx -p "$WORK/ns-nginx" -c "$WORK/ns-nginx/nginx.conf" -g 'daemon off;' \
+    > "$WORK/ns-nginx/out.log" 2>&1 &
+PIDS+=($!)
+ip netns exec "$NS" nft -f - <<NFT
+table inet he {
+    chain out {
+        type filter hook output priority 0;
+        ip6 daddr 2001:db8::10 tcp dport $HE_DROP counter drop
+        ip6 daddr 2001:db8::10 tcp dport $HE_RESET counter reject with tcp reset
+    }
+}
+NFT
+nft_count() {  # nft_count PORT: packets the rule for PORT matched
+    ip netns exec "$NS" nft list chain inet he out | awk -v p="$1" '$0 ~ "dport " p " " { for (i = 1; i <= NF; i++) if ($i == "packets") print $(i + 1) }'
+}
+HE_GW=$(free_port)
+cat > "$WORK/gw-he.conf" <<CONF
+workers = 1;
+listen = ( { name = "proxy"; address = "127.0.0.1:$HE_GW"; } );
+resolver = { hosts = ( { name = "both.test"; address = "2001:db8::10"; }, { name = "both.test"; address = "192.0.2.10"; } ); };
+identities = ( { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; } );
+rules = ( { match = "both.test"; identity = "ops"; server_name = "orders.dc2.test"; } );
+limits = { connect_timeout_ms = 20000; };
+log = { access = "$WORK/gw-he-access.log"; };
+CONF
+ip netns exec "$NS" "${GW_WRAP[@]}" "$MTLSGW" run -c "$WORK/gw-he.conf" >> "$WORK/gw-he.log" 2>&1 &
+GW_PIDS+=($!)
+PIDS+=($!)
+for _ in $(seq 100); do
+    ip netns exec "$NS" bash -c "exec 3<>/dev/tcp/127.0.0.1/$HE_GW && exec 3<>/dev/tcp/192.0.2.10/$HE_DROP" 2>/dev/null && break
+    sleep 0.1
+done
+ns_curl() { ip netns exec "$NS" curl -s -m 8 --socks5-hostname "127.0.0.1:$HE_GW" "$@"; }
+out=$(ns_curl "http://both.test:$HE_DROP/")
+expect_eq "SYNs to the IPv6 address dropped: the IPv4 address answers well within the connect timeout" \
+    "addr=192.0.2.10" "$out"
+drops=$(nft_count $HE_DROP)
+check "... after an attempt at the IPv6 address first (nftables counted $drops)" [ "${drops:-0}" -ge 1 ]
+expect_contains "... the access log names the address that connected" "upstream=192.0.2.10:$HE_DROP" \
+    "$(cat "$WORK/gw-he-access.log")"
+out=$(ns_curl "http://both.test:$HE_DROP/again")
+expect_eq "the next tunnel to that host: IPv4 again" "addr=192.0.2.10" "$out"
+expect_eq "... tried first: no SYN to the IPv6 address this time (the family that worked is remembered)" \
+    "$drops" "$(nft_count $HE_DROP)"
+out=$(ns_curl "http://both.test:$HE_RESET/")
+expect_eq "SYNs to the IPv6 address reset: the IPv4 address at once" "addr=192.0.2.10" "$out"
+check "... after the reset from the IPv6 address (nftables counted $(nft_count $HE_RESET))" \
+    [ "$(nft_count $HE_RESET)" -ge 1 ]
+
 finish

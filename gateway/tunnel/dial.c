@@ -5,8 +5,12 @@
 #include "gateway/tunnel/internal.h"
 
 #include <openssl/sha.h>
+#include <poll.h>
+
+#include "gateway/base/hash.h"
 
 void tunnel_drop_dial(gw_tunnel *t) {
+    tunnel_drop_attempts(t);
     gw_upstream_close(&t->upstream);
     gw_watcher_remove(t->host->loop, &t->upstream_io.w);
     res_query_detach(t->dial.query);
@@ -119,6 +123,7 @@ tunnel_step tunnel_use_addresses(gw_tunnel *t, const res_addr *addrs, size_t n) 
     }
     t->dial.next_addr = 0;
     t->dial.last_connect_err = GW_ERR_HOST_UNREACHABLE;
+    tunnel_order_addresses(t);
     t->state = T_CONNECT_NEXT;
     return STEP_NEXT;
 }
@@ -172,47 +177,188 @@ static int take_pooled(gw_tunnel *t) {
     return 0;
 }
 
-tunnel_step tunnel_phase_connect_next(gw_tunnel *t) {
-    gw_loop *loop = t->host->loop;
-    if (t->dial.next_addr == 0 && t->door->exchanges && !t->dial.fresh && take_pooled(t)) {
-        t->state = T_ESTABLISHED;
-        return STEP_NEXT;
+// ---- the race: connection attempts (Happy Eyeballs v2, RFC 8305) ----
+//
+// The allowed addresses are tried in the order tunnel_use_addresses left them (families
+// interleaved, the one that worked last for this host first). An attempt starts; if it
+// has not connected within happy_eyeballs_ms, the next starts beside it, and so on; an
+// attempt that fails starts the next at once. The first to connect wins and the others
+// are closed. Each attempt has connect_timeout_ms. With happy_eyeballs_ms = 0, one at a
+// time.
+
+// Which family worked last for a host, per worker thread (a small direct-mapped table).
+#define FAMILY_MEMORY 256
+static __thread struct {
+    uint64_t hash;
+    int family;
+} g_family_memory[FAMILY_MEMORY];
+
+static uint64_t host_hash(const gw_tunnel *t) {
+    return gw_hash_string(GW_HASH_INIT, t->dial.connect_host) ^ t->dial.connect_port;
+}
+
+static int remembered_family(const gw_tunnel *t) {
+    uint64_t h = host_hash(t);
+    return g_family_memory[h % FAMILY_MEMORY].hash == h ? g_family_memory[h % FAMILY_MEMORY].family : 0;
+}
+
+static void remember_family(const gw_tunnel *t, int family) {
+    uint64_t h = host_hash(t);
+    g_family_memory[h % FAMILY_MEMORY].hash = h;
+    g_family_memory[h % FAMILY_MEMORY].family = family;
+}
+
+void tunnel_order_addresses(gw_tunnel *t) {
+    size_t n = t->dial.num_addrs;
+    if (n < 2 || t->cfg->limits.happy_eyeballs_ms == 0) {
+        return;
     }
-    while (t->dial.next_addr < t->dial.num_addrs) {
-        const res_addr *a = &t->dial.addrs[t->dial.next_addr++];
+    int first = remembered_family(t);
+    if (first == 0) {
+        first = t->dial.addrs[0].family;  // the resolver's order (RFC 6724) decides
+    }
+    res_addr a[RES_MAX_ADDRS], b[RES_MAX_ADDRS];
+    size_t na = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (t->dial.addrs[i].family == first) {
+            a[na++] = t->dial.addrs[i];
+        } else {
+            b[nb++] = t->dial.addrs[i];
+        }
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < na || i < nb; i++) {
+        if (i < na) {
+            t->dial.addrs[k++] = a[i];
+        }
+        if (i < nb) {
+            t->dial.addrs[k++] = b[i];
+        }
+    }
+}
+
+void tunnel_drop_attempts(gw_tunnel *t) {
+    tunnel_race *r = t->dial.race;
+    if (r == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < TUNNEL_ATTEMPTS; i++) {
+        if (r->a[i].fd >= 0) {
+            gw_watcher_remove(t->host->loop, &r->a[i].w);
+            close(r->a[i].fd);
+        }
+    }
+    free(r);
+    t->dial.race = NULL;
+}
+
+static size_t attempts_running(const tunnel_race *r) {
+    size_t n = 0;
+    for (size_t i = 0; i < TUNNEL_ATTEMPTS; i++) {
+        n += r->a[i].fd >= 0;
+    }
+    return n;
+}
+
+static void attempt_text(const gw_tunnel *t, size_t addr, char *out, size_t cap) {
+    struct sockaddr_storage ss;
+    const res_addr *a = &t->dial.addrs[addr];
+    gw_sockaddr_from(&ss, a->family, a->addr, t->dial.connect_port);
+    gw_format_addr((struct sockaddr *)&ss, out, cap);
+}
+
+static void end_attempt(gw_tunnel *t, size_t slot) {
+    tunnel_race *r = t->dial.race;
+    gw_watcher_remove(t->host->loop, &r->a[slot].w);
+    close(r->a[slot].fd);
+    r->a[slot].fd = -1;
+}
+
+// start_attempt starts connecting to the next address. Returns 1 if one started, 0 if no
+// address (or no slot) is left; an address whose connect fails at once is skipped.
+static int start_attempt(gw_tunnel *t) {
+    tunnel_race *r = t->dial.race;
+    size_t slot = 0;
+    while (slot < TUNNEL_ATTEMPTS && r->a[slot].fd >= 0) {
+        slot++;
+    }
+    while (slot < TUNNEL_ATTEMPTS && t->dial.next_addr < t->dial.num_addrs) {
+        size_t i = t->dial.next_addr++;
+        const res_addr *a = &t->dial.addrs[i];
         struct sockaddr_storage ss;
         socklen_t len = gw_sockaddr_from(&ss, a->family, a->addr, t->dial.connect_port);
         gw_format_addr((struct sockaddr *)&ss, t->upstream_text, sizeof(t->upstream_text));
-        pool_key(t, t->upstream_text, t->dial.pool_key);
-        t->conn_kind = CONN_NEW;
-        tunnel_clear_reason(t);
+        gw_upstream tmp;
+        gw_upstream_init(&tmp);
         char why[REASON_MAX];
-        gw_err err = gw_upstream_connect(&t->upstream, (struct sockaddr *)&ss, len, why, sizeof(why));
+        gw_err err = gw_upstream_connect(&tmp, (struct sockaddr *)&ss, len, why, sizeof(why));
         if (err != GW_ERR_NONE) {
             tunnel_set_reason(t, "%s", why);
             t->dial.last_connect_err = err;
             continue;
         }
-        t->state = T_CONNECTING;
-        t->t_phase = gw_monotonic_ms();
-        t->upstream_io = (side){0};
-        gw_watcher_init(&t->upstream_io.w, t->upstream.fd, t->events->upstream, t);
-        if (!gw_watcher_set(loop, &t->upstream_io.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
-            gw_upstream_close(&t->upstream);
+        r->a[slot].fd = tmp.fd;
+        r->a[slot].addr = (uint32_t)i;
+        r->a[slot].started = gw_monotonic_ms();
+        gw_watcher_init(&r->a[slot].w, tmp.fd, t->events->upstream, t);
+        if (!gw_watcher_set(t->host->loop, &r->a[slot].w, EPOLLOUT | EPOLLET)) {
+            close(tmp.fd);
+            r->a[slot].fd = -1;
+            tunnel_set_reason(t, "cannot watch the connection to %s", t->upstream_text);
             t->dial.last_connect_err = GW_ERR_INTERNAL;
             continue;
         }
-        tunnel_set_timer(t, (uint64_t)t->cfg->limits.connect_timeout_ms);
-        return STEP_NEXT;
+        r->last_start = r->a[slot].started;
+        return 1;
     }
+    return 0;
+}
+
+// race_timer arms the phase timer for the race's next event: an attempt's connect timeout,
+// or the start of the next attempt.
+static void race_timer(gw_tunnel *t) {
+    tunnel_race *r = t->dial.race;
+    uint64_t now = gw_monotonic_ms(), next = UINT64_MAX;
+    for (size_t i = 0; i < TUNNEL_ATTEMPTS; i++) {
+        uint64_t end = r->a[i].started + (uint64_t)t->cfg->limits.connect_timeout_ms;
+        if (r->a[i].fd >= 0 && end < next) {
+            next = end;
+        }
+    }
+    int he = t->cfg->limits.happy_eyeballs_ms;
+    if (he > 0 && t->dial.next_addr < t->dial.num_addrs && attempts_running(r) < TUNNEL_ATTEMPTS &&
+        r->last_start + (uint64_t)he < next) {
+        next = r->last_start + (uint64_t)he;
+    }
+    tunnel_set_timer(t, next > now ? next - now : 0);
+}
+
+// race_lost: every attempt failed or timed out and no address is left.
+static tunnel_step race_lost(gw_tunnel *t) {
+    tunnel_drop_attempts(t);
     return tunnel_fail(t, t->dial.last_connect_err, "%s", tunnel_reason_of(t) ? t->reason : "no address to connect to");
 }
 
-// connect_failed gives up on the current address: the next one is tried.
-static tunnel_step connect_failed(gw_tunnel *t) {
-    gw_watcher_remove(t->host->loop, &t->upstream_io.w);
-    gw_upstream_close(&t->upstream);
-    t->state = T_CONNECT_NEXT;
+tunnel_step tunnel_phase_connect_next(gw_tunnel *t) {
+    if (t->dial.next_addr == 0 && t->door->exchanges && !t->dial.fresh && take_pooled(t)) {
+        t->state = T_ESTABLISHED;
+        return STEP_NEXT;
+    }
+    tunnel_drop_attempts(t);
+    if ((t->dial.race = malloc(sizeof(*t->dial.race))) == NULL) {
+        return tunnel_fail(t, GW_ERR_INTERNAL, "out of memory");
+    }
+    for (size_t i = 0; i < TUNNEL_ATTEMPTS; i++) {
+        t->dial.race->a[i].fd = -1;
+    }
+    t->conn_kind = CONN_NEW;
+    t->t_phase = gw_monotonic_ms();
+    tunnel_clear_reason(t);
+    if (!start_attempt(t)) {
+        return race_lost(t);
+    }
+    t->state = T_CONNECTING;
+    race_timer(t);
     return STEP_NEXT;
 }
 
@@ -236,16 +382,25 @@ static tunnel_step start_tls(gw_tunnel *t) {
     return STEP_NEXT;
 }
 
-tunnel_step tunnel_phase_connecting(gw_tunnel *t) {
-    if (!t->upstream_io.writable) {
-        return STEP_WAIT;
+// won makes the attempt in |slot| the tunnel's upstream connection and closes the others.
+static tunnel_step won(gw_tunnel *t, size_t slot) {
+    tunnel_race *r = t->dial.race;
+    int fd = r->a[slot].fd;
+    size_t addr = r->a[slot].addr;
+    gw_watcher_remove(t->host->loop, &r->a[slot].w);
+    r->a[slot].fd = -1;
+    tunnel_drop_attempts(t);
+    gw_upstream_init(&t->upstream);
+    t->upstream.fd = fd;
+    attempt_text(t, addr, t->upstream_text, sizeof(t->upstream_text));
+    pool_key(t, t->upstream_text, t->dial.pool_key);
+    if (t->dial.num_addrs > 1) {
+        remember_family(t, t->dial.addrs[addr].family);
     }
-    char reason[300];
-    gw_err err = gw_upstream_connect_result(&t->upstream, reason, sizeof(reason));
-    if (err != GW_ERR_NONE) {
-        tunnel_set_reason(t, "%s %s", t->upstream_text, reason);
-        t->dial.last_connect_err = err;
-        return connect_failed(t);
+    t->upstream_io = (side){.writable = 1};
+    gw_watcher_init(&t->upstream_io.w, fd, t->events->upstream, t);
+    if (!gw_watcher_set(t->host->loop, &t->upstream_io.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+        return tunnel_fail(t, GW_ERR_INTERNAL, "cannot watch the connection to %s", t->upstream_text);
     }
     tunnel_clear_reason(t);
     t->connect_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
@@ -254,6 +409,77 @@ tunnel_step tunnel_phase_connecting(gw_tunnel *t) {
     }
     t->state = T_ESTABLISHED;
     return STEP_NEXT;
+}
+
+tunnel_step tunnel_phase_connecting(gw_tunnel *t) {
+    tunnel_race *r = t->dial.race;
+    struct pollfd p[TUNNEL_ATTEMPTS];
+    size_t slot_of[TUNNEL_ATTEMPTS], n = 0;
+    for (size_t i = 0; i < TUNNEL_ATTEMPTS; i++) {
+        if (r->a[i].fd >= 0) {
+            p[n] = (struct pollfd){.fd = r->a[i].fd, .events = POLLOUT};
+            slot_of[n++] = i;
+        }
+    }
+    // Which attempt the event was for is not recorded: each is asked, without waiting.
+    if (n > 0 && poll(p, n, 0) < 0) {
+        return STEP_WAIT;
+    }
+    int failed = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (!(p[k].revents & (POLLOUT | POLLERR | POLLHUP))) {
+            continue;
+        }
+        size_t slot = slot_of[k];
+        gw_upstream probe;
+        gw_upstream_init(&probe);
+        probe.fd = r->a[slot].fd;
+        char reason[300], text[80];
+        gw_err err = gw_upstream_connect_result(&probe, reason, sizeof(reason));
+        if (err == GW_ERR_NONE) {
+            return won(t, slot);
+        }
+        attempt_text(t, r->a[slot].addr, text, sizeof(text));
+        tunnel_set_reason(t, "%s %s", text, reason);
+        t->dial.last_connect_err = err;
+        end_attempt(t, slot);
+        failed = 1;
+    }
+    // An attempt that failed starts the next at once (RFC 8305 section 5).
+    if ((failed || attempts_running(r) == 0) && !start_attempt(t) && attempts_running(r) == 0) {
+        return race_lost(t);
+    }
+    if (failed) {
+        race_timer(t);
+    }
+    return STEP_WAIT;
+}
+
+// race_timeout: the phase timer of T_CONNECTING. Attempts past connect_timeout_ms end;
+// the next attempt starts when happy_eyeballs_ms passed since the last one did.
+static tunnel_step race_timeout(gw_tunnel *t) {
+    tunnel_race *r = t->dial.race;
+    uint64_t now = gw_monotonic_ms();
+    int ended = 0;
+    for (size_t i = 0; i < TUNNEL_ATTEMPTS; i++) {
+        if (r->a[i].fd >= 0 && r->a[i].started + (uint64_t)t->cfg->limits.connect_timeout_ms <= now) {
+            char text[80];
+            attempt_text(t, r->a[i].addr, text, sizeof(text));
+            tunnel_set_reason(t, "connect to %s timed out after %d ms", text, t->cfg->limits.connect_timeout_ms);
+            t->dial.last_connect_err = GW_ERR_CONNECT_TIMEOUT;
+            end_attempt(t, i);
+            ended = 1;
+        }
+    }
+    int he = t->cfg->limits.happy_eyeballs_ms;
+    if (ended || attempts_running(r) == 0 || (he > 0 && r->last_start + (uint64_t)he <= now)) {
+        start_attempt(t);
+    }
+    if (attempts_running(r) == 0) {
+        return race_lost(t);
+    }
+    race_timer(t);
+    return STEP_NEXT;  // ask the attempts again: one may have connected meanwhile
 }
 
 // ---- T_HANDSHAKING, T_CONFIRMING ----
@@ -336,10 +562,7 @@ tunnel_step tunnel_timeout_dial(gw_tunnel *t) {
         case T_RESOLVING:
             return tunnel_fail(t, GW_ERR_DNS_TIMEOUT, "DNS lookup did not finish in time");
         case T_CONNECTING:
-            t->dial.last_connect_err = GW_ERR_CONNECT_TIMEOUT;
-            tunnel_set_reason(t, "connect to %s timed out after %d ms", t->upstream_text,
-                              t->cfg->limits.connect_timeout_ms);
-            return connect_failed(t);
+            return race_timeout(t);
         case T_HANDSHAKING:
             // Waiting for a token's signature (key_timeout_ms longer than what was left of
             // the handshake's time): the key is what is missing, not the server. The

@@ -218,6 +218,7 @@ struct gw_tunnel {
         int unconfirmed;    // a full TLS 1.3 handshake went on without waiting for the server's verdict
         res_addr addrs[RES_MAX_ADDRS];
         size_t num_addrs, next_addr;
+        struct tunnel_race_s *race;  // T_CONNECTING: the attempts under way
         gw_err last_connect_err;
         uint8_t pool_key[32];            // the upstream pool's key for the address connected to
         unsigned fresh : 1;              // a retried request: a new connection, not one from the pool
@@ -246,6 +247,18 @@ struct gw_tunnel {
     } http;
     gw_tunnel *prev, *next;
 };
+
+// The connection attempts of a dial under way (Happy Eyeballs), allocated only while it runs.
+#define TUNNEL_ATTEMPTS 4
+typedef struct tunnel_race_s {
+    struct {
+        int fd;  // -1: a free slot
+        gw_watcher w;
+        uint32_t addr;     // index in dial.addrs
+        uint64_t started;  // monotonic ms
+    } a[TUNNEL_ATTEMPTS];
+    uint64_t last_start;
+} tunnel_race;
 
 // Phases by what they do, instead of enum arithmetic.
 static inline int tunnel_reading_request(const gw_tunnel *t) {
@@ -327,6 +340,11 @@ tunnel_step tunnel_phase_established(gw_tunnel *t);
 tunnel_step tunnel_use_addresses(gw_tunnel *t, const res_addr *addrs, size_t n);
 // tunnel_drop_dial stops whatever the dial has under way (query, connection).
 void tunnel_drop_dial(gw_tunnel *t);
+// tunnel_drop_attempts closes the connection attempts of a dial under way.
+void tunnel_drop_attempts(gw_tunnel *t);
+// tunnel_order_addresses interleaves the families of dial.addrs, the one that connected
+// last for this host first (RFC 8305), when happy_eyeballs_ms is on.
+void tunnel_order_addresses(gw_tunnel *t);
 // tunnel_timeout_dial answers the timer of a dialing phase.
 tunnel_step tunnel_timeout_dial(gw_tunnel *t);
 

@@ -65,6 +65,7 @@ static void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
     gw_timer_stop(loop, &t->yield_timer);
     res_query_detach(t->dial.query);
     t->dial.query = NULL;
+    tunnel_drop_attempts(t);
     gw_passcheck_cancel(t->front.auth_job);
     t->front.auth_job = NULL;
     gw_watcher_remove(loop, &t->client_io.w);
