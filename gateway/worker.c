@@ -63,6 +63,7 @@ static void begin_drain(gw_worker *w) {
     }
     w->host.draining = 1;
     apply_pool_limits(w);  // stopping: nothing more is kept, and what was kept is closed
+    gw_preconn_apply(w->host.preconn, NULL);
     for (size_t i = 0; i < w->num_listeners; i++) {
         gw_listener_stop(&w->listeners[i]);
     }
@@ -157,6 +158,7 @@ static void on_event(gw_loop *loop, gw_watcher *watcher, uint32_t events) {
         pol_config_unref(w->host.cfg);
         w->host.cfg = next;
         apply_pool_limits(w);
+        gw_preconn_apply(w->host.preconn, next);  // the new rules' connections, from the new snapshot
     }
     if (atomic_load(&w->stop_requested)) {
         begin_drain(w);
@@ -202,6 +204,11 @@ int gw_worker_init(gw_worker *w, int index, pol_config *cfg, const int *listen_f
         return 0;
     }
     apply_pool_limits(w);
+    w->host.preconn = gw_preconn_new(&w->host);
+    if (w->host.preconn == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return 0;
+    }
     w->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->event_fd < 0) {
         snprintf(err, err_len, "eventfd: %s", strerror(errno));
@@ -237,6 +244,7 @@ static void *worker_main(void *arg) {
     char name[16];
     snprintf(name, sizeof(name), "mtlsgw-w%d", w->index);
     pthread_setname_np(pthread_self(), name);  // one line per worker in top -H, /proc/PID/task
+    gw_preconn_apply(w->host.preconn, w->host.cfg);
     gw_loop_run(w->host.loop);
     return NULL;
 }
@@ -279,6 +287,8 @@ void gw_worker_free(gw_worker *w) {
         gw_timer_stop(w->host.loop, &w->drain_timer);
         gw_timer_stop(w->host.loop, &w->trim_timer);
     }
+    gw_preconn_free(w->host.preconn);
+    w->host.preconn = NULL;
     gw_upool_free(w->host.upool);  // before the buffer pool: read-ahead buffers go back to it
     w->host.upool = NULL;
     res_resolver_free(w->host.resolver);

@@ -189,6 +189,7 @@ a0=$(metric 'mtlsgw_connections_accepted_total{listener="proxy"}')
 t0=$(metric 'mtlsgw_tunnels_total{action="mtls",result="ok"}')
 d0=$(metric 'mtlsgw_tunnels_total{action="deny",result="denied"}')
 h0=$(( $(metric 'mtlsgw_upstream_handshakes_total{identity="billing",resumed="false"}') + $(metric 'mtlsgw_upstream_handshakes_total{identity="billing",resumed="true"}') ))
+p0=$(metric 'mtlsgw_upstream_pool_requests_total{result="hit"}')
 for i in 1 2 3 4 5; do
     http_proxy="http://127.0.0.1:$GW_PORT" curl -s -m 10 -o /dev/null "http://billing.dc2.test/m$i"
 done
@@ -229,7 +230,10 @@ h1=$(awk '$1 ~ /^mtlsgw_upstream_handshakes_total\{identity="billing"/ {s += $2}
 expect_eq "/metrics: 7 client connections counted" "7" "$((a1 - a0))"
 expect_eq "/metrics: 5 mtls tunnels ok" "5" "$((t1 - t0))"
 expect_eq "/metrics: 2 denied" "2" "$((d1 - d0))"
-expect_eq "/metrics: 5 handshakes of identity billing" "5" "$((h1 - h0))"
+p1=$(awk '$1 == "mtlsgw_upstream_pool_requests_total{result=\"hit\"}" {print $2}' "$WORK/metrics.txt")
+expect_eq "/metrics: 5 requests of identity billing: each a handshake or a pooled connection" "5" \
+    "$((h1 - h0 + p1 - p0))"
+check "/metrics: ... and some pooled (5 client connections, $((h1 - h0)) handshakes)" [ "$((p1 - p0))" -ge 1 ]
 hist=$(awk '$1 == "mtlsgw_upstream_handshake_seconds_count{identity=\"billing\"}" {print $2}' "$WORK/metrics.txt")
 inf=$(awk '$1 == "mtlsgw_upstream_handshake_seconds_bucket{identity=\"billing\",le=\"+Inf\"}" {print $2}' "$WORK/metrics.txt")
 expect_eq "/metrics: handshake histogram count = +Inf bucket = handshakes" "$h1 $h1" "$hist $inf"

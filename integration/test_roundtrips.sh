@@ -6,9 +6,25 @@ source "$(dirname "$0")/lib.sh"
 
 make_pki
 start_backend
+BANNER_PORT=$(free_port)
+python3 "$HERE/banner.py" "$BANNER_PORT" 2> "$WORK/banner.log" &
+PIDS+=($!)
+wait_port "$BANNER_PORT" $!
 NGX_FULL=$(free_port)
 NGX_POOL=$(free_port)
-start_nginx_with "$NGX_FULL" "$NGX_POOL" <<NGX
+NGX_BANNER=$(free_port)
+start_nginx_with "$NGX_FULL" "$NGX_POOL" "$NGX_BANNER" <<NGX
+# A server-speaks-first service behind an mTLS terminator.
+stream {
+    server {
+        listen 127.0.0.1:$NGX_BANNER ssl;
+        ssl_certificate $PKI/orders.chain.crt;
+        ssl_certificate_key $PKI/orders.key;
+        ssl_client_certificate $PKI/client-ca.crt;
+        ssl_verify_client on;
+        proxy_pass 127.0.0.1:$BANNER_PORT;
+    }
+}
 http {
     include $WORK/nginx/temp_paths.conf;
     log_format conn '\$connection \$ssl_session_reused "\$ssl_client_s_dn" \$request';
@@ -37,9 +53,13 @@ NGX
 
 GW_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
+FWD_PORT=$(free_port)
 cat > "$WORK/gw.conf" <<CONF
 workers = 1;
-listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
+listen = (
+  { name = "proxy"; address = "127.0.0.1:$GW_PORT"; },
+  { name = "smtp"; address = "127.0.0.1:$FWD_PORT"; forward = "banner.test:25"; }
+);
 admin = { address = "127.0.0.1:$ADMIN_PORT"; };
 identities = (
   { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; },
@@ -48,7 +68,9 @@ identities = (
 rules = (
   { match = "full.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_FULL"; server_name = "orders.dc2.test"; },
   { match = "pool.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_POOL"; server_name = "orders.dc2.test"; },
-  { match = "pool-billing.test"; identity = "billing"; upstream = "127.0.0.1:$NGX_POOL"; server_name = "orders.dc2.test"; }
+  { match = "pool-billing.test"; identity = "billing"; upstream = "127.0.0.1:$NGX_POOL"; server_name = "orders.dc2.test"; },
+  { match = "banner.test:25"; identity = "ops"; upstream = "127.0.0.1:$NGX_BANNER"; server_name = "orders.dc2.test";
+    preconnect = 2; }
 );
 # Far longer than any client here waits: a tunnel that waited for the server's verdict
 # would time out.
@@ -127,6 +149,33 @@ check "reload: the pooled connection was retired" [ "$(metric 'mtlsgw_upstream_p
 out=$(curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" "http://pool.test/after-reload")
 expect_contains "after the reload: a new connection" "dn=CN=ops" "$out"
 expect_contains "... logged conn=new" "conn=new" "$(grep 'after-reload\|dest=pool.test:80' "$WORK/gw.log" | tail -1)"
+
+# ---- preconnected tunnels (preconnect = 2) ----
+parked_wait() {  # parked_wait N: until N connections are parked
+    for _ in $(seq 100); do [ "$(metric mtlsgw_preconnect_parked)" = "$1" ] && return 0; sleep 0.1; done
+    return 1
+}
+check "two verified connections kept ready for banner.test:25" parked_wait 2
+conns_before=$(grep -c '^connection' "$WORK/banner.log")
+out=$(python3 "$HERE/banner_client.py" "$GW_PORT" banner.test 25)
+expect_contains "SOCKS5 on a preconnected tunnel: the banner the server sent while it was parked" \
+    "220 banner.test ready" "$out"
+expect_contains "... and the conversation after it" "250 HELO x" "$out"
+out=$(python3 "$HERE/banner_client.py" "$FWD_PORT")
+expect_contains "forward listener on a preconnected tunnel: banner, then the conversation" \
+    "250 HELO x" "$out"
+expect_eq "access log: both tunnels conn=preconnected" "2" \
+    "$(grep 'dest=banner.test:25' "$WORK/gw.log" | grep -c 'conn=preconnected' || true)"
+expect_eq "metrics: 2 taken" "2" "$(metric 'mtlsgw_preconnect_total{event="taken"}')"
+check "each taken connection was replaced: 2 parked again" parked_wait 2
+expect_eq "the server saw 2 new connections (the replacements) and none for the tunnels themselves" \
+    "$((conns_before + 2))" "$(grep -c '^connection' "$WORK/banner.log")"
+# A reload replaces every parked connection with those of the new config.
+before=$(grep -c '^connection' "$WORK/banner.log")
+reload_gw
+for _ in $(seq 100); do [ "$(grep -c '^connection' "$WORK/banner.log")" -ge $((before + 2)) ] && break; sleep 0.1; done
+expect_eq "reload: two new parked connections" "$((before + 2))" "$(grep -c '^connection' "$WORK/banner.log")"
+check "... and two parked" parked_wait 2
 
 # ---- Happy Eyeballs (RFC 8305), in a network namespace ----
 # A name with an IPv6 and an IPv4 address, IPv6 first. nftables drops SYNs to the IPv6

@@ -300,6 +300,18 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
         if (r.action == POL_ACTION_DENY && (has_upstream || port)) {
             pol_ld_problem(ld, g, prefix, "a deny rule takes no upstream");
         }
+        pol_settings_read_ints(ld, g, prefix, "rules[]", &r);
+        if (r.preconnect > 0) {
+            pol_ld_setting_path(path, sizeof(path), prefix, "preconnect");
+            const config_setting_t *pc = config_setting_get_member(g, "preconnect");
+            int one = r.upstream_host != NULL || (r.match.kind == POL_MATCH_HOST && r.match.port_lo == r.match.port_hi);
+            if (r.action != POL_ACTION_MTLS) {
+                pol_ld_problem(ld, pc, path, "only used by action \"mtls\"");
+            } else if (!one) {
+                pol_ld_problem(ld, pc, path,
+                               "needs one destination: a rule whose match is one host:port, or that has upstream");
+            }
+        }
         r.callers = pol_ld_callers(ld, g, prefix, db);
         pol_ld_rule_listeners(ld, g, prefix, &r.listeners, &r.listeners_text);
         r.where = pol_ld_where_of(ld, g);

@@ -44,6 +44,7 @@ typedef struct {
     int upstream_is_literal;  // upstream_host is an IP address the operator wrote
     uint64_t listeners;       // `listener`: bit i for listener i; 0: every listener
     char *listeners_text;     // as written ("a, b"), for people; NULL: every listener
+    int preconnect;           // verified connections each worker keeps ready (one destination only)
 } pol_rule;
 
 typedef struct {

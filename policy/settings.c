@@ -73,6 +73,7 @@ const pol_setting pol_settings[] = {
     OF("rules[]", "server_uri", PST_STRING),
     OF("rules[]", "caller", PST_ANY),
     OF("rules[]", "listener", PST_ANY),
+    INT("rules[]", "preconnect", 0, 64, 0, pol_rule, preconnect),  // verified connections kept ready, per worker
     // limits = { ... }
     INT("limits", "max_connections", 1, 10000000, 20000, pol_config, limits.max_connections),
     INT("limits", "connect_timeout_ms", 10, 600000, 5000, pol_config, limits.connect_timeout_ms),

@@ -88,6 +88,18 @@ void gw_metrics_dns(gw_dns_result result) {
     }
 }
 
+static atomic_llong g_preconn_parked;
+static atomic_ullong g_preconn[GW_PRECONN_COUNT];
+
+void gw_metrics_preconnect(gw_preconnect_event event, int parked) {
+    if (event < GW_PRECONN_COUNT) {
+        atomic_fetch_add_explicit(&g_preconn[event], 1, memory_order_relaxed);
+    }
+    if (parked != 0) {
+        atomic_fetch_add_explicit(&g_preconn_parked, parked, memory_order_relaxed);
+    }
+}
+
 void gw_metrics_reload(int ok) {
     ADD(g.reloads[ok ? 1 : 0], 1);
 }
@@ -299,6 +311,17 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
         "# HELP mtlsgw_session_cache_sessions TLS sessions held in the cache.\n"
         "# TYPE mtlsgw_session_cache_sessions gauge\nmtlsgw_session_cache_sessions %zu\n",
         keys, sessions);
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_preconnect_parked Verified connections kept ready for rules with preconnect.\n"
+                     "# TYPE mtlsgw_preconnect_parked gauge\nmtlsgw_preconnect_parked %lld\n"
+                     "# HELP mtlsgw_preconnect_total Preconnected connections, by what became of them.\n"
+                     "# TYPE mtlsgw_preconnect_total counter\n",
+                     (long long)atomic_load_explicit(&g_preconn_parked, memory_order_relaxed));
+    static const char *const preconn_names[GW_PRECONN_COUNT] = {"taken", "expired", "closed", "failed"};
+    for (int i = 0; i < GW_PRECONN_COUNT; i++) {
+        gw_strbuf_printf(&b, "mtlsgw_preconnect_total{event=\"%s\"} %llu\n", preconn_names[i],
+                         (unsigned long long)atomic_load_explicit(&g_preconn[i], memory_order_relaxed));
+    }
     gw_upool_stats ps;
     gw_upool_read_stats(&ps);
     gw_strbuf_printf(&b,

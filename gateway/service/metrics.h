@@ -37,6 +37,18 @@ typedef enum {
 void gw_metrics_password_check(gw_pass_result result);
 void gw_metrics_reload(int ok);
 
+// Preconnected connections (preconnect = N): what became of them, and how many are parked.
+typedef enum {
+    GW_PRECONN_TAKEN = 0,  // a tunnel took it
+    GW_PRECONN_EXPIRED,    // parked longer than upstream_pool.idle_timeout_s: replaced
+    GW_PRECONN_CLOSED,     // the server closed it while parked
+    GW_PRECONN_FAILED,     // its dial failed (a backoff, then another)
+    GW_PRECONN_COUNT
+} gw_preconnect_event;
+// gw_metrics_preconnect counts |event| (GW_PRECONN_COUNT: none) and adds |parked| to the
+// parked gauge.
+void gw_metrics_preconnect(gw_preconnect_event event, int parked);
+
 // gw_metrics_worker_turn publishes worker |index|'s longest loop turn so far (once a
 // second, from the worker): mtlsgw_worker_longest_turn_seconds{worker}.
 #define GW_METRICS_MAX_WORKERS 256

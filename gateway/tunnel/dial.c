@@ -56,6 +56,17 @@ tunnel_step tunnel_phase_route(gw_tunnel *t) {
     t->dial.connect_port = r->upstream_port ? r->upstream_port : port;
     snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s",
              r->server_name ? r->server_name : t->dial.connect_host);
+    if (r->preconnect > 0 && !t->door->exchanges && tunnel_take_preconnected(t)) {
+        // A verified connection kept ready for this destination: no DNS, TCP or TLS.
+        t->conn_kind = CONN_PRECONNECTED;
+        t->upstream_io = (side){.writable = 1, .readable = 1};  // a banner may wait in it
+        gw_watcher_init(&t->upstream_io.w, t->upstream.fd, t->events->upstream, t);
+        if (!gw_watcher_set(t->host->loop, &t->upstream_io.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+            return tunnel_fail(t, GW_ERR_INTERNAL, "cannot watch the connection to %s", t->upstream_text);
+        }
+        t->state = T_ESTABLISHED;
+        return STEP_NEXT;
+    }
     t->state = T_RESOLVING;
     t->t_phase = gw_monotonic_ms();
     t->dial.resolved = 0;

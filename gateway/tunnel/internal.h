@@ -377,6 +377,12 @@ void tunnel_release_if_empty(gw_tunnel *t, gw_buf **b);
 // sent is flushed to the client, then the reset passed on (bounded by the flush deadline).
 tunnel_step tunnel_flush_then_reset(gw_tunnel *t);
 
+// ---- preconnect.c ----
+// tunnel_take_preconnected moves a parked connection for the tunnel's rule and
+// destination (dial.connect_host, connect_port, server_name) into t->upstream. Returns 1 if
+// there was one.
+int tunnel_take_preconnected(gw_tunnel *t);
+
 // ---- transparent.c ----
 // tunnel_transparent_start begins a tunnel of a transparent listener whose connection was
 // going to |orig| (NULL: nothing redirected it).

@@ -19,6 +19,7 @@
 #include "resolver/resolver.h"
 
 typedef struct gw_tunnel gw_tunnel;
+typedef struct gw_preconn_s gw_preconn;
 
 // What tunnels share with the others of their thread: the loop, the buffer pool, the
 // current snapshot for new tunnels, the resolver and the password checks. A worker owns
@@ -29,10 +30,11 @@ typedef struct gw_tunnel_host {
     pol_config *cfg;  // the snapshot new tunnels (and new http_proxy requests) use
     res_resolver *resolver;
     gw_passcheck *passcheck;
-    gw_keyops *keyops;   // channels to the signers of keys in tokens
-    gw_upool *upool;     // idle upstream connections for http_proxy requests (upstream_pool)
-    int draining;        // stopping: responses say Connection: close
-    gw_tunnel *tunnels;  // open tunnels, for draining and shutdown
+    gw_keyops *keyops;    // channels to the signers of keys in tokens
+    gw_upool *upool;      // idle upstream connections for http_proxy requests (upstream_pool)
+    gw_preconn *preconn;  // connections kept ready for rules with preconnect
+    int draining;         // stopping: responses say Connection: close
+    gw_tunnel *tunnels;   // open tunnels, for draining and shutdown
     size_t num_tunnels;
     void (*on_closed)(struct gw_tunnel_host *host);  // a tunnel just went away
 } gw_tunnel_host;
@@ -76,6 +78,12 @@ void gw_tunnel_abort(gw_tunnel *t, const char *reason);
 // called on every tunnel when the gateway begins to stop.
 void gw_tunnel_drain(gw_tunnel *t);
 
+// gw_preconn_new makes |host|'s keeper of preconnected connections (preconnect.c);
+// gw_preconn_apply replaces its connections by those |cfg|'s rules ask for (NULL: none);
+// gw_preconn_free closes them all.
+gw_preconn *gw_preconn_new(gw_tunnel_host *host);
+void gw_preconn_apply(gw_preconn *p, pol_config *cfg);
+void gw_preconn_free(gw_preconn *p);
 // gw_tunnel_next returns the next tunnel in the host's list.
 gw_tunnel *gw_tunnel_next(gw_tunnel *t);
 

@@ -101,6 +101,44 @@ static void every_error_with_line(void **state) {
     pol_errors_free(&errs);
 }
 
+// The round-trip settings (DESIGN "Round trips"): the pool's, Happy Eyeballs', preconnect.
+static void round_trip_settings(void **state) {
+    pol_errors errs;
+    pol_config *cfg = load(
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+        "upstream_pool = { idle_per_key = -1; idle_timeout_s = 0; max_reqs = 5; };\n"
+        "limits = { happy_eyeballs_ms = 20000; };\n"
+        "rules = (\n"
+        "  { match = \"*.a.test:443\"; action = \"direct\"; preconnect = 2; },\n"
+        "  { match = \"*.b.test:443\"; identity = \"nobody\"; preconnect = 1; },\n"
+        "  { match = \"c.test:443\"; identity = \"nobody\"; preconnect = 65; }\n"
+        ");\n",
+        &errs);
+    assert_null(cfg);
+    assert_true(has(&errs, "2: upstream_pool.idle_per_key: expected an integer from 0 to 100000, found -1"));
+    assert_true(has(&errs, "2: upstream_pool.idle_timeout_s: expected an integer from 1 to 3600, found 0"));
+    assert_true(has(&errs,
+                    "2: upstream_pool.max_reqs: unknown setting; expected one of: idle_per_key, idle_total, "
+                    "idle_timeout_s, max_requests"));
+    assert_true(has(&errs, "3: limits.happy_eyeballs_ms: expected an integer from 0 to 10000, found 20000"));
+    assert_true(has(&errs, "5: rules[0].preconnect: only used by action \"mtls\""));
+    assert_true(has(&errs,
+                    "6: rules[1].preconnect: needs one destination: a rule whose match is one host:port, or "
+                    "that has upstream"));
+    assert_true(has(&errs, "7: rules[2].preconnect: expected an integer from 0 to 64, found 65"));
+    pol_errors_free(&errs);
+    // The defaults.
+    cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n", &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->upstream_pool.idle_per_key, 16);
+    assert_int_equal(cfg->upstream_pool.idle_total, 4096);
+    assert_int_equal(cfg->upstream_pool.idle_timeout_s, 30);
+    assert_int_equal(cfg->upstream_pool.max_requests, 1000);
+    assert_int_equal(cfg->limits.happy_eyeballs_ms, 250);
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
+}
+
 static void syntax_error(void **state) {
     pol_errors errs;
     pol_config *cfg = load("listen = (\n  { name = \"p\" address = ; }\n);\n", &errs);
@@ -302,13 +340,11 @@ static void rules_by_listener(void **state) {
 }
 
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(minimal_and_defaults),
-                                       cmocka_unit_test(every_error_with_line),
-                                       cmocka_unit_test(syntax_error),
-                                       cmocka_unit_test(missing_listen),
-                                       cmocka_unit_test(deny_addresses),
-                                       cmocka_unit_test(own_addresses),
-                                       cmocka_unit_test(callers_need_user_as_root),
-                                       cmocka_unit_test(rules_by_listener)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(minimal_and_defaults), cmocka_unit_test(every_error_with_line),
+        cmocka_unit_test(round_trip_settings),  cmocka_unit_test(syntax_error),
+        cmocka_unit_test(missing_listen),       cmocka_unit_test(deny_addresses),
+        cmocka_unit_test(own_addresses),        cmocka_unit_test(callers_need_user_as_root),
+        cmocka_unit_test(rules_by_listener)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
