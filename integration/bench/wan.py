@@ -150,7 +150,13 @@ def link_rtt():
 
 # ---- the proxies: each start() returns (process, {kind: port}) ----
 
-def mtlsgw():
+def mtlsgw(rule_extra=""):
+    def run():
+        return mtlsgw_run(rule_extra)
+    return run
+
+
+def mtlsgw_run(rule_extra):
     s, h, f = free_port(), free_port(), free_port()
     conf = os.path.join(WORK, "wan-mtlsgw.conf")
     with open(conf, "w") as c:
@@ -161,10 +167,10 @@ listen = (
   {{ name = "fwd"; address = "127.0.0.1:{f}"; forward = "{host}:443"; }}
 );
 identities = ( {{ name = "ops"; certificate = "{p}/ops.crt"; key = "{p}/ops.key"; trust = "{p}/server-trust.crt"; }} );
-rules = ( {{ match = "{host}"; identity = "ops"; upstream = "{far}:{fp}"; server_name = "{host}"; }} );
+rules = ( {{ match = "{host}"; identity = "ops"; upstream = "{far}:{fp}"; server_name = "{host}"; {rule_extra} }} );
 log = {{ level = "warn"; access = "{w}/wan-access.log"; }};
 {extra}
-""".format(s=s, h=h, f=f, p=PKI, host=HOST, far=FAR, fp=FAR_PORT, w=WORK, extra=EXTRA))
+""".format(s=s, h=h, f=f, p=PKI, host=HOST, far=FAR, fp=FAR_PORT, w=WORK, extra=EXTRA, rule_extra=rule_extra))
     p = start([MTLSGW, "run", "-c", conf], "wan-mtlsgw")
     wait_port(s, p)
     return p, {"socks5": s, "connect": h, "http_proxy": h, "forward": f}
@@ -250,10 +256,12 @@ listen fwd
 
 PATHS = [
     # key, words, proxy, kind
-    ("mtlsgw-socks5", "mtlsgw SOCKS5 (reply, then request)", mtlsgw, "socks5"),
-    ("mtlsgw-connect", "mtlsgw HTTP CONNECT", mtlsgw, "connect"),
-    ("mtlsgw-http", "mtlsgw http_proxy", mtlsgw, "http_proxy"),
-    ("mtlsgw-forward", "mtlsgw forward listener", mtlsgw, "forward"),
+    ("mtlsgw-socks5", "mtlsgw SOCKS5 (reply, then request)", mtlsgw(), "socks5"),
+    ("mtlsgw-connect", "mtlsgw HTTP CONNECT", mtlsgw(), "connect"),
+    ("mtlsgw-http", "mtlsgw http_proxy (upstream pool)", mtlsgw(), "http_proxy"),
+    ("mtlsgw-forward", "mtlsgw forward listener", mtlsgw(), "forward"),
+    ("mtlsgw-socks5-pre", "mtlsgw SOCKS5, preconnect = 2", mtlsgw("preconnect = 2;"), "socks5"),
+    ("mtlsgw-forward-pre", "mtlsgw forward listener, preconnect = 2", mtlsgw("preconnect = 2;"), "forward"),
     ("nginx-stream", "nginx stream proxy_ssl", nginx_stream, "forward"),
     ("haproxy", "HAProxy ssl crt (tcp)", haproxy, "forward"),
     ("nginx-http", "nginx http proxy_pass https:// (no pool)", nginx_http(False), "reverse"),
