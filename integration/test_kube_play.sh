@@ -147,8 +147,20 @@ for p in pods + [intruder]:
 PY
 
 play() {  # play FILE [ARGS...]: podman kube play, undone at the end
-    "${PODMAN[@]}" kube play "${@:2}" "$1" > "$WORK/play-$(basename "$1").out" 2>&1 || { cat "$WORK/play-$(basename "$1").out"; return 1; }
+    # A run killed before its undo leaves its pods: take them down first (ours by name).
+    "${PODMAN[@]}" kube down "$1" > /dev/null 2>&1 || true
+    "${PODMAN[@]}" kube play --replace "${@:2}" "$1" > "$WORK/play-$(basename "$1").out" 2>&1 || { cat "$WORK/play-$(basename "$1").out"; return 1; }
     UNDO=("${PODMAN[*]} kube down $1" "${UNDO[@]}")
+    # kube down (podman 4.3) keeps the volumes play made for ConfigMaps and Secrets.
+    local v
+    for v in $(/usr/bin/python3 -c 'import sys, yaml
+for d in yaml.safe_load_all(open(sys.argv[1])):
+    for vol in ((d or {}).get("spec") or {}).get("volumes") or []:
+        ref = vol.get("configMap") or vol.get("secret") or {}
+        name = ref.get("name") or ref.get("secretName")
+        if name: print(name)' "$1"); do
+        UNDO+=("${PODMAN[*]} volume rm -f $v")
+    done
 }
 check "the DaemonSet's pod plays (init container check, then the gateway)" \
     play "$WORK/gateway-pod.yaml" --configmap "$WORK/cm-config.yaml" --configmap "$WORK/cm-trust.yaml"
@@ -191,4 +203,11 @@ done
 expect_contains "the sidecar's app, with http_proxy only: nginx saw the orders identity" \
     "dn=CN=orders-svc,O=mtlsgw-test" "$(logs orders-client-app)"
 expect_contains "the sidecar gateway logged the app's request" '"dest":"orders.dc2.test:80"' "$(logs orders-client-mtlsgw)"
+if [ "$FAILS" -gt 0 ]; then  # what CI needs to say why
+    echo "--- podman ps -a"; "${PODMAN[@]}" ps -a 2>&1 | tail -20
+    for f in "$WORK"/play-*.out; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done
+    for c in mtlsgw-node-mtlsgw orders-client-mtlsgw orders-app-app orders-app-redis billing-app-app; do
+        echo "--- logs $c"; logs "$c" | tail -15
+    done
+fi
 finish

@@ -107,6 +107,7 @@ rules = (
   { match = "*"; action = "deny"; }
 );
 limits = { key_timeout_ms = 1500; handshake_timeout_ms = 8000; };
+upstream_pool = { idle_per_key = 0; };  # every request a handshake: this test is about signing
 admin = { address = "127.0.0.1:$ADMIN_PORT"; };
 deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
