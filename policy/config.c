@@ -312,6 +312,23 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
                                "needs one destination: a rule whose match is one host:port, or that has upstream");
             }
         }
+        if (r.early_data) {
+            pol_ld_setting_path(path, sizeof(path), prefix, "early_data");
+            const config_setting_t *ed = config_setting_get_member(g, "early_data");
+            if (r.action != POL_ACTION_MTLS) {
+                pol_ld_problem(ld, ed, path, "only used by action \"mtls\"");
+            }
+            for (size_t k = 0; k < r.num_identities; k++) {
+                if (r.identities[k]->p11 != NULL) {
+                    // Early data the server rejects is sent again after the handshake,
+                    // which may then be a full one: a token signing in the middle of the
+                    // relay could hang it.
+                    pol_ld_problem(ld, ed, path,
+                                   "identity \"%s\" keeps its key in a token: early data needs a key file",
+                                   r.identities[k]->spec.name);
+                }
+            }
+        }
         r.callers = pol_ld_callers(ld, g, prefix, db);
         pol_ld_rule_listeners(ld, g, prefix, &r.listeners, &r.listeners_text);
         r.where = pol_ld_where_of(ld, g);

@@ -45,6 +45,7 @@ typedef struct {
     uint64_t listeners;       // `listener`: bit i for listener i; 0: every listener
     char *listeners_text;     // as written ("a, b"), for people; NULL: every listener
     int preconnect;           // verified connections each worker keeps ready (one destination only)
+    int early_data;           // TLS 1.3 early data on resumed sessions (mtls only)
 } pol_rule;
 
 typedef struct {

@@ -11,6 +11,8 @@
     { sec, nm, PST_INT, lo, hi, def, offsetof(st, member) }
 #define INT_CUSTOM(sec, nm, lo, hi) \
     { sec, nm, PST_INT, lo, hi, 0, PST_NO_FIELD }
+#define BOOL(sec, nm, def, st, member) \
+    { sec, nm, PST_BOOL, 0, 1, def, offsetof(st, member) }
 #define OF(sec, nm, type) \
     { sec, nm, type, 0, 0, 0, PST_NO_FIELD }
 
@@ -74,6 +76,7 @@ const pol_setting pol_settings[] = {
     OF("rules[]", "caller", PST_ANY),
     OF("rules[]", "listener", PST_ANY),
     INT("rules[]", "preconnect", 0, 64, 0, pol_rule, preconnect),  // verified connections kept ready, per worker
+    BOOL("rules[]", "early_data", 0, pol_rule, early_data),        // TLS 1.3 0-RTT on resumed sessions
     // limits = { ... }
     INT("limits", "max_connections", 1, 10000000, 20000, pol_config, limits.max_connections),
     INT("limits", "connect_timeout_ms", 10, 600000, 5000, pol_config, limits.connect_timeout_ms),
@@ -121,13 +124,29 @@ void pol_settings_read_ints(loader *ld, const config_setting_t *group, const cha
                             void *base) {
     for (size_t i = 0; i < pol_num_settings; i++) {
         const pol_setting *s = &pol_settings[i];
-        if (s->type != PST_INT || s->field == PST_NO_FIELD || strcmp(s->section, section) != 0) {
+        if ((s->type != PST_INT && s->type != PST_BOOL) || s->field == PST_NO_FIELD ||
+            strcmp(s->section, section) != 0) {
             continue;
         }
         int *dst = (int *)((char *)base + s->field);
         *dst = (int)s->dflt;
-        if (group != NULL) {
+        if (group == NULL) {
+            continue;
+        }
+        if (s->type == PST_INT) {
             pol_ld_get_int(ld, group, prefix, s->name, s->min, s->max, dst);
+            continue;
+        }
+        const config_setting_t *b = config_setting_get_member(group, s->name);
+        if (b == NULL) {
+            continue;
+        }
+        if (config_setting_type(b) != CONFIG_TYPE_BOOL) {
+            char path[256];
+            pol_ld_setting_path(path, sizeof(path), prefix, s->name);
+            pol_ld_problem(ld, b, path, "expected true or false");
+        } else {
+            *dst = config_setting_get_bool(b);
         }
     }
 }

@@ -17,6 +17,7 @@ typedef enum {
     PST_LIST,    // a list or array: the section parses it
     PST_GROUP,   // a group { ... } of its own settings (a section)
     PST_ANY,     // a string or a list of strings: the section parses it
+    PST_BOOL,    // true or false (default: dflt), read into the int at field
 } pol_setting_type;
 
 #define PST_NO_FIELD ((size_t)-1)
@@ -25,8 +26,8 @@ typedef struct {
     const char *section;  // "" the top level, "limits", "identities[]" (each element of a list), ...
     const char *name;
     pol_setting_type type;
-    long long min, max, dflt;  // PST_INT
-    size_t field;              // PST_INT: offset of its int in the section's struct, or PST_NO_FIELD
+    long long min, max, dflt;  // PST_INT (PST_BOOL: dflt)
+    size_t field;              // PST_INT, PST_BOOL: offset of its int in the section's struct, or PST_NO_FIELD
 } pol_setting;
 
 extern const pol_setting pol_settings[];
@@ -36,9 +37,9 @@ extern const size_t pol_num_settings;
 // table does not have (|prefix| names the group in messages).
 void pol_settings_check_members(loader *ld, const config_setting_t *group, const char *prefix, const char *section);
 
-// pol_settings_read_ints sets each PST_INT with a field of |section| in |base| (the
-// section's struct) to its default, then to its value in |group| when set there (a
-// value out of range is a file:line error). |group| may be NULL (the section is absent).
+// pol_settings_read_ints sets each PST_INT and PST_BOOL with a field of |section| in |base|
+// (the section's struct) to its default, then to its value in |group| when set there (a
+// value out of range, or not true/false, is a file:line error). |group| may be NULL (the section is absent).
 void pol_settings_read_ints(loader *ld, const config_setting_t *group, const char *prefix, const char *section,
                             void *base);
 

@@ -20,7 +20,7 @@ def read(path):
         return f.read()
 
 
-settings = set(re.findall(r'^\s*(?:INT|INT_CUSTOM|OF)\("[a-z_.\[\]]*", "([a-z_0-9]+)"', read("policy/settings.c"), re.M))
+settings = set(re.findall(r'^\s*(?:INT|INT_CUSTOM|OF|BOOL)\("[a-z_.\[\]]*", "([a-z_0-9]+)"', read("policy/settings.c"), re.M))
 conf5, conf, man8 = read("etc/man/mtlsgw.conf.5.scd"), read("etc/mtlsgw.conf"), read("etc/man/mtlsgw.8.scd")
 missing = []
 # Each integer's default, as the table has it, is the one mtlsgw.conf(5) gives: "*name* [default".
@@ -28,6 +28,10 @@ src = read("policy/settings.c")
 for name, lo, hi, default in re.findall(r'^\s*INT\("[a-z_.\[\]]*", "([a-z_0-9]+)", ([^,]+), ([^,]+), ([^,]+),', src, re.M):
     if not re.search(r"\*%s\* \[%s\b" % (re.escape(name), re.escape(default.strip())), conf5):
         missing.append("mtlsgw.conf(5) does not give setting %s its default [%s]" % (name, default.strip()))
+for name, default in re.findall(r'^\s*BOOL\("[a-z_.\[\]]*", "([a-z_0-9]+)", ([01]),', src, re.M):
+    word = "true" if default == "1" else "false"
+    if not re.search(r"\*%s\* \[%s\]" % (re.escape(name), word), conf5):
+        missing.append("mtlsgw.conf(5) does not give setting %s its default [%s]" % (name, word))
 for s in sorted(settings):
     if not re.search(r"\*%s\*" % re.escape(s), conf5):
         missing.append("mtlsgw.conf(5) does not describe setting %s" % s)

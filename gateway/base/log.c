@@ -298,6 +298,9 @@ void gw_access_log(const gw_access_record *r) {
     n = put_str(line, n, cap, "tls", r->tls, json);
     n = put_num(line, n, cap, "resumed", r->resumed, json);
     n = put_str(line, n, cap, "conn", r->conn, json);
+    if (r->early != NULL) {
+        n = put_str(line, n, cap, "early", r->early, json);
+    }
     n = put_num(line, n, cap, "dns_ms", r->dns_ms, json);
     n = put_num(line, n, cap, "connect_ms", r->connect_ms, json);
     n = put_num(line, n, cap, "handshake_ms", r->handshake_ms, json);

@@ -33,8 +33,9 @@ void gw_log(gw_log_level level, const char *fmt, ...) __attribute__((format(prin
 typedef struct {
     int64_t caller;  // uid of the local caller; < 0: not known
     const char *client, *listener, *proto, *dest, *rule, *action, *identity, *upstream, *sni, *tls, *result, *reason;
-    int resumed;       // -1: no TLS
-    const char *conn;  // how the upstream connection came: new, kept, pooled, preconnected (NULL: none)
+    int resumed;        // -1: no TLS
+    const char *conn;   // how the upstream connection came: new, kept, pooled, preconnected (NULL: none)
+    const char *early;  // TLS early data: "-" (none), accepted, rejected (NULL: no TLS connection)
     int64_t dns_ms, connect_ms, handshake_ms, duration_ms;
     uint64_t up_bytes, down_bytes;
     const char *user;    // the authenticated proxy user (NULL: the key is left out)

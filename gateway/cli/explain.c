@@ -239,7 +239,7 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
     uint64_t t0 = gw_monotonic_us(), t1;
     u.describe_cas = 1;
     if (!gw_upstream_tls_begin(&u, (const gw_identity *const *)r->identities, r->num_identities, sni, r->server_uri,
-                               key, NULL)) {
+                               key, NULL, 0)) {
         printf("tls          FAILED: cannot create a TLS connection\n");
         gw_upstream_close(&u);
         return 0;

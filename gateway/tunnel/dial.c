@@ -382,8 +382,11 @@ static tunnel_step start_tls(gw_tunnel *t) {
     char where[600];
     snprintf(where, sizeof(where), "%s|%s|%s", t->upstream_text, t->dial.server_name,
              r->server_uri ? r->server_uri : "");
+    // Early data: what a SOCKS, CONNECT or forward client sends first, or an http_proxy
+    // request that is safe to send twice (the server may see it twice: replays).
+    int early = r->early_data && (!t->door->exchanges || tunnel_http_early_ok(t));
     if (!gw_upstream_tls_begin(&t->upstream, (const gw_identity *const *)r->identities, r->num_identities,
-                               t->dial.server_name, r->server_uri, where, &t->host->pool)) {
+                               t->dial.server_name, r->server_uri, where, &t->host->pool, early)) {
         return tunnel_fail(t, GW_ERR_INTERNAL, "cannot create a TLS connection");
     }
     t->state = T_HANDSHAKING;
@@ -525,7 +528,17 @@ tunnel_step tunnel_phase_tls(gw_tunnel *t) {
         case GW_STEP_DONE:
             break;
     }
-    if (t->state == T_HANDSHAKING) {
+    if (t->state == T_HANDSHAKING && t->upstream.early == GW_EARLY_SENDING) {
+        // Resumed with early data offered: the ClientHello left and the client's first
+        // bytes follow it; the transport finishes the handshake (and sends them again if
+        // the server refuses them). The server's first data confirms the connection.
+        t->handshake_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+        gw_metrics_handshake(t->upstream.identity->metrics_slot, 1, gw_monotonic_us() - t->hs_start_us);
+        t->dial.unconfirmed = 1;
+        if (t->door->exchanges) {
+            tunnel_http_mark_early(t);
+        }
+    } else if (t->state == T_HANDSHAKING) {
         t->handshake_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
         gw_metrics_handshake(t->upstream.identity->metrics_slot, SSL_session_reused(t->upstream.ssl),
                              gw_monotonic_us() - t->hs_start_us);

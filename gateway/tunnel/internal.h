@@ -398,6 +398,11 @@ tunnel_step tunnel_sniff_give_up(gw_tunnel *t);
 // writes the head in origin-form into to_up.
 tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr);
 tunnel_step tunnel_phase_http(gw_tunnel *t);
+// tunnel_http_early_ok says whether the request waiting in to_up may go as TLS early data:
+// a safe method (RFC 9110 section 9.2.1), no body, and room for the Early-Data header.
+int tunnel_http_early_ok(const gw_tunnel *t);
+// tunnel_http_mark_early adds "Early-Data: 1" (RFC 8470) to the request head in to_up.
+void tunnel_http_mark_early(gw_tunnel *t);
 // tunnel_http_upstream_failed: the upstream broke (reset, TLS error) during an exchange.
 tunnel_step tunnel_http_upstream_failed(gw_tunnel *t, const tunnel_io_failure *f);
 // tunnel_http_timeout answers the timer during the exchange (idle, a slow later head).

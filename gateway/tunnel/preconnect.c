@@ -103,7 +103,7 @@ static void advance(slot *s) {
         s->up.keyops = s->p->host->keyops;
         s->up.key_timeout_ms = cfg->limits.key_timeout_ms;
         if (!gw_upstream_tls_begin(&s->up, (const gw_identity *const *)s->rule->identities, s->rule->num_identities,
-                                   s->server_name, s->rule->server_uri, where, &s->p->host->pool)) {
+                                   s->server_name, s->rule->server_uri, where, &s->p->host->pool, 0)) {
             failed(s, "cannot create a TLS connection");
             return;
         }

@@ -74,6 +74,9 @@ void tunnel_log_access(gw_tunnel *t) {
         .resumed = resumed,
         .conn = t->upstream_text[0] && (t->connect_ms >= 0 || t->conn_kind != CONN_NEW) ? tunnel_conn_name(t->conn_kind)
                                                                                         : NULL,
+        .early = tls == NULL                ? NULL
+                 : t->conn_kind == CONN_NEW ? gw_upstream_early_text(&t->upstream)
+                                            : "-",
         .dns_ms = t->dns_ms,
         .connect_ms = t->connect_ms,
         .handshake_ms = t->handshake_ms,

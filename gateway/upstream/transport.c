@@ -49,7 +49,37 @@ gw_io gw_socket_write(int fd, const uint8_t *p, size_t n, gw_result on_error, ch
     return io_failed(on_error);
 }
 
+// settle finishes a handshake that returned early (upstream.c decides; this maps its
+// answer). GW_IO_DATA with n = 0 once done.
+static gw_io settle(gw_upstream *u, char *reason, size_t reason_len) {
+    gw_err err = GW_ERR_NONE;
+    switch (gw_upstream_early_settle(u, &err, reason, reason_len)) {
+        case GW_STEP_DONE:
+            return io_data(0);
+        case GW_STEP_WANT_READ:
+            return (gw_io){.kind = GW_IO_WANT_READ};
+        case GW_STEP_WANT_WRITE:
+            return (gw_io){.kind = GW_IO_WANT_WRITE};
+        default: {
+            // No token keys with early data (the config refuses them): a key wait is a failure too.
+            gw_io io = io_failed(gw_err_describe(err)->result);
+            io.err = err;
+            return io;
+        }
+    }
+}
+
+static int early_pending(const gw_upstream *u) {
+    return u->early == GW_EARLY_SENDING || u->early == GW_EARLY_REJECTED;
+}
+
 static gw_io tls_read(gw_upstream *u, uint8_t *p, size_t n, int judge_rejection, char *reason, size_t reason_len) {
+    if (early_pending(u)) {
+        gw_io s = settle(u, reason, reason_len);
+        if (s.kind != GW_IO_DATA) {
+            return s;
+        }
+    }
     int r = SSL_read(u->ssl, p, (int)n);
     if (r > 0) {
         if (!u->confirmed) {
@@ -95,11 +125,39 @@ gw_io gw_upstream_write(gw_upstream *u, const uint8_t *p, size_t n, char *reason
     if (u->ssl == NULL) {
         return gw_socket_write(u->fd, p, n, GW_RESULT_UPSTREAM_RESET, reason, reason_len);
     }
+    if (u->early == GW_EARLY_REJECTED || (u->early == GW_EARLY_SENDING && u->early_len >= GW_EARLY_MAX)) {
+        gw_io s = settle(u, reason, reason_len);  // what did not fit waits for the handshake
+        if (s.kind != GW_IO_DATA) {
+            return s;
+        }
+    }
+    int sending_early = u->early == GW_EARLY_SENDING;
+    if (sending_early && n > GW_EARLY_MAX - u->early_len) {
+        n = GW_EARLY_MAX - u->early_len;
+    }
     int r = SSL_write(u->ssl, p, (int)n);
     if (r > 0) {
+        if (sending_early && SSL_in_early_data(u->ssl)) {
+            // Sent as early data: kept until the server says whether it took it.
+            uint8_t *grown = realloc(u->early_copy, u->early_len + (size_t)r);
+            if (grown == NULL) {
+                snprintf(reason, reason_len, "out of memory for a copy of the early data");
+                return io_failed(GW_RESULT_INTERNAL_ERROR);
+            }
+            memcpy(grown + u->early_len, p, (size_t)r);
+            u->early_copy = grown;
+            u->early_len += (size_t)r;
+        } else if (sending_early) {
+            gw_upstream_early_settle(u, &(gw_err){GW_ERR_NONE}, reason,
+                                     reason_len);  // the write finished the handshake
+        }
         return io_data((size_t)r);
     }
     int e = SSL_get_error(u->ssl, r);
+    if (e == SSL_ERROR_EARLY_DATA_REJECTED) {
+        gw_io s = settle(u, reason, reason_len);  // resets, then sends the copy again
+        return s.kind == GW_IO_DATA ? gw_upstream_write(u, p, n, reason, reason_len) : s;
+    }
     if (e == SSL_ERROR_WANT_WRITE) {
         return (gw_io){.kind = GW_IO_WANT_WRITE};
     }

@@ -53,6 +53,8 @@ void gw_upstream_close(gw_upstream *u) {
     free(u->key_error);
     u->key_error = NULL;
     free_verify(u);
+    free(u->early_copy);
+    u->early_copy = NULL;
     free(u->ca_note);
     u->ca_note = NULL;
     for (size_t i = 0; i < u->num_held; i++) {
@@ -423,7 +425,7 @@ void gw_tls_install_callbacks(SSL *ssl) {
 }
 
 int gw_upstream_tls_begin(gw_upstream *u, const gw_identity *const *ids, size_t n, const char *server_name,
-                          const char *server_uri, const char *where, gw_buf_pool *pool) {
+                          const char *server_uri, const char *where, gw_buf_pool *pool, int early_data) {
     const gw_identity *id = ids[0];
     u->identity = id;
     u->candidates = ids;
@@ -470,6 +472,9 @@ int gw_upstream_tls_begin(gw_upstream *u, const gw_identity *const *ids, size_t 
         set_presented(u, ids[i]);
         SSL_SESSION *s = gw_sesscache_take(u->sess_key);
         if (s != NULL) {
+            if (early_data && SSL_SESSION_early_data_capable(s)) {
+                SSL_set_early_data_enabled(u->ssl, 1);
+            }
             SSL_set_session(u->ssl, s);
             SSL_SESSION_free(s);
             return 1;
@@ -589,10 +594,64 @@ static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *o
 gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {
     int ret = SSL_do_handshake(u->ssl);
     if (ret == 1) {
+        if (SSL_in_early_data(u->ssl)) {
+            // The ClientHello left with a 0-RTT-capable session: early data may follow.
+            // Verification stays ready, for the full handshake a refusal may lead to.
+            u->early = GW_EARLY_SENDING;
+            return GW_STEP_DONE;
+        }
         free_verify(u);  // verified; no renegotiation will verify again
         return GW_STEP_DONE;
     }
     return classify(u, ret, 1, out_err, reason, reason_len);
+}
+
+gw_step gw_upstream_early_settle(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {
+    if (u->early == GW_EARLY_SENDING) {
+        int ret = SSL_do_handshake(u->ssl);
+        if (ret == 1) {
+            u->early = SSL_early_data_accepted(u->ssl) ? GW_EARLY_ACCEPTED : GW_EARLY_REJECTED;
+        } else if (SSL_get_error(u->ssl, ret) == SSL_ERROR_EARLY_DATA_REJECTED) {
+            // The connection goes on as one that never sent early data: the handshake
+            // completes (resumed, or full and verified as any), then the copy is resent.
+            SSL_reset_early_data_reject(u->ssl);
+            u->early = GW_EARLY_REJECTED;
+            u->early_resent = 0;
+        } else {
+            return classify(u, ret, 1, out_err, reason, reason_len);
+        }
+    }
+    if (u->early == GW_EARLY_REJECTED) {
+        int ret = SSL_do_handshake(u->ssl);
+        if (ret != 1) {
+            return classify(u, ret, 1, out_err, reason, reason_len);
+        }
+        while (u->early_resent < u->early_len) {
+            int w = SSL_write(u->ssl, u->early_copy + u->early_resent, (int)(u->early_len - u->early_resent));
+            if (w <= 0) {
+                return classify(u, w, 0, out_err, reason, reason_len);
+            }
+            u->early_resent += (size_t)w;
+        }
+        u->early = GW_EARLY_RESENT;
+    }
+    free_verify(u);
+    free(u->early_copy);
+    u->early_copy = NULL;
+    u->early_len = 0;
+    return GW_STEP_DONE;
+}
+
+const char *gw_upstream_early_text(const gw_upstream *u) {
+    switch (u->early) {
+        case GW_EARLY_ACCEPTED:
+            return "accepted";
+        case GW_EARLY_REJECTED:
+        case GW_EARLY_RESENT:
+            return "rejected";
+        default:
+            return "-";
+    }
 }
 
 int gw_upstream_needs_confirm(const gw_upstream *u) {

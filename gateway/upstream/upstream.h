@@ -30,6 +30,13 @@ typedef struct gw_upstream_s {
     size_t num_held;
     char sess_key[65];  // session cache key: hex SHA-256 of (identity, upstream, name)
     unsigned requests;  // http_proxy requests this connection carried (upstream_pool.max_requests)
+    // TLS 1.3 early data (rule early_data): the handshake returned as the ClientHello left
+    // (GW_EARLY_SENDING) and writes go as early data, a copy kept until the server says
+    // whether it took them; rejected, they are sent again once the handshake is done.
+    int early;            // gw_early_state
+    uint8_t *early_copy;  // what was written as early data (at most GW_EARLY_MAX bytes)
+    size_t early_len;     // bytes in it
+    size_t early_resent;  // after a rejection: bytes of it sent again
     // Keys in tokens (keyops.c): the worker's channels (NULL: sign synchronously), and who
     // to call when a signature is there.
     struct gw_keyops *keyops;
@@ -39,6 +46,18 @@ typedef struct gw_upstream_s {
     struct gw_key_op *key_op;  // a signature under way or done
     char *key_error;           // why the key did not sign (allocated when it happens)
 } gw_upstream;
+
+typedef enum {
+    GW_EARLY_NONE = 0,  // not offered (or not possible: no 0-RTT-capable session)
+    GW_EARLY_SENDING,   // offered; the handshake is not finished
+    GW_EARLY_ACCEPTED,  // the server took the early data
+    GW_EARLY_REJECTED,  // the server refused it: it is sent again after the handshake
+    GW_EARLY_RESENT,    // refused, and sent again
+} gw_early_state;
+
+// The most early data one connection sends (nginx accepts 16 KiB): a first request or a
+// first command. More waits for the handshake.
+#define GW_EARLY_MAX 16384
 
 typedef enum {
     GW_STEP_DONE = 0,
@@ -79,10 +98,12 @@ gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t re
 // SAN |server_uri| when not NULL), and a cached session of one of them for |where| (the
 // upstream address and names) if there is one. With |pool| (the worker's), the socket is
 // read ahead through a pool buffer: one read() per TLS record instead of two (header,
-// then body), the buffer given back as soon as it is empty.
+// then body), the buffer given back as soon as it is empty. With |early_data| and a
+// cached session that allows it, early data is offered.
 int gw_upstream_tls_begin(gw_upstream *u, const gw_identity *const *ids, size_t n, const char *server_name,
-                          const char *server_uri, const char *where, gw_buf_pool *pool);
-// gw_upstream_tls_step advances the handshake.
+                          const char *server_uri, const char *where, gw_buf_pool *pool, int early_data);
+// gw_upstream_tls_step advances the handshake. With early data offered it is DONE once the
+// ClientHello left (early is then GW_EARLY_SENDING): the transport finishes it.
 gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
 // gw_upstream_needs_confirm says whether the server may still reject our certificate after
 // the handshake looks complete (full TLS 1.3 handshake in which we sent a certificate).
@@ -103,6 +124,13 @@ gw_step gw_upstream_confirm_step(gw_upstream *u, gw_err *out_err, char *reason, 
 // held back so far into the shared cache (a rejected tunnel's sessions are never cached,
 // or the next connection would resume into the same rejection).
 void gw_upstream_confirm(gw_upstream *u);
+
+// gw_upstream_early_settle finishes a handshake that returned early: DONE once the server
+// accepted the early data, or refused it and the copy was sent again; WANT_READ or
+// WANT_WRITE to be called again; FAILED (|out_err|, |reason|) when the handshake failed.
+gw_step gw_upstream_early_settle(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);
+// gw_upstream_early_text: "-", "accepted" or "rejected", for the access log.
+const char *gw_upstream_early_text(const gw_upstream *u);
 
 // gw_tls_install_callbacks sets the session, alert and certificate-request callbacks on
 // an SSL whose app data is its gw_upstream (gw_upstream_tls_begin does it).

@@ -262,6 +262,8 @@ PATHS = [
     ("mtlsgw-forward", "mtlsgw forward listener", mtlsgw(), "forward"),
     ("mtlsgw-socks5-pre", "mtlsgw SOCKS5, preconnect = 2", mtlsgw("preconnect = 2;"), "socks5"),
     ("mtlsgw-forward-pre", "mtlsgw forward listener, preconnect = 2", mtlsgw("preconnect = 2;"), "forward"),
+    ("mtlsgw-socks5-early", "mtlsgw SOCKS5, early_data = true", mtlsgw("early_data = true;"), "socks5"),
+    ("mtlsgw-forward-early", "mtlsgw forward listener, early_data = true", mtlsgw("early_data = true;"), "forward"),
     ("nginx-stream", "nginx stream proxy_ssl", nginx_stream, "forward"),
     ("haproxy", "HAProxy ssl crt (tcp)", haproxy, "forward"),
     ("nginx-http", "nginx http proxy_pass https:// (no pool)", nginx_http(False), "reverse"),

@@ -10,7 +10,7 @@
 # The WAN: two network namespaces (client side 198.51.100.1, far side 198.51.100.2) joined
 # by TUN devices through wandelay.c, which holds every packet RTT/2 each way (this kernel
 # has no netem). The far side runs an nginx mTLS terminator (ssl_verify_client on, TLS 1.3,
-# session tickets) in front of a backend; the client side runs the proxies and the
+# session tickets, early data) in front of a backend; the client side runs the proxies and the
 # clients. Bounded: each wandelay ends by itself; the namespaces and every process are
 # removed at the end. The table goes to stdout (markdown), the raw figures to $WORK.
 set -euo pipefail
@@ -67,6 +67,7 @@ $(for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $WO
         ssl_verify_client on;
         ssl_session_cache shared:S:1m;
         ssl_session_tickets on;
+        ssl_early_data on;  # 0-RTT for clients that offer it (mtlsgw with early_data = true)
         keepalive_requests 10000;
         location / { proxy_pass http://127.0.0.1:8080; proxy_http_version 1.1; proxy_set_header Connection ""; }
     }

@@ -111,7 +111,9 @@ static void round_trip_settings(void **state) {
         "rules = (\n"
         "  { match = \"*.a.test:443\"; action = \"direct\"; preconnect = 2; },\n"
         "  { match = \"*.b.test:443\"; identity = \"nobody\"; preconnect = 1; },\n"
-        "  { match = \"c.test:443\"; identity = \"nobody\"; preconnect = 65; }\n"
+        "  { match = \"c.test:443\"; identity = \"nobody\"; preconnect = 65; },\n"
+        "  { match = \"d.test:443\"; action = \"direct\"; early_data = true; },\n"
+        "  { match = \"e.test:443\"; action = \"direct\"; early_data = \"yes\"; }\n"
         ");\n",
         &errs);
     assert_null(cfg);
@@ -126,6 +128,8 @@ static void round_trip_settings(void **state) {
                     "6: rules[1].preconnect: needs one destination: a rule whose match is one host:port, or "
                     "that has upstream"));
     assert_true(has(&errs, "7: rules[2].preconnect: expected an integer from 0 to 64, found 65"));
+    assert_true(has(&errs, "8: rules[3].early_data: only used by action \"mtls\""));
+    assert_true(has(&errs, "9: rules[4].early_data: expected true or false"));
     pol_errors_free(&errs);
     // The defaults.
     cfg = load("listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n", &errs);
@@ -135,6 +139,17 @@ static void round_trip_settings(void **state) {
     assert_int_equal(cfg->upstream_pool.idle_timeout_s, 30);
     assert_int_equal(cfg->upstream_pool.max_requests, 1000);
     assert_int_equal(cfg->limits.happy_eyeballs_ms, 250);
+    pol_config_unref(cfg);
+    pol_errors_free(&errs);
+    // A true/false setting: false as written, and false by default.
+    cfg = load(
+        "listen = ( { name = \"p\"; address = \"127.0.0.1:1080\"; } );\n"
+        "rules = ( { match = \"x.test\"; action = \"direct\"; early_data = false; },\n"
+        "          { match = \"y.test\"; action = \"direct\"; } );\n",
+        &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->rules[0].early_data, 0);
+    assert_int_equal(cfg->rules[1].early_data, 0);
     pol_config_unref(cfg);
     pol_errors_free(&errs);
 }
