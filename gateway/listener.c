@@ -140,10 +140,6 @@ static void on_accept(gw_loop *loop, gw_watcher *w, uint32_t events) {
             }
         }
         gw_metrics_accepted(l->index);
-        if (!is_unix) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        }
         gw_tunnel_accept(&wk->host, fd, &client, l->index, admission);
     }
 }

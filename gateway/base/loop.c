@@ -106,17 +106,39 @@ int gw_watcher_set(gw_loop *loop, gw_watcher *w, uint32_t events) {
     return 1;
 }
 
-void gw_watcher_remove(gw_loop *loop, gw_watcher *w) {
-    if (w->events != 0 && w->fd >= 0) {
-        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
-    }
-    w->events = 0;
-    // Drop events for |w| still waiting in the current batch.
+static void drop_pending(gw_loop *loop, const gw_watcher *w) {
     for (int i = loop->batch_pos; i < loop->batch_len; i++) {
         if (loop->events[i].data.ptr == w) {
             loop->events[i].data.ptr = NULL;
         }
     }
+}
+
+int gw_watcher_move(gw_loop *loop, gw_watcher *dst, gw_watcher *src, uint32_t events) {
+    dst->fd = src->fd;
+    drop_pending(loop, src);
+    int op = src->events != 0 ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    src->events = 0;
+    struct epoll_event ev = {.events = events, .data.ptr = dst};
+    if (epoll_ctl(loop->epfd, op, dst->fd, &ev) != 0) {
+        int e = errno;
+        if (op == EPOLL_CTL_MOD) {
+            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, dst->fd, NULL);  // nothing may point at |src| now
+        }
+        dst->events = 0;
+        errno = e;
+        return 0;
+    }
+    dst->events = events;
+    return 1;
+}
+
+void gw_watcher_remove(gw_loop *loop, gw_watcher *w) {
+    if (w->events != 0 && w->fd >= 0) {
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    }
+    w->events = 0;
+    drop_pending(loop, w);  // events for |w| still waiting in the current batch
 }
 
 void gw_timer_init(gw_timer *t, gw_timer_fn fn, void *data) {

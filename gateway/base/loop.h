@@ -55,6 +55,12 @@ void gw_watcher_init(gw_watcher *w, int fd, gw_io_fn fn, void *data);
 // gw_watcher_set registers or changes the events (EPOLLIN, EPOLLOUT, EPOLLET...) of |w|.
 // events == 0 removes it from epoll. Returns 1 on success, 0 on failure (errno set).
 int gw_watcher_set(gw_loop *loop, gw_watcher *w, uint32_t events);
+// gw_watcher_move hands |src|'s fd and registration to |dst| (its fn and data set by
+// gw_watcher_init) with |events|: one epoll_ctl instead of a removal and an addition (an
+// upstream connection going into the pool and out again). |src|'s pending events are
+// dropped; epoll reports what is ready again for |dst|. Returns 1, or 0 (errno set) with
+// neither registered.
+int gw_watcher_move(gw_loop *loop, gw_watcher *dst, gw_watcher *src, uint32_t events);
 // gw_watcher_remove unregisters |w| and drops its pending events. The fd stays open.
 void gw_watcher_remove(gw_loop *loop, gw_watcher *w);
 

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -59,6 +60,10 @@ int gw_listen_socket(const struct sockaddr *sa, socklen_t len, int reuseport) {
     }
     if (sa->sa_family == AF_INET6) {
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+        // Accepted sockets inherit it: no setsockopt per client.
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     if (bind(fd, sa, len) != 0 || listen(fd, 4096) != 0) {
         int e = errno;

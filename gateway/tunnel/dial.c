@@ -172,16 +172,13 @@ static int take_pooled(gw_tunnel *t) {
         gw_format_addr((struct sockaddr *)&ss, text, sizeof(text));
         uint8_t key[GW_POOL_KEY_LEN];
         pool_key(t, text, key);
-        if (!gw_upool_take(t->host->upool, key, &t->upstream, t->upstream_text, sizeof(t->upstream_text))) {
+        t->upstream_io = (side){.writable = 1};
+        gw_watcher_init(&t->upstream_io.w, -1, t->events->upstream, t);
+        if (!gw_upool_take(t->host->upool, key, &t->upstream, t->upstream_text, sizeof(t->upstream_text),
+                           &t->upstream_io.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
             continue;
         }
         memcpy(t->dial.pool_key, key, sizeof(key));
-        t->upstream_io = (side){.writable = 1};
-        gw_watcher_init(&t->upstream_io.w, t->upstream.fd, t->events->upstream, t);
-        if (!gw_watcher_set(t->host->loop, &t->upstream_io.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
-            gw_upstream_close(&t->upstream);
-            continue;
-        }
         t->conn_kind = CONN_POOLED;
         return 1;
     }

@@ -39,12 +39,11 @@ static void release_upstream(gw_tunnel *t) {
     int idle = t->http.x.req_phase == RQ_HEAD && t->http.x.resp_phase == RS_IDLE && t->http.x.up_keepalive &&
                gw_buf_len(t->to_up) == 0 && gw_buf_len(t->http.from_up) == 0 && !t->upstream_io.eof &&
                !t->upstream_io.error && !t->upstream_io.write_dead && t->cfg == t->host->cfg;
-    if (!idle) {
+    if (!idle || t->host->upool == NULL) {
         drop_upstream(t);
         return;
     }
-    gw_watcher_remove(t->host->loop, &t->upstream_io.w);
-    gw_upool_put(t->host->upool, t->dial.pool_key, &t->upstream, t->upstream_text);
+    gw_upool_put(t->host->upool, t->dial.pool_key, &t->upstream, t->upstream_text, &t->upstream_io.w);
     drop_upstream(t);  // what is left: the watcher, the buffers
 }
 

@@ -88,8 +88,10 @@ static void drop_group(gw_upool *p, group *g) {
 
 // unlink takes |c| off its key's stack and the age list, and stops watching it. Its
 // group goes when it is empty.
-static void unlink_conn(gw_upool *p, conn *c) {
-    gw_watcher_remove(p->loop, &c->w);
+static void unlink_conn(gw_upool *p, conn *c, int keep_watch) {
+    if (!keep_watch) {
+        gw_watcher_remove(p->loop, &c->w);
+    }
     gw_timer_stop(p->loop, &c->timer);
     group *g = c->g;
     if (c->g_prev) {
@@ -118,7 +120,7 @@ static void unlink_conn(gw_upool *p, conn *c) {
 }
 
 static void evict(gw_upool *p, conn *c, gw_pool_evict reason) {
-    unlink_conn(p, c);
+    unlink_conn(p, c, 0);
     gw_upstream_close(&c->up);
     atomic_fetch_add_explicit(&g_evictions[reason], 1, memory_order_relaxed);
     free(c);
@@ -160,7 +162,7 @@ void gw_upool_free(gw_upool *p) {
     }
     while (p->oldest != NULL) {
         conn *c = p->oldest;
-        unlink_conn(p, c);
+        unlink_conn(p, c, 0);
         gw_upstream_close(&c->up);
         free(c);
     }
@@ -208,8 +210,11 @@ static int reusable(const gw_upool *p, const gw_upstream *u) {
     return 1;
 }
 
-int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u, const char *text) {
+int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u, const char *text, gw_watcher *w) {
     if (p == NULL || p->limits.idle_per_key <= 0 || p->limits.idle_total <= 0 || !reusable(p, u)) {
+        if (p != NULL) {
+            gw_watcher_remove(p->loop, w);
+        }
         gw_upstream_close(u);
         return 0;
     }
@@ -226,6 +231,7 @@ int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u
     }
     if (c == NULL || g == NULL) {
         free(c);
+        gw_watcher_remove(p->loop, w);
         gw_upstream_close(u);
         return 0;
     }
@@ -251,7 +257,7 @@ int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u
     gw_timer_init(&c->timer, on_timeout, c);
     gw_timer_start(p->loop, &c->timer, (uint64_t)p->limits.idle_timeout_s * 1000);
     gw_watcher_init(&c->w, c->up.fd, on_readable, c);
-    if (!gw_watcher_set(p->loop, &c->w, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
+    if (!gw_watcher_move(p->loop, &c->w, w, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
         evict(p, c, GW_POOL_EVICT_CLOSED);
         return 0;
     }
@@ -267,17 +273,24 @@ int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u
     return 1;
 }
 
-int gw_upool_take(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *out, char *text, size_t text_len) {
+int gw_upool_take(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *out, char *text, size_t text_len,
+                  gw_watcher *w, uint32_t events) {
     group *g = p != NULL && p->n > 0 ? find_group(p, key) : NULL;
     if (g == NULL) {
         atomic_fetch_add_explicit(&g_misses, 1, memory_order_relaxed);
         return 0;
     }
     conn *c = g->top;
-    unlink_conn(p, c);
+    unlink_conn(p, c, 1);
     gw_upstream_move(out, &c->up);
     snprintf(text, text_len, "%s", c->text);
+    int watched = gw_watcher_move(p->loop, w, &c->w, events);
     free(c);
+    if (!watched) {
+        gw_upstream_close(out);
+        atomic_fetch_add_explicit(&g_evictions[GW_POOL_EVICT_CLOSED], 1, memory_order_relaxed);
+        return 0;
+    }
     atomic_fetch_add_explicit(&g_hits, 1, memory_order_relaxed);
     return 1;
 }

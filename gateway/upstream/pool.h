@@ -47,11 +47,14 @@ void gw_upool_retire(gw_upool *p, const uint64_t *generations, size_t n);
 // gw_upool_put offers the idle connection |u| (moved out: |u| is left closed) under |key|,
 // with |text| (the upstream's address in words) for the next user. It is kept only if it
 // is reusable: confirmed, nothing unread, fewer than max_requests carried. Returns 1 if
-// kept.
-int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u, const char *text);
+// kept. |w| is the caller's watcher of it: the pool takes its registration over (one
+// epoll_ctl), or removes it. |p| must not be NULL.
+int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u, const char *text, gw_watcher *w);
 // gw_upool_take moves the most recently kept connection of |key| into |out| (and its
-// address into |text|). Returns 1 on a hit, 0 on a miss.
-int gw_upool_take(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *out, char *text, size_t text_len);
+// address into |text|), its registration to |w| (fn and data set) with |events|.
+// Returns 1 on a hit, 0 on a miss.
+int gw_upool_take(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *out, char *text, size_t text_len,
+                  gw_watcher *w, uint32_t events);
 
 // Counters of every worker's pool, for /metrics.
 typedef struct {
