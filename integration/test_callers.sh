@@ -87,6 +87,7 @@ rules = (
   { match = "*"; action = "deny"; }
 );
 deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
+upstream_pool = { idle_per_key = 0; };  # every request a new connection: this test checks sessions per identity
 CONF
 out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1) || true
 expect_contains "config with caller rules and a UNIX listener: check OK" "configuration OK" "$out"
