@@ -362,6 +362,7 @@ tunnel_step tunnel_phase_connect_next(gw_tunnel *t) {
     t->conn_kind = CONN_NEW;
     t->t_phase = gw_monotonic_ms();
     tunnel_clear_reason(t);
+    t->upstream_io.writable = t->upstream_io.readable = t->upstream_io.error = t->upstream_io.hup = 0;
     if (!start_attempt(t)) {
         return race_lost(t);
     }
@@ -398,7 +399,11 @@ static tunnel_step won(gw_tunnel *t, size_t slot) {
     tunnel_race *r = t->dial.race;
     int fd = r->a[slot].fd;
     size_t addr = r->a[slot].addr;
-    gw_watcher_remove(t->host->loop, &r->a[slot].w);
+    // The attempt's registration becomes the connection's (one epoll_ctl, not two).
+    t->upstream_io = (side){.writable = 1};
+    gw_watcher_init(&t->upstream_io.w, fd, t->events->upstream, t);
+    int watched =
+        gw_watcher_move(t->host->loop, &t->upstream_io.w, &r->a[slot].w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
     r->a[slot].fd = -1;
     tunnel_drop_attempts(t);
     gw_upstream_init(&t->upstream);
@@ -408,9 +413,7 @@ static tunnel_step won(gw_tunnel *t, size_t slot) {
     if (t->dial.num_addrs > 1) {
         remember_family(t, t->dial.addrs[addr].family);
     }
-    t->upstream_io = (side){.writable = 1};
-    gw_watcher_init(&t->upstream_io.w, fd, t->events->upstream, t);
-    if (!gw_watcher_set(t->host->loop, &t->upstream_io.w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)) {
+    if (!watched) {
         return tunnel_fail(t, GW_ERR_INTERNAL, "cannot watch the connection to %s", t->upstream_text);
     }
     tunnel_clear_reason(t);
@@ -432,8 +435,17 @@ tunnel_step tunnel_phase_connecting(gw_tunnel *t) {
             slot_of[n++] = i;
         }
     }
-    // Which attempt the event was for is not recorded: each is asked, without waiting.
-    if (n > 0 && poll(p, n, 0) < 0) {
+    // The attempts' events mark upstream_io (its own watcher is not registered yet); they
+    // are taken here. With one attempt they say it finished; with more, which one is not
+    // recorded: each is asked, without waiting.
+    int happened = t->upstream_io.writable || t->upstream_io.error || t->upstream_io.hup;
+    t->upstream_io.writable = t->upstream_io.readable = t->upstream_io.error = t->upstream_io.hup = 0;
+    if (n == 1) {
+        if (!happened) {
+            return STEP_WAIT;
+        }
+        p[0].revents = POLLOUT;  // connected or failed: SO_ERROR says which
+    } else if (n > 0 && poll(p, n, 0) < 0) {
         return STEP_WAIT;
     }
     int failed = 0;
