@@ -9,29 +9,31 @@ source "$(dirname "$0")/lib.sh"
 
 make_pki
 
-serve() {  # serve NAME CERT KEY CHAIN: an s_server asking for a client certificate
+# serve VAR NAME CERT KEY CHAIN: an s_server asking for a client certificate; its port in
+# VAR. (Not in a $(...) subshell: its PID must reach PIDS, which stops it at the end.)
+serve() {
     local port
     port=$(free_port)
-    openssl s_server -accept "127.0.0.1:$port" -cert "$2" -key "$3" -cert_chain "$4" -verify 1 \
-        -CAfile "$PKI/client-ca.crt" -www > "$WORK/s-$1.log" 2>&1 &
+    openssl s_server -accept "127.0.0.1:$port" -cert "$3" -key "$4" -cert_chain "$5" -verify 1 \
+        -CAfile "$PKI/client-ca.crt" -www > "$WORK/s-$2.log" 2>&1 &
     PIDS+=($!)
     wait_port "$port" $! > /dev/null
-    echo "$port"
+    printf -v "$1" '%s' "$port"
 }
-S_GOOD=$(serve good "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt")
-S_UNDERREV=$(serve underrevoked "$PKI/underrevoked.crt" "$PKI/underrevoked.key" "$PKI/int2.crt")
-S_CNONLY=$(serve cnonly "$PKI/cnonly.crt" "$PKI/cnonly.key" "$PKI/int.crt")
-S_BADIP=$(serve badip "$PKI/badip.crt" "$PKI/badip.key" "$PKI/int.crt")
-S_GOOD2=$(serve good2 "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt")
+serve S_GOOD good "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt"
+serve S_UNDERREV underrevoked "$PKI/underrevoked.crt" "$PKI/underrevoked.key" "$PKI/int2.crt"
+serve S_CNONLY cnonly "$PKI/cnonly.crt" "$PKI/cnonly.key" "$PKI/int.crt"
+serve S_BADIP badip "$PKI/badip.crt" "$PKI/badip.key" "$PKI/int.crt"
+serve S_GOOD2 good2 "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt"
 # A server certificate with many names, for a long reason.
 (cd "$PKI" && openssl req -new -key orders.key -subj "/CN=many" -out many.csr 2>/dev/null &&
     sans=$(for i in $(seq 30); do printf 'DNS:name%02d.many-names.dc2.test,' "$i"; done) &&
     openssl req -new -key orders.key -subj "/CN=many" -addext "subjectAltName=${sans%,}" -out many.csr 2>/dev/null &&
     openssl ca -batch -config ca.cnf -cert int.crt -keyfile int.key -extensions v3_server -days 30 \
         -in many.csr -out many.crt 2>/dev/null)
-S_MANY=$(serve many "$PKI/many.crt" "$PKI/orders.key" "$PKI/int.crt")
+serve S_MANY many "$PKI/many.crt" "$PKI/orders.key" "$PKI/int.crt"
 LONG_NAME=$(python3 -c 'print(".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 54]) + ".test")')
-S_GOOD3=$(serve good3 "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt")
+serve S_GOOD3 good3 "$PKI/orders.leaf.pem" "$PKI/orders.key" "$PKI/int.crt"
 
 # An encrypted key whose password file others can read, and a PKCS#12 file likewise.
 openssl pkey -in "$PKI/ops.key" -aes256 -passout pass:opspw -out "$WORK/ops-enc.key" 2>/dev/null
