@@ -59,28 +59,28 @@ static int idempotent(const char *method) {
     return 0;
 }
 
+static const char early_field[] = "Early-Data: 1\r\n";  // RFC 8470
+
 int tunnel_http_early_ok(const gw_tunnel *t) {
     static const char *const safe[] = {"GET", "HEAD", "OPTIONS", "TRACE"};
     int is_safe = 0;
     for (size_t i = 0; i < sizeof(safe) / sizeof(safe[0]); i++) {
         is_safe |= strcmp(t->http.x.method, safe[i]) == 0;
     }
-    static const char field[] = "Early-Data: 1\r\n";
     return is_safe && t->http.x.req_body.kind == GW_BODY_NONE && t->to_up != NULL && gw_buf_len(t->to_up) >= 4 &&
-           gw_buf_room(t->to_up) >= sizeof(field) - 1;
+           gw_buf_room(t->to_up) >= sizeof(early_field) - 1;
 }
 
 void tunnel_http_mark_early(gw_tunnel *t) {
     // to_up holds the head alone (no body), ending in the blank line: the field goes
     // before it.
-    static const char field[] = "Early-Data: 1\r\n";
     gw_buf *b = t->to_up;
-    if (b == NULL || gw_buf_len(b) < 4 || gw_buf_room(b) < sizeof(field) - 1 ||
+    if (b == NULL || gw_buf_len(b) < 4 || gw_buf_room(b) < sizeof(early_field) - 1 ||
         memcmp(b->data + b->end - 4, "\r\n\r\n", 4) != 0) {
         return;
     }
     b->end -= 2;
-    gw_buf_append(b, field, sizeof(field) - 1);
+    gw_buf_append(b, early_field, sizeof(early_field) - 1);
     gw_buf_append(b, "\r\n", 2);
 }
 
