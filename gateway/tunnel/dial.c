@@ -510,6 +510,12 @@ static tunnel_step race_timeout(gw_tunnel *t) {
 tunnel_step tunnel_phase_tls(gw_tunnel *t) {
     gw_err err = GW_ERR_NONE;
     char reason[600];
+    if (t->state == T_HANDSHAKING) {
+        // The flight that ends the handshake waits for the data that follows it in this
+        // run (a request, a forward client's first bytes, early data behind the
+        // ClientHello): tunnel_advance sends them together.
+        gw_upstream_cork(&t->upstream);
+    }
     gw_step st = t->state == T_HANDSHAKING ? gw_upstream_tls_step(&t->upstream, &err, reason, sizeof(reason))
                                            : gw_upstream_confirm_step(&t->upstream, &err, reason, sizeof(reason));
     switch (st) {

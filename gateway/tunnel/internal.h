@@ -165,6 +165,7 @@ typedef struct {
                                     // what comes for it is dropped (nothing lost the other way)
     unsigned error : 1;             // the socket reported an error (a reset) to the loop
     unsigned hup : 1;               // the socket hung up both ways
+    unsigned rdhup : 1;             // the peer's FIN arrived (it may still wait behind data)
 } side;
 
 struct gw_tunnel {

@@ -119,6 +119,11 @@ static int side_read(gw_tunnel *t, int which, gw_buf **dst, tunnel_io_failure *f
     switch (io.kind) {
         case GW_IO_DATA:
             s->read_wants_write = 0;
+            if (which == CLIENT && io.n < gw_buf_room(b) && !s->rdhup) {
+                // Less than asked: the socket is empty now (what comes later is an event of
+                // its own; a FIN that came before said EPOLLRDHUP). No read to hear EAGAIN.
+                s->readable = 0;
+            }
             b->end += (uint32_t)io.n;
             t->last_activity = gw_loop_now(t->host->loop);
             return 1;
@@ -198,9 +203,11 @@ int tunnel_client_write(gw_tunnel *t, gw_buf **src, tunnel_io_failure *f) {
     return side_write(t, CLIENT, src, f);
 }
 
-// shut_upstream passes the client's EOF on: close_notify over TLS, then FIN.
+// shut_upstream passes the client's EOF on: close_notify over TLS, then FIN. When the
+// upstream's end came already, the tunnel closes right after and close() sends the FIN.
 static void shut_upstream(gw_tunnel *t) {
-    if (gw_upstream_shutdown(&t->upstream).kind == GW_IO_WANT_WRITE) {
+    int closing = t->upstream_io.eof && t->client_io.shut;
+    if (gw_upstream_shutdown(&t->upstream, closing).kind == GW_IO_WANT_WRITE) {
         t->upstream_io.writable = 0;
         return;  // retried when writable
     }
@@ -240,7 +247,9 @@ tunnel_step tunnel_phase_relay(gw_tunnel *t) {
             shut_upstream(t);
         }
         if (t->upstream_io.eof && gw_buf_len(t->to_down) == 0 && !t->client_io.shut) {
-            shutdown(t->client_fd, SHUT_WR);
+            if (!t->client_io.eof || !t->upstream_io.shut) {
+                shutdown(t->client_fd, SHUT_WR);  // else the tunnel closes now: close() sends the FIN
+            }
             t->client_io.shut = 1;
         }
         if (t->upstream_io.write_dead && t->upstream_io.eof) {

@@ -289,6 +289,15 @@ static void finish(gw_tunnel *t) {
     tunnel_close(t, GW_RESULT_NONE, NULL);
 }
 
+// flush_upstream sends what the upstream's cork gathered during this run (tunnel_phase_tls
+// corks it while the handshake may finish); what the socket does not take waits for it
+// to be writable.
+static void flush_upstream(gw_tunnel *t) {
+    if (gw_upstream_uncork(&t->upstream) == 0) {
+        t->upstream_io.writable = 0;
+    }
+}
+
 void tunnel_advance(gw_tunnel *t) {
     if (t->state == T_CLOSED) {
         return;
@@ -298,6 +307,9 @@ void tunnel_advance(gw_tunnel *t) {
         return;
     }
     t->advancing = 1;
+    if (gw_upstream_out_pending(&t->upstream) && t->upstream_io.writable) {
+        flush_upstream(t);  // what the socket did not take when the cork came off
+    }
     do {
         t->again = 0;
         for (int guard = 0;; guard++) {
@@ -315,6 +327,9 @@ void tunnel_advance(gw_tunnel *t) {
             }
         }
     } while (t->again);
+    if (gw_upstream_out_pending(&t->upstream)) {
+        flush_upstream(t);  // the handshake's last flight and the first data, in one segment
+    }
     t->advancing = 0;
 }
 
@@ -372,6 +387,9 @@ static void on_yield_timer(gw_loop *loop, gw_timer *timer) {
 static void mark(side *s, uint32_t events) {
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         s->readable = 1;
+    }
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        s->rdhup = 1;
     }
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
         s->writable = 1;

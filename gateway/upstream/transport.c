@@ -171,9 +171,11 @@ gw_io gw_upstream_write(gw_upstream *u, const uint8_t *p, size_t n, char *reason
     return io_failed(GW_RESULT_UPSTREAM_ERROR);
 }
 
-gw_io gw_upstream_shutdown(gw_upstream *u) {
+gw_io gw_upstream_shutdown(gw_upstream *u, int closing) {
     if (u->ssl != NULL) {
+        gw_upstream_fin_follows(u, 1);
         int r = SSL_shutdown(u->ssl);
+        gw_upstream_fin_follows(u, 0);
         if (r < 0) {
             int e = SSL_get_error(u->ssl, r);
             ERR_clear_error();
@@ -182,6 +184,8 @@ gw_io gw_upstream_shutdown(gw_upstream *u) {
             }
         }
     }
-    shutdown(u->fd, SHUT_WR);
+    if (!closing) {
+        shutdown(u->fd, SHUT_WR);
+    }
     return io_data(0);
 }

@@ -64,6 +64,7 @@ void gw_upstream_close(gw_upstream *u) {
     if (u->ssl != NULL) {
         SSL_free(u->ssl);
         u->ssl = NULL;
+        u->ra = NULL;
     }
     if (u->fd >= 0) {
         close(u->fd);
@@ -160,18 +161,34 @@ gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_le
 // The read-ahead BIO. BoringSSL reads a record's 5-byte header and then its body, each
 // with its own read(); this BIO reads whatever the socket has (up to a pool buffer) and
 // serves both from it. The buffer is held only while it has bytes: an idle tunnel keeps
-// none. Writes go straight to the socket.
-typedef struct {
+// none. Writes go straight to the socket, except while corked (gw_upstream_cork): then
+// they gather in a buffer that one send() takes (the handshake's last flight and the
+// first data in one segment).
+struct gw_ra_bio {
     int fd;
     gw_buf_pool *pool;
-    gw_buf *buf;
-} ra_bio;
+    gw_buf *buf;        // read ahead, not yet taken
+    gw_buf *out;        // written while corked and not yet taken by the socket
+    uint8_t corked;     // writes gather in |out|
+    uint8_t more;       // a FIN follows the next write: MSG_MORE lets them share a segment
+    uint8_t fresh;      // nothing was written yet
+    uint8_t skip_read;  // the socket cannot hold anything yet (nothing was asked)
+};
+typedef struct gw_ra_bio ra_bio;
 
 static int ra_read(BIO *bio, char *out, int len) {
     ra_bio *ra = BIO_get_data(bio);
     BIO_clear_retry_flags(bio);
     if (len <= 0) {
         return 0;
+    }
+    if (ra->buf == NULL && ra->skip_read) {
+        // The ClientHello just left: a read could only say EAGAIN. The server's answer
+        // comes as an event (edge-triggered: it arrives after this).
+        ra->skip_read = 0;
+        BIO_set_retry_read(bio);
+        errno = EAGAIN;
+        return -1;
     }
     if (ra->buf == NULL) {
         if ((size_t)len >= GW_BUF_SIZE) {
@@ -208,10 +225,48 @@ static int ra_read(BIO *bio, char *out, int len) {
     return (int)n;
 }
 
+// ra_flush sends what the cork gathered. Returns 1 once it all went (or there was
+// nothing), 0 if the socket is full (the rest waits), -1 on an error (errno).
+static int ra_flush(ra_bio *ra) {
+    while (ra->out != NULL && gw_buf_len(ra->out) > 0) {
+        ssize_t n = send(ra->fd, ra->out->data + ra->out->start, gw_buf_len(ra->out), MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return errno == EAGAIN ? 0 : -1;
+        }
+        ra->out->start += (uint32_t)n;
+    }
+    gw_buf_put(ra->pool, ra->out);
+    ra->out = NULL;
+    return 1;
+}
+
 static int ra_write(BIO *bio, const char *in, int len) {
     ra_bio *ra = BIO_get_data(bio);
     BIO_clear_retry_flags(bio);
-    ssize_t n = send(ra->fd, in, (size_t)len, MSG_NOSIGNAL);
+    if (ra->corked) {
+        if (ra->out == NULL && (ra->out = gw_buf_get(ra->pool)) == NULL) {
+            errno = ENOMEM;
+            return -1;
+        }
+        if (gw_buf_room(ra->out) >= (size_t)len) {
+            gw_buf_append(ra->out, in, (size_t)len);
+            return len;
+        }
+        ra->corked = 0;  // more than one buffer: what gathered goes first, then this
+    }
+    if (ra->out != NULL) {
+        int r = ra_flush(ra);
+        if (r <= 0) {
+            if (r == 0) {
+                BIO_set_retry_write(bio);
+            }
+            return -1;
+        }
+    }
+    ssize_t n = send(ra->fd, in, (size_t)len, MSG_NOSIGNAL | (ra->more ? MSG_MORE : 0));
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         BIO_set_retry_write(bio);
     }
@@ -239,6 +294,7 @@ static int ra_destroy(BIO *bio) {
     ra_bio *ra = BIO_get_data(bio);
     if (ra != NULL) {
         gw_buf_put(ra->pool, ra->buf);
+        gw_buf_put(ra->pool, ra->out);
         free(ra);
         BIO_set_data(bio, NULL);
     }
@@ -440,6 +496,8 @@ int gw_upstream_tls_begin(gw_upstream *u, const gw_identity *const *ids, size_t 
             return 0;
         }
         SSL_set_bio(u->ssl, bio, bio);  // the SSL owns it (one reference for both)
+        u->ra = BIO_get_data(bio);
+        u->ra->fresh = 1;
     } else if (!SSL_set_fd(u->ssl, u->fd)) {
         return 0;
     }
@@ -591,8 +649,44 @@ static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *o
     return GW_STEP_FAILED;
 }
 
+void gw_upstream_cork(gw_upstream *u) {
+    if (u->ra != NULL) {
+        u->ra->corked = 1;
+    }
+}
+
+int gw_upstream_uncork(gw_upstream *u) {
+    if (u->ra == NULL) {
+        return 1;
+    }
+    u->ra->corked = 0;
+    int r = ra_flush(u->ra);
+    if (r < 0) {
+        gw_buf_put(u->ra->pool, u->ra->out);  // the connection failed: its next read says so
+        u->ra->out = NULL;
+    }
+    return r;
+}
+
+void gw_upstream_fin_follows(gw_upstream *u, int on) {
+    if (u->ra != NULL) {
+        u->ra->more = on != 0;
+    }
+}
+
+int gw_upstream_out_pending(const gw_upstream *u) {
+    return u->ra != NULL && (u->ra->corked || u->ra->out != NULL);
+}
+
 gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len) {
+    if (u->ra != NULL && u->ra->fresh) {
+        u->ra->fresh = 0;
+        u->ra->skip_read = 1;  // this call writes the ClientHello: no answer can be there yet
+    }
     int ret = SSL_do_handshake(u->ssl);
+    if (u->ra != NULL) {
+        u->ra->skip_read = 0;
+    }
     if (ret == 1) {
         if (SSL_in_early_data(u->ssl)) {
             // The ClientHello left with a 0-RTT-capable session: early data may follow.

@@ -15,6 +15,7 @@
 typedef struct gw_upstream_s {
     int fd;
     SSL *ssl;
+    struct gw_ra_bio *ra;                  // the SSL's socket BIO when it is ours (reads ahead; corks)
     const gw_identity *identity;           // the identity presented (or to be): sessions are cached under it
     const gw_identity *const *candidates;  // the rule's identities, chosen from in the handshake
     size_t num_candidates;
@@ -102,6 +103,19 @@ gw_err gw_upstream_read_failure(gw_upstream *u, int ret, char *reason, size_t re
 // cached session that allows it, early data is offered.
 int gw_upstream_tls_begin(gw_upstream *u, const gw_identity *const *ids, size_t n, const char *server_name,
                           const char *server_uri, const char *where, gw_buf_pool *pool, int early_data);
+// gw_upstream_cork gathers what the TLS connection writes (at most a buffer; more goes
+// out at once, in order) until gw_upstream_uncork sends it with one send(): the
+// handshake's last flight and the first data leave in one segment.
+void gw_upstream_cork(gw_upstream *u);
+// gw_upstream_uncork: 1 once everything went, 0 if the socket is full (the rest goes with
+// the next write or gw_upstream_uncork once writable), -1 if the socket failed (the next
+// read says how).
+int gw_upstream_uncork(gw_upstream *u);
+// gw_upstream_fin_follows: what is written next is followed by our FIN (or a close), so
+// the kernel may hold it for a moment (MSG_MORE) and send both in one segment.
+void gw_upstream_fin_follows(gw_upstream *u, int on);
+// gw_upstream_out_pending: corked, or bytes wait for the socket.
+int gw_upstream_out_pending(const gw_upstream *u);
 // gw_upstream_tls_step advances the handshake. With early data offered it is DONE once the
 // ClientHello left (early is then GW_EARLY_SENDING): the transport finishes it.
 gw_step gw_upstream_tls_step(gw_upstream *u, gw_err *out_err, char *reason, size_t reason_len);

@@ -228,7 +228,7 @@ static void first_data_confirms(void **state) {
 static void shutdown_sends_close_notify(void **state) {
     pair p;
     connected(&p, 0);
-    assert_int_equal(gw_upstream_shutdown(&p.u).kind, GW_IO_DATA);
+    assert_int_equal(gw_upstream_shutdown(&p.u, 0).kind, GW_IO_DATA);
     char got[8];
     int r = SSL_read(p.server, got, sizeof(got));
     assert_int_equal(r, 0);
