@@ -245,6 +245,14 @@ void tunnel_order_addresses(gw_tunnel *t) {
     }
 }
 
+// attempt_watcher: an attempt is watched through the connection's own watcher
+// (upstream_io.w) when that is free as it starts, registered for what the connection
+// needs: the one that wins then keeps its registration as it is (no epoll_ctl). The
+// others have watchers of their own, moved into upstream_io.w when they win.
+static gw_watcher *attempt_watcher(gw_tunnel *t, size_t slot) {
+    return t->dial.race->a[slot].in_side ? &t->upstream_io.w : &t->dial.race->a[slot].w;
+}
+
 void tunnel_drop_attempts(gw_tunnel *t) {
     tunnel_race *r = t->dial.race;
     if (r == NULL) {
@@ -252,7 +260,7 @@ void tunnel_drop_attempts(gw_tunnel *t) {
     }
     for (size_t i = 0; i < TUNNEL_ATTEMPTS; i++) {
         if (r->a[i].fd >= 0) {
-            gw_watcher_remove(t->host->loop, &r->a[i].w);
+            gw_watcher_remove(t->host->loop, attempt_watcher(t, i));
             close(r->a[i].fd);
         }
     }
@@ -277,7 +285,7 @@ static void attempt_text(const gw_tunnel *t, size_t addr, char *out, size_t cap)
 
 static void end_attempt(gw_tunnel *t, size_t slot) {
     tunnel_race *r = t->dial.race;
-    gw_watcher_remove(t->host->loop, &r->a[slot].w);
+    gw_watcher_remove(t->host->loop, attempt_watcher(t, slot));
     close(r->a[slot].fd);
     r->a[slot].fd = -1;
 }
@@ -308,8 +316,11 @@ static int start_attempt(gw_tunnel *t) {
         r->a[slot].fd = tmp.fd;
         r->a[slot].addr = (uint32_t)i;
         r->a[slot].started = gw_monotonic_ms();
-        gw_watcher_init(&r->a[slot].w, tmp.fd, t->events->upstream, t);
-        if (!gw_watcher_set(t->host->loop, &r->a[slot].w, EPOLLOUT | EPOLLET)) {
+        r->a[slot].in_side = t->upstream_io.w.events == 0;
+        gw_watcher *w = attempt_watcher(t, slot);
+        gw_watcher_init(w, tmp.fd, t->events->upstream, t);
+        if (!gw_watcher_set(t->host->loop, w,
+                            r->a[slot].in_side ? EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET : EPOLLOUT | EPOLLET)) {
             close(tmp.fd);
             r->a[slot].fd = -1;
             tunnel_set_reason(t, "cannot watch the connection to %s", t->upstream_text);
@@ -363,6 +374,7 @@ tunnel_step tunnel_phase_connect_next(gw_tunnel *t) {
     t->t_phase = gw_monotonic_ms();
     tunnel_clear_reason(t);
     t->upstream_io.writable = t->upstream_io.readable = t->upstream_io.error = t->upstream_io.hup = 0;
+    t->upstream_io.rdhup = 0;
     if (!start_attempt(t)) {
         return race_lost(t);
     }
@@ -399,11 +411,23 @@ static tunnel_step won(gw_tunnel *t, size_t slot) {
     tunnel_race *r = t->dial.race;
     int fd = r->a[slot].fd;
     size_t addr = r->a[slot].addr;
-    // The attempt's registration becomes the connection's (one epoll_ctl, not two).
-    t->upstream_io = (side){.writable = 1};
-    gw_watcher_init(&t->upstream_io.w, fd, t->events->upstream, t);
-    int watched =
-        gw_watcher_move(t->host->loop, &t->upstream_io.w, &r->a[slot].w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    int watched = 1;
+    if (r->a[slot].in_side) {
+        // Registered as the connection already; what it reported (a banner's EPOLLIN) stays.
+        side was = t->upstream_io;
+        t->upstream_io = (side){.w = was.w, .writable = 1, .readable = was.readable, .rdhup = was.rdhup};
+    } else {
+        for (size_t i = 0; i < TUNNEL_ATTEMPTS; i++) {
+            if (i != slot && r->a[i].fd >= 0 && r->a[i].in_side) {
+                end_attempt(t, i);  // upstream_io.w is this connection's now
+            }
+        }
+        // The attempt's registration becomes the connection's (one epoll_ctl, not two).
+        t->upstream_io = (side){.writable = 1};
+        gw_watcher_init(&t->upstream_io.w, fd, t->events->upstream, t);
+        watched =
+            gw_watcher_move(t->host->loop, &t->upstream_io.w, &r->a[slot].w, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET);
+    }
     r->a[slot].fd = -1;
     tunnel_drop_attempts(t);
     gw_upstream_init(&t->upstream);
@@ -439,7 +463,7 @@ tunnel_step tunnel_phase_connecting(gw_tunnel *t) {
     // are taken here. With one attempt they say it finished; with more, which one is not
     // recorded: each is asked, without waiting.
     int happened = t->upstream_io.writable || t->upstream_io.error || t->upstream_io.hup;
-    t->upstream_io.writable = t->upstream_io.readable = t->upstream_io.error = t->upstream_io.hup = 0;
+    t->upstream_io.writable = t->upstream_io.error = t->upstream_io.hup = 0;  // readable: see won()
     if (n == 1) {
         if (!happened) {
             return STEP_WAIT;

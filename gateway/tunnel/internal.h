@@ -255,6 +255,7 @@ typedef struct tunnel_race_s {
     struct {
         int fd;  // -1: a free slot
         gw_watcher w;
+        int in_side;       // watched through upstream_io.w (see attempt_watcher)
         uint32_t addr;     // index in dial.addrs
         uint64_t started;  // monotonic ms
     } a[TUNNEL_ATTEMPTS];
