@@ -16,8 +16,20 @@ typedef struct {
     void *ptr;
 } gw_deferred;
 
+// What epoll knows of a descriptor, indexed by fd. An event carries the fd and the
+// slot's generation, not a pointer: a watcher removed, moved or forgotten is found (or
+// not) through its slot, so a stale event, even one for a descriptor closed meanwhile
+// and kept open by a child between fork and exec, never reaches freed memory.
+typedef struct {
+    gw_watcher *w;    // who gets its events, NULL: nobody (they are dropped)
+    uint32_t gen;     // bumped whenever the registration stops being w's
+    uint32_t events;  // as registered with epoll, 0 when not registered
+} gw_slot;
+
 struct gw_loop {
     int epfd;
+    gw_slot *slots;
+    size_t num_slots;
     int stopping;
     uint64_t now_ms;
     uint64_t timer_seq;
@@ -25,7 +37,6 @@ struct gw_loop {
     size_t heap_len, heap_cap;
     gw_deferred *deferred;
     size_t deferred_len, deferred_cap;
-    // Watchers removed while a batch is dispatched: their later events are dropped.
     struct epoll_event events[GW_LOOP_BATCH];
     int batch_len, batch_pos;
     _Atomic uint64_t longest_turn_us;  // the longest one turn (a batch, its timers) took
@@ -69,6 +80,7 @@ void gw_loop_free(gw_loop *loop) {
     }
     run_deferred(loop);
     close(loop->epfd);
+    free(loop->slots);
     free(loop->heap);
     free(loop->deferred);
     free(loop);
@@ -89,6 +101,54 @@ void gw_watcher_init(gw_watcher *w, int fd, gw_io_fn fn, void *data) {
     w->data = data;
 }
 
+// slot_of returns |fd|'s slot, growing the table as descriptors grow, or NULL (errno set).
+static gw_slot *slot_of(gw_loop *loop, int fd) {
+    if (fd < 0) {
+        errno = EBADF;
+        return NULL;
+    }
+    if ((size_t)fd >= loop->num_slots) {
+        size_t n = loop->num_slots ? loop->num_slots : 256;
+        while (n <= (size_t)fd) {
+            n *= 2;
+        }
+        gw_slot *grown = realloc(loop->slots, n * sizeof(*grown));
+        if (grown == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        memset(grown + loop->num_slots, 0, (n - loop->num_slots) * sizeof(*grown));
+        loop->slots = grown;
+        loop->num_slots = n;
+    }
+    return &loop->slots[fd];
+}
+
+// attach registers |fd| for |events| on behalf of |w|, with one epoll_ctl at most: none
+// when the registration is already what |w| wants (it goes on to |w|, with any events
+// pending for it in this batch).
+static int attach(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    gw_slot *s = slot_of(loop, w->fd);
+    if (s == NULL) {
+        return 0;
+    }
+    if (s->events != events) {
+        int op = EPOLL_CTL_MOD;
+        if (s->events == 0) {
+            op = EPOLL_CTL_ADD;
+            s->gen++;  // a new registration: nothing pending can be for it
+        }
+        struct epoll_event ev = {.events = events, .data.u64 = (uint64_t)(uint32_t)w->fd | (uint64_t)s->gen << 32};
+        if (epoll_ctl(loop->epfd, op, w->fd, &ev) != 0) {
+            return 0;
+        }
+        s->events = events;
+    }
+    s->w = w;
+    w->events = events;
+    return 1;
+}
+
 int gw_watcher_set(gw_loop *loop, gw_watcher *w, uint32_t events) {
     if (events == w->events) {
         return 1;
@@ -97,48 +157,46 @@ int gw_watcher_set(gw_loop *loop, gw_watcher *w, uint32_t events) {
         gw_watcher_remove(loop, w);
         return 1;
     }
-    struct epoll_event ev = {.events = events, .data.ptr = w};
-    int op = w->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-    if (epoll_ctl(loop->epfd, op, w->fd, &ev) != 0) {
-        return 0;
-    }
-    w->events = events;
-    return 1;
-}
-
-static void drop_pending(gw_loop *loop, const gw_watcher *w) {
-    for (int i = loop->batch_pos; i < loop->batch_len; i++) {
-        if (loop->events[i].data.ptr == w) {
-            loop->events[i].data.ptr = NULL;
-        }
-    }
+    return attach(loop, w, events);
 }
 
 int gw_watcher_move(gw_loop *loop, gw_watcher *dst, gw_watcher *src, uint32_t events) {
     dst->fd = src->fd;
-    drop_pending(loop, src);
-    int op = src->events != 0 ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     src->events = 0;
-    struct epoll_event ev = {.events = events, .data.ptr = dst};
-    if (epoll_ctl(loop->epfd, op, dst->fd, &ev) != 0) {
+    if (!attach(loop, dst, events)) {
         int e = errno;
-        if (op == EPOLL_CTL_MOD) {
+        gw_slot *s = dst->fd >= 0 && (size_t)dst->fd < loop->num_slots ? &loop->slots[dst->fd] : NULL;
+        if (s != NULL && s->events != 0) {
             epoll_ctl(loop->epfd, EPOLL_CTL_DEL, dst->fd, NULL);  // nothing may point at |src| now
+            *s = (gw_slot){.gen = s->gen + 1};
         }
         dst->events = 0;
         errno = e;
         return 0;
     }
-    dst->events = events;
     return 1;
 }
 
-void gw_watcher_remove(gw_loop *loop, gw_watcher *w) {
-    if (w->events != 0 && w->fd >= 0) {
-        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+// detach: |w|'s registration is no longer anyone's; events pending for it are dropped.
+static void detach(gw_loop *loop, gw_watcher *w, int unregister) {
+    if (w->events != 0 && w->fd >= 0 && (size_t)w->fd < loop->num_slots) {
+        gw_slot *s = &loop->slots[w->fd];
+        if (unregister && s->events != 0) {
+            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+        }
+        s->w = NULL;
+        s->events = 0;
+        s->gen++;
     }
     w->events = 0;
-    drop_pending(loop, w);  // events for |w| still waiting in the current batch
+}
+
+void gw_watcher_remove(gw_loop *loop, gw_watcher *w) {
+    detach(loop, w, 1);
+}
+
+void gw_watcher_forget(gw_loop *loop, gw_watcher *w) {
+    detach(loop, w, 0);  // close() removes it from epoll (or a child's copy keeps a stale one)
 }
 
 void gw_timer_init(gw_timer *t, gw_timer_fn fn, void *data) {
@@ -262,9 +320,10 @@ void gw_loop_run(gw_loop *loop) {
         loop->batch_len = n;
         for (loop->batch_pos = 0; loop->batch_pos < n;) {
             struct epoll_event *ev = &loop->events[loop->batch_pos++];
-            gw_watcher *w = ev->data.ptr;
-            if (w != NULL && w->fn != NULL) {
-                w->fn(loop, w, ev->events);
+            uint32_t fd = (uint32_t)ev->data.u64, gen = (uint32_t)(ev->data.u64 >> 32);
+            gw_slot *s = fd < loop->num_slots ? &loop->slots[fd] : NULL;
+            if (s != NULL && s->gen == gen && s->w != NULL && s->w->fn != NULL) {
+                s->w->fn(loop, s->w, ev->events);
             }
         }
         loop->batch_len = loop->batch_pos = 0;

@@ -1,9 +1,10 @@
 // loop: a small epoll event loop with timers, one per worker thread.
 //
 // Watchers are registered edge-triggered: an owner keeps its own readiness flags and
-// acts on them when its buffers allow (see tunnel.c). A watcher removed during a batch
-// of events is never called again in that batch, and objects closed during a batch are
-// freed after it (gw_loop_defer_free), so stale epoll events never touch freed memory.
+// acts on them when its buffers allow (see tunnel.c). Events name a descriptor and a
+// generation, looked up in the loop's table: a watcher removed during a batch of events
+// is never called again, and objects closed during a batch are freed after it
+// (gw_loop_defer_free), so stale epoll events never touch freed memory.
 #ifndef MTLSGW_LOOP_H
 #define MTLSGW_LOOP_H
 
@@ -56,13 +57,15 @@ void gw_watcher_init(gw_watcher *w, int fd, gw_io_fn fn, void *data);
 // events == 0 removes it from epoll. Returns 1 on success, 0 on failure (errno set).
 int gw_watcher_set(gw_loop *loop, gw_watcher *w, uint32_t events);
 // gw_watcher_move hands |src|'s fd and registration to |dst| (its fn and data set by
-// gw_watcher_init) with |events|: one epoll_ctl instead of a removal and an addition (an
-// upstream connection going into the pool and out again). |src|'s pending events are
-// dropped; epoll reports what is ready again for |dst|. Returns 1, or 0 (errno set) with
-// neither registered.
+// gw_watcher_init) with |events|: no epoll_ctl when the events stay the same (an
+// upstream connection going into the pool and out again), else one. Events pending for
+// |src| in this batch go to |dst|. Returns 1, or 0 (errno set) with neither registered.
 int gw_watcher_move(gw_loop *loop, gw_watcher *dst, gw_watcher *src, uint32_t events);
 // gw_watcher_remove unregisters |w| and drops its pending events. The fd stays open.
 void gw_watcher_remove(gw_loop *loop, gw_watcher *w);
+// gw_watcher_forget is gw_watcher_remove for a descriptor the caller closes right after:
+// no epoll_ctl (close() ends the registration). Its events, pending or late, are dropped.
+void gw_watcher_forget(gw_loop *loop, gw_watcher *w);
 
 void gw_timer_init(gw_timer *t, gw_timer_fn fn, void *data);
 // gw_timer_start arms |t| to fire once |after_ms| from now, re-arming it if armed.

@@ -15,9 +15,14 @@ tunnel_step tunnel_read_request(gw_tunnel *t) {
         return tunnel_end(t, GW_RESULT_INTERNAL_ERROR, END_CLOSE, "out of memory");
     }
     while (gw_buf_room(t->to_up) > 0) {
-        ssize_t n = read(t->client_fd, t->to_up->data + t->to_up->end, gw_buf_room(t->to_up));
+        size_t room = gw_buf_room(t->to_up);
+        ssize_t n = read(t->client_fd, t->to_up->data + t->to_up->end, room);
         if (n > 0) {
             t->to_up->end += (uint32_t)n;
+            if ((size_t)n < room && !t->client_io.rdhup) {
+                t->client_io.readable = 0;  // the socket is empty now (see side_read in relay.c)
+                return STEP_WAIT;
+            }
             continue;
         }
         if (n == 0) {

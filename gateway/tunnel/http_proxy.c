@@ -19,7 +19,11 @@ static tunnel_step reset_client(gw_tunnel *t, gw_result result, const char *reas
 // drop_upstream closes the upstream connection; the client connection stays for its
 // next request.
 static void drop_upstream(gw_tunnel *t) {
-    gw_watcher_remove(t->host->loop, &t->upstream_io.w);
+    if (t->upstream_io.w.fd == t->upstream.fd) {
+        gw_watcher_forget(t->host->loop, &t->upstream_io.w);  // closed right after
+    } else {
+        gw_watcher_remove(t->host->loop, &t->upstream_io.w);
+    }
     gw_upstream_close(&t->upstream);
     t->upstream_io = (side){0};
     gw_watcher_init(&t->upstream_io.w, -1, t->events->upstream, t);
@@ -503,6 +507,11 @@ static int http_exchange_done(gw_tunnel *t, tunnel_step *out) {
         return 1;
     }
     release_upstream(t);
+    // The client said "Connection: close" (or cannot keep it): with nothing more from it,
+    // the connection closes once the response is written, as nginx does; bytes it sent
+    // after its last request make the flush wait for its close instead (a close with
+    // unread bytes would be a reset that may destroy the response).
+    t->flush_close = gw_buf_len(t->http.from_client) == 0;
     gw_buf_put(&t->host->pool, t->http.from_client);
     t->http.from_client = NULL;
     t->state = T_FLUSHING;

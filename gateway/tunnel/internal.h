@@ -185,6 +185,8 @@ struct gw_tunnel {
     unsigned share;               // its client's bucket + 1 in gw_share_counts (counted); 0: none
     int share_full;               // admission GW_ERR_LIMIT because its client holds its whole share
     int flush_reset;              // T_FLUSHING after an upstream failure: reset the client once all is delivered
+    int flush_close;              // T_FLUSHING after a complete exchange the client ends: close once all is
+                                  // written, unless the client sent more (then wait for its close)
     int flush_linger;             // T_FLUSHING: wait for the client's close after FIN (ms); 0: the error reply's 2 s
     int client_first;             // a plain stream's client closed before sending anything (a TCP probe)
     side client_io, upstream_io;  // readiness and shutdown of each socket

@@ -300,6 +300,16 @@ tunnel_step tunnel_phase_flush(gw_tunnel *t) {
         }
         return tunnel_end(t, GW_RESULT_NONE, END_RESET_CLIENT, NULL);
     }
+    if (t->flush_close) {
+        // Nothing more from the client since its last request (the socket was empty at
+        // the last read, or one read now says so): close() sends the FIN after the response.
+        char b[512];
+        ssize_t n = t->client_io.readable ? read(t->client_fd, b, sizeof(b)) : -1;
+        if (!t->client_io.readable || n == 0 || (n < 0 && errno == EAGAIN)) {
+            return tunnel_end(t, GW_RESULT_NONE, END_CLOSE, NULL);
+        }
+        t->flush_close = 0;  // it sent more: wait for its close
+    }
     if (!t->client_io.shut) {
         shutdown(t->client_fd, SHUT_WR);
         t->client_io.shut = 1;

@@ -68,8 +68,12 @@ static void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
     tunnel_drop_attempts(t);
     gw_passcheck_cancel(t->front.auth_job);
     t->front.auth_job = NULL;
-    gw_watcher_remove(loop, &t->client_io.w);
-    gw_watcher_remove(loop, &t->upstream_io.w);
+    gw_watcher_forget(loop, &t->client_io.w);  // both closed right here: close() unregisters
+    if (t->upstream_io.w.fd == t->upstream.fd) {
+        gw_watcher_forget(loop, &t->upstream_io.w);
+    } else {
+        gw_watcher_remove(loop, &t->upstream_io.w);
+    }
     close(t->client_fd);
     gw_upstream_close(&t->upstream);
     gw_buf_put(&t->host->pool, t->to_up);
@@ -147,6 +151,7 @@ static tunnel_step answer_failure(gw_tunnel *t) {
     t->http.http_idle = 0;
     t->state = T_FLUSHING;
     t->flush_reset = 0;
+    t->flush_close = 0;
     tunnel_set_timer(t, 2000);
     return STEP_NEXT;
 }

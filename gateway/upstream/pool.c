@@ -90,7 +90,7 @@ static void drop_group(gw_upool *p, group *g) {
 // group goes when it is empty.
 static void unlink_conn(gw_upool *p, conn *c, int keep_watch) {
     if (!keep_watch) {
-        gw_watcher_remove(p->loop, &c->w);
+        gw_watcher_forget(p->loop, &c->w);  // closed right after
     }
     gw_timer_stop(p->loop, &c->timer);
     group *g = c->g;
@@ -138,6 +138,9 @@ static void on_timeout(gw_loop *loop, gw_timer *timer) {
 static void on_readable(gw_loop *loop, gw_watcher *w, uint32_t events) {
     (void)loop;
     conn *c = w->data;
+    if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))) {
+        return;  // room to write (registered as a tunnel's: no epoll_ctl in and out)
+    }
     if (c->up.ssl != NULL && !(events & (EPOLLERR | EPOLLHUP))) {
         uint8_t b;
         int r = SSL_peek(c->up.ssl, &b, 1);
@@ -213,7 +216,7 @@ static int reusable(const gw_upool *p, const gw_upstream *u) {
 int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u, const char *text, gw_watcher *w) {
     if (p == NULL || p->limits.idle_per_key <= 0 || p->limits.idle_total <= 0 || !reusable(p, u)) {
         if (p != NULL) {
-            gw_watcher_remove(p->loop, w);
+            gw_watcher_forget(p->loop, w);
         }
         gw_upstream_close(u);
         return 0;
@@ -257,7 +260,7 @@ int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u
     gw_timer_init(&c->timer, on_timeout, c);
     gw_timer_start(p->loop, &c->timer, (uint64_t)p->limits.idle_timeout_s * 1000);
     gw_watcher_init(&c->w, c->up.fd, on_readable, c);
-    if (!gw_watcher_move(p->loop, &c->w, w, EPOLLIN | EPOLLRDHUP | EPOLLET)) {
+    if (!gw_watcher_move(p->loop, &c->w, w, w->events ? w->events : EPOLLIN | EPOLLRDHUP | EPOLLET)) {
         evict(p, c, GW_POOL_EVICT_CLOSED);
         return 0;
     }

@@ -18,6 +18,7 @@ import time
 
 WORK, PKI = os.environ["WORK"], os.environ["PKI"]
 MTLSGW, LOADGEN = os.environ["MTLSGW"], os.environ["LOADGEN"]
+FLOOR = os.environ.get("FLOOR", os.path.join(os.path.dirname(LOADGEN), "mtlsgw_floor"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SECS = int(os.environ.get("BENCH_SECONDS", "3"))
 CONC = int(os.environ.get("BENCH_CONCURRENCY", "16"))
@@ -388,6 +389,16 @@ def gw_direct():
     return None, B_HTTP, B_IPERF, None
 
 
+def gw_floor():
+    """The floor of a resumed tunnel's cost (floor.c): blocking, one tunnel at a time, no
+    event loop, policy or logs; new tunnels only (it has no keep-alive and no bulk)."""
+    h = free_port()
+    p = start([FLOOR, str(h), str(T_HTTP), "orders.dc2.test", PKI + "/ops.crt", PKI + "/ops.key",
+               PKI + "/server-trust.crt"], "floor")
+    wait_port(h, p)
+    return p, h, None, None
+
+
 ROWS = [
     ("mtlsgw-1w", "mtlsgw forward listener, 1 worker", gw_mtlsgw(1)),
     ("mtlsgw-socks5", "mtlsgw SOCKS5 path, 1 worker", gw_mtlsgw(1)),
@@ -399,6 +410,7 @@ ROWS = [
     ("stunnel", "stunnel 5.68 client mode", gw_stunnel),
     ("relay", "plain TCP relay (mtlsgw direct, no TLS), 1 worker", gw_mtlsgw(1, tls=False)),
     ("direct", "direct to the backend (no gateway, no TLS)", gw_direct),
+    ("floor", "floor: resume, relay, close (floor.c; new tunnels only)", gw_floor),
 ]
 # MTLSGW_BASE: an older build's rows in the same run, to compare a change before and after.
 BASE = os.environ.get("MTLSGW_BASE")
@@ -419,6 +431,8 @@ def start_row(key, fn):
         row["sp"] = SOCKS_PORT(p, key)
         subprocess.run([LOADGEN, "close", "127.0.0.1:%d" % row["sp"], "1", "4", "--socks5", socks],
                        capture_output=True, timeout=30)
+    elif key == "floor":
+        subprocess.run([LOADGEN, "close", "127.0.0.1:%d" % h, "1", "4"], capture_output=True, timeout=30)
     else:
         subprocess.run(["wrk", "-t1", "-c4", "-d1s", "http://127.0.0.1:%d/" % h], capture_output=True, timeout=30)
     return row
@@ -448,6 +462,8 @@ def measure_once(row):
         r["lg_rps"] = lg["rps"]
     if row["socks_row"]:
         r["lg_cpu_per_tunnel_us"], r["lg_rps"] = r["cpu_per_tunnel_us"], r["new_rps"]
+        return r
+    if key == "floor":
         return r
     c0 = cpu_s(pids)
     ka = wrk(h, False)
@@ -563,7 +579,7 @@ def main():
             results[key] = {"failed": failed.get(key, "no run")}
             continue
         results[key] = {k: statistics.median([r[k] for r in runs[key] if k in r]) for k in runs[key][0]}
-        if HOLDS and key != "direct":
+        if HOLDS and key not in ("direct", "floor"):
             log("=== idle tunnels: %s" % key)
             h = run_guarded(key, failed, lambda: with_row(key, fn, measure_holds))
             if h is not None:
@@ -619,7 +635,12 @@ def main():
         def ratio(a, b):
             return a / b if b else float("nan")
         r = ratio(ours["cpu_per_tunnel_us"], base["cpu_per_tunnel_us"])
-        row("gateway CPU per new tunnel", "≤ 0.5×", "%.2f×" % r, r <= 0.5)
+        row("gateway CPU per new (resumed) tunnel", "≤ 0.4×", "%.2f×" % r, r <= 0.4)
+        floor = results.get("floor")
+        if floor and "failed" not in floor:
+            r = ratio(ours["cpu_per_tunnel_us"], floor["cpu_per_tunnel_us"])
+            row("... against the floor (floor.c, same run: %s µs)" % fmt(floor["cpu_per_tunnel_us"]), "≤ 1.5×",
+                "%.2f×" % r, r <= 1.5)
         r = ratio(ours["new_rps"], base["new_rps"])
         row("new tunnels per second", "≥ 1.5×", "%.2f×" % r, r >= 1.5)
         row("sessions resumed (terminator's $ssl_session_reused)", "≥ 99 %", "%.1f %%" % ours["resumed"], ours["resumed"] >= 99)

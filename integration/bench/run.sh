@@ -2,7 +2,8 @@
 # The side-by-side benchmark: mtlsgw against nginx stream proxy_ssl, HAProxy and stunnel
 # on the same PKI (ECDSA P-256), the same remote terminator (nginx stream,
 # ssl_verify_client on, session tickets on), the same backends and the same load, one
-# gateway at a time, plus direct-to-backend and a plain TCP relay as baselines.
+# gateway at a time, plus direct-to-backend and a plain TCP relay as baselines, and the
+# floor of a resumed tunnel's cost (floor.c: blocking, no event loop, no policy).
 #
 #   bash integration/bench/run.sh              # about 10 minutes; the table goes to stdout
 #   BENCH_RUNS=5 BENCH_SECONDS=5 bash integration/bench/run.sh
@@ -22,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo > /dev/null
-cmake --build "$ROOT/build" -j "$(nproc)" --target mtlsgw mtlsgw_loadgen mtlsgw_policy_bench > /dev/null
+cmake --build "$ROOT/build" -j "$(nproc)" --target mtlsgw mtlsgw_loadgen mtlsgw_policy_bench mtlsgw_floor > /dev/null
 source "$ROOT/integration/lib.sh"
 make_pki
 cat "$PKI/ops.crt" "$PKI/ops.key" > "$PKI/ops.pem"   # HAProxy wants certificate and key in one file

@@ -1,5 +1,6 @@
-// The base layer: the loop's timers (order, re-arming, stopping) and watchers removed in
-// the middle of a batch, the buffer pool's trim, and the one JSON escaper.
+// The base layer: the loop's timers (order, re-arming, stopping), watchers removed in the
+// middle of a batch, forgotten (closed without EPOLL_CTL_DEL) or moved, the buffer pool's
+// trim, and the one JSON escaper.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -84,6 +85,65 @@ static void watcher_removed_mid_batch_is_not_called(void **state) {
     close(s1[0]), close(s1[1]), close(s2[0]), close(s2[1]);
 }
 
+typedef struct {
+    gw_watcher w;
+    int calls;
+} counter;
+
+static void on_count(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    ((counter *)w->data)->calls++;
+    gw_loop_stop(loop);
+}
+
+// A descriptor closed without EPOLL_CTL_DEL (gw_watcher_forget) while a copy keeps its
+// file open, as a child between fork and exec does: its registration outlives it, and
+// when the number comes back for a new socket, events of the old registration must not
+// reach the new watcher or the forgotten one.
+static void forgotten_descriptor_events_go_nowhere(void **state) {
+    gw_loop *loop = gw_loop_new();
+    int a[2], b[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    counter old = {0}, fresh = {0};
+    gw_watcher_init(&old.w, a[0], on_count, &old);
+    assert_true(gw_watcher_set(loop, &old.w, EPOLLIN | EPOLLET));
+    int child_copy = dup(a[0]);
+    int number = a[0];
+    gw_watcher_forget(loop, &old.w);
+    close(a[0]);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, b), 0);
+    int reused = b[0] == number ? b[0] : (dup2(b[0], number), close(b[0]), number);
+    gw_watcher_init(&fresh.w, reused, on_count, &fresh);
+    assert_true(gw_watcher_set(loop, &fresh.w, EPOLLIN | EPOLLET));
+    assert_int_equal(write(a[1], "x", 1), 1);  // the stale registration fires
+    assert_int_equal(write(b[1], "y", 1), 1);  // and the new one
+    gw_loop_run(loop);
+    assert_int_equal(old.calls, 0);
+    assert_int_equal(fresh.calls, 1);
+    gw_loop_free(loop);
+    close(child_copy), close(a[1]), close(reused), close(b[1]);
+}
+
+// An owner handing a registration to another with the same events (the upstream pool):
+// the events go to the new owner.
+static void moved_watcher_events_go_to_the_new_owner(void **state) {
+    gw_loop *loop = gw_loop_new();
+    int a[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, a), 0);
+    counter first = {0}, second = {0};
+    gw_watcher_init(&first.w, a[0], on_count, &first);
+    assert_true(gw_watcher_set(loop, &first.w, EPOLLIN | EPOLLET));
+    gw_watcher_init(&second.w, -1, on_count, &second);
+    assert_true(gw_watcher_move(loop, &second.w, &first.w, EPOLLIN | EPOLLET));
+    assert_int_equal(first.w.events, 0);
+    assert_int_equal(write(a[1], "x", 1), 1);
+    gw_loop_run(loop);
+    assert_int_equal(first.calls, 0);
+    assert_int_equal(second.calls, 1);
+    gw_watcher_remove(loop, &second.w);
+    gw_loop_free(loop);
+    close(a[0]), close(a[1]);
+}
+
 static void pool_trim_frees_what_stayed_unused(void **state) {
     gw_buf_pool pool;
     gw_buf_pool_init(&pool, 256);
@@ -136,6 +196,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(timers_fire_in_deadline_order),
         cmocka_unit_test(watcher_removed_mid_batch_is_not_called),
+        cmocka_unit_test(forgotten_descriptor_events_go_nowhere),
+        cmocka_unit_test(moved_watcher_events_go_to_the_new_owner),
         cmocka_unit_test(pool_trim_frees_what_stayed_unused),
         cmocka_unit_test(one_json_escaper),
     };
