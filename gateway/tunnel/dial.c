@@ -463,12 +463,16 @@ tunnel_step tunnel_phase_connecting(gw_tunnel *t) {
     // are taken here. With one attempt they say it finished; with more, which one is not
     // recorded: each is asked, without waiting.
     int happened = t->upstream_io.writable || t->upstream_io.error || t->upstream_io.hup;
+    int clean = t->upstream_io.writable && !t->upstream_io.error && !t->upstream_io.hup;
     t->upstream_io.writable = t->upstream_io.error = t->upstream_io.hup = 0;  // readable: see won()
     if (n == 1) {
         if (!happened) {
             return STEP_WAIT;
         }
-        p[0].revents = POLLOUT;  // connected or failed: SO_ERROR says which
+        if (clean) {
+            return won(t, slot_of[0]);  // writable without an error or a hang-up: connected
+        }
+        p[0].revents = POLLOUT;  // failed: SO_ERROR says how
     } else if (n > 0 && poll(p, n, 0) < 0) {
         return STEP_WAIT;
     }
