@@ -7,7 +7,8 @@ import re
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-ORDER = ["gateway/base", "gateway/proto", "gateway/tls", "policy", "gateway/signer", "resolver", "gateway/upstream", "gateway/service",
+ORDER = ["gateway/base", "gateway/proto", "gateway/tls", "policy", "gateway/signer", "resolver", "gateway/acme",
+         "gateway/upstream", "gateway/service",
          "gateway/tunnel",
          "gateway", "gateway/cli"]
 
