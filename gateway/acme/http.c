@@ -240,13 +240,18 @@ int gw_acme_http_do(gw_acme_http *h, const char *method, const char *url, const 
         goto done;
     }
     size_t body_len = body ? strlen(body) : 0;
+    char authority[300];  // the Host header: the URL's, port included unless 443
+    snprintf(authority, sizeof(authority), strchr(host, ':') ? "[%s]" : "%s", host);
+    if (port != 443) {
+        snprintf(authority + strlen(authority), sizeof(authority) - strlen(authority), ":%u", port);
+    }
     char head[2048];
     int hl =
         snprintf(head, sizeof(head),
                  "%s %.*s HTTP/1.1\r\nHost: %s\r\nUser-Agent: mtlsgw/" MTLSGW_VERSION
                  "\r\nAccept: application/json, application/pem-certificate-chain\r\n"
                  "Connection: close\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                 method, (int)(path_len ? path_len : 1), path_len ? path : "/", host, body_len,
+                 method, (int)(path_len ? path_len : 1), path_len ? path : "/", authority, body_len,
                  content_type ? "Content-Type: " : "", content_type ? content_type : "", content_type ? "\r\n" : "");
     if (hl <= 0 || (size_t)hl >= sizeof(head) || SSL_write(ssl, head, hl) != hl ||
         (body_len > 0 && SSL_write(ssl, body, (int)body_len) != (int)body_len)) {

@@ -165,6 +165,7 @@ static void json_with_nonce_location_retry_after(void **state) {
     assert_string_equal(r.body, "{\"status\":\"ready\"}");
     // The request: the path, the JOSE content type, its length, the body.
     assert_non_null(strstr(s.request, "POST /acme/new-order HTTP/1.1\r\n"));
+    assert_non_null(strstr(s.request, "\r\nHost: 127.0.0.1:"));  // the port is part of it (URLs are made of it)
     assert_non_null(strstr(s.request, "Content-Type: application/jose+json\r\n"));
     assert_non_null(strstr(s.request, "Content-Length: 7\r\n"));
     gw_acme_response_free(&r);

@@ -1,0 +1,15 @@
+// csr: the certificate signing request an ACME order is finalized with (RFC 2986): the
+// identity's new key, CN the first name, every name in subjectAltName (DNS or IP).
+#ifndef MTLSGW_ACME_CSR_H
+#define MTLSGW_ACME_CSR_H
+
+#include <openssl/evp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+// gw_acme_csr signs a CSR for |names| with |key| (SHA-256): 1 with *|der| (to free) and
+// *|der_len|, or 0 with |err|.
+int gw_acme_csr(EVP_PKEY *key, const char *const *names, size_t num_names, uint8_t **der, size_t *der_len, char *err,
+                size_t cap);
+
+#endif
