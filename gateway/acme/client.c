@@ -48,23 +48,28 @@ static const char *dir_url(conv *c, const char *name) {
     return u;
 }
 
-// problem puts the CA's problem document (RFC 7807) of a failed |what| in words.
-static void problem(conv *c, const char *what, const gw_acme_response *r) {
-    json_t *j = r->body_len ? json_loads(r->body, 0, NULL) : NULL;
+int gw_acme_problem_text(const char *what, int status, const char *body, size_t body_len, char *out, size_t cap) {
+    json_t *j = body_len ? json_loadb(body, body_len, 0, NULL) : NULL;
     const char *type = json_string_value(json_object_get(j, "type"));
     const char *detail = json_string_value(json_object_get(j, "detail"));
     const char *short_type = type && strncmp(type, "urn:ietf:params:acme:error:", 27) == 0 ? type + 27 : type;
     if (detail != NULL || short_type != NULL) {
-        snprintf(c->err, c->cap, "%s: the CA answered %d: %s%s%s%s", what, r->status, detail ? detail : "",
+        snprintf(out, cap, "%s: the CA answered %d: %s%s%s%s", what, status, detail ? detail : "",
                  detail && short_type ? " (" : "", short_type ? short_type : "", detail && short_type ? ")" : "");
     } else {
-        snprintf(c->err, c->cap, "%s: the CA answered %d", what, r->status);
+        snprintf(out, cap, "%s: the CA answered %d", what, status);
     }
-    c->out->rate_limited = short_type != NULL && strcmp(short_type, "rateLimited") == 0;
+    int rate_limited = short_type != NULL && strcmp(short_type, "rateLimited") == 0;
+    json_decref(j);
+    return rate_limited;
+}
+
+// problem puts the CA's problem document of a failed |what| in words.
+static void problem(conv *c, const char *what, const gw_acme_response *r) {
+    c->out->rate_limited = gw_acme_problem_text(what, r->status, r->body, r->body_len, c->err, c->cap);
     if (r->retry_after_s >= 0) {
         c->out->retry_after_s = r->retry_after_s;
     }
-    json_decref(j);
 }
 
 static int is_bad_nonce(const gw_acme_response *r) {

@@ -47,6 +47,11 @@ char *gw_acme_key_authorization(EVP_PKEY *account_key, const char *token);
 // gw_acme_dns01_value: the TXT value for a key authorization (section 8.4), to free().
 char *gw_acme_dns01_value(const char *key_authorization);
 
+// gw_acme_problem_text puts the CA's problem document (RFC 7807: "type", "detail") of a
+// failed |what| answered with |status| in words into |out|. Returns 1 if the CA said
+// rateLimited. Pure: the fuzz harness's entry.
+int gw_acme_problem_text(const char *what, int status, const char *body, size_t body_len, char *out, size_t cap);
+
 // gw_acme_obtain runs the conversation for a CSR (DER). Returns 1 with out->chain_pem,
 // or 0 with |err| saying what failed in words (the CA's problem detail when it gave one)
 // and out->retry_after_s.

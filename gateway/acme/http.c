@@ -130,9 +130,7 @@ static long retry_after(const gw_http_response *r) {
     return at > now ? (long)(at - now) : 0;
 }
 
-// parse takes the response in |buf| (|len| bytes, all the server sent): head, framing,
-// body.
-static int parse(char *buf, size_t len, int eof, gw_acme_response *resp, char *err, size_t cap) {
+int gw_acme_parse_response(const char *buf, size_t len, int eof, gw_acme_response *resp, char *err, size_t cap) {
     gw_http_response r;
     if (gw_http_parse_response(buf, len, &r) != GW_HTTP_OK) {
         if (eof) {
@@ -273,7 +271,7 @@ int gw_acme_http_do(gw_acme_http *h, const char *method, const char *url, const 
             snprintf(err, cap, "the ACME server's response is larger than %d bytes", GW_ACME_MAX_BODY);
             break;
         }
-        int r = parse(buf, len, eof || n < 0, resp, err, cap);
+        int r = gw_acme_parse_response(buf, len, eof || n < 0, resp, err, cap);
         if (r != 0) {
             ok = r > 0;
             break;

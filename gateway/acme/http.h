@@ -36,4 +36,11 @@ int gw_acme_http_do(gw_acme_http *h, const char *method, const char *url, const 
                     int timeout_ms, gw_acme_response *resp, char *err, size_t cap);
 void gw_acme_response_free(gw_acme_response *resp);
 
+// gw_acme_parse_response takes a response apart from |buf| (|len| bytes: all that came so
+// far; |eof| once nothing more will): head, framing (sized, chunked, or to the close),
+// body. 1 with *|resp| filled (body allocated), 0 if more is needed (with |err| set when
+// |eof| says none will come), -1 if it is malformed or too large (|err|). Pure: the
+// fuzz harness's entry.
+int gw_acme_parse_response(const char *buf, size_t len, int eof, gw_acme_response *resp, char *err, size_t cap);
+
 #endif
