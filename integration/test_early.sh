@@ -35,6 +35,24 @@ http {
 }
 NGX
 
+# HAProxy 2.6 terminating mTLS in http mode with allow-0rtt (it adds Early-Data: 1 to what
+# came early, and its answer says what it saw).
+HAP_PORT=$(free_port)
+cat "$PKI/orders.chain.crt" "$PKI/orders.key" > "$WORK/orders.pem"
+cat > "$WORK/haproxy.cfg" <<CFG
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend early
+    bind 127.0.0.1:$HAP_PORT ssl crt $WORK/orders.pem ca-file $PKI/client-ca.crt verify required allow-0rtt
+    http-request return status 200 content-type text/plain lf-string "haproxy reused=%[ssl_fc_is_resumed] hdr=%[req.hdr(early-data)] dn=%[ssl_c_s_dn]\n"
+CFG
+haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
+PIDS+=($!)
+wait_port "$HAP_PORT" $!
+
 GW_PORT=$(free_port)
 FWD_PORT=$(free_port)
 S_PORT=$(free_port)
@@ -54,6 +72,8 @@ rules = (
     early_data = true; },
   { match = "late.test"; identity = "ops"; upstream = "127.0.0.2:$NGX_EARLY"; server_name = "orders.dc2.test"; },
   { match = "s-server.test"; identity = "ops"; upstream = "127.0.0.1:$S_PORT"; server_name = "orders.dc2.test";
+    early_data = true; },
+  { match = "haproxy.test"; identity = "ops"; upstream = "127.0.0.1:$HAP_PORT"; server_name = "orders.dc2.test";
     early_data = true; }
 );
 upstream_pool = { idle_per_key = 0; };  # each request a new connection: each may go early
@@ -142,6 +162,18 @@ out=$(px http://early-http.test/refused-get)
 expect_contains "http_proxy GET, refused early data: answered once, in 1-RTT" "early= reused=r hdr=1 method=GET" "$out"
 expect_contains "access log: the GET's early=rejected" "early=rejected" "$(access_line $((n0 + 1)))"
 check "nginx served that request once" test "$(grep -c 'GET /refused-get ' "$WORK/nginx/logs/access.log")" -eq 1
+
+# ---- HAProxy allow-0rtt ----
+n0=$(lines)
+out=$(curl -s -m 10 --socks5-hostname "127.0.0.1:$GW_PORT" http://haproxy.test/first)
+expect_contains "HAProxy, first contact: a full handshake" "haproxy reused=0 hdr= dn=/O=mtlsgw-test/CN=ops" "$out"
+out=$(socks_pipelined haproxy.test /second)
+expect_contains "HAProxy, SOCKS5 resumed: answered" "haproxy reused=1" "$out"
+expect_contains "access log: HAProxy accepted the early data" "early=accepted" "$(access_line $((n0 + 2)))"
+n0=$(lines)
+out=$(curl -s -m 10 -x "http://127.0.0.1:$GW_PORT" http://haproxy.test/third)
+expect_contains "HAProxy, http_proxy GET resumed: Early-Data: 1 reached it" "haproxy reused=1 hdr=1 dn=/O=mtlsgw-test/CN=ops" "$out"
+expect_contains "access log: the GET's early=accepted" "early=accepted" "$(access_line $((n0 + 1)))"
 
 # ---- openssl s_server -early_data: it prints what came as early data ----
 # s_server ends a connection (and itself) when its stdin ends: a FIFO this shell holds open.
