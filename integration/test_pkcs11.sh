@@ -118,6 +118,14 @@ out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1) && rc=0 || rc=$?
 expect_eq "check: a token key loads (logged in, found, test signature verified)" 0 "$rc"
 [ "$rc" = 0 ] || echo "$out"
 
+# Early data refused a full handshake may follow, with a token signing mid-relay: refused.
+write_conf "$WORK/early.conf" "" ",
+  { match = \"early.dc2.test:80\"; identity = \"ops\"; upstream_port = $P_FULL; early_data = true; }"
+out=$("$MTLSGW" check -c "$WORK/early.conf" 2>&1) && rc=0 || rc=$?
+expect_eq "check: early_data with a token key is an error" 1 "$rc"
+expect_contains "... file:line, the setting, why" \
+    "early.conf:13: rules[3].early_data: identity \"ops\" keeps its key in a token: early data needs a key file" "$out"
+
 out=$("$MTLSGW" identity check -c "$WORK/gw.conf" ops 2>&1) || true
 expect_contains "identity check proves the token key matches the certificate" "key matches certificate" "$out"
 expect_contains "identity check names the token" 'token "gw"' "$out"
