@@ -205,6 +205,7 @@ struct gw_tunnel {
         size_t head_scanned;         // how far an HTTP head was searched for its end
         gw_passcheck_job *auth_job;  // a password check under way (off the loop)
         uint8_t auth_state;          // AUTH_*: what the last check said, for the re-parse after it
+        uint8_t auth_waited;         // the request timer was extended once for a pending check
         const char *auth_user;       // the user that check was for
     } front;
     // dial.c: from the destination to an established upstream.

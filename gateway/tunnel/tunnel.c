@@ -167,6 +167,17 @@ static tunnel_step phase_timeout(gw_tunnel *t) {
         case T_SOCKS5_REQUEST:
         case T_SOCKS4_REQUEST:
         case T_HTTP_HEAD:
+            if (t->front.auth_state == AUTH_PENDING && !t->front.auth_waited) {
+                // The client sent all it had to: its password is being checked (a burst
+                // of checks queues for the pool). Not its fault: one more period for it.
+                t->front.auth_waited = 1;
+                tunnel_set_timer(t, (uint64_t)t->cfg->limits.handshake_timeout_ms);
+                return STEP_WAIT;
+            }
+            if (t->front.auth_state == AUTH_PENDING) {
+                return tunnel_end(t, GW_RESULT_INTERNAL_ERROR, END_CLOSE,
+                                  "the password check did not finish in time (the checks are overloaded)");
+            }
             return tunnel_end(t, GW_RESULT_CLIENT_TIMEOUT, END_CLOSE, "client did not send a complete request in time");
         case T_SNIFF:
             return tunnel_sniff_give_up(t);  // no whole HTTP head in time: relay it as opaque bytes

@@ -4,6 +4,7 @@
 // limit refused, a response cut off, a server whose certificate the trust does not
 // hold, one whose name is not the URL's, and URLs that are not https.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/ec_key.h>
 #include <openssl/evp.h>
@@ -30,8 +31,7 @@
 #include "gateway/acme/http.h"
 
 static SSL_CTX *server_ctx;
-static char trust_path[] = "/tmp/mtlsgw-acme-trust.XXXXXX";
-static char other_path[] = "/tmp/mtlsgw-acme-other.XXXXXX";
+static char trust_path[64], other_path[64];  // made per run (process id), removed at the end
 
 // cert: a self-signed P-256 certificate for |san| (an IP), written to |path| if given.
 static X509 *cert(EVP_PKEY **out_key, const char *san, char *path) {
@@ -55,7 +55,8 @@ static X509 *cert(EVP_PKEY **out_key, const char *san, char *path) {
     X509_EXTENSION_free(ext);
     assert_true(X509_sign(x, key, EVP_sha256()));
     if (path != NULL) {
-        int fd = mkstemp(path);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        assert_true(fd >= 0);
         FILE *f = fdopen(fd, "w");
         PEM_write_X509(f, x);
         fclose(f);
@@ -66,6 +67,8 @@ static X509 *cert(EVP_PKEY **out_key, const char *san, char *path) {
 
 static int setup(void **state) {
     signal(SIGPIPE, SIG_IGN);  // as the gateway does (http.h): a peer gone is an error, not a signal
+    snprintf(trust_path, sizeof(trust_path), "/tmp/mtlsgw-acme-trust.%d", (int)getpid());
+    snprintf(other_path, sizeof(other_path), "/tmp/mtlsgw-acme-other.%d", (int)getpid());
     EVP_PKEY *key, *other_key;
     X509 *x = cert(&key, "IP:127.0.0.1", trust_path);
     X509 *other = cert(&other_key, "IP:127.0.0.1", other_path);  // trusted by nobody here
