@@ -150,6 +150,9 @@ int gw_acme_parse_response(const char *buf, size_t len, int eof, gw_acme_respons
     }
     const uint8_t *p = (const uint8_t *)buf + r.head_len;
     size_t have = len - r.head_len, n = 0;
+    if (!eof && ((framing.kind == GW_BODY_LENGTH && have < framing.length) || framing.kind == GW_BODY_CLOSE)) {
+        return 0;  // not all there yet: no copy of what came so far on every read
+    }
     uint8_t *body = malloc(have + 1);
     if (body == NULL) {
         snprintf(err, cap, "out of memory");

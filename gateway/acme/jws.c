@@ -34,22 +34,27 @@ char *gw_b64url(const uint8_t *p, size_t n) {
     return out;
 }
 
+int gw_b64url_valid(const char *s) {
+    for (; *s; s++) {
+        char c = *s;
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 int gw_b64url_decode(const char *s, uint8_t **out, size_t *out_len) {
     size_t n = strlen(s);
-    if (n % 4 == 1) {
-        return 0;  // no number of bytes encodes to that
+    if (n % 4 == 1 || !gw_b64url_valid(s)) {
+        return 0;  // no number of bytes encodes to that length; or not the alphabet
     }
     char *std = malloc(n + 3);
     if (std == NULL) {
         return 0;
     }
     for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
-            free(std);
-            return 0;
-        }
-        std[i] = c == '-' ? '+' : c == '_' ? '/' : c;
+        std[i] = s[i] == '-' ? '+' : s[i] == '_' ? '/' : s[i];
     }
     size_t padded = n;
     while (padded % 4 != 0) {

@@ -13,6 +13,8 @@
 
 // gw_b64url encodes |n| bytes: a NUL-terminated string to free(), or NULL (no memory).
 char *gw_b64url(const uint8_t *p, size_t n);
+// gw_b64url_valid: every character of |s| is in the base64url alphabet (A-Z a-z 0-9 - _).
+int gw_b64url_valid(const char *s);
 // gw_b64url_decode decodes |s| (no padding, no other alphabet): 1 with *|out| (to free(),
 // *|out_len| bytes), 0 if |s| is not base64url.
 int gw_b64url_decode(const char *s, uint8_t **out, size_t *out_len);

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/acme/jws.h"
 #include "gateway/base/loop.h"
 #include "gateway/proto/http.h"
 
@@ -43,14 +44,7 @@ struct gw_acme_responder {
 };
 
 static int base64url_token(const char *s) {
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
-            return 0;
-        }
-    }
-    return n > 0 && n < sizeof(((pending *)0)->token);
+    return s[0] != '\0' && strlen(s) < sizeof(((pending *)0)->token) && gw_b64url_valid(s);
 }
 
 int gw_acme_responder_publish(gw_acme_responder *r, const char *token, const char *key_authorization) {
