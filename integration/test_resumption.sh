@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # TLS session reuse: 50 sequential tunnels against TLS 1.3 and TLS 1.2 nginx terminators
-# resume (nginx's $ssl_session_reused), and a session of one identity is never offered
-# for another identity on the same upstream and server name.
+# resume (nginx's $ssl_session_reused), a session of one identity is never offered for
+# another identity on the same upstream and server name, and a client that closes at once
+# on a far server still leaves a session for the next tunnel.
 source "$(dirname "$0")/lib.sh"
 
 make_pki
 start_backend
 start_redis
 start_nginx
+# A far server behind a middlebox that ends TCP nearby: its answers come 150 ms late.
+DELAY_PORT=$(free_port)
+python3 "$(dirname "$0")/delay_proxy.py" "$DELAY_PORT" "127.0.0.1:$NGX_HTTPS" 150 2> "$WORK/delay.log" &
+PIDS+=($!)
+wait_port "$DELAY_PORT" $!
 GW_PORT=$(free_port)
+FWD_PORT=$(free_port)
 cat > "$WORK/gw.conf" <<CONF
 workers = 2;
-listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
+listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; },
+           { name = "far"; address = "127.0.0.1:$FWD_PORT"; forward = "far.test:443"; } );
 identities = (
   { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; },
   { name = "billing"; certificate = "$PKI/billing.crt"; key = "$PKI/billing.key"; trust = "$PKI/server-trust.crt"; }
@@ -20,7 +28,8 @@ rules = (
   { match = "tls13.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_HTTPS"; server_name = "orders.dc2.test"; },
   { match = "tls12.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_TLS12"; server_name = "orders.dc2.test"; },
   { match = "a.test"; identity = "ops"; upstream = "127.0.0.1:$NGX_TLS12"; server_name = "orders.dc2.test"; },
-  { match = "b.test"; identity = "billing"; upstream = "127.0.0.1:$NGX_TLS12"; server_name = "orders.dc2.test"; }
+  { match = "b.test"; identity = "billing"; upstream = "127.0.0.1:$NGX_TLS12"; server_name = "orders.dc2.test"; },
+  { match = "far.test"; identity = "ops"; upstream = "127.0.0.1:$DELAY_PORT"; server_name = "orders.dc2.test"; }
 );
 deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
@@ -54,4 +63,30 @@ for i in $(seq 10); do
 done
 expect_eq "20 alternating tunnels: every one presented its own identity" "0" "$bad"
 expect_contains "and identity b resumed its own sessions" "reused=r" "$b"
+
+# A client that sends its request and its end at once (HTTP/1.0, write side shut): the
+# far server's session ticket comes after the request has gone. Our close_notify waits
+# for it (BoringSSL ignores a ticket that comes after we said close_notify), so the next
+# tunnel resumes.
+send_and_close() {
+    python3 - "$FWD_PORT" "$1" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+s.sendall(b"GET /" + sys.argv[2].encode() + b" HTTP/1.0\r\nHost: orders.dc2.test\r\n\r\n")
+s.shutdown(socket.SHUT_WR)
+out = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    out += d
+print(out.decode(errors="replace").splitlines()[0] if out else "nothing")
+PY
+}
+for i in 1 2 3; do
+    out=$(send_and_close "far$i")
+    expect_contains "far server, request and FIN at once ($i): answered" "200" "$out"
+done
+far=$(grep 'dest=far.test' "$WORK/gw.log" | grep -o 'resumed=[01]' | tr '\n' ' ')
+expect_eq "... the first was a full handshake, the two after it resumed" "resumed=0 resumed=1 resumed=1 " "$far"
 finish

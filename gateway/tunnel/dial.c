@@ -576,6 +576,7 @@ tunnel_step tunnel_phase_tls(gw_tunnel *t) {
         // bytes follow it; the transport finishes the handshake (and sends them again if
         // the server refuses them). The server's first data confirms the connection.
         t->handshake_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+        t->upstream.rtt_ms = t->connect_ms;
         gw_metrics_handshake(t->upstream.identity->metrics_slot, 1, gw_monotonic_us() - t->hs_start_us);
         t->dial.unconfirmed = 1;
         if (t->door->exchanges) {
@@ -583,6 +584,7 @@ tunnel_step tunnel_phase_tls(gw_tunnel *t) {
         }
     } else if (t->state == T_HANDSHAKING) {
         t->handshake_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+        t->upstream.rtt_ms = t->handshake_ms > t->connect_ms ? t->handshake_ms : t->connect_ms;
         gw_metrics_handshake(t->upstream.identity->metrics_slot, SSL_session_reused(t->upstream.ssl),
                              gw_monotonic_us() - t->hs_start_us);
         // After a full TLS 1.3 handshake the server's verdict on our certificate comes a

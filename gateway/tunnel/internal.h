@@ -232,6 +232,7 @@ struct gw_tunnel {
     } dial;
     // The access log.
     uint64_t t_start, t_phase, last_activity;
+    uint64_t close_notify_at;  // the client ended: our close_notify waits for the ticket until then
     uint64_t hs_start_us;
     tunnel_conn conn_kind;
     int64_t dns_ms, connect_ms, handshake_ms;

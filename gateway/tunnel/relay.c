@@ -214,6 +214,30 @@ static void shut_upstream(gw_tunnel *t) {
     t->upstream_io.shut = 1;
 }
 
+// hold_close_notify says whether the client's EOF waits before going on: a TLS 1.3 server
+// sends its session ticket after the handshake, and a client that closes at once would
+// otherwise have our close_notify go first (after which the ticket is ignored, and the
+// next tunnel cannot resume). Only our close_notify waits, about a round trip; the
+// client's data has gone already.
+static int hold_close_notify(gw_tunnel *t) {
+    if (t->upstream_io.eof) {
+        return 0;  // the server has ended: no ticket is coming
+    }
+    uint64_t now = gw_loop_now(t->host->loop);
+    if (t->close_notify_at == 0) {
+        unsigned ms = gw_upstream_ticket_wait_ms(&t->upstream);
+        if (ms == 0) {
+            return 0;
+        }
+        t->close_notify_at = now + ms;
+    }
+    if (t->upstream.ticket_seen || now >= t->close_notify_at) {
+        return 0;
+    }
+    gw_timer_start(t->host->loop, &t->yield_timer, t->close_notify_at - now);
+    return 1;
+}
+
 tunnel_step tunnel_flush_then_reset(gw_tunnel *t) {
     gw_watcher_remove(t->host->loop, &t->upstream_io.w);  // closed with the tunnel (its TLS facts are logged)
     gw_buf_put(&t->host->pool, t->to_up);
@@ -243,7 +267,7 @@ tunnel_step tunnel_phase_relay(gw_tunnel *t) {
             }
             progress |= r;
         }
-        if (t->client_io.eof && gw_buf_len(t->to_up) == 0 && !t->upstream_io.shut) {
+        if (t->client_io.eof && gw_buf_len(t->to_up) == 0 && !t->upstream_io.shut && !hold_close_notify(t)) {
             shut_upstream(t);
         }
         if (t->upstream_io.eof && gw_buf_len(t->to_down) == 0 && !t->client_io.shut) {

@@ -37,8 +37,21 @@ struct group {
     size_t n;
 };
 
+// A connection let go while its TLS 1.3 server still owes the session ticket: it waits
+// for it (or gw_upstream_ticket_wait_ms), then closes. Without it a client that takes its
+// answer and leaves would leave the next one no session to resume.
+typedef struct lingerer lingerer;
+struct lingerer {
+    gw_upstream up;
+    gw_watcher w;
+    gw_timer timer;
+    gw_upool *pool;
+    lingerer *prev, *next;
+};
+
 struct gw_upool {
     gw_loop *loop;
+    lingerer *lingering;
     gw_upool_limits limits;
     group *buckets[BUCKETS];
     conn *oldest, *newest;
@@ -151,6 +164,68 @@ static void on_readable(gw_loop *loop, gw_watcher *w, uint32_t events) {
     evict(c->pool, c, GW_POOL_EVICT_CLOSED);
 }
 
+static void linger_end(lingerer *l) {
+    gw_upool *p = l->pool;
+    if (l->prev) {
+        l->prev->next = l->next;
+    } else {
+        p->lingering = l->next;
+    }
+    if (l->next) {
+        l->next->prev = l->prev;
+    }
+    gw_watcher_forget(p->loop, &l->w);  // closed right after
+    gw_timer_stop(p->loop, &l->timer);
+    gw_upstream_close(&l->up);
+    free(l);
+}
+
+// linger_read takes what the server sent: 1 while the ticket is still awaited.
+static int linger_read(lingerer *l) {
+    uint8_t b;
+    int r = SSL_peek(l->up.ssl, &b, 1);
+    return r <= 0 && SSL_get_error(l->up.ssl, r) == SSL_ERROR_WANT_READ && !l->up.ticket_seen;
+}
+
+static void on_linger_readable(gw_loop *loop, gw_watcher *w, uint32_t events) {
+    (void)loop;
+    lingerer *l = w->data;
+    if ((events & (EPOLLERR | EPOLLHUP)) || ((events & (EPOLLIN | EPOLLRDHUP)) && !linger_read(l))) {
+        linger_end(l);
+    }
+}
+
+static void on_linger_timer(gw_loop *loop, gw_timer *timer) {
+    (void)loop;
+    linger_end(timer->data);
+}
+
+// linger keeps |u| (moved out) until its ticket comes; 0 if it is not owed one.
+static int linger(gw_upool *p, gw_upstream *u, gw_watcher *w) {
+    unsigned ms = gw_upstream_ticket_wait_ms(u);
+    if (ms == 0 || SSL_pending(u->ssl) > 0 || gw_upstream_buffered(u)) {
+        return 0;
+    }
+    lingerer *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        return 0;
+    }
+    gw_upstream_move(&l->up, u);
+    l->pool = p;
+    l->next = p->lingering;
+    if (l->next) {
+        l->next->prev = l;
+    }
+    p->lingering = l;
+    gw_timer_init(&l->timer, on_linger_timer, l);
+    gw_timer_start(p->loop, &l->timer, ms);
+    gw_watcher_init(&l->w, l->up.fd, on_linger_readable, l);
+    if (!gw_watcher_move(p->loop, &l->w, w, EPOLLIN | EPOLLRDHUP | EPOLLET) || !linger_read(l)) {
+        linger_end(l);  // (what came before the registration is read at once: edge-triggered)
+    }
+    return 1;
+}
+
 gw_upool *gw_upool_new(gw_loop *loop) {
     gw_upool *p = calloc(1, sizeof(*p));
     if (p != NULL) {
@@ -168,6 +243,9 @@ void gw_upool_free(gw_upool *p) {
         unlink_conn(p, c, 0);
         gw_upstream_close(&c->up);
         free(c);
+    }
+    while (p->lingering != NULL) {
+        linger_end(p->lingering);
     }
     free(p);
 }
@@ -215,6 +293,9 @@ static int reusable(const gw_upool *p, const gw_upstream *u) {
 
 int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u, const char *text, gw_watcher *w) {
     if (p == NULL || p->limits.idle_per_key <= 0 || p->limits.idle_total <= 0 || !reusable(p, u)) {
+        if (p != NULL && u->fd >= 0 && linger(p, u, w)) {
+            return 0;
+        }
         if (p != NULL) {
             gw_watcher_forget(p->loop, w);
         }

@@ -48,7 +48,8 @@ void gw_upool_retire(gw_upool *p, const uint64_t *generations, size_t n);
 // with |text| (the upstream's address in words) for the next user. It is kept only if it
 // is reusable: confirmed, nothing unread, fewer than max_requests carried. Returns 1 if
 // kept. |w| is the caller's watcher of it: the pool takes its registration over (one
-// epoll_ctl), or removes it. |p| must not be NULL.
+// epoll_ctl), or removes it. |p| must not be NULL. One not kept whose TLS 1.3 server still
+// owes its session ticket is closed once the ticket comes (at most about a round trip).
 int gw_upool_put(gw_upool *p, const uint8_t key[GW_POOL_KEY_LEN], gw_upstream *u, const char *text, gw_watcher *w);
 // gw_upool_take moves the most recently kept connection of |key| into |out| (and its
 // address into |text|), its registration to |w| (fn and data set) with |events|.

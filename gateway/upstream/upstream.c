@@ -38,6 +38,22 @@ int gw_upstream_buffered(const gw_upstream *u) {
     return rbio != NULL && BIO_ctrl_pending(rbio) > 0;
 }
 
+unsigned gw_upstream_ticket_wait_ms(const gw_upstream *u) {
+    if (u->ssl == NULL || u->ticket_seen || u->identity == NULL ||
+        (SSL_version(u->ssl) != TLS1_3_VERSION && u->early == GW_EARLY_NONE)) {
+        return 0;
+    }
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    int64_t rtt = u->rtt_ms;
+    if (getsockopt(u->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && len >= sizeof(ti) &&
+        (int64_t)(ti.tcpi_rtt / 1000) > rtt) {
+        rtt = ti.tcpi_rtt / 1000;  // microseconds
+    }
+    int64_t ms = 20 + 2 * (rtt > 0 ? rtt : 0);
+    return ms < 1000 ? (unsigned)ms : 1000;
+}
+
 static void free_verify(gw_upstream *u) {
     if (u->verify != NULL) {
         if (u->ssl != NULL) {

@@ -26,6 +26,7 @@ typedef struct gw_upstream_s {
     int alert;                 // fatal alert received from the server, -1 if none
     int cert_requested;        // the server sent a CertificateRequest
     int ticket_seen;           // a session arrived through the new-session callback
+    int64_t rtt_ms;            // the tunnel's measure of a round trip to the server (0: none)
     int confirmed;             // the server accepted us: sessions may go to the cache
     SSL_SESSION *held[4];      // sessions that arrived before confirmation
     size_t num_held;
@@ -75,6 +76,14 @@ void gw_upstream_move(gw_upstream *dst, gw_upstream *src);
 // gw_upstream_buffered says whether bytes the server sent were read ahead from the socket
 // and not yet taken by TLS.
 int gw_upstream_buffered(const gw_upstream *u);
+// gw_upstream_ticket_wait_ms says how long to hold our close_notify for the session ticket
+// a TLS 1.3 server sends after the handshake (0: none is due). Once we have sent
+// close_notify BoringSSL ignores tickets, and a client that closes at once would leave the
+// next connection without a session to resume. The ticket comes about a round trip after
+// our Finished: the wait is twice the larger of rtt_ms (the tunnel's measure: the connect's
+// or the handshake's time, which also sees past a middlebox that ends TCP nearby) and the
+// socket's smoothed RTT, plus 20 ms, at most 1 s.
+unsigned gw_upstream_ticket_wait_ms(const gw_upstream *u);
 // gw_upstream_close frees the SSL (no close_notify) and closes the socket.
 void gw_upstream_close(gw_upstream *u);
 
