@@ -19,6 +19,7 @@
 #include "gateway/base/peer.h"
 #include "gateway/proto/errors.h"
 #include "gateway/proto/http.h"
+#include "gateway/renewal.h"
 #include "gateway/report.h"
 #include "gateway/service/metrics.h"
 #include "gateway/worker.h"
@@ -135,16 +136,49 @@ static void respond(admin_conn *c, int status, const char *type, const char *bod
     c->out_len = b.len;
 }
 
-static void answer(admin_conn *c, const gw_http_request *req) {
-    int head = gw_http_token_eq(req->method, req->method_len, "HEAD");
-    if (!head && !gw_http_token_eq(req->method, req->method_len, "GET")) {
-        respond(c, 405, "text/plain", "only GET and HEAD\n", 0);
+// answer_post: POST /identities/NAME/renew asks the renewal thread to renew an ACME
+// identity now (`mtlsgw identity renew`); the result lands in its state file and log.
+static void answer_post(admin_conn *c, const char *target, size_t len) {
+    static const char prefix[] = "/identities/", suffix[] = "/renew";
+    size_t pl = sizeof(prefix) - 1, sl = sizeof(suffix) - 1;
+    char name[128], err[300], msg[400];
+    if (len <= pl + sl || memcmp(target, prefix, pl) != 0 || memcmp(target + len - sl, suffix, sl) != 0 ||
+        len - pl - sl >= sizeof(name)) {
+        respond(c, 404, "text/plain", "not found: POST only /identities/NAME/renew\n", 0);
         return;
     }
+    memcpy(name, target + pl, len - pl - sl);
+    name[len - pl - sl] = '\0';
+    for (const char *p = name; *p; p++) {
+        if (*p < 0x21 || *p > 0x7e || *p == '/') {
+            respond(c, 404, "text/plain", "not found: no such identity\n", 0);
+            return;
+        }
+    }
+    if (!gw_renewal_request(name, err, sizeof(err))) {
+        snprintf(msg, sizeof(msg), "%s\n", err);
+        respond(c, strncmp(err, "no identity", 11) == 0 ? 404 : 409, "text/plain", msg, 0);
+        return;
+    }
+    gw_log(GW_LOG_INFO, "admin: renewal of identity %s asked for", name);
+    snprintf(msg, sizeof(msg), "renewal of %s started\n", name);
+    respond(c, 202, "text/plain", msg, 0);
+}
+
+static void answer(admin_conn *c, const gw_http_request *req) {
+    int head = gw_http_token_eq(req->method, req->method_len, "HEAD");
     size_t plen = req->target_len;
     const char *q = memchr(req->target, '?', plen);
     if (q != NULL) {
         plen = (size_t)(q - req->target);
+    }
+    if (gw_http_token_eq(req->method, req->method_len, "POST")) {
+        answer_post(c, req->target, plen);
+        return;
+    }
+    if (!head && !gw_http_token_eq(req->method, req->method_len, "GET")) {
+        respond(c, 405, "text/plain", "only GET and HEAD (and POST /identities/NAME/renew)\n", 0);
+        return;
     }
     pol_config *cfg = current_config();
     if (gw_http_token_eq(req->target, plen, "/metrics")) {

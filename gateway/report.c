@@ -3,7 +3,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gateway/acme/state.h"
+
 const char *gw_identity_status(const gw_identity *id, time_t now, int warn_days) {
+    if (id->pending) {
+        return "pending";
+    }
     if (now >= id->not_after) {
         return "expired";
     }
@@ -25,6 +30,49 @@ void gw_format_utc(time_t t, char *out, size_t cap) {
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void gw_acme_view_of(const pol_config *cfg, const gw_identity *id, gw_acme_view *out) {
+    memset(out, 0, sizeof(*out));
+    out->acme = pol_config_acme(cfg, id->spec.name);
+    if (out->acme == NULL) {
+        return;
+    }
+    char path[4200];
+    gw_acme_state st;
+    gw_acme_state_path(id->spec.certificate, path, sizeof(path));
+    gw_acme_state_read(path, &st);
+    out->last_attempt = st.last_attempt;
+    out->last_success = st.last_success;
+    out->failures = st.failures;
+    snprintf(out->result, sizeof(out->result), "%s", st.result);
+    snprintf(out->error, sizeof(out->error), "%s", st.error);
+    out->next = id->pending ? 0 : pol_acme_due(out->acme, id->not_before, id->not_after);
+    if (st.next_attempt > out->next) {
+        out->next = st.next_attempt;
+    }
+}
+
+static void acme_json(gw_strbuf *b, const pol_config *cfg, const gw_identity *id) {
+    gw_acme_view v;
+    gw_acme_view_of(cfg, id, &v);
+    if (v.acme == NULL) {
+        return;
+    }
+    char next[40], last[40];
+    gw_format_utc(v.next, next, sizeof(next));
+    gw_format_utc(v.last_attempt, last, sizeof(last));
+    gw_strbuf_printf(b, ", \"acme\": {\"directory\": ");
+    gw_strbuf_json(b, v.acme->directory);
+    gw_strbuf_printf(b, ", \"challenge\": \"%s\", \"next_renewal\": \"%s\", \"next_renewal_unix\": %lld",
+                     pol_acme_challenge_name(v.acme->challenge), v.next ? next : "now", (long long)v.next);
+    gw_strbuf_printf(
+        b, ", \"last_attempt\": %s%s%s, \"last_attempt_unix\": %lld, \"last_result\": ", v.last_attempt ? "\"" : "",
+        v.last_attempt ? last : "null", v.last_attempt ? "\"" : "", (long long)v.last_attempt);
+    gw_strbuf_json(b, v.result);
+    gw_strbuf_printf(b, ", \"failures\": %d, \"last_error\": ", v.failures);
+    gw_strbuf_json(b, v.error);
+    gw_strbuf_printf(b, "}");
 }
 
 static const char *callers_text(const pol_rule *r) {
@@ -82,10 +130,16 @@ void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int war
         }
         gw_strbuf_printf(b, ", \"serial\": ");
         gw_strbuf_json(b, id->serial);
-        gw_strbuf_printf(b, ", \"not_before\": \"%s\", \"not_after\": \"%s\", \"not_after_unix\": %lld", nb, na,
-                         (long long)id->not_after);
-        gw_strbuf_printf(b, ", \"days_left\": %.1f, \"status\": \"%s\", \"rules\": [",
-                         (double)(id->not_after - now) / 86400.0, gw_identity_status(id, now, warn_days));
+        if (id->pending) {  // no certificate yet (ACME)
+            gw_strbuf_printf(b,
+                             ", \"not_before\": null, \"not_after\": null, \"not_after_unix\": 0, "
+                             "\"days_left\": null, \"status\": \"pending\", \"rules\": [");
+        } else {
+            gw_strbuf_printf(b, ", \"not_before\": \"%s\", \"not_after\": \"%s\", \"not_after_unix\": %lld", nb, na,
+                             (long long)id->not_after);
+            gw_strbuf_printf(b, ", \"days_left\": %.1f, \"status\": \"%s\", \"rules\": [",
+                             (double)(id->not_after - now) / 86400.0, gw_identity_status(id, now, warn_days));
+        }
         int first = 1;
         for (size_t r = 0; r < cfg->num_rules; r++) {
             if (pol_rule_uses_identity(&cfg->rules[r], id)) {
@@ -98,6 +152,7 @@ void gw_identities_json(gw_strbuf *b, const pol_config *cfg, time_t now, int war
         rule_map(b, cfg, id, callers_text);
         gw_strbuf_printf(b, ", \"listeners\": ");
         rule_map(b, cfg, id, listeners_text);
+        acme_json(b, cfg, id);
         gw_strbuf_printf(b, "}");
     }
     gw_strbuf_printf(b, "%s]\n", cfg->num_identities ? "\n" : "");

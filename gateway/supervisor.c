@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "gateway/base/log.h"
 #include "gateway/base/netutil.h"
 #include "gateway/base/xalloc.h"
+#include "gateway/renewal.h"
 #include "gateway/service/metrics.h"
 #include "gateway/tls/identity.h"
 #include "gateway/tls/pkcs11.h"
@@ -211,6 +213,7 @@ static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers,
         gw_worker_set_config(&workers[i], next);
     }
     gw_admin_set_config(next);
+    gw_renewal_set_config(next);
     pol_config_unref(cfg);
     gw_metrics_reload(1);
     gw_log(GW_LOG_INFO, "reloaded %s (%s): %zu rules, %zu identities", path, why, next->num_rules,
@@ -269,6 +272,14 @@ static int retire_to_supervisor(pol_config *cfg) {
     return 1;
 }
 
+// An identity renewed over ACME: its new files are loaded at once (SIGUSR2 wakes us).
+static atomic_int g_acme_renewed;
+
+static void on_renewed(void) {
+    atomic_store(&g_acme_renewed, 1);
+    pthread_kill(g_supervisor, SIGUSR2);
+}
+
 static void free_retired(void) {
     pthread_mutex_lock(&g_retire_lock);
     pol_config *list = g_retired;
@@ -324,6 +335,10 @@ int gw_supervisor_run(const char *path, pol_config *cfg) {
         remove_unix_sockets(cfg);
         return 1;
     }
+    if (cfg->num_acme > 0 && !gw_renewal_bind(cfg)) {  // http-01 on port 80 needs the privileges
+        remove_unix_sockets(cfg);
+        return 1;
+    }
     if (!drop_privileges(cfg)) {
         remove_unix_sockets(cfg);
         return 1;
@@ -370,6 +385,10 @@ int gw_supervisor_run(const char *path, pol_config *cfg) {
         }
         gw_log(GW_LOG_INFO, "admin endpoint on http://%s/ (/metrics /healthz /identities)", cfg->admin_address_text);
     }
+    if (!gw_renewal_start(cfg, on_renewed)) {
+        gw_log(GW_LOG_ERROR, "acme: cannot start the renewal thread");
+        return 1;
+    }
     gw_log(GW_LOG_INFO, "mtlsgw %s running: %d workers, %zu rules, %zu identities", MTLSGW_VERSION, nworkers,
            cfg->num_rules, cfg->num_identities);
     // Identity files are polled every second; a change is loaded once it has held still
@@ -380,6 +399,11 @@ int gw_supervisor_run(const char *path, pol_config *cfg) {
     for (;;) {
         int sig = sigtimedwait(&set, NULL, &tick);
         free_retired();
+        if (sig == SIGUSR2 && atomic_exchange(&g_acme_renewed, 0)) {
+            cfg = reload(path, cfg, workers, nworkers, "an identity was renewed over ACME");
+            seen = loaded = identity_files_signature(cfg);
+            continue;
+        }
         if (sig == SIGUSR2 || sig == SIGCHLD) {
             continue;
         }
@@ -414,6 +438,7 @@ int gw_supervisor_run(const char *path, pol_config *cfg) {
     free(workers);
     free(fds);
     remove_unix_sockets(cfg);
+    gw_renewal_stop();
     gw_admin_stop();
     pol_config_unref(cfg);
     free_retired();

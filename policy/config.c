@@ -648,6 +648,10 @@ void pol_config_free(pol_config *cfg) {
         gw_identity_free(cfg->identities[i]);
     }
     free(cfg->identities);
+    for (size_t i = 0; i < cfg->num_acme; i++) {
+        pol_acme_free(&cfg->acme[i]);
+    }
+    free(cfg->acme);
     for (size_t i = 0; i < cfg->num_rules; i++) {
         free(cfg->rules[i].match_text);
         free(cfg->rules[i].upstream_host);

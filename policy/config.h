@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "gateway/base/log.h"
 #include "policy/callers.h"
@@ -76,6 +77,29 @@ typedef struct {
     char *text;  // as written in the config
 } pol_cidr;
 
+// An identity's `acme` block: its certificate is obtained and renewed over ACME.
+typedef enum { POL_ACME_HTTP01 = 0, POL_ACME_DNS01 } pol_acme_challenge;
+typedef struct {
+    char *identity;  // the identity's name (its certificate and key paths are where results go)
+    char *where;     // "file:line" of the block
+    char *directory;
+    char *trust;        // PEM of the CAs for the ACME server's TLS; NULL: the system's
+    char *account_key;  // made on first use (mode 0600)
+    char **contact;
+    size_t num_contact;
+    char *eab_kid, *eab_hmac_file;  // External Account Binding, or NULL
+    char **names;                   // DNS names or IPs for the certificate (CN: the first)
+    size_t num_names;
+    char key_type[16];         // ec-p256 | ec-p384 | rsa-2048 | rsa-3072
+    int renew_before_pct;      // renew when this share of the lifetime is left; 0: renew_before_s
+    long long renew_before_s;  // ... or this long before notAfter
+    pol_acme_challenge challenge;
+    char *http01_listen;  // as written; NULL without
+    struct sockaddr_storage http01_addr;
+    socklen_t http01_addr_len;
+    char *dns01_hook;  // run as HOOK add|remove NAME VALUE
+} pol_acme;
+
 typedef struct pol_config {
     atomic_int refs;
     uint64_t generation;  // increases with every successful load in this process
@@ -92,6 +116,8 @@ typedef struct pol_config {
     } resolver;
     gw_identity **identities;
     size_t num_identities;
+    pol_acme *acme;  // the identities renewed over ACME
+    size_t num_acme;
     pol_rule *rules;
     size_t num_rules;
     pol_index *index;
@@ -193,6 +219,14 @@ int pol_config_load_local_addresses(pol_config *cfg);
 
 // pol_config_resolver_equal says whether |a| and |b| have the same resolver settings.
 int pol_config_resolver_equal(const pol_config *a, const pol_config *b);
+
+// pol_config_acme is the `acme` block of identity |identity|, or NULL.
+const pol_acme *pol_config_acme(const pol_config *cfg, const char *identity);
+// pol_acme_due is when a certificate valid from |not_before| to |not_after| is to be
+// renewed under |a|'s renew_before.
+time_t pol_acme_due(const pol_acme *a, time_t not_before, time_t not_after);
+const char *pol_acme_challenge_name(pol_acme_challenge c);
+void pol_acme_free(pol_acme *a);
 
 // pol_parse_socket_address parses "IPv4:port" or "[IPv6]:port" into |out|.
 int pol_parse_socket_address(const char *s, struct sockaddr_storage *out, socklen_t *out_len);

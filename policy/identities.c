@@ -107,6 +107,7 @@ void pol_ld_identities(loader *ld, const config_setting_t *root) {
             pol_ld_problem(ld, config_setting_get_member(g, "pkcs11_module"), path,
                            "only for a key in a token: key = \"pkcs11:token=...;object=...\"");
         }
+        pol_ld_acme(ld, g, prefix, name, &spec);
         if (spec.pkcs12 == NULL && (spec.certificate == NULL || spec.key == NULL)) {
             pol_ld_problem(ld, g, prefix, "needs certificate and key (PEM), or pkcs12");
         }
@@ -169,6 +170,12 @@ void pol_ld_identities(loader *ld, const config_setting_t *root) {
             continue;
         }
         cfg->identities[cfg->num_identities++] = id;
+        if (id->pending) {
+            pol_ld_problem(ld, g, prefix,
+                           "warning: identity %s has no certificate yet: ACME order pending (%s is written when the "
+                           "CA issues it)",
+                           name, id->spec.certificate);
+        }
         identity_warning_ctx wc = {ld, g, prefix};
         gw_identity_file_problems(id, time(NULL), identity_warning, &wc);
     }

@@ -6,6 +6,7 @@
 
 #include <libconfig.h>
 
+#include "gateway/tls/identity.h"
 #include "policy/config.h"
 
 typedef struct {
@@ -44,6 +45,9 @@ void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name
 
 // pol_ld_identities reads `identities`, loading each identity's credentials (identities.c).
 void pol_ld_identities(loader *ld, const config_setting_t *root);
+// pol_ld_acme reads the `acme` block of identity group |g| (named |name|) into the
+// snapshot's acme list and marks |spec| as renewed over ACME. Returns 1 if there is one.
+int pol_ld_acme(loader *ld, const config_setting_t *g, const char *prefix, const char *name, gw_identity_spec *spec);
 
 // pol_ld_listeners reads `listen` (listeners.c).
 void pol_ld_listeners(loader *ld, const config_setting_t *root);

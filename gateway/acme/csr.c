@@ -1,7 +1,10 @@
 // csr: the CSR of an ACME order (see csr.h).
 #include "gateway/acme/csr.h"
 
+#include <openssl/bn.h>
+#include <openssl/ec_key.h>
 #include <openssl/err.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -72,4 +75,41 @@ done:
     X509_REQ_free(req);
     free(san);
     return ok;
+}
+
+EVP_PKEY *gw_key_generate(const char *type) {
+    EVP_PKEY *pkey = EVP_PKEY_new();
+    if (pkey == NULL) {
+        return NULL;
+    }
+    if (strcmp(type, "ec-p256") == 0 || strcmp(type, "ec-p384") == 0) {
+        EC_KEY *ec = EC_KEY_new_by_curve_name(strcmp(type, "ec-p256") == 0 ? NID_X9_62_prime256v1 : NID_secp384r1);
+        if (ec != NULL && EC_KEY_generate_key(ec) && EVP_PKEY_assign_EC_KEY(pkey, ec)) {
+            return pkey;
+        }
+        EC_KEY_free(ec);
+    } else if (strcmp(type, "rsa-2048") == 0 || strcmp(type, "rsa-3072") == 0) {
+        RSA *rsa = RSA_new();
+        BIGNUM *e = BN_new();
+        int ok = rsa && e && BN_set_word(e, RSA_F4) &&
+                 RSA_generate_key_ex(rsa, strcmp(type, "rsa-2048") == 0 ? 2048 : 3072, e, NULL) &&
+                 EVP_PKEY_assign_RSA(pkey, rsa);
+        BN_free(e);
+        if (ok) {
+            return pkey;
+        }
+        RSA_free(rsa);
+    } else if (strcmp(type, "ed25519") == 0) {
+        EVP_PKEY_free(pkey);
+        pkey = NULL;
+        EVP_PKEY_CTX *kctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
+        if (kctx != NULL && EVP_PKEY_keygen_init(kctx) && EVP_PKEY_keygen(kctx, &pkey)) {
+            EVP_PKEY_CTX_free(kctx);
+            return pkey;
+        }
+        EVP_PKEY_CTX_free(kctx);
+        return NULL;
+    }
+    EVP_PKEY_free(pkey);
+    return NULL;
 }

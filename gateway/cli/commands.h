@@ -41,6 +41,8 @@ int gw_cmd_check(int argc, char **argv);     // explain.c
 int gw_cmd_explain(int argc, char **argv);   // explain.c
 int gw_cmd_identity(int argc, char **argv);  // identity.c
 int gw_cmd_passwd(int argc, char **argv);    // passwd.c
+// gw_identity_renew renews ACME identity |name| now (renew.c): exit status.
+int gw_identity_renew(const pol_config *cfg, const char *name);
 
 // gw_explain_connect resolves, connects and handshakes twice to the upstream of rule |r|
 // for |host|:|port| and prints what it saw. Returns the exit status (0: the server

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/acme/csr.h"
 #include "gateway/base/loop.h"
 #include "gateway/base/netutil.h"
 #include "gateway/base/xalloc.h"
@@ -58,6 +59,27 @@ static void rules_of(const pol_config *cfg, const gw_identity *id, char *out, si
     }
 }
 
+// print_acme prints the ACME renewal state of |id| (nothing for an identity without acme).
+static void print_acme(const pol_config *cfg, const gw_identity *id, time_t now) {
+    gw_acme_view v;
+    gw_acme_view_of(cfg, id, &v);
+    if (v.acme == NULL) {
+        return;
+    }
+    char next[40], last[40];
+    gw_format_utc(v.next, next, sizeof(next));
+    gw_format_utc(v.last_attempt, last, sizeof(last));
+    printf("  acme       %s (%s)\n", v.acme->directory, pol_acme_challenge_name(v.acme->challenge));
+    if (v.next <= now) {
+        printf("  renewal    due now%s\n", v.failures ? " (being retried)" : "");
+    } else {
+        printf("  renewal    next %s (in %.1f h)\n", next, (double)(v.next - now) / 3600.0);
+    }
+    if (v.last_attempt != 0) {
+        printf("  last       %s at %s%s%s\n", v.result, last, v.failures ? ": " : "", v.failures ? v.error : "");
+    }
+}
+
 static int identity_list(const pol_config *cfg, const gw_cmd_opts *o) {
     time_t now = time(NULL);
     if (o->json) {
@@ -86,9 +108,14 @@ static int identity_list(const pol_config *cfg, const gw_cmd_opts *o) {
         } else {
             printf("  key        %s\n", id->key_type);
         }
-        printf("  serial     %s\n", id->serial);
-        printf("  not after  %s  (%.1f days left)\n  status     %s\n  rules      %s\n", na,
-               (double)(id->not_after - now) / 86400.0, gw_identity_status(id, now, o->warn_days), rules);
+        if (id->pending) {
+            printf("  status     pending: no certificate yet (ACME order pending)\n  rules      %s\n", rules);
+        } else {
+            printf("  serial     %s\n", id->serial);
+            printf("  not after  %s  (%.1f days left)\n  status     %s\n  rules      %s\n", na,
+                   (double)(id->not_after - now) / 86400.0, gw_identity_status(id, now, o->warn_days), rules);
+        }
+        print_acme(cfg, id, now);
     }
     return 0;
 }
@@ -139,6 +166,27 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
         const char *status = gw_identity_status(id, now, o->warn_days);
         int p = 0, w = 0;
         printf("%s (%s)\n", id->spec.name, id->spec.where);
+        gw_acme_view v;
+        gw_acme_view_of(cfg, id, &v);
+        if (v.acme != NULL && v.failures > 0) {
+            char last[40], next[40];
+            gw_format_utc(v.last_attempt, last, sizeof(last));
+            gw_format_utc(v.next, next, sizeof(next));
+            printf("  WARNING  ACME renewal failed %d time%s in a row, last at %s: %s; next try %s\n", v.failures,
+                   v.failures == 1 ? "" : "s", last, v.error, next);
+            w++;
+        } else if (v.acme != NULL && v.last_attempt != 0) {
+            char last[40];
+            gw_format_utc(v.last_success, last, sizeof(last));
+            printf("  ok       renewed over ACME at %s\n", last);
+        }
+        if (id->pending) {
+            printf(
+                "  WARNING  identity %s has no certificate yet: ACME order pending (%s is written when %s issues it)\n",
+                id->spec.name, id->spec.certificate, v.acme ? v.acme->directory : "the CA");
+            warnings += w + 1;
+            continue;
+        }
         if (id->p11 != NULL) {
             const p11w_hello_ok *info = gw_p11_info(id->p11);
             printf(
@@ -200,43 +248,6 @@ static int identity_check(const pol_config *cfg, const gw_cmd_opts *o, const cha
 }
 
 // ---- identity new ----
-
-static EVP_PKEY *generate_key(const char *type) {
-    EVP_PKEY *pkey = EVP_PKEY_new();
-    if (pkey == NULL) {
-        return NULL;
-    }
-    if (strcmp(type, "ec-p256") == 0 || strcmp(type, "ec-p384") == 0) {
-        EC_KEY *ec = EC_KEY_new_by_curve_name(strcmp(type, "ec-p256") == 0 ? NID_X9_62_prime256v1 : NID_secp384r1);
-        if (ec != NULL && EC_KEY_generate_key(ec) && EVP_PKEY_assign_EC_KEY(pkey, ec)) {
-            return pkey;
-        }
-        EC_KEY_free(ec);
-    } else if (strcmp(type, "rsa-2048") == 0 || strcmp(type, "rsa-3072") == 0) {
-        RSA *rsa = RSA_new();
-        BIGNUM *e = BN_new();
-        int ok = rsa && e && BN_set_word(e, RSA_F4) &&
-                 RSA_generate_key_ex(rsa, strcmp(type, "rsa-2048") == 0 ? 2048 : 3072, e, NULL) &&
-                 EVP_PKEY_assign_RSA(pkey, rsa);
-        BN_free(e);
-        if (ok) {
-            return pkey;
-        }
-        RSA_free(rsa);
-    } else if (strcmp(type, "ed25519") == 0) {
-        EVP_PKEY_free(pkey);
-        pkey = NULL;
-        EVP_PKEY_CTX *kctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, NULL);
-        if (kctx != NULL && EVP_PKEY_keygen_init(kctx) && EVP_PKEY_keygen(kctx, &pkey)) {
-            EVP_PKEY_CTX_free(kctx);
-            return pkey;
-        }
-        EVP_PKEY_CTX_free(kctx);
-        return NULL;
-    }
-    EVP_PKEY_free(pkey);
-    return NULL;
-}
 
 // parse_subject turns "/CN=ops/O=Example" into |name|.
 static int parse_subject(const char *s, X509_NAME *name, char *err, size_t err_len) {
@@ -500,7 +511,7 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
             goto out;
         }
     } else {
-        pkey = generate_key(key_type);
+        pkey = gw_key_generate(key_type);
     }
     if (pkey == NULL) {
         fprintf(stderr,
@@ -619,6 +630,7 @@ static const char identity_usage[] =
     "       mtlsgw identity new NAME --subject \"/CN=...\" [--san DNS:a,IP:b]\n"
     "                            [--key ec-p256|ec-p384|rsa-2048|rsa-3072|ed25519] --out DIR\n"
     "       mtlsgw identity new NAME --pkcs11 URI --subject \"/CN=...\" [--san ...] [--key ...] --out DIR\n"
+    "       mtlsgw identity renew NAME -c FILE\n"
     "\n"
     "list   every identity: subject, issuer, SANs, key type, serial, expiry, status and the\n"
     "       rules that use it (--json: one JSON array, as the admin /identities page)\n"
@@ -630,7 +642,10 @@ static const char identity_usage[] =
     "       the request is signed there: the URI names the new object and its module and PIN,\n"
     "       "
     "pkcs11:token=gw;object=app1?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/mtlsgw/ids/gw.pin\n"
-    "       (an object of that label or id on the token is refused)\n";
+    "       (an object of that label or id on the token is refused)\n"
+    "renew  an identity with an acme block renewed now: through the running gateway when its\n"
+    "       admin endpoint answers (POST /identities/NAME/renew), else in this process (which\n"
+    "       then answers http-01 itself); prints the new serial and expiry, exit 1 on failure\n";
 
 int gw_cmd_identity(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -647,6 +662,19 @@ int gw_cmd_identity(int argc, char **argv) {
             return 2;
         }
         return identity_new(&o, o.args[0]);
+    }
+    if (strcmp(sub, "renew") == 0) {
+        gw_cmd_parse(argc - 1, argv + 1, GW_OPT_CONFIG, identity_usage, &o);
+        if (o.num_args != 1) {
+            fprintf(stderr, "mtlsgw identity renew: exactly one NAME is required\n\n%s", identity_usage);
+            return 2;
+        }
+        pol_config *cfg = gw_load_or_report(o.config);
+        int rc = cfg ? gw_identity_renew(cfg, o.args[0]) : 1;
+        if (cfg != NULL) {
+            pol_config_unref(cfg);
+        }
+        return rc;
     }
     if (strcmp(sub, "list") != 0 && strcmp(sub, "check") != 0) {
         fprintf(stderr, "mtlsgw identity: unknown subcommand \"%s\"\n\n%s", sub, identity_usage);

@@ -25,6 +25,8 @@ static const char usage[] =
     "  identity new NAME --subject \"/CN=..\" [--san ..] [--key TYPE] [--pkcs11 URI] --out DIR\n"
     "                                       new private key (mode 0600) and a CSR for your CA;\n"
     "                                       --pkcs11: the key generated on a PKCS#11 token\n"
+    "  identity renew NAME -c FILE          renew an identity with an acme block now (through the\n"
+    "                                       running gateway's admin endpoint when it answers)\n"
     "  passwd NAME                          a line for auth.users_file (password from stdin)\n"
     "  version                              versions of mtlsgw, BoringSSL, c-ares and libconfig\n"
     "\n"

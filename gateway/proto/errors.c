@@ -29,6 +29,7 @@ static const gw_err_info infos[GW_ERR_COUNT] = {
     [GW_ERR_UPSTREAM_HTTP] = {0x01, 0x5b, 502, "http_protocol_error", GW_RESULT_UPSTREAM_HTTP_ERROR},
     [GW_ERR_UPSTREAM_CLOSED] = {0x01, 0x5b, 502, "http_response_incomplete", GW_RESULT_UPSTREAM_CLOSED},
     [GW_ERR_KEY_UNAVAILABLE] = {0x01, 0x5b, 503, "proxy_internal_error", GW_RESULT_KEY_UNAVAILABLE},
+    [GW_ERR_NO_CERTIFICATE] = {0x01, 0x5b, 502, "proxy_internal_error", GW_RESULT_NO_CERTIFICATE},
 };
 
 static const char *const result_names[GW_RESULT_COUNT] = {
@@ -61,6 +62,7 @@ static const char *const result_names[GW_RESULT_COUNT] = {
     [GW_RESULT_IDLE_TIMEOUT] = "idle_timeout",
     [GW_RESULT_ABORTED] = "aborted",
     [GW_RESULT_KEY_UNAVAILABLE] = "key_unavailable",
+    [GW_RESULT_NO_CERTIFICATE] = "no_certificate",
 };
 
 const char *gw_result_name(gw_result r) {

@@ -32,6 +32,7 @@ typedef enum {
     GW_ERR_UPSTREAM_HTTP,    // http_proxy: the origin's response is malformed
     GW_ERR_UPSTREAM_CLOSED,  // http_proxy: the origin closed before its response was complete
     GW_ERR_KEY_UNAVAILABLE,  // the identity's key (in a PKCS#11 token) did not sign
+    GW_ERR_NO_CERTIFICATE,   // the identity has no certificate yet (its ACME order is pending)
     GW_ERR_COUNT
 } gw_err;
 
@@ -67,6 +68,7 @@ typedef enum {
     GW_RESULT_IDLE_TIMEOUT,
     GW_RESULT_ABORTED,
     GW_RESULT_KEY_UNAVAILABLE,
+    GW_RESULT_NO_CERTIFICATE,
     GW_RESULT_COUNT
 } gw_result;
 

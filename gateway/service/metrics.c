@@ -29,6 +29,8 @@ typedef struct {
     atomic_uint_fast64_t handshakes[2];  // [resumed]
     atomic_uint_fast64_t buckets[NUM_BUCKETS + 1];
     atomic_uint_fast64_t sum_us;
+    atomic_uint_fast64_t acme[GW_ACME_RESULT_COUNT];  // renewals over ACME, by result
+    atomic_llong acme_due;                            // when the next renewal is due (Unix time); 0: not ACME
 } identity_metrics;
 
 static struct {
@@ -76,6 +78,18 @@ void gw_metrics_handshake(int slot, int resumed, uint64_t micros) {
     ADD(m->sum_us, micros);
 }
 
+void gw_metrics_acme_renewal(int slot, gw_acme_result_kind result) {
+    if (slot >= 0 && slot < GW_METRICS_MAX_IDENTITIES && (unsigned)result < GW_ACME_RESULT_COUNT) {
+        ADD(g.identities[slot].acme[result], 1);
+    }
+}
+
+void gw_metrics_acme_due(int slot, time_t due) {
+    if (slot >= 0 && slot < GW_METRICS_MAX_IDENTITIES) {
+        atomic_store_explicit(&g.identities[slot].acme_due, (long long)due, memory_order_relaxed);
+    }
+}
+
 void gw_metrics_password_check(gw_pass_result result) {
     if ((unsigned)result < GW_PASS_COUNT) {
         ADD(g.passwords[result], 1);
@@ -119,6 +133,52 @@ int gw_metrics_identity_slot(const char *name) {
     }
     pthread_mutex_unlock(&g_slots_lock);
     return slot;
+}
+
+static void label_value(gw_strbuf *b, const char *s);
+
+// render_acme: the renewals of the identities renewed over ACME, and when each is due
+// (negative: overdue, the renewal is being retried).
+static void render_acme(gw_strbuf *b, const pol_config *cfg) {
+    static const char *const names[GW_ACME_RESULT_COUNT] = {"ok", "error", "rate_limited"};
+    gw_strbuf_printf(b,
+                     "# HELP mtlsgw_acme_renewals_total Certificate renewals over ACME, by result.\n"
+                     "# TYPE mtlsgw_acme_renewals_total counter\n");
+    for (size_t i = 0; i < cfg->num_acme; i++) {
+        int slot = -1;
+        for (size_t j = 0; j < cfg->num_identities && slot < 0; j++) {
+            if (strcmp(cfg->identities[j]->spec.name, cfg->acme[i].identity) == 0) {
+                slot = cfg->identities[j]->metrics_slot;
+            }
+        }
+        for (int r = 0; r < GW_ACME_RESULT_COUNT && slot >= 0; r++) {
+            gw_strbuf_printf(b, "mtlsgw_acme_renewals_total{identity=\"");
+            label_value(b, cfg->acme[i].identity);
+            gw_strbuf_printf(b, "\",result=\"%s\"} %llu\n", names[r], GET(g.identities[slot].acme[r]));
+        }
+    }
+    gw_strbuf_printf(b,
+                     "# HELP mtlsgw_identity_renewal_due_seconds Seconds until the next ACME renewal of each "
+                     "identity is due (0 or less: under way or being retried).\n"
+                     "# TYPE mtlsgw_identity_renewal_due_seconds gauge\n");
+    time_t now = time(NULL);
+    for (size_t i = 0; i < cfg->num_acme; i++) {
+        for (size_t j = 0; j < cfg->num_identities; j++) {
+            const gw_identity *id = cfg->identities[j];
+            if (strcmp(id->spec.name, cfg->acme[i].identity) != 0 || id->metrics_slot < 0) {
+                continue;
+            }
+            long long due =
+                (long long)atomic_load_explicit(&g.identities[id->metrics_slot].acme_due, memory_order_relaxed);
+            if (due == 0) {
+                due = id->pending ? (long long)now
+                                  : (long long)pol_acme_due(&cfg->acme[i], id->not_before, id->not_after);
+            }
+            gw_strbuf_printf(b, "mtlsgw_identity_renewal_due_seconds{identity=\"");
+            label_value(b, id->spec.name);
+            gw_strbuf_printf(b, "\"} %lld\n", due - (long long)now);
+        }
+    }
 }
 
 // label_value writes |s| escaped for a Prometheus label value.
@@ -286,10 +346,14 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
         "# HELP mtlsgw_identity_not_after_seconds Expiry of each loaded identity's certificate (Unix time).\n"
         "# TYPE mtlsgw_identity_not_after_seconds gauge\n");
     for (size_t i = 0; i < cfg->num_identities; i++) {
+        if (cfg->identities[i]->pending) {
+            continue;  // no certificate yet
+        }
         gw_strbuf_printf(&b, "mtlsgw_identity_not_after_seconds{identity=\"");
         label_value(&b, cfg->identities[i]->spec.name);
         gw_strbuf_printf(&b, "\"} %lld\n", (long long)cfg->identities[i]->not_after);
     }
+    render_acme(&b, cfg);
     gw_strbuf_printf(&b,
                      "# HELP mtlsgw_identity_crl_next_update_seconds Earliest nextUpdate of the CRLs of each "
                      "identity with a crl (Unix time); past it, handshakes fail until a fresh CRL is loaded.\n"

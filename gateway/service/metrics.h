@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "gateway/base/strbuf.h"
 #include "gateway/proto/errors.h"
@@ -53,6 +54,13 @@ void gw_metrics_preconnect(gw_preconnect_event event, int parked);
 // second, from the worker): mtlsgw_worker_longest_turn_seconds{worker}.
 #define GW_METRICS_MAX_WORKERS 256
 void gw_metrics_worker_turn(int index, uint64_t micros);
+
+// Renewals over ACME (mtlsgw_acme_renewals_total{identity,result}).
+typedef enum { GW_ACME_OK = 0, GW_ACME_ERROR, GW_ACME_RATE_LIMITED, GW_ACME_RESULT_COUNT } gw_acme_result_kind;
+void gw_metrics_acme_renewal(int slot, gw_acme_result_kind result);
+// gw_metrics_acme_due says when the next renewal of the identity in |slot| is due (Unix
+// time: the renewal thread's plan, retries included).
+void gw_metrics_acme_due(int slot, time_t due);
 
 // gw_metrics_identity_slot returns the slot for identity |name| (the same name always
 // gets the same slot, across reloads), or -1 when all slots are taken. Takes a lock:

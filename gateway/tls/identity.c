@@ -509,6 +509,10 @@ gw_identity *gw_identity_load(gw_identity_spec *spec, char *err, size_t err_len)
         snprintf(err, err_len, "ciphers: \"%s\" is not a valid cipher list (%s)", spec->ciphers,
                  last_ssl_error(e, sizeof(e)));
         ok = 0;
+    } else if (ok && spec->acme && spec->certificate != NULL &&
+               (access(spec->certificate, F_OK) != 0 ||
+                (!gw_p11_is_uri(spec->key) && spec->key != NULL && access(spec->key, F_OK) != 0))) {
+        id->pending = 1;  // ACME obtains them; until then nothing to present
     } else if (ok) {
         ok = spec->pkcs12               ? load_pkcs12_identity(ctx, spec, err, err_len)
              : gw_p11_is_uri(spec->key) ? load_pkcs11_identity(ctx, id, spec, err, err_len)

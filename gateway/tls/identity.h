@@ -22,6 +22,7 @@ typedef struct {
     char *ciphers;
     uint8_t (*pins)[32];
     size_t num_pins;
+    int acme;  // renewed over ACME: the certificate (and key) may not exist yet
 } gw_identity_spec;
 
 struct gw_identity {
@@ -40,6 +41,7 @@ struct gw_identity {
     gw_p11 *p11;           // key = "pkcs11:...": the token's signer; NULL for a key file
     uint16_t sigalgs[12];  // with p11: the signature algorithms the token can make
     size_t num_sigalgs;
+    int pending;  // spec.acme and no certificate yet: verification only, nothing to present (leaf NULL)
 };
 typedef struct gw_identity gw_identity;
 
@@ -72,7 +74,9 @@ typedef struct {
 } gw_session_taker;
 void gw_tls_set_session_taker(SSL *ssl, const gw_session_taker *taker);
 
-// gw_identity_load builds the SSL_CTX for |spec|. On success the identity takes over
+// gw_identity_load builds the SSL_CTX for |spec|. With spec.acme and its certificate (or
+// key file) not there yet, the identity is pending: the SSL_CTX verifies servers but has
+// nothing to present. On success the identity takes over
 // |spec|'s strings (and |spec| is zeroed); on failure |spec| is untouched, NULL is
 // returned and the reason (naming the setting and file) is written into |err|.
 gw_identity *gw_identity_load(gw_identity_spec *spec, char *err, size_t err_len);

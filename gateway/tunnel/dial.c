@@ -41,6 +41,14 @@ tunnel_step tunnel_phase_route(gw_tunnel *t) {
         return tunnel_fail(t, GW_ERR_DENIED, "%s denied by rule %s", dest, t->rule->where);
     }
     const pol_rule *r = t->rule;
+    size_t ready = 0;
+    while (r->action == POL_ACTION_MTLS && ready < r->num_identities && r->identities[ready]->pending) {
+        ready++;
+    }
+    if (r->action == POL_ACTION_MTLS && ready == r->num_identities) {
+        return tunnel_fail(t, GW_ERR_NO_CERTIFICATE, "identity %s has no certificate yet: ACME order pending",
+                           r->identity->spec.name);
+    }
     if (t->door->original_dest && r->upstream_host == NULL) {
         // Where the client was going, whatever name it sniffed to: no DNS. The server name
         // is the sniffed name (or the address).

@@ -434,7 +434,14 @@ static int on_cert_request(SSL *ssl, void *arg) {
     }
     const STACK_OF(CRYPTO_BUFFER) *names = SSL_get0_server_requested_CAs(ssl);
     const gw_identity *pick = NULL;
+    const gw_identity *first = NULL;  // the first with a certificate (an ACME one may wait for it)
+    for (size_t i = 0; i < u->num_candidates && first == NULL; i++) {
+        first = u->candidates[i]->pending ? NULL : u->candidates[i];
+    }
     for (size_t i = 0; i < u->num_candidates && pick == NULL && names != NULL; i++) {
+        if (u->candidates[i]->pending) {
+            continue;
+        }
         STACK_OF(X509) *chain = NULL;
         SSL_CTX_get0_chain_certs(u->candidates[i]->ctx, &chain);
         if (gw_chain_issued_by_named_ca(u->candidates[i]->leaf, chain, names)) {
@@ -444,11 +451,14 @@ static int on_cert_request(SSL *ssl, void *arg) {
     char choice[300];
     if (pick != NULL) {
         snprintf(choice, sizeof(choice), "presented \"%s\": its chain is under a CA the server named", pick->spec.name);
-    } else {
-        pick = u->candidates[0];
+    } else if (first != NULL) {
+        pick = first;
         snprintf(choice, sizeof(choice), "presented \"%s\", the first: %s", pick->spec.name,
                  names == NULL || sk_CRYPTO_BUFFER_num(names) == 0 ? "the server named no CA"
                                                                    : "no identity is under a CA the server named");
+    } else {
+        pick = u->candidates[0];  // (a tunnel is refused before this when none has a certificate)
+        snprintf(choice, sizeof(choice), "no identity has a certificate yet");
     }
     if (u->describe_cas) {
         note_cas(u, names, choice);

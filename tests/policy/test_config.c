@@ -354,12 +354,28 @@ static void rules_by_listener(void **state) {
     pol_errors_free(&errs);
 }
 
+// When an ACME identity is renewed: a share of the lifetime left, or a duration before
+// notAfter.
+static void acme_due(void **state) {
+    (void)state;
+    pol_acme a;
+    memset(&a, 0, sizeof(a));
+    a.renew_before_pct = 33;
+    assert_int_equal(pol_acme_due(&a, 1000, 1000 + 90 * 86400), 1000 + 90 * 86400 - 2566080);  // 33 % of 90 days
+    assert_int_equal(pol_acme_due(&a, 0, 300), 201);  // 5-minute certificates: 99 s before the end
+    a.renew_before_pct = 0;
+    a.renew_before_s = 48 * 3600;
+    assert_int_equal(pol_acme_due(&a, 0, 7 * 86400), 5 * 86400);
+    assert_string_equal(pol_acme_challenge_name(POL_ACME_DNS01), "dns-01");
+    assert_string_equal(pol_acme_challenge_name(POL_ACME_HTTP01), "http-01");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(minimal_and_defaults), cmocka_unit_test(every_error_with_line),
         cmocka_unit_test(round_trip_settings),  cmocka_unit_test(syntax_error),
         cmocka_unit_test(missing_listen),       cmocka_unit_test(deny_addresses),
         cmocka_unit_test(own_addresses),        cmocka_unit_test(callers_need_user_as_root),
-        cmocka_unit_test(rules_by_listener)};
+        cmocka_unit_test(rules_by_listener),    cmocka_unit_test(acme_due)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
