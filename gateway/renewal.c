@@ -23,6 +23,7 @@
 #include "gateway/acme/jws.h"
 #include "gateway/acme/responder.h"
 #include "gateway/acme/state.h"
+#include "gateway/acme/token.h"
 #include "gateway/base/log.h"
 #include "gateway/base/netutil.h"
 #include "gateway/service/metrics.h"
@@ -208,7 +209,9 @@ static int leaf_check(const char *pem, EVP_PKEY *key, time_t *nb, time_t *na, ch
     BIO *b = BIO_new_mem_buf(pem, -1);
     X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
     BIO_free(b);
-    int ok = x != NULL && X509_check_private_key(x, key);
+    EVP_PKEY *pub = x ? X509_get_pubkey(x) : NULL;
+    int ok = pub != NULL && EVP_PKEY_cmp(pub, key) == 1;  // (a token's key: its public half)
+    EVP_PKEY_free(pub);
     if (ok) {
         int days = 0, secs = 0;
         time_t now = time(NULL);
@@ -224,15 +227,81 @@ static int leaf_check(const char *pem, EVP_PKEY *key, time_t *nb, time_t *na, ch
     return ok;
 }
 
+// open_token starts a signer for the identity's token key (its module and PIN file as the
+// identity loads them), or one to generate a key with (P11W_HELLO_NO_KEY).
+static gw_p11 *open_token(const gw_identity_spec *spec, uint32_t flags, char *err, size_t cap) {
+    char pin[256] = "", e[700];
+    FILE *f = spec->key_password_file ? fopen(spec->key_password_file, "re") : NULL;
+    if (f != NULL) {
+        if (fgets(pin, sizeof(pin), f) == NULL) {
+            pin[0] = '\0';
+        }
+        fclose(f);
+        pin[strcspn(pin, "\r\n")] = '\0';
+    }
+    gw_p11 *t = gw_p11_open(spec->pkcs11_module, spec->key, pin, spec->run_uid, spec->run_gid, flags, e, sizeof(e));
+    OPENSSL_cleanse(pin, sizeof(pin));
+    if (t == NULL) {
+        snprintf(err, cap, "%s", e);
+    }
+    return t;
+}
+
+// token_key: an identity whose key is in a PKCS#11 token keeps that key: its public half
+// is the current certificate's, or the one saved when we generated it
+// (CERTIFICATE.acme-pub.pem); with neither (the first order) the key pair is generated on
+// the token under the URI's object= label, as `identity new --pkcs11` does. Returns the
+// public key with *|token| open to sign, or NULL with |err|.
+static EVP_PKEY *token_key(const pol_acme *a, const gw_identity_spec *spec, X509 *leaf, gw_p11 **token, char *err,
+                           size_t cap) {
+    char pub_path[4200];
+    snprintf(pub_path, sizeof(pub_path), "%s.acme-pub.pem", spec->certificate);
+    EVP_PKEY *pub = NULL;
+    FILE *f = fopen(pub_path, "re");
+    if (f != NULL) {
+        pub = PEM_read_PUBKEY(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    if (pub == NULL && leaf != NULL) {
+        pub = X509_get_pubkey(leaf);
+    }
+    if (pub != NULL) {
+        *token = open_token(spec, 0, err, cap);
+        if (*token == NULL) {
+            EVP_PKEY_free(pub);
+            return NULL;
+        }
+        return pub;
+    }
+    *token = open_token(spec, P11W_HELLO_NO_KEY, err, cap);
+    int bad_arg = 0;
+    char e[800];
+    pub = *token ? gw_token_generate(*token, spec->key, a->key_type, &bad_arg, e, sizeof(e)) : NULL;
+    if (*token != NULL && pub == NULL) {
+        snprintf(err, cap, "generating the key on the token: %s", e);
+        return NULL;
+    }
+    if (pub == NULL) {
+        return NULL;
+    }
+    BIO *b = BIO_new(BIO_s_mem());
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    if (b == NULL || !PEM_write_bio_PUBKEY(b, pub) || !BIO_mem_contents(b, &p, &n) ||
+        !write_file(pub_path, p, n, 0644, err, cap)) {
+        gw_log(GW_LOG_WARN, "acme: identity %s: the new token key's public half was not saved to %s", a->identity,
+               pub_path);
+    }
+    BIO_free(b);
+    gw_log(GW_LOG_INFO, "acme: identity %s: generated a %s key on the token (%s)", a->identity, a->key_type, spec->key);
+    return pub;
+}
+
 // renew obtains a certificate for |a| and writes key and chain over the identity's files.
-static int renew(const pol_acme *a, const gw_identity_spec *spec, gw_acme_responder *responder, gw_acme_result *res,
-                 time_t *nb, time_t *na, char *err, size_t cap) {
+static int renew(const pol_acme *a, const gw_identity_spec *spec, X509 *leaf, gw_acme_responder *responder,
+                 gw_acme_result *res, time_t *nb, time_t *na, char *err, size_t cap) {
     memset(res, 0, sizeof(*res));
     res->retry_after_s = -1;
-    if (gw_p11_is_uri(spec->key)) {
-        snprintf(err, cap, "a key in a token is not renewed over ACME by this version: use a key file");
-        return 0;
-    }
     EVP_PKEY *acct = account_key(a->account_key, err, cap);
     if (acct == NULL) {
         return 0;
@@ -243,11 +312,14 @@ static int renew(const pol_acme *a, const gw_identity_spec *spec, gw_acme_respon
         EVP_PKEY_free(acct);
         return 0;
     }
-    EVP_PKEY *key = gw_key_generate(a->key_type);
+    gw_p11 *token = NULL;
+    EVP_PKEY *key =
+        gw_p11_is_uri(spec->key) ? token_key(a, spec, leaf, &token, err, cap) : gw_key_generate(a->key_type);
     uint8_t *csr = NULL;
     size_t csr_len = 0;
-    int ok = key != NULL && gw_acme_csr(key, (const char *const *)a->names, a->num_names, &csr, &csr_len, err, cap);
-    if (key == NULL) {
+    int ok = key != NULL &&
+             gw_acme_csr_token(key, token, (const char *const *)a->names, a->num_names, &csr, &csr_len, err, cap);
+    if (key == NULL && token == NULL && !gw_p11_is_uri(spec->key)) {
         snprintf(err, cap, "cannot make a %s key", a->key_type);
     }
     publisher pub = {responder, a->dns01_hook};
@@ -272,10 +344,10 @@ static int renew(const pol_acme *a, const gw_identity_spec *spec, gw_acme_respon
         ok = 0;
     }
     // The key first: a new key beside the old certificate does not load (the running pair
-    // stays), and the certificate's rename completes the pair.
+    // stays), and the certificate's rename completes the pair. A token's key stays there.
     size_t pem_len = 0;
-    char *pem = ok ? pem_of(key, &pem_len) : NULL;
-    ok = ok && pem != NULL && write_file(spec->key, pem, pem_len, 0600, err, cap) &&
+    char *pem = ok && token == NULL ? pem_of(key, &pem_len) : NULL;
+    ok = ok && (token != NULL || (pem != NULL && write_file(spec->key, pem, pem_len, 0600, err, cap))) &&
          write_file(spec->certificate, res->chain_pem, strlen(res->chain_pem), 0644, err, cap);
     if (ok) {
         gw_log(GW_LOG_INFO, "acme: identity %s renewed: serial %s, valid until %lld; wrote %s and %s", a->identity,
@@ -292,6 +364,7 @@ static int renew(const pol_acme *a, const gw_identity_spec *spec, gw_acme_respon
     free(csr);
     EVP_PKEY_free(key);
     EVP_PKEY_free(acct);
+    gw_p11_free(token);
     return ok;
 }
 
@@ -423,11 +496,12 @@ static void attempt(const pol_acme *a, const gw_identity *id, entry *e, gw_acme_
     time_t nb = 0, na = 0, now = time(NULL);
     gw_log(GW_LOG_INFO, "acme: renewing identity %s (%s)", a->identity,
            id->pending ? "no certificate yet" : "renew_before reached or asked for");
-    int ok = renew(a, &id->spec, responder, &res, &nb, &na, err, sizeof(err));
+    int ok = renew(a, &id->spec, id->leaf, responder, &res, &nb, &na, err, sizeof(err));
     free(res.chain_pem);
     pthread_mutex_lock(&g.lock);
     now = time(NULL);
     e->st.last_attempt = now;
+    e->st.attempts++;
     if (ok) {
         e->st.last_success = now;
         e->st.failures = 0;
@@ -443,7 +517,7 @@ static void attempt(const pol_acme *a, const gw_identity *id, entry *e, gw_acme_
         RAND_bytes((uint8_t *)&r, sizeof(r));
         e->st.next_attempt = gw_acme_next_try(e->st.failures, res.retry_after_s, valid_until, now, (int)(r % 41) - 20);
         snprintf(e->st.result, sizeof(e->st.result), "%s", res.rate_limited ? "rate_limited" : "error");
-        snprintf(e->st.error, sizeof(e->st.error), "%s", err);
+        snprintf(e->st.error, sizeof(e->st.error), "%.*s", (int)sizeof(e->st.error) - 1, err);
         if (!once) {
             gw_log(GW_LOG_ERROR,
                    "acme: identity %s: renewal failed (%d in a row): %s; the current %s; next try in %lld s",

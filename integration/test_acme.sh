@@ -9,11 +9,14 @@
 # with pebble stopped the renewal fails, is retried, the old certificate keeps serving and
 # the metric and `identity check` say so; pebble back, the retry succeeds. An EAB-required
 # pebble refuses a wrong HMAC with a clear error and takes the right one (standalone
-# `identity renew`, no gateway running for that config).
+# `identity renew`, no gateway running for that config). An identity whose key is in a
+# SoftHSM token gets its key generated there on the first order and keeps it on renewal.
 source "$(dirname "$0")/lib.sh"
 
 make_pki
-start_dnsmasq acme-client.dc2.test=127.0.0.1 eab-good.dc2.test=127.0.0.1 eab-bad.dc2.test=127.0.0.1
+make_softhsm_token acme tokPIN4711 tokSO5678
+HSM_KEY="pkcs11:token=acme;object=acme-hsm?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:$WORK/acme.pin"
+start_dnsmasq acme-client.dc2.test=127.0.0.1 acme-hsm.dc2.test=127.0.0.1 eab-good.dc2.test=127.0.0.1 eab-bad.dc2.test=127.0.0.1
 
 # ---- pebble: its own TLS certificate from the test PKI (trusted through server-trust.crt) ----
 PEBBLE_PORT=$(free_port); PEBBLE_MGMT=$(free_port); HTTP01=$(free_port)
@@ -70,9 +73,14 @@ identities = (
     acme = { directory = "https://127.0.0.1:$PEBBLE_PORT/dir"; trust = "$PKI/server-trust.crt";
              account_key = "$WORK/ids/acme-account.key"; contact = [ "mailto:ops@example.com" ];
              names = [ "acme-client.dc2.test" ]; challenge = "http-01"; http01_listen = "127.0.0.1:$HTTP01"; }; },
+  { name = "acme-hsm"; certificate = "$WORK/ids/acme-hsm.crt"; key = "$HSM_KEY"; trust = "$PKI/server-trust.crt";
+    acme = { directory = "https://127.0.0.1:$PEBBLE_PORT/dir"; trust = "$PKI/server-trust.crt";
+             account_key = "$WORK/ids/acme-account.key"; key_type = "ec-p384";
+             names = [ "acme-hsm.dc2.test" ]; http01_listen = "127.0.0.1:$HTTP01"; }; },
   { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; }
 );
-rules = ( { match = "acme.test"; identity = "acme-client"; upstream = "127.0.0.1:$NGX"; server_name = "orders.dc2.test"; } );
+rules = ( { match = "acme.test"; identity = "acme-client"; upstream = "127.0.0.1:$NGX"; server_name = "orders.dc2.test"; },
+          { match = "hsm.test"; identity = "acme-hsm"; upstream = "127.0.0.1:$NGX"; server_name = "orders.dc2.test"; } );
 deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];  # this test's servers listen on loopback
 CONF
 out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1) && rc=0 || rc=$?
@@ -116,6 +124,24 @@ due=$(metric 'mtlsgw_identity_renewal_due_seconds{identity="acme-client"}')
 check "metric: renewal due in the future ($due s)" [ "${due%.*}" -gt 3600 ]
 out=$("$MTLSGW" identity list -c "$WORK/gw.conf")
 expect_contains "identity list: the ACME state" "last       ok at" "$out"
+
+# ---- the token identity: its key generated on the token, never in a file ----
+for _ in $(seq 300); do [ -s "$WORK/ids/acme-hsm.crt" ] && break; sleep 0.1; done
+check "token identity: certificate written" test -s "$WORK/ids/acme-hsm.crt"
+for _ in $(seq 50); do px http://hsm.test/ | grep -q "CN=acme-hsm.dc2.test" && break; sleep 0.1; done
+expect_contains "token identity: nginx saw it through http_proxy" "dn=CN=acme-hsm.dc2.test" "$(px http://hsm.test/)"
+check "... the key pair is on the token" bash -c "pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label acme --login --pin tokPIN4711 --list-objects --type privkey 2>/dev/null | grep -q 'label: *acme-hsm'"
+check "... no private key file was written" bash -c "! grep -rl 'PRIVATE KEY' '$WORK/ids/' | grep -q hsm"
+expect_contains "... a P-384 key as key_type says" "384 bit" "$(openssl x509 -in "$WORK/ids/acme-hsm.crt" -noout -text)"
+hsm_pub1=$(openssl x509 -in "$WORK/ids/acme-hsm.crt" -noout -pubkey)
+hsm_serial1=$(openssl x509 -in "$WORK/ids/acme-hsm.crt" -noout -serial | cut -d= -f2)
+out=$("$MTLSGW" identity renew acme-hsm -c "$WORK/gw.conf" 2>&1) && rc=0 || rc=$?
+expect_eq "token identity: identity renew exit 0" "0" "$rc"
+hsm_serial2=$(openssl x509 -in "$WORK/ids/acme-hsm.crt" -noout -serial | cut -d= -f2)
+check "... a new serial ($hsm_serial1 -> $hsm_serial2)" [ "$hsm_serial1" != "$hsm_serial2" ]
+expect_eq "... for the same key, kept on the token" "$hsm_pub1" "$(openssl x509 -in "$WORK/ids/acme-hsm.crt" -noout -pubkey)"
+for _ in $(seq 50); do px http://hsm.test/ | grep -q "serial=$hsm_serial2" && break; sleep 0.1; done
+expect_contains "... nginx sees the new one" "serial=$hsm_serial2" "$(px http://hsm.test/)"
 
 # ---- identity renew through the running gateway: a new serial; an old tunnel keeps flowing ----
 python3 - "$GW_PORT" "$WORK/go" > "$WORK/old_tunnel.out" 2>&1 <<'PY' &
@@ -240,6 +266,11 @@ out=$("$MTLSGW" identity renew eab-good -c "$WORK/eab.conf" 2>&1) && rc=0 || rc=
 expect_eq "EAB with the right HMAC: exit 0 (standalone: no gateway for this config)" "0" "$rc"
 expect_contains "... prints the new certificate" "renewed eab-good: serial" "$out"
 check "... certificate written" test -s "$WORK/ids/eab-good.crt"
+
+chmod 644 "$WORK/ids/eab-wrong.key"
+out=$("$MTLSGW" check -c "$WORK/eab.conf" 2>&1) || true
+expect_contains "check: an EAB key readable by others is reported" \
+    "identities.eab-bad.acme.eab_hmac_file: warning: eab_hmac_file $WORK/ids/eab-wrong.key has mode 0644: readable by others" "$out"
 
 # ---- config errors ----
 cat > "$WORK/bad.conf" <<CONF

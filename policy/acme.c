@@ -208,6 +208,23 @@ int pol_ld_acme(loader *ld, const config_setting_t *g, const char *prefix, const
     if (spec->key_password_file != NULL && !gw_p11_is_uri(spec->key)) {
         pol_ld_problem(ld, ag, p, "writes the key it makes unencrypted (mode 0600): remove key_password_file");
     }
+    // Secrets readable by others, and a hook others may replace, are reported.
+    char msg[PATH_MAX * 2 + 300];
+    const struct {
+        const char *what, *path;
+        int secret;
+    } files[] = {{"account_key", a.account_key, 1},
+                 {"eab_hmac_file", a.eab_hmac_file, 1},
+                 {"dns01_hook", a.dns01_hook, 0},
+                 {"trust", a.trust, 0}};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (files[i].path != NULL &&
+            (files[i].secret ? gw_file_mode_problem(files[i].what, files[i].path, msg, sizeof(msg))
+                             : gw_file_writable_problem(files[i].what, files[i].path, msg, sizeof(msg)))) {
+            pol_ld_setting_path(path, sizeof(path), p, files[i].what);
+            pol_ld_problem(ld, config_setting_get_member(ag, files[i].what), path, "warning: %s", msg);
+        }
+    }
     spec->acme = 1;
     pol_config *cfg = ld->cfg;
     cfg->acme = gw_xrealloc(cfg->acme, (cfg->num_acme + 1) * sizeof(*cfg->acme));

@@ -11,10 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/acme/token.h"
 #include "gateway/base/netutil.h"
 
 int gw_acme_csr(EVP_PKEY *key, const char *const *names, size_t num_names, uint8_t **der, size_t *der_len, char *err,
                 size_t cap) {
+    return gw_acme_csr_token(key, NULL, names, num_names, der, der_len, err, cap);
+}
+
+int gw_acme_csr_token(EVP_PKEY *key, gw_p11 *token, const char *const *names, size_t num_names, uint8_t **der,
+                      size_t *der_len, char *err, size_t cap) {
     if (num_names == 0) {
         snprintf(err, cap, "a certificate needs at least one name");
         return 0;
@@ -58,8 +64,14 @@ int gw_acme_csr(EVP_PKEY *key, const char *const *names, size_t num_names, uint8
     int len;
     uint8_t *p;
     if (!X509_REQ_set_version(req, X509_REQ_VERSION_1) || !X509_REQ_set_subject_name(req, subject) ||
-        !X509_REQ_set_pubkey(req, key) || !X509_REQ_add_extensions(req, exts) ||
-        !X509_REQ_sign(req, key, EVP_sha256()) || (len = i2d_X509_REQ(req, NULL)) <= 0 ||
+        !X509_REQ_set_pubkey(req, key) || !X509_REQ_add_extensions(req, exts)) {
+        snprintf(err, cap, "cannot build the CSR");
+        goto done;
+    }
+    if (token != NULL && !gw_token_sign_req(&req, token, key, err, cap)) {
+        goto done;  // (the token's words are in err)
+    }
+    if ((token == NULL && !X509_REQ_sign(req, key, EVP_sha256())) || (len = i2d_X509_REQ(req, NULL)) <= 0 ||
         (*der = malloc((size_t)len)) == NULL) {
         uint32_t code = ERR_peek_error();
         snprintf(err, cap, "cannot sign the CSR: %s", code ? ERR_reason_error_string(code) : "out of memory");

@@ -12,6 +12,12 @@
 int gw_acme_csr(EVP_PKEY *key, const char *const *names, size_t num_names, uint8_t **der, size_t *der_len, char *err,
                 size_t cap);
 
+// gw_acme_csr_token is gw_acme_csr for a key in a PKCS#11 token: |key| is its public
+// key, |token| signs (NULL: |key| is a private key and signs).
+typedef struct gw_p11 gw_p11;
+int gw_acme_csr_token(EVP_PKEY *key, gw_p11 *token, const char *const *names, size_t num_names, uint8_t **der,
+                      size_t *der_len, char *err, size_t cap);
+
 // gw_key_generate makes a new private key of |type|: "ec-p256", "ec-p384", "rsa-2048",
 // "rsa-3072" or "ed25519". NULL for another type (or no memory).
 EVP_PKEY *gw_key_generate(const char *type);

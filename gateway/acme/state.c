@@ -29,6 +29,7 @@ int gw_acme_state_read(const char *path, gw_acme_state *st) {
     st->last_success = get_time(o, "last_success");
     st->next_attempt = get_time(o, "next_attempt");
     st->failures = (int)get_time(o, "failures");
+    st->attempts = (long long)get_time(o, "attempts");
     const char *s = json_string_value(json_object_get(o, "result"));
     snprintf(st->result, sizeof(st->result), "%s", s ? s : "");
     s = json_string_value(json_object_get(o, "error"));
@@ -38,9 +39,10 @@ int gw_acme_state_read(const char *path, gw_acme_state *st) {
 }
 
 int gw_acme_state_write(const char *path, const gw_acme_state *st) {
-    json_t *o = json_pack("{s:I, s:I, s:I, s:i, s:s, s:s}", "last_attempt", (json_int_t)st->last_attempt,
-                          "last_success", (json_int_t)st->last_success, "next_attempt", (json_int_t)st->next_attempt,
-                          "failures", st->failures, "result", st->result, "error", st->error);
+    json_t *o =
+        json_pack("{s:I, s:I, s:I, s:i, s:I, s:s, s:s}", "last_attempt", (json_int_t)st->last_attempt, "last_success",
+                  (json_int_t)st->last_success, "next_attempt", (json_int_t)st->next_attempt, "failures", st->failures,
+                  "attempts", (json_int_t)st->attempts, "result", st->result, "error", st->error);
     char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(o);
     if (text == NULL) {

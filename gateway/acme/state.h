@@ -12,6 +12,7 @@ typedef struct {
     time_t last_success;
     time_t next_attempt;  // when a failed renewal is tried again (0: when due)
     int failures;         // in a row
+    long long attempts;   // every attempt counted: `identity renew` waits for the next one
     char result[16];      // "ok", "error", "rate_limited"; "" none yet
     char error[600];      // the last failure in words
 } gw_acme_state;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "gateway/acme/csr.h"
+#include "gateway/acme/token.h"
 #include "gateway/base/loop.h"
 #include "gateway/base/netutil.h"
 #include "gateway/base/xalloc.h"
@@ -298,173 +299,6 @@ static FILE *create_file(const char *path, mode_t mode) {
 
 // ---- identity new --pkcs11 ----
 
-// public_key_from_token turns the KEYGEN answer (two length-prefixed strings) into a key.
-static EVP_PKEY *public_key_from_token(int ec, const uint8_t *p, size_t len) {
-    uint32_t l1, l2;
-    if (len < 4 || (memcpy(&l1, p, 4), l1 > len - 4) || len - 4 - l1 < 4 ||
-        (memcpy(&l2, p + 4 + l1, 4), l2 != len - 8 - l1)) {
-        return NULL;
-    }
-    const uint8_t *a = p + 4, *b = p + 8 + l1;
-    EVP_PKEY *pkey = EVP_PKEY_new();
-    if (pkey == NULL) {
-        return NULL;
-    }
-    if (ec) {
-        static const uint8_t p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
-        static const uint8_t p384[] = {0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22};
-        int nid = l1 == sizeof(p256) && memcmp(a, p256, l1) == 0   ? NID_X9_62_prime256v1
-                  : l1 == sizeof(p384) && memcmp(a, p384, l1) == 0 ? NID_secp384r1
-                                                                   : 0;
-        // CKA_EC_POINT is the point inside a DER OCTET STRING (some tokens give it bare).
-        CBS cbs, point;
-        CBS_init(&cbs, b, l2);
-        if (!CBS_get_asn1(&cbs, &point, CBS_ASN1_OCTETSTRING) || CBS_len(&cbs) != 0) {
-            CBS_init(&point, b, l2);
-        }
-        EC_KEY *key = nid ? EC_KEY_new_by_curve_name(nid) : NULL;
-        EC_POINT *pt = key ? EC_POINT_new(EC_KEY_get0_group(key)) : NULL;
-        if (pt != NULL && EC_POINT_oct2point(EC_KEY_get0_group(key), pt, CBS_data(&point), CBS_len(&point), NULL) &&
-            EC_KEY_set_public_key(key, pt) && EVP_PKEY_assign_EC_KEY(pkey, key)) {
-            EC_POINT_free(pt);
-            return pkey;
-        }
-        EC_POINT_free(pt);
-        EC_KEY_free(key);
-    } else {
-        RSA *rsa = RSA_new();
-        BIGNUM *n = BN_bin2bn(a, l1, NULL), *e = BN_bin2bn(b, l2, NULL);
-        if (rsa != NULL && n != NULL && e != NULL && RSA_set0_key(rsa, n, e, NULL)) {
-            n = e = NULL;
-            if (EVP_PKEY_assign_RSA(pkey, rsa)) {
-                return pkey;
-            }
-        }
-        BN_free(n);
-        BN_free(e);
-        RSA_free(rsa);
-    }
-    EVP_PKEY_free(pkey);
-    return NULL;
-}
-
-// token_keygen generates the key pair |key_type| on the token |uri| names (refusing an
-// object that exists) and returns its public key; *|out_token| can then sign with it. On
-// failure (said on stderr) NULL, with *|out_rc| 2 for a wrong argument, 1 otherwise.
-static EVP_PKEY *token_keygen(const char *uri, const char *key_type, gw_p11 **out_token, int *out_rc) {
-    char err[700], *module = NULL, *pin_file = NULL, label[128], id_hex[130];
-    EVP_PKEY *pkey = NULL;
-    gw_p11 *token = NULL;
-    uint32_t kind = strcmp(key_type, "ec-p256") == 0    ? P11W_KEY_EC_P256
-                    : strcmp(key_type, "ec-p384") == 0  ? P11W_KEY_EC_P384
-                    : strcmp(key_type, "rsa-2048") == 0 ? P11W_KEY_RSA_2048
-                    : strcmp(key_type, "rsa-3072") == 0 ? P11W_KEY_RSA_3072
-                                                        : 0;
-    char pin[256] = "";
-    *out_rc = 2;
-    if (kind == 0) {
-        fprintf(stderr,
-                "mtlsgw identity new: --key for a token must be ec-p256, ec-p384, rsa-2048 or rsa-3072, not "
-                "\"%s\"\n",
-                key_type);
-    } else if (!gw_p11_uri_parse(uri, &module, &pin_file, err, sizeof(err))) {
-        fprintf(stderr, "mtlsgw identity new: --pkcs11: %s\n", err);
-    } else if (!gw_p11_uri_object(uri, label, sizeof(label), id_hex, sizeof(id_hex)) || label[0] == '\0') {
-        fprintf(stderr, "mtlsgw identity new: --pkcs11: name the new key with object=LABEL in the URI\n");
-    } else if (module == NULL) {
-        fprintf(stderr,
-                "mtlsgw identity new: --pkcs11: the URI needs module-path=/path/to/module.so, e.g. "
-                "?module-path=/usr/lib/softhsm/libsofthsm2.so\n");
-    } else if (pin_file == NULL) {
-        fprintf(stderr,
-                "mtlsgw identity new: --pkcs11: the URI needs pin-source=file:/path/to/pin (a file of mode "
-                "0600 holding the token's user PIN)\n");
-    } else {
-        *out_rc = 1;
-        FILE *f = fopen(pin_file, "re");
-        if (f == NULL) {
-            fprintf(stderr, "mtlsgw identity new: pin-source %s: %s\n", pin_file, strerror(errno));
-        } else {
-            if (fgets(pin, sizeof(pin), f) == NULL) {
-                pin[0] = '\0';
-            }
-            fclose(f);
-            pin[strcspn(pin, "\r\n")] = '\0';
-            token = gw_p11_open(module, uri, pin, -1, -1, P11W_HELLO_NO_KEY, err, sizeof(err));
-            OPENSSL_cleanse(pin, sizeof(pin));
-            uint8_t pub[P11W_MAX];
-            size_t pub_len = 0;
-            if (token == NULL) {
-                fprintf(stderr, "mtlsgw identity new: %s\n", err);
-            } else if (!gw_p11_keygen(token, kind, label, id_hex, pub, &pub_len, sizeof(pub), err, sizeof(err))) {
-                fprintf(stderr, "mtlsgw identity new: %s\n", err);
-            } else if ((pkey = public_key_from_token(kind == P11W_KEY_EC_P256 || kind == P11W_KEY_EC_P384, pub,
-                                                     pub_len)) == NULL) {
-                fprintf(stderr, "mtlsgw identity new: the token's public key could not be read\n");
-            }
-        }
-    }
-    free(module);
-    free(pin_file);
-    if (pkey == NULL) {
-        gw_p11_free(token);
-        return NULL;
-    }
-    *out_token = token;
-    return pkey;
-}
-
-// token_sign_req signs |*req| with the token's key: its CertificationRequestInfo, then
-// the algorithm and the signature around it (RFC 2986), parsed back into |*req|.
-static int token_sign_req(X509_REQ **req, gw_p11 *token, EVP_PKEY *pub) {
-    static const uint8_t ecdsa_sha256[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02};
-    static const uint8_t ecdsa_sha384[] = {0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03};
-    static const uint8_t rsa_sha256[] = {0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86,
-                                         0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00};
-    int ec = EVP_PKEY_id(pub) == EVP_PKEY_EC;
-    int p384 = ec && EC_GROUP_get_curve_name(EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(pub))) == NID_secp384r1;
-    uint16_t sigalg = !ec    ? SSL_SIGN_RSA_PKCS1_SHA256
-                      : p384 ? SSL_SIGN_ECDSA_SECP384R1_SHA384
-                             : SSL_SIGN_ECDSA_SECP256R1_SHA256;
-    const uint8_t *alg = !ec ? rsa_sha256 : p384 ? ecdsa_sha384 : ecdsa_sha256;
-    size_t alg_len = !ec ? sizeof(rsa_sha256) : sizeof(ecdsa_sha256);
-    uint8_t *tbs = NULL, tbs_sig[128], raw[1024], sig[1100];
-    size_t tbs_sig_len = 0, raw_len = 0, sig_len = 0;
-    uint32_t mech = 0;
-    char err[600];
-    int tbs_len = i2d_re_X509_REQ_tbs(*req, &tbs);
-    int ok = tbs_len > 0 && gw_p11_prepare(sigalg, tbs, (size_t)tbs_len, tbs_sig, &tbs_sig_len, &mech);
-    if (ok && !gw_p11_sign(token, mech, tbs_sig, tbs_sig_len, raw, &raw_len, sizeof(raw), GW_P11_SIGN_TIMEOUT_MS, err,
-                           sizeof(err))) {
-        fprintf(stderr, "mtlsgw identity new: the token did not sign the request: %s\n", err);
-        ok = 0;
-    }
-    ok = ok && gw_p11_finish(mech, raw, raw_len, sig, &sig_len, sizeof(sig));
-    CBB cbb, seq, bits;
-    uint8_t *der = NULL;
-    size_t der_len = 0;
-    ok = ok && CBB_init(&cbb, 0);
-    if (ok) {
-        ok = CBB_add_asn1(&cbb, &seq, CBS_ASN1_SEQUENCE) && CBB_add_bytes(&seq, tbs, (size_t)tbs_len) &&
-             CBB_add_bytes(&seq, alg, alg_len) && CBB_add_asn1(&seq, &bits, CBS_ASN1_BITSTRING) &&
-             CBB_add_u8(&bits, 0) && CBB_add_bytes(&bits, sig, sig_len) && CBB_finish(&cbb, &der, &der_len);
-        if (!ok) {
-            CBB_cleanup(&cbb);
-        }
-    }
-    OPENSSL_free(tbs);
-    const uint8_t *p = der;
-    X509_REQ *signed_req = ok ? d2i_X509_REQ(NULL, &p, (long)der_len) : NULL;
-    OPENSSL_free(der);
-    if (signed_req == NULL || X509_REQ_verify(signed_req, pub) != 1) {
-        X509_REQ_free(signed_req);
-        return 0;
-    }
-    X509_REQ_free(*req);
-    *req = signed_req;
-    return 1;
-}
-
 static int identity_new(const gw_cmd_opts *o, const char *name) {
     const char *key_type = o->key ? o->key : "ec-p256";
     if (o->subject == NULL || o->out == NULL) {
@@ -505,8 +339,12 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
             fprintf(stderr, "mtlsgw identity new: %s exists (refusing to overwrite)\n", csr_path);
             goto out;
         }
-        pkey = token_keygen(o->pkcs11, key_type, &token, &rc);
+        char terr[800];
+        int bad_arg = 0;
+        pkey = gw_token_keygen(o->pkcs11, key_type, -1, -1, &token, &bad_arg, terr, sizeof(terr));
         if (pkey == NULL) {
+            fprintf(stderr, "mtlsgw identity new: %s\n", terr);
+            rc = bad_arg ? 2 : 1;
             said = 1;
             goto out;
         }
@@ -543,8 +381,12 @@ static int identity_new(const gw_cmd_opts *o, const char *name) {
             goto out;
         }
     }
-    if (token != NULL ? !token_sign_req(&req, token, pkey)
-                      : !X509_REQ_sign(req, pkey, EVP_PKEY_id(pkey) == EVP_PKEY_ED25519 ? NULL : EVP_sha256())) {
+    if (token != NULL && !gw_token_sign_req(&req, token, pkey, err, sizeof(err))) {
+        fprintf(stderr, "mtlsgw identity new: %s\n", err);
+        said = 1;
+        goto out;
+    }
+    if (token == NULL && !X509_REQ_sign(req, pkey, EVP_PKEY_id(pkey) == EVP_PKEY_ED25519 ? NULL : EVP_sha256())) {
         goto out;
     }
     char key_path[4096], csr_path[4096];

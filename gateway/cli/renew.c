@@ -98,20 +98,21 @@ int gw_identity_renew(const pol_config *cfg, const char *name) {
     }
     char state_path[4200], body[1000];
     gw_acme_state_path(id->spec.certificate, state_path, sizeof(state_path));
-    time_t t0 = time(NULL);
+    gw_acme_state before;
+    gw_acme_state_read(state_path, &before);
     int status = cfg->admin_address_text ? ask_gateway(cfg, name, body, sizeof(body)) : -1;
     if (status >= 0 && status != 202) {
         fprintf(stderr, "mtlsgw identity renew: the running gateway refused (HTTP %d): %s\n", status, body);
         return 1;
     }
     if (status == 202) {
-        // The gateway renews; its state file says when that attempt is over.
+        // The gateway renews; its state file counts the attempt when it is over.
         printf("renewal of %s asked of the running gateway (admin %s); waiting for it\n", name,
                cfg->admin_address_text);
         fflush(stdout);
         for (int i = 0; i < 4 * 300; i++) {
             gw_acme_state st;
-            if (gw_acme_state_read(state_path, &st) && st.last_attempt >= t0) {
+            if (gw_acme_state_read(state_path, &st) && st.attempts > before.attempts) {
                 if (st.failures == 0) {
                     print_certificate(name, id->spec.certificate);
                     return 0;

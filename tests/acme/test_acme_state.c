@@ -17,8 +17,11 @@ static void round_trip(void **state) {
     (void)state;
     char path[64];
     snprintf(path, sizeof(path), "/tmp/mtlsgw-state-%d.json", (int)getpid());
-    gw_acme_state st = {
-        .last_attempt = 1700000000, .last_success = 1690000000, .next_attempt = 1700000010, .failures = 2};
+    gw_acme_state st = {.last_attempt = 1700000000,
+                        .last_success = 1690000000,
+                        .next_attempt = 1700000010,
+                        .failures = 2,
+                        .attempts = 7};
     snprintf(st.result, sizeof(st.result), "error");
     snprintf(st.error, sizeof(st.error), "the CA said \"no\"\n(twice)");
     assert_int_equal(gw_acme_state_write(path, &st), 1);
@@ -28,6 +31,7 @@ static void round_trip(void **state) {
     assert_int_equal(got.last_success, st.last_success);
     assert_int_equal(got.next_attempt, st.next_attempt);
     assert_int_equal(got.failures, 2);
+    assert_int_equal(got.attempts, 7);
     assert_string_equal(got.result, "error");
     assert_string_equal(got.error, st.error);
     FILE *f = fopen(path, "w");
