@@ -23,9 +23,9 @@ for variant in build build-asan; do
     stage $rc
 done
 
-echo "=== valgrind (integration: mtls, resumption, http, ops, verify, idlists, pkcs11)"
+echo "=== valgrind (integration: mtls, resumption, http, ops, verify, idlists, pkcs11, acme)"
 vg_pass=0 vg_fail=0
-for t in mtls resumption http ops verify idlists pkcs11; do
+for t in mtls resumption http ops verify idlists pkcs11 acme; do
     if MTLSGW_VALGRIND=1 MTLSGW="$ROOT/build/mtlsgw" bash "$ROOT/integration/test_$t.sh" > "$ROOT/build/valgrind_$t.log" 2>&1; then
         vg_pass=$((vg_pass + 1)); grep -E "^ok - valgrind|passed," "$ROOT/build/valgrind_$t.log"
     else
@@ -35,13 +35,13 @@ done
 echo "valgrind: $vg_pass passed, $vg_fail failed"
 stage $vg_fail
 
-echo "=== ThreadSanitizer (unit tests; integration: mtls, http, ops, callers, pkcs11, close, retire)"
+echo "=== ThreadSanitizer (unit tests; integration: mtls, http, ops, callers, pkcs11, close, retire, acme)"
 rc=0
 cmake -S "$ROOT" -B "$ROOT/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMTLSGW_TSAN=ON > /dev/null
 cmake --build "$ROOT/build-tsan" -j "$(nproc)"
 (cd "$ROOT/build-tsan" && TSAN_OPTIONS=halt_on_error=0 ctest -L unit --output-on-failure) || rc=1
 ts_pass=0 ts_fail=0
-for t in mtls http ops callers pkcs11 close retire; do
+for t in mtls http ops callers pkcs11 close retire acme; do
     # stop_gateways fails a script on any "Sanitizer" line in the gateway's log (a race).
     if TSAN_OPTIONS=halt_on_error=0 MTLSGW="$ROOT/build-tsan/mtlsgw" bash "$ROOT/integration/test_$t.sh" > "$ROOT/build-tsan/tsan_$t.log" 2>&1; then
         ts_pass=$((ts_pass + 1)); grep -E "passed," "$ROOT/build-tsan/tsan_$t.log"
