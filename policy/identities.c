@@ -9,6 +9,7 @@
 
 #include "gateway/base/xalloc.h"
 #include "gateway/tls/identity.h"
+#include "gateway/tls/ocsp.h"
 #include "policy/loader.h"
 #include "policy/settings.h"
 
@@ -133,6 +134,19 @@ void pol_ld_identities(loader *ld, const config_setting_t *root) {
         if (spec.tls_min && spec.tls_max && spec.tls_min > spec.tls_max) {
             pol_ld_problem(ld, g, prefix, "tls_min is above tls_max");
         }
+        if (pol_ld_get_string(ld, g, prefix, "ocsp", &v) == 1) {
+            static const char *const modes[] = {"off", "if-stapled", "require"};
+            spec.ocsp = -1;
+            for (int m = 0; m < 3; m++) {
+                spec.ocsp = strcmp(v, modes[m]) == 0 ? m : spec.ocsp;
+            }
+            if (spec.ocsp < 0) {
+                pol_ld_setting_path(path, sizeof(path), prefix, "ocsp");
+                pol_ld_problem(ld, config_setting_get_member(g, "ocsp"), path,
+                               "expected \"off\", \"if-stapled\" or \"require\", found \"%s\"", v);
+                spec.ocsp = 0;
+            }
+        }
         if (pol_ld_get_string(ld, g, prefix, "ciphers", &v) == 1 && v[0]) {
             spec.ciphers = gw_xstrdup(v);
         }
@@ -170,6 +184,12 @@ void pol_ld_identities(loader *ld, const config_setting_t *root) {
             continue;
         }
         cfg->identities[cfg->num_identities++] = id;
+        if (id->spec.ocsp == GW_OCSP_REQUIRE) {
+            pol_ld_problem(ld, g, prefix,
+                           "warning: ocsp = \"require\" refuses every server that does not staple an OCSP response, "
+                           "and the gateway cannot know beforehand which do: check each with `mtlsgw explain "
+                           "--connect`");
+        }
         if (id->pending) {
             pol_ld_problem(ld, g, prefix,
                            "warning: identity %s has no certificate yet: ACME order pending (%s is written when the "

@@ -65,6 +65,8 @@ const pol_setting pol_settings[] = {
     OF("identities[]", "ciphers", PST_STRING),
     OF("identities[]", "pin_sha256", PST_LIST),
     OF("identities[]", "pkcs11_module", PST_STRING),
+    OF("identities[]", "ocsp", PST_STRING),                                            // off | if-stapled | require
+    INT("identities[]", "ocsp_skew_s", 0, 86400, 300, gw_identity_spec, ocsp_skew_s),  // leeway for the staple's times
     OF("identities[]", "acme", PST_GROUP),
     // identities[].acme = { ... }: the certificate obtained and renewed over ACME
     OF("identities[].acme", "directory", PST_STRING),

@@ -301,6 +301,9 @@ void gw_access_log(const gw_access_record *r) {
     if (r->early != NULL) {
         n = put_str(line, n, cap, "early", r->early, json);
     }
+    if (r->ocsp != NULL) {
+        n = put_str(line, n, cap, "ocsp", r->ocsp, json);
+    }
     n = put_num(line, n, cap, "dns_ms", r->dns_ms, json);
     n = put_num(line, n, cap, "connect_ms", r->connect_ms, json);
     n = put_num(line, n, cap, "handshake_ms", r->handshake_ms, json);

@@ -32,6 +32,7 @@
 #include "gateway/base/netutil.h"
 #include "gateway/report.h"
 #include "gateway/tls/identity.h"
+#include "gateway/tls/ocsp.h"
 #include "gateway/upstream/sesscache.h"
 #include "gateway/upstream/upstream.h"
 #include "policy/users.h"
@@ -257,6 +258,9 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
     t1 = gw_monotonic_us();
     if (st == GW_STEP_FAILED) {
         printf("tls          FAILED after %.1f ms: %s\n", ms, reason);
+        if (u.verify != NULL && u.verify->ocsp_info[0] != '\0') {
+            printf("ocsp         OCSP staple: %s\n", u.verify->ocsp_info);
+        }
         gw_upstream_close(&u);
         return 0;
     }
@@ -322,6 +326,14 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
     }
     if (u.ca_note != NULL) {
         printf("server CAs   %s\n", u.ca_note);  // what the CertificateRequest named, and the choice
+    }
+    if (u.ocsp_note != NULL) {
+        printf("ocsp         OCSP staple: %s\n", u.ocsp_note);
+    } else if (gw_upstream_ocsp_text(&u) != NULL) {
+        printf("ocsp         %s (identity ocsp = \"%s\")\n",
+               strcmp(gw_upstream_ocsp_text(&u), "none") == 0 ? "the server sent no OCSP staple"
+                                                              : gw_upstream_ocsp_text(&u),
+               r->identity->spec.ocsp == GW_OCSP_REQUIRE ? "require" : "if-stapled");
     }
     printf("client cert  %s%s%s: %s\n", accepted ? "accepted" : "REJECTED", u.identity ? ", identity " : "",
            u.identity ? u.identity->spec.name : "", why);

@@ -31,6 +31,7 @@ typedef struct {
     atomic_uint_fast64_t sum_us;
     atomic_uint_fast64_t acme[GW_ACME_RESULT_COUNT];  // renewals over ACME, by result
     atomic_llong acme_due;                            // when the next renewal is due (Unix time); 0: not ACME
+    atomic_uint_fast64_t ocsp[GW_OCSP_RESULT_COUNT];  // the servers' OCSP staples, by what they said
 } identity_metrics;
 
 static struct {
@@ -81,6 +82,12 @@ void gw_metrics_handshake(int slot, int resumed, uint64_t micros) {
 void gw_metrics_acme_renewal(int slot, gw_acme_result_kind result) {
     if (slot >= 0 && slot < GW_METRICS_MAX_IDENTITIES && (unsigned)result < GW_ACME_RESULT_COUNT) {
         ADD(g.identities[slot].acme[result], 1);
+    }
+}
+
+void gw_metrics_ocsp(int slot, int result) {
+    if (slot >= 0 && slot < GW_METRICS_MAX_IDENTITIES && result > 0 && result < GW_OCSP_RESULT_COUNT) {
+        ADD(g.identities[slot].ocsp[result], 1);
     }
 }
 
@@ -354,6 +361,22 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
         gw_strbuf_printf(&b, "\"} %lld\n", (long long)cfg->identities[i]->not_after);
     }
     render_acme(&b, cfg);
+    gw_strbuf_printf(&b,
+                     "# HELP mtlsgw_upstream_ocsp_total What servers' OCSP staples said (identities with ocsp), by "
+                     "result.\n"
+                     "# TYPE mtlsgw_upstream_ocsp_total counter\n");
+    for (size_t i = 0; i < cfg->num_identities; i++) {
+        const gw_identity *id = cfg->identities[i];
+        if (id->spec.ocsp == GW_OCSP_OFF || id->metrics_slot < 0) {
+            continue;
+        }
+        for (int r = 1; r < GW_OCSP_RESULT_COUNT; r++) {
+            gw_strbuf_printf(&b, "mtlsgw_upstream_ocsp_total{identity=\"");
+            label_value(&b, id->spec.name);
+            gw_strbuf_printf(&b, "\",result=\"%s\"} %llu\n", gw_ocsp_result_name((gw_ocsp_result)r),
+                             GET(g.identities[id->metrics_slot].ocsp[r]));
+        }
+    }
     gw_strbuf_printf(&b,
                      "# HELP mtlsgw_identity_crl_next_update_seconds Earliest nextUpdate of the CRLs of each "
                      "identity with a crl (Unix time); past it, handshakes fail until a fresh CRL is loaded.\n"

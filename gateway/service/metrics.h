@@ -10,6 +10,7 @@
 
 #include "gateway/base/strbuf.h"
 #include "gateway/proto/errors.h"
+#include "gateway/tls/ocsp.h"
 #include "policy/config.h"
 
 #define GW_METRICS_MAX_LISTENERS 64
@@ -54,6 +55,10 @@ void gw_metrics_preconnect(gw_preconnect_event event, int parked);
 // second, from the worker): mtlsgw_worker_longest_turn_seconds{worker}.
 #define GW_METRICS_MAX_WORKERS 256
 void gw_metrics_worker_turn(int index, uint64_t micros);
+
+// gw_metrics_ocsp counts what a server's OCSP staple said (a gw_ocsp_result) for the
+// identity in |slot| (mtlsgw_upstream_ocsp_total{identity,result}).
+void gw_metrics_ocsp(int slot, int result);
 
 // Renewals over ACME (mtlsgw_acme_renewals_total{identity,result}).
 typedef enum { GW_ACME_OK = 0, GW_ACME_ERROR, GW_ACME_RATE_LIMITED, GW_ACME_RESULT_COUNT } gw_acme_result_kind;

@@ -1,4 +1,5 @@
 #include "gateway/tls/identity.h"
+#include "gateway/tls/ocsp.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -548,6 +549,9 @@ gw_identity *gw_identity_load(gw_identity_spec *spec, char *err, size_t err_len)
     id->generation = atomic_fetch_add(&g_identity_generation, 1) + 1;
     id->metrics_slot = -1;
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (id->spec.ocsp != GW_OCSP_OFF) {
+        SSL_CTX_enable_ocsp_stapling(ctx);  // status_request in the ClientHello
+    }
     SSL_CTX_set_verify_depth(ctx, id->spec.verify_depth);
     SSL_CTX_set_cert_verify_callback(ctx, gw_tls_verify_cb, id);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);

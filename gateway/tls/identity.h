@@ -22,7 +22,9 @@ typedef struct {
     char *ciphers;
     uint8_t (*pins)[32];
     size_t num_pins;
-    int acme;  // renewed over ACME: the certificate (and key) may not exist yet
+    int acme;         // renewed over ACME: the certificate (and key) may not exist yet
+    int ocsp;         // gw_ocsp_mode: the server's OCSP staple checked in the handshake
+    int ocsp_skew_s;  // leeway for its thisUpdate and nextUpdate
 } gw_identity_spec;
 
 struct gw_identity {
@@ -53,6 +55,8 @@ typedef struct {
     char expected[256];      // the name the certificate must carry (set by the caller)
     char expected_uri[256];  // server_uri: a URI SAN the certificate must carry instead ("" none)
     char reason[700];        // in words
+    int ocsp;                // gw_ocsp_result: what the staple said (GW_OCSP_RESULT_NONE: not checked)
+    char ocsp_info[400];     // with describe: the staple's responder, times and status in words
 } gw_verify_result;
 
 int gw_verify_ex_index(void);

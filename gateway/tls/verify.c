@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "gateway/base/xalloc.h"
+#include "gateway/tls/ocsp.h"
 
 static int g_verify_index = -1;
 static pthread_once_t g_verify_once = PTHREAD_ONCE_INIT;
@@ -213,6 +214,45 @@ int gw_chain_issued_by_named_ca(X509 *leaf, const STACK_OF(X509) * chain, const 
     return 0;
 }
 
+// check_staple judges the server's OCSP staple (identity ocsp if-stapled or require)
+// against the verified chain: the leaf and its issuer. A staple that is there must be
+// good; none is fine with if-stapled.
+static int check_staple(X509_STORE_CTX *store_ctx, SSL *ssl, const gw_identity *id, STACK_OF(X509) * chain,
+                        gw_verify_result *res) {
+    const uint8_t *staple = NULL;
+    size_t len = 0;
+    if (ssl != NULL) {
+        SSL_get0_ocsp_response(ssl, &staple, &len);
+    }
+    char reason[600] = "", info[400] = "";
+    gw_ocsp_result r;
+    if (len == 0) {
+        r = GW_OCSP_RESULT_NO_STAPLE;
+        snprintf(reason, sizeof(reason), "the server sent no OCSP staple, and identity \"%s\" has ocsp = \"require\"",
+                 id->spec.name);
+    } else {
+        X509 *leaf = chain && sk_X509_num(chain) > 0 ? sk_X509_value(chain, 0) : NULL;
+        X509 *issuer = chain && sk_X509_num(chain) > 1 ? sk_X509_value(chain, 1) : NULL;
+        r = gw_ocsp_check(staple, len, leaf, issuer, time(NULL), id->spec.ocsp_skew_s, reason, sizeof(reason), info,
+                          sizeof(info));
+    }
+    if (res != NULL) {
+        res->ocsp = (int)r;
+        snprintf(res->ocsp_info, sizeof(res->ocsp_info), "%s", info);
+    }
+    if (r == GW_OCSP_RESULT_GOOD || (r == GW_OCSP_RESULT_NO_STAPLE && id->spec.ocsp != GW_OCSP_REQUIRE)) {
+        return 1;
+    }
+    X509_STORE_CTX_set_error(
+        store_ctx, r == GW_OCSP_RESULT_REVOKED ? X509_V_ERR_CERT_REVOKED : X509_V_ERR_APPLICATION_VERIFICATION);
+    if (res != NULL) {
+        res->failed = 1;
+        res->x509_error = 0;
+        snprintf(res->reason, sizeof(res->reason), "%s", reason);
+    }
+    return 0;
+}
+
 int gw_tls_verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
     const gw_identity *id = arg;
     SSL *ssl = X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -234,29 +274,28 @@ int gw_tls_verify_cb(X509_STORE_CTX *store_ctx, void *arg) {
                  sans[0] ? sans : "no subjectAltName", res->expected_uri);
         return 0;
     }
-    if (id->spec.num_pins == 0) {
-        return 1;
-    }
     STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(store_ctx);
-    for (size_t i = 0; chain && i < sk_X509_num(chain); i++) {
+    int pinned = id->spec.num_pins == 0;
+    for (size_t i = 0; chain && i < sk_X509_num(chain) && !pinned; i++) {
         uint8_t h[32];
         if (!spki_sha256(sk_X509_value(chain, i), h)) {
             continue;
         }
         for (size_t p = 0; p < id->spec.num_pins; p++) {
-            if (memcmp(h, id->spec.pins[p], 32) == 0) {
-                return 1;
-            }
+            pinned |= memcmp(h, id->spec.pins[p], 32) == 0;
         }
     }
-    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
-    if (res != NULL) {
-        res->failed = 1;
-        res->x509_error = 0;
-        snprintf(res->reason, sizeof(res->reason), "no key in the server's chain matches pin_sha256 of identity \"%s\"",
-                 id->spec.name);
+    if (!pinned) {
+        X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+        if (res != NULL) {
+            res->failed = 1;
+            res->x509_error = 0;
+            snprintf(res->reason, sizeof(res->reason),
+                     "no key in the server's chain matches pin_sha256 of identity \"%s\"", id->spec.name);
+        }
+        return 0;
     }
-    return 0;
+    return id->spec.ocsp == GW_OCSP_OFF || check_staple(store_ctx, ssl, id, chain, res);
 }
 
 int gw_set_verify_name(SSL *ssl, const char *name) {

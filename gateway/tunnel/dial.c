@@ -554,6 +554,11 @@ tunnel_step tunnel_phase_tls(gw_tunnel *t) {
     }
     gw_step st = t->state == T_HANDSHAKING ? gw_upstream_tls_step(&t->upstream, &err, reason, sizeof(reason))
                                            : gw_upstream_confirm_step(&t->upstream, &err, reason, sizeof(reason));
+    if ((st == GW_STEP_DONE || st == GW_STEP_FAILED) && t->state == T_HANDSHAKING && !t->dial.ocsp_counted &&
+        gw_upstream_ocsp_result(&t->upstream) != 0 && t->upstream.identity != NULL) {
+        t->dial.ocsp_counted = 1;  // (the staple is judged once, when the server's certificate comes)
+        gw_metrics_ocsp(t->upstream.identity->metrics_slot, gw_upstream_ocsp_result(&t->upstream));
+    }
     switch (st) {
         case GW_STEP_WANT_READ:
             t->upstream_io.readable = 0;

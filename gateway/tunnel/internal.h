@@ -219,6 +219,7 @@ struct gw_tunnel {
         uint16_t connect_port;
         char server_name[256];
         int confirm_grace;  // a session ticket arrived while confirming
+        int ocsp_counted;   // the server's OCSP staple went to the metrics
         int unconfirmed;    // a full TLS 1.3 handshake went on without waiting for the server's verdict
         res_addr addrs[RES_MAX_ADDRS];
         size_t num_addrs, next_addr;

@@ -77,6 +77,7 @@ void tunnel_log_access(gw_tunnel *t) {
         .early = tls == NULL                ? NULL
                  : t->conn_kind == CONN_NEW ? gw_upstream_early_text(&t->upstream)
                                             : "-",
+        .ocsp = t->conn_kind == CONN_NEW ? gw_upstream_ocsp_text(&t->upstream) : NULL,
         .dns_ms = t->dns_ms,
         .connect_ms = t->connect_ms,
         .handshake_ms = t->handshake_ms,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gateway/base/netutil.h"
+#include "gateway/tls/ocsp.h"
 #include "gateway/upstream/keyops.h"
 #include "gateway/upstream/sesscache.h"
 
@@ -54,8 +55,21 @@ unsigned gw_upstream_ticket_wait_ms(const gw_upstream *u) {
     return ms < 1000 ? (unsigned)ms : 1000;
 }
 
+int gw_upstream_ocsp_result(const gw_upstream *u) {
+    return u->verify != NULL ? u->verify->ocsp : u->ocsp;
+}
+
+const char *gw_upstream_ocsp_text(const gw_upstream *u) {
+    int r = gw_upstream_ocsp_result(u);
+    return r == GW_OCSP_RESULT_NONE ? NULL : gw_ocsp_result_name((gw_ocsp_result)r);
+}
+
 static void free_verify(gw_upstream *u) {
     if (u->verify != NULL) {
+        u->ocsp = u->verify->ocsp;
+        if (u->describe_cas && u->verify->ocsp_info[0] != '\0' && u->ocsp_note == NULL) {
+            u->ocsp_note = strdup(u->verify->ocsp_info);
+        }
         if (u->ssl != NULL) {
             SSL_set_ex_data(u->ssl, gw_verify_ex_index(), NULL);
         }
@@ -73,6 +87,8 @@ void gw_upstream_close(gw_upstream *u) {
     u->early_copy = NULL;
     free(u->ca_note);
     u->ca_note = NULL;
+    free(u->ocsp_note);
+    u->ocsp_note = NULL;
     for (size_t i = 0; i < u->num_held; i++) {
         SSL_SESSION_free(u->held[i]);
     }

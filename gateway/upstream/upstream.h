@@ -22,10 +22,12 @@ typedef struct gw_upstream_s {
     uint8_t where_digest[32];  // SHA-256 of (upstream, server name, server_uri): the rest of the cache key
     char *ca_note;             // with describe_cas: the CA names the server sent and the choice, in words
     int describe_cas;
+    char *ocsp_note;           // with describe_cas: the server's OCSP staple in words (responder, times, status)
     gw_verify_result *verify;  // during the handshake only: what verification found
     int alert;                 // fatal alert received from the server, -1 if none
     int cert_requested;        // the server sent a CertificateRequest
     int ticket_seen;           // a session arrived through the new-session callback
+    int ocsp;                  // gw_ocsp_result of the server's staple (kept when verify is freed)
     int64_t rtt_ms;            // the tunnel's measure of a round trip to the server (0: none)
     int confirmed;             // the server accepted us: sessions may go to the cache
     SSL_SESSION *held[4];      // sessions that arrived before confirmation
@@ -84,6 +86,11 @@ int gw_upstream_buffered(const gw_upstream *u);
 // or the handshake's time, which also sees past a middlebox that ends TCP nearby) and the
 // socket's smoothed RTT, plus 20 ms, at most 1 s.
 unsigned gw_upstream_ticket_wait_ms(const gw_upstream *u);
+// gw_upstream_ocsp_text: what the server's OCSP staple said ("good", "none", "revoked",
+// ...), or NULL when it was not checked (ocsp off, or a resumed session).
+const char *gw_upstream_ocsp_text(const gw_upstream *u);
+// gw_upstream_ocsp_result: the same as a gw_ocsp_result (0: not checked).
+int gw_upstream_ocsp_result(const gw_upstream *u);
 // gw_upstream_close frees the SSL (no close_notify) and closes the socket.
 void gw_upstream_close(gw_upstream *u);
 

@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SECONDS_EACH=${1:-20}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(socks http chunked match config certnames sockdiag acme)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(socks http chunked match config certnames sockdiag acme ocsp)
 B=$ROOT/build-fuzz
 cmake -S "$ROOT" -B "$B" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DMTLSGW_FUZZ=ON \
     -DMTLSGW_TESTS=OFF > /dev/null
