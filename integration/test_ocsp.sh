@@ -99,6 +99,7 @@ mkdir -p "$WORK/hap"
 cat "$PKI/orders.chain.crt" "$PKI/orders.key" > "$WORK/hap/good.pem"; cp "$O/good.der" "$WORK/hap/good.pem.ocsp"
 cat "$PKI/ocsprev.chain.crt" "$PKI/ocsprev.key" > "$WORK/hap/revoked.pem"; cp "$O/revoked.der" "$WORK/hap/revoked.pem.ocsp"
 H_GOOD=$(free_port); H_REVOKED=$(free_port); H_TCP=$(free_port)
+start_redis  # (here, not in a $(...): its PID must reach PIDS to be stopped)
 cat > "$WORK/hap/haproxy.cfg" <<CFG
 defaults
     timeout connect 5s
@@ -118,7 +119,7 @@ frontend tcp
     default_backend redis
 backend redis
     mode tcp
-    server r 127.0.0.1:$(start_redis; echo "$REDIS_PORT")
+    server r 127.0.0.1:$REDIS_PORT
 CFG
 haproxy -db -f "$WORK/hap/haproxy.cfg" > "$WORK/hap/haproxy.log" 2>&1 &
 PIDS+=($!)

@@ -329,6 +329,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
                 }
             }
         }
+        pol_ld_rule_via(ld, root, g, prefix, &r);
         r.callers = pol_ld_callers(ld, g, prefix, db);
         pol_ld_rule_listeners(ld, g, prefix, &r.listeners, &r.listeners_text);
         r.where = pol_ld_where_of(ld, g);
@@ -342,6 +343,7 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             free(r.identities);
             free(r.listeners_text);
             pol_callers_free(r.callers);
+            pol_via_free(r.via);
             continue;
         }
         cfg->rules[cfg->num_rules] = r;
@@ -661,6 +663,7 @@ void pol_config_free(pol_config *cfg) {
         pol_callers_free(cfg->rules[i].callers);
         free(cfg->rules[i].server_uri);
         free(cfg->rules[i].identities);
+        pol_via_free(cfg->rules[i].via);
     }
     free(cfg->rules);
     pol_index_free(cfg->index);

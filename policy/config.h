@@ -29,6 +29,17 @@ typedef enum { POL_ACTION_DENY = 0, POL_ACTION_DIRECT, POL_ACTION_MTLS } pol_act
 // What a transparent listener may sniff from the client's first bytes.
 #define POL_SNIFF_HTTP 1u
 
+// A rule's parent proxy (`via`): the tunnel is asked of it, the rule's mTLS runs inside.
+typedef enum { POL_VIA_HTTP = 1, POL_VIA_SOCKS5 } pol_via_kind;
+typedef struct {
+    pol_via_kind kind;
+    char *text;  // as written: "http://egress.corp:3128" (no credentials in it)
+    char *host;  // a name or an IP literal
+    uint16_t port;
+    char *credentials_file;
+    char *user, *password;  // read from credentials_file at load; NULL: none. Never logged.
+} pol_via;
+
 typedef struct {
     pol_match match;
     char *match_text;
@@ -47,6 +58,7 @@ typedef struct {
     char *listeners_text;     // as written ("a, b"), for people; NULL: every listener
     int preconnect;           // verified connections each worker keeps ready (one destination only)
     int early_data;           // TLS 1.3 early data on resumed sessions (mtls only)
+    pol_via *via;             // a parent proxy to go through; NULL: connect directly
 } pol_rule;
 
 typedef struct {
@@ -219,6 +231,8 @@ int pol_config_load_local_addresses(pol_config *cfg);
 
 // pol_config_resolver_equal says whether |a| and |b| have the same resolver settings.
 int pol_config_resolver_equal(const pol_config *a, const pol_config *b);
+
+void pol_via_free(pol_via *v);
 
 // pol_config_acme is the `acme` block of identity |identity|, or NULL.
 const pol_acme *pol_config_acme(const pol_config *cfg, const char *identity);

@@ -45,6 +45,10 @@ void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name
 
 // pol_ld_identities reads `identities`, loading each identity's credentials (identities.c).
 void pol_ld_identities(loader *ld, const config_setting_t *root);
+// pol_ld_rule_via reads `via` and `via_credentials_file` of rule |g| (or the top-level
+// defaults in |root|) into r->via. Returns 0 after a problem.
+int pol_ld_rule_via(loader *ld, const config_setting_t *root, const config_setting_t *g, const char *prefix,
+                    pol_rule *r);
 // pol_ld_acme reads the `acme` block of identity group |g| (named |name|) into the
 // snapshot's acme list and marks |spec| as renewed over ACME. Returns 1 if there is one.
 int pol_ld_acme(loader *ld, const config_setting_t *g, const char *prefix, const char *name, gw_identity_spec *spec);

@@ -294,6 +294,9 @@ void gw_access_log(const gw_access_record *r) {
     n = put_str(line, n, cap, "action", r->action, json);
     n = put_str(line, n, cap, "identity", r->identity, json);
     n = put_str(line, n, cap, "upstream", r->upstream, json);
+    if (r->via != NULL) {
+        n = put_str(line, n, cap, "via", r->via, json);
+    }
     n = put_str(line, n, cap, "sni", r->sni, json);
     n = put_str(line, n, cap, "tls", r->tls, json);
     n = put_num(line, n, cap, "resumed", r->resumed, json);

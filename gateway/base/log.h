@@ -37,6 +37,7 @@ typedef struct {
     const char *conn;   // how the upstream connection came: new, kept, pooled, preconnected (NULL: none)
     const char *early;  // TLS early data: "-" (none), accepted, rejected (NULL: no TLS connection)
     const char *ocsp;   // the server's OCSP staple: good, none, revoked, ... (NULL: not checked)
+    const char *via;    // the parent proxy's address the tunnel went through (NULL: none)
     int64_t dns_ms, connect_ms, handshake_ms, duration_ms;
     uint64_t up_bytes, down_bytes;
     const char *user;    // the authenticated proxy user (NULL: the key is left out)

@@ -148,6 +148,12 @@ int gw_cmd_explain(int argc, char **argv) {
         const char *h = r->upstream_host ? r->upstream_host : d.host;
         uint16_t p = r->upstream_port ? r->upstream_port : d.port;
         printf("upstream     %s:%u\n", h, p);
+        if (r->via != NULL) {
+            printf(
+                "via          %s%s%s: the parent is connected to and asked for %s:%u (it resolves the name); "
+                "the mTLS runs inside its tunnel\n",
+                r->via->text, r->via->user ? ", as " : "", r->via->user ? r->via->user : "", h, p);
+        }
         if (r->action == POL_ACTION_MTLS) {
             const char *sni = r->server_name ? r->server_name : h;
             printf("identity     %s  (%s)\n", r->identity->spec.name, r->identity->subject);
@@ -345,6 +351,12 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
 }
 
 int gw_explain_connect(const pol_config *cfg, const pol_rule *r, const char *host, uint16_t port) {
+    if (r->via != NULL) {
+        printf(
+            "connect      not tried: --connect does not go through a parent proxy (via) in this version; the\n"
+            "             access log of a real tunnel says where it broke (via=, reason, result)\n");
+        return 1;
+    }
     const char *connect_host = r->upstream_host ? r->upstream_host : host;
     uint16_t connect_port = r->upstream_port ? r->upstream_port : port;
     const char *sni = r->server_name ? r->server_name : connect_host;

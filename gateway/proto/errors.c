@@ -30,6 +30,9 @@ static const gw_err_info infos[GW_ERR_COUNT] = {
     [GW_ERR_UPSTREAM_CLOSED] = {0x01, 0x5b, 502, "http_response_incomplete", GW_RESULT_UPSTREAM_CLOSED},
     [GW_ERR_KEY_UNAVAILABLE] = {0x01, 0x5b, 503, "proxy_internal_error", GW_RESULT_KEY_UNAVAILABLE},
     [GW_ERR_NO_CERTIFICATE] = {0x01, 0x5b, 502, "proxy_internal_error", GW_RESULT_NO_CERTIFICATE},
+    [GW_ERR_VIA_AUTH] = {0x01, 0x5b, 502, "proxy_auth_required", GW_RESULT_VIA_AUTH},
+    [GW_ERR_VIA_REFUSED] = {0x02, 0x5b, 502, "http_request_denied", GW_RESULT_VIA_REFUSED},
+    [GW_ERR_VIA_FAILED] = {0x01, 0x5b, 502, "destination_unavailable", GW_RESULT_VIA_FAILED},
 };
 
 static const char *const result_names[GW_RESULT_COUNT] = {
@@ -63,6 +66,9 @@ static const char *const result_names[GW_RESULT_COUNT] = {
     [GW_RESULT_ABORTED] = "aborted",
     [GW_RESULT_KEY_UNAVAILABLE] = "key_unavailable",
     [GW_RESULT_NO_CERTIFICATE] = "no_certificate",
+    [GW_RESULT_VIA_AUTH] = "parent_auth_failed",
+    [GW_RESULT_VIA_REFUSED] = "parent_refused",
+    [GW_RESULT_VIA_FAILED] = "parent_error",
 };
 
 const char *gw_result_name(gw_result r) {

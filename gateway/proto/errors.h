@@ -33,6 +33,9 @@ typedef enum {
     GW_ERR_UPSTREAM_CLOSED,  // http_proxy: the origin closed before its response was complete
     GW_ERR_KEY_UNAVAILABLE,  // the identity's key (in a PKCS#11 token) did not sign
     GW_ERR_NO_CERTIFICATE,   // the identity has no certificate yet (its ACME order is pending)
+    GW_ERR_VIA_AUTH,         // the parent proxy wants credentials, or refused ours
+    GW_ERR_VIA_REFUSED,      // the parent proxy refused the destination
+    GW_ERR_VIA_FAILED,       // the parent proxy failed to reach it, or answered nonsense
     GW_ERR_COUNT
 } gw_err;
 
@@ -69,6 +72,9 @@ typedef enum {
     GW_RESULT_ABORTED,
     GW_RESULT_KEY_UNAVAILABLE,
     GW_RESULT_NO_CERTIFICATE,
+    GW_RESULT_VIA_AUTH,
+    GW_RESULT_VIA_REFUSED,
+    GW_RESULT_VIA_FAILED,
     GW_RESULT_COUNT
 } gw_result;
 

@@ -213,3 +213,35 @@ size_t gw_socks4_encode_reply(uint8_t code, const struct sockaddr *bound, uint8_
     }
     return 8;
 }
+
+gw_socks_status gw_socks5_parse_reply(const uint8_t *buf, size_t len, size_t *out_consumed, uint8_t *out_rep) {
+    if (len < 5) {
+        return GW_SOCKS_NEED_MORE;
+    }
+    if (buf[0] != 0x05) {
+        return GW_SOCKS_ERR_VERSION;
+    }
+    if (buf[2] != 0x00) {
+        return GW_SOCKS_ERR_FORMAT;
+    }
+    size_t need;
+    switch (buf[3]) {
+        case GW_SOCKS5_ATYP_IPV4:
+            need = 4 + 4 + 2;
+            break;
+        case GW_SOCKS5_ATYP_IPV6:
+            need = 4 + 16 + 2;
+            break;
+        case GW_SOCKS5_ATYP_DOMAIN:
+            need = 4 + 1 + (size_t)buf[4] + 2;
+            break;
+        default:
+            return GW_SOCKS_ERR_ADDRESS_TYPE;
+    }
+    if (len < need) {
+        return GW_SOCKS_NEED_MORE;
+    }
+    *out_consumed = need;
+    *out_rep = buf[1];
+    return GW_SOCKS_OK;
+}

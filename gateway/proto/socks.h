@@ -57,6 +57,11 @@ gw_socks_status gw_socks4_parse_request(const uint8_t *buf, size_t len, size_t *
 
 // gw_socks5_encode_reply writes VER REP RSV ATYP BND.ADDR BND.PORT for |bound| (NULL or
 // an unknown family gives 0.0.0.0:0) into |out| (at least 22 bytes); returns the length.
+// gw_socks5_parse_reply parses what a SOCKS5 server answers a CONNECT with, as a client
+// (the gateway asking a parent proxy) reads it: VER REP RSV ATYP BND.ADDR BND.PORT. On OK
+// *out_rep is REP and *out_consumed the reply's length (nothing after it is taken).
+gw_socks_status gw_socks5_parse_reply(const uint8_t *buf, size_t len, size_t *out_consumed, uint8_t *out_rep);
+
 size_t gw_socks5_encode_reply(uint8_t rep, const struct sockaddr *bound, uint8_t *out);
 
 // gw_socks4_encode_reply writes the 8-byte SOCKS4 reply (VN=0, CD=|code|).

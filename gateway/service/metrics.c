@@ -85,6 +85,58 @@ void gw_metrics_acme_renewal(int slot, gw_acme_result_kind result) {
     }
 }
 
+static void label_value(gw_strbuf *b, const char *s);
+
+#define MAX_VIAS 64
+static pthread_mutex_t g_via_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char *name;
+    atomic_uint_fast64_t n[GW_VIA_COUNT];
+} g_vias[MAX_VIAS];
+static atomic_int g_num_vias;
+
+void gw_metrics_via(const char *via, gw_via_result result) {
+    if (via == NULL || (unsigned)result >= GW_VIA_COUNT) {
+        return;
+    }
+    int n = atomic_load(&g_num_vias);
+    for (int i = 0; i < n; i++) {
+        if (strcmp(g_vias[i].name, via) == 0) {
+            ADD(g_vias[i].n[result], 1);
+            return;
+        }
+    }
+    pthread_mutex_lock(&g_via_lock);
+    n = atomic_load(&g_num_vias);
+    int slot = -1;
+    for (int i = 0; i < n && slot < 0; i++) {
+        slot = strcmp(g_vias[i].name, via) == 0 ? i : -1;
+    }
+    if (slot < 0 && n < MAX_VIAS && (g_vias[n].name = strdup(via)) != NULL) {
+        slot = n;
+        atomic_store(&g_num_vias, n + 1);
+    }
+    if (slot >= 0) {
+        ADD(g_vias[slot].n[result], 1);
+    }
+    pthread_mutex_unlock(&g_via_lock);
+}
+
+static void render_vias(gw_strbuf *b) {
+    static const char *const names[GW_VIA_COUNT] = {"ok", "auth_failed", "refused", "error", "timeout", "unreachable"};
+    gw_strbuf_printf(b,
+                     "# HELP mtlsgw_via_connects_total Tunnels asked of each parent proxy (via), by what came of it.\n"
+                     "# TYPE mtlsgw_via_connects_total counter\n");
+    int n = atomic_load(&g_num_vias);
+    for (int i = 0; i < n; i++) {
+        for (int r = 0; r < GW_VIA_COUNT; r++) {
+            gw_strbuf_printf(b, "mtlsgw_via_connects_total{via=\"");
+            label_value(b, g_vias[i].name);
+            gw_strbuf_printf(b, "\",result=\"%s\"} %llu\n", names[r], GET(g_vias[i].n[r]));
+        }
+    }
+}
+
 void gw_metrics_ocsp(int slot, int result) {
     if (slot >= 0 && slot < GW_METRICS_MAX_IDENTITIES && result > 0 && result < GW_OCSP_RESULT_COUNT) {
         ADD(g.identities[slot].ocsp[result], 1);
@@ -141,8 +193,6 @@ int gw_metrics_identity_slot(const char *name) {
     pthread_mutex_unlock(&g_slots_lock);
     return slot;
 }
-
-static void label_value(gw_strbuf *b, const char *s);
 
 // render_acme: the renewals of the identities renewed over ACME, and when each is due
 // (negative: overdue, the renewal is being retried).
@@ -361,6 +411,7 @@ char *gw_metrics_render(const pol_config *cfg, int active) {
         gw_strbuf_printf(&b, "\"} %lld\n", (long long)cfg->identities[i]->not_after);
     }
     render_acme(&b, cfg);
+    render_vias(&b);
     gw_strbuf_printf(&b,
                      "# HELP mtlsgw_upstream_ocsp_total What servers' OCSP staples said (identities with ocsp), by "
                      "result.\n"

@@ -56,6 +56,18 @@ void gw_metrics_preconnect(gw_preconnect_event event, int parked);
 #define GW_METRICS_MAX_WORKERS 256
 void gw_metrics_worker_turn(int index, uint64_t micros);
 
+// Parent proxies (mtlsgw_via_connects_total{via,result}): each ask of a parent, by what came of it.
+typedef enum {
+    GW_VIA_OK = 0,
+    GW_VIA_AUTH,         // 407, or credentials refused
+    GW_VIA_REFUSED,      // the parent refused the destination
+    GW_VIA_ERROR,        // the parent could not reach it, closed, or answered nonsense
+    GW_VIA_TIMEOUT,      // no answer in time
+    GW_VIA_UNREACHABLE,  // the parent itself: DNS, connect
+    GW_VIA_COUNT
+} gw_via_result;
+void gw_metrics_via(const char *via, gw_via_result result);
+
 // gw_metrics_ocsp counts what a server's OCSP staple said (a gw_ocsp_result) for the
 // identity in |slot| (mtlsgw_upstream_ocsp_total{identity,result}).
 void gw_metrics_ocsp(int slot, int result);

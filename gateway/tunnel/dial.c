@@ -64,6 +64,24 @@ tunnel_step tunnel_phase_route(gw_tunnel *t) {
     t->dial.connect_port = r->upstream_port ? r->upstream_port : port;
     snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s",
              r->server_name ? r->server_name : t->dial.connect_host);
+    if (r->via != NULL) {
+        // The parent is connected to and asked for the destination (by name: it resolves).
+        // An address the client gave is judged here: the parent would go there.
+        snprintf(t->dial.via_target, sizeof(t->dial.via_target),
+                 strchr(t->dial.connect_host, ':') ? "[%s]:%u" : "%s:%u", t->dial.connect_host, t->dial.connect_port);
+        struct in6_addr a;
+        int fam = inet_pton(AF_INET, t->dial.connect_host, &a) == 1    ? AF_INET
+                  : inet_pton(AF_INET6, t->dial.connect_host, &a) == 1 ? AF_INET6
+                                                                       : 0;
+        const pol_cidr *c = fam ? pol_config_denied_address(t->cfg, r, fam, (const uint8_t *)&a) : NULL;
+        if (c != NULL) {
+            return tunnel_fail(t, GW_ERR_ADDRESS_DENIED,
+                               "%s is in deny_addresses (%s): the gateway does not connect there", t->dial.connect_host,
+                               c->text);
+        }
+        snprintf(t->dial.connect_host, sizeof(t->dial.connect_host), "%s", r->via->host);
+        t->dial.connect_port = r->via->port;
+    }
     if (r->preconnect > 0 && !t->door->exchanges && tunnel_take_preconnected(t)) {
         // A verified connection kept ready for this destination: no DNS, TCP or TLS.
         t->conn_kind = CONN_PRECONNECTED;
@@ -115,7 +133,9 @@ tunnel_step tunnel_use_addresses(gw_tunnel *t, const res_addr *addrs, size_t n) 
         // Never back into the gateway itself, whatever the lists say: the inner
         // connection's caller would be the gateway's own uid.
         const char *self = pol_config_own_address(t->cfg, a.family, a.addr, t->dial.connect_port);
-        const pol_cidr *c = self == NULL ? pol_config_denied_address(t->cfg, t->rule, a.family, a.addr) : NULL;
+        // A parent proxy's addresses are the operator's choice, as an upstream literal is.
+        const pol_cidr *c =
+            self == NULL && t->rule->via == NULL ? pol_config_denied_address(t->cfg, t->rule, a.family, a.addr) : NULL;
         if (self != NULL || c != NULL) {
             if (denied == NULL && own == NULL) {
                 denied = c;
@@ -162,6 +182,15 @@ static void pool_key(const gw_tunnel *t, const char *addr_text, uint8_t out[GW_P
         SHA256_Update(&c, &r->identities[i]->generation, sizeof(r->identities[i]->generation));
     }
     SHA256_Update(&c, addr_text, strlen(addr_text) + 1);
+    if (r->via != NULL) {
+        // Through a parent: where it leads, and as whom we asked (a connection the parent
+        // opened for other credentials is never another rule's).
+        const char *parts[] = {t->dial.via_target, r->via->text, r->via->user ? r->via->user : "",
+                               r->via->password ? r->via->password : ""};
+        for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+            SHA256_Update(&c, parts[i], strlen(parts[i]) + 1);
+        }
+    }
     SHA256_Update(&c, t->dial.server_name, strlen(t->dial.server_name) + 1);
     const char *uri = r->server_uri ? r->server_uri : "";
     SHA256_Update(&c, uri, strlen(uri) + 1);
@@ -450,6 +479,20 @@ static tunnel_step won(gw_tunnel *t, size_t slot) {
     }
     tunnel_clear_reason(t);
     t->connect_ms = (int64_t)(gw_monotonic_ms() - t->t_phase);
+    if (t->rule->via != NULL) {
+        // The parent is what was connected to: the log's upstream is where it leads.
+        snprintf(t->dial.via_addr, sizeof(t->dial.via_addr), "%s", t->upstream_text);
+        snprintf(t->upstream_text, sizeof(t->upstream_text), "%s", t->dial.via_target);
+        t->state = T_VIA;  // the parent is asked for the destination (via.c)
+        t->dial.via_step = 0;
+        t->dial.via_out_len = t->dial.via_out_sent = 0;
+        tunnel_set_timer(t, (uint64_t)t->cfg->limits.connect_timeout_ms);
+        return STEP_NEXT;
+    }
+    return tunnel_after_parent(t);
+}
+
+tunnel_step tunnel_after_parent(gw_tunnel *t) {
     if (t->rule->action == POL_ACTION_MTLS) {
         return start_tls(t);
     }

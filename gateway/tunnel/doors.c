@@ -378,7 +378,12 @@ static int http_err(gw_tunnel *t, gw_err err, const char *reason) {
     char head[3 * REASON_MAX + 512];
     int len =
         snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\n", info->http_status, gw_http_reason_phrase(info->http_status));
-    if (proxy_status != NULL) {
+    if (proxy_status != NULL && t->dial.via_blame) {
+        // RFC 9209 next-hop: the parent proxy the failure came from.
+        len += snprintf(head + len, sizeof(head) - (size_t)len,
+                        "Proxy-Status: mtlsgw; error=%s; next-hop=\"%s:%u\"; details=\"%s\"\r\n", proxy_status,
+                        t->rule->via->host, t->rule->via->port, details);
+    } else if (proxy_status != NULL) {
         len += snprintf(head + len, sizeof(head) - (size_t)len, "Proxy-Status: mtlsgw; error=%s; details=\"%s\"\r\n",
                         proxy_status, details);
     }

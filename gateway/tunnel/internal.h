@@ -49,6 +49,7 @@ typedef enum {
     T_RESOLVING,        // a DNS query is out
     T_CONNECT_NEXT,     // connect to the next allowed address (none left: the last error)
     T_CONNECTING,       // TCP connect to dial.addrs[next_addr - 1] in progress
+    T_VIA,              // connected to the rule's parent proxy: asking it for the destination
     T_HANDSHAKING,      // TLS client handshake in progress
     T_CONFIRMING,       // full TLS 1.3 handshake done; waiting for the server's first record
     T_ESTABLISHED,      // upstream ready: the door's success reply, then T_RELAY or T_HTTP_PROXY
@@ -220,7 +221,14 @@ struct gw_tunnel {
         char server_name[256];
         int confirm_grace;  // a session ticket arrived while confirming
         int ocsp_counted;   // the server's OCSP staple went to the metrics
-        int unconfirmed;    // a full TLS 1.3 handshake went on without waiting for the server's verdict
+        // A rule with via: the parent is what is connected to; it is asked for via_target.
+        char via_target[300];  // "host:port" the parent connects to (the rule's upstream, or the destination)
+        char via_addr[300];    // the parent's address connected to, as text
+        int via_step;          // where the conversation with the parent is
+        int via_blame;         // the failure is the parent's: Proxy-Status names it as next-hop
+        uint8_t via_out[800];  // what goes to the parent next
+        size_t via_out_len, via_out_sent;
+        int unconfirmed;  // a full TLS 1.3 handshake went on without waiting for the server's verdict
         res_addr addrs[RES_MAX_ADDRS];
         size_t num_addrs, next_addr;
         struct tunnel_race_s *race;  // T_CONNECTING: the attempts under way
@@ -238,7 +246,7 @@ struct gw_tunnel {
     tunnel_conn conn_kind;
     int64_t dns_ms, connect_ms, handshake_ms;
     uint64_t up_bytes, down_bytes;
-    char client_text[64], upstream_text[80];
+    char client_text[64], upstream_text[300];
     gw_result result;  // how it ended, once known
     char *reason;      // why it failed, in words (allocated when first set: most tunnels need none)
     // http_proxy.c (door_http): raw bytes from each side are parsed, framed and rewritten
@@ -340,6 +348,13 @@ tunnel_step tunnel_phase_route(gw_tunnel *t);
 tunnel_step tunnel_phase_resolving(gw_tunnel *t);
 tunnel_step tunnel_phase_connect_next(gw_tunnel *t);
 tunnel_step tunnel_phase_connecting(gw_tunnel *t);
+// via.c: the parent proxy step (T_VIA, entered by the dial once TCP to the parent is up);
+// when tunnel_via_done, the driver goes on with tunnel_after_parent (dial.c): the rule's
+// mTLS, or the plain relay.
+tunnel_step tunnel_phase_via(gw_tunnel *t);
+int tunnel_via_done(const gw_tunnel *t);
+tunnel_step tunnel_via_timeout(gw_tunnel *t);
+tunnel_step tunnel_after_parent(gw_tunnel *t);
 tunnel_step tunnel_phase_tls(gw_tunnel *t);
 tunnel_step tunnel_phase_established(gw_tunnel *t);
 // tunnel_use_addresses checks |addrs| against deny_addresses and the gateway's own

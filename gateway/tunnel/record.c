@@ -78,6 +78,7 @@ void tunnel_log_access(gw_tunnel *t) {
                  : t->conn_kind == CONN_NEW ? gw_upstream_early_text(&t->upstream)
                                             : "-",
         .ocsp = t->conn_kind == CONN_NEW ? gw_upstream_ocsp_text(&t->upstream) : NULL,
+        .via = t->rule && t->rule->via ? (t->dial.via_addr[0] ? t->dial.via_addr : t->rule->via->text) : NULL,
         .dns_ms = t->dns_ms,
         .connect_ms = t->connect_ms,
         .handshake_ms = t->handshake_ms,
@@ -129,6 +130,7 @@ const char *tunnel_state_name(tunnel_state s) {
         [T_RESOLVING] = "resolving",
         [T_CONNECT_NEXT] = "connect-next",
         [T_CONNECTING] = "connecting",
+        [T_VIA] = "via",
         [T_HANDSHAKING] = "handshaking",
         [T_CONFIRMING] = "confirming",
         [T_ESTABLISHED] = "established",
@@ -150,6 +152,15 @@ tunnel_step tunnel_fail(gw_tunnel *t, gw_err err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
+    if (t->rule != NULL && t->rule->via != NULL && t->state >= T_RESOLVING && t->state <= T_VIA) {
+        // Before the parent said yes, a failure is the parent's: said so, never the destination's.
+        t->dial.via_blame = 1;
+        if (strncmp(reason, "parent proxy ", 13) != 0) {
+            gw_metrics_via(t->rule->via->text, GW_VIA_UNREACHABLE);
+            tunnel_set_reason(t, "parent proxy %s: %s", t->rule->via->text, reason);
+            return STEP_FAIL;
+        }
+    }
     tunnel_set_reason(t, "%s", reason);
     return STEP_FAIL;
 }

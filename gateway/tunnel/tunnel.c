@@ -189,6 +189,8 @@ static tunnel_step phase_timeout(gw_tunnel *t) {
         case T_CONFIRMING:
         case T_ESTABLISHED:
             return tunnel_timeout_dial(t);
+        case T_VIA:
+            return tunnel_via_timeout(t);
         case T_RELAY: {
             uint64_t idle_ms = (uint64_t)t->cfg->limits.idle_timeout_s * 1000;
             uint64_t now = gw_loop_now(t->host->loop);
@@ -270,6 +272,10 @@ static tunnel_step run_phase(gw_tunnel *t) {
             return tunnel_phase_connect_next(t);
         case T_CONNECTING:
             return tunnel_phase_connecting(t);
+        case T_VIA: {
+            tunnel_step s = tunnel_phase_via(t);
+            return s == STEP_NEXT && tunnel_via_done(t) ? tunnel_after_parent(t) : s;
+        }
         case T_HANDSHAKING:
         case T_CONFIRMING:
             return tunnel_phase_tls(t);

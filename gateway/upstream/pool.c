@@ -26,7 +26,7 @@ struct conn {
     conn *g_prev, *g_next;      // its key's connections, most recently kept first
     conn *age_prev, *age_next;  // all of them, oldest first
     gw_upool *pool;
-    char text[80];
+    char text[300];
 };
 
 // The connections kept under one key.

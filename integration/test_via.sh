@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Out through a parent proxy (DESIGN "Through a parent proxy"). Three network namespaces:
+# the client and the gateway in one (198.51.100.1), the parent proxies in a second
+# (198.51.100.2 toward the gateway, 203.0.113.2 toward the servers), the mTLS terminator
+# in a third (203.0.113.3: nginx with ssl_verify_client on, and redis behind its stream
+# server), with nftables there accepting only the parent; the gateway has no route to it
+# at all. Debian's squid (CONNECT, Basic authentication) and dante-server (SOCKS5, RFC 1929
+# against a user this test makes) are the parents; they resolve the destination's name
+# (the namespace's own /etc/hosts). redis-cli through SOCKS5 and curl through http_proxy
+# reach nginx, which sees our client certificate; the parents' logs show only CONNECT
+# host:port; wrong credentials, a refusing parent and a dead one each give their precise
+# error, never confused with the destination's.
+source "$(dirname "$0")/lib.sh"
+
+for tool in squid danted nft; do
+    command -v "$tool" > /dev/null || { echo "$tool is not installed (integration/deps.sh)"; exit 77; }
+done
+make_pki
+N=mgwv$$
+GWNS=$N-gw PNS=$N-par TNS=$N-term
+for ns in $GWNS $PNS $TNS; do
+    ip netns add "$ns"
+    UNDO+=("ip netns del $ns")
+    ip -n "$ns" link set lo up
+done
+ip link add "$N-a" netns "$GWNS" type veth peer name "$N-b" netns "$PNS"
+ip link add "$N-c" netns "$PNS" type veth peer name "$N-d" netns "$TNS"
+ip -n "$GWNS" addr add 198.51.100.1/24 dev "$N-a"; ip -n "$GWNS" link set "$N-a" up
+ip -n "$PNS" addr add 198.51.100.2/24 dev "$N-b"; ip -n "$PNS" link set "$N-b" up
+ip -n "$PNS" addr add 203.0.113.2/24 dev "$N-c"; ip -n "$PNS" link set "$N-c" up
+ip -n "$TNS" addr add 203.0.113.3/24 dev "$N-d"; ip -n "$TNS" link set "$N-d" up
+ip netns exec "$TNS" nft -f - <<NFT
+table inet only_parent {
+    chain in {
+        type filter hook input priority 0; policy accept;
+        iifname "$N-d" ip saddr != 203.0.113.2 counter drop
+    }
+}
+NFT
+# The parents' namespace resolves the servers' names (ip netns exec bind-mounts it).
+mkdir -p "/etc/netns/$PNS"
+UNDO+=("rm -rf /etc/netns/$PNS")
+printf '127.0.0.1 localhost\n203.0.113.3 orders.dc2.test redis.dc2.test\n' > "/etc/netns/$PNS/hosts"
+inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }  # (not for a background process: $! would be a subshell)
+
+# ---- the terminator: nginx (mTLS) and redis behind its stream server ----
+REDIS_PORT=6380
+ip netns exec "$TNS" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
+    --logfile "$WORK/redis.log" > /dev/null 2>&1 &
+PIDS+=($!)
+mkdir -p "$WORK/tn"
+cat > "$WORK/tn/nginx.conf" <<NGX
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+pid $WORK/tn/nginx.pid;
+error_log $WORK/tn/error.log info;
+events { worker_connections 128; }
+http {
+$(for d in client_body proxy fastcgi uwsgi scgi; do echo "    ${d}_temp_path $WORK/tn/$d;"; done)
+    access_log $WORK/tn/access.log;
+    server {
+        listen 203.0.113.3:443 ssl;
+        ssl_certificate $PKI/orders.chain.crt; ssl_certificate_key $PKI/orders.key;
+        ssl_client_certificate $PKI/client-ca.crt; ssl_verify_client on;
+        location / { return 200 "dn=\$ssl_client_s_dn from=\$remote_addr\n"; }
+    }
+}
+stream {
+    server {
+        listen 203.0.113.3:6379 ssl;
+        ssl_certificate $PKI/redis.chain.crt; ssl_certificate_key $PKI/redis.key;
+        ssl_client_certificate $PKI/client-ca.crt; ssl_verify_client on;
+        proxy_pass 127.0.0.1:$REDIS_PORT;
+    }
+}
+NGX
+ip netns exec "$TNS" nginx -p "$WORK/tn" -c "$WORK/tn/nginx.conf" -g 'daemon off;' > "$WORK/tn/out.log" 2>&1 &
+PIDS+=($!)
+
+# ---- squid: CONNECT with Basic authentication; forbidden.dc2.test refused ----
+SQUID_USER=egress SQUID_PASS=s3cret-egress
+mkdir -p "$WORK/squid"
+printf '%s:%s\n' "$SQUID_USER" "$(openssl passwd -apr1 "$SQUID_PASS")" > "$WORK/squid/passwd"
+cat > "$WORK/squid/squid.conf" <<SQ
+http_port 198.51.100.2:3128
+pid_filename $WORK/squid/squid.pid
+cache deny all
+cache_dir null /tmp
+access_log stdio:$WORK/squid/access.log squid
+cache_log $WORK/squid/cache.log
+cache_store_log none
+shutdown_lifetime 1 seconds
+coredump_dir $WORK/squid
+hosts_file /etc/netns/$PNS/hosts
+dns_nameservers 127.0.0.1
+auth_param basic program /usr/lib/squid/basic_ncsa_auth $WORK/squid/passwd
+auth_param basic realm egress
+acl authed proxy_auth REQUIRED
+acl forbidden dstdomain forbidden.dc2.test
+http_access deny forbidden
+http_access allow authed
+http_access deny all
+SQ
+chown -R proxy "$WORK/squid"
+chmod o+x "$WORK"
+ip netns exec "$PNS" squid -N -f "$WORK/squid/squid.conf" > "$WORK/squid/out.log" 2>&1 &
+SQUID_PID=$!
+PIDS+=($SQUID_PID)
+
+# ---- dante: SOCKS5 with RFC 1929 against a system user made for it ----
+SOCKS_USER=mgwvia$$ SOCKS_PASS=s0cks-pass
+useradd -M -s /usr/sbin/nologin "$SOCKS_USER"
+UNDO+=("userdel $SOCKS_USER")
+echo "$SOCKS_USER:$SOCKS_PASS" | chpasswd
+cat > "$WORK/danted.conf" <<DANTE
+logoutput: $WORK/danted.log
+internal: 198.51.100.2 port = 1080
+external: 203.0.113.2
+socksmethod: username
+user.privileged: root
+user.unprivileged: nobody
+client pass { from: 198.51.100.0/24 to: 0.0.0.0/0 }
+socks block { from: 0.0.0.0/0 to: 203.0.113.3/32 port = 8443 log: connect error }
+socks pass {
+    from: 198.51.100.0/24 to: 0.0.0.0/0
+    command: connect
+    log: connect disconnect
+}
+DANTE
+ip netns exec "$PNS" danted -f "$WORK/danted.conf" -N 1 > "$WORK/danted.out" 2>&1 &
+PIDS+=($!)
+for p in 3128 1080; do
+    for _ in $(seq 100); do inns "$GWNS" bash -c "exec 3<>/dev/tcp/198.51.100.2/$p" 2>/dev/null && break; sleep 0.1; done
+done
+
+# ---- the gateway, in the client's namespace ----
+printf '%s:%s\n' "$SQUID_USER" "$SQUID_PASS" > "$WORK/squid.cred"
+printf '%s:%s\n' "$SQUID_USER" "wrong" > "$WORK/squid-wrong.cred"
+printf '%s:%s\n' "$SOCKS_USER" "$SOCKS_PASS" > "$WORK/socks.cred"
+printf '%s:%s\n' "$SOCKS_USER" "wrong" > "$WORK/socks-wrong.cred"
+chmod 600 "$WORK"/*.cred
+GW_PORT=18080 ADMIN_PORT=19901
+cat > "$WORK/gw.conf" <<CONF
+workers = 1;
+listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
+admin = { address = "127.0.0.1:$ADMIN_PORT"; };
+identities = ( { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; } );
+via = "http://198.51.100.2:3128";           # the default parent
+via_credentials_file = "$WORK/squid.cred";
+rules = (
+  { match = "orders.dc2.test:443"; identity = "ops"; },
+  { match = "redis.dc2.test:6379"; identity = "ops"; via = "socks5://198.51.100.2:1080";
+    via_credentials_file = "$WORK/socks.cred"; },
+  { match = "socks-orders.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via = "socks5://198.51.100.2:1080"; via_credentials_file = "$WORK/socks.cred"; },
+  { match = "wrongpass.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via_credentials_file = "$WORK/squid-wrong.cred"; },
+  { match = "nocred.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via = "http://198.51.100.2:3128"; },   # its own via: the default's credentials do not go with it
+  { match = "socks-wrongpass.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via = "socks5://198.51.100.2:1080"; via_credentials_file = "$WORK/socks-wrong.cred"; },
+  { match = "forbidden.dc2.test"; identity = "ops"; },
+  { match = "socks-blocked.test"; identity = "ops"; upstream = "203.0.113.3:8443"; server_name = "orders.dc2.test";
+    via = "socks5://198.51.100.2:1080"; via_credentials_file = "$WORK/socks.cred"; },
+  { match = "dead.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via = "http://198.51.100.2:3999"; },
+  { match = "direct.test"; identity = "ops"; upstream = "203.0.113.3:443"; server_name = "orders.dc2.test"; via = "none"; }
+);
+deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];
+CONF
+ip netns exec "$GWNS" "${GW_WRAP[@]}" "$MTLSGW" run -c "$WORK/gw.conf" >> "$WORK/gw.log" 2>&1 &
+GW_PID=$!
+PIDS+=($GW_PID)
+GW_PIDS+=($GW_PID)
+for _ in $(seq "$WAIT_TRIES"); do inns "$GWNS" bash -c "exec 3<>/dev/tcp/127.0.0.1/$GW_PORT" 2>/dev/null && break; sleep 0.1; done
+gcurl() { inns "$GWNS" curl -s -m 15 "$@"; }
+px() { gcurl -i -x "http://127.0.0.1:$GW_PORT" "$@"; }
+
+check "the gateway cannot reach the terminator by itself (no route)" bash -c \
+    "! ip netns exec $GWNS bash -c 'exec 3<>/dev/tcp/203.0.113.3/443' 2>/dev/null"
+out=$(px http://orders.dc2.test:443/)
+expect_contains "http_proxy via squid (CONNECT, Basic): nginx saw our client certificate" "dn=CN=ops,O=mtlsgw-test from=203.0.113.2" "$out"
+expect_contains "... access log says via=" "via=198.51.100.2:3128" "$(grep 'dest=orders.dc2.test:443' "$WORK/gw.log" | tail -1)"
+expect_contains "... and upstream is the destination" "upstream=orders.dc2.test:443" "$(grep 'dest=orders.dc2.test:443' "$WORK/gw.log" | tail -1)"
+out=$(px http://orders.dc2.test:443/again)
+expect_contains "a second request: answered" "dn=CN=ops" "$out"
+expect_contains "... on the pooled connection through the parent" "conn=pooled" "$(grep 'dest=orders.dc2.test:443' "$WORK/gw.log" | tail -1)"
+out=$(gcurl --socks5-hostname "127.0.0.1:$GW_PORT" http://socks-orders.test/)
+expect_contains "SOCKS5 client via dante (RFC 1929): nginx saw our client certificate" "dn=CN=ops,O=mtlsgw-test" "$out"
+out=$(inns "$GWNS" bash -c "printf 'PING\r\n' | timeout 10 python3 '$HERE/socks_probe.py' $GW_PORT redis.dc2.test 6379")
+expect_eq "redis (SOCKS5 front door) via dante reaches redis behind nginx stream: reply" "rep=0" "$out"
+proxychains_conf "$WORK/pc.conf" "$GW_PORT"
+out=$(inns "$GWNS" timeout 20 proxychains4 -q -f "$WORK/pc.conf" redis-cli -h redis.dc2.test -p 6379 PING 2>&1)
+expect_eq "redis-cli under proxychains4 via dante: PONG" "PONG" "$out"
+check "dante logged the CONNECT to the destination" grep -q "redis.dc2.test.6379\|203.0.113.3.6379" "$WORK/danted.log"
+
+# ---- failures, each the parent's ----
+out=$(px http://wrongpass.test/)
+expect_contains "squid refuses our credentials: 502" "HTTP/1.1 502" "$out"
+expect_contains "... proxy_auth_required naming the parent as next-hop" 'error=proxy_auth_required; next-hop="198.51.100.2:3128"' "$out"
+expect_contains "... in words" "refused our credentials for CONNECT orders.dc2.test:443: 407" "$out"
+out=$(px http://nocred.test/)
+expect_contains "no credentials for squid: says it wants some" "wants credentials (via_credentials_file)" "$out"
+out=$(px http://forbidden.dc2.test:443/)
+expect_contains "squid refuses the destination (403): 502 http_request_denied" "error=http_request_denied; next-hop=" "$out"
+expect_contains "... with squid's words" "refused CONNECT forbidden.dc2.test:443: 403" "$out"
+expect_eq "... SOCKS5 client: 0x02 (not allowed)" "rep=2" "$(inns "$GWNS" python3 "$HERE/socks_probe.py" "$GW_PORT" forbidden.dc2.test 443)"
+out=$(px http://socks-wrongpass.test/)
+expect_contains "dante refuses our RFC 1929 credentials" "refused our credentials (RFC 1929)" "$out"
+out=$(px http://socks-blocked.test/)
+expect_contains "dante refuses the destination: REP 2 in words" "SOCKS5 reply 2 (connection not allowed by ruleset)" "$out"
+expect_eq "... SOCKS5 client: 0x02" "rep=2" "$(inns "$GWNS" python3 "$HERE/socks_probe.py" "$GW_PORT" socks-blocked.test 80)"
+out=$(px http://dead.test/)
+expect_contains "a dead parent: its own reason, naming it" "parent proxy http://198.51.100.2:3999: " "$out"
+expect_contains "... connection refused, next-hop the parent" 'error=connection_refused; next-hop="198.51.100.2:3999"' "$out"
+out=$(px http://direct.test/)
+expect_contains "via = \"none\": the rule goes direct (and here cannot: no route)" "HTTP/1.1 50" "$out"
+check "... not through a parent (no next-hop)" bash -c "! echo '$out' | grep -q next-hop"
+metrics=$(gcurl "http://127.0.0.1:$ADMIN_PORT/metrics")
+expect_contains "metrics: ok through squid" 'mtlsgw_via_connects_total{via="http://198.51.100.2:3128",result="ok"}' "$metrics"
+echo "$metrics" > "$WORK/metrics.txt"
+check "... auth failures counted" grep -qE 'via="http://198.51.100.2:3128",result="auth_failed"} [1-9]' "$WORK/metrics.txt"
+check "... the dead parent as unreachable" grep -qE 'via="http://198.51.100.2:3999",result="unreachable"} [1-9]' "$WORK/metrics.txt"
+check "no credential in any gateway log line" bash -c "! grep -qE '$SQUID_PASS|$SOCKS_PASS' '$WORK/gw.log'"
+
+# ---- config ----
+cat > "$WORK/bad.conf" <<CONF
+listen = ( { name = "p"; address = "127.0.0.1:1"; } );
+rules = (
+  { match = "a.test"; action = "direct"; via = "ftp://x:1"; },
+  { match = "b.test"; action = "direct"; via = "http://user:pw@x:3128"; },
+  { match = "c.test"; action = "direct"; via = "https://x:3129"; },
+  { match = "d.test"; action = "deny"; via = "http://x:3128"; },
+  { match = "e.test"; action = "direct"; via = "http://x:3128"; via_credentials_file = "$WORK/nonexistent"; }
+);
+CONF
+out=$("$MTLSGW" check -c "$WORK/bad.conf" 2>&1) || true
+expect_contains "config: scheme" 'bad.conf:3: rules[0].via: expected "http://HOST:PORT" or "socks5://HOST:PORT"' "$out"
+expect_contains "config: credentials in the URL refused" 'rules[1].via: expected "http://HOST:PORT"' "$out"
+expect_contains "config: https parent not yet" "rules[2].via: TLS to the parent (https://) is not supported by this version" "$out"
+expect_contains "config: deny takes no via" "rules[3].via: a deny rule takes no via" "$out"
+expect_contains "config: credentials file" "rules[4].via_credentials_file: cannot read" "$out"
+chmod 644 "$WORK/socks.cred"
+out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1) || true
+expect_contains "check: a credentials file readable by others is reported" "via_credentials_file $WORK/socks.cred has mode 0644" "$out"
+
+# squid logs a CONNECT when it ends: after the gateway (and its pooled connections) stopped.
+stop_gateways
+for _ in $(seq 50); do grep -q "CONNECT orders.dc2.test:443" "$WORK/squid/access.log" && break; sleep 0.1; done
+check "squid's log shows CONNECT host:port" grep -q "CONNECT orders.dc2.test:443" "$WORK/squid/access.log"
+check "... and nothing of what went inside (no request line of ours)" bash -c "! grep -qE 'GET |/again' '$WORK/squid/access.log'"
+
+finish
