@@ -68,6 +68,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
     }
 
+    // A parent proxy's reply, as the gateway reads it: never longer than what it has, and
+    // the same length once whole.
+    uint8_t rep = 0, rep2 = 0;
+    st = gw_socks5_parse_reply(data, size, &used, &rep);
+    if (st == GW_SOCKS_OK) {
+        size_t used2 = 0;
+        if (used > size || used > 4 + 1 + 255 + 2 || gw_socks5_parse_reply(data, used, &used2, &rep2) != GW_SOCKS_OK ||
+            used2 != used || rep2 != rep ||
+            gw_socks5_parse_reply(data, used - 1, &used2, &rep2) != GW_SOCKS_NEED_MORE) {
+            abort();
+        }
+    }
+
     uint8_t reply[32];
     if (gw_socks5_encode_reply(data[0 % (size ? size : 1)], NULL, reply) > sizeof(reply)) {
         abort();

@@ -146,6 +146,35 @@ static void replies(void **state) {
     assert_int_equal(out[1], 0x5b);
 }
 
+// A SOCKS5 server's reply, as the gateway reads a parent proxy's: its exact length for
+// each address type (nothing behind it taken), REP, and what is not a reply.
+static void parent_replies(void **state) {
+    (void)state;
+    size_t used = 0;
+    uint8_t rep = 0xee;
+    static const uint8_t v4[] = {5, 0, 0, 1, 203, 0, 113, 2, 0x1f, 0x90, 'S', 'S', 'H'};
+    assert_int_equal(gw_socks5_parse_reply(v4, sizeof(v4), &used, &rep), GW_SOCKS_OK);
+    assert_int_equal(used, 10);  // the banner behind it stays
+    assert_int_equal(rep, 0);
+    static const uint8_t name[] = {5, 2, 0, 3, 4, 'p', 'a', 'r', 't', 0, 80};
+    assert_int_equal(gw_socks5_parse_reply(name, sizeof(name), &used, &rep), GW_SOCKS_OK);
+    assert_int_equal(used, sizeof(name));
+    assert_int_equal(rep, 2);
+    uint8_t v6[22] = {5, 5, 0, 4};
+    assert_int_equal(gw_socks5_parse_reply(v6, sizeof(v6), &used, &rep), GW_SOCKS_OK);
+    assert_int_equal(used, 22);
+    assert_int_equal(rep, 5);
+    for (size_t n = 0; n < sizeof(v6); n++) {
+        assert_int_equal(gw_socks5_parse_reply(v6, n, &used, &rep), GW_SOCKS_NEED_MORE);
+    }
+    static const uint8_t v4ver[] = {4, 0, 0, 1, 1, 2, 3, 4, 0, 80};
+    assert_int_equal(gw_socks5_parse_reply(v4ver, sizeof(v4ver), &used, &rep), GW_SOCKS_ERR_VERSION);
+    static const uint8_t rsv[] = {5, 0, 1, 1, 1, 2, 3, 4, 0, 80};
+    assert_int_equal(gw_socks5_parse_reply(rsv, sizeof(rsv), &used, &rep), GW_SOCKS_ERR_FORMAT);
+    static const uint8_t atyp[] = {5, 0, 0, 9, 1, 2, 3, 4, 0, 80};
+    assert_int_equal(gw_socks5_parse_reply(atyp, sizeof(atyp), &used, &rep), GW_SOCKS_ERR_ADDRESS_TYPE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(greeting_every_split),
@@ -157,6 +186,7 @@ int main(void) {
         cmocka_unit_test(socks4_plain_and_errors),
         cmocka_unit_test(userpass),
         cmocka_unit_test(replies),
+        cmocka_unit_test(parent_replies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
