@@ -22,6 +22,7 @@
 #include "gateway/renewal.h"
 #include "gateway/report.h"
 #include "gateway/service/metrics.h"
+#include "gateway/status.h"
 #include "gateway/worker.h"
 
 typedef struct admin_conn admin_conn;
@@ -117,13 +118,15 @@ static void conn_close(admin_conn *c) {
     gw_loop_defer_free(g_admin.loop, conn_free, c);
 }
 
-static void respond(admin_conn *c, int status, const char *type, const char *body, int head_only) {
+static void respond_csp(admin_conn *c, int status, const char *type, const char *body, int head_only, const char *csp) {
     gw_strbuf b = {0};
     size_t len = strlen(body);
     gw_strbuf_printf(&b,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
-                     "Connection: close\r\n\r\n",
-                     status, gw_http_reason_phrase(status), type, len);
+                     "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+                     "Content-Security-Policy: %s\r\nConnection: close\r\n\r\n",
+                     status, gw_http_reason_phrase(status), type, len,
+                     csp ? csp : "default-src 'none'; frame-ancestors 'none'");
     if (!head_only) {
         gw_strbuf_printf(&b, "%s", body);
     }
@@ -134,6 +137,10 @@ static void respond(admin_conn *c, int status, const char *type, const char *bod
     }
     c->out = b.p;
     c->out_len = b.len;
+}
+
+static void respond(admin_conn *c, int status, const char *type, const char *body, int head_only) {
+    respond_csp(c, status, type, body, head_only, NULL);
 }
 
 // answer_post: POST /identities/NAME/renew asks the renewal thread to renew an ACME
@@ -204,8 +211,31 @@ static void answer(admin_conn *c, const gw_http_request *req) {
             respond(c, 500, "text/plain", "out of memory\n", head);
         }
         free(b.p);
+    } else if (gw_http_token_eq(req->target, plen, "/")) {
+        // The status page; ?refresh=N (5 to 3600 s) makes it reload itself.
+        int refresh = 0;
+        if (q != NULL && req->target_len - plen > 9 && memcmp(q, "?refresh=", 9) == 0) {
+            refresh = atoi(q + 9);
+            refresh = refresh < 5 ? (refresh > 0 ? 5 : 0) : refresh > 3600 ? 3600 : refresh;
+        }
+        char csp[300];
+        char *page = gw_status_html(cfg, atomic_load(&gw_active_tunnels), refresh, csp, sizeof(csp));
+        if (page != NULL) {
+            respond_csp(c, 200, "text/html; charset=utf-8", page, head, csp);
+        } else {
+            respond(c, 500, "text/plain", "out of memory\n", head);
+        }
+        free(page);
+    } else if (gw_http_token_eq(req->target, plen, "/status.json")) {
+        char *page = gw_status_json(cfg, atomic_load(&gw_active_tunnels));
+        if (page != NULL) {
+            respond(c, 200, "application/json", page, head);
+        } else {
+            respond(c, 500, "text/plain", "out of memory\n", head);
+        }
+        free(page);
     } else {
-        respond(c, 404, "text/plain", "not found: try /metrics, /healthz or /identities\n", head);
+        respond(c, 404, "text/plain", "not found: try /, /status.json, /metrics, /healthz or /identities\n", head);
     }
     pol_config_unref(cfg);
 }

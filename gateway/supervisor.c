@@ -28,6 +28,7 @@
 #include "gateway/base/netutil.h"
 #include "gateway/base/xalloc.h"
 #include "gateway/renewal.h"
+#include "gateway/service/board.h"
 #include "gateway/service/metrics.h"
 #include "gateway/tls/identity.h"
 #include "gateway/tls/pkcs11.h"
@@ -187,6 +188,7 @@ static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers,
     if (next == NULL) {
         gw_log(GW_LOG_ERROR, "reload (%s) failed: keeping the running configuration", why);
         gw_metrics_reload(0);
+        gw_board_reloaded(0);
         return cfg;
     }
     // What a running process cannot change is named, not silently kept.
@@ -214,6 +216,7 @@ static pol_config *reload(const char *path, pol_config *cfg, gw_worker *workers,
     }
     gw_admin_set_config(next);
     gw_renewal_set_config(next);
+    gw_board_reloaded(1);
     pol_config_unref(cfg);
     gw_metrics_reload(1);
     gw_log(GW_LOG_INFO, "reloaded %s (%s): %zu rules, %zu identities", path, why, next->num_rules,
@@ -320,6 +323,7 @@ void gw_supervisor_prepare(void) {
 
 int gw_supervisor_run(const char *path, pol_config *cfg) {
     sigset_t set = g_signals;
+    gw_board_started();
     configure_logs(cfg);
     assign_metrics_slots(cfg);
     gw_sesscache_set_limit((size_t)cfg->limits.session_cache_size);

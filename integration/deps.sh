@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS="build-essential cmake pkg-config android-libboringssl-dev libc-ares-dev libconfig-dev libjansson-dev libp11-kit-dev libcmocka-dev clang clang-format libclang-rt-14-dev valgrind
       nginx libnginx-mod-stream haproxy redis-server redis-tools proxychains4 dnsmasq-base curl wget iproute2 systemd openssl python3 nftables
-      scdoc lintian bash-completion man-db python3-yaml podman runc catatonit adduser softhsm2 opensc procps pebble faketime squid dante-server"
+      scdoc lintian bash-completion man-db python3-yaml podman runc catatonit adduser softhsm2 opensc procps pebble faketime squid dante-server chromium"
 missing=()
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

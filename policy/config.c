@@ -575,6 +575,11 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     size_t before_ids = pol_errors_count_fatal(errs);
     pol_ld_identities(&ld, root);
     load_rules(&ld, root, pol_errors_count_fatal(errs) != before_ids);
+    cfg->rule_stats = gw_xcalloc(cfg->num_rules + 1, sizeof(*cfg->rule_stats));
+    for (size_t i = 0; i < cfg->num_rules; i++) {
+        pthread_mutex_init(&cfg->rule_stats[i].lock, NULL);
+        cfg->rules[i].stats = &cfg->rule_stats[i];
+    }
     load_limits(&ld, root);
     if (cfg->limits.max_connections_per_client == 0) {
         cfg->limits.max_connections_per_client = (cfg->limits.max_connections + 3) / 4;
@@ -666,6 +671,10 @@ void pol_config_free(pol_config *cfg) {
         pol_via_free(cfg->rules[i].via);
     }
     free(cfg->rules);
+    for (size_t i = 0; cfg->rule_stats != NULL && i < cfg->num_rules; i++) {
+        pthread_mutex_destroy(&cfg->rule_stats[i].lock);
+    }
+    free(cfg->rule_stats);
     pol_index_free(cfg->index);
     for (size_t i = 0; i < cfg->num_allow; i++) {
         free(cfg->allow[i].text);

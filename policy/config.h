@@ -6,6 +6,7 @@
 #ifndef MTLSGW_CONFIG_H
 #define MTLSGW_CONFIG_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 
 #include "gateway/base/log.h"
+#include "gateway/proto/errors.h"
 #include "policy/callers.h"
 #include "policy/match.h"
 #include "policy/rules.h"
@@ -40,6 +42,18 @@ typedef struct {
     char *user, *password;  // read from credentials_file at load; NULL: none. Never logged.
 } pol_via;
 
+// What the tunnels (and http_proxy requests) of one rule did, for the status page: counted
+// by the workers, read by the admin thread. Belongs to the snapshot (a reload starts anew).
+typedef struct pol_rule_stats {
+    atomic_long active;                       // tunnels routed by the rule, open now
+    atomic_ullong total;                      // tunnels and requests it decided
+    atomic_ullong failures[GW_RESULT_COUNT];  // refused or failed, by result
+    pthread_mutex_t lock;                     // the last failure:
+    time_t last_time;
+    char last_result[32];
+    char last_reason[400];
+} pol_rule_stats;
+
 typedef struct {
     pol_match match;
     char *match_text;
@@ -59,6 +73,7 @@ typedef struct {
     int preconnect;           // verified connections each worker keeps ready (one destination only)
     int early_data;           // TLS 1.3 early data on resumed sessions (mtls only)
     pol_via *via;             // a parent proxy to go through; NULL: connect directly
+    pol_rule_stats *stats;    // in the snapshot's rule_stats
 } pol_rule;
 
 typedef struct {
@@ -132,6 +147,7 @@ typedef struct pol_config {
     size_t num_acme;
     pol_rule *rules;
     size_t num_rules;
+    pol_rule_stats *rule_stats;  // one per rule
     pol_index *index;
     int callers_in_rules;  // some rule has `caller`: every client's caller must be known
     struct {

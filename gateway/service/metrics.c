@@ -143,10 +143,33 @@ void gw_metrics_ocsp(int slot, int result) {
     }
 }
 
+unsigned long long gw_metrics_ocsp_count(int slot, int result) {
+    return slot >= 0 && slot < GW_METRICS_MAX_IDENTITIES && result > 0 && result < GW_OCSP_RESULT_COUNT
+               ? GET(g.identities[slot].ocsp[result])
+               : 0;
+}
+
 void gw_metrics_acme_due(int slot, time_t due) {
     if (slot >= 0 && slot < GW_METRICS_MAX_IDENTITIES) {
         atomic_store_explicit(&g.identities[slot].acme_due, (long long)due, memory_order_relaxed);
     }
+}
+
+int gw_metrics_identity_handshakes(int slot, unsigned long long *full, unsigned long long *resumed,
+                                   unsigned long long buckets[GW_METRICS_HS_BUCKETS], const char **bounds) {
+    _Static_assert(NUM_BUCKETS + 1 == GW_METRICS_HS_BUCKETS, "buckets");
+    if (slot < 0 || slot >= GW_METRICS_MAX_IDENTITIES) {
+        return 0;
+    }
+    *full = GET(g.identities[slot].handshakes[0]);
+    *resumed = GET(g.identities[slot].handshakes[1]);
+    for (size_t i = 0; i <= NUM_BUCKETS; i++) {
+        buckets[i] = GET(g.identities[slot].buckets[i]);
+        if (bounds != NULL) {
+            bounds[i] = i < NUM_BUCKETS ? bucket_labels[i] : "+Inf";
+        }
+    }
+    return 1;
 }
 
 void gw_metrics_password_check(gw_pass_result result) {

@@ -71,6 +71,7 @@ void gw_metrics_via(const char *via, gw_via_result result);
 // gw_metrics_ocsp counts what a server's OCSP staple said (a gw_ocsp_result) for the
 // identity in |slot| (mtlsgw_upstream_ocsp_total{identity,result}).
 void gw_metrics_ocsp(int slot, int result);
+unsigned long long gw_metrics_ocsp_count(int slot, int result);
 
 // Renewals over ACME (mtlsgw_acme_renewals_total{identity,result}).
 typedef enum { GW_ACME_OK = 0, GW_ACME_ERROR, GW_ACME_RATE_LIMITED, GW_ACME_RESULT_COUNT } gw_acme_result_kind;
@@ -78,6 +79,13 @@ void gw_metrics_acme_renewal(int slot, gw_acme_result_kind result);
 // gw_metrics_acme_due says when the next renewal of the identity in |slot| is due (Unix
 // time: the renewal thread's plan, retries included).
 void gw_metrics_acme_due(int slot, time_t due);
+
+// gw_metrics_identity_handshakes reads the handshakes of the identity in |slot|: full and
+// resumed, and how many took up to each of the GW_METRICS_HS_BUCKETS bounds (the last:
+// longer), with the bounds in seconds in |bounds| (may be NULL). 0 for a slot out of range.
+#define GW_METRICS_HS_BUCKETS 13
+int gw_metrics_identity_handshakes(int slot, unsigned long long *full, unsigned long long *resumed,
+                                   unsigned long long buckets[GW_METRICS_HS_BUCKETS], const char **bounds);
 
 // gw_metrics_identity_slot returns the slot for identity |name| (the same name always
 // gets the same slot, across reloads), or -1 when all slots are taken. Takes a lock:

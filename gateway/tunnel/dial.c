@@ -32,6 +32,7 @@ tunnel_step tunnel_phase_route(gw_tunnel *t) {
         return STEP_FAIL;
     }
     t->rule = pol_config_lookup(t->cfg, &t->dest, t->caller, (int)t->listener_index);
+    tunnel_count_route(t);
     char dest[300];
     snprintf(dest, sizeof(dest), t->dest.family == AF_INET6 ? "[%s]:%u" : "%s:%u", t->dest.host, port);
     if (t->rule == NULL) {

@@ -277,7 +277,8 @@ tunnel_step tunnel_http_start_request(gw_tunnel *t, const gw_http_request *hr) {
         if (t->upstream.fd >= 0) {
             drop_upstream(t);
         }
-        t->rule = NULL;  // it and t->user belonged to the old snapshot
+        tunnel_uncount(t, 0);  // its rule's count belongs to the old snapshot
+        t->rule = NULL;        // it and t->user belonged to the old snapshot
         t->user = NULL;
         t->front.auth_state = AUTH_NONE;  // so did a check's answer: the new users file decides
         pol_config_unref(t->cfg);

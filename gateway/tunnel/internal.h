@@ -29,6 +29,7 @@
 #include "gateway/proto/h1.h"
 #include "gateway/proto/http.h"
 #include "gateway/proto/socks.h"
+#include "gateway/service/board.h"
 #include "gateway/service/metrics.h"
 #include "gateway/service/passcheck.h"
 #include "gateway/upstream/upstream.h"
@@ -242,6 +243,8 @@ struct gw_tunnel {
     // The access log.
     uint64_t t_start, t_phase, last_activity;
     uint64_t close_notify_at;  // the client ended: our close_notify waits for the ticket until then
+    pol_rule_stats *counted;   // the rule whose active count holds this tunnel (status page)
+    int live_counted;          // counted among the live tunnels of its listener and protocol
     uint64_t hs_start_us;
     tunnel_conn conn_kind;
     int64_t dns_ms, connect_ms, handshake_ms;
@@ -348,6 +351,11 @@ tunnel_step tunnel_phase_route(gw_tunnel *t);
 tunnel_step tunnel_phase_resolving(gw_tunnel *t);
 tunnel_step tunnel_phase_connect_next(gw_tunnel *t);
 tunnel_step tunnel_phase_connecting(gw_tunnel *t);
+// record.c, for the status page: tunnel_count_route counts a routed tunnel (or request)
+// for its rule and its listener; tunnel_uncount lets the counts go (a close, a snapshot
+// the tunnel leaves).
+void tunnel_count_route(gw_tunnel *t);
+void tunnel_uncount(gw_tunnel *t, int closing);
 // via.c: the parent proxy step (T_VIA, entered by the dial once TCP to the parent is up);
 // when tunnel_via_done, the driver goes on with tunnel_after_parent (dial.c): the rule's
 // mTLS, or the plain relay.

@@ -142,6 +142,63 @@ const char *tunnel_state_name(tunnel_state s) {
     return (unsigned)s < T_NUM_STATES && names[s] != NULL ? names[s] : "?";
 }
 
+// ---- counted for the status page ----
+
+void tunnel_count_route(gw_tunnel *t) {
+    pol_rule_stats *s = t->rule != NULL ? t->rule->stats : NULL;
+    if (!t->live_counted) {
+        t->live_counted = 1;
+        gw_board_live(t->listener_index, t->door->name, 1);
+    }
+    if (s == NULL) {
+        return;
+    }
+    atomic_fetch_add_explicit(&s->total, 1, memory_order_relaxed);
+    if (t->counted != s) {
+        tunnel_uncount(t, 0);
+        atomic_fetch_add_explicit(&s->active, 1, memory_order_relaxed);
+        t->counted = s;
+    }
+}
+
+void tunnel_uncount(gw_tunnel *t, int closing) {
+    if (t->counted != NULL) {
+        atomic_fetch_sub_explicit(&t->counted->active, 1, memory_order_relaxed);
+        t->counted = NULL;
+    }
+    if (closing && t->live_counted) {
+        t->live_counted = 0;
+        gw_board_live(t->listener_index, t->door->name, -1);
+    }
+}
+
+// note_failure keeps a refusal or failure for the status page: its rule's count and last
+// failure, and the board's list of the last ones.
+static void note_failure(gw_tunnel *t, gw_err err, const char *reason) {
+    const char *result = gw_result_name(gw_err_describe(err)->result);
+    pol_rule_stats *s = t->rule != NULL ? t->rule->stats : NULL;
+    time_t now = time(NULL);
+    if (s != NULL) {
+        atomic_fetch_add_explicit(&s->failures[gw_err_describe(err)->result], 1, memory_order_relaxed);
+        pthread_mutex_lock(&s->lock);
+        s->last_time = now;
+        snprintf(s->last_result, sizeof(s->last_result), "%s", result);
+        snprintf(s->last_reason, sizeof(s->last_reason), "%s", reason);
+        pthread_mutex_unlock(&s->lock);
+    }
+    gw_board_failure f = {.when = now, .caller = t->caller == GW_CALLER_NONE ? -1 : (long long)t->caller};
+    snprintf(f.result, sizeof(f.result), "%s", result);
+    snprintf(f.reason, sizeof(f.reason), "%s", reason);
+    snprintf(f.client, sizeof(f.client), "%s", t->client_text);
+    if (t->dest.host[0]) {
+        snprintf(f.dest, sizeof(f.dest), t->dest.family == AF_INET6 ? "[%s]:%u" : "%s:%u", t->dest.host, t->dest.port);
+    } else if (t->dial.want_host[0]) {
+        snprintf(f.dest, sizeof(f.dest), "%s:%u", t->dial.want_host, t->dial.want_port);
+    }
+    snprintf(f.rule, sizeof(f.rule), "%s", t->rule != NULL ? t->rule->where : "");
+    gw_board_failure_note(&f);
+}
+
 // ---- what a phase tells the driver ----
 
 tunnel_step tunnel_fail(gw_tunnel *t, gw_err err, const char *fmt, ...) {
@@ -158,10 +215,12 @@ tunnel_step tunnel_fail(gw_tunnel *t, gw_err err, const char *fmt, ...) {
         if (strncmp(reason, "parent proxy ", 13) != 0) {
             gw_metrics_via(t->rule->via->text, GW_VIA_UNREACHABLE);
             tunnel_set_reason(t, "parent proxy %s: %s", t->rule->via->text, reason);
+            note_failure(t, err, tunnel_reason_of(t) ? tunnel_reason_of(t) : reason);
             return STEP_FAIL;
         }
     }
     tunnel_set_reason(t, "%s", reason);
+    note_failure(t, err, tunnel_reason_of(t) ? tunnel_reason_of(t) : reason);
     return STEP_FAIL;
 }
 

@@ -60,6 +60,7 @@ static void tunnel_close(gw_tunnel *t, gw_result result, const char *reason) {
     if (!(t->door->exchanges && t->http.http_idle)) {
         tunnel_log_access(t);
     }
+    tunnel_uncount(t, 1);
     t->state = T_CLOSED;
     gw_timer_stop(loop, &t->timer);
     gw_timer_stop(loop, &t->yield_timer);
