@@ -272,6 +272,55 @@ out=$("$MTLSGW" check -c "$WORK/eab.conf" 2>&1) || true
 expect_contains "check: an EAB key readable by others is reported" \
     "identities.eab-bad.acme.eab_hmac_file: warning: eab_hmac_file $WORK/ids/eab-wrong.key has mode 0644: readable by others" "$out"
 
+# ---- dns-01 through the operator's hook: pebble asks pebble-challtestsrv's DNS, which the
+# hook feeds over its management API (as a hook for a real DNS provider's API would) ----
+CT_DNS=$(free_port); CT_MGMT=$(free_port); DNS_PEBBLE=$(free_port); DNS_PEBBLE_MGMT=$(free_port)
+pebble-challtestsrv -dns01 "127.0.0.1:$CT_DNS" -http01 "" -https01 "" -tlsalpn01 "" -management "127.0.0.1:$CT_MGMT" \
+    -defaultIPv6 "" > "$WORK/pebble/challtestsrv.log" 2>&1 &
+PIDS+=($!)
+wait_port "$CT_MGMT" $!
+pebble_conf "$WORK/pebble/dns.json" "$DNS_PEBBLE" "$DNS_PEBBLE_MGMT" "$(free_port)"
+PEBBLE_VA_NOSLEEP=1 pebble -config "$WORK/pebble/dns.json" -dnsserver "127.0.0.1:$CT_DNS" > "$WORK/pebble/dns.log" 2>&1 &
+PIDS+=($!)
+wait_port "$DNS_PEBBLE" $!
+mkdir -p "$WORK/hooks"
+cat > "$WORK/hooks/txt.sh" <<HOOK
+#!/bin/sh
+# HOOK add|remove NAME VALUE
+echo "\$1 \$2 \$3" >> "$WORK/hooks/txt.log"
+case "\$1" in
+    add) curl -sf -d "{\\"host\\": \\"\$2.\\", \\"value\\": \\"\$3\\"}" "http://127.0.0.1:$CT_MGMT/set-txt" ;;
+    remove) curl -sf -d "{\\"host\\": \\"\$2.\\"}" "http://127.0.0.1:$CT_MGMT/clear-txt" ;;
+esac
+HOOK
+printf '#!/bin/sh\necho "no zone for $2" >&2\nexit 3\n' > "$WORK/hooks/broken.sh"
+chmod 755 "$WORK/hooks/txt.sh" "$WORK/hooks/broken.sh"
+dns_identity() {  # dns_identity NAME HOOK
+    cat <<ID
+  { name = "$1"; certificate = "$WORK/ids/$1.crt"; key = "$WORK/ids/$1.key"; trust = "$PKI/server-trust.crt";
+    acme = { directory = "https://127.0.0.1:$DNS_PEBBLE/dir"; trust = "$PKI/server-trust.crt";
+             names = [ "$1.dc2.test" ]; challenge = "dns-01"; dns01_hook = "$2"; }; }
+ID
+}
+cat > "$WORK/dns.conf" <<CONF
+listen = ( { name = "proxy"; address = "127.0.0.1:$(free_port)"; } );
+identities = (
+$(dns_identity dns-client "$WORK/hooks/txt.sh"),
+$(dns_identity dns-broken "$WORK/hooks/broken.sh")
+);
+CONF
+out=$("$MTLSGW" identity renew dns-client -c "$WORK/dns.conf" 2>&1) && rc=0 || rc=$?
+expect_eq "dns-01 through the hook: exit 0" "0" "$rc"
+expect_contains "... a certificate for the name" "DNS:dns-client.dc2.test" \
+    "$(openssl x509 -in "$WORK/ids/dns-client.crt" -noout -ext subjectAltName 2>&1)"
+expect_contains "... the hook published the TXT record" "add _acme-challenge.dns-client.dc2.test " "$(cat "$WORK/hooks/txt.log")"
+expect_contains "... and removed it after" "remove _acme-challenge.dns-client.dc2.test " "$(cat "$WORK/hooks/txt.log")"
+value=$(awk '$1 == "add" {print $3}' "$WORK/hooks/txt.log")
+check "... its value is base64url of a SHA-256 (43 characters)" bash -c "[[ '$value' =~ ^[A-Za-z0-9_-]{43}\$ ]]"
+out=$("$MTLSGW" identity renew dns-broken -c "$WORK/dns.conf" 2>&1) && rc=0 || rc=$?
+expect_eq "a hook that fails: exit 1" "1" "$rc"
+expect_contains "... with the hook's exit status" "failed (exit status 3)" "$out"
+
 # ---- config errors ----
 cat > "$WORK/bad.conf" <<CONF
 listen = ( { name = "proxy"; address = "127.0.0.1:1"; } );
