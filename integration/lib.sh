@@ -44,6 +44,9 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+# Stopped by a signal (a timeout, ^C), a test still removes what it made (users, namespaces).
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

@@ -216,6 +216,17 @@ expect_contains "... connection refused, next-hop the parent" 'error=connection_
 out=$(px http://direct.test/)
 expect_contains "via = \"none\": the rule goes direct (and here cannot: no route)" "HTTP/1.1 50" "$out"
 check "... not through a parent (no next-hop)" bash -c "! echo '$out' | grep -q next-hop"
+# ---- explain --connect through the parent: the chain, and where it broke ----
+out=$(inns "$GWNS" timeout 20 "$MTLSGW" explain -c "$WORK/gw.conf" orders.dc2.test:443 --connect 2>&1) || true
+expect_contains "explain shows the parent" "via          http://198.51.100.2:3128, as $SQUID_USER" "$out"
+expect_contains "explain --connect asks squid as a tunnel does" \
+    "via          ok: parent proxy http://198.51.100.2:3128 answered CONNECT orders.dc2.test:443: 200" "$out"
+expect_contains "... and the mTLS inside is accepted" "client cert  accepted" "$out"
+out=$(inns "$GWNS" timeout 20 "$MTLSGW" explain -c "$WORK/gw.conf" socks-orders.test:80 --connect 2>&1) || true
+expect_contains "explain --connect via dante" "answered CONNECT orders.dc2.test:443: SOCKS5 reply 0 (succeeded)" "$out"
+out=$(inns "$GWNS" timeout 20 "$MTLSGW" explain -c "$WORK/gw.conf" wrongpass.test:80 --connect 2>&1) || true
+expect_contains "explain --connect: where it broke (squid's 407)" "via          FAILED: parent proxy http://198.51.100.2:3128 answered CONNECT orders.dc2.test:443: 407" "$out"
+
 metrics=$(gcurl "http://127.0.0.1:$ADMIN_PORT/metrics")
 expect_contains "metrics: ok through squid" 'mtlsgw_via_connects_total{via="http://198.51.100.2:3128",result="ok"}' "$metrics"
 echo "$metrics" > "$WORK/metrics.txt"

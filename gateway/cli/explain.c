@@ -42,6 +42,7 @@
 #include "gateway/base/hash.h"
 #include "gateway/base/log.h"
 #include "gateway/proto/http.h"
+#include "gateway/proto/socks.h"
 #include "gateway/service/metrics.h"
 #include "gateway/tunnel/tunnel.h"
 #include "gateway/worker.h"
@@ -218,10 +219,125 @@ static int wait_fd(int fd, short events, int timeout_ms) {
     return r > 0;
 }
 
+// send_all writes |n| bytes on the non-blocking |fd|, waiting up to |ms| for room.
+static int send_all(int fd, const void *p, size_t n, int ms) {
+    size_t sent = 0;
+    while (sent < n) {
+        ssize_t w = send(fd, (const char *)p + sent, n - sent, MSG_NOSIGNAL);
+        if (w > 0) {
+            sent += (size_t)w;
+        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (!wait_fd(fd, POLLOUT, ms)) {
+                return 0;
+            }
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+// peek_for waits (up to |ms|) until what |fd| holds is a whole answer for |done| (bytes
+// peeked, not taken): how many bytes, or -1 on a close or the deadline.
+static ssize_t peek_for(int fd, uint8_t *buf, size_t cap, int (*done)(const uint8_t *, size_t), int ms) {
+    uint64_t until = gw_monotonic_ms() + (uint64_t)ms;
+    for (;;) {
+        ssize_t n = recv(fd, buf, cap, MSG_PEEK);
+        if (n > 0 && done(buf, (size_t)n)) {
+            return n;
+        }
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) || gw_monotonic_ms() >= until) {
+            return -1;
+        }
+        if (n < 0) {
+            wait_fd(fd, POLLIN, ms);
+        } else {
+            struct timespec ts = {0, 10 * 1000 * 1000};  // part of it: the rest is on its way
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+static int whole_head(const uint8_t *p, size_t n) {
+    gw_http_response resp;
+    return gw_http_parse_response((const char *)p, n, &resp) != GW_HTTP_NEED_MORE;
+}
+
+static int two_bytes(const uint8_t *p, size_t n) {
+    (void)p;
+    return n >= 2;
+}
+
+static int whole_reply(const uint8_t *p, size_t n) {
+    size_t used;
+    uint8_t rep;
+    return gw_socks5_parse_reply(p, n, &used, &rep) != GW_SOCKS_NEED_MORE;
+}
+
+// ask_parent asks the rule's parent proxy on |fd| for |target|, as a tunnel does (the same
+// requests, the same parsers), blocking: 1 when it said yes; else 0 with words in |why|.
+static int ask_parent(int fd, const pol_via *v, const char *target, int ms, char *why, size_t cap) {
+    uint8_t buf[4096];
+    if (v->kind == POL_VIA_HTTP) {
+        char req[800];
+        size_t n = gw_http_connect_request(target, v->user, v->password, req, sizeof(req));
+        int ok = n > 0 && send_all(fd, req, n, ms);
+        OPENSSL_cleanse(req, sizeof(req));
+        ssize_t got = ok ? peek_for(fd, buf, sizeof(buf), whole_head, ms) : -1;
+        gw_http_response resp;
+        if (got < 0 || gw_http_parse_response((const char *)buf, (size_t)got, &resp) != GW_HTTP_OK) {
+            snprintf(why, cap, "parent proxy %s gave no complete answer to CONNECT %s", v->text, target);
+            return 0;
+        }
+        if (recv(fd, buf, resp.head_len, 0) != (ssize_t)resp.head_len) {
+            snprintf(why, cap, "reading the parent's answer failed");
+            return 0;
+        }
+        snprintf(why, cap, "parent proxy %s answered CONNECT %s: %d %.*s", v->text, target, resp.status,
+                 (int)(resp.reason_len > 100 ? 100 : resp.reason_len), resp.reason);
+        return resp.status / 100 == 2;
+    }
+    uint8_t greet[] = {0x05, 0x01, v->user ? GW_SOCKS5_METHOD_USERPASS : GW_SOCKS5_METHOD_NONE};
+    char host[256];
+    uint16_t port = 0;
+    if (!send_all(fd, greet, sizeof(greet), ms) || peek_for(fd, buf, 2, two_bytes, ms) < 2 ||
+        recv(fd, buf, 2, 0) != 2 || buf[0] != 0x05 || buf[1] != greet[2]) {
+        snprintf(why, cap, "parent proxy %s did not accept our method (%s)", v->text,
+                 v->user ? "username/password" : "no authentication");
+        return 0;
+    }
+    if (v->user != NULL) {
+        uint8_t auth[3 + 255 + 255];
+        size_t n = gw_socks5_encode_userpass(v->user, v->password, auth);
+        int ok = n > 0 && send_all(fd, auth, n, ms);
+        OPENSSL_cleanse(auth, sizeof(auth));
+        if (!ok || peek_for(fd, buf, 2, two_bytes, ms) < 2 || recv(fd, buf, 2, 0) != 2 || buf[1] != 0x00) {
+            snprintf(why, cap, "parent proxy %s refused our credentials (RFC 1929)", v->text);
+            return 0;
+        }
+    }
+    size_t n =
+        gw_http_parse_authority(target, strlen(target), 0, host, &port) ? gw_socks5_encode_connect(host, port, buf) : 0;
+    size_t used = 0;
+    uint8_t rep = 0xff;
+    ssize_t got = n > 0 && send_all(fd, buf, n, ms) ? peek_for(fd, buf, sizeof(buf), whole_reply, ms) : -1;
+    if (got < 0 || gw_socks5_parse_reply(buf, (size_t)got, &used, &rep) != GW_SOCKS_OK ||
+        recv(fd, buf, used, 0) != (ssize_t)used) {
+        snprintf(why, cap, "parent proxy %s gave no complete SOCKS5 reply to CONNECT %s", v->text, target);
+        return 0;
+    }
+    snprintf(why, cap, "parent proxy %s answered CONNECT %s: SOCKS5 reply %u%s", v->text, target, rep,
+             rep == 0   ? " (succeeded)"
+             : rep == 2 ? " (not allowed by its ruleset)"
+                        : "");
+    return rep == 0;
+}
+
 // handshake runs one connection to |sa| to its end: connect, handshake, the wait for the
-// server's verdict on our certificate. Returns 1 if the server accepted us.
+// server's verdict on our certificate. Returns 1 if the server accepted us. With a parent
+// proxy, |sa| is the parent's, asked for |target| first.
 static int handshake(const pol_config *cfg, const pol_rule *r, const struct sockaddr *sa, socklen_t sl, const char *sni,
-                     const char *key, int print_details) {
+                     const char *key, const char *target, int print_details) {
     gw_upstream u;
     gw_upstream_init(&u);
     char reason[700];
@@ -234,9 +350,17 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
         err = gw_upstream_connect_result(&u, reason, sizeof(reason));
     }
     if (err != GW_ERR_NONE) {
-        printf("connect      FAILED: %s\n", reason);
+        printf("connect      FAILED: %s%s%s\n", r->via ? "parent proxy " : "", r->via ? r->via->text : "", reason);
         gw_upstream_close(&u);
         return 0;
+    }
+    if (r->via != NULL) {
+        int ok = ask_parent(u.fd, r->via, target, cfg->limits.connect_timeout_ms, reason, sizeof(reason));
+        printf("via          %s%s\n", ok ? "ok: " : "FAILED: ", reason);
+        if (!ok) {
+            gw_upstream_close(&u);
+            return 0;
+        }
     }
     if (r->action != POL_ACTION_MTLS) {
         printf("connect      ok (plain TCP: action %s)\n", pol_action_name(r->action));
@@ -351,15 +475,15 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
 }
 
 int gw_explain_connect(const pol_config *cfg, const pol_rule *r, const char *host, uint16_t port) {
-    if (r->via != NULL) {
-        printf(
-            "connect      not tried: --connect does not go through a parent proxy (via) in this version; the\n"
-            "             access log of a real tunnel says where it broke (via=, reason, result)\n");
-        return 1;
-    }
     const char *connect_host = r->upstream_host ? r->upstream_host : host;
     uint16_t connect_port = r->upstream_port ? r->upstream_port : port;
     const char *sni = r->server_name ? r->server_name : connect_host;
+    char target[300];
+    snprintf(target, sizeof(target), strchr(connect_host, ':') ? "[%s]:%u" : "%s:%u", connect_host, connect_port);
+    if (r->via != NULL) {
+        connect_host = r->via->host;  // the parent is connected to; it is asked for |target|
+        connect_port = r->via->port;
+    }
     char err[300];
     gw_loop *loop = gw_loop_new();
     res_resolver *res = loop ? res_resolver_new(loop, cfg, err, sizeof(err)) : NULL;
@@ -398,7 +522,7 @@ int gw_explain_connect(const pol_config *cfg, const pol_rule *r, const char *hos
         // The gateway never connects to an address in deny_addresses, nor to itself:
         // neither does explain.
         const char *own = pol_config_own_address(cfg, l.addrs[i].family, l.addrs[i].addr, connect_port);
-        const pol_cidr *denied = pol_config_denied_address(cfg, r, l.addrs[i].family, l.addrs[i].addr);
+        const pol_cidr *denied = r->via ? NULL : pol_config_denied_address(cfg, r, l.addrs[i].family, l.addrs[i].addr);
         if (own != NULL) {
             size_t al = strlen(a);
             snprintf(a + al, sizeof(a) - al, " (the gateway's own listener %s)", own);
@@ -421,10 +545,10 @@ int gw_explain_connect(const pol_config *cfg, const pol_rule *r, const char *hos
     char key[600];
     snprintf(key, sizeof(key), "explain|%s|%u|%s", connect_host, connect_port, sni);
     printf("-- first connection\n");
-    int ok = handshake(cfg, r, (struct sockaddr *)&first, first_len, sni, key, 1);
+    int ok = handshake(cfg, r, (struct sockaddr *)&first, first_len, sni, key, target, 1);
     if (ok && r->action == POL_ACTION_MTLS) {
         printf("-- second connection (session resumption)\n");
-        ok = handshake(cfg, r, (struct sockaddr *)&first, first_len, sni, key, 0);
+        ok = handshake(cfg, r, (struct sockaddr *)&first, first_len, sni, key, target, 0);
     }
     gw_sesscache_clear();
     printf("result       %s\n", ok ? "ok" : "FAILED");

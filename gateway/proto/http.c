@@ -2,6 +2,8 @@
 
 #include <ctype.h>
 #include <openssl/base64.h>
+#include <openssl/mem.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -299,4 +301,31 @@ int gw_http_basic_credentials(const char *value, size_t len, uint8_t *out, size_
     *out_len = n;
     *out_colon = (size_t)(colon - out);
     return 1;
+}
+
+size_t gw_http_connect_request(const char *target, const char *user, const char *password, char *out, size_t cap) {
+    int n = snprintf(out, cap, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", target, target);
+    if (n < 0 || (size_t)n >= cap) {
+        return 0;
+    }
+    if (user != NULL) {
+        char plain[520];
+        uint8_t b64[704];
+        int pl = snprintf(plain, sizeof(plain), "%s:%s", user, password ? password : "");
+        size_t need = 0;
+        if (pl < 0 || (size_t)pl >= sizeof(plain) || !EVP_EncodedLength(&need, (size_t)pl) || need > sizeof(b64)) {
+            OPENSSL_cleanse(plain, sizeof(plain));
+            return 0;
+        }
+        EVP_EncodeBlock(b64, (const uint8_t *)plain, (size_t)pl);
+        int m = snprintf(out + n, cap - (size_t)n, "Proxy-Authorization: Basic %s\r\n", (const char *)b64);
+        OPENSSL_cleanse(plain, sizeof(plain));
+        OPENSSL_cleanse(b64, sizeof(b64));
+        if (m < 0 || (size_t)m >= cap - (size_t)n) {
+            return 0;
+        }
+        n += m;
+    }
+    int m = snprintf(out + n, cap - (size_t)n, "\r\n");
+    return m < 0 || (size_t)m >= cap - (size_t)n ? 0 : (size_t)(n + m);
 }

@@ -51,6 +51,12 @@ gw_http_status gw_http_parse_request(const char *buf, size_t len, gw_http_reques
 // gw_http_parse_response parses a response head with the same strictness.
 gw_http_status gw_http_parse_response(const char *buf, size_t len, gw_http_response *out_resp);
 
+// gw_http_connect_request writes the CONNECT request the gateway sends a parent proxy for
+// |target| ("host:port"), with Proxy-Authorization: Basic for |user| and |password| when
+// |user| is not NULL. Returns its length, or 0 if it does not fit |cap|. The caller
+// should wipe |out| after use (it holds the credentials).
+size_t gw_http_connect_request(const char *target, const char *user, const char *password, char *out, size_t cap);
+
 // gw_http_find_header returns the first header named |name| (case-insensitive) or NULL.
 const gw_http_header *gw_http_find_header(const gw_http_header *headers, size_t n, const char *name);
 

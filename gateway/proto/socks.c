@@ -245,3 +245,40 @@ gw_socks_status gw_socks5_parse_reply(const uint8_t *buf, size_t len, size_t *ou
     *out_rep = buf[1];
     return GW_SOCKS_OK;
 }
+
+size_t gw_socks5_encode_userpass(const char *user, const char *password, uint8_t *out) {
+    size_t ul = strlen(user), pl = strlen(password);
+    if (ul == 0 || ul > 255 || pl > 255) {
+        return 0;
+    }
+    out[0] = 0x01;
+    out[1] = (uint8_t)ul;
+    memcpy(out + 2, user, ul);
+    out[2 + ul] = (uint8_t)pl;
+    memcpy(out + 3 + ul, password, pl);
+    return 3 + ul + pl;
+}
+
+size_t gw_socks5_encode_connect(const char *host, uint16_t port, uint8_t *out) {
+    size_t n = 0;
+    struct in6_addr a6;
+    struct in_addr a4;
+    out[n++] = 0x05, out[n++] = 0x01, out[n++] = 0x00;
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+        out[n++] = GW_SOCKS5_ATYP_IPV4;
+        memcpy(out + n, &a4, 4), n += 4;
+    } else if (inet_pton(AF_INET6, host, &a6) == 1) {
+        out[n++] = GW_SOCKS5_ATYP_IPV6;
+        memcpy(out + n, &a6, 16), n += 16;
+    } else {
+        size_t hl = strlen(host);
+        if (hl == 0 || hl > 255) {
+            return 0;
+        }
+        out[n++] = GW_SOCKS5_ATYP_DOMAIN;
+        out[n++] = (uint8_t)hl;
+        memcpy(out + n, host, hl), n += hl;
+    }
+    out[n++] = (uint8_t)(port >> 8), out[n++] = (uint8_t)port;
+    return n;
+}

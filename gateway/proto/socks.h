@@ -62,6 +62,13 @@ gw_socks_status gw_socks4_parse_request(const uint8_t *buf, size_t len, size_t *
 // *out_rep is REP and *out_consumed the reply's length (nothing after it is taken).
 gw_socks_status gw_socks5_parse_reply(const uint8_t *buf, size_t len, size_t *out_consumed, uint8_t *out_rep);
 
+// What the gateway sends a SOCKS5 parent proxy, as a client: the username/password
+// sub-negotiation (RFC 1929; each at most 255 bytes) and CONNECT host:port (an IP literal
+// as an address, else the name for the parent to resolve). Return the length written to
+// |out| (at least 3 + 255 + 255 bytes), or 0 if a part is too long.
+size_t gw_socks5_encode_userpass(const char *user, const char *password, uint8_t *out);
+size_t gw_socks5_encode_connect(const char *host, uint16_t port, uint8_t *out);
+
 size_t gw_socks5_encode_reply(uint8_t rep, const struct sockaddr *bound, uint8_t *out);
 
 // gw_socks4_encode_reply writes the 8-byte SOCKS4 reply (VN=0, CD=|code|).

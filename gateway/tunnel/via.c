@@ -6,8 +6,6 @@
 // rule's mTLS (or the plain relay) that follows on the same connection. Every failure is
 // the parent's, said as such: 407 or refused credentials, a refusal (403, SOCKS REP 2), a
 // failure to reach the destination, or nonsense.
-#include <openssl/base64.h>
-
 #include "gateway/proto/socks.h"
 #include "gateway/tunnel/internal.h"
 
@@ -110,22 +108,8 @@ int tunnel_via_done(const gw_tunnel *t) {
 static tunnel_step http_connect(gw_tunnel *t) {
     const pol_via *v = via_of(t);
     char req[sizeof(t->dial.via_out)];
-    int n = snprintf(req, sizeof(req), "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", t->dial.via_target, t->dial.via_target);
-    if (v->user != NULL) {
-        char plain[520];
-        uint8_t b64[704];
-        size_t len = (size_t)snprintf(plain, sizeof(plain), "%s:%s", v->user, v->password);
-        size_t out = 0;
-        if (!EVP_EncodedLength(&out, len) || out > sizeof(b64)) {
-            return tunnel_fail(t, GW_ERR_INTERNAL, "parent proxy credentials too long");
-        }
-        EVP_EncodeBlock(b64, (const uint8_t *)plain, len);
-        n += snprintf(req + n, sizeof(req) - (size_t)n, "Proxy-Authorization: Basic %s\r\n", (const char *)b64);
-        OPENSSL_cleanse(plain, sizeof(plain));
-        OPENSSL_cleanse(b64, sizeof(b64));
-    }
-    n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
-    int ok = n > 0 && (size_t)n < sizeof(req) && queue(t, req, (size_t)n);
+    size_t n = gw_http_connect_request(t->dial.via_target, v->user, v->password, req, sizeof(req));
+    int ok = n > 0 && queue(t, req, n);
     OPENSSL_cleanse(req, sizeof(req));
     if (!ok) {
         return tunnel_fail(t, GW_ERR_INTERNAL, "the CONNECT request for the parent proxy does not fit");
@@ -197,25 +181,12 @@ static tunnel_step socks_request(gw_tunnel *t) {
     char host[256];
     uint16_t port = 0;
     uint8_t req[300];
-    size_t n = 0;
-    if (!gw_http_parse_authority(t->dial.via_target, strlen(t->dial.via_target), 0, host, &port)) {
+    size_t n = gw_http_parse_authority(t->dial.via_target, strlen(t->dial.via_target), 0, host, &port)
+                   ? gw_socks5_encode_connect(host, port, req)
+                   : 0;
+    if (n == 0) {
         return tunnel_fail(t, GW_ERR_INTERNAL, "cannot ask the parent proxy for %s", t->dial.via_target);
     }
-    struct in6_addr a6;
-    struct in_addr a4;
-    req[n++] = 0x05, req[n++] = 0x01, req[n++] = 0x00;
-    if (inet_pton(AF_INET, host, &a4) == 1) {
-        req[n++] = GW_SOCKS5_ATYP_IPV4;
-        memcpy(req + n, &a4, 4), n += 4;
-    } else if (inet_pton(AF_INET6, host, &a6) == 1) {
-        req[n++] = GW_SOCKS5_ATYP_IPV6;
-        memcpy(req + n, &a6, 16), n += 16;
-    } else {
-        req[n++] = GW_SOCKS5_ATYP_DOMAIN;
-        req[n++] = (uint8_t)strlen(host);
-        memcpy(req + n, host, strlen(host)), n += strlen(host);
-    }
-    req[n++] = (uint8_t)(port >> 8), req[n++] = (uint8_t)port;
     queue(t, req, n);
     t->dial.via_step = VIA_READ_REPLY;
     return STEP_NEXT;
@@ -265,13 +236,8 @@ static tunnel_step socks_answer(gw_tunnel *t) {
             if (v->user == NULL) {
                 return failed(t, GW_ERR_VIA_FAILED, "parent proxy %s chose a method we did not offer for %s%s", "");
             }
-            size_t ul = strlen(v->user), pl = strlen(v->password);
             uint8_t auth[3 + 255 + 255];
-            auth[0] = 0x01, auth[1] = (uint8_t)ul;
-            memcpy(auth + 2, v->user, ul);
-            auth[2 + ul] = (uint8_t)pl;
-            memcpy(auth + 3 + ul, v->password, pl);
-            queue(t, auth, 3 + ul + pl);
+            queue(t, auth, gw_socks5_encode_userpass(v->user, v->password, auth));
             OPENSSL_cleanse(auth, sizeof(auth));
             t->dial.via_step = VIA_READ_AUTH;
             return STEP_NEXT;
