@@ -129,11 +129,30 @@ static void basic_credentials(void **state) {
     assert_false(gw_http_basic_credentials(v, strlen(v), small, sizeof(small), &n, &colon));
 }
 
+// The CONNECT the gateway sends a parent proxy: Basic credentials when it has some, and
+// nothing cut short when the buffer is too small.
+static void connect_request(void **state) {
+    (void)state;
+    char out[300];
+    size_t n = gw_http_connect_request("orders.dc2.test:443", NULL, NULL, out, sizeof(out));
+    assert_string_equal(out, "CONNECT orders.dc2.test:443 HTTP/1.1\r\nHost: orders.dc2.test:443\r\n\r\n");
+    assert_int_equal(n, strlen(out));
+    n = gw_http_connect_request("[2001:db8::1]:443", "egress", "s3cret", out, sizeof(out));
+    assert_string_equal(out,
+                        "CONNECT [2001:db8::1]:443 HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n"
+                        "Proxy-Authorization: Basic ZWdyZXNzOnMzY3JldA==\r\n\r\n");
+    assert_int_equal(n, strlen(out));
+    gw_http_request req;
+    assert_int_equal(gw_http_parse_request(out, n, &req), GW_HTTP_OK);  // what a parent parses
+    assert_int_equal(gw_http_connect_request("orders.dc2.test:443", "egress", "s3cret", out, 60), 0);
+    assert_int_equal(gw_http_connect_request("orders.dc2.test:443", NULL, NULL, out, 20), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(connect_every_split), cmocka_unit_test(strictness),   cmocka_unit_test(too_many_headers),
-        cmocka_unit_test(authority_forms),     cmocka_unit_test(absolute_uri), cmocka_unit_test(response_head),
-        cmocka_unit_test(basic_credentials),
+        cmocka_unit_test(connect_every_split), cmocka_unit_test(strictness),      cmocka_unit_test(too_many_headers),
+        cmocka_unit_test(authority_forms),     cmocka_unit_test(absolute_uri),    cmocka_unit_test(response_head),
+        cmocka_unit_test(basic_credentials),   cmocka_unit_test(connect_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -175,6 +175,30 @@ static void parent_replies(void **state) {
     assert_int_equal(gw_socks5_parse_reply(atyp, sizeof(atyp), &used, &rep), GW_SOCKS_ERR_ADDRESS_TYPE);
 }
 
+// What the gateway sends a SOCKS5 parent: RFC 1929 credentials and CONNECT, by name or
+// address; parts too long are refused, not cut.
+static void parent_requests(void **state) {
+    (void)state;
+    uint8_t out[600];
+    static const uint8_t up[] = {1, 2, 'a', 'b', 3, 'x', 'y', 'z'};
+    assert_int_equal(gw_socks5_encode_userpass("ab", "xyz", out), sizeof(up));
+    assert_memory_equal(out, up, sizeof(up));
+    char long_name[300];
+    memset(long_name, 'a', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    assert_int_equal(gw_socks5_encode_userpass(long_name, "x", out), 0);
+    assert_int_equal(gw_socks5_encode_userpass("", "x", out), 0);
+    static const uint8_t byname[] = {5, 1, 0, 3, 4, 'h', 'o', 's', 't', 0x01, 0xbb};
+    assert_int_equal(gw_socks5_encode_connect("host", 443, out), sizeof(byname));
+    assert_memory_equal(out, byname, sizeof(byname));
+    static const uint8_t v4[] = {5, 1, 0, 1, 203, 0, 113, 3, 0x18, 0xeb};
+    assert_int_equal(gw_socks5_encode_connect("203.0.113.3", 6379, out), sizeof(v4));
+    assert_memory_equal(out, v4, sizeof(v4));
+    assert_int_equal(gw_socks5_encode_connect("2001:db8::1", 80, out), 4 + 16 + 2);
+    assert_int_equal(out[3], GW_SOCKS5_ATYP_IPV6);
+    assert_int_equal(gw_socks5_encode_connect(long_name, 80, out), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(greeting_every_split),
@@ -187,6 +211,7 @@ int main(void) {
         cmocka_unit_test(userpass),
         cmocka_unit_test(replies),
         cmocka_unit_test(parent_replies),
+        cmocka_unit_test(parent_requests),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
