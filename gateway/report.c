@@ -51,6 +51,8 @@ void gw_acme_view_of(const pol_config *cfg, const gw_identity *id, gw_acme_view 
     if (st.next_attempt > out->next) {
         out->next = st.next_attempt;
     }
+    gw_format_utc(out->next, out->next_text, sizeof(out->next_text));
+    gw_format_utc(out->last_attempt, out->last_text, sizeof(out->last_text));
 }
 
 static void acme_json(gw_strbuf *b, const pol_config *cfg, const gw_identity *id) {
@@ -59,9 +61,7 @@ static void acme_json(gw_strbuf *b, const pol_config *cfg, const gw_identity *id
     if (v.acme == NULL) {
         return;
     }
-    char next[40], last[40];
-    gw_format_utc(v.next, next, sizeof(next));
-    gw_format_utc(v.last_attempt, last, sizeof(last));
+    const char *next = v.next_text, *last = v.last_text;
     gw_strbuf_printf(b, ", \"acme\": {\"directory\": ");
     gw_strbuf_json(b, v.acme->directory);
     gw_strbuf_printf(b, ", \"challenge\": \"%s\", \"next_renewal\": \"%s\", \"next_renewal_unix\": %lld",

@@ -30,6 +30,7 @@ typedef struct {
     int failures;
     char result[16];  // "ok", "error", "rate_limited", "" none yet
     char error[600];
+    char next_text[40], last_text[40];  // next and last_attempt as UTC text
 } gw_acme_view;
 void gw_acme_view_of(const pol_config *cfg, const gw_identity *id, gw_acme_view *out);
 

@@ -67,9 +67,7 @@ static void print_acme(const pol_config *cfg, const gw_identity *id, time_t now)
     if (v.acme == NULL) {
         return;
     }
-    char next[40], last[40];
-    gw_format_utc(v.next, next, sizeof(next));
-    gw_format_utc(v.last_attempt, last, sizeof(last));
+    const char *next = v.next_text, *last = v.last_text;
     printf("  acme       %s (%s)\n", v.acme->directory, pol_acme_challenge_name(v.acme->challenge));
     if (v.next <= now) {
         printf("  renewal    due now%s\n", v.failures ? " (being retried)" : "");
