@@ -3,7 +3,7 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer build; the main integration scripts once
 # more with the gateway under valgrind (memory errors, definitely lost blocks); the unit
 # tests and the main scripts on a ThreadSanitizer build (no data race); then each
-# libFuzzer harness for a bounded time (FUZZ_SECONDS, default 20).
+# libFuzzer harness for a bounded time (FUZZ_SECONDS, default 15).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/integration/deps.sh"
@@ -23,9 +23,9 @@ for variant in build build-asan; do
     stage $rc
 done
 
-echo "=== valgrind (integration: mtls, resumption, http, ops, verify, idlists, pkcs11, acme)"
+echo "=== valgrind (integration: mtls, resumption, http, ops, verify, idlists, pkcs11)"
 vg_pass=0 vg_fail=0
-for t in mtls resumption http ops verify idlists pkcs11 acme; do
+for t in mtls resumption http ops verify idlists pkcs11; do
     if MTLSGW_VALGRIND=1 MTLSGW="$ROOT/build/mtlsgw" bash "$ROOT/integration/test_$t.sh" > "$ROOT/build/valgrind_$t.log" 2>&1; then
         vg_pass=$((vg_pass + 1)); grep -E "^ok - valgrind|passed," "$ROOT/build/valgrind_$t.log"
     else
@@ -53,9 +53,9 @@ echo "tsan: $ts_pass passed, $ts_fail failed"
 [ "$ts_fail" -eq 0 ] || rc=1
 stage $rc
 
-echo "=== fuzz (${FUZZ_SECONDS:-20} s per harness)"
+echo "=== fuzz (${FUZZ_SECONDS:-15} s per harness)"
 rc=0
-bash "$ROOT/tests/fuzz/run.sh" "${FUZZ_SECONDS:-20}" || rc=1
+bash "$ROOT/tests/fuzz/run.sh" "${FUZZ_SECONDS:-15}" || rc=1
 stage $rc
 echo
 echo "stages: unit + integration; the same on ASan+UBSan; valgrind; ThreadSanitizer; fuzz"
