@@ -237,6 +237,7 @@ check "no credential in any gateway log line" bash -c "! grep -qE '$SQUID_PASS|$
 # ---- config ----
 cat > "$WORK/bad.conf" <<CONF
 listen = ( { name = "p"; address = "127.0.0.1:1"; } );
+via_credentials_file = "$WORK/squid.cred";
 rules = (
   { match = "a.test"; action = "direct"; via = "ftp://x:1"; },
   { match = "b.test"; action = "direct"; via = "http://user:pw@x:3128"; },
@@ -246,7 +247,8 @@ rules = (
 );
 CONF
 out=$("$MTLSGW" check -c "$WORK/bad.conf" 2>&1) || true
-expect_contains "config: scheme" 'bad.conf:3: rules[0].via: expected "http://HOST:PORT" or "socks5://HOST:PORT"' "$out"
+expect_contains "config: credentials without a parent" 'bad.conf:2: via_credentials_file: only used with via' "$out"
+expect_contains "config: scheme" 'bad.conf:4: rules[0].via: expected "http://HOST:PORT" or "socks5://HOST:PORT"' "$out"
 expect_contains "config: credentials in the URL refused" 'rules[1].via: expected "http://HOST:PORT"' "$out"
 expect_contains "config: https parent not yet" "rules[2].via: TLS to the parent (https://) is not supported by this version" "$out"
 expect_contains "config: deny takes no via" "rules[3].via: a deny rule takes no via" "$out"

@@ -574,6 +574,7 @@ pol_config *pol_config_load(const char *path, pol_errors *errs) {
     }
     size_t before_ids = pol_errors_count_fatal(errs);
     pol_ld_identities(&ld, root);
+    pol_ld_via_defaults(&ld, root);
     load_rules(&ld, root, pol_errors_count_fatal(errs) != before_ids);
     cfg->rule_stats = gw_xcalloc(cfg->num_rules + 1, sizeof(*cfg->rule_stats));
     for (size_t i = 0; i < cfg->num_rules; i++) {

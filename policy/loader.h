@@ -45,6 +45,8 @@ void pol_ld_cidr_list(loader *ld, const config_setting_t *root, const char *name
 
 // pol_ld_identities reads `identities`, loading each identity's credentials (identities.c).
 void pol_ld_identities(loader *ld, const config_setting_t *root);
+// pol_ld_via_defaults checks the top-level via settings once (each rule reads them).
+void pol_ld_via_defaults(loader *ld, const config_setting_t *root);
 // pol_ld_rule_via reads `via` and `via_credentials_file` of rule |g| (or the top-level
 // defaults in |root|) into r->via. Returns 0 after a problem.
 int pol_ld_rule_via(loader *ld, const config_setting_t *root, const config_setting_t *g, const char *prefix,

@@ -95,6 +95,13 @@ static pol_via *parse(loader *ld, const config_setting_t *s, const char *path, c
     return NULL;
 }
 
+void pol_ld_via_defaults(loader *ld, const config_setting_t *root) {
+    const config_setting_t *cred = config_setting_get_member(root, "via_credentials_file");
+    if (cred != NULL && config_setting_get_member(root, "via") == NULL) {
+        pol_ld_problem(ld, cred, "via_credentials_file", "only used with via (the default parent proxy)");
+    }
+}
+
 int pol_ld_rule_via(loader *ld, const config_setting_t *root, const config_setting_t *g, const char *prefix,
                     pol_rule *r) {
     char path[128];
