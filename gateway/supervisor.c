@@ -387,7 +387,8 @@ int gw_supervisor_run(const char *path, pol_config *cfg) {
             gw_log(GW_LOG_ERROR, "admin: cannot start its thread");
             return 1;
         }
-        gw_log(GW_LOG_INFO, "admin endpoint on http://%s/ (/metrics /healthz /identities)", cfg->admin_address_text);
+        gw_log(GW_LOG_INFO, "admin endpoint on http://%s/ (status page; /status.json /metrics /healthz /identities)",
+               cfg->admin_address_text);
     }
     if (!gw_renewal_start(cfg, on_renewed)) {
         gw_log(GW_LOG_ERROR, "acme: cannot start the renewal thread");

@@ -29,31 +29,16 @@
 #include <cmocka.h>
 
 #include "gateway/acme/http.h"
+#include "tests/selfsigned.h"
 
 static SSL_CTX *server_ctx;
 static char trust_path[64], other_path[64];  // made per run (process id), removed at the end
 
 // cert: a self-signed P-256 certificate for |san| (an IP), written to |path| if given.
 static X509 *cert(EVP_PKEY **out_key, const char *san, char *path) {
-    EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
-    assert_true(EC_KEY_generate_key(ec));
-    EVP_PKEY *key = EVP_PKEY_new();
-    assert_true(EVP_PKEY_assign_EC_KEY(key, ec));
-    X509 *x = X509_new();
-    X509_NAME *n = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const uint8_t *)"acme.test", -1, -1, 0);
-    X509_set_subject_name(x, n);
-    X509_set_issuer_name(x, n);
-    X509_NAME_free(n);
-    X509_set_version(x, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, key);
-    X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, NULL, NID_subject_alt_name, san);
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-    assert_true(X509_sign(x, key, EVP_sha256()));
+    EVP_PKEY *key = NULL;
+    X509 *x = selfsigned(&key, "acme.test", san);
+    assert_non_null(x);
     if (path != NULL) {
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
         assert_true(fd >= 0);

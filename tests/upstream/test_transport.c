@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "tests/selfsigned.h"
+
 #include "gateway/upstream/transport.h"
 
 static SSL_CTX *server_ctx, *client_ctx;
@@ -38,22 +40,9 @@ static void nonblock(int fd) {
 
 // make_server_ctx: a TLS 1.3 server with a fresh P-256 key and a self-signed certificate.
 static SSL_CTX *make_server_ctx(void) {
-    EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
-    assert_true(EC_KEY_generate_key(ec));
-    EVP_PKEY *key = EVP_PKEY_new();
-    assert_true(EVP_PKEY_assign_EC_KEY(key, ec));
-    X509 *x = X509_new();
-    X509_NAME *n = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const uint8_t *)"server.test", -1, -1, 0);
-    X509_set_subject_name(x, n);
-    X509_set_issuer_name(x, n);
-    X509_NAME_free(n);
-    X509_set_version(x, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-    X509_gmtime_adj(X509_getm_notBefore(x), -60);
-    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-    X509_set_pubkey(x, key);
-    assert_true(X509_sign(x, key, EVP_sha256()));
+    EVP_PKEY *key = NULL;
+    X509 *x = selfsigned(&key, "server.test", NULL);
+    assert_non_null(x);
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
     assert_true(SSL_CTX_use_certificate(ctx, x));
     assert_true(SSL_CTX_use_PrivateKey(ctx, key));
