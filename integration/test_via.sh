@@ -9,7 +9,11 @@
 # (the namespace's own /etc/hosts). redis-cli through SOCKS5 and curl through http_proxy
 # reach nginx, which sees our client certificate; the parents' logs show only CONNECT
 # host:port; wrong credentials, a refusing parent and a dead one each give their precise
-# error, never confused with the destination's.
+# error, never confused with the destination's. An https:// parent (nginx stream with TLS
+# in front of squid, one port requiring a client certificate of a corporate CA): the
+# rule's mTLS runs inside TLS to the parent, which verifies our corp identity; a parent
+# with a certificate we do not trust, and one that wants a certificate we did not give,
+# are refused as the parent's TLS failures. Pre-connected tunnels park through a parent.
 source "$(dirname "$0")/lib.sh"
 
 for tool in squid danted nft; do
@@ -129,7 +133,49 @@ socks pass {
 DANTE
 ip netns exec "$PNS" danted -f "$WORK/danted.conf" -N 1 > "$WORK/danted.out" 2>&1 &
 PIDS+=($!)
-for p in 3128 1080; do
+# ---- an https:// parent: nginx stream with TLS in front of squid ----
+(
+    cd "$PKI"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out corp-ca.key 2>/dev/null
+    openssl req -x509 -new -key corp-ca.key -subj "/CN=Corp CA" -days 3650 -out corp-ca.crt \
+        -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    for c in egress:serverAuth:"subjectAltName=IP:198.51.100.2,DNS:egress.corp" gw-corp:clientAuth:; do
+        name=${c%%:*} rest=${c#*:} eku=${rest%%:*} san=${rest#*:}
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$name.key" 2>/dev/null
+        chmod 600 "$name.key"
+        printf 'basicConstraints=CA:false\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\n%s\n' \
+            "$eku" "$san" > "$name.ext"
+        openssl req -new -key "$name.key" -subj "/O=corp/CN=$name" -out "$name.csr" 2>/dev/null
+        openssl x509 -req -in "$name.csr" -CA corp-ca.crt -CAkey corp-ca.key -CAcreateserial -days 365 \
+            -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+    done
+)
+mkdir -p "$WORK/pt"
+cat > "$WORK/pt/nginx.conf" <<NGX
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+pid $WORK/pt/nginx.pid;
+error_log $WORK/pt/error.log info;
+events { worker_connections 128; }
+stream {
+    log_format tls '\$server_port client=\$ssl_client_s_dn verify=\$ssl_client_verify \$ssl_protocol';
+    access_log $WORK/pt/access.log tls;
+    server {   # wants a client certificate of the corp CA
+        listen 198.51.100.2:3129 ssl;
+        ssl_certificate $PKI/egress.crt; ssl_certificate_key $PKI/egress.key;
+        ssl_client_certificate $PKI/corp-ca.crt; ssl_verify_client on; ssl_protocols TLSv1.3;
+        proxy_pass 198.51.100.2:3128;
+    }
+    server {   # TLS only (1.2)
+        listen 198.51.100.2:3130 ssl; ssl_protocols TLSv1.2;
+        ssl_certificate $PKI/egress.crt; ssl_certificate_key $PKI/egress.key;
+        proxy_pass 198.51.100.2:3128;
+    }
+}
+NGX
+ip netns exec "$PNS" nginx -p "$WORK/pt" -c "$WORK/pt/nginx.conf" -g 'daemon off;' > "$WORK/pt/out.log" 2>&1 &
+PIDS+=($!)
+for p in 3128 1080 3129 3130; do
     for _ in $(seq 100); do inns "$GWNS" bash -c "exec 3<>/dev/tcp/198.51.100.2/$p" 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -144,7 +190,8 @@ cat > "$WORK/gw.conf" <<CONF
 workers = 1;
 listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
 admin = { address = "127.0.0.1:$ADMIN_PORT"; };
-identities = ( { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; } );
+identities = ( { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; },
+               { name = "corp"; certificate = "$PKI/gw-corp.crt"; key = "$PKI/gw-corp.key"; trust = "$PKI/corp-ca.crt"; } );
 via = "http://198.51.100.2:3128";           # the default parent
 via_credentials_file = "$WORK/squid.cred";
 rules = (
@@ -164,7 +211,21 @@ rules = (
     via = "socks5://198.51.100.2:1080"; via_credentials_file = "$WORK/socks.cred"; },
   { match = "dead.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
     via = "http://198.51.100.2:3999"; },
-  { match = "direct.test"; identity = "ops"; upstream = "203.0.113.3:443"; server_name = "orders.dc2.test"; via = "none"; }
+  { match = "direct.test"; identity = "ops"; upstream = "203.0.113.3:443"; server_name = "orders.dc2.test"; via = "none"; },
+  { match = "tls-orders.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via = "https://198.51.100.2:3129"; via_identity = "corp"; via_credentials_file = "$WORK/squid.cred"; },
+  { match = "tls-redis.test"; identity = "ops"; upstream = "redis.dc2.test:6379"; preconnect = 1;
+    via = "https://198.51.100.2:3129"; via_identity = "corp"; via_credentials_file = "$WORK/squid.cred"; },
+  { match = "tls-only.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via = "https://198.51.100.2:3130"; via_trust = "$PKI/corp-ca.crt"; via_credentials_file = "$WORK/squid.cred"; },
+  { match = "orders.dc2.test:8443"; action = "direct"; upstream = "orders.dc2.test:443";
+    via = "https://198.51.100.2:3130"; via_trust = "$PKI/corp-ca.crt"; via_credentials_file = "$WORK/squid.cred"; },
+  { match = "tls-untrusted.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via = "https://198.51.100.2:3130"; via_trust = "$PKI/server-trust.crt"; },
+  { match = "tls-nocert.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via = "https://198.51.100.2:3129"; via_trust = "$PKI/corp-ca.crt"; },
+  { match = "pre-redis.test"; identity = "ops"; upstream = "redis.dc2.test:6379"; preconnect = 1;
+    via = "socks5://198.51.100.2:1080"; via_credentials_file = "$WORK/socks.cred"; }
 );
 deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];
 CONF
@@ -193,6 +254,45 @@ proxychains_conf "$WORK/pc.conf" "$GW_PORT"
 out=$(inns "$GWNS" timeout 20 proxychains4 -q -f "$WORK/pc.conf" redis-cli -h redis.dc2.test -p 6379 PING 2>&1)
 expect_eq "redis-cli under proxychains4 via dante: PONG" "PONG" "$out"
 check "dante logged the CONNECT to the destination" grep -q "redis.dc2.test.6379\|203.0.113.3.6379" "$WORK/danted.log"
+
+# ---- an https:// parent: the mTLS runs inside TLS to it ----
+out=$(px http://tls-orders.test/)
+expect_contains "http_proxy via an https:// parent (TLS to nginx, then squid): nginx saw our client certificate" \
+    "dn=CN=ops,O=mtlsgw-test from=203.0.113.2" "$out"
+out=$(px http://tls-orders.test/second)
+expect_contains "... a second request on the pooled connection inside the parent's TLS" "dn=CN=ops" "$out"
+expect_contains "... (conn=pooled)" "conn=pooled" "$(grep 'dest=tls-orders.test' "$WORK/gw.log" | tail -1)"
+out=$(px http://tls-only.test/)
+expect_contains "an https:// parent verified with via_trust alone (nothing presented)" "dn=CN=ops,O=mtlsgw-test" "$out"
+out=$(inns "$GWNS" curl -s -m 15 -p -x "http://127.0.0.1:$GW_PORT" --cacert "$PKI/root.crt" --cert "$PKI/ops.crt" \
+    --key "$PKI/ops.key" https://orders.dc2.test:8443/direct) || true
+expect_contains "a direct rule through an https:// parent: the client's own TLS inside the parent's" "dn=CN=ops,O=mtlsgw-test" "$out"
+parked() { gcurl "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '$1 == "mtlsgw_preconnect_parked" { print $2 }'; }
+for _ in $(seq 100); do [ "$(parked)" = 2 ] && break; sleep 0.1; done
+expect_eq "two connections parked, one through the https:// parent, one through dante" "2" "$(parked)"
+out=$(inns "$GWNS" bash -c "printf 'PING\r\n' | timeout 10 python3 '$HERE/socks_probe.py' $GW_PORT tls-redis.test 6379")
+expect_eq "SOCKS5 to redis through an https:// parent: reply" "rep=0" "$out"
+expect_contains "... on a connection parked through the parent (preconnect)" "conn=preconnected" "$(grep 'dest=tls-redis.test' "$WORK/gw.log" | tail -1)"
+expect_contains "... logged with the parent" "via=198.51.100.2:3129" "$(grep 'dest=tls-redis.test' "$WORK/gw.log" | tail -1)"
+out=$(inns "$GWNS" bash -c "printf 'PING\r\n' | timeout 10 python3 '$HERE/socks_probe.py' $GW_PORT pre-redis.test 6379")
+expect_eq "SOCKS5 to redis on a connection parked through dante (preconnect)" "rep=0" "$out"
+expect_contains "... conn=preconnected" "conn=preconnected" "$(grep 'dest=pre-redis.test' "$WORK/gw.log" | tail -1)"
+out=$(px http://tls-untrusted.test/)
+expect_contains "an https:// parent whose certificate we do not trust: 502 tls_certificate_error, next-hop the parent" \
+    'error=tls_certificate_error; next-hop="198.51.100.2:3130"' "$out"
+expect_contains "... in words" "parent proxy https://198.51.100.2:3130: its certificate was rejected" "$out"
+expect_contains "... access log result=parent_tls_failed" "result=parent_tls_failed" "$(grep 'dest=tls-untrusted.test' "$WORK/gw.log" | tail -1)"
+out=$(px http://tls-nocert.test/)
+expect_contains "an https:// parent that wants a certificate we did not give" "set via_identity" "$out"
+expect_contains "... 502 tls_protocol_error naming the parent" 'error=tls_protocol_error; next-hop="198.51.100.2:3129"' "$out"
+expect_eq "... SOCKS5 client: 0x01" "rep=1" "$(inns "$GWNS" python3 "$HERE/socks_probe.py" "$GW_PORT" tls-untrusted.test 80)"
+out=$(inns "$GWNS" timeout 20 "$MTLSGW" explain -c "$WORK/gw.conf" tls-orders.test:80 --connect 2>&1) || true
+expect_contains "explain shows how the https:// parent is verified" 'verified for "198.51.100.2" with the trust of identity "corp"' "$out"
+expect_contains "explain --connect: TLS to the parent" "via tls      TLSv1.3" "$out"
+expect_contains "... then CONNECT inside it" "via          ok: parent proxy https://198.51.100.2:3129 answered CONNECT orders.dc2.test:443: 200" "$out"
+expect_contains "... and the mTLS inside that" "client cert  accepted" "$out"
+out=$(inns "$GWNS" timeout 20 "$MTLSGW" explain -c "$WORK/gw.conf" tls-untrusted.test:80 --connect 2>&1) || true
+expect_contains "explain --connect: where the https:// parent broke" "via          FAILED: parent proxy https://198.51.100.2:3130: its certificate was rejected" "$out"
 
 # ---- failures, each the parent's ----
 out=$(px http://wrongpass.test/)
@@ -225,13 +325,15 @@ expect_contains "... and the mTLS inside is accepted" "client cert  accepted" "$
 out=$(inns "$GWNS" timeout 20 "$MTLSGW" explain -c "$WORK/gw.conf" socks-orders.test:80 --connect 2>&1) || true
 expect_contains "explain --connect via dante" "answered CONNECT orders.dc2.test:443: SOCKS5 reply 0 (succeeded)" "$out"
 out=$(inns "$GWNS" timeout 20 "$MTLSGW" explain -c "$WORK/gw.conf" wrongpass.test:80 --connect 2>&1) || true
-expect_contains "explain --connect: where it broke (squid's 407)" "via          FAILED: parent proxy http://198.51.100.2:3128 answered CONNECT orders.dc2.test:443: 407" "$out"
+expect_contains "explain --connect: where it broke (squid's 407)" "via          FAILED: parent proxy http://198.51.100.2:3128 refused our credentials for CONNECT orders.dc2.test:443: 407" "$out"
 
 metrics=$(gcurl "http://127.0.0.1:$ADMIN_PORT/metrics")
 expect_contains "metrics: ok through squid" 'mtlsgw_via_connects_total{via="http://198.51.100.2:3128",result="ok"}' "$metrics"
 echo "$metrics" > "$WORK/metrics.txt"
 check "... auth failures counted" grep -qE 'via="http://198.51.100.2:3128",result="auth_failed"} [1-9]' "$WORK/metrics.txt"
 check "... the dead parent as unreachable" grep -qE 'via="http://198.51.100.2:3999",result="unreachable"} [1-9]' "$WORK/metrics.txt"
+check "... the untrusted https:// parent as tls_failed" grep -qE 'via="https://198.51.100.2:3130",result="tls_failed"} [1-9]' "$WORK/metrics.txt"
+check "... and the https:// one that works as ok" grep -qE 'via="https://198.51.100.2:3129",result="ok"} [1-9]' "$WORK/metrics.txt"
 check "no credential in any gateway log line" bash -c "! grep -qE '$SQUID_PASS|$SOCKS_PASS' '$WORK/gw.log'"
 
 # ---- config ----
@@ -242,17 +344,23 @@ rules = (
   { match = "a.test"; action = "direct"; via = "ftp://x:1"; },
   { match = "b.test"; action = "direct"; via = "http://user:pw@x:3128"; },
   { match = "c.test"; action = "direct"; via = "https://x:3129"; },
+  { match = "f.test"; action = "direct"; via = "https://x:3129"; via_identity = "nobody"; },
+  { match = "g.test"; action = "direct"; via = "http://x:3128"; via_trust = "$PKI/corp-ca.crt"; },
+  { match = "h.test"; action = "direct"; via_identity = "corp"; },
   { match = "d.test"; action = "deny"; via = "http://x:3128"; },
   { match = "e.test"; action = "direct"; via = "http://x:3128"; via_credentials_file = "$WORK/nonexistent"; }
 );
 CONF
 out=$("$MTLSGW" check -c "$WORK/bad.conf" 2>&1) || true
 expect_contains "config: credentials without a parent" 'bad.conf:2: via_credentials_file: only used with via' "$out"
-expect_contains "config: scheme" 'bad.conf:4: rules[0].via: expected "http://HOST:PORT" or "socks5://HOST:PORT"' "$out"
+expect_contains "config: scheme" 'bad.conf:4: rules[0].via: expected "http://HOST:PORT", "https://HOST:PORT" or "socks5://HOST:PORT"' "$out"
 expect_contains "config: credentials in the URL refused" 'rules[1].via: expected "http://HOST:PORT"' "$out"
-expect_contains "config: https parent not yet" "rules[2].via: TLS to the parent (https://) is not supported by this version" "$out"
-expect_contains "config: deny takes no via" "rules[3].via: a deny rule takes no via" "$out"
-expect_contains "config: credentials file" "rules[4].via_credentials_file: cannot read" "$out"
+expect_contains "config: an https parent must be verified" "bad.conf:6: rules[2].via: an https:// parent is verified like any server: set via_trust" "$out"
+expect_contains "config: via_identity names an identity" 'rules[3].via_identity: no identity is named "nobody"' "$out"
+expect_contains "config: via_trust only for https" 'rules[4].via_trust: only used with an https:// parent' "$out"
+expect_contains "config: via_identity without via" 'rules[5].via_identity: only used with via' "$out"
+expect_contains "config: deny takes no via" "rules[6].via: a deny rule takes no via" "$out"
+expect_contains "config: credentials file" "rules[7].via_credentials_file: cannot read" "$out"
 chmod 644 "$WORK/socks.cred"
 out=$("$MTLSGW" check -c "$WORK/gw.conf" 2>&1) || true
 expect_contains "check: a credentials file readable by others is reported" "via_credentials_file $WORK/socks.cred has mode 0644" "$out"
@@ -261,6 +369,10 @@ expect_contains "check: a credentials file readable by others is reported" "via_
 stop_gateways
 for _ in $(seq 50); do grep -q "CONNECT orders.dc2.test:443" "$WORK/squid/access.log" && break; sleep 0.1; done
 check "squid's log shows CONNECT host:port" grep -q "CONNECT orders.dc2.test:443" "$WORK/squid/access.log"
+# nginx stream logs a session when it ends: after the gateway stopped.
+for _ in $(seq 50); do grep -q "client=CN=gw-corp" "$WORK/pt/access.log" && break; sleep 0.1; done
+check "the https:// parent verified our corp identity (via_identity)" grep -q "3129 client=CN=gw-corp,O=corp verify=SUCCESS" "$WORK/pt/access.log"
+check "... and TLS 1.3 to it" grep -q "3129 client=CN=gw-corp,O=corp verify=SUCCESS TLSv1.3" "$WORK/pt/access.log"
 check "... and nothing of what went inside (no request line of ours)" bash -c "! grep -qE 'GET |/again' '$WORK/squid/access.log'"
 
 finish

@@ -32,6 +32,7 @@ typedef enum { POL_ACTION_DENY = 0, POL_ACTION_DIRECT, POL_ACTION_MTLS } pol_act
 #define POL_SNIFF_HTTP 1u
 
 // A rule's parent proxy (`via`): the tunnel is asked of it, the rule's mTLS runs inside.
+// https:// is HTTP CONNECT over TLS to the parent itself.
 typedef enum { POL_VIA_HTTP = 1, POL_VIA_SOCKS5 } pol_via_kind;
 typedef struct {
     pol_via_kind kind;
@@ -40,6 +41,11 @@ typedef struct {
     uint16_t port;
     char *credentials_file;
     char *user, *password;  // read from credentials_file at load; NULL: none. Never logged.
+    // https://: the identity that verifies the parent (its trust, CRL, pins, OCSP) and is
+    // presented when the parent asks: `via_identity`, or one made from `via_trust` alone
+    // (verifies, presents nothing; owned here).
+    gw_identity *tls;
+    int tls_owned;
 } pol_via;
 
 // What the tunnels (and http_proxy requests) of one rule did, for the status page: counted

@@ -34,6 +34,8 @@ const pol_setting pol_settings[] = {
     INT_CUSTOM("", "upstream_mark", 0, 0xffffffffLL),  // an unsigned 32-bit mark: read by the loader
     OF("", "via", PST_STRING),                         // the default parent proxy of every rule
     OF("", "via_credentials_file", PST_STRING),
+    OF("", "via_identity", PST_STRING),  // an https:// parent: the identity verifying it (and presented)
+    OF("", "via_trust", PST_STRING),     // an https:// parent: its CA file (nothing presented)
     // listen = ( { ... }, ... )
     OF("listen[]", "name", PST_STRING),
     OF("listen[]", "address", PST_STRING),
@@ -95,8 +97,10 @@ const pol_setting pol_settings[] = {
     OF("rules[]", "listener", PST_ANY),
     INT("rules[]", "preconnect", 0, 64, 0, pol_rule, preconnect),  // verified connections kept ready, per worker
     BOOL("rules[]", "early_data", 0, pol_rule, early_data),        // TLS 1.3 0-RTT on resumed sessions
-    OF("rules[]", "via", PST_STRING),                              // parent proxy: http:// | socks5:// | "none"
+    OF("rules[]", "via", PST_STRING),  // parent proxy: http:// | https:// | socks5:// | "none"
     OF("rules[]", "via_credentials_file", PST_STRING),
+    OF("rules[]", "via_identity", PST_STRING),
+    OF("rules[]", "via_trust", PST_STRING),
     // limits = { ... }
     INT("limits", "max_connections", 1, 10000000, 20000, pol_config, limits.max_connections),
     INT("limits", "connect_timeout_ms", 10, 600000, 5000, pol_config, limits.connect_timeout_ms),

@@ -19,6 +19,9 @@ void pol_via_free(pol_via *v) {
     free(v->text);
     free(v->host);
     free(v->credentials_file);
+    if (v->tls_owned) {
+        gw_identity_free(v->tls);
+    }
     if (v->user != NULL) {
         memset(v->user, 0, strlen(v->user));
         free(v->user);
@@ -66,7 +69,7 @@ static pol_via *parse(loader *ld, const config_setting_t *s, const char *path, c
     static const struct {
         const char *scheme;
         pol_via_kind kind;
-    } schemes[] = {{"http://", POL_VIA_HTTP}, {"socks5://", POL_VIA_SOCKS5}};
+    } schemes[] = {{"http://", POL_VIA_HTTP}, {"https://", POL_VIA_HTTP}, {"socks5://", POL_VIA_SOCKS5}};
     pol_via *v = gw_xcalloc(1, sizeof(*v));
     const char *rest = NULL;
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]) && rest == NULL; i++) {
@@ -76,15 +79,11 @@ static pol_via *parse(loader *ld, const config_setting_t *s, const char *path, c
         }
     }
     char host[256];
-    if (strncmp(text, "https://", 8) == 0) {
+    if (rest == NULL || strchr(rest, '@') != NULL || strchr(rest, '/') != NULL ||
+        !gw_http_parse_authority(rest, strlen(rest), 0, host, &v->port) || v->port == 0) {
         pol_ld_problem(ld, s, path,
-                       "TLS to the parent (https://) is not supported by this version: use http:// or "
-                       "socks5:// (the end-to-end mTLS runs inside the tunnel either way)");
-    } else if (rest == NULL || strchr(rest, '@') != NULL || strchr(rest, '/') != NULL ||
-               !gw_http_parse_authority(rest, strlen(rest), 0, host, &v->port) || v->port == 0) {
-        pol_ld_problem(ld, s, path,
-                       "expected \"http://HOST:PORT\" or \"socks5://HOST:PORT\" (credentials go in "
-                       "via_credentials_file), found \"%s\"",
+                       "expected \"http://HOST:PORT\", \"https://HOST:PORT\" or \"socks5://HOST:PORT\" (credentials "
+                       "go in via_credentials_file), found \"%s\"",
                        text);
     } else {
         v->host = gw_xstrdup(host);
@@ -95,10 +94,103 @@ static pol_via *parse(loader *ld, const config_setting_t *s, const char *path, c
     return NULL;
 }
 
+// lookup finds setting |key| of the rule |g| or, when the rule's via is the top-level
+// one (|own_via| 0), of |root|: 1 with |*value|, |*at| and |path| set, 0 when absent.
+static int lookup(loader *ld, const config_setting_t *root, const config_setting_t *g, const char *prefix, int own_via,
+                  const char *key, const char **value, const config_setting_t **at, char *path, size_t cap) {
+    if (pol_ld_get_string(ld, g, prefix, key, value) == 1) {
+        *at = config_setting_get_member(g, key);
+        pol_ld_setting_path(path, cap, prefix, key);
+        return 1;
+    }
+    if (!own_via && pol_ld_get_string(ld, root, "", key, value) == 1) {
+        *at = config_setting_get_member(root, key);
+        pol_ld_setting_path(path, cap, "", key);
+        return 1;
+    }
+    return 0;
+}
+
+// parent_tls sets how an https:// parent is verified: via_identity (an identity of the
+// config: its trust verifies the parent, its certificate is presented when asked) or
+// via_trust (a CA file alone). Returns 0 after a problem.
+static int parent_tls(loader *ld, const config_setting_t *root, const config_setting_t *g, const char *prefix,
+                      int own_via, const config_setting_t *via_at, const char *via_path, pol_via *v) {
+    const char *name = NULL, *trust = NULL;
+    const config_setting_t *name_at = NULL, *trust_at = NULL;
+    char name_path[128], trust_path[128];
+    int has_name = lookup(ld, root, g, prefix, own_via, "via_identity", &name, &name_at, name_path, sizeof(name_path));
+    int has_trust =
+        lookup(ld, root, g, prefix, own_via, "via_trust", &trust, &trust_at, trust_path, sizeof(trust_path));
+    int https = strncmp(v->text, "https://", 8) == 0;
+    if (!https) {
+        if (has_name || has_trust) {
+            pol_ld_problem(ld, has_name ? name_at : trust_at, has_name ? name_path : trust_path,
+                           "only used with an https:// parent (via = \"%s\")", v->text);
+            return 0;
+        }
+        return 1;
+    }
+    if (has_name && has_trust) {
+        pol_ld_problem(ld, trust_at, trust_path,
+                       "give via_identity or via_trust, not both (the identity's trust "
+                       "verifies the parent)");
+        return 0;
+    }
+    if (!has_name && !has_trust) {
+        pol_ld_problem(ld, via_at, via_path,
+                       "an https:// parent is verified like any server: set via_trust (its CA file) or "
+                       "via_identity (an identity whose trust verifies it and whose certificate it may ask for)");
+        return 0;
+    }
+    if (has_name) {
+        for (size_t i = 0; i < ld->cfg->num_identities && v->tls == NULL; i++) {
+            if (strcmp(ld->cfg->identities[i]->spec.name, name) == 0) {
+                v->tls = ld->cfg->identities[i];
+            }
+        }
+        if (v->tls == NULL) {
+            pol_ld_problem(ld, name_at, name_path, "no identity is named \"%s\"", name);
+            return 0;
+        }
+        if (v->tls->p11 != NULL) {
+            pol_ld_problem(ld, name_at, name_path,
+                           "identity \"%s\" keeps its key in a token: a parent proxy's TLS needs a key file", name);
+            return 0;
+        }
+        return 1;
+    }
+    gw_identity_spec spec;
+    memset(&spec, 0, sizeof(spec));
+    spec.name = gw_xstrdup(v->text);
+    spec.where = pol_ld_where_of(ld, trust_at);
+    spec.trust = pol_ld_resolve_path(ld, trust);
+    spec.verify_only = 1;
+    spec.tls_min = TLS1_2_VERSION;
+    spec.tls_max = TLS1_3_VERSION;
+    spec.verify_depth = 4;
+    char err[600];
+    v->tls = gw_identity_load(&spec, err, sizeof(err));
+    if (v->tls == NULL) {
+        pol_ld_problem(ld, trust_at, trust_path, "%s", err);
+        gw_identity_spec_free(&spec);
+        return 0;
+    }
+    v->tls_owned = 1;
+    char msg[PATH_MAX * 2 + 300];
+    if (gw_file_writable_problem("via_trust", v->tls->spec.trust, msg, sizeof(msg))) {
+        pol_ld_problem(ld, trust_at, trust_path, "warning: %s", msg);
+    }
+    return 1;
+}
+
 void pol_ld_via_defaults(loader *ld, const config_setting_t *root) {
-    const config_setting_t *cred = config_setting_get_member(root, "via_credentials_file");
-    if (cred != NULL && config_setting_get_member(root, "via") == NULL) {
-        pol_ld_problem(ld, cred, "via_credentials_file", "only used with via (the default parent proxy)");
+    static const char *const with_via[] = {"via_credentials_file", "via_identity", "via_trust"};
+    for (size_t i = 0; i < sizeof(with_via) / sizeof(with_via[0]); i++) {
+        const config_setting_t *s = config_setting_get_member(root, with_via[i]);
+        if (s != NULL && config_setting_get_member(root, "via") == NULL) {
+            pol_ld_problem(ld, s, with_via[i], "only used with via (the default parent proxy)");
+        }
     }
 }
 
@@ -110,10 +202,13 @@ int pol_ld_rule_via(loader *ld, const config_setting_t *root, const config_setti
     const char *where_prefix = prefix;
     if (pol_ld_get_string(ld, g, prefix, "via", &text) != 1) {
         if (pol_ld_get_string(ld, root, "", "via", &text) != 1) {
-            if (config_setting_get_member(g, "via_credentials_file") != NULL) {
-                pol_ld_setting_path(path, sizeof(path), prefix, "via_credentials_file");
-                pol_ld_problem(ld, config_setting_get_member(g, "via_credentials_file"), path, "only used with via");
-                return 0;
+            static const char *const with_via[] = {"via_credentials_file", "via_identity", "via_trust"};
+            for (size_t i = 0; i < sizeof(with_via) / sizeof(with_via[0]); i++) {
+                if (config_setting_get_member(g, with_via[i]) != NULL) {
+                    pol_ld_setting_path(path, sizeof(path), prefix, with_via[i]);
+                    pol_ld_problem(ld, config_setting_get_member(g, with_via[i]), path, "only used with via");
+                    return 0;
+                }
             }
             return 1;
         }
@@ -147,10 +242,10 @@ int pol_ld_rule_via(loader *ld, const config_setting_t *root, const config_setti
             return 0;
         }
     }
-    if (r->preconnect > 0) {
-        pol_ld_setting_path(path, sizeof(path), prefix, "preconnect");
-        pol_ld_problem(ld, config_setting_get_member(g, "preconnect"), path,
-                       "not with via in this version (pre-connected tunnels dial the destination directly)");
+    pol_ld_setting_path(path, sizeof(path), where_prefix, "via");
+    if (!parent_tls(ld, root, g, prefix, where == g, where, path, v)) {
+        pol_via_free(v);
+        return 0;
     }
     r->via = v;
     return 1;

@@ -33,6 +33,7 @@
 #include "gateway/report.h"
 #include "gateway/tls/identity.h"
 #include "gateway/tls/ocsp.h"
+#include "gateway/upstream/parent.h"
 #include "gateway/upstream/sesscache.h"
 #include "gateway/upstream/upstream.h"
 #include "policy/users.h"
@@ -154,6 +155,12 @@ int gw_cmd_explain(int argc, char **argv) {
                 "via          %s%s%s: the parent is connected to and asked for %s:%u (it resolves the name); "
                 "the mTLS runs inside its tunnel\n",
                 r->via->text, r->via->user ? ", as " : "", r->via->user ? r->via->user : "", h, p);
+            if (r->via->tls != NULL) {
+                printf("via tls      the parent's certificate verified for \"%s\" with %s \"%s\"%s\n", r->via->host,
+                       r->via->tls_owned ? "via_trust" : "the trust of identity",
+                       r->via->tls_owned ? r->via->tls->spec.trust : r->via->tls->spec.name,
+                       r->via->tls_owned ? "; no certificate of ours" : ", whose certificate it may ask for");
+            }
         }
         if (r->action == POL_ACTION_MTLS) {
             const char *sni = r->server_name ? r->server_name : h;
@@ -219,118 +226,33 @@ static int wait_fd(int fd, short events, int timeout_ms) {
     return r > 0;
 }
 
-// send_all writes |n| bytes on the non-blocking |fd|, waiting up to |ms| for room.
-static int send_all(int fd, const void *p, size_t n, int ms) {
-    size_t sent = 0;
-    while (sent < n) {
-        ssize_t w = send(fd, (const char *)p + sent, n - sent, MSG_NOSIGNAL);
-        if (w > 0) {
-            sent += (size_t)w;
-        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (!wait_fd(fd, POLLOUT, ms)) {
-                return 0;
-            }
-        } else {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-// peek_for waits (up to |ms|) until what |fd| holds is a whole answer for |done| (bytes
-// peeked, not taken): how many bytes, or -1 on a close or the deadline.
-static ssize_t peek_for(int fd, uint8_t *buf, size_t cap, int (*done)(const uint8_t *, size_t), int ms) {
+// ask_parent asks the rule's parent proxy on |u| for |target| with the tunnels' own
+// conversation (gateway/upstream/parent.c), blocking: 1 when it said yes; else 0 with
+// words in |why|.
+static int ask_parent(gw_upstream *u, const pol_via *v, const char *target, int ms, char *why, size_t cap) {
+    gw_parent_talk pt;
+    gw_parent_talk_init(&pt);
+    gw_err err = GW_ERR_NONE;
     uint64_t until = gw_monotonic_ms() + (uint64_t)ms;
-    for (;;) {
-        ssize_t n = recv(fd, buf, cap, MSG_PEEK);
-        if (n > 0 && done(buf, (size_t)n)) {
-            return n;
-        }
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) || gw_monotonic_ms() >= until) {
-            return -1;
-        }
-        if (n < 0) {
-            wait_fd(fd, POLLIN, ms);
-        } else {
-            struct timespec ts = {0, 10 * 1000 * 1000};  // part of it: the rest is on its way
-            nanosleep(&ts, NULL);
-        }
-    }
-}
-
-static int whole_head(const uint8_t *p, size_t n) {
-    gw_http_response resp;
-    return gw_http_parse_response((const char *)p, n, &resp) != GW_HTTP_NEED_MORE;
-}
-
-static int two_bytes(const uint8_t *p, size_t n) {
-    (void)p;
-    return n >= 2;
-}
-
-static int whole_reply(const uint8_t *p, size_t n) {
-    size_t used;
-    uint8_t rep;
-    return gw_socks5_parse_reply(p, n, &used, &rep) != GW_SOCKS_NEED_MORE;
-}
-
-// ask_parent asks the rule's parent proxy on |fd| for |target|, as a tunnel does (the same
-// requests, the same parsers), blocking: 1 when it said yes; else 0 with words in |why|.
-static int ask_parent(int fd, const pol_via *v, const char *target, int ms, char *why, size_t cap) {
-    uint8_t buf[4096];
-    if (v->kind == POL_VIA_HTTP) {
-        char req[800];
-        size_t n = gw_http_connect_request(target, v->user, v->password, req, sizeof(req));
-        int ok = n > 0 && send_all(fd, req, n, ms);
-        OPENSSL_cleanse(req, sizeof(req));
-        ssize_t got = ok ? peek_for(fd, buf, sizeof(buf), whole_head, ms) : -1;
-        gw_http_response resp;
-        if (got < 0 || gw_http_parse_response((const char *)buf, (size_t)got, &resp) != GW_HTTP_OK) {
-            snprintf(why, cap, "parent proxy %s gave no complete answer to CONNECT %s", v->text, target);
+    gw_step st;
+    while ((st = gw_parent_step(&pt, u, v, target, &err, why, cap)) == GW_STEP_WANT_READ || st == GW_STEP_WANT_WRITE) {
+        uint64_t now = gw_monotonic_ms();
+        if (now >= until || !wait_fd(u->fd, st == GW_STEP_WANT_READ ? POLLIN : POLLOUT, (int)(until - now))) {
+            snprintf(why, cap, "parent proxy %s did not answer CONNECT %s within connect_timeout_ms (%d ms)", v->text,
+                     target, ms);
             return 0;
         }
-        if (recv(fd, buf, resp.head_len, 0) != (ssize_t)resp.head_len) {
-            snprintf(why, cap, "reading the parent's answer failed");
-            return 0;
-        }
-        snprintf(why, cap, "parent proxy %s answered CONNECT %s: %d %.*s", v->text, target, resp.status,
-                 (int)(resp.reason_len > 100 ? 100 : resp.reason_len), resp.reason);
-        return resp.status / 100 == 2;
     }
-    uint8_t greet[] = {0x05, 0x01, v->user ? GW_SOCKS5_METHOD_USERPASS : GW_SOCKS5_METHOD_NONE};
-    char host[256];
-    uint16_t port = 0;
-    if (!send_all(fd, greet, sizeof(greet), ms) || peek_for(fd, buf, 2, two_bytes, ms) < 2 ||
-        recv(fd, buf, 2, 0) != 2 || buf[0] != 0x05 || buf[1] != greet[2]) {
-        snprintf(why, cap, "parent proxy %s did not accept our method (%s)", v->text,
-                 v->user ? "username/password" : "no authentication");
+    if (st != GW_STEP_DONE) {
         return 0;
     }
-    if (v->user != NULL) {
-        uint8_t auth[3 + 255 + 255];
-        size_t n = gw_socks5_encode_userpass(v->user, v->password, auth);
-        int ok = n > 0 && send_all(fd, auth, n, ms);
-        OPENSSL_cleanse(auth, sizeof(auth));
-        if (!ok || peek_for(fd, buf, 2, two_bytes, ms) < 2 || recv(fd, buf, 2, 0) != 2 || buf[1] != 0x00) {
-            snprintf(why, cap, "parent proxy %s refused our credentials (RFC 1929)", v->text);
-            return 0;
-        }
+    char tls[600];
+    gw_parent_tls_text(u, v, tls, sizeof(tls));
+    if (tls[0] != '\0') {
+        printf("via tls      %s\n", tls);
     }
-    size_t n =
-        gw_http_parse_authority(target, strlen(target), 0, host, &port) ? gw_socks5_encode_connect(host, port, buf) : 0;
-    size_t used = 0;
-    uint8_t rep = 0xff;
-    ssize_t got = n > 0 && send_all(fd, buf, n, ms) ? peek_for(fd, buf, sizeof(buf), whole_reply, ms) : -1;
-    if (got < 0 || gw_socks5_parse_reply(buf, (size_t)got, &used, &rep) != GW_SOCKS_OK ||
-        recv(fd, buf, used, 0) != (ssize_t)used) {
-        snprintf(why, cap, "parent proxy %s gave no complete SOCKS5 reply to CONNECT %s", v->text, target);
-        return 0;
-    }
-    snprintf(why, cap, "parent proxy %s answered CONNECT %s: SOCKS5 reply %u%s", v->text, target, rep,
-             rep == 0   ? " (succeeded)"
-             : rep == 2 ? " (not allowed by its ruleset)"
-                        : "");
-    return rep == 0;
+    snprintf(why, cap, "parent proxy %s answered CONNECT %s: %s", v->text, target, pt.said);
+    return 1;
 }
 
 // handshake runs one connection to |sa| to its end: connect, handshake, the wait for the
@@ -355,7 +277,7 @@ static int handshake(const pol_config *cfg, const pol_rule *r, const struct sock
         return 0;
     }
     if (r->via != NULL) {
-        int ok = ask_parent(u.fd, r->via, target, cfg->limits.connect_timeout_ms, reason, sizeof(reason));
+        int ok = ask_parent(&u, r->via, target, cfg->limits.connect_timeout_ms, reason, sizeof(reason));
         printf("via          %s%s\n", ok ? "ok: " : "FAILED: ", reason);
         if (!ok) {
             gw_upstream_close(&u);

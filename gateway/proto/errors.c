@@ -33,6 +33,8 @@ static const gw_err_info infos[GW_ERR_COUNT] = {
     [GW_ERR_VIA_AUTH] = {0x01, 0x5b, 502, "proxy_auth_required", GW_RESULT_VIA_AUTH},
     [GW_ERR_VIA_REFUSED] = {0x02, 0x5b, 502, "http_request_denied", GW_RESULT_VIA_REFUSED},
     [GW_ERR_VIA_FAILED] = {0x01, 0x5b, 502, "destination_unavailable", GW_RESULT_VIA_FAILED},
+    [GW_ERR_VIA_CERT] = {0x01, 0x5b, 502, "tls_certificate_error", GW_RESULT_VIA_TLS},
+    [GW_ERR_VIA_TLS] = {0x01, 0x5b, 502, "tls_protocol_error", GW_RESULT_VIA_TLS},
 };
 
 static const char *const result_names[GW_RESULT_COUNT] = {
@@ -69,6 +71,7 @@ static const char *const result_names[GW_RESULT_COUNT] = {
     [GW_RESULT_VIA_AUTH] = "parent_auth_failed",
     [GW_RESULT_VIA_REFUSED] = "parent_refused",
     [GW_RESULT_VIA_FAILED] = "parent_error",
+    [GW_RESULT_VIA_TLS] = "parent_tls_failed",
 };
 
 const char *gw_result_name(gw_result r) {

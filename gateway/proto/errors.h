@@ -36,6 +36,8 @@ typedef enum {
     GW_ERR_VIA_AUTH,         // the parent proxy wants credentials, or refused ours
     GW_ERR_VIA_REFUSED,      // the parent proxy refused the destination
     GW_ERR_VIA_FAILED,       // the parent proxy failed to reach it, or answered nonsense
+    GW_ERR_VIA_CERT,         // an https:// parent's certificate failed verification
+    GW_ERR_VIA_TLS,          // TLS to an https:// parent failed otherwise (an alert, a close)
     GW_ERR_COUNT
 } gw_err;
 
@@ -75,6 +77,7 @@ typedef enum {
     GW_RESULT_VIA_AUTH,
     GW_RESULT_VIA_REFUSED,
     GW_RESULT_VIA_FAILED,
+    GW_RESULT_VIA_TLS,
     GW_RESULT_COUNT
 } gw_result;
 

@@ -123,7 +123,8 @@ void gw_metrics_via(const char *via, gw_via_result result) {
 }
 
 static void render_vias(gw_strbuf *b) {
-    static const char *const names[GW_VIA_COUNT] = {"ok", "auth_failed", "refused", "error", "timeout", "unreachable"};
+    static const char *const names[GW_VIA_COUNT] = {"ok",      "auth_failed", "refused",   "error",
+                                                    "timeout", "unreachable", "tls_failed"};
     gw_strbuf_printf(b,
                      "# HELP mtlsgw_via_connects_total Tunnels asked of each parent proxy (via), by what came of it.\n"
                      "# TYPE mtlsgw_via_connects_total counter\n");

@@ -64,6 +64,7 @@ typedef enum {
     GW_VIA_ERROR,        // the parent could not reach it, closed, or answered nonsense
     GW_VIA_TIMEOUT,      // no answer in time
     GW_VIA_UNREACHABLE,  // the parent itself: DNS, connect
+    GW_VIA_TLS,          // an https:// parent: its certificate, or TLS to it, failed
     GW_VIA_COUNT
 } gw_via_result;
 void gw_metrics_via(const char *via, gw_via_result result);

@@ -510,6 +510,8 @@ gw_identity *gw_identity_load(gw_identity_spec *spec, char *err, size_t err_len)
         snprintf(err, err_len, "ciphers: \"%s\" is not a valid cipher list (%s)", spec->ciphers,
                  last_ssl_error(e, sizeof(e)));
         ok = 0;
+    } else if (ok && spec->verify_only) {
+        id->pending = 1;  // nothing to present, by design
     } else if (ok && spec->acme && spec->certificate != NULL &&
                (access(spec->certificate, F_OK) != 0 ||
                 (!gw_p11_is_uri(spec->key) && spec->key != NULL && access(spec->key, F_OK) != 0))) {

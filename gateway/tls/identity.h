@@ -25,6 +25,7 @@ typedef struct {
     int acme;         // renewed over ACME: the certificate (and key) may not exist yet
     int ocsp;         // gw_ocsp_mode: the server's OCSP staple checked in the handshake
     int ocsp_skew_s;  // leeway for its thisUpdate and nextUpdate
+    int verify_only;  // trust (and crl) alone: verifies a server, presents nothing (pending)
 } gw_identity_spec;
 
 struct gw_identity {
@@ -78,7 +79,8 @@ typedef struct {
 } gw_session_taker;
 void gw_tls_set_session_taker(SSL *ssl, const gw_session_taker *taker);
 
-// gw_identity_load builds the SSL_CTX for |spec|. With spec.acme and its certificate (or
+// gw_identity_load builds the SSL_CTX for |spec|. With spec.verify_only it only
+// verifies (an https:// parent proxy's via_trust) and is pending. With spec.acme and its certificate (or
 // key file) not there yet, the identity is pending: the SSL_CTX verifies servers but has
 // nothing to present. On success the identity takes over
 // |spec|'s strings (and |spec| is zeroed); on failure |spec| is untouched, NULL is

@@ -427,9 +427,8 @@ static tunnel_step start_tls(gw_tunnel *t) {
     t->upstream.key_timeout_ms = t->cfg->limits.key_timeout_ms;
     t->upstream.key_ready = t->events->key_ready;
     t->upstream.key_arg = t;
-    char where[600];
-    snprintf(where, sizeof(where), "%s|%s|%s", t->upstream_text, t->dial.server_name,
-             r->server_uri ? r->server_uri : "");
+    char where[900];
+    tunnel_session_where(t->upstream_text, t->dial.server_name, r, where, sizeof(where));
     // Early data: what a SOCKS, CONNECT or forward client sends first, or an http_proxy
     // request that is safe to send twice (the server may see it twice: replays).
     int early = r->early_data && (!t->door->exchanges || tunnel_http_early_ok(t));
@@ -485,8 +484,7 @@ static tunnel_step won(gw_tunnel *t, size_t slot) {
         snprintf(t->dial.via_addr, sizeof(t->dial.via_addr), "%s", t->upstream_text);
         snprintf(t->upstream_text, sizeof(t->upstream_text), "%s", t->dial.via_target);
         t->state = T_VIA;  // the parent is asked for the destination (via.c)
-        t->dial.via_step = 0;
-        t->dial.via_out_len = t->dial.via_out_sent = 0;
+        tunnel_via_begin(t);
         tunnel_set_timer(t, (uint64_t)t->cfg->limits.connect_timeout_ms);
         return STEP_NEXT;
     }

@@ -32,6 +32,7 @@
 #include "gateway/service/board.h"
 #include "gateway/service/metrics.h"
 #include "gateway/service/passcheck.h"
+#include "gateway/upstream/parent.h"
 #include "gateway/upstream/upstream.h"
 #include "policy/users.h"
 
@@ -223,13 +224,12 @@ struct gw_tunnel {
         int confirm_grace;  // a session ticket arrived while confirming
         int ocsp_counted;   // the server's OCSP staple went to the metrics
         // A rule with via: the parent is what is connected to; it is asked for via_target.
-        char via_target[300];  // "host:port" the parent connects to (the rule's upstream, or the destination)
-        char via_addr[300];    // the parent's address connected to, as text
-        int via_step;          // where the conversation with the parent is
-        int via_blame;         // the failure is the parent's: Proxy-Status names it as next-hop
-        uint8_t via_out[800];  // what goes to the parent next
-        size_t via_out_len, via_out_sent;
-        int unconfirmed;  // a full TLS 1.3 handshake went on without waiting for the server's verdict
+        char via_target[300];     // "host:port" the parent connects to (the rule's upstream, or the destination)
+        char via_addr[300];       // the parent's address connected to, as text
+        gw_parent_talk via_talk;  // the conversation with the parent (gateway/upstream/parent.c)
+        int via_done;             // the parent opened via_target
+        int via_blame;            // the failure is the parent's: Proxy-Status names it as next-hop
+        int unconfirmed;          // a full TLS 1.3 handshake went on without waiting for the server's verdict
         res_addr addrs[RES_MAX_ADDRS];
         size_t num_addrs, next_addr;
         struct tunnel_race_s *race;  // T_CONNECTING: the attempts under way
@@ -359,10 +359,17 @@ void tunnel_uncount(gw_tunnel *t, int closing);
 // via.c: the parent proxy step (T_VIA, entered by the dial once TCP to the parent is up);
 // when tunnel_via_done, the driver goes on with tunnel_after_parent (dial.c): the rule's
 // mTLS, or the plain relay.
+void tunnel_via_begin(gw_tunnel *t);
+// tunnel_via_verdict: the metrics' name for how the parent failed (a GW_ERR_VIA_* or other).
+gw_via_result tunnel_via_verdict(gw_err err);
 tunnel_step tunnel_phase_via(gw_tunnel *t);
 int tunnel_via_done(const gw_tunnel *t);
 tunnel_step tunnel_via_timeout(gw_tunnel *t);
 tunnel_step tunnel_after_parent(gw_tunnel *t);
+// tunnel_session_where is the session cache's "where" for a connection to |upstream|
+// (the address, or through a parent the host:port it was asked for) under |server_name|
+// for rule |r|: its server_uri and its parent are part of it.
+void tunnel_session_where(const char *upstream, const char *server_name, const pol_rule *r, char *out, size_t cap);
 tunnel_step tunnel_phase_tls(gw_tunnel *t);
 tunnel_step tunnel_phase_established(gw_tunnel *t);
 // tunnel_use_addresses checks |addrs| against deny_addresses and the gateway's own

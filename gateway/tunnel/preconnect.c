@@ -10,18 +10,21 @@
 // takes it. A parked connection the server closes, or older than
 // upstream_pool.idle_timeout_s, is replaced; one taken is replaced at once; a slot whose
 // dial fails tries again after a backoff (1 s doubling to 60 s). A new config replaces
-// every slot.
+// every slot. A rule with a parent proxy (via) parks connections through it: the slot
+// connects to the parent, has it open the destination, and runs the mTLS inside.
 #include "gateway/tunnel/internal.h"
 
 #include <sys/epoll.h>
 
-typedef enum { S_WAIT, S_RESOLVING, S_CONNECTING, S_HANDSHAKING, S_CONFIRMING, S_PARKED } slot_state;
+typedef enum { S_WAIT, S_RESOLVING, S_CONNECTING, S_VIA, S_HANDSHAKING, S_CONFIRMING, S_PARKED } slot_state;
 
 typedef struct slot {
     struct gw_preconn_s *p;
     const pol_rule *rule;
-    char host[256];  // connected to (the rule's upstream, or its one host)
+    char host[256];  // the destination (the rule's upstream, or its one host)
     uint16_t port;
+    char target[300];  // with via: "host:port" the parent is asked for (as a tunnel's via_target)
+    gw_parent_talk talk;
     char server_name[256];
     slot_state state;
     res_query *query;
@@ -88,7 +91,7 @@ static void park(slot *s) {
 // advance moves the dial on after an event on the socket (or a key's signature).
 static void advance(slot *s) {
     const pol_config *cfg = s->p->cfg;
-    char reason[600];
+    char reason[900];
     gw_err err = GW_ERR_NONE;
     if (s->state == S_CONNECTING) {
         if (gw_upstream_connect_result(&s->up, reason, sizeof(reason)) != GW_ERR_NONE) {
@@ -97,9 +100,25 @@ static void advance(slot *s) {
             connect_next(s);  // the next address, if any
             return;
         }
-        char where[600];
-        snprintf(where, sizeof(where), "%s|%s|%s", s->text, s->server_name,
-                 s->rule->server_uri ? s->rule->server_uri : "");
+        if (s->rule->via != NULL) {
+            s->state = S_VIA;  // the parent is asked for the destination first
+            gw_parent_talk_init(&s->talk);
+        }
+    }
+    if (s->state == S_VIA) {
+        gw_step st = gw_parent_step(&s->talk, &s->up, s->rule->via, s->target, &err, reason, sizeof(reason));
+        if (st == GW_STEP_WANT_READ || st == GW_STEP_WANT_WRITE) {
+            return;
+        }
+        gw_metrics_via(s->rule->via->text, st == GW_STEP_DONE ? GW_VIA_OK : tunnel_via_verdict(err));
+        if (st != GW_STEP_DONE) {
+            failed(s, reason);
+            return;
+        }
+    }
+    if (s->state == S_CONNECTING || s->state == S_VIA) {
+        char where[900];
+        tunnel_session_where(s->rule->via ? s->target : s->text, s->server_name, s->rule, where, sizeof(where));
         s->up.keyops = s->p->host->keyops;
         s->up.key_timeout_ms = cfg->limits.key_timeout_ms;
         if (!gw_upstream_tls_begin(&s->up, (const gw_identity *const *)s->rule->identities, s->rule->num_identities,
@@ -160,14 +179,17 @@ static void on_io(gw_loop *loop, gw_watcher *w, uint32_t events) {
 // connect_next connects to the next allowed address.
 static void connect_next(slot *s) {
     const pol_config *cfg = s->p->cfg;
+    const pol_via *via = s->rule->via;
+    uint16_t port = via ? via->port : s->port;
     while (s->next_addr < s->num_addrs) {
         const res_addr *a = &s->addrs[s->next_addr++];
-        if (pol_config_own_address(cfg, a->family, a->addr, s->port) != NULL ||
-            pol_config_denied_address(cfg, s->rule, a->family, a->addr) != NULL) {
+        // (a parent's addresses are the operator's choice, as for a tunnel: not judged by deny_addresses)
+        if (pol_config_own_address(cfg, a->family, a->addr, port) != NULL ||
+            (via == NULL && pol_config_denied_address(cfg, s->rule, a->family, a->addr) != NULL)) {
             continue;  // never connected to, whatever led there
         }
         struct sockaddr_storage ss;
-        socklen_t len = gw_sockaddr_from(&ss, a->family, a->addr, s->port);
+        socklen_t len = gw_sockaddr_from(&ss, a->family, a->addr, port);
         gw_format_addr((struct sockaddr *)&ss, s->text, sizeof(s->text));
         char why[300];
         gw_upstream_init(&s->up);
@@ -205,7 +227,7 @@ static void start(slot *s) {
     s->state = S_RESOLVING;
     s->since = gw_monotonic_ms();
     gw_timer_start(s->p->host->loop, &s->timer, 30000);  // the lookup's backstop
-    res_query *q = res_resolve(s->p->host->resolver, s->host, on_resolved, s);
+    res_query *q = res_resolve(s->p->host->resolver, s->rule->via ? s->rule->via->host : s->host, on_resolved, s);
     if (q != NULL) {
         s->query = q;  // the answer comes later (else on_resolved already ran)
     }
@@ -229,6 +251,10 @@ static void on_timer(gw_loop *loop, gw_timer *timer) {
             } else {
                 failed(s, "connect timed out");
             }
+            return;
+        case S_VIA:
+            gw_metrics_via(s->rule->via->text, GW_VIA_TIMEOUT);
+            failed(s, "the parent proxy did not answer CONNECT within connect_timeout_ms");
             return;
         case S_HANDSHAKING:
             if (gw_keyops_expire(&s->up, "handshake_timeout_ms", s->p->cfg->limits.handshake_timeout_ms)) {
@@ -310,6 +336,13 @@ void gw_preconn_apply(gw_preconn *p, pol_config *cfg) {
         if (r->action != POL_ACTION_MTLS || r->preconnect == 0 || !target(r, host, sizeof(host), &port)) {
             continue;
         }
+        struct in6_addr lit;
+        int fam = inet_pton(AF_INET, host, &lit) == 1 ? AF_INET : inet_pton(AF_INET6, host, &lit) == 1 ? AF_INET6 : 0;
+        if (r->via != NULL && fam != 0 && pol_config_denied_address(cfg, r, fam, (const uint8_t *)&lit) != NULL) {
+            gw_log(GW_LOG_WARN, "preconnect for rule %s: %s is in deny_addresses: the parent is not asked for it",
+                   r->where, host);
+            continue;  // (a tunnel is refused the same way)
+        }
         for (int k = 0; k < r->preconnect; k++) {
             slot *s = calloc(1, sizeof(*s));
             if (s == NULL) {
@@ -319,6 +352,7 @@ void gw_preconn_apply(gw_preconn *p, pol_config *cfg) {
             s->rule = r;
             snprintf(s->host, sizeof(s->host), "%s", host);
             s->port = port;
+            snprintf(s->target, sizeof(s->target), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
             snprintf(s->server_name, sizeof(s->server_name), "%s", r->server_name ? r->server_name : host);
             gw_upstream_init(&s->up);
             gw_watcher_init(&s->w, -1, on_io, s);
@@ -336,8 +370,9 @@ int tunnel_take_preconnected(gw_tunnel *t) {
     }
     for (size_t i = 0; i < p->num_slots; i++) {
         slot *s = p->slots[i];
-        if (s->state != S_PARKED || s->rule != t->rule || s->port != t->dial.connect_port ||
-            strcmp(s->host, t->dial.connect_host) != 0 || strcmp(s->server_name, t->dial.server_name) != 0) {
+        int same = t->rule->via != NULL ? strcmp(s->target, t->dial.via_target) == 0
+                                        : s->port == t->dial.connect_port && strcmp(s->host, t->dial.connect_host) == 0;
+        if (s->state != S_PARKED || s->rule != t->rule || !same || strcmp(s->server_name, t->dial.server_name) != 0) {
             continue;
         }
         gw_watcher_remove(t->host->loop, &s->w);
@@ -345,6 +380,10 @@ int tunnel_take_preconnected(gw_tunnel *t) {
         gw_metrics_preconnect(GW_PRECONN_COUNT, -1);
         gw_upstream_move(&t->upstream, &s->up);
         snprintf(t->upstream_text, sizeof(t->upstream_text), "%s", s->text);
+        if (t->rule->via != NULL) {  // as a dial through the parent logs it
+            snprintf(t->dial.via_addr, sizeof(t->dial.via_addr), "%s", s->text);
+            snprintf(t->upstream_text, sizeof(t->upstream_text), "%s", t->dial.via_target);
+        }
         count(GW_PRECONN_TAKEN);
         s->state = S_WAIT;
         gw_timer_start(t->host->loop, &s->timer, 0);  // replaced at once

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "gateway/upstream/parent.h"
+
 static gw_io io_data(size_t n) {
     return (gw_io){.kind = GW_IO_DATA, .n = n};
 }
@@ -116,12 +118,37 @@ static gw_io tls_read(gw_upstream *u, uint8_t *p, size_t n, int judge_rejection,
     return io_failed(GW_RESULT_UPSTREAM_ERROR);
 }
 
+// parent_io maps a read or write over the TLS to an https:// parent (a direct rule's).
+static gw_io parent_io(int r, int want, const char *what, char *reason, size_t reason_len) {
+    if (r > 0) {
+        return io_data((size_t)r);
+    }
+    if (r == 0) {
+        return (gw_io){.kind = GW_IO_EOF};
+    }
+    if (want != 0) {
+        return (gw_io){.kind = want == SSL_ERROR_WANT_READ ? GW_IO_WANT_READ : GW_IO_WANT_WRITE};
+    }
+    snprintf(reason, reason_len, "TLS %s the parent proxy failed: %s", what, strerror(errno));
+    return io_failed(GW_RESULT_UPSTREAM_ERROR);
+}
+
 gw_io gw_upstream_read(gw_upstream *u, uint8_t *p, size_t n, int judge_rejection, char *reason, size_t reason_len) {
+    if (u->ssl == NULL && u->outer != NULL) {
+        int want = 0;
+        int r = gw_parent_read(u, p, n, &want);
+        return parent_io(r, want, "read from", reason, reason_len);
+    }
     return u->ssl != NULL ? tls_read(u, p, n, judge_rejection, reason, reason_len)
                           : gw_socket_read(u->fd, p, n, GW_RESULT_UPSTREAM_RESET, reason, reason_len);
 }
 
 gw_io gw_upstream_write(gw_upstream *u, const uint8_t *p, size_t n, char *reason, size_t reason_len) {
+    if (u->ssl == NULL && u->outer != NULL) {
+        int want = 0;
+        int r = gw_parent_write(u, p, n, &want);
+        return parent_io(r == 0 ? -1 : r, want, "write to", reason, reason_len);
+    }
     if (u->ssl == NULL) {
         return gw_socket_write(u->fd, p, n, GW_RESULT_UPSTREAM_RESET, reason, reason_len);
     }
@@ -183,6 +210,9 @@ gw_io gw_upstream_shutdown(gw_upstream *u, int closing) {
                 return (gw_io){.kind = GW_IO_WANT_WRITE};
             }
         }
+    }
+    if (u->outer != NULL && !gw_parent_shutdown(u)) {
+        return (gw_io){.kind = GW_IO_WANT_WRITE};  // (our close_notify inside went; the parent's goes next)
     }
     if (!closing) {
         shutdown(u->fd, SHUT_WR);

@@ -16,6 +16,7 @@
 #include "gateway/base/netutil.h"
 #include "gateway/tls/ocsp.h"
 #include "gateway/upstream/keyops.h"
+#include "gateway/upstream/parent.h"
 #include "gateway/upstream/sesscache.h"
 
 void gw_upstream_init(gw_upstream *u) {
@@ -36,7 +37,7 @@ void gw_upstream_move(gw_upstream *dst, gw_upstream *src) {
 
 int gw_upstream_buffered(const gw_upstream *u) {
     BIO *rbio = u->ssl != NULL ? SSL_get_rbio(u->ssl) : NULL;
-    return rbio != NULL && BIO_ctrl_pending(rbio) > 0;
+    return (rbio != NULL && BIO_ctrl_pending(rbio) > 0) || gw_parent_pending(u);
 }
 
 unsigned gw_upstream_ticket_wait_ms(const gw_upstream *u) {
@@ -98,6 +99,8 @@ void gw_upstream_close(gw_upstream *u) {
         u->ssl = NULL;
         u->ra = NULL;
     }
+    gw_parent_free(u->outer);  // (after the SSL whose BIO reads through it)
+    u->outer = NULL;
     if (u->fd >= 0) {
         close(u->fd);
         u->fd = -1;
@@ -532,7 +535,13 @@ int gw_upstream_tls_begin(gw_upstream *u, const gw_identity *const *ids, size_t 
     if (u->ssl == NULL) {
         return 0;
     }
-    if (pool != NULL) {
+    if (u->outer != NULL) {
+        BIO *bio = gw_parent_tls_bio(u);  // inside the TLS to the parent
+        if (bio == NULL) {
+            return 0;
+        }
+        SSL_set_bio(u->ssl, bio, bio);
+    } else if (pool != NULL) {
         BIO *bio = ra_bio_new(u->fd, pool);
         if (bio == NULL) {
             return 0;

@@ -16,6 +16,7 @@ typedef struct gw_upstream_s {
     int fd;
     SSL *ssl;
     struct gw_ra_bio *ra;                  // the SSL's socket BIO when it is ours (reads ahead; corks)
+    struct gw_outer *outer;                // TLS to an https:// parent proxy (parent.c); NULL: none
     const gw_identity *identity;           // the identity presented (or to be): sessions are cached under it
     const gw_identity *const *candidates;  // the rule's identities, chosen from in the handshake
     size_t num_candidates;
