@@ -185,10 +185,11 @@ printf '%s:%s\n' "$SQUID_USER" "wrong" > "$WORK/squid-wrong.cred"
 printf '%s:%s\n' "$SOCKS_USER" "$SOCKS_PASS" > "$WORK/socks.cred"
 printf '%s:%s\n' "$SOCKS_USER" "wrong" > "$WORK/socks-wrong.cred"
 chmod 600 "$WORK"/*.cred
-GW_PORT=18080 ADMIN_PORT=19901
+GW_PORT=18080 ADMIN_PORT=19901 FWD_PORT=18081
 cat > "$WORK/gw.conf" <<CONF
 workers = 1;
-listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; } );
+listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; },
+           { name = "fwd"; address = "127.0.0.1:$FWD_PORT"; forward = "tls-orders.test:80"; } );
 admin = { address = "127.0.0.1:$ADMIN_PORT"; };
 identities = ( { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; },
                { name = "corp"; certificate = "$PKI/gw-corp.crt"; key = "$PKI/gw-corp.key"; trust = "$PKI/corp-ca.crt"; } );
@@ -262,6 +263,12 @@ expect_contains "http_proxy via an https:// parent (TLS to nginx, then squid): n
 out=$(px http://tls-orders.test/second)
 expect_contains "... a second request on the pooled connection inside the parent's TLS" "dn=CN=ops" "$out"
 expect_contains "... (conn=pooled)" "conn=pooled" "$(grep 'dest=tls-orders.test' "$WORK/gw.log" | tail -1)"
+out=$(gcurl --socks4a "127.0.0.1:$GW_PORT" http://tls-orders.test/)
+expect_contains "SOCKS4a through the https:// parent" "dn=CN=ops,O=mtlsgw-test" "$out"
+out=$(gcurl -p -x "http://127.0.0.1:$GW_PORT" http://tls-orders.test/)
+expect_contains "HTTP CONNECT through the https:// parent" "dn=CN=ops,O=mtlsgw-test" "$out"
+out=$(gcurl "http://127.0.0.1:$FWD_PORT/")
+expect_contains "a forward listener through the https:// parent" "dn=CN=ops,O=mtlsgw-test" "$out"
 out=$(px http://tls-only.test/)
 expect_contains "an https:// parent verified with via_trust alone (nothing presented)" "dn=CN=ops,O=mtlsgw-test" "$out"
 out=$(inns "$GWNS" curl -s -m 15 -p -x "http://127.0.0.1:$GW_PORT" --cacert "$PKI/root.crt" --cert "$PKI/ops.crt" \
@@ -326,6 +333,17 @@ out=$(inns "$GWNS" timeout 20 "$MTLSGW" explain -c "$WORK/gw.conf" socks-orders.
 expect_contains "explain --connect via dante" "answered CONNECT orders.dc2.test:443: SOCKS5 reply 0 (succeeded)" "$out"
 out=$(inns "$GWNS" timeout 20 "$MTLSGW" explain -c "$WORK/gw.conf" wrongpass.test:80 --connect 2>&1) || true
 expect_contains "explain --connect: where it broke (squid's 407)" "via          FAILED: parent proxy http://198.51.100.2:3128 refused our credentials for CONNECT orders.dc2.test:443: 407" "$out"
+
+# ---- reload: new parent settings apply, pooled connections of the old config retire ----
+sed -i "s|via_credentials_file = \"$WORK/squid-wrong.cred\"|via_credentials_file = \"$WORK/squid.cred\"|" "$WORK/gw.conf"
+reload_gw
+out=$(px http://wrongpass.test/)
+expect_contains "after a reload the rule's new credentials file is used" "dn=CN=ops,O=mtlsgw-test" "$out"
+out=$(px http://tls-orders.test/after-reload)
+expect_contains "through the https:// parent after the reload" "dn=CN=ops" "$out"
+expect_contains "... on a new connection (the old config's pooled one retired)" "conn=new" "$(grep 'dest=tls-orders.test' "$WORK/gw.log" | tail -1)"
+for _ in $(seq 100); do [ "$(parked)" = 2 ] && break; sleep 0.1; done
+expect_eq "... and the parked connections are made again through their parents" "2" "$(parked)"
 
 metrics=$(gcurl "http://127.0.0.1:$ADMIN_PORT/metrics")
 expect_contains "metrics: ok through squid" 'mtlsgw_via_connects_total{via="http://198.51.100.2:3128",result="ok"}' "$metrics"
