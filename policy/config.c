@@ -330,6 +330,13 @@ static void load_rules(loader *ld, const config_setting_t *root, int identities_
             }
         }
         pol_ld_rule_via(ld, root, g, prefix, &r);
+        if (r.tcp_fastopen && r.action != POL_ACTION_MTLS && r.via == NULL) {
+            // A plain connection may carry a server-speaks-first protocol: with nothing
+            // of ours to write, a deferred SYN would never leave.
+            pol_ld_setting_path(path, sizeof(path), prefix, "tcp_fastopen");
+            pol_ld_problem(ld, config_setting_get_member(g, "tcp_fastopen"), path,
+                           "only where the gateway speaks first: action \"mtls\", or a parent proxy (via)");
+        }
         r.callers = pol_ld_callers(ld, g, prefix, db);
         pol_ld_rule_listeners(ld, g, prefix, &r.listeners, &r.listeners_text);
         r.where = pol_ld_where_of(ld, g);

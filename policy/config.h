@@ -78,6 +78,7 @@ typedef struct {
     char *listeners_text;     // as written ("a, b"), for people; NULL: every listener
     int preconnect;           // verified connections each worker keeps ready (one destination only)
     int early_data;           // TLS 1.3 early data on resumed sessions (mtls only)
+    int tcp_fastopen;         // TCP Fast Open to the upstream: our first flight rides in the SYN
     pol_via *via;             // a parent proxy to go through; NULL: connect directly
     pol_rule_stats *stats;    // in the snapshot's rule_stats
 } pol_rule;

@@ -97,6 +97,7 @@ const pol_setting pol_settings[] = {
     OF("rules[]", "listener", PST_ANY),
     INT("rules[]", "preconnect", 0, 64, 0, pol_rule, preconnect),  // verified connections kept ready, per worker
     BOOL("rules[]", "early_data", 0, pol_rule, early_data),        // TLS 1.3 0-RTT on resumed sessions
+    BOOL("rules[]", "tcp_fastopen", 0, pol_rule, tcp_fastopen),    // the first flight in the SYN (RFC 7413)
     OF("rules[]", "via", PST_STRING),  // parent proxy: http:// | https:// | socks5:// | "none"
     OF("rules[]", "via_credentials_file", PST_STRING),
     OF("rules[]", "via_identity", PST_STRING),

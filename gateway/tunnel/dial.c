@@ -344,6 +344,7 @@ static int start_attempt(gw_tunnel *t) {
         gw_format_addr((struct sockaddr *)&ss, t->upstream_text, sizeof(t->upstream_text));
         gw_upstream tmp;
         gw_upstream_init(&tmp);
+        tmp.fastopen = t->rule->tcp_fastopen;
         char why[REASON_MAX];
         gw_err err = gw_upstream_connect(&tmp, (struct sockaddr *)&ss, len, why, sizeof(why));
         if (err != GW_ERR_NONE) {
@@ -469,6 +470,7 @@ static tunnel_step won(gw_tunnel *t, size_t slot) {
     tunnel_drop_attempts(t);
     gw_upstream_init(&t->upstream);
     t->upstream.fd = fd;
+    t->upstream.fastopen = t->rule->tcp_fastopen;  // (its connect's outcome may come with the ClientHello's)
     attempt_text(t, addr, t->upstream_text, sizeof(t->upstream_text));
     pool_key(t, t->upstream_text, t->dial.pool_key);
     if (t->dial.num_addrs > 1) {

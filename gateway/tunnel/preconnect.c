@@ -193,6 +193,7 @@ static void connect_next(slot *s) {
         gw_format_addr((struct sockaddr *)&ss, s->text, sizeof(s->text));
         char why[300];
         gw_upstream_init(&s->up);
+        s->up.fastopen = s->rule->tcp_fastopen;
         if (gw_upstream_connect(&s->up, (struct sockaddr *)&ss, len, why, sizeof(why)) != GW_ERR_NONE) {
             continue;
         }

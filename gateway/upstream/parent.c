@@ -185,7 +185,7 @@ static int send_out(gw_parent_talk *pt, gw_upstream *u, gw_step *want) {
             pt->out_sent += (size_t)r;
         } else if (r < 0 && errno == EINTR) {
             continue;
-        } else if (r < 0 && errno == EAGAIN) {
+        } else if (r < 0 && (errno == EAGAIN || errno == EINPROGRESS)) {
             *want = GW_STEP_WANT_WRITE;
             return 0;
         } else {

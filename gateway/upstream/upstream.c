@@ -168,6 +168,13 @@ gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t 
         u->fd = -1;
         return GW_ERR_INTERNAL;
     }
+    // TCP Fast Open (RFC 7413): with a cookie from this server, connect() returns at once
+    // and our first write (the ClientHello, a CONNECT) leaves in the SYN; without one, the
+    // SYN asks for a cookie and the connect goes as any. A refusal then comes to that
+    // write's or the handshake's read (classify says it as the connect's).
+    if (u->fastopen && setsockopt(u->fd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &one, sizeof(one)) != 0) {
+        u->fastopen = 0;  // (a kernel without it: an ordinary connect)
+    }
     if (connect(u->fd, sa, len) == 0 || errno == EINPROGRESS) {
         return GW_ERR_NONE;
     }
@@ -302,8 +309,8 @@ static int ra_write(BIO *bio, const char *in, int len) {
         }
     }
     ssize_t n = send(ra->fd, in, (size_t)len, MSG_NOSIGNAL | (ra->more ? MSG_MORE : 0));
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-        BIO_set_retry_write(bio);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR || errno == EINPROGRESS)) {
+        BIO_set_retry_write(bio);  // (EINPROGRESS: a Fast Open SYN that took none of it yet)
     }
     return (int)n;
 }
@@ -678,6 +685,11 @@ static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *o
         } else {
             snprintf(reason, reason_len, "upstream sent TLS alert %s", gw_tls_alert_name(u->alert));
         }
+    } else if (during_handshake && u->fastopen && e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 &&
+               (errno == ECONNREFUSED || errno == ETIMEDOUT || errno == EHOSTUNREACH || errno == ENETUNREACH)) {
+        // TCP Fast Open: the connect's outcome came with the ClientHello's.
+        *out_err = errno_to_err(errno);
+        snprintf(reason, reason_len, "connect: %s (TCP Fast Open: the SYN carried the ClientHello)", strerror(errno));
     } else if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
         *out_err = GW_ERR_TLS_TERMINATED;
         if (during_handshake) {

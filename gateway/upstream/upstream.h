@@ -30,6 +30,7 @@ typedef struct gw_upstream_s {
     int ticket_seen;           // a session arrived through the new-session callback
     int ocsp;                  // gw_ocsp_result of the server's staple (kept when verify is freed)
     int64_t rtt_ms;            // the tunnel's measure of a round trip to the server (0: none)
+    int fastopen;              // set before gw_upstream_connect: TCP Fast Open (the first write goes in the SYN)
     int confirmed;             // the server accepted us: sessions may go to the cache
     SSL_SESSION *held[4];      // sessions that arrived before confirmation
     size_t num_held;

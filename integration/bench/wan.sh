@@ -43,6 +43,9 @@ ip netns add "$NS_A"
 ip netns add "$NS_B"
 ip -n "$NS_A" link set lo up
 ip -n "$NS_B" link set lo up
+# TCP Fast Open (client and server) in both: for the rows with tcp_fastopen = true.
+ip netns exec "$NS_A" sysctl -qw net.ipv4.tcp_fastopen=3
+ip netns exec "$NS_B" sysctl -qw net.ipv4.tcp_fastopen=3
 
 # The far side: an nginx terminator (the same as the integration tests') and a backend.
 FAR=198.51.100.2
@@ -59,7 +62,7 @@ http {
 $(for t in client_body proxy fastcgi uwsgi scgi; do echo "    ${t}_temp_path $WORK/far/$t;"; done)
     server { listen 127.0.0.1:8080; access_log off; location / { return 200 "ok\n"; } }
     server {
-        listen $FAR_PORT ssl;
+        listen $FAR_PORT ssl fastopen=256;  # TFO for clients that use it (mtlsgw with tcp_fastopen)
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate $PKI/orders.chain.crt;
         ssl_certificate_key $PKI/orders.key;
