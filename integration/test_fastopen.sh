@@ -5,7 +5,10 @@
 # counters say so, on both ends: TCPFastOpenActive and TCPFastOpenPassive) and work; a
 # rule without it never does; a server without Fast Open still answers (the data goes
 # after the handshake); a refused port is still reported as connection_refused, with
-# the SYN that carried the ClientHello named; a direct rule may not ask for it.
+# the SYN that carried the ClientHello named; a direct rule may not ask for it. With
+# early_data too, a SOCKS5 client's first request (sent once it has our reply) rides in
+# the SYN with the ClientHello: nftables counts a SYN that large, and nginx says the
+# request came early.
 source "$(dirname "$0")/lib.sh"
 
 make_pki
@@ -42,6 +45,12 @@ $(for d in client_body proxy fastcgi uwsgi scgi; do echo "    ${d}_temp_path $WO
         location / { return 200 "dn=\$ssl_client_s_dn port=8443\n"; }
     }
     server {
+        listen 127.0.0.1:8446 ssl fastopen=16;
+        ssl_protocols TLSv1.3;
+        ssl_early_data on;
+        location / { return 200 "dn=\$ssl_client_s_dn early=\$ssl_early_data reused=\$ssl_session_reused\n"; }
+    }
+    server {
         listen 127.0.0.1:8444 ssl;   # no Fast Open
         location / { return 200 "dn=\$ssl_client_s_dn port=8444\n"; }
     }
@@ -57,6 +66,8 @@ rules = (
   { match = "tfo.test"; identity = "ops"; upstream = "127.0.0.1:8443"; server_name = "orders.dc2.test"; tcp_fastopen = true; },
   { match = "plain.test"; identity = "ops"; upstream = "127.0.0.1:8443"; server_name = "orders.dc2.test"; },
   { match = "nofo.test"; identity = "ops"; upstream = "127.0.0.1:8444"; server_name = "orders.dc2.test"; tcp_fastopen = true; },
+  { match = "early.test"; identity = "ops"; upstream = "127.0.0.1:8446"; server_name = "orders.dc2.test"; tcp_fastopen = true;
+    early_data = true; },
   { match = "refused.test"; identity = "ops"; upstream = "127.0.0.1:8445"; server_name = "orders.dc2.test"; tcp_fastopen = true; }
 );
 deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];
@@ -99,6 +110,24 @@ for _ in $(seq 50); do grep -q "dest=refused.test" "$WORK/gw.log" && break; slee
 line=$(grep "dest=refused.test" "$WORK/gw.log" | tail -1)
 expect_contains "... logged as connection_refused" "result=connection_refused" "$line"
 expect_contains "... naming the SYN that carried the ClientHello" "TCP Fast Open" "$line"
+# ---- with early data: the client's first request in the SYN ----
+ip netns exec "$NS" nft -f - <<'NFT'
+table inet tfo {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        tcp dport 8446 tcp flags & (syn | ack) == syn ip length > 3000 counter
+    }
+}
+NFT
+big_syns() { inns nft list chain inet tfo out | sed -n 's/.*counter packets \([0-9]*\).*/\1/p'; }
+pad=$(head -c 3500 /dev/zero | tr '\0' x)
+out=$(get http://early.test/first)
+expect_contains "tcp_fastopen and early_data: the first tunnel (a full handshake) answered" "early= reused=." "$out"
+check "... its SYN carried no request (nothing resumable to send early)" test "$(big_syns)" = 0
+sleep 0.3   # (the session ticket comes after the handshake)
+out=$(get -H "X-Pad: $pad" http://early.test/second)
+expect_contains "... the next SOCKS5 tunnel: its request came as early data" "early=1 reused=r" "$out"
+check "... in the SYN, with the ClientHello (a SYN of more than 3000 bytes: $(big_syns))" test "$(big_syns)" -ge 1
 check "the gateway still serves" bash -c "ip netns exec $NS curl -s -m 15 --socks5-hostname 127.0.0.1:1080 http://tfo.test/ | grep -q port=8443"
 
 cat > "$WORK/bad.conf" <<CONF

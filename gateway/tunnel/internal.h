@@ -243,6 +243,8 @@ struct gw_tunnel {
     // The access log.
     uint64_t t_start, t_phase, last_activity;
     uint64_t close_notify_at;  // the client ended: our close_notify waits for the ticket until then
+    uint64_t tfo_hold_until;   // the ClientHello waits (corked) for the client's first bytes until then
+    int tfo_hold_done;         // ... or no longer: they came, the time passed, or the SYN left
     pol_rule_stats *counted;   // the rule whose active count holds this tunnel (status page)
     int live_counted;          // counted among the live tunnels of its listener and protocol
     uint64_t hs_start_us;

@@ -4,6 +4,8 @@
 // one way out (close, with the access-log line).
 #include "gateway/tunnel/internal.h"
 
+#include <netinet/tcp.h>
+
 atomic_int gw_active_tunnels;
 atomic_int gw_rejecting_tunnels;
 atomic_int gw_share_counts[GW_SHARE_BUCKETS];
@@ -321,6 +323,40 @@ static void flush_upstream(gw_tunnel *t) {
     }
 }
 
+// GW_TFO_HOLD_MS: how long a ClientHello whose SYN Fast Open deferred waits for the
+// client's first bytes (hold_first_flight).
+#define GW_TFO_HOLD_MS 10
+
+// hold_first_flight keeps the ClientHello corked for a moment when Fast Open deferred the
+// SYN and early data is offered but the client has sent nothing yet (a SOCKS or CONNECT
+// client sends its first bytes once it has our reply): they then ride in the SYN with
+// it, and the answer comes a round trip sooner. At most GW_TFO_HOLD_MS: a client that
+// waits for the server to speak first loses that much, once.
+static int hold_first_flight(gw_tunnel *t) {
+    if (t->state != T_RELAY || !t->upstream.fastopen || t->upstream.early != GW_EARLY_SENDING || t->up_bytes > 0 ||
+        gw_buf_len(t->to_up) > 0 || t->client_io.eof || t->tfo_hold_done) {
+        return 0;
+    }
+    uint64_t now = gw_loop_now(t->host->loop);
+    if (t->tfo_hold_until == 0) {
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        if (getsockopt(t->upstream.fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 || ti.tcpi_state != TCP_SYN_SENT) {
+            t->tfo_hold_done = 1;  // the SYN left already (no cookie: an ordinary connect)
+            return 0;
+        }
+        t->tfo_hold_until = now + GW_TFO_HOLD_MS;
+    }
+    if (now >= t->tfo_hold_until) {
+        t->tfo_hold_done = 1;
+        return 0;
+    }
+    if (t->yield_timer.heap_index == SIZE_MAX) {
+        gw_timer_start(t->host->loop, &t->yield_timer, t->tfo_hold_until - now);  // (an armed one comes sooner)
+    }
+    return 1;
+}
+
 void tunnel_advance(gw_tunnel *t) {
     if (t->state == T_CLOSED) {
         return;
@@ -330,7 +366,7 @@ void tunnel_advance(gw_tunnel *t) {
         return;
     }
     t->advancing = 1;
-    if (gw_upstream_out_pending(&t->upstream) && t->upstream_io.writable) {
+    if (gw_upstream_out_pending(&t->upstream) && t->upstream_io.writable && !hold_first_flight(t)) {
         flush_upstream(t);  // what the socket did not take when the cork came off
     }
     do {
@@ -350,7 +386,7 @@ void tunnel_advance(gw_tunnel *t) {
             }
         }
     } while (t->again);
-    if (gw_upstream_out_pending(&t->upstream)) {
+    if (gw_upstream_out_pending(&t->upstream) && !hold_first_flight(t)) {
         flush_upstream(t);  // the handshake's last flight and the first data, in one segment
     }
     t->advancing = 0;
