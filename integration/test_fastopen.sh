@@ -7,8 +7,9 @@
 # after the handshake); a refused port is still reported as connection_refused, with
 # the SYN that carried the ClientHello named; a direct rule may not ask for it. With
 # early_data too, a SOCKS5 client's first request (sent once it has our reply) rides in
-# the SYN with the ClientHello: nftables counts a SYN that large, and nginx says the
-# request came early.
+# the SYN with the ClientHello: nftables counts a SYN that large, and the server
+# accepted the early data. A refused parent proxy reached with Fast Open is still
+# connection_refused, the parent's.
 source "$(dirname "$0")/lib.sh"
 
 make_pki
@@ -68,6 +69,8 @@ rules = (
   { match = "nofo.test"; identity = "ops"; upstream = "127.0.0.1:8444"; server_name = "orders.dc2.test"; tcp_fastopen = true; },
   { match = "early.test"; identity = "ops"; upstream = "127.0.0.1:8446"; server_name = "orders.dc2.test"; tcp_fastopen = true;
     early_data = true; },
+  { match = "via-refused.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
+    via = "http://127.0.0.1:8447"; tcp_fastopen = true; },
   { match = "refused.test"; identity = "ops"; upstream = "127.0.0.1:8445"; server_name = "orders.dc2.test"; tcp_fastopen = true; }
 );
 deny_addresses = [ "0.0.0.0/8", "::/128", "169.254.0.0/16", "fe80::/10" ];
@@ -126,8 +129,17 @@ expect_contains "tcp_fastopen and early_data: the first tunnel (a full handshake
 check "... its SYN carried no request (nothing resumable to send early)" test "$(big_syns)" = 0
 sleep 0.3   # (the session ticket comes after the handshake)
 out=$(get -H "X-Pad: $pad" http://early.test/second)
-expect_contains "... the next SOCKS5 tunnel: its request came as early data" "early=1 reused=r" "$out"
+expect_contains "... the next SOCKS5 tunnel: answered on a resumed session" "reused=r" "$out"
+for _ in $(seq 50); do [ "$(grep -c "dest=early.test" "$WORK/gw.log")" -ge 2 ] && break; sleep 0.1; done
+expect_contains "... its request went as early data, and nginx took it" "resumed=1 conn=new early=accepted" \
+    "$(grep "dest=early.test" "$WORK/gw.log" | tail -1)"
 check "... in the SYN, with the ClientHello (a SYN of more than 3000 bytes: $(big_syns))" test "$(big_syns)" -ge 1
+expect_eq "a refused parent proxy with tcp_fastopen (the SYN carried CONNECT): SOCKS5 0x05" "rep=5" \
+    "$(inns python3 "$HERE/socks_probe.py" 1080 via-refused.test 80)"
+for _ in $(seq 50); do grep -q "dest=via-refused.test" "$WORK/gw.log" && break; sleep 0.1; done
+expect_contains "... logged as connection_refused, the parent's" \
+    "result=connection_refused reason=\"parent proxy http://127.0.0.1:8447: connect: Connection refused (TCP Fast Open" \
+    "$(grep "dest=via-refused.test" "$WORK/gw.log" | tail -1)"
 check "the gateway still serves" bash -c "ip netns exec $NS curl -s -m 15 --socks5-hostname 127.0.0.1:1080 http://tfo.test/ | grep -q port=8443"
 
 cat > "$WORK/bad.conf" <<CONF

@@ -300,7 +300,15 @@ static void words(const char *p, size_t n, char *out, size_t cap) {
 // certificate in a handshake in which we had none to give (via_trust) does that (TLS 1.2
 // servers, and TLS 1.3 ones that judge it after the handshake, as nginx does).
 static gw_step closed(talk *k) {
+    int e = errno;
     const struct gw_outer *o = k->u->outer;
+    if (o == NULL && k->u->fastopen && (e == ECONNREFUSED || e == ETIMEDOUT || e == EHOSTUNREACH || e == ENETUNREACH)) {
+        // TCP Fast Open: the connect's outcome came with our first words' (errno names it).
+        *k->err = gw_upstream_errno_err(e);
+        snprintf(k->reason, k->cap, "parent proxy %s: connect: %s (TCP Fast Open: the SYN carried CONNECT %s)",
+                 k->v->text, strerror(e), k->target);
+        return GW_STEP_FAILED;
+    }
     if (o != NULL && o->cert_requested && k->v->tls->pending) {
         return fail(k, GW_ERR_VIA_TLS,
                     "parent proxy %s asked for a client certificate, we had none (set via_identity), and it closed "
@@ -402,8 +410,7 @@ static gw_step socks_method_or_auth(talk *k) {
     uint8_t buf[2];
     int r = read_exact(k->u, buf, 2);
     if (r <= 0) {
-        return r == 0 ? GW_STEP_WANT_READ
-                      : fail(k, GW_ERR_VIA_FAILED, "parent proxy %s closed the connection before CONNECT %s%s", "");
+        return r == 0 ? GW_STEP_WANT_READ : closed(k);
     }
     const pol_via *v = k->v;
     if (k->pt->step == P_READ_AUTH) {
@@ -435,8 +442,7 @@ static gw_step socks_reply(talk *k) {
     uint8_t buf[300];
     ssize_t n = peek(k->u, buf, sizeof(buf));
     if (n <= 0) {
-        return n == 0 ? GW_STEP_WANT_READ
-                      : fail(k, GW_ERR_VIA_FAILED, "parent proxy %s closed the connection before it answered %s%s", "");
+        return n == 0 ? GW_STEP_WANT_READ : closed(k);
     }
     size_t used = 0;
     uint8_t rep = 0;

@@ -108,7 +108,7 @@ void gw_upstream_close(gw_upstream *u) {
     }
 }
 
-static gw_err errno_to_err(int e) {
+gw_err gw_upstream_errno_err(int e) {
     switch (e) {
         case ECONNREFUSED:
             return GW_ERR_REFUSED;
@@ -156,7 +156,7 @@ gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t 
     u->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (u->fd < 0) {
         snprintf(reason, reason_len, "cannot open a socket to %s: %s", addr, strerror(errno));
-        return errno_to_err(errno);
+        return gw_upstream_errno_err(errno);
     }
     int one = 1;
     setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -183,7 +183,7 @@ gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t 
     snprintf(reason, reason_len, "connect to %s: %s", addr, strerror(e));
     close(u->fd);
     u->fd = -1;
-    return errno_to_err(e);
+    return gw_upstream_errno_err(e);
 }
 
 gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_len) {
@@ -196,7 +196,7 @@ gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_le
         return GW_ERR_NONE;
     }
     snprintf(reason, reason_len, "connect: %s", strerror(e));
-    return errno_to_err(e);
+    return gw_upstream_errno_err(e);
 }
 
 // ---- TLS ----
@@ -696,7 +696,7 @@ static gw_step classify(gw_upstream *u, int ret, int during_handshake, gw_err *o
     } else if (during_handshake && u->fastopen && e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 &&
                (errno == ECONNREFUSED || errno == ETIMEDOUT || errno == EHOSTUNREACH || errno == ENETUNREACH)) {
         // TCP Fast Open: the connect's outcome came with the ClientHello's.
-        *out_err = errno_to_err(errno);
+        *out_err = gw_upstream_errno_err(errno);
         snprintf(reason, reason_len, "connect: %s (TCP Fast Open: the SYN carried the ClientHello)", strerror(errno));
     } else if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
         *out_err = GW_ERR_TLS_TERMINATED;

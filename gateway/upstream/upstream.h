@@ -103,6 +103,8 @@ int gw_upstream_set_mark(uint32_t mark);
 // gw_upstream_connect starts a non-blocking connect to |sa|. Returns GW_ERR_NONE when the
 // connect is under way (or done), else the error; |reason| gets words.
 gw_err gw_upstream_connect(gw_upstream *u, const struct sockaddr *sa, socklen_t len, char *reason, size_t reason_len);
+// gw_upstream_errno_err: the error a connect that failed with errno |e| is.
+gw_err gw_upstream_errno_err(int e);
 // gw_upstream_connect_result reads the outcome of the connect once the socket is writable.
 gw_err gw_upstream_connect_result(gw_upstream *u, char *reason, size_t reason_len);
 
