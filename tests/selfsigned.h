@@ -6,6 +6,7 @@
 #include <openssl/ec_key.h>
 #include <openssl/evp.h>
 #include <openssl/nid.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -37,6 +38,30 @@ static X509 *selfsigned(EVP_PKEY **out_key, const char *cn, const char *san) {
     }
     *out_key = key;
     return x;
+}
+
+// selfsigned_server_ctx: a TLS 1.3 server context with a fresh key and a self-signed
+// certificate for |cn| (|san| as above), issuing no tickets; *|out_cert| (if not NULL)
+// gets a reference to the certificate. NULL if a step failed.
+static inline SSL_CTX *selfsigned_server_ctx(const char *cn, const char *san, X509 **out_cert) {
+    EVP_PKEY *key = NULL;
+    X509 *x = selfsigned(&key, cn, san);
+    SSL_CTX *ctx = x != NULL ? SSL_CTX_new(TLS_method()) : NULL;
+    if (ctx != NULL && (!SSL_CTX_use_certificate(ctx, x) || !SSL_CTX_use_PrivateKey(ctx, key) ||
+                        !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION))) {
+        SSL_CTX_free(ctx);
+        ctx = NULL;
+    }
+    if (ctx != NULL) {
+        SSL_CTX_set_num_tickets(ctx, 0);
+    }
+    if (ctx != NULL && out_cert != NULL) {
+        *out_cert = x;
+    } else {
+        X509_free(x);
+    }
+    EVP_PKEY_free(key);
+    return ctx;
 }
 
 #endif

@@ -47,14 +47,9 @@ static void nonblock(int fd) {
 }
 
 static SSL_CTX *server_ctx(const char *cn, const char *san, const char *pem_out) {
-    EVP_PKEY *key = NULL;
-    X509 *x = selfsigned(&key, cn, san);
-    assert_non_null(x);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
-    assert_true(SSL_CTX_use_certificate(ctx, x));
-    assert_true(SSL_CTX_use_PrivateKey(ctx, key));
-    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-    SSL_CTX_set_num_tickets(ctx, 0);
+    X509 *x = NULL;
+    SSL_CTX *ctx = selfsigned_server_ctx(cn, san, &x);
+    assert_non_null(ctx);
     if (pem_out != NULL) {
         FILE *f = fopen(pem_out, "w");
         assert_non_null(f);
@@ -62,7 +57,6 @@ static SSL_CTX *server_ctx(const char *cn, const char *san, const char *pem_out)
         fclose(f);
     }
     X509_free(x);
-    EVP_PKEY_free(key);
     return ctx;
 }
 

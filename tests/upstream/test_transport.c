@@ -40,16 +40,8 @@ static void nonblock(int fd) {
 
 // make_server_ctx: a TLS 1.3 server with a fresh P-256 key and a self-signed certificate.
 static SSL_CTX *make_server_ctx(void) {
-    EVP_PKEY *key = NULL;
-    X509 *x = selfsigned(&key, "server.test", NULL);
-    assert_non_null(x);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
-    assert_true(SSL_CTX_use_certificate(ctx, x));
-    assert_true(SSL_CTX_use_PrivateKey(ctx, key));
-    SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-    SSL_CTX_set_num_tickets(ctx, 0);
-    X509_free(x);
-    EVP_PKEY_free(key);
+    SSL_CTX *ctx = selfsigned_server_ctx("server.test", NULL, NULL);
+    assert_non_null(ctx);
     return ctx;
 }
 
