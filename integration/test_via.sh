@@ -13,7 +13,8 @@
 # in front of squid, one port requiring a client certificate of a corporate CA): the
 # rule's mTLS runs inside TLS to the parent, which verifies our corp identity; a parent
 # with a certificate we do not trust, and one that wants a certificate we did not give,
-# are refused as the parent's TLS failures. Pre-connected tunnels park through a parent.
+# are refused as the parent's TLS failures. Pre-connected tunnels park through a parent;
+# a transparent client (nftables redirect, no proxy settings) goes through one too.
 source "$(dirname "$0")/lib.sh"
 
 for tool in squid danted nft; do
@@ -185,11 +186,14 @@ printf '%s:%s\n' "$SQUID_USER" "wrong" > "$WORK/squid-wrong.cred"
 printf '%s:%s\n' "$SOCKS_USER" "$SOCKS_PASS" > "$WORK/socks.cred"
 printf '%s:%s\n' "$SOCKS_USER" "wrong" > "$WORK/socks-wrong.cred"
 chmod 600 "$WORK"/*.cred
-GW_PORT=18080 ADMIN_PORT=19901 FWD_PORT=18081
+GW_PORT=18080 ADMIN_PORT=19901 FWD_PORT=18081 TP_PORT=18082
 cat > "$WORK/gw.conf" <<CONF
 workers = 1;
 listen = ( { name = "proxy"; address = "127.0.0.1:$GW_PORT"; },
-           { name = "fwd"; address = "127.0.0.1:$FWD_PORT"; forward = "tls-orders.test:80"; } );
+           { name = "fwd"; address = "127.0.0.1:$FWD_PORT"; forward = "tls-orders.test:80"; },
+           { name = "redirect"; address = "127.0.0.1:$TP_PORT"; transparent = true; } );
+# Redirected in OUTPUT, a transparent client's source is this host's address toward the destination.
+allow = [ "127.0.0.0/8", "198.51.100.0/24" ];
 admin = { address = "127.0.0.1:$ADMIN_PORT"; };
 identities = ( { name = "ops"; certificate = "$PKI/ops.crt"; key = "$PKI/ops.key"; trust = "$PKI/server-trust.crt"; },
                { name = "corp"; certificate = "$PKI/gw-corp.crt"; key = "$PKI/gw-corp.key"; trust = "$PKI/corp-ca.crt"; } );
@@ -212,6 +216,7 @@ rules = (
     via = "socks5://198.51.100.2:1080"; via_credentials_file = "$WORK/socks.cred"; },
   { match = "dead.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
     via = "http://198.51.100.2:3999"; },
+  { match = "203.0.113.3:80"; identity = "ops"; upstream_port = 443; server_name = "orders.dc2.test"; },  # transparent
   { match = "direct.test"; identity = "ops"; upstream = "203.0.113.3:443"; server_name = "orders.dc2.test"; via = "none"; },
   { match = "tls-orders.test"; identity = "ops"; upstream = "orders.dc2.test:443"; server_name = "orders.dc2.test";
     via = "https://198.51.100.2:3129"; via_identity = "corp"; via_credentials_file = "$WORK/squid.cred"; },
@@ -255,6 +260,26 @@ proxychains_conf "$WORK/pc.conf" "$GW_PORT"
 out=$(inns "$GWNS" timeout 20 proxychains4 -q -f "$WORK/pc.conf" redis-cli -h redis.dc2.test -p 6379 PING 2>&1)
 expect_eq "redis-cli under proxychains4 via dante: PONG" "PONG" "$out"
 check "dante logged the CONNECT to the destination" grep -q "redis.dc2.test.6379\|203.0.113.3.6379" "$WORK/danted.log"
+
+# ---- a transparent client (no proxy settings; nftables redirects it) through the parent ----
+ip -n "$GWNS" route add 203.0.113.0/24 dev "$N-a"   # (the parents' namespace forwards nothing)
+ip netns exec "$GWNS" nft -f - <<NFT
+table inet gwredir {
+    chain out {
+        type nat hook output priority -100;
+        ip daddr 203.0.113.3 tcp dport 80 redirect to :$TP_PORT
+    }
+}
+NFT
+out=$(gcurl http://203.0.113.3/transparent)
+expect_contains "a transparent client through squid: nginx saw our client certificate" \
+    "dn=CN=ops,O=mtlsgw-test from=203.0.113.2" "$out"
+line=$(for _ in $(seq 50); do grep -q "dest=203.0.113.3:80" "$WORK/gw.log" && break; sleep 0.1; done
+       grep "dest=203.0.113.3:80" "$WORK/gw.log" | tail -1)
+expect_contains "... logged as transparent, through the parent to the address it was going to" \
+    "proto=transparent dest=203.0.113.3:80" "$line"
+expect_contains "... via=" "via=198.51.100.2:3128" "$line"
+expect_contains "... upstream= the address with upstream_port" "upstream=203.0.113.3:443" "$line"
 
 # ---- an https:// parent: the mTLS runs inside TLS to it ----
 out=$(px http://tls-orders.test/)

@@ -50,9 +50,11 @@ tunnel_step tunnel_phase_route(gw_tunnel *t) {
         return tunnel_fail(t, GW_ERR_NO_CERTIFICATE, "identity %s has no certificate yet: ACME order pending",
                            r->identity->spec.name);
     }
-    if (t->door->original_dest && r->upstream_host == NULL) {
-        // Where the client was going, whatever name it sniffed to: no DNS. The server name
-        // is the sniffed name (or the address).
+    // Where a transparent client was going, whatever name it sniffed to: no DNS. The
+    // server name is the sniffed name (or the address). Through a parent, the parent is
+    // asked for that address.
+    int original = t->door->original_dest && r->upstream_host == NULL;
+    if (original && r->via == NULL) {
         t->dial.connect_port = r->upstream_port ? r->upstream_port : port;
         snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s",
                  r->server_name ? r->server_name : t->dest.host);
@@ -61,10 +63,14 @@ tunnel_step tunnel_phase_route(gw_tunnel *t) {
         return tunnel_use_addresses(t, &t->dial.orig_addr, 1);
     }
     snprintf(t->dial.connect_host, sizeof(t->dial.connect_host), "%s",
-             r->upstream_host ? r->upstream_host : t->dest.host);
+             original           ? t->dial.orig_ip
+             : r->upstream_host ? r->upstream_host
+                                : t->dest.host);
     t->dial.connect_port = r->upstream_port ? r->upstream_port : port;
     snprintf(t->dial.server_name, sizeof(t->dial.server_name), "%s",
-             r->server_name ? r->server_name : t->dial.connect_host);
+             r->server_name ? r->server_name
+             : original     ? t->dest.host
+                            : t->dial.connect_host);
     if (r->via != NULL) {
         // The parent is connected to and asked for the destination (by name: it resolves).
         // An address the client gave is judged here: the parent would go there.
