@@ -48,8 +48,17 @@ trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
+# free_port: a loopback port nothing listens on, never one this test was given before
+# (the kernel may hand the same ephemeral port out twice; two servers on one port would
+# each answer for the other).
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+    local p
+    for _ in $(seq 20); do
+        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+        grep -qx "$p" "$WORK/.ports" 2>/dev/null || break
+    done
+    echo "$p" >> "$WORK/.ports"
+    echo "$p"
 }
 
 wait_port() {  # wait_port PORT [PID]

@@ -301,8 +301,6 @@ static void run_timers(gw_loop *loop) {
     }
 }
 
-_Thread_local uint64_t gw_loop_turn;
-
 void gw_loop_run(gw_loop *loop) {
     while (!loop->stopping) {
         int timeout = -1;
@@ -311,7 +309,6 @@ void gw_loop_run(gw_loop *loop) {
             timeout = d <= loop->now_ms ? 0 : (int)(d - loop->now_ms > 60000 ? 60000 : d - loop->now_ms);
         }
         int n = epoll_wait(loop->epfd, loop->events, GW_LOOP_BATCH, timeout);
-        gw_loop_turn++;
         uint64_t turn_start = gw_monotonic_us();
         loop->now_ms = turn_start / 1000;
         if (n < 0) {

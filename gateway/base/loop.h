@@ -43,11 +43,6 @@ void gw_loop_free(gw_loop *loop);
 void gw_loop_run(gw_loop *loop);
 void gw_loop_stop(gw_loop *loop);
 
-// gw_loop_turn counts the turns of this thread's loop (one per epoll_wait; 0 before the
-// first). A socket read short in this turn is empty until an event of a later turn says
-// otherwise (edge-triggered): a read before that would only hear EAGAIN.
-extern _Thread_local uint64_t gw_loop_turn;
-
 // gw_loop_now returns the loop's cached monotonic time in milliseconds, refreshed
 // after each epoll_wait.
 uint64_t gw_loop_now(const gw_loop *loop);

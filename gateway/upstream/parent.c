@@ -62,11 +62,12 @@ void gw_parent_tls_text(const gw_upstream *u, const pol_via *v, char *out, size_
             X509_free(x);
         }
     }
-    snprintf(out, cap, "%s %s, parent certificate %s verified with %s \"%s\", %s", SSL_get_version(ssl),
+    const char *ours = !u->outer->cert_requested ? "it asked for no certificate of ours"
+                       : v->tls->pending         ? "it asked for a certificate, we had none"
+                                                 : "it asked for our certificate and got it";
+    snprintf(out, cap, "%s %s, parent certificate %s verified with %s \"%s\"; %s", SSL_get_version(ssl),
              SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)), subject, v->tls_owned ? "via_trust" : "the trust of",
-             v->tls_owned ? v->tls->spec.trust : v->tls->spec.name,
-             SSL_get_certificate(ssl) != NULL && !v->tls->pending ? "our certificate presented when asked"
-                                                                  : "no certificate of ours");
+             v->tls_owned ? v->tls->spec.trust : v->tls->spec.name, ours);
 }
 
 void gw_parent_free(struct gw_outer *o) {
@@ -197,9 +198,11 @@ static int send_out(gw_parent_talk *pt, gw_upstream *u, gw_step *want) {
     return 1;
 }
 
-// fill reads from the parent's TLS into |ahead| until it holds |cap| bytes or nothing more
-// is there: 1 when it may continue, -1 when the TLS ended or failed before anything came.
+// fill reads from the parent's TLS into |ahead| until it holds |cap| bytes (at most
+// HEAD_MAX) or nothing more is there: 1 when it may continue, -1 when the TLS ended or
+// failed with nothing read ahead.
 static int fill(struct gw_outer *o, size_t cap) {
+    cap = cap < HEAD_MAX ? cap : HEAD_MAX;
     if (o->ahead == NULL && (o->ahead = malloc(HEAD_MAX)) == NULL) {
         return -1;
     }
@@ -220,7 +223,7 @@ static int fill(struct gw_outer *o, size_t cap) {
         }
         o->closed = 1;
     }
-    return o->closed && o->ahead_len < cap ? -1 : 1;
+    return o->closed && o->ahead_len == 0 ? -1 : 1;
 }
 
 // peek looks at what the parent sent without taking it: bytes, 0 for nothing yet, -1 for
@@ -230,8 +233,9 @@ static ssize_t peek(gw_upstream *u, uint8_t *buf, size_t cap) {
         if (fill(u->outer, cap) < 0) {
             return -1;
         }
-        memcpy(buf, u->outer->ahead + u->outer->ahead_off, u->outer->ahead_len);
-        return (ssize_t)u->outer->ahead_len;
+        size_t n = u->outer->ahead_len < cap ? u->outer->ahead_len : cap;
+        memcpy(buf, u->outer->ahead + u->outer->ahead_off, n);
+        return (ssize_t)n;
     }
     for (;;) {
         ssize_t n = recv(u->fd, buf, cap, MSG_PEEK);
@@ -348,7 +352,9 @@ static gw_step http_head(talk *k) {
     gw_http_response resp;
     gw_http_status st = gw_http_parse_response((const char *)buf, (size_t)n, &resp);
     if (st == GW_HTTP_NEED_MORE && (size_t)n < sizeof(buf)) {
-        return GW_STEP_WANT_READ;  // (EPOLLET: a short peek means the socket is empty for now)
+        // (EPOLLET: a short peek means the socket is empty for now; over TLS, that the
+        // parent's TLS holds nothing more, or ended)
+        return k->u->outer != NULL && k->u->outer->closed ? closed(k) : GW_STEP_WANT_READ;
     }
     if (st != GW_HTTP_OK) {
         return fail(k, GW_ERR_VIA_FAILED, "parent proxy %s answered CONNECT %s with %s",

@@ -13,7 +13,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "gateway/base/loop.h"
 #include "gateway/base/netutil.h"
 #include "gateway/tls/ocsp.h"
 #include "gateway/upstream/keyops.h"
@@ -216,7 +215,6 @@ struct gw_ra_bio {
     uint8_t more;       // a FIN follows the next write: MSG_MORE lets them share a segment
     uint8_t fresh;      // nothing was written yet
     uint8_t skip_read;  // the socket cannot hold anything yet (nothing was asked)
-    uint64_t drained;   // the loop turn in which a read came back short (0: none)
 };
 typedef struct gw_ra_bio ra_bio;
 
@@ -226,10 +224,11 @@ static int ra_read(BIO *bio, char *out, int len) {
     if (len <= 0) {
         return 0;
     }
-    if (ra->buf == NULL && (ra->skip_read || (ra->drained != 0 && ra->drained == gw_loop_turn))) {
-        // The ClientHello just left, or a read of this turn found the socket empty: a
-        // read could only say EAGAIN. What comes next is an event of its own
-        // (edge-triggered: it arrives after this).
+    if (ra->buf == NULL && ra->skip_read) {
+        // The ClientHello just left: a read could only say EAGAIN. The server's answer
+        // comes as an event (edge-triggered: it arrives after this). (A read that came
+        // back short says nothing of the kind: the FIN behind the data it returned takes
+        // another read to see, and its event may be the one already taken.)
         ra->skip_read = 0;
         BIO_set_retry_read(bio);
         errno = EAGAIN;
@@ -241,7 +240,6 @@ static int ra_read(BIO *bio, char *out, int len) {
             if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
                 BIO_set_retry_read(bio);
             }
-            ra->drained = n > 0 && n < len ? gw_loop_turn : 0;
             return (int)n;
         }
         if ((ra->buf = gw_buf_get(ra->pool)) == NULL) {
@@ -260,7 +258,6 @@ static int ra_read(BIO *bio, char *out, int len) {
             return (int)n;
         }
         ra->buf->end = (uint32_t)n;
-        ra->drained = n < GW_BUF_SIZE ? gw_loop_turn : 0;  // short: the socket is empty now
     }
     size_t n = gw_buf_len(ra->buf) < (size_t)len ? gw_buf_len(ra->buf) : (size_t)len;
     memcpy(out, ra->buf->data + ra->buf->start, n);
